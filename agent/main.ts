@@ -1,0 +1,3 @@
+// Placeholder so the executable builds while the agent is written; replaced by its owner.
+process.stderr.write("twilld: not built yet\n");
+process.exit(1);

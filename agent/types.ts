@@ -1,0 +1,105 @@
+/**
+ * The contracts inside twilld. A datastore decides which node owns which pod subnet (the
+ * subnet manager); a backend makes packets reach peers' subnets (the datapath). The agent
+ * loop joins them: acquire a lease, publish what peers need, reconcile the backend on every
+ * change of the peer set, on a timer, and at start-up.
+ */
+
+/** Data a backend publishes so peers can reach this node (VXLAN: the VTEP's MAC). */
+export interface BackendData {
+  type: string;
+  vtepMAC?: string;
+  vni?: number;
+  port?: number;
+  /** The node's underlay MTU, so the cluster can agree on the smallest. */
+  underlayMTU?: number;
+}
+
+/** One node's claim on the cluster network, as every peer sees it. */
+export interface NodeLease {
+  nodeName: string;
+  /** One CIDR per address family, inside the cluster CIDRs. */
+  subnets: string[];
+  /** The underlay address peers send to (VXLAN outer destination, host-gw next hop). */
+  publicIP: string;
+  backend: BackendData;
+  /** Unix ms after which the claim lapses unless renewed; absent for podCIDR allocations. */
+  expiresAt?: number;
+}
+
+export interface BackendConfig {
+  type: "vxlan" | "host-gw" | "auto";
+  vni: number;
+  port: number;
+}
+
+/** The cluster network config (a JSON file; a ConfigMap in a cluster), validated. */
+export interface NetworkConfig {
+  clusterCIDRs: string[];
+  /** Prefix length of a node subnet, per family. */
+  subnetLen: { 4?: number; 6?: number };
+  /** Optional bounds inside the IPv4 cluster CIDR, as flannel's SubnetMin/SubnetMax. */
+  subnetMin?: string;
+  subnetMax?: string;
+  backend: BackendConfig;
+  ipMasq: boolean;
+}
+
+export interface AcquireRequest {
+  nodeName: string;
+  publicIP: string;
+  backend: BackendData;
+}
+
+export interface SubnetStore {
+  /**
+   * Claims subnets for the node, or gets back the ones it already holds: a restarted agent
+   * keeps its subnets and never takes new ones while the old are still its own.
+   */
+  acquire(req: AcquireRequest): Promise<NodeLease>;
+  /** Keeps the claim alive and republishes the node's data (a changed VTEP MAC, say). */
+  renew(lease: NodeLease): Promise<NodeLease>;
+  /** Every live lease, this node's included. */
+  list(): Promise<NodeLease[]>;
+  /**
+   * Calls `onChange` with the full set of live leases whenever it changes, recovering from
+   * errors by itself (resume, relist); `onError` reports them. Returns a stop function.
+   */
+  watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void;
+  /** Gives the node's subnets back (node removed for good). */
+  release(nodeName: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What the agent knows about its own node when it drives a backend. */
+export interface LocalNode {
+  nodeName: string;
+  publicIP: string;
+  underlayDev: string;
+  underlayMTU: number;
+}
+
+export interface PeerError {
+  peer: string;
+  message: string;
+}
+
+export interface ReconcileReport {
+  /** Kernel changes applied this round (0 when already in sync). */
+  changes: number;
+  /** Peers that cannot be reached by this backend, with the reason (host-gw off-link, ...). */
+  errors: PeerError[];
+}
+
+export interface Backend {
+  readonly type: BackendConfig["type"];
+  /** Bytes encapsulation takes from the underlay MTU, for an underlay of this family. */
+  overhead(underlayFamily: 4 | 6): number;
+  /** Creates node-local devices (the VTEP) and returns what peers need to reach us. */
+  prepare(local: LocalNode): Promise<BackendData>;
+  /**
+   * Makes the kernel match the peer set: adds what is missing, removes everything twill
+   * owns that no current peer needs (peers that left while the agent was down too).
+   */
+  reconcile(local: NodeLease, peers: NodeLease[]): Promise<ReconcileReport>;
+}

@@ -1,0 +1,226 @@
+import { CniError, Code, invalidConfig, invalidEnv, toCniError } from "./errors.js";
+import type { Attachment, NetConf, Result } from "./types.js";
+import { CURRENT_VERSION, SUPPORTED_VERSIONS, formatResult, requireSupported } from "./version.js";
+
+/**
+ * The CNI protocol around a plugin: reads CNI_* variables and the network config, validates
+ * them as SPEC.md section 2 and libcni's skel do, dispatches the command, and writes exactly
+ * one JSON document (a result or an error) to stdout. IO is passed in so tests can drive it
+ * without a process.
+ */
+
+export type Command = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
+
+export interface CmdArgs {
+  command: Command;
+  containerId: string;
+  /** Empty when DEL is called without a namespace. */
+  netns: string;
+  ifname: string;
+  /** CNI_ARGS as key/value pairs (`IgnoreUnknown`, `K8S_POD_NAME`, `IP`, ...). */
+  args: Record<string, string>;
+  /** CNI_PATH split on ':'. */
+  path: string[];
+  conf: NetConf;
+  /** The config exactly as received, for delegating to another plugin. */
+  stdin: string;
+}
+
+export interface Plugin {
+  add(args: CmdArgs): Promise<Result>;
+  del(args: CmdArgs): Promise<void>;
+  check(args: CmdArgs): Promise<void>;
+  status(args: CmdArgs): Promise<void>;
+  gc(args: CmdArgs, valid: Attachment[]): Promise<void>;
+}
+
+export interface PluginIO {
+  env: Record<string, string | undefined>;
+  stdin: string;
+  stdout(text: string): void;
+  stderr(text: string): void;
+}
+
+/** SPEC.md: container IDs and network names. Also stops path tricks such as `../../etc`. */
+export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+const COMMANDS: readonly Command[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
+
+/** Which variables each command needs (SPEC.md section 2; CNI_NETNS is optional on DEL). */
+const REQUIRED_ENV: Record<Command, readonly string[]> = {
+  ADD: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+  CHECK: ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+  DEL: ["CNI_CONTAINERID", "CNI_IFNAME"],
+  GC: [],
+  STATUS: [],
+  VERSION: [],
+};
+
+/** Runs one CNI invocation and returns the process exit status. */
+export async function dispatch(plugin: Plugin, io: PluginIO, about: string): Promise<number> {
+  let version = CURRENT_VERSION;
+  try {
+    const command = io.env.CNI_COMMAND;
+    if (!command) {
+      // skel prints this for a person who runs the binary by hand; it is not a protocol call.
+      io.stderr(`${about}\nCNI protocol versions supported: ${SUPPORTED_VERSIONS.join(", ")}\n`);
+      return 0;
+    }
+    if (!(COMMANDS as readonly string[]).includes(command)) {
+      throw invalidEnv("CNI_COMMAND", `unknown command ${JSON.stringify(command)}`);
+    }
+    if (command === "VERSION") {
+      io.stdout(JSON.stringify(versionInfo(io.stdin)) + "\n");
+      return 0;
+    }
+    const args = parseArgs(command as Command, io.env, io.stdin);
+    version = args.conf.cniVersion;
+    switch (args.command) {
+      case "ADD": {
+        const result = await plugin.add(args);
+        io.stdout(JSON.stringify(formatResult(result, version)) + "\n");
+        return 0;
+      }
+      case "DEL":
+        await plugin.del(args);
+        return 0;
+      case "CHECK":
+        await plugin.check(args);
+        return 0;
+      case "STATUS":
+        await plugin.status(args);
+        return 0;
+      case "GC":
+        await plugin.gc(args, validAttachments(args.conf));
+        return 0;
+    }
+  } catch (err) {
+    const e = toCniError(err);
+    io.stdout(JSON.stringify(e.toJSON(version)) + "\n");
+    return 1;
+  }
+  return 0;
+}
+
+function versionInfo(stdin: string) {
+  let asked = CURRENT_VERSION;
+  if (stdin.trim() !== "") {
+    const conf = decode(stdin);
+    if (typeof conf.cniVersion === "string" && conf.cniVersion !== "") asked = conf.cniVersion;
+  }
+  return { cniVersion: asked, supportedVersions: [...SUPPORTED_VERSIONS] };
+}
+
+/** Validates the environment and the config for one command. Pure: no IO. */
+export function parseArgs(
+  command: Command,
+  env: Record<string, string | undefined>,
+  stdin: string,
+): CmdArgs {
+  for (const name of REQUIRED_ENV[command]) {
+    if (!env[name]) throw invalidEnv(name, "required but not set");
+  }
+  const containerId = env.CNI_CONTAINERID ?? "";
+  if (containerId && !NAME_PATTERN.test(containerId)) {
+    throw invalidEnv("CNI_CONTAINERID", `invalid container ID ${JSON.stringify(containerId)}`);
+  }
+  const ifname = env.CNI_IFNAME ?? "";
+  if (ifname) validateIfname(ifname);
+  const netns = env.CNI_NETNS ?? "";
+  if (netns && !netns.startsWith("/")) {
+    throw invalidEnv("CNI_NETNS", `must be an absolute path, got ${JSON.stringify(netns)}`);
+  }
+
+  const raw = decode(stdin);
+  raw.cniVersion = requireSupported(raw.cniVersion);
+  if (typeof raw.name !== "string" || raw.name === "") {
+    throw invalidConfig('network config has no "name"');
+  }
+  if (!NAME_PATTERN.test(raw.name)) {
+    throw invalidConfig(`invalid network name ${JSON.stringify(raw.name)}`);
+  }
+  if (typeof raw.type !== "string" || raw.type === "") {
+    throw invalidConfig('network config has no "type"');
+  }
+
+  return {
+    command,
+    containerId,
+    netns,
+    ifname,
+    args: parseCniArgs(env.CNI_ARGS ?? ""),
+    path: (env.CNI_PATH ?? "").split(":").filter(Boolean),
+    conf: raw as NetConf,
+    stdin,
+  };
+}
+
+/** Linux interface names: 1-15 bytes, no '/', ':' or whitespace, not '.' or '..'. */
+export function validateIfname(ifname: string): void {
+  const bad =
+    ifname.length > 15 || ifname === "." || ifname === ".." || /[/:\s]/.test(ifname);
+  if (bad) throw invalidEnv("CNI_IFNAME", `invalid interface name ${JSON.stringify(ifname)}`);
+}
+
+function decode(stdin: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(stdin);
+  } catch (err) {
+    throw new CniError(Code.DecodeFailure, `network config is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new CniError(Code.DecodeFailure, "network config is not a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
+
+/** CNI_ARGS: `K=V;K2=V2`. A pair without '=' is an error (code 4), as in libcni. */
+export function parseCniArgs(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of text.split(";")) {
+    if (pair === "") continue;
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw invalidEnv("CNI_ARGS", `invalid pair ${JSON.stringify(pair)}`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * GC's list of attachments to keep. The tagged 1.1.0 spec text names `cni.dev/attachments`,
+ * later text `cni.dev/valid-attachments`, and libcni sends both (cni#1101): accept either.
+ */
+export function validAttachments(conf: NetConf): Attachment[] {
+  const list = conf["cni.dev/valid-attachments"] ?? conf["cni.dev/attachments"] ?? [];
+  if (!Array.isArray(list)) {
+    throw invalidConfig('"cni.dev/valid-attachments" must be a list');
+  }
+  return list.map((a, i) => {
+    const { containerID, ifname } = (a ?? {}) as Partial<Attachment>;
+    if (typeof containerID !== "string" || typeof ifname !== "string") {
+      throw invalidConfig(`"cni.dev/valid-attachments"[${i}] needs containerID and ifname`);
+    }
+    return { containerID, ifname };
+  });
+}
+
+/** Wires a plugin to the real process: env, stdin, stdout, exit status. */
+export async function runPlugin(plugin: Plugin, about: string): Promise<never> {
+  const { readFileSync, writeSync } = await import("node:fs");
+  const command = process.env.CNI_COMMAND;
+  // VERSION may come with no stdin at all; a terminal on stdin is no config either.
+  const stdin = command && !process.stdin.isTTY ? readFileSync(0, "utf8") : "";
+  const code = await dispatch(
+    plugin,
+    {
+      env: process.env,
+      stdin,
+      // Synchronous writes: the document must be complete before process.exit.
+      stdout: (t) => void writeSync(1, t),
+      stderr: (t) => void writeSync(2, t),
+    },
+    about,
+  );
+  process.exit(code);
+}

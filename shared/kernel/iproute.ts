@@ -1,0 +1,162 @@
+import { existsSync } from "node:fs";
+import { basename, dirname } from "node:path";
+import { run, type Runner } from "./exec.js";
+
+/**
+ * iproute2 driven as a library: `ip -json` to read, `ip -batch -` to write many changes in one
+ * process start. Node cannot switch network namespaces per thread, so a handle is bound to a
+ * namespace and every call runs `ip` inside it: `ip -n NAME` for named namespaces (cheapest),
+ * `nsenter --net=PATH ip` for any other path such as /proc/PID/ns/net.
+ */
+
+export class KernelError extends Error {
+  constructor(
+    readonly op: string,
+    readonly stderr: string,
+  ) {
+    super(`failed to ${op}: ${stderr.trim() || "unknown error"}`);
+    this.name = "KernelError";
+  }
+  /** The object is already there (EEXIST). */
+  get exists(): boolean {
+    return /File exists|already exists/i.test(this.stderr);
+  }
+  /** The object is not there (ENODEV, ENOENT, ESRCH, "Cannot find device"). */
+  get notFound(): boolean {
+    return /Cannot find device|No such device|No such file|No such process|does not exist|not found/i.test(
+      this.stderr,
+    );
+  }
+}
+
+export interface Link {
+  ifindex: number;
+  ifname: string;
+  flags: string[];
+  mtu: number;
+  operstate?: string;
+  address?: string;
+  master?: string;
+  link?: string;
+  link_index?: number;
+  link_netnsid?: number;
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string };
+}
+
+export interface AddrInfo {
+  family: "inet" | "inet6";
+  local: string;
+  prefixlen: number;
+  scope?: string;
+}
+
+export interface LinkAddrs {
+  ifindex: number;
+  ifname: string;
+  addr_info: AddrInfo[];
+}
+
+export interface RouteEntry {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string;
+  scope?: string;
+  prefsrc?: string;
+  flags?: string[];
+  metric?: number;
+  mtu?: number;
+  table?: string;
+}
+
+/** A batch line: `ip` arguments without the leading `ip`. */
+export type BatchLine = readonly (string | number)[];
+
+export class IpRoute {
+  private readonly prefix: readonly string[];
+
+  /** `netns`: null for the namespace this process is in, else a netns path. */
+  constructor(
+    readonly netns: string | null = null,
+    private readonly runner: Runner = run,
+  ) {
+    this.prefix = ipPrefix(netns);
+  }
+
+  /** Runs `ip ARGS`, throws a KernelError naming `op` on failure. */
+  async exec(args: BatchLine, op: string): Promise<string> {
+    const r = await this.runner([...this.prefix, ...args.map(String)]);
+    if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+    return r.stdout;
+  }
+
+  async json<T>(args: BatchLine, op: string): Promise<T> {
+    const out = await this.exec(["-json", ...args], op);
+    return (out.trim() === "" ? [] : JSON.parse(out)) as T;
+  }
+
+  /**
+   * Applies many changes in one `ip` process. Stops at the first failing line unless
+   * `force`; the error names the operation and carries iproute2's message for that line.
+   */
+  async batch(lines: readonly BatchLine[], op: string, force = false): Promise<void> {
+    if (lines.length === 0) return;
+    const input = lines.map(batchLine).join("\n") + "\n";
+    const r = await this.runner([...this.prefix, ...(force ? ["-force"] : []), "-batch", "-"], { input });
+    if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+  }
+
+  /** All links, with details (`-details` gives linkinfo: the kind, vxlan settings, ...). */
+  links(): Promise<Link[]> {
+    return this.json<Link[]>(["-details", "link", "show"], "list links");
+  }
+
+  /** One link by name, or null when it does not exist. */
+  async link(name: string): Promise<Link | null> {
+    try {
+      const [link] = await this.json<Link[]>(["-details", "link", "show", "dev", name], `read link "${name}"`);
+      return link ?? null;
+    } catch (err) {
+      if (err instanceof KernelError && err.notFound) return null;
+      throw err;
+    }
+  }
+
+  async addrs(dev?: string): Promise<LinkAddrs[]> {
+    const args = dev ? ["addr", "show", "dev", dev] : ["addr", "show"];
+    try {
+      return await this.json<LinkAddrs[]>(args, dev ? `read addresses of "${dev}"` : "list addresses");
+    } catch (err) {
+      if (dev && err instanceof KernelError && err.notFound) return [];
+      throw err;
+    }
+  }
+
+  /** Routes of one family (4 or 6), optionally filtered (`["proto", "200"]`, `["dev", "x"]`). */
+  routes(family: 4 | 6, filter: readonly string[] = []): Promise<RouteEntry[]> {
+    return this.json<RouteEntry[]>([`-${family}`, "route", "show", ...filter], `list IPv${family} routes`);
+  }
+}
+
+/** The argv that runs `ip` inside `netns` (null: the current namespace). */
+export function ipPrefix(netns: string | null): readonly string[] {
+  if (netns === null) return ["ip"];
+  const dir = dirname(netns);
+  if (dir === "/var/run/netns" || dir === "/run/netns") return ["ip", "-n", basename(netns)];
+  return ["nsenter", `--net=${netns}`, "ip"];
+}
+
+function batchLine(line: BatchLine): string {
+  return line
+    .map((a) => {
+      const s = String(a);
+      // iproute2 splits batch lines on white space and treats '#' as a comment; names that
+      // reach here are validated, so such a character means a bug, not input to quote.
+      if (s === "" || /[\s"'#\\]/.test(s)) throw new Error(`invalid ip batch argument ${JSON.stringify(s)}`);
+      return s;
+    })
+    .join(" ");
+}
+
+/** A namespace path is usable when the file exists (a recycled /proc PID is the runtime's bug). */
+export const netnsExists = (path: string): boolean => existsSync(path);

@@ -1,0 +1,60 @@
+import { appendFileSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+
+/**
+ * Structured logs: a constant message plus key/values, one JSON object a line. The plugin
+ * logs to a file (its stdout belongs to the CNI protocol); the agent logs to stderr.
+ */
+
+export type Level = "debug" | "info" | "warn" | "error";
+export type Fields = Record<string, unknown>;
+
+export interface Logger {
+  debug(msg: string, fields?: Fields): void;
+  info(msg: string, fields?: Fields): void;
+  warn(msg: string, fields?: Fields): void;
+  error(msg: string, fields?: Fields): void;
+  with(fields: Fields): Logger;
+}
+
+const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+export function createLogger(write: (line: string) => void, minLevel: Level = "info", base: Fields = {}): Logger {
+  const emit = (level: Level, msg: string, fields?: Fields) => {
+    if (ORDER[level] < ORDER[minLevel]) return;
+    const entry = { ts: new Date().toISOString(), level, msg, ...base, ...fields };
+    try {
+      write(JSON.stringify(entry, errorReplacer) + "\n");
+    } catch {
+      // A log that cannot be written must never break the operation being logged.
+    }
+  };
+  return {
+    debug: (m, f) => emit("debug", m, f),
+    info: (m, f) => emit("info", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    error: (m, f) => emit("error", m, f),
+    with: (f) => createLogger(write, minLevel, { ...base, ...f }),
+  };
+}
+
+/** A logger appending to `path`; the directory is created on first use. */
+export function fileLogger(path: string, minLevel: Level = "info"): Logger {
+  let ready = false;
+  return createLogger((line) => {
+    if (!ready) {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      ready = true;
+    }
+    appendFileSync(path, line, { mode: 0o600 });
+  }, minLevel);
+}
+
+export const stderrLogger = (minLevel: Level = "info"): Logger =>
+  createLogger((line) => process.stderr.write(line), minLevel);
+
+export const nullLogger: Logger = createLogger(() => {});
+
+function errorReplacer(_key: string, value: unknown) {
+  return value instanceof Error ? value.message : typeof value === "bigint" ? value.toString() : value;
+}

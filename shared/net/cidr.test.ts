@@ -1,0 +1,57 @@
+import { describe, expect, it } from "vitest";
+import {
+  contains, covers, formatAddress, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, size, subnetAt,
+} from "./cidr.js";
+
+describe("cidr", () => {
+  it("parses IPv4 and clears host bits in the network", () => {
+    const c = parseCidr("10.244.1.7/24");
+    expect(formatCidr(c)).toBe("10.244.1.0/24");
+    expect(formatAddress(c)).toBe("10.244.1.7/24");
+    expect(formatIp(4, lastAddress(c))).toBe("10.244.1.255");
+    expect(size(c)).toBe(256n);
+  });
+
+  it("parses IPv6 in canonical form", () => {
+    const c = parseCidr("FD00:10:0:0::5/64");
+    expect(formatCidr(c)).toBe("fd00:10::/64");
+    expect(formatIp(6, lastAddress(c))).toBe("fd00:10::ffff:ffff:ffff:ffff");
+  });
+
+  it("handles the edges of both families", () => {
+    expect(formatCidr(parseCidr("0.0.0.0/0"))).toBe("0.0.0.0/0");
+    expect(formatIp(4, lastAddress(parseCidr("255.255.255.255/32")))).toBe("255.255.255.255");
+    expect(formatCidr(parseCidr("::/0"))).toBe("::/0");
+    expect(size(parseCidr("::/0"))).toBe(1n << 128n);
+  });
+
+  it.each(["10.0.0.0", "10.0.0.0/33", "10.0.0.300/24", "fd00::/129", "abc/8", "", "10.0.0.0/-1"])(
+    "rejects %j", (text) => {
+      expect(() => parseCidr(text)).toThrow(/invalid CIDR/);
+    });
+
+  it("rejects bad addresses", () => {
+    expect(() => parseIp("10.0.0.0/8")).toThrow(/invalid IP/);
+    expect(() => parseIp("1.2.3")).toThrow(/invalid IP/);
+  });
+
+  it("tests membership within a family only", () => {
+    const c = parseCidr("10.0.0.0/8");
+    expect(contains(c, parseIp("10.255.255.255"))).toBe(true);
+    expect(contains(c, parseIp("11.0.0.0"))).toBe(false);
+    expect(contains(c, parseIp("::a00:1"))).toBe(false);
+    expect(covers(c, parseCidr("10.1.0.0/16"))).toBe(true);
+    expect(covers(parseCidr("10.1.0.0/16"), c)).toBe(false);
+    expect(overlaps(parseCidr("10.1.0.0/16"), c)).toBe(true);
+    expect(overlaps(parseCidr("10.1.0.0/16"), parseCidr("10.2.0.0/16"))).toBe(false);
+  });
+
+  it("carves subnets by index", () => {
+    const cluster = parseCidr("10.244.0.0/16");
+    expect(formatCidr(subnetAt(cluster, 24, 0n))).toBe("10.244.0.0/24");
+    expect(formatCidr(subnetAt(cluster, 24, 255n))).toBe("10.244.255.0/24");
+    expect(() => subnetAt(cluster, 24, 256n)).toThrow(/out of range/);
+    expect(() => subnetAt(cluster, 8, 0n)).toThrow(/cannot carve/);
+    expect(formatCidr(subnetAt(parseCidr("fd00:10:244::/56"), 64, 3n))).toBe("fd00:10:244:3::/64");
+  });
+});

@@ -1,0 +1,95 @@
+import { readFileSync } from "node:fs";
+import { writeFileAtomic } from "./fs.js";
+import { covers, formatCidr, parseCidr } from "./net/cidr.js";
+
+/**
+ * The node subnet file: what the node agent leased for this node, read by `twill` and
+ * `twill-ipam` on every ADD. The agent writes it atomically. When it is missing the node is
+ * not ready yet: ADD answers "try again later" (11) and STATUS "not available" (50), instead
+ * of failing hard as flannel does on a missing subnet.env (flannel#2232).
+ */
+
+export const DEFAULT_SUBNET_FILE = "/run/twill/subnet.json";
+
+export interface SubnetInfo {
+  /** Every pod address in the cluster, one CIDR per family. */
+  clusterCIDRs: string[];
+  /** This node's share, one CIDR per family, each inside a cluster CIDR. */
+  nodeSubnets: string[];
+  /** MTU for pod interfaces: the underlay MTU less the backend's overhead. */
+  mtu: number;
+  backend: string;
+  ipMasq: boolean;
+  nodeName?: string;
+}
+
+export class SubnetFileMissing extends Error {
+  constructor(readonly path: string) {
+    super(`node subnet file ${path} does not exist (is twilld running on this node?)`);
+    this.name = "SubnetFileMissing";
+  }
+}
+
+export class SubnetFileInvalid extends Error {
+  constructor(path: string, why: string) {
+    super(`node subnet file ${path} is invalid: ${why}`);
+    this.name = "SubnetFileInvalid";
+  }
+}
+
+export function readSubnetFile(path = DEFAULT_SUBNET_FILE): SubnetInfo {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new SubnetFileMissing(path);
+    throw err;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new SubnetFileInvalid(path, "not JSON");
+  }
+  return validateSubnetInfo(raw, path);
+}
+
+export function validateSubnetInfo(raw: unknown, path = "(subnet info)"): SubnetInfo {
+  const fail = (why: string): never => {
+    throw new SubnetFileInvalid(path, why);
+  };
+  if (typeof raw !== "object" || raw === null) fail("not an object");
+  const r = raw as Record<string, unknown>;
+  const cidrList = (key: string) => {
+    const v = r[key];
+    if (!Array.isArray(v) || v.length === 0) fail(`"${key}" must be a non-empty list`);
+    return (v as unknown[]).map((c) => {
+      try {
+        return parseCidr(String(c));
+      } catch (err) {
+        return fail(`"${key}": ${(err as Error).message}`);
+      }
+    });
+  };
+  const cluster = cidrList("clusterCIDRs");
+  const node = cidrList("nodeSubnets");
+  for (const n of node) {
+    if (!cluster.some((c) => covers(c, n))) fail(`node subnet ${formatCidr(n)} is outside every cluster CIDR`);
+  }
+  const mtu = r.mtu;
+  if (typeof mtu !== "number" || !Number.isInteger(mtu) || mtu < 576 || mtu > 65535) fail(`"mtu" ${String(mtu)} is not a valid MTU`);
+  if (typeof r.backend !== "string") fail('"backend" must be a string');
+  return {
+    clusterCIDRs: cluster.map(formatCidr),
+    nodeSubnets: node.map(formatCidr),
+    mtu: mtu as number,
+    backend: r.backend as string,
+    ipMasq: r.ipMasq === true,
+    ...(typeof r.nodeName === "string" ? { nodeName: r.nodeName } : {}),
+  };
+}
+
+export function writeSubnetFile(path: string, info: SubnetInfo): void {
+  validateSubnetInfo(info, path);
+  writeFileAtomic(path, JSON.stringify(info, null, 2) + "\n", 0o644);
+}

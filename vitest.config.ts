@@ -1,0 +1,31 @@
+import { defineConfig } from "vitest/config";
+
+// Two tiers: `unit` is pure logic on plain data and runs anywhere; `privileged` needs root,
+// builds its own network namespaces and runs the built executables from dist/bin.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["{shared,ipam,plugins,agent,conformance}/**/*.test.ts"],
+          exclude: ["**/*.priv.test.ts", "**/node_modules/**"],
+        },
+      },
+      {
+        test: {
+          name: "privileged",
+          include: ["{shared,ipam,plugins,agent,conformance}/**/*.priv.test.ts"],
+          exclude: ["**/node_modules/**"],
+          // Namespaces, daemons and real clusters: slow by nature, and the machine has 2 cores.
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
+          // One file at a time: namespaces and daemons of two files must not compete for
+          // the 2 cores and make each other's bounded waits flaky.
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
+        },
+      },
+    ],
+  },
+});
