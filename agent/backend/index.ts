@@ -1,15 +1,19 @@
-// Placeholder so the agent builds while the backends are written; replaced by their owner.
-import type { IpRoute } from "../../shared/kernel/iproute.js";
-import type { Logger } from "../../shared/log.js";
 import type { Backend, NetworkConfig } from "../types.js";
+import { Datapath, type BackendDeps, type CarrierConfig } from "./datapath.js";
+import { autoPath, hostGwPath, vxlanPath } from "./paths.js";
 
-export interface BackendDeps {
-  /** iproute2 bound to the node's namespace. */
-  ip: IpRoute;
-  logger: Logger;
-}
+export type { BackendDeps } from "./datapath.js";
+export { TWILL_ROUTE_PROTO } from "../../shared/kernel/routes.js";
+
+const CARRIERS: Record<NetworkConfig["backend"]["type"], CarrierConfig> = {
+  vxlan: { type: "vxlan", find: vxlanPath, vtep: true },
+  "host-gw": { type: "host-gw", find: hostGwPath, vtep: false },
+  auto: { type: "auto", find: autoPath, vtep: true },
+};
 
 /** The datapath for the cluster's backend type (masquerade for pod->outside included). */
-export function createBackend(_network: NetworkConfig, _deps: BackendDeps): Backend {
-  throw new Error("backends not built yet");
+export function createBackend(network: NetworkConfig, deps: BackendDeps): Backend {
+  const carrier = CARRIERS[network.backend.type];
+  if (!carrier) throw new Error(`unknown backend type ${JSON.stringify(network.backend.type)} (want vxlan, host-gw or auto)`);
+  return new Datapath(network, carrier, deps);
 }

@@ -106,6 +106,28 @@ export class IpRoute {
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
   }
 
+  /** Runs `bridge ARGS` (the FDB lives there, not in `ip`) in the same namespace. */
+  async bridge(args: BatchLine, op: string): Promise<string> {
+    const r = await this.runner([...toolPrefix(this.netns, "bridge"), ...args.map(String)]);
+    if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+    return r.stdout;
+  }
+
+  /** `bridge -batch -`: many FDB changes in one process, as batch() does for `ip`. */
+  async bridgeBatch(lines: readonly BatchLine[], op: string, force = false): Promise<void> {
+    if (lines.length === 0) return;
+    const input = lines.map(batchLine).join("\n") + "\n";
+    const r = await this.runner([...toolPrefix(this.netns, "bridge"), ...(force ? ["-force"] : []), "-batch", "-"], { input });
+    if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+  }
+
+  /** Runs `nft ARGS` in the same namespace, `input` on its stdin (for `nft -f -`). */
+  async nft(args: readonly string[], op: string, input?: string): Promise<string> {
+    const r = await this.runner([...toolPrefix(this.netns, "nft"), ...args], input === undefined ? {} : { input });
+    if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+    return r.stdout;
+  }
+
   /** All links, with details (`-details` gives linkinfo: the kind, vxlan settings, ...). */
   links(): Promise<Link[]> {
     return this.json<Link[]>(["-details", "link", "show"], "list links");
@@ -144,6 +166,14 @@ export function ipPrefix(netns: string | null): readonly string[] {
   const dir = dirname(netns);
   if (dir === "/var/run/netns" || dir === "/run/netns") return ["ip", "-n", basename(netns)];
   return ["nsenter", `--net=${netns}`, "ip"];
+}
+
+/** The argv that runs another network tool inside `netns`; `bridge` knows `-n`, nft does not. */
+export function toolPrefix(netns: string | null, tool: "bridge" | "nft"): readonly string[] {
+  if (netns === null) return [tool];
+  const dir = dirname(netns);
+  if (tool === "bridge" && (dir === "/var/run/netns" || dir === "/run/netns")) return [tool, "-n", basename(netns)];
+  return ["nsenter", `--net=${netns}`, tool];
 }
 
 function batchLine(line: BatchLine): string {

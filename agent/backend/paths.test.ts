@@ -1,0 +1,98 @@
+import { describe, expect, it } from "vitest";
+import type { NodeLease } from "../types.js";
+import { autoPath, desiredDatapath, hostGwPath, onLinkPrefix, overheadOf, vxlanPath, type NodeView } from "./paths.js";
+
+const lease = (nodeName: string, publicIP: string, subnets: string[], mac?: string): NodeLease => ({
+  nodeName,
+  publicIP,
+  subnets,
+  backend: { type: "vxlan", vni: 1, port: 4789, ...(mac ? { vtepMAC: mac } : {}) },
+});
+
+const view: NodeView = {
+  local: { nodeName: "node-a", publicIP: "192.168.1.2", underlayDev: "eth0", underlayMTU: 1500 },
+  lease: lease("node-a", "192.168.1.2", ["10.244.1.0/24"]),
+  underlayPrefixes: ["192.168.1.0/24"],
+  vtep: { dev: "twill.1", vni: 1, port: 4789 },
+};
+const adjacent = lease("node-b", "192.168.1.3", ["10.244.2.0/24", "fd00:0:0:2::/64"], "02:00:00:00:00:0b");
+const remote = lease("node-c", "10.1.2.3", ["10.244.3.0/24"], "02:00:00:00:00:0c");
+
+describe("onLinkPrefix", () => {
+  it("finds the connected prefix holding an address, null outside all of them", () => {
+    expect(onLinkPrefix("192.168.1.200", ["10.0.0.0/8", "192.168.1.0/24"])).toBe("192.168.1.0/24");
+    expect(onLinkPrefix("192.168.2.1", ["192.168.1.0/24"])).toBeNull();
+    expect(onLinkPrefix("fd00::5", ["192.168.1.0/24", "fd00::/64"])).toBe("fd00::/64");
+  });
+});
+
+describe("hostGwPath", () => {
+  it("routes an adjacent peer's subnet via its underlay address", () => {
+    const path = hostGwPath(lease("node-b", "192.168.1.3", ["10.244.2.0/24"]), view);
+    expect(path.errors).toEqual([]);
+    expect(path.entries.routes).toEqual([{ dst: "10.244.2.0/24", via: "192.168.1.3", dev: "eth0", onlink: false }]);
+  });
+
+  it("reports a peer on another segment instead of installing a route that cannot work", () => {
+    const path = hostGwPath(remote, view);
+    expect(path.carrier).toBeNull();
+    expect(path.entries.routes).toEqual([]);
+    expect(path.errors).toEqual([
+      "peer node-c 10.1.2.3 is not on the same L2 segment as eth0 (192.168.1.0/24): host-gw needs L2-adjacent nodes; use vxlan or auto",
+    ]);
+  });
+
+  it("reports a pod family the underlay family cannot carry, and routes the other", () => {
+    const path = hostGwPath(adjacent, view);
+    expect(path.entries.routes.map((r) => r.dst)).toEqual(["10.244.2.0/24"]);
+    expect(path.errors[0]).toMatch(/fd00:0:0:2::\/64 is IPv6 but the underlay is IPv4/);
+  });
+});
+
+describe("vxlanPath", () => {
+  it("gives one FDB entry and, per subnet, a neighbor and an onlink route via the VTEP", () => {
+    const path = vxlanPath(adjacent, view);
+    expect(path.errors).toEqual([]);
+    expect(path.entries).toEqual({
+      fdb: [{ mac: "02:00:00:00:00:0b", dst: "192.168.1.3", dev: "twill.1" }],
+      neighbors: [
+        { ip: "10.244.2.0", mac: "02:00:00:00:00:0b", dev: "twill.1" },
+        { ip: "fd00:0:0:2::", mac: "02:00:00:00:00:0b", dev: "twill.1" },
+      ],
+      routes: [
+        { dst: "10.244.2.0/24", via: "10.244.2.0", dev: "twill.1", onlink: true },
+        { dst: "fd00:0:0:2::/64", via: "fd00:0:0:2::", dev: "twill.1", onlink: true },
+      ],
+    });
+  });
+
+  it("reports a peer without a VTEP MAC or with another VNI", () => {
+    expect(vxlanPath(lease("node-d", "192.168.1.4", ["10.244.4.0/24"]), view).errors[0]).toMatch(/node-d: publishes no VTEP MAC/);
+    const otherVni = { ...remote, backend: { ...remote.backend, vni: 7 } };
+    expect(vxlanPath(otherVni, view).errors[0]).toMatch(/uses VNI 7, this node 1/);
+  });
+});
+
+describe("autoPath", () => {
+  it("takes host-gw for an adjacent single-family peer and VXLAN for the others", () => {
+    expect(autoPath(lease("node-b", "192.168.1.3", ["10.244.2.0/24"], "02:00:00:00:00:0b"), view).carrier).toBe("host-gw");
+    expect(autoPath(remote, view).carrier).toBe("vxlan");
+    expect(autoPath(adjacent, view).carrier).toBe("vxlan");
+  });
+});
+
+describe("desiredDatapath", () => {
+  it("leaves out this node, duplicates and lapsed leases, and collects errors per peer", () => {
+    const lapsed = { ...lease("node-e", "192.168.1.5", ["10.244.5.0/24"], "02:00:00:00:00:0e"), expiresAt: 1000 };
+    const out = desiredDatapath([view.lease, remote, lapsed, remote], view, hostGwPath, 2000);
+    expect(Object.keys(out.carriers)).toEqual(["node-c"]);
+    expect(out.errors.map((e) => e.peer)).toEqual(["node-c"]);
+    expect(out.state.routes).toEqual([]);
+  });
+});
+
+describe("overheadOf", () => {
+  it("is 50 for VXLAN over IPv4, 70 over IPv6, 0 for host-gw, and auto takes VXLAN's", () => {
+    expect([overheadOf("vxlan", 4), overheadOf("vxlan", 6), overheadOf("host-gw", 4), overheadOf("auto", 6)]).toEqual([50, 70, 0, 70]);
+  });
+});

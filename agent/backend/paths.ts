@@ -1,0 +1,126 @@
+import { contains, familyOfText, formatCidr, formatIp, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
+import type { LocalNode, NodeLease, PeerError } from "../types.js";
+import { emptyState, type DatapathState } from "./plan.js";
+
+/**
+ * How traffic reaches one peer's pod subnets, decided on plain data. Each backend supplies
+ * only this: host-gw a route via the peer's underlay address, vxlan a route via the peer's VTEP
+ * plus the neighbor and FDB entries behind it, auto whichever of the two can work.
+ */
+
+export interface NodeView {
+  local: LocalNode;
+  lease: NodeLease;
+  /** Prefixes directly connected on the underlay device (`192.168.1.0/24`). */
+  underlayPrefixes: string[];
+  /** The VTEP, when this node has one. */
+  vtep: { dev: string; vni: number; port: number } | null;
+}
+
+export type Carrier = "host-gw" | "vxlan";
+
+export interface PeerPath {
+  carrier: Carrier | null;
+  entries: DatapathState;
+  /** Why some or all of the peer's subnets cannot be reached this way. */
+  errors: string[];
+}
+
+export type PathFinder = (peer: NodeLease, view: NodeView) => PeerPath;
+
+/** The connected prefix of the underlay that holds `ip`, or null when it is not on-link. */
+export function onLinkPrefix(ip: string, prefixes: readonly string[]): string | null {
+  const addr = parseIp(ip);
+  return prefixes.find((p) => contains(parseCidr(p), addr)) ?? null;
+}
+
+export const hostGwPath: PathFinder = (peer, view) => {
+  const path: PeerPath = { carrier: "host-gw", entries: emptyState(), errors: [] };
+  const dev = view.local.underlayDev;
+  if (!onLinkPrefix(peer.publicIP, view.underlayPrefixes)) {
+    const where = view.underlayPrefixes.length ? view.underlayPrefixes.join(", ") : "no connected prefix";
+    path.errors.push(
+      `peer ${peer.nodeName} ${peer.publicIP} is not on the same L2 segment as ${dev} (${where}): ` +
+        "host-gw needs L2-adjacent nodes; use vxlan or auto",
+    );
+    return { ...path, carrier: null };
+  }
+  const underlay = familyOfText(peer.publicIP);
+  for (const subnet of peer.subnets) {
+    const family = parseCidr(subnet).family;
+    if (family !== underlay) {
+      path.errors.push(
+        `peer ${peer.nodeName} subnet ${subnet} is IPv${family} but the underlay is IPv${underlay}: ` +
+          "host-gw routes a pod family only over an underlay of the same family; use vxlan or auto",
+      );
+      continue;
+    }
+    path.entries.routes.push({ dst: canonical(subnet), via: peer.publicIP, dev, onlink: false });
+  }
+  return path;
+};
+
+export const vxlanPath: PathFinder = (peer, view) => {
+  const path: PeerPath = { carrier: "vxlan", entries: emptyState(), errors: [] };
+  const fail = (why: string): PeerPath => ({ ...path, carrier: null, errors: [`peer ${peer.nodeName}: ${why}`] });
+  const vtep = view.vtep;
+  if (!vtep) return fail("this node has no VXLAN device");
+  const mac = peer.backend.vtepMAC?.toLowerCase();
+  if (!mac) return fail(`publishes no VTEP MAC (its backend is ${peer.backend.type}); it cannot be reached over VXLAN yet`);
+  if (peer.backend.vni !== undefined && peer.backend.vni !== vtep.vni) {
+    return fail(`uses VNI ${peer.backend.vni}, this node ${vtep.vni}`);
+  }
+  if (peer.backend.port !== undefined && peer.backend.port !== vtep.port) {
+    return fail(`uses VXLAN port ${peer.backend.port}, this node ${vtep.port}`);
+  }
+  if (familyOfText(peer.publicIP) !== familyOfText(view.local.publicIP)) {
+    return fail(`underlay address ${peer.publicIP} is not of the family of this node's ${view.local.publicIP}`);
+  }
+  path.entries.fdb.push({ mac, dst: peer.publicIP, dev: vtep.dev });
+  for (const subnet of peer.subnets) {
+    const c = parseCidr(subnet);
+    const vtepIp = formatIp(c.family, c.network);
+    path.entries.neighbors.push({ ip: vtepIp, mac, dev: vtep.dev });
+    path.entries.routes.push({ dst: canonical(subnet), via: vtepIp, dev: vtep.dev, onlink: true });
+  }
+  return path;
+};
+
+/** host-gw where it works (same segment, same family), VXLAN for every other peer. */
+export const autoPath: PathFinder = (peer, view) => {
+  const direct = hostGwPath(peer, view);
+  return direct.errors.length === 0 ? direct : vxlanPath(peer, view);
+};
+
+export interface DesiredDatapath {
+  state: DatapathState;
+  errors: PeerError[];
+  carriers: Record<string, Carrier | null>;
+}
+
+/** The whole desired state for a peer set (this node and lapsed leases left out). */
+export function desiredDatapath(peers: readonly NodeLease[], view: NodeView, find: PathFinder, now: number): DesiredDatapath {
+  const out: DesiredDatapath = { state: emptyState(), errors: [], carriers: {} };
+  const seen = new Set<string>();
+  for (const peer of [...peers].sort((a, b) => a.nodeName.localeCompare(b.nodeName))) {
+    if (peer.nodeName === view.lease.nodeName || seen.has(peer.nodeName)) continue;
+    if (peer.expiresAt !== undefined && peer.expiresAt <= now) continue;
+    seen.add(peer.nodeName);
+    const path = find(peer, view);
+    out.carriers[peer.nodeName] = path.carrier;
+    out.state.routes.push(...path.entries.routes);
+    out.state.neighbors.push(...path.entries.neighbors);
+    out.state.fdb.push(...path.entries.fdb);
+    for (const message of path.errors) out.errors.push({ peer: peer.nodeName, message });
+  }
+  return out;
+}
+
+/** The MTU overhead of each carrier for an underlay family (auto takes VXLAN's: the worst case). */
+export function overheadOf(type: "vxlan" | "host-gw" | "auto", family: Family): number {
+  if (type === "host-gw") return 0;
+  // Outer IPv4 20 (IPv6 40) + UDP 8 + VXLAN 8 + inner Ethernet 14.
+  return family === 4 ? 50 : 70;
+}
+
+const canonical = (subnet: string): string => formatCidr(parseCidr(subnet));

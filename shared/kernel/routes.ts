@@ -1,0 +1,81 @@
+import { formatCidr, parseCidr, parseIp } from "../net/cidr.js";
+import type { BatchLine, IpRoute, RouteEntry } from "./iproute.js";
+
+/**
+ * twill's routes to peer pod subnets. Every one carries twill's own route protocol number, so
+ * the agent can list exactly its own routes, prune those no peer needs (also after peers left
+ * while it was down, flannel#2554) and never touch anyone else's.
+ */
+
+/**
+ * The route protocol twill installs with (`ip route ... proto 150`). 150 is unassigned in
+ * iproute2's rt_protos (0-99 and 186-192 are taken) and used by no common routing daemon.
+ */
+export const TWILL_ROUTE_PROTO = 150;
+
+export interface RouteSpec {
+  /** The destination prefix, host bits clear (`10.244.3.0/24`). */
+  dst: string;
+  via: string;
+  dev: string;
+  /** The next hop is reachable on `dev` without a connected prefix (the VXLAN VTEP). */
+  onlink: boolean;
+}
+
+/** Every route twill owns in the main table, both families. */
+export async function listOwnedRoutes(ip: IpRoute): Promise<RouteSpec[]> {
+  const filter = ["proto", String(TWILL_ROUTE_PROTO)];
+  const [v4, v6] = await Promise.all([ip.routes(4, filter), ip.routes(6, filter)]);
+  return [...v4, ...v6].map(toRouteSpec);
+}
+
+export function toRouteSpec(r: RouteEntry): RouteSpec {
+  return {
+    dst: normalizeDst(r.dst),
+    via: r.gateway ?? "",
+    dev: r.dev ?? "",
+    onlink: r.flags?.includes("onlink") ?? false,
+  };
+}
+
+/** Same route: the key (dst) and every attribute compare equal, addresses by value. */
+export const sameRoute = (a: RouteSpec, b: RouteSpec): boolean =>
+  a.dst === b.dst && a.dev === b.dev && a.onlink === b.onlink && sameIp(a.via, b.via);
+
+export const routeReplaceLine = (r: RouteSpec): BatchLine => [
+  "route", "replace", r.dst, "via", r.via, "dev", r.dev, ...(r.onlink ? ["onlink"] : []), "proto", TWILL_ROUTE_PROTO,
+];
+
+export const routeDelLine = (r: RouteSpec): BatchLine => [
+  "route", "del", r.dst, ...(r.via ? ["via", r.via] : []), ...(r.dev ? ["dev", r.dev] : []), "proto", TWILL_ROUTE_PROTO,
+];
+
+/** `ip` prints a host route without its length; keys always carry one, in canonical form. */
+export function normalizeDst(dst: string): string {
+  if (dst.includes("/")) return formatCidr(parseCidr(dst));
+  const ip = parseIp(dst);
+  return formatCidr(parseCidr(`${dst}/${ip.family === 4 ? 32 : 128}`));
+}
+
+export function sameIp(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    const x = parseIp(a);
+    const y = parseIp(b);
+    return x.family === y.family && x.value === y.value;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The prefixes directly connected on `dev` (from its addresses): a next hop inside one of
+ * them is reachable without a router, which is what host-gw needs.
+ */
+export async function connectedPrefixes(ip: IpRoute, dev: string): Promise<string[]> {
+  const [link] = await ip.addrs(dev);
+  return (link?.addr_info ?? [])
+    .filter((a) => a.scope !== "host" && a.prefixlen < (a.family === "inet" ? 32 : 128))
+    .filter((a) => !(a.family === "inet6" && a.scope === "link"))
+    .map((a) => formatCidr(parseCidr(`${a.local}/${a.prefixlen}`)));
+}

@@ -1,0 +1,135 @@
+import { createHash } from "node:crypto";
+import { formatAddress, formatIp, parseCidr } from "../net/cidr.js";
+import { KernelError, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
+import { sameIp } from "./routes.js";
+
+/**
+ * The node's VXLAN tunnel endpoint (VTEP). Peers address it by its MAC, which they learn from
+ * the datastore, so the MAC must not change behind their back: it is derived from the node name
+ * and set explicitly, and a device recreated after a reboot or a deletion gets the same one
+ * (flannel#1795: peers kept a stale MAC after flannel.1 came back with a new random one).
+ */
+
+export interface VxlanSpec {
+  name: string;
+  vni: number;
+  port: number;
+  /** The underlay address the tunnel is sourced from (the node's public IP). */
+  local: string;
+  /** The underlay device. */
+  dev: string;
+  mac: string;
+  mtu: number;
+  /** Addresses on the device, `<node subnet network>/32` (`/128`). */
+  addresses: string[];
+}
+
+/** The VTEP device name for a VNI. */
+export const vtepName = (vni: number): string => `twill.${vni}`;
+
+/** A locally administered unicast MAC that depends only on the node name and the VNI. */
+export function stableVtepMac(nodeName: string, vni: number): string {
+  const h = createHash("sha256").update(`twill-vtep/${vni}/${nodeName}`).digest();
+  h[0] = (h[0]! & 0xfc) | 0x02;
+  return [...h.subarray(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/**
+ * Why the existing link cannot serve as the VTEP and must be recreated (a VXLAN's VNI, port,
+ * source and underlay cannot be changed in place), or null when it can.
+ */
+export function vtepMismatch(link: Link, spec: VxlanSpec): string | null {
+  const kind = link.linkinfo?.info_kind;
+  if (kind !== "vxlan") return `"${spec.name}" is a ${kind ?? "device of unknown kind"}, not vxlan`;
+  const d = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
+  if (d.id !== spec.vni) return `VNI ${String(d.id)}, want ${spec.vni}`;
+  if (d.port !== spec.port) return `port ${String(d.port)}, want ${spec.port}`;
+  const local = (d.local ?? d.local6) as string | undefined;
+  if (!local || !sameIp(local, spec.local)) return `local ${local ?? "(none)"}, want ${spec.local}`;
+  if (d.link !== spec.dev) return `underlay ${String(d.link ?? "(none)")}, want ${spec.dev}`;
+  if (d.learning !== false) return "learning is on, want nolearning";
+  return null;
+}
+
+/** The changes that bring an existing, compatible VTEP to `spec`: MAC, MTU, addresses, up. */
+export function planVtepSettings(link: Link, addrs: readonly AddrInfo[], spec: VxlanSpec): BatchLine[] {
+  const lines: BatchLine[] = [];
+  const set: (string | number)[] = [];
+  if (link.address?.toLowerCase() !== spec.mac) set.push("address", spec.mac);
+  if (link.mtu !== spec.mtu) set.push("mtu", spec.mtu);
+  if (set.length) lines.push(["link", "set", "dev", spec.name, ...set]);
+  const want = new Set(spec.addresses.map(canonicalAddress));
+  const have = new Set(
+    addrs.filter((a) => a.scope !== "link").map((a) => canonicalAddress(`${a.local}/${a.prefixlen}`)),
+  );
+  for (const a of have) if (!want.has(a)) lines.push(["addr", "del", a, "dev", spec.name]);
+  for (const a of want) if (!have.has(a)) lines.push(["addr", "replace", a, "dev", spec.name]);
+  if (!link.flags.includes("UP")) lines.push(["link", "set", "dev", spec.name, "up"]);
+  return lines;
+}
+
+export interface VtepResult {
+  /** Kernel changes made (0 when the device was already right). */
+  changes: number;
+  /** Set when an incompatible device was deleted and created again, with the reason. */
+  recreated?: string;
+  created: boolean;
+}
+
+/** Creates the VTEP or brings it to `spec`, recreating it when it cannot be changed in place. */
+export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResult> {
+  let link = await ip.link(spec.name);
+  let recreated: string | undefined;
+  let created = false;
+  let changes = 0;
+  if (link) {
+    recreated = vtepMismatch(link, spec) ?? undefined;
+    if (recreated) {
+      await deleteLink(ip, spec.name);
+      link = null;
+      changes++;
+    }
+  }
+  if (!link) {
+    try {
+      await ip.exec(
+        ["link", "add", spec.name, "address", spec.mac, "mtu", spec.mtu, "type", "vxlan", "id", spec.vni,
+          "dstport", spec.port, "local", spec.local, "dev", spec.dev, "nolearning"],
+        `create VXLAN device "${spec.name}"`,
+      );
+      created = true;
+      changes++;
+    } catch (err) {
+      // Another writer made it first: fine if it is what we want, checked below.
+      if (!(err instanceof KernelError && err.exists)) throw err;
+    }
+    link = await ip.link(spec.name);
+    if (!link) throw new KernelError(`read VXLAN device "${spec.name}"`, "device vanished after create");
+    const still = vtepMismatch(link, spec);
+    if (still) throw new KernelError(`create VXLAN device "${spec.name}"`, `device exists with other settings: ${still}`);
+  }
+  const [addrs] = await ip.addrs(spec.name);
+  const lines = planVtepSettings(link, addrs?.addr_info ?? [], spec);
+  await ip.batch(lines, `configure VXLAN device "${spec.name}"`);
+  changes += lines.length;
+  return { changes, created, ...(recreated ? { recreated } : {}) };
+}
+
+/** Deletes a link; a missing one is fine. */
+export async function deleteLink(ip: IpRoute, name: string): Promise<boolean> {
+  try {
+    await ip.exec(["link", "del", "dev", name], `delete link "${name}"`);
+    return true;
+  } catch (err) {
+    if (err instanceof KernelError && err.notFound) return false;
+    throw err;
+  }
+}
+
+/** The VTEP address for a node subnet: its network address as a host address. */
+export function vtepAddress(subnet: string): string {
+  const c = parseCidr(subnet);
+  return `${formatIp(c.family, c.network)}/${c.family === 4 ? 32 : 128}`;
+}
+
+const canonicalAddress = (a: string): string => formatAddress(parseCidr(a));
