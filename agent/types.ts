@@ -23,8 +23,10 @@ export interface NodeLease {
   /** The underlay address peers send to (VXLAN outer destination, host-gw next hop). */
   publicIP: string;
   backend: BackendData;
-  /** Unix ms after which the claim lapses unless renewed; absent for podCIDR allocations. */
+  /** Unix ms after which the claim lapses unless renewed; absent where the store enforces expiry itself. */
   expiresAt?: number;
+  /** Unix ms when the node first claimed these subnets (kept across renewals and restarts). */
+  acquiredAt?: number;
 }
 
 export interface BackendConfig {
@@ -49,6 +51,11 @@ export interface AcquireRequest {
   nodeName: string;
   publicIP: string;
   backend: BackendData;
+  /**
+   * Subnets to try first (those of the node's last subnet file). Only a hint: they are
+   * claimed atomically like any other, so a stale file can never yield a duplicate (flannel#1182).
+   */
+  preferredSubnets?: string[];
 }
 
 export interface SubnetStore {
@@ -57,7 +64,10 @@ export interface SubnetStore {
    * keeps its subnets and never takes new ones while the old are still its own.
    */
   acquire(req: AcquireRequest): Promise<NodeLease>;
-  /** Keeps the claim alive and republishes the node's data (a changed VTEP MAC, say). */
+  /**
+   * Keeps the claim alive and republishes the node's data (a changed VTEP MAC, say). Throws
+   * LeaseLostError when the claim lapsed and is no longer the node's; the caller acquires again.
+   */
   renew(lease: NodeLease): Promise<NodeLease>;
   /** Every live lease, this node's included. */
   list(): Promise<NodeLease[]>;
