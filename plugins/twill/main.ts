@@ -1,9 +1,6 @@
-// Placeholder so the executable builds while this program is written; replaced by its owner.
-import { CniError, Code } from "../../shared/cni/errors.js";
-import { runPlugin, type Plugin } from "../../shared/cni/skel.js";
+import { runPlugin } from "../../shared/cni/skel.js";
+import { createTwillPlugin } from "./plugin.js";
 
-const missing = async (): Promise<never> => {
-  throw new CniError(Code.Internal, "not built yet");
-};
-const plugin: Plugin = { add: missing, del: missing, check: missing, status: missing, gc: missing };
-export const main = () => runPlugin(plugin, "placeholder");
+/** The `twill` executable: wires the process to the plugin, nothing else. */
+export const main = () =>
+  runPlugin(createTwillPlugin({ env: process.env }), "twill: Kubernetes pod networking on a Linux bridge");

@@ -21,6 +21,15 @@ export class KernelError extends Error {
   get exists(): boolean {
     return /File exists|already exists/i.test(this.stderr);
   }
+  /** In a batch: the 1-based line iproute2 stopped at ("Command failed -:N"), else null. */
+  get batchLine(): number | null {
+    const m = /Command failed -:(\d+)/.exec(this.stderr);
+    return m ? Number(m[1]) : null;
+  }
+  /** iproute2's message without batch bookkeeping, for an error that names its own object. */
+  get reason(): string {
+    return this.stderr.split("\n").filter((l) => l.trim() !== "" && !/^Command failed -:/.test(l)).join("; ") || "unknown error";
+  }
   /** The object is not there (ENODEV, ENOENT, ESRCH, "Cannot find device"). */
   get notFound(): boolean {
     return /Cannot find device|No such device|No such file|No such process|does not exist|not found/i.test(
@@ -104,6 +113,19 @@ export class IpRoute {
     const input = lines.map(batchLine).join("\n") + "\n";
     const r = await this.runner([...this.prefix, ...(force ? ["-force"] : []), "-batch", "-"], { input });
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+  }
+
+  /**
+   * batch() with `-json -details`: change things and read them back in one process. Returns
+   * what the `show` lines print, one parsed document per such line, in order.
+   */
+  async batchRead(lines: readonly BatchLine[], op: string): Promise<unknown[]> {
+    if (lines.length === 0) return [];
+    const input = lines.map(batchLine).join("\n") + "\n";
+    const r = await this.runner([...this.prefix, "-json", "-details", "-batch", "-"], { input });
+    if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+    // Without -pretty every document is one line.
+    return r.stdout.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as unknown);
   }
 
   /** Runs `bridge ARGS` (the FDB lives there, not in `ip`) in the same namespace. */

@@ -1,0 +1,183 @@
+import type { Interface, IpConfig, Result, Route } from "../../shared/cni/types.js";
+import { bridgeAddressLine, bridgeSettingsLine, type BridgeSpec } from "../../shared/kernel/bridge.js";
+import type { BatchLine } from "../../shared/kernel/iproute.js";
+import { hairpinLine, vethAddLine, type VethSpec } from "../../shared/kernel/veth.js";
+import { formatCidr, formatIp, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
+import type { TwillConf } from "./config.js";
+import { bridgeMac, hostVethMac, hostVethName, podMac } from "./names.js";
+
+/**
+ * What ADD does, decided from plain data before anything is touched: one `ip -batch` for the
+ * node namespace, one for the pod's, and the result. Every process start costs ~1.5-2 ms, more
+ * than everything else ADD does, so the plan is built to need exactly these two.
+ */
+
+export interface Attachment {
+  containerId: string;
+  ifname: string;
+  netns: string;
+}
+
+/** A batch line with what it does, for an error that names the failing step. */
+export interface Step {
+  line: BatchLine;
+  what: string;
+}
+
+export interface AttachPlan {
+  bridge: BridgeSpec;
+  veth: VethSpec;
+  /** Node namespace: bridge settings, gateway addresses, the veth pair, hairpin, then reading the bridge back. */
+  nodeSteps: Step[];
+  /** Index in nodeSteps of the line creating the veth: a failure after it leaves a veth to undo. */
+  vethStep: number;
+  /** Pod namespace: lo up, addresses, link up, routes. */
+  podSteps: Step[];
+  /** IPAM's addresses with the gateway filled in when twill is the gateway. */
+  ips: IpConfig[];
+  /** IPAM's routes plus the default routes twill adds. */
+  routes: Route[];
+  /** `sysctl` keys to set to 1 in the node namespace. */
+  forwarding: string[];
+  /** Pod subnets (for masquerade). */
+  podSubnets: string[];
+}
+
+export function planAttach(conf: TwillConf, mtu: number | undefined, at: Attachment, ipam: Result): AttachPlan {
+  const bridge: BridgeSpec = {
+    name: conf.bridge,
+    mac: bridgeMac(conf.bridge),
+    ...(mtu !== undefined ? { mtu } : {}),
+    ...(conf.promiscMode ? { promisc: true } : {}),
+  };
+  const ips = (ipam.ips ?? []).map((ip) => withGateway(ip, conf.isGateway));
+  const hostName = hostVethName(at.containerId, at.ifname);
+  const veth: VethSpec = {
+    name: hostName,
+    mac: hostVethMac(at.containerId, at.ifname),
+    ...(mtu !== undefined ? { mtu } : {}),
+    master: conf.bridge,
+    peer: {
+      name: at.ifname,
+      mac: conf.mac ?? podMac(ips.map((i) => i.address), at.containerId, at.ifname),
+      netns: at.netns,
+    },
+  };
+
+  const nodeSteps: Step[] = [{ line: bridgeSettingsLine(bridge), what: `set up bridge "${bridge.name}"` }];
+  if (conf.isGateway) {
+    for (const gw of unique(ips.filter((i) => i.gateway).map((i) => `${i.gateway}/${parseCidr(i.address).prefix}`))) {
+      nodeSteps.push({ line: bridgeAddressLine(bridge, gw), what: `add gateway address ${gw} to bridge "${bridge.name}"` });
+    }
+  }
+  const vethStep = nodeSteps.length;
+  nodeSteps.push({
+    line: vethAddLine(veth),
+    what: `create veth "${hostName}" on bridge "${bridge.name}" with peer "${at.ifname}" in ${at.netns}`,
+  });
+  if (conf.hairpinMode) nodeSteps.push({ line: hairpinLine(hostName), what: `turn on hairpin mode on "${hostName}"` });
+  nodeSteps.push({ line: ["link", "show", "dev", bridge.name], what: `read bridge "${bridge.name}"` });
+
+  const routes = podRoutes(conf, ips, ipam.routes ?? []);
+  const podSteps: Step[] = [{ line: ["link", "set", "dev", "lo", "up"], what: `set "lo" up in ${at.netns}` }];
+  for (const ip of ips) {
+    // nodad: the address is usable at once; DAD would hold an IPv6 pod for a second or more (k8s#54651).
+    const nodad = ip.address.includes(":") ? ["nodad"] : [];
+    podSteps.push({
+      line: ["addr", "add", ip.address, "dev", at.ifname, ...nodad],
+      what: `add address ${ip.address} to "${at.ifname}" in ${at.netns}`,
+    });
+  }
+  podSteps.push({ line: ["link", "set", "dev", at.ifname, "up"], what: `set "${at.ifname}" up in ${at.netns}` });
+  for (const r of routes) {
+    const gw = r.gw ?? gatewayFor(ips, familyOfDst(r.dst));
+    podSteps.push({
+      line: ["route", "add", r.dst, ...(gw ? ["via", gw] : []), "dev", at.ifname],
+      what: `add route ${r.dst}${gw ? ` via ${gw}` : ""} in ${at.netns}`,
+    });
+  }
+
+  const families = new Set(ips.map((i) => parseCidr(i.address).family));
+  const forwarding = conf.isGateway
+    ? [...(families.has(4) ? ["net.ipv4.ip_forward"] : []), ...(families.has(6) ? ["net.ipv6.conf.all.forwarding"] : [])]
+    : [];
+  return {
+    bridge,
+    veth,
+    nodeSteps,
+    vethStep,
+    podSteps,
+    ips,
+    routes,
+    forwarding,
+    podSubnets: unique(ips.map((i) => formatCidr(parseCidr(i.address)))),
+  };
+}
+
+/** The gateway is IPAM's, or when twill is the gateway and IPAM named none, the subnet's first address. */
+function withGateway(ip: IpConfig, isGateway: boolean): IpConfig {
+  const { interface: _index, ...rest } = ip;
+  if (rest.gateway || !isGateway) return rest;
+  const c = parseCidr(rest.address);
+  return { ...rest, gateway: formatIp(c.family, c.network + 1n) };
+}
+
+/** IPAM's routes, plus a default route per family through the bridge when isDefaultGateway. */
+function podRoutes(conf: TwillConf, ips: IpConfig[], ipamRoutes: Route[]): Route[] {
+  const routes = ipamRoutes.map((r) => ({ ...r }));
+  if (!conf.isDefaultGateway) return routes;
+  for (const f of [4, 6] as const) {
+    const gw = gatewayFor(ips, f);
+    if (!gw) continue;
+    const dst = f === 4 ? "0.0.0.0/0" : "::/0";
+    if (routes.some((r) => isDefault(r.dst, f))) continue;
+    routes.push({ dst, gw });
+  }
+  return routes;
+}
+
+const gatewayFor = (ips: IpConfig[], f: Family): string | undefined =>
+  ips.find((i) => i.gateway && parseIp(i.gateway).family === f)?.gateway;
+
+const familyOfDst = (dst: string): Family => (dst.includes(":") ? 6 : 4);
+
+const isDefault = (dst: string, f: Family): boolean => {
+  try {
+    const c = parseCidr(dst);
+    return c.family === f && c.prefix === 0;
+  } catch {
+    return false;
+  }
+};
+
+/** The result: prevResult's content first, then bridge, node end and pod end; ips point at the pod end. */
+export function buildResult(
+  cniVersion: string,
+  prev: Result | null,
+  plan: AttachPlan,
+  bridgeMacRead: string,
+  ipamDns: Result["dns"],
+  confDns: Result["dns"],
+): Result {
+  const mtu = plan.bridge.mtu !== undefined ? { mtu: plan.bridge.mtu } : {};
+  const ours: Interface[] = [
+    { name: plan.bridge.name, mac: bridgeMacRead, ...mtu },
+    { name: plan.veth.name, mac: plan.veth.mac, ...mtu },
+    { name: plan.veth.peer.name, mac: plan.veth.peer.mac, ...mtu, sandbox: plan.veth.peer.netns },
+  ];
+  const interfaces = [...(prev?.interfaces ?? []), ...ours];
+  const podIndex = interfaces.length - 1;
+  const dns = nonEmpty(confDns) ? confDns : nonEmpty(ipamDns) ? ipamDns : prev?.dns;
+  return {
+    cniVersion,
+    interfaces,
+    ips: [...(prev?.ips ?? []), ...plan.ips.map((ip) => ({ ...ip, interface: podIndex }))],
+    routes: [...(prev?.routes ?? []), ...plan.routes],
+    ...(nonEmpty(dns) ? { dns } : {}),
+  };
+}
+
+const nonEmpty = (d: Result["dns"]): d is NonNullable<Result["dns"]> =>
+  !!d && Object.values(d).some((v) => (Array.isArray(v) ? v.length > 0 : !!v));
+
+const unique = (xs: string[]): string[] => [...new Set(xs)];

@@ -1,0 +1,214 @@
+import { existsSync } from "node:fs";
+import { CniError, Code, invalidConfig, tryAgainLater } from "../../shared/cni/errors.js";
+import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
+import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
+import { parseResult } from "../../shared/cni/version.js";
+import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
+import { IpRoute, KernelError, type Link, type LinkAddrs, type RouteEntry } from "../../shared/kernel/iproute.js";
+import { ensureMasquerade } from "../../shared/kernel/nft.js";
+import { ensureSysctl } from "../../shared/kernel/sysctl.js";
+import { deleteVeth } from "../../shared/kernel/veth.js";
+import { fileLogger, type Logger } from "../../shared/log.js";
+import { readSubnetFile, SubnetFileInvalid, SubnetFileMissing, type SubnetInfo } from "../../shared/subnet-file.js";
+import { expectedFromResult, nodeProblems, podProblems } from "./check.js";
+import { DEFAULT_LOG_FILE, parseConf, type TwillConf } from "./config.js";
+import { ExecIpam, type Ipam } from "./ipam.js";
+import { hostVethName } from "./names.js";
+import { buildResult, planAttach, type AttachPlan, type Attachment, type Step } from "./plan.js";
+import { Undo } from "./undo.js";
+
+/**
+ * The `twill` CNI plugin: a Linux bridge per node and a veth pair per pod, like the reference
+ * `bridge` plugin, with derived names (DEL and CHECK need no prevResult to find the veth), one
+ * `ip` process per namespace on ADD, race-free bridge set-up, and IPAM in-process when it is
+ * twill-ipam.
+ */
+
+export interface TwillDeps {
+  /** The environment the plugin was started with; delegated IPAM plugins get the same. */
+  env: Record<string, string | undefined>;
+  /** twill-ipam in this process; without it, `twill-ipam` is run from CNI_PATH like any IPAM. */
+  localIpam?: (log: Logger) => Ipam;
+  logger?: (path: string) => Logger;
+}
+
+export function createTwillPlugin(deps: TwillDeps): Plugin {
+  const node = new IpRoute(null);
+  const loggerFor = (conf: TwillConf, args: CmdArgs): Logger =>
+    (deps.logger ?? fileLogger)(conf.logFile ?? deps.env.TWILL_LOG_FILE ?? DEFAULT_LOG_FILE).with({
+      network: conf.network,
+      ...(args.containerId ? { containerId: args.containerId, ifname: args.ifname } : {}),
+    });
+  const ipamFor = (conf: TwillConf, log: Logger): Ipam | null => {
+    if (!conf.ipam) return null;
+    if (conf.ipam.type === "twill-ipam" && deps.localIpam) return deps.localIpam(log);
+    return new ExecIpam(conf.ipam.type, deps.env);
+  };
+
+  return {
+    async add(args: CmdArgs): Promise<Result> {
+      const started = performance.now();
+      const conf = parseConf(args.conf, args.args);
+      const log = loggerFor(conf, args);
+      const subnet = conf.nodeMode ? nodeSubnet(conf.subnetFile) : null;
+      const mtu = conf.mtu ?? subnet?.mtu;
+      const prev = args.conf.prevResult ? parseResult(args.conf.prevResult) : null;
+      if (!existsSync(args.netns)) throw new CniError(Code.InvalidNetns, `network namespace ${args.netns} does not exist`);
+      const at: Attachment = { containerId: args.containerId, ifname: args.ifname, netns: args.netns };
+      const ipam = ipamFor(conf, log);
+      const undo = new Undo(log);
+      try {
+        const allocated: Result = ipam ? await ipam.add(args) : { cniVersion: args.conf.cniVersion };
+        if (ipam) undo.push("release the pod's addresses", () => ipam.del({ ...args, command: "DEL" }));
+        const plan = planAttach(conf, mtu, at, allocated);
+        for (const key of plan.forwarding) ensureSysctl(key, "1");
+
+        const bridge = await setUpNode(node, plan, at, undo);
+        const mismatch = bridgeMismatch(bridge, plan.bridge);
+        if (mismatch) throw new Error(mismatch);
+        const pod = new IpRoute(at.netns);
+        await Promise.all([
+          applySteps(pod, plan.podSteps, `configure "${at.ifname}" in ${at.netns}`),
+          conf.ipMasq && plan.podSubnets.length > 0
+            ? ensureMasquerade(node, { network: conf.network, sources: plan.podSubnets, keep: subnet?.clusterCIDRs ?? [] })
+            : null,
+        ]);
+
+        const result = buildResult(args.conf.cniVersion, prev, plan, bridge.address ?? plan.bridge.mac, allocated.dns, args.conf.dns);
+        log.info("Added pod", {
+          netns: at.netns,
+          hostVeth: plan.veth.name,
+          ips: plan.ips.map((i) => i.address),
+          ms: Math.round(performance.now() - started),
+        });
+        return result;
+      } catch (err) {
+        await undo.run();
+        log.error("Failed to add pod", { netns: at.netns, error: err });
+        throw err;
+      }
+    },
+
+    async del(args: CmdArgs): Promise<void> {
+      const conf = parseConf(args.conf, args.args);
+      const log = loggerFor(conf, args);
+      const ipam = ipamFor(conf, log);
+      const hostVeth = hostVethName(args.containerId, args.ifname);
+      // DEL must succeed whatever is already gone (no netns, no veth, no reservation), and the
+      // address is released even when the pod's namespace no longer exists (SPEC.md DEL).
+      const [link, released] = await Promise.allSettled([deleteVeth(node, hostVeth), ipam?.del(args)]);
+      if (link.status === "rejected") throw link.reason;
+      if (released.status === "rejected") throw released.reason;
+      log.info("Deleted pod", { hostVeth, removed: link.value });
+    },
+
+    async check(args: CmdArgs): Promise<void> {
+      const conf = parseConf(args.conf, args.args);
+      const log = loggerFor(conf, args);
+      if (!args.conf.prevResult) throw invalidConfig("CHECK needs prevResult (the result of ADD)");
+      const at: Attachment = { containerId: args.containerId, ifname: args.ifname, netns: args.netns };
+      const exp = expectedFromResult(parseResult(args.conf.prevResult), at, conf.bridge, hostVethName(at.containerId, at.ifname));
+      if (!existsSync(at.netns)) throw new CniError(Code.InvalidNetns, `network namespace ${at.netns} does not exist`);
+      const ipam = ipamFor(conf, log);
+      const [links, podState] = await Promise.all([
+        node.links(),
+        new IpRoute(at.netns).batchRead([["link", "show"], ["addr", "show"], ["route", "show", "table", "all"]], `read the pod network in ${at.netns}`),
+      ]);
+      const [podLinks, podAddrs, podRoutes] = podState as [Link[], LinkAddrs[], RouteEntry[]];
+      const host = links.find((l) => l.ifname === exp.hostVeth);
+      const problems = [...nodeProblems(links, exp), ...podProblems(podLinks, podAddrs, podRoutes, exp, host?.link_index)];
+      if (problems.length > 0) throw new CniError(Code.Internal, problems.join("; "));
+      if (ipam) await ipam.check(args);
+    },
+
+    async status(args: CmdArgs): Promise<void> {
+      const conf = parseConf(args.conf, args.args);
+      if (conf.nodeMode) {
+        try {
+          readSubnetFile(conf.subnetFile);
+        } catch (err) {
+          throw new CniError(Code.NotAvailable, (err as Error).message);
+        }
+      }
+      const ipam = ipamFor(conf, loggerFor(conf, args));
+      if (!ipam) return;
+      try {
+        await ipam.status(args);
+      } catch (err) {
+        throw new CniError(Code.NotAvailable, `IPAM is not ready: ${(err as Error).message}`);
+      }
+    },
+
+    async gc(args: CmdArgs, valid: GcAttachment[]): Promise<void> {
+      const conf = parseConf(args.conf, args.args);
+      const ipam = ipamFor(conf, loggerFor(conf, args));
+      if (ipam) await ipam.gc(args, valid);
+    },
+  };
+}
+
+/** The node's subnet file; missing means the node agent is not ready yet: try again later. */
+function nodeSubnet(path: string): SubnetInfo {
+  try {
+    return readSubnetFile(path);
+  } catch (err) {
+    if (err instanceof SubnetFileMissing) throw tryAgainLater(err.message);
+    if (err instanceof SubnetFileInvalid) throw new CniError(Code.InvalidConfig, err.message);
+    throw err;
+  }
+}
+
+/**
+ * The node namespace's batch. The bridge exists on every ADD but a node's first, so the batch
+ * assumes it does; when its first line finds no bridge, the bridge is created (a concurrent ADD
+ * creating it first is fine) and the batch runs again. Returns the bridge as read back.
+ */
+async function setUpNode(node: IpRoute, plan: AttachPlan, at: Attachment, undo: Undo): Promise<Link> {
+  const lines = plan.nodeSteps.map((s) => s.line);
+  const op = `set up "${plan.veth.name}" on bridge "${plan.bridge.name}"`;
+  let out: unknown[];
+  try {
+    out = await node.batchRead(lines, op);
+  } catch (err) {
+    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(err, plan, at, undo);
+    await ensureBridge(node, plan.bridge);
+    try {
+      out = await node.batchRead(lines, op);
+    } catch (err2) {
+      throw await nodeStepError(err2, plan, at, undo);
+    }
+  }
+  undo.push(`delete "${plan.veth.name}"`, () => deleteVeth(node, plan.veth.name));
+  const bridge = (out[0] as Link[] | undefined)?.[0];
+  if (!bridge) throw new Error(`bridge "${plan.bridge.name}" could not be read back`);
+  return bridge;
+}
+
+/** Names the node step that failed; registers the veth's undo when the veth was made before it. */
+async function nodeStepError(err: unknown, plan: AttachPlan, at: Attachment, undo: Undo): Promise<Error> {
+  if (!(err instanceof KernelError)) return err as Error;
+  const index = err.batchLine === null ? null : err.batchLine - 1;
+  if (index === null || index > plan.vethStep) undo.push(`delete "${plan.veth.name}"`, () => deleteVeth(new IpRoute(null), plan.veth.name));
+  const step = index === null ? undefined : plan.nodeSteps[index];
+  if (index === plan.vethStep && err.exists) {
+    // The pod's interface or the node end: say which, it is the difference between a runtime
+    // bug (ADD twice without DEL) and a pod that already has this interface.
+    const inPod = await new IpRoute(at.netns).link(at.ifname).catch(() => null);
+    return new Error(
+      inPod
+        ? `interface "${at.ifname}" already exists in ${at.netns}`
+        : `host interface "${plan.veth.name}" already exists (an earlier ADD of container ${at.containerId} was not deleted)`,
+    );
+  }
+  return new Error(`failed to ${step?.what ?? `set up "${plan.veth.name}"`}: ${err.reason}`);
+}
+
+async function applySteps(ip: IpRoute, steps: Step[], op: string): Promise<void> {
+  try {
+    await ip.batch(steps.map((s) => s.line), op);
+  } catch (err) {
+    if (!(err instanceof KernelError)) throw err;
+    const step = err.batchLine === null ? undefined : steps[err.batchLine - 1];
+    throw new Error(`failed to ${step?.what ?? op}: ${err.reason}`);
+  }
+}

@@ -1,0 +1,66 @@
+import { KernelError, type BatchLine, type IpRoute, type Link } from "./iproute.js";
+import { ensureSysctl } from "./sysctl.js";
+
+/**
+ * The node's pod bridge (`cni0`). Many ADDs run at once on a fresh node, so creating it must
+ * never fail because another ADD won the race (plugins#366, "could not add IP address to cni0:
+ * file exists"): creation treats EEXIST as success and then verifies what is there, and the
+ * settings every ADD applies (MTU, up, gateway address) are idempotent writes, never adds.
+ */
+
+export interface BridgeSpec {
+  name: string;
+  /** Set at creation and never changed: a bridge otherwise takes the lowest MAC of its ports,
+   * so it would change as pods come and go and leave stale gateway entries in pods' ARP caches. */
+  mac: string;
+  mtu?: number;
+  promisc?: boolean;
+}
+
+/** Why `link` cannot serve as the bridge, or null when it can. */
+export function bridgeMismatch(link: Link | null, spec: BridgeSpec): string | null {
+  if (!link) return `bridge "${spec.name}" does not exist`;
+  const kind = link.linkinfo?.info_kind;
+  if (kind !== "bridge") return `"${spec.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`;
+  if (!link.flags.includes("UP")) return `bridge "${spec.name}" is down`;
+  if (spec.mtu !== undefined && link.mtu !== spec.mtu) return `bridge "${spec.name}" has MTU ${link.mtu}, want ${spec.mtu}`;
+  return null;
+}
+
+/** The idempotent settings every ADD applies to an existing bridge: MTU, promiscuity, up. */
+export function bridgeSettingsLine(spec: BridgeSpec): BatchLine {
+  return [
+    "link", "set", "dev", spec.name,
+    ...(spec.mtu !== undefined ? ["mtu", spec.mtu] : []),
+    ...(spec.promisc ? ["promisc", "on"] : []),
+    "up",
+  ];
+}
+
+/** Puts `cidr` (the gateway, `10.1.0.1/24`) on the bridge; `replace` is a no-op when it is there. */
+export function bridgeAddressLine(spec: BridgeSpec, cidr: string): BatchLine {
+  // No DAD for the gateway: pods would route through a tentative address for a second or more.
+  return ["addr", "replace", cidr, "dev", spec.name, ...(cidr.includes(":") ? ["nodad"] : [])];
+}
+
+/**
+ * Creates the bridge when it is missing; another process creating it first is success. Then
+ * reads it back and fails, naming it, when what exists cannot serve as the bridge.
+ */
+export async function ensureBridge(ip: IpRoute, spec: BridgeSpec): Promise<Link> {
+  try {
+    await ip.exec(
+      ["link", "add", "name", spec.name, "address", spec.mac, ...(spec.mtu !== undefined ? ["mtu", spec.mtu] : []), "type", "bridge"],
+      `create bridge "${spec.name}"`,
+    );
+    // A bridge must not autoconfigure from router advertisements that pods send.
+    if (ip.netns === null) ensureSysctl(`net/ipv6/conf/${spec.name}/accept_ra`, "0", { optional: true });
+  } catch (err) {
+    if (!(err instanceof KernelError && err.exists)) throw err;
+  }
+  const link = await ip.link(spec.name);
+  const kind = link?.linkinfo?.info_kind;
+  if (!link) throw new Error(`bridge "${spec.name}" vanished right after it was created`);
+  if (kind !== "bridge") throw new Error(`"${spec.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`);
+  return link;
+}
