@@ -1,0 +1,263 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseCidr } from "../../shared/net/cidr.js";
+import { nullLogger, type Logger } from "../../shared/log.js";
+import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
+import { checkNodeName, decodeLease, leaseKey, leaseSetKey } from "../leases.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+import { claimSubnets, requirePools } from "./claim.js";
+import { EtcdClient, WatchCompacted, type KeyValue } from "./etcd-client.js";
+
+/**
+ * The `etcd` datastore. Keys under the prefix (default /twill/):
+ *
+ *   <prefix>subnets/<network>-<prefix>  {"nodeName"}   the claim, created by a transaction on
+ *                                                      create_revision == 0
+ *   <prefix>nodes/<node>                the NodeLease  subnets, public IP, backend data
+ *
+ * Both keys of a node hang on one etcd lease with the configured TTL that the agent keeps
+ * alive; when it lapses etcd deletes them, which every watcher sees as the node leaving and
+ * which frees the subnet. A restarted agent finds its keys by node name and adopts the etcd
+ * lease they hang on, so it keeps its subnet.
+ */
+
+export interface EtcdStoreOptions {
+  endpoints: string[];
+  prefix: string;
+  network?: NetworkConfig;
+  leaseTTLMs: number;
+  logger?: Logger;
+  now?: () => number;
+}
+
+export const subnetKeySuffix = (subnet: string): string => subnet.replace("/", "-");
+const subnetOfKeySuffix = (suffix: string): string => suffix.replace(/-(\d+)$/, "/$1");
+
+/** The live leases in a snapshot of the prefix: node records, each limited to the claims naming it. */
+export function leasesFromKvs(prefix: string, kvs: Iterable<KeyValue>): NodeLease[] {
+  const owners = new Map<string, string>();
+  const records: NodeLease[] = [];
+  for (const kv of kvs) {
+    if (kv.key.startsWith(`${prefix}subnets/`)) {
+      const owner = parseJson(kv.value) as { nodeName?: unknown } | null;
+      if (owner && typeof owner.nodeName === "string") {
+        owners.set(subnetOfKeySuffix(kv.key.slice(prefix.length + "subnets/".length)), owner.nodeName);
+      }
+    } else if (kv.key.startsWith(`${prefix}nodes/`)) {
+      const lease = decodeLease(parseJson(kv.value));
+      if (lease) records.push(lease);
+    }
+  }
+  return records
+    .map((l) => ({ ...l, subnets: l.subnets.filter((s) => owners.get(s) === l.nodeName) }))
+    .filter((l) => l.subnets.length > 0);
+}
+
+export class EtcdStore implements SubnetStore {
+  readonly client: EtcdClient;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private readonly ttlSeconds: number;
+  /** The etcd lease each node's keys hang on, as acquired through this store. */
+  private readonly leaseIds = new Map<string, string>();
+  private readonly stops = new Set<() => void>();
+
+  constructor(private readonly opts: EtcdStoreOptions) {
+    if (!opts.prefix.endsWith("/")) throw new DatastoreError("use etcd prefix", `"${opts.prefix}" must end with "/"`);
+    this.client = new EtcdClient(opts.endpoints);
+    this.logger = opts.logger ?? nullLogger;
+    this.now = opts.now ?? Date.now;
+    this.ttlSeconds = Math.max(2, Math.ceil(opts.leaseTTLMs / 1000));
+  }
+
+  private subnetKey = (subnet: string) => `${this.opts.prefix}subnets/${subnetKeySuffix(subnet)}`;
+  private nodeKey = (name: string) => `${this.opts.prefix}nodes/${checkNodeName(name)}`;
+
+  async acquire(req: AcquireRequest): Promise<NodeLease> {
+    const name = checkNodeName(req.nodeName);
+    const pools = requirePools(this.opts.network);
+    const { kvs } = await this.client.rangePrefix(`${this.opts.prefix}subnets/`);
+    const claims = kvs.map((kv) => ({
+      subnet: subnetOfKeySuffix(kv.key.slice(`${this.opts.prefix}subnets/`.length)),
+      owner: (parseJson(kv.value) as { nodeName?: string } | null)?.nodeName,
+      kv,
+    }));
+    const own = claims.filter((c) => c.owner === name);
+    const leaseId = await this.leaseFor(own.map((c) => c.kv.lease));
+    const ownerValue = JSON.stringify({ nodeName: name });
+
+    const subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
+      own: own.map((c) => c.subnet),
+      taken: claims.filter((c) => c.owner !== name).map((c) => parseCidr(c.subnet)),
+      claim: (subnet) => {
+        const key = this.subnetKey(subnet);
+        const mine = own.find((c) => c.subnet === subnet);
+        // Our own claim: move it onto the current etcd lease unless someone changed it since.
+        const compare = mine
+          ? { key, target: "MOD" as const, modRevision: mine.kv.modRevision }
+          : { key, target: "CREATE" as const, createRevision: 0 };
+        return this.client.txn([compare], [{ put: { key, value: ownerValue, lease: leaseId } }], [], `claim subnet ${subnet}`);
+      },
+      drop: (subnet) => this.deleteClaim(subnet, name),
+    });
+
+    const { kvs: prevKvs } = await this.client.range(this.nodeKey(name));
+    const prev = prevKvs[0] ? decodeLease(parseJson(prevKvs[0].value)) : null;
+    const now = this.now();
+    const sameSubnets = prev !== null && prev.subnets.join() === subnets.join();
+    const record: NodeLease = {
+      nodeName: name,
+      subnets,
+      publicIP: req.publicIP,
+      backend: req.backend,
+      acquiredAt: sameSubnets ? (prev.acquiredAt ?? now) : now,
+    };
+    await this.client.put(this.nodeKey(name), JSON.stringify(record), leaseId);
+    this.leaseIds.set(name, leaseId);
+    this.logger.info("Acquired lease", { node: name, subnets, kept: sameSubnets, etcdLease: leaseId });
+    return { ...record, expiresAt: now + this.ttlSeconds * 1000 };
+  }
+
+  async renew(lease: NodeLease): Promise<NodeLease> {
+    const name = lease.nodeName;
+    const { kvs } = await this.client.range(this.nodeKey(name));
+    const current = kvs[0];
+    if (!current) throw new LeaseLostError(name, "its node record is gone from etcd");
+    const leaseId = this.leaseIds.get(name) ?? current.lease;
+    const ttl = await this.client.leaseKeepAlive(leaseId);
+    if (ttl <= 0) throw new LeaseLostError(name, `etcd lease ${leaseId} expired`);
+    const { expiresAt: _e, ...record } = lease;
+    const published = decodeLease(parseJson(current.value));
+    // Republish only what changed: every put is an event on every peer's watch.
+    if (!published || leaseKey(published) !== leaseKey(lease)) {
+      await this.client.put(this.nodeKey(name), JSON.stringify(record), leaseId);
+    }
+    return { ...lease, expiresAt: this.now() + ttl * 1000 };
+  }
+
+  async list(): Promise<NodeLease[]> {
+    const { kvs } = await this.client.rangePrefix(this.opts.prefix);
+    return leasesFromKvs(this.opts.prefix, kvs);
+  }
+
+  /**
+   * Lists once, then follows the watch stream. After a broken stream it resumes from the last
+   * revision seen + 1, so no change is lost; when that revision is compacted it lists again.
+   */
+  watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
+    const abort = new AbortController();
+    const prefix = this.opts.prefix;
+    const state = new Map<string, KeyValue>();
+    let revision = 0;
+    let lastKey: string | undefined;
+    const emit = () => {
+      const leases = leasesFromKvs(prefix, state.values());
+      const key = leaseSetKey(leases);
+      if (key !== lastKey && !abort.signal.aborted) {
+        lastKey = key;
+        onChange(leases);
+      }
+    };
+    const loop = async () => {
+      let needList = true;
+      let backoff = 250;
+      while (!abort.signal.aborted) {
+        try {
+          if (needList) {
+            const snap = await this.client.rangePrefix(prefix);
+            state.clear();
+            for (const kv of snap.kvs) state.set(kv.key, kv);
+            revision = snap.revision;
+            needList = false;
+            emit();
+          }
+          // A stream that stays quiet is reopened now and then (from the same revision), so an
+          // HTTP idle timeout never shows up as an error.
+          const stream = new AbortController();
+          const onAbort = () => stream.abort();
+          abort.signal.addEventListener("abort", onAbort);
+          const recycle = setTimeout(() => stream.abort(), 120_000);
+          try {
+            await this.client.watch(
+              prefix,
+              revision + 1,
+              {
+                onCreated: () => {
+                  backoff = 250;
+                },
+                onEvents: (events, rev) => {
+                  for (const e of events) {
+                    if (e.type === "put") state.set(e.kv.key, e.kv);
+                    else state.delete(e.kv.key);
+                  }
+                  revision = rev;
+                  emit();
+                },
+              },
+              stream.signal,
+            );
+          } finally {
+            clearTimeout(recycle);
+            abort.signal.removeEventListener("abort", onAbort);
+          }
+        } catch (err) {
+          if (abort.signal.aborted) return;
+          if (err instanceof WatchCompacted) needList = true;
+          onError(err instanceof Error ? err : new Error(errorMessage(err)));
+          await sleep(backoff, undefined, { signal: abort.signal }).catch(() => {});
+          backoff = Math.min(backoff * 2, 5000);
+        }
+      }
+    };
+    void loop();
+    const stop = () => {
+      abort.abort();
+      this.stops.delete(stop);
+    };
+    this.stops.add(stop);
+    return stop;
+  }
+
+  async release(nodeName: string): Promise<void> {
+    const { kvs } = await this.client.range(this.nodeKey(nodeName));
+    const leaseId = this.leaseIds.get(nodeName) ?? kvs[0]?.lease;
+    const { kvs: claims } = await this.client.rangePrefix(`${this.opts.prefix}subnets/`);
+    for (const kv of claims) {
+      if ((parseJson(kv.value) as { nodeName?: string } | null)?.nodeName === nodeName) {
+        await this.client.txn([{ key: kv.key, target: "MOD", modRevision: kv.modRevision }], [{ delete: { key: kv.key } }]);
+      }
+    }
+    await this.client.txn([], [{ delete: { key: this.nodeKey(nodeName) } }]);
+    if (leaseId && leaseId !== "0") await this.client.leaseRevoke(leaseId);
+    this.leaseIds.delete(nodeName);
+  }
+
+  async close(): Promise<void> {
+    for (const stop of [...this.stops]) stop();
+  }
+
+  /** The etcd lease the node's keys already hang on when it is still alive, else a new one. */
+  private async leaseFor(existing: string[]): Promise<string> {
+    for (const id of new Set(existing)) {
+      if (id === "0") continue;
+      if ((await this.client.leaseKeepAlive(id)) > 0) return id;
+    }
+    return (await this.client.leaseGrant(this.ttlSeconds)).id;
+  }
+
+  private async deleteClaim(subnet: string, nodeName: string): Promise<void> {
+    const key = this.subnetKey(subnet);
+    const { kvs } = await this.client.range(key);
+    const kv = kvs[0];
+    if (kv && (parseJson(kv.value) as { nodeName?: string } | null)?.nodeName === nodeName) {
+      await this.client.txn([{ key, target: "MOD", modRevision: kv.modRevision }], [{ delete: { key } }]);
+    }
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,30 @@
+import type { Logger } from "../../shared/log.js";
+import type { NetworkConfig, SubnetStore } from "../types.js";
+import { EtcdStore } from "./etcd.js";
+import { LocalStore } from "./local.js";
+
+/** Where node subnets are claimed; one case per datastore. */
+export type DatastoreKind = "local" | "etcd" | "kubernetes";
+export const DATASTORE_KINDS: readonly DatastoreKind[] = ["local", "etcd", "kubernetes"];
+
+export interface DatastoreOptions {
+  kind: DatastoreKind;
+  /** Needed to acquire; `twilld status` only reads and may leave it out. */
+  network?: NetworkConfig;
+  leaseTTLMs: number;
+  logger: Logger;
+  local: { dir: string; pollMs?: number };
+  etcd: { endpoints: string[]; prefix: string };
+}
+
+export function createStore(opts: DatastoreOptions): SubnetStore {
+  const common = { leaseTTLMs: opts.leaseTTLMs, logger: opts.logger, ...(opts.network ? { network: opts.network } : {}) };
+  switch (opts.kind) {
+    case "local":
+      return new LocalStore({ ...common, ...opts.local });
+    case "etcd":
+      return new EtcdStore({ ...common, ...opts.etcd });
+    case "kubernetes":
+      throw new Error("the kubernetes datastore is not available in this build");
+  }
+}

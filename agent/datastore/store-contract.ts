@@ -1,0 +1,194 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, expect, it } from "vitest";
+import { covers, parseCidr } from "../../shared/net/cidr.js";
+import { parseNetworkConfig } from "../config.js";
+import { LeaseLostError, PoolExhaustedError } from "../errors.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+
+/**
+ * What every SubnetStore must do, run against a real backing store (a directory, a real
+ * etcd-server). `open` gives a fresh store instance; instances opened in one test share one
+ * backing store (one directory, one etcd key prefix), as agents of one cluster do.
+ */
+export interface StoreHarness {
+  /** Starts a test's backing store; returns an opener for instances on it. */
+  fresh(): Promise<(network: NetworkConfig, leaseTTLMs: number) => SubnetStore>;
+}
+
+const NETWORK = parseNetworkConfig({ Network: "10.244.0.0/16", SubnetLen: 24 });
+const LONG_TTL = 60_000;
+/** Bounded waits for what a watcher must see; generous for a 2-core machine. */
+const SEE_WITHIN_MS = 20_000;
+
+export const request = (nodeName: string, mac = "02:00:00:00:00:01"): AcquireRequest => ({
+  nodeName,
+  publicIP: "192.0.2.10",
+  backend: { type: "vxlan", vtepMAC: mac, vni: 1, port: 4789 },
+});
+
+export async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, deadlineMs = SEE_WITHIN_MS): Promise<T> {
+  const end = Date.now() + deadlineMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > end) throw new Error(`not ${what} within ${deadlineMs} ms${last ? `: ${String(last)}` : ""}`);
+    await sleep(100);
+  }
+}
+
+/** A watcher that keeps the latest full set it was given. */
+export function follow(store: SubnetStore): { names: () => string[]; leases: () => NodeLease[]; errors: Error[]; stop: () => void } {
+  let latest: NodeLease[] = [];
+  const errors: Error[] = [];
+  const stop = store.watch(
+    (l) => (latest = l),
+    (e) => errors.push(e),
+  );
+  return { names: () => latest.map((l) => l.nodeName).sort(), leases: () => latest, errors, stop };
+}
+
+export function subnetStoreContract(h: StoreHarness): void {
+  const opened: SubnetStore[] = [];
+  const cleanups: (() => void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0)) c();
+    await Promise.all(opened.splice(0).map((s) => s.close()));
+  });
+  const opener = async () => {
+    const open = await h.fresh();
+    return (network = NETWORK, ttl = LONG_TTL) => {
+      const s = open(network, ttl);
+      opened.push(s);
+      return s;
+    };
+  };
+
+  it("gives 20 nodes acquiring at once 20 distinct subnets inside the cluster CIDR", async () => {
+    const open = await opener();
+    // 32 subnets for 20 nodes: start indexes collide, so claims race and must be retried.
+    const crowded = parseNetworkConfig({ Network: "10.244.0.0/19", SubnetLen: 24 });
+    const leases = await Promise.all(Array.from({ length: 20 }, (_, i) => open(crowded).acquire(request(`node-${i}`))));
+    const subnets = leases.map((l) => l.subnets[0]!);
+    expect(new Set(subnets).size).toBe(20);
+    const cluster = parseCidr("10.244.0.0/19");
+    for (const s of subnets) {
+      expect(covers(cluster, parseCidr(s))).toBe(true);
+      expect(parseCidr(s).prefix).toBe(24);
+    }
+    const listed = await open().list();
+    expect(listed.map((l) => `${l.nodeName}=${l.subnets[0]}`).sort()).toEqual(
+      leases.map((l) => `${l.nodeName}=${l.subnets[0]}`).sort(),
+    );
+  });
+
+  it("gives a restarted node its own subnet back, even when its name would start elsewhere", async () => {
+    const open = await opener();
+    const first = await open().acquire({ ...request("node-r"), preferredSubnets: ["10.244.77.0/24"] });
+    expect(first.subnets).toEqual(["10.244.77.0/24"]);
+    await Promise.all(Array.from({ length: 5 }, (_, i) => open().acquire(request(`other-${i}`))));
+    const again = await open().acquire(request("node-r", "02:00:00:00:00:99"));
+    expect(again.subnets).toEqual(first.subnets);
+    expect(again.acquiredAt).toBe(first.acquiredAt);
+    const listed = (await open().list()).find((l) => l.nodeName === "node-r");
+    expect(listed?.backend.vtepMAC).toBe("02:00:00:00:00:99");
+  });
+
+  it("never hands a preferred subnet that another node holds", async () => {
+    const open = await opener();
+    const a = await open().acquire(request("node-a"));
+    const b = await open().acquire({ ...request("node-b"), preferredSubnets: a.subnets });
+    expect(b.subnets).not.toEqual(a.subnets);
+  });
+
+  it("shows every watcher a new node, and a released node leaving", async () => {
+    const open = await opener();
+    await open().acquire(request("node-a"));
+    await open().acquire(request("node-b"));
+    const watchers = [follow(open()), follow(open()), follow(open())];
+    cleanups.push(...watchers.map((w) => w.stop));
+    for (const w of watchers) await until("seeing a and b", () => w.names().join() === "node-a,node-b");
+
+    const c = open();
+    await c.acquire(request("node-c"));
+    for (const w of watchers) await until("seeing node-c join", () => w.names().includes("node-c"));
+
+    await open().release("node-a");
+    for (const w of watchers) await until("seeing node-a leave", () => w.names().join() === "node-b,node-c");
+    expect((await open().list()).map((l) => l.nodeName).sort()).toEqual(["node-b", "node-c"]);
+  });
+
+  it("frees the subnet of a lease that was not renewed, and tells the old owner it lost it", async () => {
+    const open = await opener();
+    // A cluster CIDR that holds exactly one node subnet.
+    const single = parseNetworkConfig({ Network: "10.9.0.0/24", SubnetLen: 24 });
+    const a = open(single, 2_000);
+    const lease = await a.acquire(request("node-a"));
+    expect(lease.subnets).toEqual(["10.9.0.0/24"]);
+    const b = open(single, 2_000);
+    await expect(b.acquire(request("node-b"))).rejects.toBeInstanceOf(PoolExhaustedError);
+
+    const watcher = follow(open(single, 2_000));
+    cleanups.push(watcher.stop);
+    await until("seeing node-a", () => watcher.names().includes("node-a"));
+    // node-a stops renewing: its lease lapses and it leaves every view, then node-b gets the subnet.
+    await until("seeing node-a's lease lapse", () => watcher.names().length === 0);
+    const taken = await until("node-b claiming the freed subnet", () => b.acquire(request("node-b")).catch(() => undefined));
+    expect(taken.subnets).toEqual(["10.9.0.0/24"]);
+    await expect(a.renew(lease)).rejects.toBeInstanceOf(LeaseLostError);
+  });
+
+  it("keeps a renewed lease alive past its TTL", async () => {
+    const open = await opener();
+    const single = parseNetworkConfig({ Network: "10.9.0.0/24", SubnetLen: 24 });
+    const a = open(single, 2_000);
+    let lease = await a.acquire(request("node-a"));
+    const deadline = Date.now() + 6_000;
+    while (Date.now() < deadline) {
+      lease = await a.renew(lease);
+      await sleep(500);
+    }
+    await expect(open(single, 2_000).acquire(request("node-b"))).rejects.toBeInstanceOf(PoolExhaustedError);
+    expect((await a.list()).map((l) => l.nodeName)).toEqual(["node-a"]);
+  });
+
+  it("republishes changed backend data on renewal", async () => {
+    const open = await opener();
+    const a = open();
+    const lease = await a.acquire(request("node-a", "02:00:00:00:00:01"));
+    const watcher = follow(open());
+    cleanups.push(watcher.stop);
+    await until("seeing node-a", () => watcher.names().includes("node-a"));
+    await a.renew({ ...lease, backend: { ...lease.backend, vtepMAC: "02:00:00:00:00:02" } });
+    await until("seeing the new MAC", () => watcher.leases()[0]?.backend.vtepMAC === "02:00:00:00:00:02");
+  });
+
+  it("claims one subnet per family for a dual-stack cluster", async () => {
+    const open = await opener();
+    const dual = parseNetworkConfig({ Network: "10.244.0.0/16", IPv6Network: "fd00:10:244::/56" });
+    const leases = await Promise.all(["d1", "d2", "d3"].map((n) => open(dual).acquire(request(n))));
+    for (const l of leases) {
+      expect(l.subnets).toHaveLength(2);
+      expect(covers(parseCidr("10.244.0.0/16"), parseCidr(l.subnets[0]!))).toBe(true);
+      expect(covers(parseCidr("fd00:10:244::/56"), parseCidr(l.subnets[1]!))).toBe(true);
+    }
+    expect(new Set(leases.map((l) => l.subnets[1])).size).toBe(3);
+  });
+
+  it("fails with a clear error when the pool is exhausted, and gives back a half-claimed node", async () => {
+    const open = await opener();
+    const dual = parseNetworkConfig({ Network: "10.8.0.0/23", SubnetLen: 24, IPv6Network: "fd00:8::/64", IPv6SubnetLen: 64 });
+    await open(dual).acquire(request("n1"));
+    const err = await open(dual).acquire(request("n2")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PoolExhaustedError);
+    expect((err as Error).message).toMatch(/no free \/64 subnet left in fd00:8::\/64/);
+    // n2 claimed an IPv4 subnet before the IPv6 pool ran out; it must be free again.
+    const v4only = parseNetworkConfig({ Network: "10.8.0.0/23", SubnetLen: 24 });
+    await open(v4only).acquire(request("n3"));
+    expect((await open(v4only).list()).map((l) => l.nodeName).sort()).toEqual(["n1", "n3"]);
+  });
+}
