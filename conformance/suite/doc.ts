@@ -29,8 +29,8 @@ export function renderDoc(reference: SuiteRun, referenceVersion: string, twill: 
 
 There is no official conformance suite for CNI plugins (containernetworking/cni#540). This one
 turns every assertion of the CNI 1.1 checklist (SPEC.md at spec-v1.1.0, CONVENTIONS.md,
-libcni's behaviour) into named cases; a case id's first number is its checklist line that run against **any**
-plugin binary, and checks the kernel, not only the JSON.
+libcni's behaviour) into named cases that run against **any** plugin binary, and checks the
+kernel, not only the JSON. A case id's first number is its checklist line.
 
 \`\`\`sh
 sudo scripts/conformance --plugin /usr/lib/cni/bridge --config conformance/suite/configs/reference-bridge.conflist
