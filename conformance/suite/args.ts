@@ -21,7 +21,8 @@ namespaces. Needs root. Exits 1 when a case fails.
   --json                     print the results as JSON instead of a table
 `;
 
-export function parseCli(argv: string[]): (SuiteOptions & { json: boolean }) | { help: string } {
+/** The options, or the usage text with the exit status to leave with (0 when asked for). */
+export function parseCli(argv: string[]): (SuiteOptions & { json: boolean }) | { help: string; status: number } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -37,7 +38,7 @@ export function parseCli(argv: string[]): (SuiteOptions & { json: boolean }) | {
       help: { type: "boolean", short: "h", default: false },
     },
   });
-  if (values.help || !values.plugin || !values.config) return { help: USAGE };
+  if (values.help || !values.plugin || !values.config) return { help: USAGE, status: values.help ? 0 : 2 };
   const unsupported = (values.unsupported ?? []).map((pair) => {
     const eq = pair.indexOf("=");
     if (eq <= 0) throw new Error(`--unsupported needs KEY=JSON, got ${JSON.stringify(pair)}`);

@@ -10,8 +10,8 @@ import { disposeSuite, runPrefix, runSuite } from "./suite.js";
 async function main(): Promise<number> {
   const parsed = parseCli(process.argv.slice(2));
   if ("help" in parsed) {
-    writeSync(2, parsed.help);
-    return 2;
+    writeSync(parsed.status === 0 ? 1 : 2, parsed.help);
+    return parsed.status;
   }
   if (process.getuid?.() !== 0) {
     writeSync(2, "conformance: needs root (it creates network namespaces)\n");
