@@ -17,9 +17,9 @@ const statusUnavailable = [Code.NotAvailable, Code.LimitedConnectivity];
  * afterwards and the kept ones untouched. Without a small pool, CHECK tells which
  * reservations survived instead.
  */
-async function gcCase(ctx: CaseContext, key: string, keepAll: boolean): Promise<void> {
+async function gcCase(ctx: CaseContext, key: string, keepNone: boolean): Promise<void> {
   const s = await ctx.poolScenario(2, need11(ctx));
-  const keep = keepAll ? [] : s.pods.slice(0, Math.ceil(s.pods.length / 2));
+  const keep = keepNone ? [] : s.pods.slice(0, Math.ceil(s.pods.length / 2));
   const freed = s.pods.filter((p) => !keep.includes(p));
   const list = keep.map((p) => ({ containerID: p.containerId, ifname: p.ifname }));
   const out = await ctx.call("GC", null, setKey(s.conf, key, list));
