@@ -207,10 +207,12 @@ export function validAttachments(conf: NetConf): Attachment[] {
 
 /** Wires a plugin to the real process: env, stdin, stdout, exit status. */
 export async function runPlugin(plugin: Plugin, about: string): Promise<never> {
-  const { readFileSync, writeSync } = await import("node:fs");
+  const { fstatSync, readFileSync, writeSync } = await import("node:fs");
   const command = process.env.CNI_COMMAND;
-  // VERSION may come with no stdin at all; a terminal on stdin is no config either.
-  const stdin = command && !process.stdin.isTTY ? readFileSync(0, "utf8") : "";
+  // VERSION may come with no stdin at all; a terminal on stdin is no config either. A character
+  // device (a terminal, /dev/null) is never a config, and fstat is cheap where
+  // process.stdin.isTTY builds a stream: ~11 ms of every compiled plugin start under Bun.
+  const stdin = command && !isCharacterDevice(() => fstatSync(0)) ? readFileSync(0, "utf8") : "";
   const code = await dispatch(
     plugin,
     {
@@ -223,4 +225,13 @@ export async function runPlugin(plugin: Plugin, about: string): Promise<never> {
     about,
   );
   process.exit(code);
+}
+
+/** Whether stdin is a character device; a closed stdin counts as one (there is nothing to read). */
+function isCharacterDevice(stat: () => { isCharacterDevice(): boolean }): boolean {
+  try {
+    return stat().isCharacterDevice();
+  } catch {
+    return true;
+  }
 }
