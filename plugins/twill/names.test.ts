@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bridgeMac, hostVethMac, hostVethName, podMac, seededMac } from "./names.js";
+import { bridgeMac, digest, hostVethMac, hostVethName, podMac, seededMac } from "./names.js";
 
 const UNICAST_LOCAL = (mac: string) => (parseInt(mac.slice(0, 2), 16) & 3) === 2;
 
@@ -33,5 +33,14 @@ describe("derived names", () => {
     const m = podMac(["fd00::5/64"], "c1", "eth0");
     expect(UNICAST_LOCAL(m)).toBe(true);
     expect(m).not.toBe(podMac(["fd00::5/64"], "c2", "eth0"));
+  });
+});
+
+describe("digest", () => {
+  it("spreads near-identical seeds over the high bits names use", () => {
+    const names = new Set(Array.from({ length: 5000 }, (_, i) => hostVethName(`container-${i}`, "eth0")));
+    expect(names.size).toBe(5000);
+    expect(digest("a").toString("hex")).not.toBe(digest("b").toString("hex"));
+    expect(digest("a").readUInt8(0) ^ digest("b").readUInt8(0)).not.toBe(0);
   });
 });

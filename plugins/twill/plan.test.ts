@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { NetConf, Result } from "../../shared/cni/types.js";
 import { parseConf } from "./config.js";
 import { hostVethName } from "./names.js";
-import { buildResult, planAttach } from "./plan.js";
+import { buildResult, missingGatewayLines, planNode, planPod } from "./plan.js";
 
 const conf = (extra: Record<string, unknown> = {}) =>
   parseConf({ cniVersion: "1.1.0", name: "net", type: "twill", ipam: { type: "host-local" }, ...extra } as NetConf);
@@ -10,46 +10,67 @@ const at = { containerId: "c1", ifname: "eth0", netns: "/var/run/netns/p1" };
 const ipam: Result = { cniVersion: "1.1.0", ips: [{ address: "10.1.0.5/24", gateway: "10.1.0.1" }], routes: [{ dst: "10.96.0.0/12" }] };
 const lines = (steps: { line: readonly (string | number)[] }[]) => steps.map((s) => s.line.join(" "));
 
-describe("planAttach", () => {
-  it("node batch: bridge settings, veth straight into the pod, bridge read back last", () => {
-    const p = planAttach(conf(), 1400, at, ipam);
+describe("planNode", () => {
+  it("bridge settings, veth straight into the pod, bridge read back last; nothing from IPAM", () => {
+    const p = planNode(conf(), 1400, at);
     const h = hostVethName("c1", "eth0");
-    expect(lines(p.nodeSteps)).toEqual([
+    expect(lines(p.steps)).toEqual([
       "link set dev cni0 mtu 1400 up",
-      `link add name ${h} mtu 1400 address ${p.veth.mac} master cni0 up type veth peer name eth0 mtu 1400 address 0a:58:0a:01:00:05 netns /var/run/netns/p1`,
-      "link show dev cni0",
+      `link add name ${h} mtu 1400 address ${p.veth.mac} master cni0 up type veth peer name eth0 mtu 1400 netns /var/run/netns/p1`,
+      "addr show dev cni0",
     ]);
-    expect(p.nodeSteps[p.vethStep]!.line[1]).toBe("add");
-    expect(p.forwarding).toEqual([]);
+    expect(p.steps[p.vethStep]!.line[1]).toBe("add");
   });
 
-  it("pod batch: lo, addresses, link up, then routes (a gateway must be on-link first)", () => {
-    const p = planAttach(conf(), undefined, at, ipam);
-    expect(lines(p.podSteps)).toEqual([
+  it("sets a MAC the runtime chose at creation", () => {
+    const p = planNode(conf({ runtimeConfig: { mac: "02:aa:00:00:00:01" } }), undefined, at);
+    expect(lines(p.steps)[1]).toContain("peer name eth0 address 02:aa:00:00:00:01 netns");
+  });
+
+  it("hairpin and promiscuous mode", () => {
+    const h = hostVethName("c1", "eth0");
+    expect(lines(planNode(conf({ hairpinMode: true }), undefined, at).steps)).toContain(`link set dev ${h} type bridge_slave hairpin on`);
+    expect(lines(planNode(conf({ promiscMode: true }), undefined, at).steps)[0]).toBe("link set dev cni0 promisc on up");
+  });
+});
+
+describe("planPod", () => {
+  it("lo, addresses, MAC and link up, then routes (a gateway must be on-link first)", () => {
+    const p = planPod(conf(), at, ipam);
+    expect(lines(p.steps)).toEqual([
       "link set dev lo up",
       "addr add 10.1.0.5/24 dev eth0",
-      "link set dev eth0 up",
+      "link set dev eth0 address 0a:58:0a:01:00:05 up",
       "route add 10.96.0.0/12 via 10.1.0.1 dev eth0",
     ]);
+    expect(p.mac).toBe("0a:58:0a:01:00:05");
+    expect(p.forwarding).toEqual([]);
+    expect(p.gateways).toEqual([]);
   });
 
-  it("isDefaultGateway: gateway on the bridge, forwarding, default route", () => {
-    const p = planAttach(conf({ isDefaultGateway: true }), undefined, at, ipam);
-    expect(lines(p.nodeSteps)).toContain("addr replace 10.1.0.1/24 dev cni0");
+  it("leaves a MAC the runtime chose alone", () => {
+    const p = planPod(conf({ runtimeConfig: { mac: "02:aa:00:00:00:01" } }), at, ipam);
+    expect(lines(p.steps)).toContain("link set dev eth0 up");
+    expect(p.mac).toBe("02:aa:00:00:00:01");
+  });
+
+  it("isDefaultGateway: gateway for the bridge, forwarding, default route", () => {
+    const p = planPod(conf({ isDefaultGateway: true }), at, ipam);
+    expect(p.gateways).toEqual(["10.1.0.1/24"]);
     expect(p.forwarding).toEqual(["net.ipv4.ip_forward"]);
     expect(p.routes).toEqual([{ dst: "10.96.0.0/12" }, { dst: "0.0.0.0/0", gw: "10.1.0.1" }]);
-    expect(lines(p.podSteps)).toContain("route add 0.0.0.0/0 via 10.1.0.1 dev eth0");
+    expect(lines(p.steps)).toContain("route add 0.0.0.0/0 via 10.1.0.1 dev eth0");
   });
 
   it("does not add a second default route when IPAM gives one", () => {
     const withDefault = { ...ipam, routes: [{ dst: "0.0.0.0/0", gw: "10.1.0.254" }] };
-    expect(planAttach(conf({ isDefaultGateway: true }), undefined, at, withDefault).routes).toEqual([{ dst: "0.0.0.0/0", gw: "10.1.0.254" }]);
+    expect(planPod(conf({ isDefaultGateway: true }), at, withDefault).routes).toEqual([{ dst: "0.0.0.0/0", gw: "10.1.0.254" }]);
   });
 
   it("isGateway without an IPAM gateway uses the subnet's first address", () => {
-    const p = planAttach(conf({ isGateway: true }), undefined, at, { cniVersion: "1.1.0", ips: [{ address: "10.2.0.9/16" }] });
+    const p = planPod(conf({ isGateway: true }), at, { cniVersion: "1.1.0", ips: [{ address: "10.2.0.9/16" }] });
     expect(p.ips[0]!.gateway).toBe("10.2.0.1");
-    expect(lines(p.nodeSteps)).toContain("addr replace 10.2.0.1/16 dev cni0");
+    expect(p.gateways).toEqual(["10.2.0.1/16"]);
   });
 
   it("dual stack: IPv6 without DAD, both forwarding keys, both default routes", () => {
@@ -60,38 +81,39 @@ describe("planAttach", () => {
         { address: "fd00:1::5/64", gateway: "fd00:1::1" },
       ],
     };
-    const p = planAttach(conf({ isDefaultGateway: true }), undefined, at, dual);
-    expect(lines(p.podSteps)).toContain("addr add fd00:1::5/64 dev eth0 nodad");
-    expect(lines(p.nodeSteps)).toContain("addr replace fd00:1::1/64 dev cni0 nodad");
+    const p = planPod(conf({ isDefaultGateway: true }), at, dual);
+    expect(lines(p.steps)).toContain("addr add fd00:1::5/64 dev eth0 nodad");
+    expect(p.gateways).toEqual(["10.1.0.1/24", "fd00:1::1/64"]);
     expect(p.forwarding).toEqual(["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]);
     expect(p.routes.map((r) => r.dst)).toEqual(["0.0.0.0/0", "::/0"]);
     expect(p.podSubnets).toEqual(["10.1.0.0/24", "fd00:1::/64"]);
   });
+});
 
-  it("hairpin and promiscuous mode", () => {
-    const h = hostVethName("c1", "eth0");
-    expect(lines(planAttach(conf({ hairpinMode: true }), undefined, at, ipam).nodeSteps)).toContain(
-      `link set dev ${h} type bridge_slave hairpin on`,
-    );
-    expect(lines(planAttach(conf({ promiscMode: true }), undefined, at, ipam).nodeSteps)[0]).toBe("link set dev cni0 promisc on up");
-  });
-
-  it("uses a MAC the runtime chose", () => {
-    const p = planAttach(conf({ runtimeConfig: { mac: "02:aa:00:00:00:01" } }), undefined, at, ipam);
-    expect(p.veth.peer.mac).toBe("02:aa:00:00:00:01");
+describe("missingGatewayLines", () => {
+  const bridge = planNode(conf(), undefined, at).bridge;
+  it("adds only what the bridge lacks, with replace, IPv6 without DAD", () => {
+    const have = [{ family: "inet" as const, local: "10.1.0.1", prefixlen: 24 }];
+    expect(missingGatewayLines(bridge, have, ["10.1.0.1/24"])).toEqual([]);
+    expect(missingGatewayLines(bridge, have, ["10.1.0.1/24", "fd00:1::1/64"]).map((l) => l.join(" "))).toEqual([
+      "addr replace fd00:1::1/64 dev cni0 nodad",
+    ]);
+    expect(missingGatewayLines(bridge, [], ["10.1.0.1/24"]).map((l) => l.join(" "))).toEqual(["addr replace 10.1.0.1/24 dev cni0"]);
   });
 });
 
 describe("buildResult", () => {
+  const build = (extra: Record<string, unknown>, prev: Result | null, ipamDns?: Result["dns"], confDns?: Result["dns"]) =>
+    buildResult("1.1.0", prev, planNode(conf(extra), 1400, at), planPod(conf(extra), at, ipam), "02:00:00:00:00:01", ipamDns, confDns);
+
   it("lists bridge, node end, pod end; ips point at the pod end in its sandbox", () => {
-    const p = planAttach(conf({ isDefaultGateway: true }), 1400, at, ipam);
-    const r = buildResult("1.1.0", null, p, "02:00:00:00:00:01", undefined, undefined);
+    const r = build({ isDefaultGateway: true }, null);
     expect(r.interfaces!.map((i) => [i.name, i.sandbox])).toEqual([
       ["cni0", undefined],
       [hostVethName("c1", "eth0"), undefined],
       ["eth0", "/var/run/netns/p1"],
     ]);
-    expect(r.interfaces![2]!.mtu).toBe(1400);
+    expect(r.interfaces![2]).toMatchObject({ mtu: 1400, mac: "0a:58:0a:01:00:05" });
     expect(r.ips).toEqual([{ address: "10.1.0.5/24", gateway: "10.1.0.1", interface: 2 }]);
     expect(r.routes).toHaveLength(2);
     expect(r.dns).toBeUndefined();
@@ -105,7 +127,7 @@ describe("buildResult", () => {
       routes: [{ dst: "192.168.1.0/24" }],
       dns: { nameservers: ["192.168.0.53"] },
     };
-    const r = buildResult("1.1.0", prev, planAttach(conf(), undefined, at, ipam), "02:00:00:00:00:01", undefined, undefined);
+    const r = build({}, prev);
     expect(r.interfaces!.map((i) => i.name)[0]).toBe("net1");
     expect(r.ips!.map((i) => i.interface)).toEqual([0, 3]);
     expect(r.routes!.map((x) => x.dst)).toEqual(["192.168.1.0/24", "10.96.0.0/12"]);
@@ -113,8 +135,7 @@ describe("buildResult", () => {
   });
 
   it("DNS: the config's, else IPAM's", () => {
-    const p = planAttach(conf(), undefined, at, ipam);
-    expect(buildResult("1.1.0", null, p, "m", { nameservers: ["1.1.1.1"] }, { nameservers: ["9.9.9.9"] }).dns).toEqual({ nameservers: ["9.9.9.9"] });
-    expect(buildResult("1.1.0", null, p, "m", { nameservers: ["1.1.1.1"] }, {}).dns).toEqual({ nameservers: ["1.1.1.1"] });
+    expect(build({}, null, { nameservers: ["1.1.1.1"] }, { nameservers: ["9.9.9.9"] }).dns).toEqual({ nameservers: ["9.9.9.9"] });
+    expect(build({}, null, { nameservers: ["1.1.1.1"] }, {}).dns).toEqual({ nameservers: ["1.1.1.1"] });
   });
 });

@@ -1,15 +1,17 @@
 import type { Interface, IpConfig, Result, Route } from "../../shared/cni/types.js";
 import { bridgeAddressLine, bridgeSettingsLine, type BridgeSpec } from "../../shared/kernel/bridge.js";
-import type { BatchLine } from "../../shared/kernel/iproute.js";
+import type { AddrInfo, BatchLine } from "../../shared/kernel/iproute.js";
+import { sameIp } from "../../shared/kernel/routes.js";
 import { hairpinLine, vethAddLine, type VethSpec } from "../../shared/kernel/veth.js";
 import { formatCidr, formatIp, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
 import type { TwillConf } from "./config.js";
 import { bridgeMac, hostVethMac, hostVethName, podMac } from "./names.js";
 
 /**
- * What ADD does, decided from plain data before anything is touched: one `ip -batch` for the
- * node namespace, one for the pod's, and the result. Every process start costs ~1.5-2 ms, more
- * than everything else ADD does, so the plan is built to need exactly these two.
+ * What ADD does, decided from plain data before anything is touched. Every process start costs
+ * ~1.5-2 ms, more than everything else ADD does, so ADD needs two `ip` processes: the node
+ * batch (bridge, veth pair, reading the bridge back), which depends on nothing IPAM decides
+ * and so runs while IPAM allocates, and the pod batch (addresses, MAC, routes).
  */
 
 export interface Attachment {
@@ -24,94 +26,104 @@ export interface Step {
   what: string;
 }
 
-export interface AttachPlan {
+export interface NodePlan {
   bridge: BridgeSpec;
   veth: VethSpec;
-  /** Node namespace: bridge settings, gateway addresses, the veth pair, hairpin, then reading the bridge back. */
-  nodeSteps: Step[];
-  /** Index in nodeSteps of the line creating the veth: a failure after it leaves a veth to undo. */
+  /** Bridge settings, the veth pair, hairpin, then the bridge and its addresses read back. */
+  steps: Step[];
+  /** Index in steps of the line creating the veth: a failure after it leaves a veth to undo. */
   vethStep: number;
-  /** Pod namespace: lo up, addresses, link up, routes. */
-  podSteps: Step[];
+}
+
+export interface PodPlan {
+  /** The pod interface's MAC (the runtime's, else derived from the address). */
+  mac: string;
+  /** lo up, addresses, MAC and link up, routes. */
+  steps: Step[];
   /** IPAM's addresses with the gateway filled in when twill is the gateway. */
   ips: IpConfig[];
   /** IPAM's routes plus the default routes twill adds. */
   routes: Route[];
+  /** Gateway addresses the bridge must hold (`10.1.0.1/24`). */
+  gateways: string[];
   /** `sysctl` keys to set to 1 in the node namespace. */
   forwarding: string[];
   /** Pod subnets (for masquerade). */
   podSubnets: string[];
 }
 
-export function planAttach(conf: TwillConf, mtu: number | undefined, at: Attachment, ipam: Result): AttachPlan {
+export function planNode(conf: TwillConf, mtu: number | undefined, at: Attachment): NodePlan {
   const bridge: BridgeSpec = {
     name: conf.bridge,
     mac: bridgeMac(conf.bridge),
     ...(mtu !== undefined ? { mtu } : {}),
     ...(conf.promiscMode ? { promisc: true } : {}),
   };
-  const ips = (ipam.ips ?? []).map((ip) => withGateway(ip, conf.isGateway));
   const hostName = hostVethName(at.containerId, at.ifname);
   const veth: VethSpec = {
     name: hostName,
     mac: hostVethMac(at.containerId, at.ifname),
     ...(mtu !== undefined ? { mtu } : {}),
     master: conf.bridge,
-    peer: {
-      name: at.ifname,
-      mac: conf.mac ?? podMac(ips.map((i) => i.address), at.containerId, at.ifname),
-      netns: at.netns,
-    },
+    // The derived MAC needs the address, which IPAM has not chosen yet: the pod batch sets it.
+    peer: { name: at.ifname, ...(conf.mac ? { mac: conf.mac } : {}), netns: at.netns },
   };
-
-  const nodeSteps: Step[] = [{ line: bridgeSettingsLine(bridge), what: `set up bridge "${bridge.name}"` }];
-  if (conf.isGateway) {
-    for (const gw of unique(ips.filter((i) => i.gateway).map((i) => `${i.gateway}/${parseCidr(i.address).prefix}`))) {
-      nodeSteps.push({ line: bridgeAddressLine(bridge, gw), what: `add gateway address ${gw} to bridge "${bridge.name}"` });
-    }
-  }
-  const vethStep = nodeSteps.length;
-  nodeSteps.push({
+  const steps: Step[] = [{ line: bridgeSettingsLine(bridge), what: `set up bridge "${bridge.name}"` }];
+  const vethStep = steps.length;
+  steps.push({
     line: vethAddLine(veth),
     what: `create veth "${hostName}" on bridge "${bridge.name}" with peer "${at.ifname}" in ${at.netns}`,
   });
-  if (conf.hairpinMode) nodeSteps.push({ line: hairpinLine(hostName), what: `turn on hairpin mode on "${hostName}"` });
-  nodeSteps.push({ line: ["link", "show", "dev", bridge.name], what: `read bridge "${bridge.name}"` });
+  if (conf.hairpinMode) steps.push({ line: hairpinLine(hostName), what: `turn on hairpin mode on "${hostName}"` });
+  steps.push({ line: ["addr", "show", "dev", bridge.name], what: `read bridge "${bridge.name}"` });
+  return { bridge, veth, steps, vethStep };
+}
 
+export function planPod(conf: TwillConf, at: Attachment, ipam: Result): PodPlan {
+  const ips = (ipam.ips ?? []).map((ip) => withGateway(ip, conf.isGateway));
+  const mac = conf.mac ?? podMac(ips.map((i) => i.address), at.containerId, at.ifname);
   const routes = podRoutes(conf, ips, ipam.routes ?? []);
-  const podSteps: Step[] = [{ line: ["link", "set", "dev", "lo", "up"], what: `set "lo" up in ${at.netns}` }];
+  const steps: Step[] = [{ line: ["link", "set", "dev", "lo", "up"], what: `set "lo" up in ${at.netns}` }];
   for (const ip of ips) {
     // nodad: the address is usable at once; DAD would hold an IPv6 pod for a second or more (k8s#54651).
     const nodad = ip.address.includes(":") ? ["nodad"] : [];
-    podSteps.push({
+    steps.push({
       line: ["addr", "add", ip.address, "dev", at.ifname, ...nodad],
       what: `add address ${ip.address} to "${at.ifname}" in ${at.netns}`,
     });
   }
-  podSteps.push({ line: ["link", "set", "dev", at.ifname, "up"], what: `set "${at.ifname}" up in ${at.netns}` });
+  steps.push({
+    line: ["link", "set", "dev", at.ifname, ...(conf.mac ? [] : ["address", mac]), "up"],
+    what: `set "${at.ifname}" up in ${at.netns}`,
+  });
   for (const r of routes) {
     const gw = r.gw ?? gatewayFor(ips, familyOfDst(r.dst));
-    podSteps.push({
+    steps.push({
       line: ["route", "add", r.dst, ...(gw ? ["via", gw] : []), "dev", at.ifname],
       what: `add route ${r.dst}${gw ? ` via ${gw}` : ""} in ${at.netns}`,
     });
   }
-
+  const gateways = conf.isGateway
+    ? unique(ips.filter((i) => i.gateway).map((i) => `${i.gateway}/${parseCidr(i.address).prefix}`))
+    : [];
   const families = new Set(ips.map((i) => parseCidr(i.address).family));
   const forwarding = conf.isGateway
     ? [...(families.has(4) ? ["net.ipv4.ip_forward"] : []), ...(families.has(6) ? ["net.ipv6.conf.all.forwarding"] : [])]
     : [];
-  return {
-    bridge,
-    veth,
-    nodeSteps,
-    vethStep,
-    podSteps,
-    ips,
-    routes,
-    forwarding,
-    podSubnets: unique(ips.map((i) => formatCidr(parseCidr(i.address)))),
-  };
+  return { mac, steps, ips, routes, gateways, forwarding, podSubnets: unique(ips.map((i) => formatCidr(parseCidr(i.address)))) };
+}
+
+/**
+ * The gateway addresses the bridge lacks, as lines; usually none, as the node's first pod put
+ * them there. `replace` keeps concurrent ADDs from failing on each other (plugins#366).
+ */
+export function missingGatewayLines(bridge: BridgeSpec, have: readonly AddrInfo[], gateways: readonly string[]): BatchLine[] {
+  return gateways
+    .filter((g) => {
+      const c = parseCidr(g);
+      return !have.some((a) => a.prefixlen === c.prefix && sameIp(a.local, formatIp(c.family, c.ip)));
+    })
+    .map((g) => bridgeAddressLine(bridge, g));
 }
 
 /** The gateway is IPAM's, or when twill is the gateway and IPAM named none, the subnet's first address. */
@@ -154,16 +166,17 @@ const isDefault = (dst: string, f: Family): boolean => {
 export function buildResult(
   cniVersion: string,
   prev: Result | null,
-  plan: AttachPlan,
+  node: NodePlan,
+  pod: PodPlan,
   bridgeMacRead: string,
   ipamDns: Result["dns"],
   confDns: Result["dns"],
 ): Result {
-  const mtu = plan.bridge.mtu !== undefined ? { mtu: plan.bridge.mtu } : {};
+  const mtu = node.bridge.mtu !== undefined ? { mtu: node.bridge.mtu } : {};
   const ours: Interface[] = [
-    { name: plan.bridge.name, mac: bridgeMacRead, ...mtu },
-    { name: plan.veth.name, mac: plan.veth.mac, ...mtu },
-    { name: plan.veth.peer.name, mac: plan.veth.peer.mac, ...mtu, sandbox: plan.veth.peer.netns },
+    { name: node.bridge.name, mac: bridgeMacRead, ...mtu },
+    { name: node.veth.name, mac: node.veth.mac, ...mtu },
+    { name: node.veth.peer.name, mac: pod.mac, ...mtu, sandbox: node.veth.peer.netns },
   ];
   const interfaces = [...(prev?.interfaces ?? []), ...ours];
   const podIndex = interfaces.length - 1;
@@ -171,8 +184,8 @@ export function buildResult(
   return {
     cniVersion,
     interfaces,
-    ips: [...(prev?.ips ?? []), ...plan.ips.map((ip) => ({ ...ip, interface: podIndex }))],
-    routes: [...(prev?.routes ?? []), ...plan.routes],
+    ips: [...(prev?.ips ?? []), ...pod.ips.map((ip) => ({ ...ip, interface: podIndex }))],
+    routes: [...(prev?.routes ?? []), ...pod.routes],
     ...(nonEmpty(dns) ? { dns } : {}),
   };
 }

@@ -4,7 +4,7 @@ import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
-import { IpRoute, KernelError, type Link, type LinkAddrs, type RouteEntry } from "../../shared/kernel/iproute.js";
+import { IpRoute, KernelError, type AddrInfo, type Link, type LinkAddrs, type RouteEntry } from "../../shared/kernel/iproute.js";
 import { ensureMasquerade } from "../../shared/kernel/nft.js";
 import { ensureSysctl } from "../../shared/kernel/sysctl.js";
 import { deleteVeth } from "../../shared/kernel/veth.js";
@@ -14,7 +14,7 @@ import { expectedFromResult, nodeProblems, podProblems } from "./check.js";
 import { DEFAULT_LOG_FILE, parseConf, type TwillConf } from "./config.js";
 import { ExecIpam, type Ipam } from "./ipam.js";
 import { hostVethName } from "./names.js";
-import { buildResult, planAttach, type AttachPlan, type Attachment, type Step } from "./plan.js";
+import { buildResult, missingGatewayLines, planNode, planPod, type Attachment, type NodePlan, type Step } from "./plan.js";
 import { Undo } from "./undo.js";
 
 /**
@@ -56,29 +56,46 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       if (!existsSync(args.netns)) throw new CniError(Code.InvalidNetns, `network namespace ${args.netns} does not exist`);
       const at: Attachment = { containerId: args.containerId, ifname: args.ifname, netns: args.netns };
       const ipam = ipamFor(conf, log);
+      const nodePlan = planNode(conf, mtu, at);
       const undo = new Undo(log);
       try {
-        const allocated: Result = ipam ? await ipam.add(args) : { cniVersion: args.conf.cniVersion };
-        if (ipam) undo.push("release the pod's addresses", () => ipam.del({ ...args, command: "DEL" }));
-        const plan = planAttach(conf, mtu, at, allocated);
-        for (const key of plan.forwarding) ensureSysctl(key, "1");
+        // The node batch needs nothing IPAM decides: start it, then allocate while it runs.
+        const settingUp = setUpNode(node, nodePlan, at);
+        const [bridgeRead, allocatedRead] = await Promise.allSettled([
+          settingUp,
+          ipam ? ipam.add(args) : Promise.resolve<Result>({ cniVersion: args.conf.cniVersion }),
+        ]);
+        if (allocatedRead.status === "fulfilled" && ipam) {
+          undo.push("release the pod's addresses", () => ipam.del({ ...args, command: "DEL" }));
+        }
+        const vethMade = bridgeRead.status === "fulfilled" || (bridgeRead.reason as NodeSetupError).vethCreated !== false;
+        if (vethMade) undo.push(`delete "${nodePlan.veth.name}"`, () => deleteVeth(node, nodePlan.veth.name));
+        if (allocatedRead.status === "rejected") throw allocatedRead.reason;
+        if (bridgeRead.status === "rejected") throw bridgeRead.reason;
+        const bridge = bridgeRead.value;
+        const allocated = allocatedRead.value;
 
-        const bridge = await setUpNode(node, plan, at, undo);
-        const mismatch = bridgeMismatch(bridge, plan.bridge);
+        const mismatch = bridgeMismatch(bridge, nodePlan.bridge);
         if (mismatch) throw new Error(mismatch);
+        const podPlan = planPod(conf, at, allocated);
+        for (const key of podPlan.forwarding) ensureSysctl(key, "1");
+        const gatewayLines = missingGatewayLines(nodePlan.bridge, bridge.addr_info ?? [], podPlan.gateways);
         const pod = new IpRoute(at.netns);
-        await Promise.all([
-          applySteps(pod, plan.podSteps, `configure "${at.ifname}" in ${at.netns}`),
-          conf.ipMasq && plan.podSubnets.length > 0
-            ? ensureMasquerade(node, { network: conf.network, sources: plan.podSubnets, keep: subnet?.clusterCIDRs ?? [] })
+        const done = await Promise.allSettled([
+          applySteps(pod, podPlan.steps, `configure "${at.ifname}" in ${at.netns}`),
+          node.batch(gatewayLines, `add gateway addresses ${podPlan.gateways.join(", ")} to bridge "${nodePlan.bridge.name}"`),
+          conf.ipMasq && podPlan.podSubnets.length > 0
+            ? ensureMasquerade(node, { network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] })
             : null,
         ]);
+        const failed = done.find((d) => d.status === "rejected");
+        if (failed) throw (failed as PromiseRejectedResult).reason;
 
-        const result = buildResult(args.conf.cniVersion, prev, plan, bridge.address ?? plan.bridge.mac, allocated.dns, args.conf.dns);
+        const result = buildResult(args.conf.cniVersion, prev, nodePlan, podPlan, bridge.address ?? nodePlan.bridge.mac, allocated.dns, args.conf.dns);
         log.info("Added pod", {
           netns: at.netns,
-          hostVeth: plan.veth.name,
-          ips: plan.ips.map((i) => i.address),
+          hostVeth: nodePlan.veth.name,
+          ips: podPlan.ips.map((i) => i.address),
           ms: Math.round(performance.now() - started),
         });
         return result;
@@ -158,49 +175,61 @@ function nodeSubnet(path: string): SubnetInfo {
   }
 }
 
+/** A failed node batch; `vethCreated` false when the veth certainly does not exist because of it. */
+class NodeSetupError extends Error {
+  constructor(
+    message: string,
+    readonly vethCreated: boolean,
+  ) {
+    super(message);
+  }
+}
+
+type BridgeState = Link & { addr_info?: AddrInfo[] };
+
 /**
  * The node namespace's batch. The bridge exists on every ADD but a node's first, so the batch
  * assumes it does; when its first line finds no bridge, the bridge is created (a concurrent ADD
  * creating it first is fine) and the batch runs again. Returns the bridge as read back.
  */
-async function setUpNode(node: IpRoute, plan: AttachPlan, at: Attachment, undo: Undo): Promise<Link> {
-  const lines = plan.nodeSteps.map((s) => s.line);
+async function setUpNode(node: IpRoute, plan: NodePlan, at: Attachment): Promise<BridgeState> {
+  const lines = plan.steps.map((s) => s.line);
   const op = `set up "${plan.veth.name}" on bridge "${plan.bridge.name}"`;
   let out: unknown[];
   try {
     out = await node.batchRead(lines, op);
   } catch (err) {
-    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(err, plan, at, undo);
+    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(err, plan, at);
     await ensureBridge(node, plan.bridge);
     try {
       out = await node.batchRead(lines, op);
     } catch (err2) {
-      throw await nodeStepError(err2, plan, at, undo);
+      throw await nodeStepError(err2, plan, at);
     }
   }
-  undo.push(`delete "${plan.veth.name}"`, () => deleteVeth(node, plan.veth.name));
-  const bridge = (out[0] as Link[] | undefined)?.[0];
-  if (!bridge) throw new Error(`bridge "${plan.bridge.name}" could not be read back`);
+  const bridge = (out[0] as BridgeState[] | undefined)?.[0];
+  if (!bridge) throw new NodeSetupError(`bridge "${plan.bridge.name}" could not be read back`, true);
   return bridge;
 }
 
-/** Names the node step that failed; registers the veth's undo when the veth was made before it. */
-async function nodeStepError(err: unknown, plan: AttachPlan, at: Attachment, undo: Undo): Promise<Error> {
-  if (!(err instanceof KernelError)) return err as Error;
+/** Names the node step that failed, and whether the veth was made before it. */
+async function nodeStepError(err: unknown, plan: NodePlan, at: Attachment): Promise<Error> {
+  if (!(err instanceof KernelError)) return new NodeSetupError((err as Error).message, true);
   const index = err.batchLine === null ? null : err.batchLine - 1;
-  if (index === null || index > plan.vethStep) undo.push(`delete "${plan.veth.name}"`, () => deleteVeth(new IpRoute(null), plan.veth.name));
-  const step = index === null ? undefined : plan.nodeSteps[index];
+  const vethCreated = index === null || index > plan.vethStep;
+  const step = index === null ? undefined : plan.steps[index];
   if (index === plan.vethStep && err.exists) {
     // The pod's interface or the node end: say which, it is the difference between a runtime
     // bug (ADD twice without DEL) and a pod that already has this interface.
     const inPod = await new IpRoute(at.netns).link(at.ifname).catch(() => null);
-    return new Error(
+    return new NodeSetupError(
       inPod
         ? `interface "${at.ifname}" already exists in ${at.netns}`
         : `host interface "${plan.veth.name}" already exists (an earlier ADD of container ${at.containerId} was not deleted)`,
+      false,
     );
   }
-  return new Error(`failed to ${step?.what ?? `set up "${plan.veth.name}"`}: ${err.reason}`);
+  return new NodeSetupError(`failed to ${step?.what ?? `set up "${plan.veth.name}"`}: ${err.reason}`, vethCreated);
 }
 
 async function applySteps(ip: IpRoute, steps: Step[], op: string): Promise<void> {
