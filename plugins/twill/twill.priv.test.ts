@@ -27,7 +27,7 @@ const conf = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
-async function add(id: string, netns: string, c = conf(), ifname = "eth0") {
+async function add(id: string, netns: string, c: object = conf(), ifname = "eth0") {
   const r = await n.cni("ADD", c, { containerId: id, netns, ifname });
   expect(r.stderr).toBe("");
   expect(r.code, r.stdout).toBe(0);
@@ -86,6 +86,26 @@ describe("twill ADD (host-local IPAM)", () => {
     if (version !== "1.0.0") expect(doc.ips[0].version).toBe("4");
     expect(doc.interfaces[2].mtu).toBeUndefined();
     expect(doc.routes).toEqual([{ dst: "0.0.0.0/0", gw: GATEWAY }]);
+  });
+
+  it("returns a 1.1.0 result with MTUs for an attachment without IPAM (L2 only)", async () => {
+    const p1 = await n.pod("p1");
+    const { ipam: _none, ...l2 } = conf({ cniVersion: "1.1.0", isDefaultGateway: false });
+    const doc = await add("c1", p1, l2);
+    expect(doc.cniVersion).toBe("1.1.0");
+    expect(doc.interfaces.map((i: any) => i.mtu)).toEqual([1400, 1400, 1400]);
+    expect(doc.ips).toEqual([]);
+    const up = String((await n.inPod(p1, ["ip", "-json", "link", "show", "dev", "eth0"])).stdout);
+    expect(JSON.parse(up)[0].flags).toContain("UP");
+  });
+
+  it("uses the MAC a runtime passes in CNI_ARGS", async () => {
+    const p1 = await n.pod("p1");
+    const r = await n.cni("ADD", conf(), { containerId: "c1", netns: p1, env: { CNI_ARGS: "IgnoreUnknown=1;MAC=02:12:34:56:78:9a" } });
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.doc.interfaces[2].mac).toBe("02:12:34:56:78:9a");
+    const link = JSON.parse(String((await n.inPod(p1, ["ip", "-json", "link", "show", "dev", "eth0"])).stdout))[0];
+    expect(link.address).toBe("02:12:34:56:78:9a");
   });
 
   it("keeps a prevResult and extends it", async () => {

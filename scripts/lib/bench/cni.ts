@@ -8,7 +8,8 @@
 // or nsenter sits between the clock and the plugin.
 //
 // Options: --pods N (100), --parallel N (8), --masq only|none|both (both), --twill-ipam NAME
-// (twill-ipam when ipam/plugin.ts exists in the build, else host-local through delegation).
+// (twill-ipam when ipam/plugin.ts exists in the build, else host-local through delegation),
+// --twill PATH (another build of the twill executable, to compare build options).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,6 +27,7 @@ interface Options {
   parallel: number;
   masq: boolean[];
   twillIpam: string;
+  twill: string;
 }
 
 interface Sample {
@@ -70,6 +72,7 @@ function parseOptions(argv: string[]): Options {
     parallel: Number(get("parallel", "8")),
     masq: masq === "only" ? [true] : masq === "none" ? [false] : [false, true],
     twillIpam: get("twill-ipam", defaultIpam),
+    twill: resolve(get("twill", join(BIN, "twill"))),
   };
 }
 
@@ -88,7 +91,7 @@ function plugins(opts: Options): Plugin[] {
   return [
     {
       label: `twill + ${opts.twillIpam}${opts.twillIpam === "twill-ipam" ? " (in-process)" : ""}`,
-      binary: join(BIN, "twill"),
+      binary: opts.twill,
       cniPath: `${BIN}:${REF}`,
       conf: (masq, dataDir) => ({
         ...common("twill", masq),
