@@ -1,0 +1,57 @@
+import { rmSync } from "node:fs";
+import { deleteNetnsSync } from "./netns.js";
+
+/**
+ * What a testbed must undo, kept so that it is undone also when the run is interrupted:
+ * SIGINT/SIGTERM or an exit before the normal teardown kills the processes (by PID), deletes
+ * the namespaces and removes the temp dirs, synchronously.
+ */
+export interface Resources {
+  pids: Set<number>;
+  namespaces: Set<string>;
+  dirs: Set<string>;
+}
+
+const live = new Set<Resources>();
+let hooked = false;
+
+export function trackResources(): Resources {
+  const r: Resources = { pids: new Set(), namespaces: new Set(), dirs: new Set() };
+  live.add(r);
+  hook();
+  return r;
+}
+
+/** Forget a set whose owner cleaned up (or that must outlive this process: `demo --keep`). */
+export const untrack = (r: Resources): boolean => live.delete(r);
+
+export function releaseSync(r: Resources): void {
+  for (const pid of r.pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+  // Namespaces in reverse: pods before nodes before the switch.
+  for (const ns of [...r.namespaces].reverse()) deleteNetnsSync(ns);
+  for (const d of r.dirs) rmSync(d, { recursive: true, force: true });
+  r.pids.clear();
+  r.namespaces.clear();
+  r.dirs.clear();
+  live.delete(r);
+}
+
+function hook(): void {
+  if (hooked) return;
+  hooked = true;
+  process.once("exit", () => {
+    for (const r of [...live]) releaseSync(r);
+  });
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.once(sig, () => {
+      for (const r of [...live]) releaseSync(r);
+      process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
+    });
+  }
+}

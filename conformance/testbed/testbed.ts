@@ -1,0 +1,205 @@
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BackendConfig, NetworkConfig } from "../../agent/types.js";
+import { createLogger, nullLogger, type Logger } from "../../shared/log.js";
+import { formatCidr, parseCidr, subnetAt } from "../../shared/net/cidr.js";
+import { releaseSync, trackResources, untrack, type Resources } from "./cleanup.js";
+import { InprocCluster } from "./inproc-agent.js";
+import { addNetns, deleteNetns, ipIn, listNetns } from "./netns.js";
+import { podNetConf, resultIps, runCni, type PluginKind } from "./pods.js";
+import { attachNode, createUnderlay, type Segment, type Underlay } from "./topology.js";
+import { startEcho, type EchoServer } from "./traffic.js";
+
+/**
+ * A cluster on one machine, made of network namespaces: an underlay switch and router, N node
+ * namespaces running the node agent, pods attached by the real CNI plugin. Names carry a
+ * per-run prefix; destroy() (also run on SIGINT/SIGTERM and exit) removes every namespace,
+ * process and temp dir. The machine's own namespace is never changed.
+ */
+
+export interface TestbedOptions {
+  nodes?: number;
+  backend?: BackendConfig["type"];
+  /** 1-based node numbers placed on segment "b", behind the router. */
+  remoteNodes?: number[];
+  /** IPv4 cluster CIDR, split into /24 node subnets. */
+  clusterCIDR?: string;
+  /** Also give every node an IPv6 /64 from this CIDR (dual-stack pods). */
+  clusterCIDRv6?: string;
+  ipMasq?: boolean;
+  underlayMTU?: number;
+  plugin?: PluginKind;
+  /** Agent resync period (the agent's default is 10 s). */
+  resyncMs?: number;
+  /** Progress lines (the demo prints them). */
+  progress?: (msg: string) => void;
+  logger?: Logger;
+  prefix?: string;
+}
+
+export interface TestNode {
+  /** Node name in the cluster (`node-1`). */
+  name: string;
+  index: number;
+  ns: string;
+  segment: Segment;
+  /** Underlay address (the node's public IP). */
+  ip: string;
+  subnets: string[];
+  dir: string;
+  subnetFile: string;
+}
+
+export interface Pod {
+  name: string;
+  ns: string;
+  node: TestNode;
+  containerId: string;
+  ips: string[];
+  echo?: EchoServer;
+}
+
+let counter = 0;
+/** A prefix unique to this process and testbed: `tw<pid base36><n>-`. */
+export const runPrefix = (): string => `tw${process.pid.toString(36)}${(counter++).toString(36)}-`;
+
+export class Testbed {
+  readonly nodes: TestNode[] = [];
+  readonly pods: Pod[] = [];
+  readonly network: NetworkConfig;
+  readonly agents: InprocCluster;
+  underlay!: Underlay;
+
+  private constructor(
+    readonly prefix: string,
+    readonly dir: string,
+    readonly plugin: PluginKind,
+    private readonly res: Resources,
+    network: NetworkConfig,
+    logger: Logger,
+    resyncMs: number,
+    private readonly progress: (msg: string) => void,
+  ) {
+    this.network = network;
+    this.agents = new InprocCluster(network, logger, resyncMs);
+  }
+
+  static async create(o: TestbedOptions = {}): Promise<Testbed> {
+    const prefix = o.prefix ?? runPrefix();
+    const res = trackResources();
+    const dir = mkdtempSync(join(tmpdir(), prefix));
+    res.dirs.add(dir);
+    const clusterCIDRs = [o.clusterCIDR ?? "10.244.0.0/16", ...(o.clusterCIDRv6 ? [o.clusterCIDRv6] : [])];
+    const network: NetworkConfig = {
+      clusterCIDRs,
+      subnetLen: { 4: 24, ...(o.clusterCIDRv6 ? { 6: 64 } : {}) },
+      backend: { type: o.backend ?? "vxlan", vni: 1, port: 4789 },
+      ipMasq: o.ipMasq ?? true,
+    };
+    const progress = o.progress ?? (() => {});
+    const tb = new Testbed(prefix, dir, o.plugin ?? "twill", res, network, o.logger ?? nullLogger, o.resyncMs ?? 10_000, progress);
+    try {
+      await tb.build(o.nodes ?? 3, new Set(o.remoteNodes ?? []), o.underlayMTU ?? 1500);
+    } catch (err) {
+      await tb.destroy();
+      throw err;
+    }
+    return tb;
+  }
+
+  private async build(count: number, remote: Set<number>, mtu: number): Promise<void> {
+    const segments: Segment[] = remote.size ? ["a", "b"] : ["a"];
+    this.progress(`underlay: switch and router (${segments.map((s) => `segment ${s}`).join(", ")})`);
+    this.underlay = await createUnderlay(this.prefix, mtu, segments, this.res);
+    for (let i = 1; i <= count; i++) {
+      const segment: Segment = remote.has(i) ? "b" : "a";
+      const u = await attachNode(this.underlay, `${this.prefix}n${i}`, i, segment, this.res);
+      const dir = join(this.dir, `node-${i}`);
+      mkdirSync(dir, { recursive: true });
+      this.nodes.push({
+        name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip,
+        subnets: this.network.clusterCIDRs.map((c) => nodeSubnet(c, i)),
+        dir, subnetFile: join(dir, "subnet.json"),
+      });
+      this.progress(`node-${i}: ${u.ip} on segment ${segment}`);
+    }
+  }
+
+  node(name: string): TestNode {
+    const n = this.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`no node ${name} in the testbed`);
+    return n;
+  }
+
+  /** Starts the agent on every node (or the given ones). */
+  async startAgents(nodes: readonly TestNode[] = this.nodes): Promise<void> {
+    for (const n of nodes) {
+      await this.agents.start({ name: n.name, ns: n.ns, publicIP: n.ip, underlayDev: "eth0", subnets: n.subnets, subnetFile: n.subnetFile });
+      this.progress(`${n.name}: agent running, subnets ${n.subnets.join(", ")}`);
+    }
+  }
+
+  /** A pod on `node`, attached by the CNI plugin; `echo` also starts the TCP echo in it. */
+  async addPod(node: TestNode, { echo = true } = {}): Promise<Pod> {
+    const k = this.pods.filter((p) => p.node === node).length + 1;
+    const name = `pod-${node.index}${String.fromCharCode(96 + k)}`;
+    const ns = `${this.prefix}p${node.index}-${k}`;
+    await addNetns(ns);
+    this.res.namespaces.add(ns);
+    const containerId = `${this.prefix}${name}`;
+    const result = await runCni(node.ns, podNetConf(this.plugin, node), { command: "ADD", containerId, podNs: ns });
+    const pod: Pod = { name, ns, node, containerId, ips: resultIps(result) };
+    if (echo) {
+      pod.echo = await startEcho(ns);
+      this.res.pids.add(pod.echo.pid);
+    }
+    this.pods.push(pod);
+    this.progress(`${name} on ${node.name}: ${pod.ips.join(", ")}`);
+    return pod;
+  }
+
+  async deletePod(pod: Pod): Promise<void> {
+    if (pod.echo) {
+      await pod.echo.stop();
+      this.res.pids.delete(pod.echo.pid);
+    }
+    await runCni(pod.node.ns, podNetConf(this.plugin, pod.node), { command: "DEL", containerId: pod.containerId, podNs: pod.ns });
+    await deleteNetns(pod.ns);
+    this.res.namespaces.delete(pod.ns);
+    this.pods.splice(this.pods.indexOf(pod), 1);
+  }
+
+  ip(node: TestNode) {
+    return ipIn(node.ns);
+  }
+
+  /** Removes everything the testbed made; safe to call twice. */
+  async destroy(): Promise<void> {
+    this.agents.stopAll();
+    for (const p of this.pods) await p.echo?.stop().catch(() => undefined);
+    releaseSync(this.res);
+    // Anything with the prefix that escaped the bookkeeping (an interrupted create).
+    for (const ns of await listNetns(this.prefix)) await deleteNetns(ns);
+  }
+
+  /** Keep everything after this process exits (`demo --keep`); `removeByPrefix` undoes it. */
+  detach(): void {
+    untrack(this.res);
+  }
+}
+
+/** The i-th node's subnet of a cluster CIDR: /24 for IPv4, /64 for IPv6. */
+export function nodeSubnet(clusterCIDR: string, index: number): string {
+  const c = parseCidr(clusterCIDR);
+  return formatCidr(subnetAt(c, c.family === 4 ? 24 : 64, BigInt(index)));
+}
+
+/** Removes the namespaces of a kept testbed by its prefix. */
+export async function removeByPrefix(prefix: string): Promise<string[]> {
+  const names = (await listNetns(prefix)).reverse();
+  for (const ns of names) await deleteNetns(ns);
+  return names;
+}
+
+export const testbedLogger = (lines: string[]): Logger => createLogger((l) => lines.push(l), "debug");
