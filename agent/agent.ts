@@ -1,0 +1,251 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { IpRoute } from "../shared/kernel/iproute.js";
+import type { Logger } from "../shared/log.js";
+import { readSubnetFile, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
+import { LeaseLostError, errorMessage } from "./errors.js";
+import type { Readiness } from "./http.js";
+import { diffLeases, isEmptyDiff, peersOf } from "./leases.js";
+import type { AgentMetrics } from "./metrics.js";
+import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
+import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.js";
+
+/**
+ * The node agent's loop: detect the underlay, prepare the backend, acquire the node's subnet
+ * lease with the backend's data, write the subnet file, then reconcile the datapath against
+ * the peers on every change the watch reports, every resync period and once at start-up,
+ * renewing the lease as it goes. Stopping leaves the datapath and the subnet file in place:
+ * pods keep their connectivity while the agent restarts (flannel#1308).
+ */
+
+export interface AgentOptions {
+  nodeName: string;
+  network: NetworkConfig;
+  store: SubnetStore;
+  /** iproute2 bound to the node's namespace. */
+  ip: IpRoute;
+  backend: (underlay: Underlay) => Backend;
+  underlay: UnderlayWanted;
+  subnetFile: string;
+  resyncMs: number;
+  renewMs: number;
+  logger: Logger;
+  metrics: AgentMetrics;
+}
+
+const ACQUIRE_BACKOFF_MS = { first: 1_000, max: 30_000 };
+
+export class Agent {
+  private lease: NodeLease | null = null;
+  private subnetFileWritten = false;
+  private notReadyReason = "starting";
+  private peers: NodeLease[] = [];
+  private backend: Backend | null = null;
+  private backendData: BackendData | null = null;
+  private readonly abort = new AbortController();
+  private stopWatch: (() => void) | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private reconciling: Promise<void> | null = null;
+  private reconcileAgain = false;
+  private reconciledOnce = false;
+  private renewTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: AgentOptions) {}
+
+  readiness(): Readiness {
+    const ready = this.lease !== null && this.subnetFileWritten && this.leaseLive();
+    return { ready, reason: ready ? `lease ${this.lease!.subnets.join(",")} held, subnet file written` : this.notReadyReason };
+  }
+
+  /** Runs until stop(); throws only on what retrying cannot fix (no underlay, a broken backend). */
+  async start(): Promise<void> {
+    const { logger, metrics } = this.o;
+    const underlay = await detectUnderlay(this.o.ip, this.o.underlay);
+    logger.info("Detected underlay", { ...underlay });
+    const backend = this.o.backend(underlay);
+    this.backendData = await backend.prepare({
+      nodeName: this.o.nodeName,
+      publicIP: underlay.ip,
+      underlayDev: underlay.dev,
+      underlayMTU: underlay.mtu,
+    });
+    this.backend = backend;
+
+    const lease = await this.acquireWithRetry(underlay, this.previousSubnets());
+    if (!lease) return; // stopped while waiting
+    this.adoptLease(lease, underlay);
+    if (this.stopped) return;
+
+    this.stopWatch = this.o.store.watch(
+      (leases) => this.onLeases(leases),
+      (err) => {
+        metrics.watchRestarts.inc();
+        metrics.datastoreErrors.inc({ op: "watch" });
+        logger.warn("Peer watch failed; resuming", { error: err.message });
+      },
+    );
+    // Start-up reconcile: prune what peers that left while the agent was down left behind.
+    try {
+      this.onLeases(await this.o.store.list());
+    } catch (err) {
+      metrics.datastoreErrors.inc({ op: "list" });
+      logger.warn("Listing peers failed; waiting for the watch", { error: errorMessage(err) });
+    }
+    if (this.stopped) return;
+    this.timers.push(setInterval(() => this.scheduleReconcile(), this.o.resyncMs));
+    this.scheduleRenew(underlay);
+  }
+
+  /** Stops loops and watches; leaves the lease, the datapath and the subnet file alone. */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    clearTimeout(this.renewTimer);
+    this.stopWatch?.();
+    await this.reconciling;
+    await this.o.store.close();
+  }
+
+  private get stopped(): boolean {
+    return this.abort.signal.aborted;
+  }
+
+  private leaseLive(): boolean {
+    return this.lease !== null && (this.lease.expiresAt === undefined || this.lease.expiresAt > Date.now());
+  }
+
+  /** The subnets of the last subnet file this node wrote: tried first, claimed atomically. */
+  private previousSubnets(): string[] {
+    try {
+      const info = readSubnetFile(this.o.subnetFile);
+      return info.nodeName === undefined || info.nodeName === this.o.nodeName ? info.nodeSubnets : [];
+    } catch {
+      return [];
+    }
+  }
+
+  /** Acquires, retrying with backoff (pool exhausted, datastore down) until it works or stop(). */
+  private async acquireWithRetry(underlay: Underlay, preferredSubnets: string[]): Promise<NodeLease | null> {
+    let delay = ACQUIRE_BACKOFF_MS.first;
+    while (!this.stopped) {
+      try {
+        return await this.o.store.acquire({
+          nodeName: this.o.nodeName,
+          publicIP: underlay.ip,
+          backend: this.backendData!,
+          preferredSubnets,
+        });
+      } catch (err) {
+        this.o.metrics.datastoreErrors.inc({ op: "acquire" });
+        this.notReadyReason = `no subnet lease: ${errorMessage(err)}`;
+        this.o.logger.error("Acquiring the node subnet failed; retrying", { error: errorMessage(err), retryInMs: delay });
+        await sleep(delay, undefined, { signal: this.abort.signal }).catch(() => {});
+        delay = Math.min(delay * 2, ACQUIRE_BACKOFF_MS.max);
+      }
+    }
+    return null;
+  }
+
+  private adoptLease(lease: NodeLease, underlay: Underlay, previousSubnets?: string[]): void {
+    this.lease = lease;
+    this.o.metrics.leaseHeld.set(1);
+    if (previousSubnets && previousSubnets.join() !== lease.subnets.join()) {
+      // Pods already on the old subnet lose their routes: say so loudly (flannel#520).
+      this.o.logger.error("Node subnet changed after the lease was lost", { from: previousSubnets, to: lease.subnets });
+    }
+    const info: SubnetInfo = {
+      clusterCIDRs: this.o.network.clusterCIDRs,
+      nodeSubnets: lease.subnets,
+      mtu: underlay.mtu - this.backend!.overhead(underlay.family),
+      backend: this.backend!.type,
+      ipMasq: this.o.network.ipMasq,
+      nodeName: this.o.nodeName,
+    };
+    writeSubnetFile(this.o.subnetFile, info);
+    this.subnetFileWritten = true;
+    this.o.metrics.ready.set(1);
+    this.o.logger.info("Wrote subnet file", { path: this.o.subnetFile, subnets: lease.subnets, mtu: info.mtu });
+  }
+
+  private onLeases(all: NodeLease[]): void {
+    if (this.stopped) return;
+    const peers = peersOf(all, this.o.nodeName);
+    const diff = diffLeases(this.peers, peers);
+    this.peers = peers;
+    this.o.metrics.peers.set(peers.length);
+    // The first view always reconciles (start-up prune); later ones only when peers changed.
+    if (isEmptyDiff(diff) && this.reconciledOnce) return;
+    this.reconciledOnce = true;
+    for (const l of diff.added) this.o.logger.info("Peer joined", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
+    for (const l of diff.removed) this.o.logger.info("Peer left", { peer: l.nodeName, subnets: l.subnets });
+    for (const l of diff.changed) this.o.logger.info("Peer changed", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
+    this.scheduleReconcile();
+  }
+
+  /** One reconcile at a time; a request during one runs another right after it. */
+  private scheduleReconcile(): void {
+    if (this.stopped || !this.lease || !this.backend) return;
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.reconcileAgain = false;
+        await this.reconcileOnce();
+      } while (this.reconcileAgain && !this.stopped);
+    })().finally(() => {
+      this.reconciling = null;
+    });
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const { metrics, logger } = this.o;
+    metrics.reconciles.inc();
+    try {
+      const report = await this.backend!.reconcile(this.lease!, this.peers);
+      metrics.reconcileChanges.inc(report.changes);
+      metrics.peerErrors.set(report.errors.length);
+    } catch (err) {
+      metrics.reconcileErrors.inc();
+      logger.error("Reconciling the datapath failed", { error: errorMessage(err) });
+    }
+  }
+
+  private scheduleRenew(underlay: Underlay): void {
+    if (this.stopped) return;
+    this.renewTimer = setTimeout(() => void this.renew(underlay).finally(() => this.scheduleRenew(underlay)), this.o.renewMs);
+  }
+
+  private async renew(underlay: Underlay): Promise<void> {
+    const { metrics, logger, store } = this.o;
+    if (!this.lease || this.stopped) return;
+    try {
+      this.lease = await store.renew({ ...this.lease, publicIP: underlay.ip, backend: this.backendData! });
+      metrics.leaseRenewals.inc();
+      metrics.leaseHeld.set(1);
+      metrics.ready.set(this.subnetFileWritten ? 1 : 0);
+    } catch (err) {
+      metrics.datastoreErrors.inc({ op: "renew" });
+      if (!(err instanceof LeaseLostError)) {
+        logger.warn("Renewing the lease failed; retrying", { error: errorMessage(err) });
+        if (!this.leaseLive()) {
+          metrics.leaseHeld.set(0);
+          metrics.ready.set(0);
+          this.notReadyReason = `lease expired and cannot be renewed: ${errorMessage(err)}`;
+        }
+        return;
+      }
+      logger.error("Lease lost; acquiring again", { error: err.message });
+      metrics.leaseHeld.set(0);
+      metrics.ready.set(0);
+      this.notReadyReason = err.message;
+      const previous = this.lease.subnets;
+      this.lease = null;
+      const lease = await this.acquireWithRetry(underlay, previous);
+      if (!lease) return;
+      this.adoptLease(lease, underlay, previous);
+      this.scheduleReconcile();
+    }
+  }
+}

@@ -1,0 +1,93 @@
+import { once } from "node:events";
+import type { Server } from "node:http";
+import { IpRoute } from "../shared/kernel/iproute.js";
+import type { Level, Logger } from "../shared/log.js";
+import { Agent } from "./agent.js";
+import { createBackend } from "./backend/index.js";
+import { readNetworkConfig } from "./config.js";
+import { createStore, type DatastoreKind } from "./datastore/index.js";
+import { startHttpServer } from "./http.js";
+import { checkNodeName } from "./leases.js";
+import { createMetrics } from "./metrics.js";
+import { gatherStatus, renderStatus } from "./status.js";
+
+/** What `twilld run` and `twilld status` are given, flags and TWILL_* variables resolved. */
+export interface CommonOptions {
+  nodeName: string;
+  datastore: DatastoreKind;
+  storeDir: string;
+  etcdEndpoints: string[];
+  etcdPrefix: string;
+  subnetFile: string;
+  leaseTTLMs: number;
+  logLevel: Level;
+}
+
+export interface RunOptions extends CommonOptions {
+  netConf: string;
+  iface?: string;
+  publicIP?: string;
+  metricsAddr: string;
+  resyncMs: number;
+}
+
+/** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
+const MAX_RENEW_MS = 60_000;
+
+const storeOptions = (o: CommonOptions, logger: Logger) => ({
+  kind: o.datastore,
+  leaseTTLMs: o.leaseTTLMs,
+  logger,
+  local: { dir: o.storeDir },
+  etcd: { endpoints: o.etcdEndpoints, prefix: o.etcdPrefix },
+});
+
+/** `twilld run`: the agent until SIGTERM/SIGINT. Config errors throw before anything is written. */
+export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
+  const nodeName = checkNodeName(o.nodeName);
+  const network = readNetworkConfig(o.netConf);
+  const log = logger.with({ node: nodeName });
+  const metrics = createMetrics();
+  const store = createStore({ ...storeOptions(o, log), network });
+  const ip = new IpRoute(null);
+  const agent = new Agent({
+    nodeName,
+    network,
+    store,
+    ip,
+    backend: () => createBackend(network, { ip, logger: log }),
+    underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
+    subnetFile: o.subnetFile,
+    resyncMs: o.resyncMs,
+    renewMs: Math.max(1_000, Math.min(Math.floor(o.leaseTTLMs / 3), MAX_RENEW_MS)),
+    logger: log,
+    metrics,
+  });
+  let server: Server | null = null;
+  if (o.metricsAddr) {
+    server = await startHttpServer(o.metricsAddr, metrics.registry, () => agent.readiness());
+    log.info("Serving health and metrics", { address: o.metricsAddr });
+  }
+  const signal = Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]);
+  log.info("Starting", { datastore: o.datastore, clusterCIDRs: network.clusterCIDRs, backend: network.backend.type });
+  try {
+    await Promise.race([agent.start(), signal]);
+    await signal;
+    log.info("Stopping; the datapath and the subnet file stay in place");
+  } finally {
+    await agent.stop();
+    server?.close();
+  }
+}
+
+/** `twilld status`: this node's lease and subnet file, and the peers, from the datastore. */
+export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
+  const store = createStore(storeOptions(o, logger));
+  try {
+    const report = await gatherStatus(store, o.nodeName, o.subnetFile);
+    write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
+    return report.lease !== null && report.datastoreError === undefined;
+  } finally {
+    await store.close();
+  }
+}

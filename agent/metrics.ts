@@ -1,0 +1,43 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * The agent's Prometheus metrics (flanneld has none). One registry per agent, so tests can
+ * run several agents in one process.
+ */
+export interface AgentMetrics {
+  registry: Registry;
+  leaseHeld: Gauge;
+  ready: Gauge;
+  peers: Gauge;
+  peerErrors: Gauge;
+  reconciles: Counter;
+  reconcileChanges: Counter;
+  reconcileErrors: Counter;
+  datastoreErrors: Counter<"op">;
+  watchRestarts: Counter;
+  leaseRenewals: Counter;
+}
+
+export function createMetrics(withProcessMetrics = true): AgentMetrics {
+  const registry = new Registry();
+  if (withProcessMetrics) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    leaseHeld: new Gauge({ name: "twill_lease_held", help: "1 while this node holds its subnet lease", registers }),
+    ready: new Gauge({ name: "twill_ready", help: "1 while the lease is held and the subnet file is written", registers }),
+    peers: new Gauge({ name: "twill_peers", help: "Peer nodes in the datastore", registers }),
+    peerErrors: new Gauge({ name: "twill_peer_errors", help: "Peers the backend cannot reach, as of the last reconcile", registers }),
+    reconciles: new Counter({ name: "twill_reconciles_total", help: "Datapath reconcile rounds", registers }),
+    reconcileChanges: new Counter({ name: "twill_reconcile_changes_total", help: "Kernel changes applied by reconciles", registers }),
+    reconcileErrors: new Counter({ name: "twill_reconcile_errors_total", help: "Reconcile rounds that failed", registers }),
+    datastoreErrors: new Counter({
+      name: "twill_datastore_errors_total",
+      help: "Failed datastore operations, by operation",
+      labelNames: ["op"],
+      registers,
+    }),
+    watchRestarts: new Counter({ name: "twill_watch_restarts_total", help: "Peer watches restarted after an error", registers }),
+    leaseRenewals: new Counter({ name: "twill_lease_renewals_total", help: "Successful lease renewals", registers }),
+  };
+}

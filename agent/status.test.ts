@@ -1,0 +1,58 @@
+import { describe, expect, it } from "vitest";
+import { buildStatus, renderStatus } from "./status.js";
+import type { NodeLease } from "./types.js";
+
+const NOW = 1_700_000_000_000;
+const lease = (name: string, subnet: string, ip: string, ageMs: number, mac?: string): NodeLease => ({
+  nodeName: name,
+  subnets: [subnet],
+  publicIP: ip,
+  backend: { type: "vxlan", vni: 1, ...(mac ? { vtepMAC: mac } : {}) },
+  acquiredAt: NOW - ageMs,
+  expiresAt: NOW + 3_600_000,
+});
+const info = (subnet: string) => ({ clusterCIDRs: ["10.244.0.0/16"], nodeSubnets: [subnet], mtu: 1450, backend: "vxlan", ipMasq: true });
+
+describe("renderStatus", () => {
+  it("shows the node's lease, its subnet file and a table of peers", () => {
+    const leases = [
+      lease("node-b", "10.244.2.0/24", "192.0.2.12", 3_723_000, "02:00:00:00:00:0b"),
+      lease("node-a", "10.244.1.0/24", "192.0.2.11", 90_000),
+      lease("node-long-name", "10.244.3.0/24", "192.0.2.13", 5_000),
+    ];
+    const r = buildStatus("node-a", { path: "/run/twill/subnet.json", info: info("10.244.1.0/24") }, leases);
+    expect(r.warnings).toEqual([]);
+    expect(renderStatus(r, NOW)).toBe(
+      [
+        "Node:         node-a",
+        "Lease:        10.244.1.0/24 on 192.0.2.11 (vxlan vni 1, expires in 1h)",
+        "Subnet file:  /run/twill/subnet.json: 10.244.1.0/24, MTU 1450, backend vxlan, masquerade on",
+        "",
+        "Peers (2):",
+        "NAME            PUBLIC IP   SUBNETS        BACKEND                             AGE",
+        "node-b          192.0.2.12  10.244.2.0/24  vxlan vtep 02:00:00:00:00:0b vni 1  1h2m",
+        "node-long-name  192.0.2.13  10.244.3.0/24  vxlan vni 1                         5s",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("warns when the subnet file disagrees with the lease, and when there is no lease", () => {
+    const r = buildStatus("node-a", { path: "/f", info: info("10.244.9.0/24") }, [lease("node-a", "10.244.1.0/24", "192.0.2.11", 0)]);
+    expect(renderStatus(r, NOW)).toMatch(/Warning: +subnet file lists 10.244.9.0\/24 but the lease holds 10.244.1.0\/24/);
+    const none = buildStatus("node-z", { path: "/f", info: null, error: "node subnet file /f does not exist" }, []);
+    const text = renderStatus(none, NOW);
+    expect(text).toMatch(/Lease: +none/);
+    expect(text).toMatch(/Subnet file: +\/f: node subnet file \/f does not exist/);
+    expect(text).toMatch(/node "node-z" holds no lease/);
+    expect(text).toMatch(/Peers: none/);
+  });
+
+  it("says the datastore is unreachable instead of claiming there are no peers", () => {
+    const r = buildStatus("node-a", { path: "/f", info: null }, [], "no etcd endpoint reachable");
+    const text = renderStatus(r, NOW);
+    expect(text).toMatch(/Datastore: +unreachable: no etcd endpoint reachable/);
+    expect(text).toMatch(/Peers: unknown/);
+    expect(r.warnings).toEqual([]);
+  });
+});

@@ -1,0 +1,110 @@
+import { readSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
+import { formatDuration } from "./durations.js";
+import { errorMessage } from "./errors.js";
+import { peersOf } from "./leases.js";
+import type { NodeLease, SubnetStore } from "./types.js";
+
+/**
+ * `twilld status`: this node's lease and subnet file, and every peer as the datastore has
+ * them. Gathering reads; rendering is a pure function of the report and the clock.
+ */
+
+export interface StatusReport {
+  nodeName: string;
+  subnetFile: { path: string; info: SubnetInfo | null; error?: string };
+  lease: NodeLease | null;
+  peers: NodeLease[];
+  /** Set when the datastore could not be read. */
+  datastoreError?: string;
+  /** Problems an operator should look at (subnet file disagrees with the lease, ...). */
+  warnings: string[];
+}
+
+export async function gatherStatus(store: SubnetStore, nodeName: string, subnetFilePath: string): Promise<StatusReport> {
+  let info: SubnetInfo | null = null;
+  let fileError: string | undefined;
+  try {
+    info = readSubnetFile(subnetFilePath);
+  } catch (err) {
+    fileError = errorMessage(err);
+  }
+  let leases: NodeLease[] = [];
+  let datastoreError: string | undefined;
+  try {
+    leases = await store.list();
+  } catch (err) {
+    datastoreError = errorMessage(err);
+  }
+  return buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError);
+}
+
+export function buildStatus(
+  nodeName: string,
+  subnetFile: StatusReport["subnetFile"],
+  leases: NodeLease[],
+  datastoreError?: string,
+): StatusReport {
+  const lease = leases.find((l) => l.nodeName === nodeName) ?? null;
+  const warnings: string[] = [];
+  if (!datastoreError && !lease) warnings.push(`node "${nodeName}" holds no lease in the datastore`);
+  if (lease && subnetFile.info && lease.subnets.join() !== subnetFile.info.nodeSubnets.join()) {
+    warnings.push(
+      `subnet file lists ${subnetFile.info.nodeSubnets.join(", ")} but the lease holds ${lease.subnets.join(", ")}: restart twilld to rewrite it`,
+    );
+  }
+  return {
+    nodeName,
+    subnetFile,
+    lease,
+    peers: peersOf(leases, nodeName),
+    ...(datastoreError ? { datastoreError } : {}),
+    warnings,
+  };
+}
+
+export function renderStatus(r: StatusReport, now: number): string {
+  const out: string[] = [];
+  out.push(`Node:         ${r.nodeName}`);
+  if (r.lease) {
+    const expiry = r.lease.expiresAt === undefined ? "" : `, expires in ${formatDuration(r.lease.expiresAt - now)}`;
+    out.push(`Lease:        ${r.lease.subnets.join(", ")} on ${r.lease.publicIP} (${backendText(r.lease)}${expiry})`);
+  } else {
+    out.push(`Lease:        none`);
+  }
+  const f = r.subnetFile;
+  out.push(
+    f.info
+      ? `Subnet file:  ${f.path}: ${f.info.nodeSubnets.join(", ")}, MTU ${f.info.mtu}, backend ${f.info.backend}, masquerade ${f.info.ipMasq ? "on" : "off"}`
+      : `Subnet file:  ${f.path}: ${f.error ?? "missing"}`,
+  );
+  if (r.datastoreError) out.push(`Datastore:    unreachable: ${r.datastoreError}`);
+  for (const w of r.warnings) out.push(`Warning:      ${w}`);
+  out.push("");
+  if (r.peers.length === 0) {
+    out.push(r.datastoreError ? "Peers: unknown" : "Peers: none");
+    return out.join("\n") + "\n";
+  }
+  out.push(`Peers (${r.peers.length}):`);
+  const rows = [
+    ["NAME", "PUBLIC IP", "SUBNETS", "BACKEND", "AGE"],
+    ...r.peers.map((p) => [
+      p.nodeName,
+      p.publicIP,
+      p.subnets.join(","),
+      backendText(p),
+      p.acquiredAt === undefined ? "-" : formatDuration(now - p.acquiredAt),
+    ]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  for (const row of rows) out.push(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+  return out.join("\n") + "\n";
+}
+
+function backendText(l: NodeLease): string {
+  const b = l.backend;
+  const parts = [b.type];
+  if (b.vtepMAC) parts.push(`vtep ${b.vtepMAC}`);
+  if (b.vni !== undefined) parts.push(`vni ${b.vni}`);
+  if (b.underlayMTU !== undefined) parts.push(`mtu ${b.underlayMTU}`);
+  return parts.join(" ");
+}
