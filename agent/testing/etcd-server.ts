@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { execa } from "execa";
 import { freePort, startDaemon, waitUntilReady, type Daemon } from "../../conformance/kube/daemon.js";
 
 /**
@@ -22,18 +23,30 @@ export interface EtcdServer {
 const ETCD = "/usr/bin/etcd";
 const READY_MS = 30_000;
 
-export async function startEtcdServer(): Promise<EtcdServer> {
+/**
+ * `inNetns`: run it inside a test namespace, listening on `host` there (agents in node
+ * namespaces cannot reach the machine's 127.0.0.1); `ip netns exec` execs etcd, so the PID
+ * is etcd's. Without it: on 127.0.0.1 random ports of this namespace.
+ */
+export async function startEtcdServer(inNetns?: { netns: string; host: string }): Promise<EtcdServer> {
   const dir = mkdtempSync(join(tmpdir(), "twill-etcd-"));
-  const clientPort = await freePort();
-  const peerPort = await freePort();
-  const endpoint = `http://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
+  const host = inNetns?.host ?? "127.0.0.1";
+  const clientPort = inNetns ? 2379 : await freePort();
+  const peerPort = inNetns ? 2380 : await freePort();
+  const endpoint = `http://${host}:${clientPort}`;
+  const peer = `http://${host}:${peerPort}`;
+  const [bin, prefix] = inNetns ? ["ip", ["netns", "exec", inNetns.netns, ETCD]] : [ETCD, []];
+  const healthy = async () =>
+    inNetns
+      ? (await execa("ip", ["netns", "exec", inNetns.netns, "curl", "-sf", `${endpoint}/health`], { reject: false })).exitCode === 0
+      : (await fetch(`${endpoint}/health`)).ok;
   let daemon: Daemon | null = null;
   const start = async () => {
     daemon = startDaemon(
       "etcd",
-      ETCD,
+      bin,
       [
+        ...prefix,
         "--name=twill-test",
         `--data-dir=${join(dir, "data")}`,
         `--listen-client-urls=${endpoint}`,
@@ -45,7 +58,7 @@ export async function startEtcdServer(): Promise<EtcdServer> {
       ],
       join(dir, "etcd.log"),
     );
-    await waitUntilReady(daemon, "healthy", async () => (await fetch(`${endpoint}/health`)).ok, READY_MS);
+    await waitUntilReady(daemon, "healthy", healthy, READY_MS);
   };
   const stop = async () => {
     await daemon?.stop();
