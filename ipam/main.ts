@@ -1,9 +1,10 @@
-// Placeholder so the executable builds while this program is written; replaced by its owner.
-import { CniError, Code } from "../shared/cni/errors.js";
-import { runPlugin, type Plugin } from "../shared/cni/skel.js";
+import { runPlugin } from "../shared/cni/skel.js";
+import { fileLogger } from "../shared/log.js";
+import { createIpamPlugin } from "./plugin.js";
 
-const missing = async (): Promise<never> => {
-  throw new CniError(Code.Internal, "not built yet");
-};
-const plugin: Plugin = { add: missing, del: missing, check: missing, status: missing, gc: missing };
-export const main = () => runPlugin(plugin, "placeholder");
+/** twill-ipam as its own process, for the reference bridge or any plugin that delegates. */
+export const main = () =>
+  runPlugin(
+    createIpamPlugin({ logger: fileLogger(process.env.TWILL_LOG_FILE || "/var/log/twill/twill.log").with({ plugin: "twill-ipam" }) }),
+    "twill-ipam: cluster-unique pod addresses in host-local's store layout",
+  );
