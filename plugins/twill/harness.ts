@@ -27,6 +27,8 @@ export interface Call {
   netns?: string;
   ifname?: string;
   env?: Record<string, string>;
+  /** Another plugin executable to invoke (twill-ipam, a reference plugin); twill by default. */
+  binary?: string;
 }
 
 let counter = 0;
@@ -89,7 +91,7 @@ export class TestNode {
     if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
     if (call.netns !== undefined) env.CNI_NETNS = call.netns;
     if (call.containerId !== undefined) env.CNI_IFNAME = call.ifname ?? "eth0";
-    const r = await execa("ip", ["netns", "exec", this.node, TWILL], {
+    const r = await execa("ip", ["netns", "exec", this.node, call.binary ?? TWILL], {
       input: JSON.stringify(conf),
       env,
       extendEnv: false,
