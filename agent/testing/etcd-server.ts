@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execa } from "execa";
+import { httpGetIn } from "./node-net.js";
 import { freePort, startDaemon, waitUntilReady, type Daemon } from "../../conformance/kube/daemon.js";
 
 /**
@@ -38,7 +38,7 @@ export async function startEtcdServer(inNetns?: { netns: string; host: string })
   const [bin, prefix] = inNetns ? ["ip", ["netns", "exec", inNetns.netns, ETCD]] : [ETCD, []];
   const healthy = async () =>
     inNetns
-      ? (await execa("ip", ["netns", "exec", inNetns.netns, "curl", "-sf", `${endpoint}/health`], { reject: false })).exitCode === 0
+      ? (await httpGetIn(inNetns.netns, `${endpoint}/health`)).status === 200
       : (await fetch(`${endpoint}/health`)).ok;
   let daemon: Daemon | null = null;
   const start = async () => {

@@ -91,10 +91,8 @@ export class NodeNet {
   }
 
   /** GET http://127.0.0.1:9402/PATH from inside the node's namespace. */
-  async get(node: SimNode, path: string): Promise<{ status: number; body: string }> {
-    const r = await execa("ip", ["netns", "exec", node.ns, "curl", "-s", "-w", "\n%{http_code}", `http://127.0.0.1:${METRICS_PORT}${path}`], { reject: false });
-    const nl = r.stdout.lastIndexOf("\n");
-    return { status: Number(r.stdout.slice(nl + 1)) || 0, body: r.stdout.slice(0, nl) };
+  get(node: SimNode, path: string): Promise<HttpAnswer> {
+    return httpGetIn(node.ns, `http://127.0.0.1:${METRICS_PORT}${path}`);
   }
 
   /** Runs twilld to completion inside the node's namespace (status, a config check). */
@@ -112,6 +110,27 @@ export class NodeNet {
   private async addNamespace(name: string): Promise<void> {
     await this.root.exec(["netns", "add", name], `create netns ${name}`);
     this.namespaces.push(name);
+  }
+}
+
+export interface HttpAnswer {
+  status: number;
+  body: string;
+}
+
+/**
+ * GET `url` from inside `ns` with this Node binary (no curl needed); status 0 when nothing
+ * answers.
+ */
+export async function httpGetIn(ns: string, url: string): Promise<HttpAnswer> {
+  const script =
+    "fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })))" +
+    ".catch(() => process.stdout.write(JSON.stringify({ status: 0, body: '' })))";
+  const r = await execa("ip", ["netns", "exec", ns, process.execPath, "-e", script, url], { reject: false });
+  try {
+    return JSON.parse(r.stdout) as HttpAnswer;
+  } catch {
+    return { status: 0, body: r.stderr };
   }
 }
 
