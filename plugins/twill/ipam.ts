@@ -1,10 +1,11 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, Code, type CodeNumber } from "../../shared/cni/errors.js";
-import type { CmdArgs } from "../../shared/cni/skel.js";
+import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
 import { run, type Runner } from "../../shared/kernel/exec.js";
+import type { TwillConf } from "./config.js";
 
 /** The IPAM a plugin delegates to: the same five operations, the IPAM result on ADD. */
 export interface Ipam {
@@ -14,6 +15,25 @@ export interface Ipam {
   check(args: CmdArgs): Promise<void>;
   status(args: CmdArgs): Promise<void>;
   gc(args: CmdArgs, valid: Attachment[]): Promise<void>;
+}
+
+/**
+ * twill-ipam called in this process: no second process start on any operation. In node mode it
+ * reads the node subnet file twill reads, unless its own config names another.
+ */
+export function inProcessIpam(plugin: Plugin, conf: TwillConf): Ipam {
+  const withSubnetFile = (args: CmdArgs): CmdArgs => {
+    if (!conf.ipam || conf.ipam.subnetFile !== undefined) return args;
+    return { ...args, conf: { ...args.conf, ipam: { ...conf.ipam, subnetFile: conf.subnetFile } } };
+  };
+  return {
+    type: "twill-ipam",
+    add: (args) => plugin.add(withSubnetFile(args)),
+    del: (args) => plugin.del(withSubnetFile(args)),
+    check: (args) => plugin.check(withSubnetFile(args)),
+    status: (args) => plugin.status(withSubnetFile(args)),
+    gc: (args, valid) => plugin.gc(withSubnetFile(args), valid),
+  };
 }
 
 /**

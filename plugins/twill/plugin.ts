@@ -12,7 +12,7 @@ import { fileLogger, type Logger } from "../../shared/log.js";
 import { readSubnetFile, SubnetFileInvalid, SubnetFileMissing, type SubnetInfo } from "../../shared/subnet-file.js";
 import { expectedFromResult, nodeProblems, podProblems } from "./check.js";
 import { DEFAULT_LOG_FILE, parseConf, type TwillConf } from "./config.js";
-import { ExecIpam, type Ipam } from "./ipam.js";
+import { ExecIpam, inProcessIpam, type Ipam } from "./ipam.js";
 import { hostVethName } from "./names.js";
 import { buildResult, missingGatewayLines, planNode, planPod, type Attachment, type NodePlan, type Step } from "./plan.js";
 import { Undo } from "./undo.js";
@@ -28,7 +28,7 @@ export interface TwillDeps {
   /** The environment the plugin was started with; delegated IPAM plugins get the same. */
   env: Record<string, string | undefined>;
   /** twill-ipam in this process; without it, `twill-ipam` is run from CNI_PATH like any IPAM. */
-  localIpam?: (log: Logger) => Ipam;
+  localIpam?: (log: Logger) => Plugin;
   logger?: (path: string) => Logger;
 }
 
@@ -41,7 +41,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
     });
   const ipamFor = (conf: TwillConf, log: Logger): Ipam | null => {
     if (!conf.ipam) return null;
-    if (conf.ipam.type === "twill-ipam" && deps.localIpam) return deps.localIpam(log);
+    if (conf.ipam.type === "twill-ipam" && deps.localIpam) return inProcessIpam(deps.localIpam(log), conf);
     return new ExecIpam(conf.ipam.type, deps.env);
   };
 
