@@ -224,7 +224,8 @@ export class Agent {
       this.lease = await store.renew({ ...this.lease, publicIP: underlay.ip, backend: this.backendData! });
       metrics.leaseRenewals.inc();
       metrics.leaseHeld.set(1);
-      metrics.ready.set(this.subnetFileWritten ? 1 : 0);
+      if (!this.subnetFileWritten) this.adoptLease(this.lease, underlay);
+      metrics.ready.set(1);
     } catch (err) {
       metrics.datastoreErrors.inc({ op: "renew" });
       if (!(err instanceof LeaseLostError)) {
@@ -244,7 +245,15 @@ export class Agent {
       this.lease = null;
       const lease = await this.acquireWithRetry(underlay, previous);
       if (!lease) return;
-      this.adoptLease(lease, underlay, previous);
+      try {
+        this.adoptLease(lease, underlay, previous);
+      } catch (writeErr) {
+        // The lease is held but the plugin cannot see it: not ready until the next renewal writes it.
+        this.subnetFileWritten = false;
+        metrics.ready.set(0);
+        this.notReadyReason = `cannot write the subnet file: ${errorMessage(writeErr)}`;
+        logger.error("Writing the subnet file failed", { path: this.o.subnetFile, error: errorMessage(writeErr) });
+      }
       this.scheduleReconcile();
     }
   }
