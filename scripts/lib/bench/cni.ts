@@ -1,11 +1,12 @@
 // ./scripts/bench cni: twill against the reference bridge + host-local, side by side in one run.
 //
-// For each plugin and each ipMasq setting: a fresh node namespace, 100 pod namespaces, ADD and
-// DEL of every pod one after another, then again 8 at a time; median and p95 latency, pods per
-// second, the peak RSS of one invocation; and the process-start floor (dist/bin/noop, compiled
-// like twill). Plugins start with a clean environment, as a runtime starts them. The timing
-// loop runs inside the node namespace (the script re-runs itself there), so no `ip netns exec`
-// or nsenter sits between the clock and the plugin.
+// For each ipMasq setting: a fresh node namespace holding both plugins (each its own bridge and
+// subnet) and 100 pod namespaces per plugin. ADD, then DEL, of every pod one after another with
+// the plugins and the start floor (dist/bin/noop, compiled like twill) taking turns on each
+// pod, so a change in machine load hits all of them alike; then each plugin 8 at a time. Median
+// and p95 latency, pods per second, the peak RSS of one invocation. Plugins start with a clean
+// environment, as a runtime starts them. The timing loop runs inside the node namespace (the
+// script re-runs itself there), so no `ip netns exec` or nsenter sits between clock and plugin.
 //
 // Options: --pods N (100), --parallel N (8), --masq only|none|both (both), --twill-ipam NAME
 // (twill-ipam when ipam/plugin.ts exists in the build, else host-local through delegation),
@@ -57,7 +58,8 @@ interface Plugin {
   label: string;
   binary: string;
   cniPath: string;
-  conf: (masq: boolean, dataDir: string) => object;
+  /** `k`: the target's index, which picks its bridge and subnet in the shared node namespace. */
+  conf: (masq: boolean, dataDir: string, k: number) => object;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -76,14 +78,14 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
-const SUBNET = "10.88.0.0/16";
+const subnet = (k: number) => `10.${88 + k}.0.0/16`;
 
 function plugins(opts: Options): Plugin[] {
-  const common = (type: string, masq: boolean) => ({
+  const common = (type: string, masq: boolean, k: number) => ({
     cniVersion: "1.0.0",
-    name: "bench",
+    name: `bench${k}`,
     type,
-    bridge: "cni0",
+    bridge: `cni${k}`,
     isDefaultGateway: true,
     ipMasq: masq,
     mtu: 1450,
@@ -93,44 +95,56 @@ function plugins(opts: Options): Plugin[] {
       label: `twill + ${opts.twillIpam}${opts.twillIpam === "twill-ipam" ? " (in-process)" : ""}`,
       binary: opts.twill,
       cniPath: `${BIN}:${REF}`,
-      conf: (masq, dataDir) => ({
-        ...common("twill", masq),
+      conf: (masq, dataDir, k) => ({
+        ...common("twill", masq, k),
         logFile: join(dataDir, "twill.log"),
-        ipam: { type: opts.twillIpam, ranges: [[{ subnet: SUBNET }]], dataDir },
+        ipam: { type: opts.twillIpam, ranges: [[{ subnet: subnet(k) }]], dataDir },
       }),
     },
     {
       label: "reference bridge + host-local",
       binary: join(REF, "bridge"),
       cniPath: REF,
-      conf: (masq, dataDir) => ({ ...common("bridge", masq), ipam: { type: "host-local", ranges: [[{ subnet: SUBNET }]], dataDir } }),
+      conf: (masq, dataDir, k) => ({ ...common("bridge", masq, k), ipam: { type: "host-local", ranges: [[{ subnet: subnet(k) }]], dataDir } }),
     },
   ];
 }
 
 // ---------------------------------------------------------------- inside the node namespace
 
-interface WorkerJob {
+interface Target {
   binary: string;
   cniPath: string;
   conf: object;
   pods: string[];
+}
+
+/** Every plugin of a run shares one node namespace (own bridge, own subnet) and one clock. */
+interface WorkerJob {
+  targets: Target[];
+  /** Invocations of dist/bin/noop interleaved with the sequential phases: the start floor under the same load. */
+  floor: Target;
   parallel: number;
 }
 
-async function invoke(job: WorkerJob, command: string, id: string, netns: string): Promise<Sample> {
+interface WorkerOut {
+  stats: RunStats[];
+  floor: { median: number; rssKb: number };
+}
+
+async function invoke(t: Target, command: string, i: number): Promise<Sample> {
   const env = {
     PATH,
     CNI_COMMAND: command,
-    CNI_CONTAINERID: id,
-    CNI_NETNS: netns,
+    CNI_CONTAINERID: `bench-${i}`,
+    CNI_NETNS: t.pods[i] ?? "",
     CNI_IFNAME: "eth0",
-    CNI_PATH: job.cniPath,
+    CNI_PATH: t.cniPath,
   };
-  const stdin = JSON.stringify(job.conf);
+  const stdin = JSON.stringify(t.conf);
   const started = performance.now();
   return new Promise((done) => {
-    const child = spawn(job.binary, [], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(t.binary, [], { env, stdio: ["pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
     child.stdout.on("data", (b: Buffer) => out.push(b));
     child.stderr.on("data", () => {});
@@ -142,14 +156,28 @@ async function invoke(job: WorkerJob, command: string, id: string, netns: string
   });
 }
 
-async function phase(job: WorkerJob, command: string, parallel: number): Promise<{ samples: Sample[]; wallMs: number }> {
-  const samples: Sample[] = new Array(job.pods.length);
+/** One pod after the other, the targets taking turns on each pod, so load changes hit all alike. */
+async function sequential(targets: Target[], command: string, n: number): Promise<{ samples: Sample[]; wallMs: number }[]> {
+  const out = targets.map(() => ({ samples: [] as Sample[], wallMs: 0 }));
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < targets.length; k++) {
+      const s = await invoke(targets[k]!, command, i);
+      out[k]!.samples.push(s);
+      out[k]!.wallMs += s.ms;
+    }
+  }
+  return out;
+}
+
+/** `parallel` invocations at a time for one target. */
+async function concurrent(t: Target, command: string, parallel: number): Promise<{ samples: Sample[]; wallMs: number }> {
+  const samples: Sample[] = new Array(t.pods.length);
   let next = 0;
   const started = performance.now();
   const lane = async () => {
-    while (next < job.pods.length) {
+    while (next < t.pods.length) {
       const i = next++;
-      samples[i] = await invoke(job, command, `bench-${i}`, job.pods[i]!);
+      samples[i] = await invoke(t, command, i);
     }
   };
   await Promise.all(Array.from({ length: parallel }, lane));
@@ -162,42 +190,42 @@ function stats(samples: Sample[], wallMs: number): PhaseStats {
   return { median: at(0.5), p95: at(0.95), perSecond: (samples.length * 1000) / wallMs, failures: samples.filter((s) => !s.ok).length };
 }
 
-/** Peak RSS of single invocations, measured apart from the timing (GNU time forks and waits). */
-function rssKb(job: WorkerJob, command: string, id: string, netns: string): number {
-  const r = spawnSync("/usr/bin/time", ["-f", "%M", job.binary], {
-    input: JSON.stringify(job.conf),
-    env: { PATH, CNI_COMMAND: command, CNI_CONTAINERID: id, CNI_NETNS: netns, CNI_IFNAME: "eth0", CNI_PATH: job.cniPath },
+/** Peak RSS of one invocation, measured apart from the timing (GNU time forks and waits). */
+function rssKb(t: Target, command: string, i: number): number {
+  const r = spawnSync("/usr/bin/time", ["-f", "%M", t.binary], {
+    input: JSON.stringify(t.conf),
+    env: { PATH, CNI_COMMAND: command, CNI_CONTAINERID: `bench-${i}`, CNI_NETNS: t.pods[i] ?? "", CNI_IFNAME: "eth0", CNI_PATH: t.cniPath },
     encoding: "utf8",
   });
   const lines = r.stderr.trim().split("\n");
   return Number(lines[lines.length - 1]);
 }
 
-async function worker(job: WorkerJob): Promise<RunStats> {
-  const seqAdd = await phase(job, "ADD", 1);
-  const firstError = seqAdd.samples.find((s) => !s.ok)?.out;
-  const seqDel = await phase(job, "DEL", 1);
-  const parAdd = await phase(job, "ADD", job.parallel);
-  const parDel = await phase(job, "DEL", job.parallel);
-  // RSS: one more ADD and DEL of the first pod, under GNU time.
-  const rssAddKb = rssKb(job, "ADD", "bench-rss", job.pods[0]!);
-  const rssDelKb = rssKb(job, "DEL", "bench-rss", job.pods[0]!);
-  const err = firstError ?? parAdd.samples.find((s) => !s.ok)?.out;
-  return {
-    seqAdd: stats(seqAdd.samples, seqAdd.wallMs),
-    seqDel: stats(seqDel.samples, seqDel.wallMs),
-    parAdd: stats(parAdd.samples, parAdd.wallMs),
-    parDel: stats(parDel.samples, parDel.wallMs),
-    rssAddKb,
-    rssDelKb,
-    ...(err ? { firstError: err.trim().slice(0, 300) } : {}),
-  };
-}
-
-async function floor(n: number): Promise<{ median: number; rssKb: number }> {
-  const job: WorkerJob = { binary: join(BIN, "noop"), cniPath: "", conf: {}, pods: Array(n).fill(""), parallel: 1 };
-  const { samples } = await phase(job, "VERSION", 1);
-  return { median: stats(samples, 1).median, rssKb: rssKb(job, "VERSION", "", "") };
+async function worker(job: WorkerJob): Promise<WorkerOut> {
+  const n = job.targets[0]!.pods.length;
+  const all = [...job.targets, job.floor];
+  const seqAdd = await sequential(all, "ADD", n);
+  const seqDel = await sequential(all, "DEL", n);
+  const stats_: RunStats[] = [];
+  for (const [k, t] of job.targets.entries()) {
+    const parAdd = await concurrent(t, "ADD", job.parallel);
+    const parDel = await concurrent(t, "DEL", job.parallel);
+    // One more ADD and DEL of the first pod, under GNU time.
+    const rssAddKb = rssKb(t, "ADD", 0);
+    const rssDelKb = rssKb(t, "DEL", 0);
+    const err = [seqAdd[k]!, seqDel[k]!, parAdd, parDel].flatMap((p) => p.samples).find((x) => !x.ok)?.out;
+    stats_.push({
+      seqAdd: stats(seqAdd[k]!.samples, seqAdd[k]!.wallMs),
+      seqDel: stats(seqDel[k]!.samples, seqDel[k]!.wallMs),
+      parAdd: stats(parAdd.samples, parAdd.wallMs),
+      parDel: stats(parDel.samples, parDel.wallMs),
+      rssAddKb,
+      rssDelKb,
+      ...(err ? { firstError: err.trim().slice(0, 300) } : {}),
+    });
+  }
+  const floorSamples = [...seqAdd[all.length - 1]!.samples, ...seqDel[all.length - 1]!.samples];
+  return { stats: stats_, floor: { median: stats(floorSamples, 1).median, rssKb: rssKb(job.floor, "VERSION", 0) } };
 }
 
 // ---------------------------------------------------------------- orchestration (root namespace)
@@ -210,9 +238,7 @@ const run = (argv: string[], input?: string) => {
 
 async function main() {
   if (process.argv[2] === "--worker") {
-    const job = JSON.parse(process.argv[3]!) as WorkerJob | { floor: number };
-    const out = "floor" in job ? await floor(job.floor) : await worker(job);
-    process.stdout.write(JSON.stringify(out));
+    process.stdout.write(JSON.stringify(await worker(JSON.parse(process.argv[3]!) as WorkerJob)));
     return;
   }
   const opts = parseOptions(process.argv.slice(2));
@@ -235,38 +261,39 @@ async function main() {
     process.exit(130);
   });
   try {
-    const pods = Array.from({ length: opts.pods }, (_, i) => addNs(`${prefix}-p${i}`));
-    const inNode = (node: string, job: object) =>
-      JSON.parse(run(["ip", "netns", "exec", node, process.execPath, SELF, "--worker", JSON.stringify(job)]));
-
-    const floorNode = addNs(`${prefix}-floor`).split("/").pop()!;
-    const fl = inNode(floorNode, { floor: 100 }) as { median: number; rssKb: number };
-
-    const results: { masq: boolean; label: string; s: RunStats }[] = [];
+    const ps = plugins(opts);
+    const pods = ps.map((_, k) => Array.from({ length: opts.pods }, (_, i) => addNs(`${prefix}-${k}p${i}`)));
+    const results: { masq: boolean; floor: WorkerOut["floor"]; labels: string[]; stats: RunStats[] }[] = [];
     for (const masq of opts.masq) {
-      for (const p of plugins(opts)) {
-        const node = `${prefix}-n${results.length}`;
-        addNs(node);
+      const node = `${prefix}-n${results.length}`;
+      addNs(node);
+      const targets = ps.map((p, k) => {
         const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
         dirs.push(dataDir);
-        const job: WorkerJob = { binary: p.binary, cniPath: p.cniPath, conf: p.conf(masq, dataDir), pods, parallel: opts.parallel };
-        results.push({ masq, label: p.label, s: inNode(node, job) as RunStats });
-      }
+        return { binary: p.binary, cniPath: p.cniPath, conf: p.conf(masq, dataDir, k), pods: pods[k]! };
+      });
+      const job: WorkerJob = {
+        targets,
+        floor: { binary: join(BIN, "noop"), cniPath: "", conf: {}, pods: [] },
+        parallel: opts.parallel,
+      };
+      const out = JSON.parse(run(["ip", "netns", "exec", node, process.execPath, SELF, "--worker", JSON.stringify(job)])) as WorkerOut;
+      results.push({ masq, floor: out.floor, labels: ps.map((p) => p.label), stats: out.stats });
     }
-    report(opts, fl, results);
+    report(opts, results);
   } finally {
     cleanup();
   }
 }
 
-function report(opts: Options, fl: { median: number; rssKb: number }, results: { masq: boolean; label: string; s: RunStats }[]) {
+function report(opts: Options, results: { masq: boolean; floor: WorkerOut["floor"]; labels: string[]; stats: RunStats[] }[]) {
   const f = (x: number) => x.toFixed(1);
-  console.log(`CNI benchmark: ${opts.pods} pods, sequential and ${opts.parallel} at a time; times in ms (median / p95)`);
-  console.log(`start floor (dist/bin/noop): ${f(fl.median)} ms, peak RSS ${fl.rssKb} KB\n`);
-  for (const masq of opts.masq) {
-    const [t, r] = results.filter((x) => x.masq === masq);
+  console.log(`CNI benchmark: ${opts.pods} pods, sequential (plugins taking turns) and ${opts.parallel} at a time; times in ms (median / p95)\n`);
+  for (const run of results) {
+    const fl = run.floor;
+    const [t, r] = run.stats.map((s, k) => ({ s, label: run.labels[k]! }));
     if (!t || !r) continue;
-    console.log(`ipMasq ${masq}`);
+    console.log(`ipMasq ${run.masq}; start floor (dist/bin/noop, same turns): ${f(fl.median)} ms, peak RSS ${fl.rssKb} KB`);
     const rows: [string, (s: RunStats) => string, (s: RunStats) => number][] = [
       ["ADD sequential", (s) => `${f(s.seqAdd.median)} / ${f(s.seqAdd.p95)}`, (s) => s.seqAdd.median],
       ["ADD minus floor", (s) => f(s.seqAdd.median - fl.median), (s) => s.seqAdd.median - fl.median],
