@@ -1,3 +1,4 @@
+import { Address4, Address6 } from "ip-address";
 import { describe, expect, it } from "vitest";
 import {
   contains, covers, formatAddress, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, size, subnetAt,
@@ -54,4 +55,44 @@ describe("cidr", () => {
     expect(() => subnetAt(cluster, 8, 0n)).toThrow(/cannot carve/);
     expect(formatCidr(subnetAt(parseCidr("fd00:10:244::/56"), 64, 3n))).toBe("fd00:10:244:3::/64");
   });
+});
+
+describe("parsing and text forms against ip-address", () => {
+  // ip-address is the reference implementation; twill's own code avoids its load time.
+
+  it("agrees on random and edge IPv6 values", () => {
+    const edges = [0n, 1n, (1n << 128n) - 1n, 0xffffn << 32n, 1n << 112n, 0x20010db8000000000001000000000001n];
+    let x = 0x9e3779b97f4a7c15n;
+    const values = [...edges];
+    for (let i = 0; i < 2000; i++) {
+      x = (x * 6364136223846793005n + 1442695040888963407n) & ((1n << 128n) - 1n);
+      // Zero out random groups so "::" placement is exercised.
+      let v = x;
+      for (let g = 0; g < 8; g++) if ((x >> BigInt(g * 7)) & 1n) v &= ~(0xffffn << BigInt(16 * g));
+      values.push(v);
+    }
+    for (const v of values) {
+      const text = formatIp(6, v);
+      expect(text).toBe(Address6.fromBigInt(v).correctForm());
+      expect(parseIp(text).value).toBe(v);
+      expect(parseIp(new Address6(text).canonicalForm()).value).toBe(v);
+    }
+  });
+
+  it("agrees on IPv4 values", () => {
+    for (const v of [0n, 1n, 0xffffffffn, 0x0a000001n, 0xc0a80101n, 0x7f000001n]) {
+      expect(formatIp(4, v)).toBe(Address4.fromBigInt(v).address);
+      expect(parseIp(formatIp(4, v)).value).toBe(v);
+    }
+  });
+
+  it.each(["::ffff:10.1.2.3", "64:ff9b::192.0.2.33", "::", "1::", "::1", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4"])(
+    "reads %s as ip-address does", (text) => {
+      expect(parseIp(text).value).toBe(new Address6(text).bigInt());
+    });
+
+  it.each(["1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "1:2:3:4:5:6:7", ":1:2:3:4:5:6:7", "1.2.3.4::", "g::1", "fe80::1%eth0", "010.0.0.1", "1.2.3.256", "1.2.3.-1"])(
+    "rejects %s", (text) => {
+      expect(() => parseIp(text)).toThrow(/invalid IP/);
+    });
 });
