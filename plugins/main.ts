@@ -1,4 +1,6 @@
 import { basename } from "node:path";
+import { main as ipamMain } from "../ipam/main.js";
+import { main as twillMain } from "./twill/main.js";
 
 /**
  * The per-pod executable. One file serves both plugins and picks by the name it was started
@@ -6,10 +8,4 @@ import { basename } from "node:path";
  * Only plugin code is imported here: no Kubernetes client, etcd client or yargs.
  */
 const name = basename(process.argv0 || process.argv[1] || "twill");
-if (name.startsWith("twill-ipam")) {
-  const { main } = await import("../ipam/main.js");
-  await main();
-} else {
-  const { main } = await import("./twill/main.js");
-  await main();
-}
+void (name.startsWith("twill-ipam") ? ipamMain() : twillMain());
