@@ -119,8 +119,9 @@ export class Store {
     }
   }
 
+  /** The index is a cache of the reservation files: a crash that loses it costs one walk, so no fsync. */
   writeIndex(entry: IndexEntry): void {
-    writeFileAtomic(this.indexPath(entry.containerID, entry.ifname), JSON.stringify(entry));
+    writeFileAtomic(this.indexPath(entry.containerID, entry.ifname), JSON.stringify(entry), 0o600, false);
   }
 
   /** Index entries, for GC: attachments whose reservations are gone are dropped there. */
