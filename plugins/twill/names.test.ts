@@ -38,8 +38,8 @@ describe("derived names", () => {
 
 describe("digest", () => {
   it("spreads near-identical seeds over the high bits names use", () => {
-    const names = new Set(Array.from({ length: 5000 }, (_, i) => hostVethName(`container-${i}`, "eth0")));
-    expect(names.size).toBe(5000);
+    const names = new Set(Array.from({ length: 20000 }, (_, i) => hostVethName(`container-${i}`, "eth0")));
+    expect(names.size).toBe(20000);
     expect(digest("a").toString("hex")).not.toBe(digest("b").toString("hex"));
     expect(digest("a").readUInt8(0) ^ digest("b").readUInt8(0)).not.toBe(0);
   });
