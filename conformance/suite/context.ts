@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { atLeast, compareVersions } from "../../shared/cni/version.js";
 import { attachmentProblems, hostSide, remainingProblems, type NsState } from "./attachment.js";
 import type { Link } from "../../shared/kernel/iproute.js";
@@ -65,6 +66,7 @@ export interface PoolScenario {
 }
 
 const SMALL_POOL_SIZE = 3;
+const KERNEL_CLEANUP_POLLS = 200;
 const FILL_LIMIT = 32;
 const VERSIONS_NEWEST_FIRST = ["1.1.0", "1.0.0", "0.4.0", "0.3.1", "0.3.0"];
 
@@ -132,9 +134,19 @@ export class CaseContext {
     return { ns, netns: netnsPath(ns), containerId: randomBytes(32).toString("hex"), ifname };
   }
 
-  /** Deletes a pod's namespace, as a runtime does when a sandbox goes away. */
-  async removePod(pod: Pod): Promise<void> {
+  /**
+   * Deletes a pod's namespace, as a runtime does when a sandbox goes away. The kernel destroys
+   * the namespace's interfaces, and with them their veth peers on the node, in deferred work
+   * after `ip netns del` returns: wait (bounded) for the `host` links to go, so what remains
+   * afterwards is the plugin's doing, not the kernel's lag.
+   */
+  async removePod(pod: Pod, host: readonly Link[] = []): Promise<void> {
     await this.setup.namespaces.remove(pod.ns);
+    for (let i = 0; i < KERNEL_CLEANUP_POLLS; i++) {
+      const node = await this.nodeState();
+      if (!host.some((h) => node.links.some((l) => l.ifindex === h.ifindex))) return;
+      await sleep(50);
+    }
   }
 
   async call(command: string, pod: Pod | null, conf: Conf | null, opts: CallOptions = {}): Promise<Outcome> {

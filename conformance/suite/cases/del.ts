@@ -1,4 +1,5 @@
-import { fail, type Case, type CaseContext, type Pod, type PoolScenario } from "../context.js";
+import type { Link } from "../../../shared/kernel/iproute.js";
+import { fail, type Case, type CaseContext, type Pod } from "../context.js";
 import { addStandIn, ipIn } from "../namespaces.js";
 import { snippet } from "../shape.js";
 
@@ -8,12 +9,12 @@ import { snippet } from "../shape.js";
  * Fills the pool, runs `del` on the first pod, then checks the DEL succeeded with no output,
  * nothing of the attachment remains, and exactly its address is free again.
  */
-async function delCase(ctx: CaseContext, what: string, del: (pod: Pod, s: PoolScenario) => Promise<void>): Promise<void> {
+async function delCase(ctx: CaseContext, what: string, del: (pod: Pod, host: Link[]) => Promise<void>): Promise<void> {
   const s = await ctx.poolScenario(1);
   const pod = s.pods[0]!;
   const host = await ctx.hostSide(pod);
   if (host.length === 0) ctx.note("no host-side link of the attachment found to watch");
-  await del(pod, s);
+  await del(pod, host);
   await ctx.expectGone(pod, host, what);
   await ctx.expectReleased(s, 1, what);
 }
@@ -45,8 +46,8 @@ export const delCases: Case[] = [
     id: "12.3",
     name: "DEL with an empty CNI_NETNS after the sandbox is gone succeeds and frees the address",
     async run(ctx) {
-      await delCase(ctx, "DEL with an empty CNI_NETNS", async (pod) => {
-        await ctx.removePod(pod);
+      await delCase(ctx, "DEL with an empty CNI_NETNS", async (pod, host) => {
+        await ctx.removePod(pod, host);
         await delSilently(ctx, pod, { env: { CNI_NETNS: "" } });
       });
     },
@@ -55,8 +56,8 @@ export const delCases: Case[] = [
     id: "12.4",
     name: "DEL with a CNI_NETNS path that no longer exists succeeds and frees the address",
     async run(ctx) {
-      await delCase(ctx, "DEL with a vanished netns", async (pod) => {
-        await ctx.removePod(pod);
+      await delCase(ctx, "DEL with a vanished netns", async (pod, host) => {
+        await ctx.removePod(pod, host);
         await delSilently(ctx, pod);
       });
     },
