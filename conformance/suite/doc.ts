@@ -41,6 +41,15 @@ Options: \`--cni-path DIRS\` (default: the plugin's directory), \`--small-pool-c
 \`--not-ready-config FILE\`, \`--temp-path KEY\` (repeatable), \`--unsupported KEY=JSON\`
 (repeatable), \`--only IDS\`, \`--json\`. The exit status is 1 when any case fails.
 
+## Using it for another plugin
+
+Any plugin works with no options when its IPAM is host-local: the suite narrows host-local's
+ranges for the pool checks and moves \`dataDir\` into temp directories. With another IPAM, give
+\`--small-pool-config\` (the same config with a pool of a few addresses) so exhaustion, release
+and GC are verified, \`--temp-path\` for every setting that holds a state path, and
+\`--not-ready-config\` for the STATUS failure case. \`--json\` gives the results to a CI job;
+\`--only 12,14.2\` reruns a checklist line or a case.
+
 ## How it runs a plugin
 
 - Every case gets its own node network namespace and pod namespaces, named with a random

@@ -170,12 +170,14 @@ export const protocolCases: Case[] = [
   ...["0.3.1", "0.4.0", "1.0.0", "1.1.0"].map(
     (v, i): Case => ({
       id: `6.${i + 2}`,
-      name: `ADD with cniVersion ${v} returns a ${v} result`,
+      name: `ADD with cniVersion ${v} returns a ${v} result that matches the kernel`,
       async run(ctx) {
         if (!ctx.supports(v)) notApplicable(`the plugin does not list ${v}`);
-        const result = await ctx.addOk(await ctx.pod(), ctx.conf({ version: v }));
+        const pod = await ctx.pod();
+        const result = await ctx.addOk(pod, ctx.conf({ version: v }));
         const problems = resultProblems(result, v);
         if (problems.length > 0) fail(problems.join("; "));
+        await ctx.expectAttached(pod);
       },
     }),
   ),
