@@ -29,7 +29,7 @@ const conflist = (subnetFile: string) => ({
       isDefaultGateway: true,
       subnetFile,
       logFile: "/var/log/twill/conformance.log",
-      capabilities: { ips: true },
+      capabilities: { ips: true, mac: true },
       ipam: { type: "twill-ipam", dataDir: "/var/lib/cni/networks" },
     },
   ],
