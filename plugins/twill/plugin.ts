@@ -5,7 +5,7 @@ import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.
 import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
 import { IpRoute, KernelError, type AddrInfo, type Link, type LinkAddrs, type RouteEntry } from "../../shared/kernel/iproute.js";
-import { ensureMasquerade } from "../../shared/kernel/nft.js";
+import { ensureMasquerade, readMasquerade } from "../../shared/kernel/nft.js";
 import { ensureSysctl } from "../../shared/kernel/sysctl.js";
 import { deleteVeth } from "../../shared/kernel/veth.js";
 import { fileLogger, type Logger } from "../../shared/log.js";
@@ -61,6 +61,9 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       try {
         // The node batch needs nothing IPAM decides: start it, then allocate while it runs.
         const settingUp = setUpNode(node, nodePlan, at);
+        // Reading the masquerade table is cheap; changing it is not, so read first, in parallel.
+        const masqRead = conf.ipMasq ? readMasquerade(node, conf.network) : null;
+        masqRead?.catch(() => undefined);
         const [bridgeRead, allocatedRead] = await Promise.allSettled([
           settingUp,
           ipam ? ipam.add(args) : Promise.resolve<Result>({ cniVersion: args.conf.cniVersion }),
@@ -84,8 +87,10 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         const done = await Promise.allSettled([
           applySteps(pod, podPlan.steps, `configure "${at.ifname}" in ${at.netns}`),
           node.batch(gatewayLines, `add gateway addresses ${podPlan.gateways.join(", ")} to bridge "${nodePlan.bridge.name}"`),
-          conf.ipMasq && podPlan.podSubnets.length > 0
-            ? ensureMasquerade(node, { network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] })
+          masqRead && podPlan.podSubnets.length > 0
+            ? masqRead.then((have) =>
+                ensureMasquerade(node, { network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] }, have),
+              )
             : null,
         ]);
         const failed = done.find((d) => d.status === "rejected");

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { hostVethName } from "./names.js";
 import { TestNode } from "./harness.js";
 import { writeSubnetFile } from "../../shared/subnet-file.js";
+import { masqScript, parseMasqTable } from "../../shared/kernel/nft.js";
 
 // The real dist/bin/twill inside a node namespace. Every case runs with twill-ipam (called in
 // the same process) and with the reference host-local from /usr/lib/cni, run as a delegated
@@ -169,6 +170,9 @@ describe.each(IPAMS)("twill with %s", (type) => {
       expect(ruleset).toContain("table inet twill-masq-podnet");
       expect(ruleset.match(/masquerade/g)).toHaveLength(2);
       expect(ruleset).toMatch(/set pods4 \{[^}]*elements = \{ 10\.77\.0\.0\/24 \}/s);
+      // The next ADD reads this listing and must find nothing to change.
+      const table = String((await n.inNode(["nft", "list", "table", "inet", "twill-masq-podnet"])).stdout);
+      expect(masqScript({ network: "podnet", sources: [SUBNET], keep: [] }, parseMasqTable(table))).toBeNull();
     });
 
     it("hairpin mode, and refuses hairpin with promiscuous mode", async () => {
