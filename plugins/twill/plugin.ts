@@ -204,12 +204,12 @@ async function setUpNode(node: IpRoute, plan: NodePlan, at: Attachment): Promise
   try {
     out = await node.batchRead(lines, op);
   } catch (err) {
-    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(err, plan, at);
+    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(node, err, plan, at);
     await ensureBridge(node, plan.bridge);
     try {
       out = await node.batchRead(lines, op);
     } catch (err2) {
-      throw await nodeStepError(err2, plan, at);
+      throw await nodeStepError(node, err2, plan, at);
     }
   }
   const bridge = (out[0] as BridgeState[] | undefined)?.[0];
@@ -218,7 +218,7 @@ async function setUpNode(node: IpRoute, plan: NodePlan, at: Attachment): Promise
 }
 
 /** Names the node step that failed, and whether the veth was made before it. */
-async function nodeStepError(err: unknown, plan: NodePlan, at: Attachment): Promise<Error> {
+async function nodeStepError(node: IpRoute, err: unknown, plan: NodePlan, at: Attachment): Promise<Error> {
   if (!(err instanceof KernelError)) return new NodeSetupError((err as Error).message, true);
   const index = err.batchLine === null ? null : err.batchLine - 1;
   const vethCreated = index === null || index > plan.vethStep;
@@ -233,6 +233,14 @@ async function nodeStepError(err: unknown, plan: NodePlan, at: Attachment): Prom
         : `host interface "${plan.veth.name}" already exists (an earlier ADD of container ${at.containerId} was not deleted)`,
       false,
     );
+  }
+  if (index === plan.vethStep) {
+    // Enslaving fails when the bridge's name is taken by another kind of device: say that.
+    const bridge = await node.link(plan.bridge.name).catch(() => null);
+    const kind = bridge?.linkinfo?.info_kind;
+    if (bridge && kind !== "bridge") {
+      return new NodeSetupError(`"${plan.bridge.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`, false);
+    }
   }
   return new NodeSetupError(`failed to ${step?.what ?? `set up "${plan.veth.name}"`}: ${err.reason}`, vethCreated);
 }

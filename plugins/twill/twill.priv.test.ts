@@ -150,6 +150,16 @@ describe.each(IPAMS)("twill with %s", (type) => {
       expect(n.reservations("podnet")).toEqual([]);
     });
 
+    it("refuses a bridge name taken by another kind of device, naming it, and leaks nothing", async () => {
+      const p1 = await n.pod("p1");
+      await n.inNode(["ip", "link", "add", "cni0", "type", "veth", "peer", "name", "cni0peer"]);
+      const r = await n.cni("ADD", conf(), { containerId: "c1", netns: p1 });
+      expect(r.code).toBe(1);
+      expect(r.doc.msg).toBe('"cni0" is a veth, not a bridge');
+      expect(n.reservations("podnet")).toEqual([]);
+      expect(await n.nodeLinks()).not.toContain(hostVethName("c1", "eth0"));
+    });
+
     it("50 concurrent ADDs on a node without a bridge give 50 working pods with distinct addresses", async () => {
       const pods = await Promise.all(Array.from({ length: 50 }, (_, i) => n.pod(`c${i}`)));
       const results = await Promise.all(pods.map((p, i) => n.cni("ADD", conf(), { containerId: `c${i}`, netns: p })));
