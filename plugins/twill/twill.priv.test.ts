@@ -160,6 +160,18 @@ describe.each(IPAMS)("twill with %s", (type) => {
       expect(await n.nodeLinks()).not.toContain(hostVethName("c1", "eth0"));
     });
 
+    it("names the pod step that failed (a route it cannot install) and leaks nothing", async () => {
+      const p1 = await n.pod("p1");
+      const bad = conf();
+      (bad.ipam as Record<string, unknown>).routes = [{ dst: "10.99.0.0/16", gw: "192.0.2.1" }];
+      const r = await n.cni("ADD", bad, { containerId: "c1", netns: p1 });
+      expect(r.code).toBe(1);
+      expect(r.doc.msg).toMatch(new RegExp(`^failed to add route 10\\.99\\.0\\.0/16 via 192\\.0\\.2\\.1 in ${p1}: `));
+      expect(n.reservations("podnet")).toEqual([]);
+      expect(await n.nodeLinks()).not.toContain(hostVethName("c1", "eth0"));
+      expect(String((await n.inPod(p1, ["ip", "link", "show"])).stdout)).not.toContain("eth0");
+    });
+
     it("50 concurrent ADDs on a node without a bridge give 50 working pods with distinct addresses", async () => {
       const pods = await Promise.all(Array.from({ length: 50 }, (_, i) => n.pod(`c${i}`)));
       const results = await Promise.all(pods.map((p, i) => n.cni("ADD", conf(), { containerId: `c${i}`, netns: p })));
