@@ -64,19 +64,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         // Reading the masquerade table is cheap; changing it is not, so read first, in parallel.
         const masqRead = conf.ipMasq ? readMasquerade(node, conf.network) : null;
         masqRead?.catch(() => undefined);
-        const [bridgeRead, allocatedRead] = await Promise.allSettled([
-          settingUp,
-          ipam ? ipam.add(args) : Promise.resolve<Result>({ cniVersion: args.conf.cniVersion }),
-        ]);
-        if (allocatedRead.status === "fulfilled" && ipam) {
-          undo.push("release the pod's addresses", () => ipam.del({ ...args, command: "DEL" }));
-        }
-        const vethMade = bridgeRead.status === "fulfilled" || (bridgeRead.reason as NodeSetupError).vethCreated !== false;
-        if (vethMade) undo.push(`delete "${nodePlan.veth.name}"`, () => deleteVeth(node, nodePlan.veth.name));
-        if (allocatedRead.status === "rejected") throw allocatedRead.reason;
-        if (bridgeRead.status === "rejected") throw bridgeRead.reason;
-        const bridge = bridgeRead.value;
-        const allocated = allocatedRead.value;
+        const { bridge, allocated } = await allocateBeside(settingUp, node, nodePlan, ipam, args, undo);
 
         const mismatch = bridgeMismatch(bridge, nodePlan.bridge);
         if (mismatch) throw new Error(mismatch);
@@ -178,6 +166,33 @@ function nodeSubnet(path: string): SubnetInfo {
     if (err instanceof SubnetFileInvalid) throw new CniError(Code.InvalidConfig, err.message);
     throw err;
   }
+}
+
+/**
+ * IPAM while the node batch runs (in-process file work, or a process, beside `ip`). Registers
+ * the undo of whatever succeeded, then fails with IPAM's error first, as the spec's order
+ * (IPAM, then interfaces) would have.
+ */
+async function allocateBeside(
+  settingUp: Promise<BridgeState>,
+  node: IpRoute,
+  plan: NodePlan,
+  ipam: Ipam | null,
+  args: CmdArgs,
+  undo: Undo,
+): Promise<{ bridge: BridgeState; allocated: Result }> {
+  const [bridgeRead, allocatedRead] = await Promise.allSettled([
+    settingUp,
+    ipam ? ipam.add(args) : Promise.resolve<Result>({ cniVersion: args.conf.cniVersion }),
+  ]);
+  if (allocatedRead.status === "fulfilled" && ipam) {
+    undo.push("release the pod's addresses", () => ipam.del({ ...args, command: "DEL" }));
+  }
+  const vethMade = bridgeRead.status === "fulfilled" || (bridgeRead.reason as NodeSetupError).vethCreated !== false;
+  if (vethMade) undo.push(`delete "${plan.veth.name}"`, () => deleteVeth(node, plan.veth.name));
+  if (allocatedRead.status === "rejected") throw allocatedRead.reason;
+  if (bridgeRead.status === "rejected") throw bridgeRead.reason;
+  return { bridge: bridgeRead.value, allocated: allocatedRead.value };
 }
 
 /** A failed node batch; `vethCreated` false when the veth certainly does not exist because of it. */
