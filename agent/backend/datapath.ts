@@ -60,7 +60,7 @@ export class Datapath implements Backend {
       }
       return data;
     }
-    const spec = this.vtepSpec(local, []);
+    const spec = this.vtepSpec(local, undefined);
     const result = await ensureVtep(this.deps.ip, spec);
     if (result.recreated) {
       this.deps.logger.warn("Recreated VXLAN device with other settings", { device: spec.name, reason: result.recreated });
@@ -136,7 +136,7 @@ export class Datapath implements Backend {
     return 1;
   }
 
-  private vtepSpec(local: LocalNode, subnets: readonly string[]): VxlanSpec {
+  private vtepSpec(local: LocalNode, subnets: readonly string[] | undefined): VxlanSpec {
     const { vni, port } = this.network.backend;
     const family = familyOfText(local.publicIP);
     return {
@@ -147,7 +147,7 @@ export class Datapath implements Backend {
       dev: local.underlayDev,
       mac: stableVtepMac(local.nodeName, vni),
       mtu: local.underlayMTU - overheadOf("vxlan", family),
-      addresses: subnets.map(vtepAddress),
+      ...(subnets ? { addresses: subnets.map(vtepAddress) } : {}),
     };
   }
 }

@@ -41,6 +41,8 @@ export function podNetConf(kind: PluginKind, node: NodeDirs): PodNetConf {
         cniVersion: "1.1.0",
         name: "twill",
         type: "twill",
+        bridge: "cni0",
+        isDefaultGateway: true,
         subnetFile: node.subnetFile,
         logFile: join(node.dir, "twill.log"),
         ipam: { type: "twill-ipam", subnetFile: node.subnetFile, dataDir: join(node.dir, "ipam") },

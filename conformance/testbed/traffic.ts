@@ -25,7 +25,8 @@ export interface PingOptions {
 }
 
 export async function ping(ns: string, target: string, o: PingOptions = {}): Promise<PingResult> {
-  const args = ["ping", "-n", "-q", "-c", String(o.count ?? 1), "-W", String(o.timeoutS ?? 2)];
+  // Not -q: it hides "local error: message too long", which the MTU checks look for.
+  const args = ["ping", "-n", "-c", String(o.count ?? 1), "-W", String(o.timeoutS ?? 2)];
   if (o.intervalS !== undefined) args.push("-i", String(o.intervalS));
   if (o.size !== undefined) args.push("-s", String(o.size));
   if (o.dontFragment) args.push("-M", "do");

@@ -42,10 +42,14 @@ describe("planVtepSettings", () => {
     const bare = link({}, { flags: ["BROADCAST"], mtu: 1500, address: "aa:bb:cc:dd:ee:ff" });
     expect(planVtepSettings(bare, [], spec)).toEqual([
       ["link", "set", "dev", "twill.1", "address", "02:11:22:33:44:55", "mtu", 1450],
-      ["addr", "replace", "10.244.3.0/32", "dev", "twill.1"],
       ["link", "set", "dev", "twill.1", "up"],
+      ["addr", "replace", "10.244.3.0/32", "dev", "twill.1"],
     ]);
     expect(planVtepSettings(link({}), [{ family: "inet", local: "10.244.3.0", prefixlen: 32 }], spec)).toEqual([]);
+  });
+  it("leaves addresses alone when the spec names none (before the lease is known)", () => {
+    const { addresses: _, ...noAddrs } = spec;
+    expect(planVtepSettings(link({}), [{ family: "inet", local: "10.244.9.0", prefixlen: 32 }], noAddrs)).toEqual([]);
   });
   it("removes an address of a subnet the node no longer holds, keeps link-local ones", () => {
     const addrs = [

@@ -20,8 +20,11 @@ export interface VxlanSpec {
   dev: string;
   mac: string;
   mtu: number;
-  /** Addresses on the device, `<node subnet network>/32` (`/128`). */
-  addresses: string[];
+  /**
+   * Addresses on the device, `<node subnet network>/32` (`/128`); undefined leaves them as they
+   * are (before the lease is known, a restarted agent must not drop what traffic uses).
+   */
+  addresses?: string[];
 }
 
 /** The VTEP device name for a VNI. */
@@ -58,13 +61,14 @@ export function planVtepSettings(link: Link, addrs: readonly AddrInfo[], spec: V
   if (link.address?.toLowerCase() !== spec.mac) set.push("address", spec.mac);
   if (link.mtu !== spec.mtu) set.push("mtu", spec.mtu);
   if (set.length) lines.push(["link", "set", "dev", spec.name, ...set]);
+  if (!link.flags.includes("UP")) lines.push(["link", "set", "dev", spec.name, "up"]);
+  if (!spec.addresses) return lines;
   const want = new Set(spec.addresses.map(canonicalAddress));
   const have = new Set(
     addrs.filter((a) => a.scope !== "link").map((a) => canonicalAddress(`${a.local}/${a.prefixlen}`)),
   );
   for (const a of have) if (!want.has(a)) lines.push(["addr", "del", a, "dev", spec.name]);
   for (const a of want) if (!have.has(a)) lines.push(["addr", "replace", a, "dev", spec.name]);
-  if (!link.flags.includes("UP")) lines.push(["link", "set", "dev", spec.name, "up"]);
   return lines;
 }
 
@@ -113,17 +117,6 @@ export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResu
   await ip.batch(lines, `configure VXLAN device "${spec.name}"`);
   changes += lines.length;
   return { changes, created, ...(recreated ? { recreated } : {}) };
-}
-
-/** Deletes a link; a missing one is fine. */
-export async function deleteLink(ip: IpRoute, name: string): Promise<boolean> {
-  try {
-    await ip.exec(["link", "del", "dev", name], `delete link "${name}"`);
-    return true;
-  } catch (err) {
-    if (err instanceof KernelError && err.notFound) return false;
-    throw err;
-  }
 }
 
 /** The VTEP address for a node subnet: its network address as a host address. */
