@@ -2,7 +2,7 @@ import { KernelError, type IpRoute } from "../../shared/kernel/iproute.js";
 import { deleteMasqueradeTable, readMasqueradeTable, replaceMasqueradeTable } from "../../shared/kernel/masq.js";
 import { listFdb, listPermanentNeighbors } from "../../shared/kernel/neigh.js";
 import { connectedPrefixes, listOwnedRoutes } from "../../shared/kernel/routes.js";
-import { deleteLink, ensureVtep, stableVtepMac, vtepAddress, vtepName, type VxlanSpec } from "../../shared/kernel/vxlan.js";
+import { ensureVtep, stableVtepMac, vtepAddress, vtepName, type VxlanSpec } from "../../shared/kernel/vxlan.js";
 import type { Logger } from "../../shared/log.js";
 import { familyOfText } from "../../shared/net/cidr.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
@@ -55,7 +55,7 @@ export class Datapath implements Backend {
     const { vni, port } = this.network.backend;
     const data: BackendData = { type: this.type, underlayMTU: local.underlayMTU };
     if (!this.carrier.vtep) {
-      if (await deleteLink(this.deps.ip, vtepName(vni))) {
+      if (await this.deps.ip.deleteLink(vtepName(vni), "VTEP")) {
         this.deps.logger.info("Deleted VXLAN device left by another backend", { device: vtepName(vni) });
       }
       return data;

@@ -150,6 +150,17 @@ export class IpRoute {
     return r.stdout;
   }
 
+  /** Deletes a link (a veth takes its peer with it); false when it was not there. */
+  async deleteLink(name: string, what = "link"): Promise<boolean> {
+    try {
+      await this.exec(["link", "del", "dev", name], `delete ${what} "${name}"`);
+      return true;
+    } catch (err) {
+      if (err instanceof KernelError && err.notFound) return false;
+      throw err;
+    }
+  }
+
   /** All links, with details (`-details` gives linkinfo: the kind, vxlan settings, ...). */
   links(): Promise<Link[]> {
     return this.json<Link[]>(["-details", "link", "show"], "list links");

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { KernelError, type BatchLine, type IpRoute } from "./iproute.js";
+import type { BatchLine, IpRoute } from "./iproute.js";
 
 /**
  * The veth pair that joins a pod to the bridge. The pod end is created directly inside the
@@ -53,12 +53,5 @@ export function localLinkNames(): Set<string> | null {
 /** Deletes a veth (both ends go). Returns false when it was not there. */
 export async function deleteVeth(ip: IpRoute, name: string): Promise<boolean> {
   if (ip.netns === null && localLinkNames()?.has(name) === false) return false;
-  // (Not vxlan.ts's deleteLink: that module loads node:crypto, ~6 ms of every plugin start.)
-  return ip.exec(["link", "del", "dev", name], `delete veth "${name}"`).then(
-    () => true,
-    (err: unknown) => {
-      if (err instanceof KernelError && err.notFound) return false;
-      throw err;
-    },
-  );
+  return ip.deleteLink(name, "veth");
 }

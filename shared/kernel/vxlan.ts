@@ -89,7 +89,7 @@ export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResu
   if (link) {
     recreated = vtepMismatch(link, spec) ?? undefined;
     if (recreated) {
-      await deleteLink(ip, spec.name);
+      await ip.deleteLink(spec.name, "VTEP");
       link = null;
       changes++;
     }
