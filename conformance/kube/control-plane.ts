@@ -30,6 +30,8 @@ export interface ControlPlane {
   kubeconfigFor: (token: string) => string;
   /** The last lines a component logged, for failure messages. */
   logTail: (component: ControlPlaneComponent, lines?: number) => string;
+  /** Stops the component and starts it again with the same flags and port (watch-resilience tests). */
+  restart: (component: "kube-apiserver") => Promise<void>;
   /** Stops what this control plane started (by PID) and removes its temp dir. */
   stop: () => Promise<void>;
 }
@@ -88,6 +90,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       agentUser: AGENT_USER,
       kubeconfigFor,
       logTail: (component, lines) => daemons.find((d) => d.name === component)?.logTail(lines) ?? "",
+      restart: async () => {
+        const i = daemons.findIndex((d) => d.name === "kube-apiserver");
+        await daemons[i]!.stop();
+        daemons[i] = await api.start();
+      },
       stop,
     };
   } catch (e) {
@@ -123,7 +130,7 @@ async function startApiserver(
   etcdUrl: string,
   adminToken: string,
   agentToken: string,
-): Promise<{ daemon: Daemon; server: string; caFile: string }> {
+): Promise<{ daemon: Daemon; server: string; caFile: string; start: () => Promise<Daemon> }> {
   const port = await freePort();
   const serving = await makeServingCert(dir);
   const saKey = await makeServiceAccountKey(dir);
@@ -136,42 +143,41 @@ async function startApiserver(
       groups: ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
     },
   ]);
-  const daemon = startDaemon(
-    "kube-apiserver",
-    kubeApiserverPath(),
-    [
-      `--etcd-servers=${etcdUrl}`,
-      "--bind-address=127.0.0.1",
-      "--advertise-address=127.0.0.1",
-      `--secure-port=${port}`,
-      // v1.20 still opens an unauthenticated port 8080 on localhost unless told not to.
-      "--insecure-port=0",
-      `--cert-dir=${join(dir, "apiserver-certs")}`,
-      `--tls-cert-file=${serving.certFile}`,
-      `--tls-private-key-file=${serving.keyFile}`,
-      `--token-auth-file=${tokenFile}`,
-      "--authorization-mode=Node,RBAC",
-      // v1.20 requires an issuer and a signing key for service-account tokens.
-      `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
-      `--service-account-key-file=${saKey}`,
-      `--service-account-signing-key-file=${saKey}`,
-      `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`,
-      "--allow-privileged=true",
-      // The "kubernetes" Service's endpoints may not be a loopback address; without this the
-      // apiserver logs a failed endpoint sync every 10 s. Nothing here uses that Service.
-      "--endpoint-reconciler-type=none",
-    ],
-    join(dir, "kube-apiserver.log"),
-  );
+  const args = [
+    `--etcd-servers=${etcdUrl}`,
+    "--bind-address=127.0.0.1",
+    "--advertise-address=127.0.0.1",
+    `--secure-port=${port}`,
+    // v1.20 still opens an unauthenticated port 8080 on localhost unless told not to.
+    "--insecure-port=0",
+    `--cert-dir=${join(dir, "apiserver-certs")}`,
+    `--tls-cert-file=${serving.certFile}`,
+    `--tls-private-key-file=${serving.keyFile}`,
+    `--token-auth-file=${tokenFile}`,
+    "--authorization-mode=Node,RBAC",
+    // v1.20 requires an issuer and a signing key for service-account tokens.
+    `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
+    `--service-account-key-file=${saKey}`,
+    `--service-account-signing-key-file=${saKey}`,
+    `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`,
+    "--allow-privileged=true",
+    // The "kubernetes" Service's endpoints may not be a loopback address; without this the
+    // apiserver logs a failed endpoint sync every 10 s. Nothing here uses that Service.
+    "--endpoint-reconciler-type=none",
+  ];
   const server = `https://127.0.0.1:${port}`;
   const ca = readFileSync(serving.certFile);
-  await waitUntilReady(
-    daemon,
-    "ready",
-    () => httpsOk(`${server}/readyz`, ca, adminToken),
-    APISERVER_READY_MS,
-  );
-  return { daemon, server, caFile: serving.certFile };
+  const start = async (): Promise<Daemon> => {
+    const daemon = startDaemon("kube-apiserver", kubeApiserverPath(), args, join(dir, "kube-apiserver.log"));
+    await waitUntilReady(
+      daemon,
+      "ready",
+      () => httpsOk(`${server}/readyz`, ca, adminToken),
+      APISERVER_READY_MS,
+    );
+    return daemon;
+  };
+  return { daemon: await start(), server, caFile: serving.certFile, start };
 }
 
 function startControllerManager(

@@ -1,0 +1,315 @@
+import { covers, formatCidr, parseCidr, type Cidr } from "../../shared/net/cidr.js";
+import { DatastoreError } from "../errors.js";
+import type { BackendData, NetworkConfig, NodeLease } from "../types.js";
+
+/**
+ * What the `kubernetes` datastore reads from and writes to the API, as plain data and pure
+ * functions: Node and Lease objects reduced to what twill uses, the annotations a node
+ * publishes, who holds a subnet Lease, and the peer set every watcher computes from the two.
+ *
+ * A node's subnets are its `spec.podCIDRs` when kube-controller-manager allocates them;
+ * otherwise one `coordination.k8s.io/v1` Lease per subnet, named after it, held by the node
+ * (holderIdentity) and renewed (renewTime). Peers are the Nodes that carry twill's annotations
+ * and a subnet: a leased one only while its Leases are live and name it.
+ */
+
+export const ANNOTATIONS = {
+  publicIP: "twill.dev/public-ip",
+  backendType: "twill.dev/backend-type",
+  /** The whole BackendData as JSON (VTEP MAC, VNI, port, underlay MTU). */
+  backendData: "twill.dev/backend-data",
+  /** Comma-separated; set only when the subnets are leased, absent when they are spec.podCIDRs. */
+  subnets: "twill.dev/subnets",
+} as const;
+
+/** On each subnet Lease: the subnet in CIDR form (the name cannot hold "/" or ":"). */
+export const LEASE_SUBNET_ANNOTATION = "twill.dev/subnet";
+export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
+export const MANAGED_BY = "twilld";
+export const LEASE_SELECTOR = `${MANAGED_BY_LABEL}=${MANAGED_BY}`;
+
+export const NETWORK_UNAVAILABLE = "NetworkUnavailable";
+export const NETWORK_UP_REASON = "TwillIsUp";
+
+/** A Node as twill sees it. */
+export interface NodeView {
+  name: string;
+  uid?: string;
+  /** Canonical CIDR texts from spec.podCIDRs (or the older single spec.podCIDR). */
+  podCIDRs: string[];
+  annotations: Record<string, string>;
+  createdAt?: number;
+  /** status of the NetworkUnavailable condition and its reason, when the Node has one. */
+  networkUnavailable?: { status: string; reason?: string };
+}
+
+/** A subnet Lease as twill sees it; times in Unix ms. */
+export interface LeaseView {
+  name: string;
+  subnet?: string;
+  managed: boolean;
+  holder?: string;
+  durationSeconds: number;
+  acquireTime?: number;
+  renewTime?: number;
+  transitions: number;
+  resourceVersion?: string;
+}
+
+/** `twill-10-244-3-0-24`: a DNS subdomain for every canonical subnet text of either family. */
+export const leaseName = (subnet: string): string => `twill-${formatCidr(parseCidr(subnet)).replace(/[.:/]/g, "-")}`;
+
+// The client returns typed objects from list calls and plain JSON from watch streams; both
+// have the same field names, so these read either through a structural view.
+interface RawMeta {
+  name?: string;
+  uid?: string;
+  resourceVersion?: string;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+  creationTimestamp?: unknown;
+}
+export interface RawNode {
+  metadata?: RawMeta;
+  spec?: { podCIDR?: string; podCIDRs?: string[] };
+  status?: { conditions?: { type?: string; status?: string; reason?: string }[] };
+}
+export interface RawLease {
+  metadata?: RawMeta;
+  spec?: {
+    holderIdentity?: string;
+    leaseDurationSeconds?: number;
+    acquireTime?: unknown;
+    renewTime?: unknown;
+    leaseTransitions?: number;
+  };
+}
+
+/** A time field as Unix ms: a Date from typed objects, an RFC 3339 string from the wire. */
+export function timeOf(value: unknown): number | undefined {
+  if (value instanceof Date) return value.getTime();
+  if (typeof value === "string") {
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? undefined : ms;
+  }
+  return undefined;
+}
+
+function canonicalOrSelf(text: string): string {
+  try {
+    return formatCidr(parseCidr(text));
+  } catch {
+    return text;
+  }
+}
+
+export function nodeView(raw: RawNode): NodeView {
+  const spec = raw.spec ?? {};
+  const cidrs = spec.podCIDRs && spec.podCIDRs.length > 0 ? spec.podCIDRs : spec.podCIDR ? [spec.podCIDR] : [];
+  const condition = raw.status?.conditions?.find((c) => c.type === NETWORK_UNAVAILABLE);
+  const view: NodeView = {
+    name: raw.metadata?.name ?? "",
+    podCIDRs: cidrs.map(canonicalOrSelf),
+    annotations: { ...(raw.metadata?.annotations ?? {}) },
+  };
+  if (raw.metadata?.uid) view.uid = raw.metadata.uid;
+  const created = timeOf(raw.metadata?.creationTimestamp);
+  if (created !== undefined) view.createdAt = created;
+  if (condition?.status) {
+    view.networkUnavailable = { status: condition.status, ...(condition.reason ? { reason: condition.reason } : {}) };
+  }
+  return view;
+}
+
+export function leaseView(raw: RawLease): LeaseView {
+  const spec = raw.spec ?? {};
+  const subnet = raw.metadata?.annotations?.[LEASE_SUBNET_ANNOTATION];
+  const view: LeaseView = {
+    name: raw.metadata?.name ?? "",
+    managed: raw.metadata?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY,
+    durationSeconds: spec.leaseDurationSeconds ?? 0,
+    transitions: spec.leaseTransitions ?? 0,
+  };
+  if (subnet) view.subnet = canonicalOrSelf(subnet);
+  if (spec.holderIdentity) view.holder = spec.holderIdentity;
+  const acquired = timeOf(spec.acquireTime);
+  if (acquired !== undefined) view.acquireTime = acquired;
+  const renewed = timeOf(spec.renewTime);
+  if (renewed !== undefined) view.renewTime = renewed;
+  if (raw.metadata?.resourceVersion) view.resourceVersion = raw.metadata.resourceVersion;
+  return view;
+}
+
+/**
+ * When the Lease lapses: renewTime + leaseDurationSeconds, by the holder's clock against the
+ * reader's. Node clocks are NTP-synchronised and TTLs are minutes to hours, so skew is noise.
+ */
+export const leaseExpiry = (l: LeaseView): number => (l.renewTime ?? 0) + l.durationSeconds * 1000;
+
+export const leaseLive = (l: LeaseView, now: number): boolean => l.holder !== undefined && leaseExpiry(l) > now;
+
+export type ClaimDecision = "ours" | "take-over" | "taken";
+
+/**
+ * What a node may do with an existing subnet Lease: renew its own (live or lapsed, as long as
+ * nobody took it over), take over one that lapsed, or leave one another node holds. A Lease
+ * that twilld did not create is never touched.
+ */
+export function claimDecision(lease: LeaseView, nodeName: string, now: number): ClaimDecision {
+  if (!lease.managed) return "taken";
+  if (lease.holder === nodeName) return "ours";
+  return leaseLive(lease, now) ? "taken" : "take-over";
+}
+
+/** The annotations a node publishes; null removes one (a JSON merge patch). */
+export function nodeAnnotations(publicIP: string, backend: BackendData, leasedSubnets: string[] | null): Record<string, string | null> {
+  return {
+    [ANNOTATIONS.publicIP]: publicIP,
+    [ANNOTATIONS.backendType]: backend.type,
+    [ANNOTATIONS.backendData]: JSON.stringify(backend),
+    [ANNOTATIONS.subnets]: leasedSubnets ? leasedSubnets.join(",") : null,
+  };
+}
+
+/** The part of `wanted` the node does not show yet: empty when nothing needs patching. */
+export function annotationChanges(current: Record<string, string>, wanted: Record<string, string | null>): Record<string, string | null> {
+  const changes: Record<string, string | null> = {};
+  for (const [key, value] of Object.entries(wanted)) {
+    if (value === null ? key in current : current[key] !== value) changes[key] = value;
+  }
+  return changes;
+}
+
+/** Every twill annotation set to null: what release() patches onto a Node. */
+export const clearedAnnotations = (): Record<string, null> =>
+  Object.fromEntries(Object.values(ANNOTATIONS).map((k) => [k, null]));
+
+function decodeBackend(annotations: Record<string, string>): BackendData | null {
+  const type = annotations[ANNOTATIONS.backendType];
+  if (!type) return null;
+  let data: unknown;
+  try {
+    data = JSON.parse(annotations[ANNOTATIONS.backendData] ?? "{}");
+  } catch {
+    return null;
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) return null;
+  return { ...(data as BackendData), type };
+}
+
+/**
+ * The peer set: every Node that published twill's annotations and has a subnet. A leased
+ * node keeps only the subnets whose Leases are live and name it, so a lapsed, deleted or
+ * taken-over Lease drops the subnet (and a node left without one) from every view.
+ */
+export function publishedLeases(nodes: Iterable<NodeView>, leases: Iterable<LeaseView>, now: number): NodeLease[] {
+  const live = new Map<string, LeaseView>();
+  for (const l of leases) {
+    if (l.managed && l.subnet && leaseLive(l, now)) live.set(l.subnet, l);
+  }
+  const result: NodeLease[] = [];
+  for (const node of nodes) {
+    const publicIP = node.annotations[ANNOTATIONS.publicIP];
+    const backend = decodeBackend(node.annotations);
+    if (!node.name || !publicIP || !backend) continue;
+    const leased = node.annotations[ANNOTATIONS.subnets];
+    const lease: NodeLease = { nodeName: node.name, subnets: [], publicIP, backend };
+    if (leased === undefined) {
+      lease.subnets = node.podCIDRs;
+      if (node.createdAt !== undefined) lease.acquiredAt = node.createdAt;
+    } else {
+      const held = leased
+        .split(",")
+        .filter(Boolean)
+        .map(canonicalOrSelf)
+        .map((s) => live.get(s))
+        .filter((l): l is LeaseView => l !== undefined && l.holder === node.name);
+      lease.subnets = held.map((l) => l.subnet!);
+      if (held.length > 0) {
+        lease.expiresAt = Math.min(...held.map(leaseExpiry));
+        const acquired = held.map((l) => l.acquireTime).filter((t): t is number => t !== undefined);
+        if (acquired.length > 0) lease.acquiredAt = Math.min(...acquired);
+      }
+    }
+    if (lease.subnets.length > 0) result.push(lease);
+  }
+  return result;
+}
+
+/** The next moment a live Lease lapses (the peer set changes without any API event), if any. */
+export function nextExpiry(leases: Iterable<LeaseView>, now: number): number | undefined {
+  let next: number | undefined;
+  for (const l of leases) {
+    if (!l.managed || !leaseLive(l, now)) continue;
+    const at = leaseExpiry(l);
+    if (next === undefined || at < next) next = at;
+  }
+  return next;
+}
+
+export type SubnetSource = { kind: "podCIDRs"; subnets: string[] } | { kind: "lease" };
+
+/**
+ * Where the node's subnets come from. spec.podCIDRs win, and must lie inside the cluster
+ * CIDRs, one per family the network has. A node without podCIDRs in a cluster where other
+ * nodes have them waits for kube-controller-manager instead of leasing: a Lease from the same
+ * range could duplicate the CIDR the controller is about to assign.
+ */
+export function subnetSource(node: NodeView, network: NetworkConfig, othersWithPodCIDRs: number): SubnetSource {
+  const op = `acquire a subnet for node "${node.name}"`;
+  if (node.podCIDRs.length === 0) {
+    if (othersWithPodCIDRs > 0) {
+      throw new DatastoreError(
+        op,
+        `it has no spec.podCIDRs yet while ${othersWithPodCIDRs} other node(s) have: waiting for kube-controller-manager to allocate one (a leased subnet could collide with it)`,
+      );
+    }
+    return { kind: "lease" };
+  }
+  const clusters = network.clusterCIDRs.map(parseCidr);
+  const subnets: string[] = [];
+  for (const cluster of clusters) {
+    const inside = node.podCIDRs.filter((text) => {
+      const c = parseCidrOrNull(text);
+      return c !== null && covers(cluster, c);
+    });
+    if (inside.length === 0) {
+      throw new DatastoreError(
+        op,
+        `its spec.podCIDRs ${node.podCIDRs.join(",")} have none inside cluster CIDR ${formatCidr(cluster)} (net-conf "Network" must match kube-controller-manager --cluster-cidr)`,
+      );
+    }
+    subnets.push(inside[0]!);
+  }
+  const outside = node.podCIDRs.filter((t) => !subnets.includes(t));
+  if (outside.length > 0) {
+    throw new DatastoreError(op, `its spec.podCIDRs ${outside.join(",")} lie outside the cluster CIDRs ${network.clusterCIDRs.join(",")}`);
+  }
+  return { kind: "podCIDRs", subnets };
+}
+
+function parseCidrOrNull(text: string): Cidr | null {
+  try {
+    return parseCidr(text);
+  } catch {
+    return null;
+  }
+}
+
+/** Subnets of other nodes the claim loop must avoid: their podCIDRs and their live Leases. */
+export function takenByOthers(nodeName: string, nodes: Iterable<NodeView>, leases: Iterable<LeaseView>, now: number): Cidr[] {
+  const taken: Cidr[] = [];
+  for (const n of nodes) {
+    if (n.name === nodeName) continue;
+    for (const text of n.podCIDRs) {
+      const c = parseCidrOrNull(text);
+      if (c) taken.push(c);
+    }
+  }
+  for (const l of leases) {
+    if (!l.subnet || l.holder === nodeName || !leaseLive(l, now)) continue;
+    const c = parseCidrOrNull(l.subnet);
+    if (c) taken.push(c);
+  }
+  return taken;
+}

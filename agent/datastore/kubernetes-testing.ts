@@ -1,0 +1,101 @@
+import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  KubernetesObjectApi,
+  loadAllYaml,
+  type KubernetesObject,
+} from "@kubernetes/client-node";
+import { LEASE_SELECTOR } from "./kubernetes-objects.js";
+
+/**
+ * Test helpers for the kubernetes datastore against a real apiserver: kubeconfigs for a
+ * token, the deploy manifest's objects, and admin actions that play the kubelet's part
+ * (registering Nodes) or an operator's (deleting Nodes and Leases).
+ */
+
+export const MANIFEST = new URL("../../deploy/twill.yaml", import.meta.url);
+
+export function manifestObjects(): KubernetesObject[] {
+  return loadAllYaml(readFileSync(MANIFEST, "utf8")).filter((o): o is KubernetesObject => o !== null && typeof o === "object");
+}
+
+export function kubeConfigFor(server: string, caFile: string, token: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: "test", server, caFile }],
+    users: [{ name: "test", token }],
+    contexts: [{ name: "test", cluster: "test", user: "test" }],
+    currentContext: "test",
+  });
+  return kc;
+}
+
+const RBAC_KINDS = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
+
+/** Creates the manifest's ServiceAccount and RBAC objects for real (the agent's permissions). */
+export async function applyManifestRbac(admin: KubeConfig): Promise<string[]> {
+  const api = KubernetesObjectApi.makeApiClient(admin);
+  const applied: string[] = [];
+  for (const obj of manifestObjects()) {
+    if (!RBAC_KINDS.has(obj.kind ?? "")) continue;
+    await api.create(obj);
+    applied.push(`${obj.kind}/${obj.metadata?.name}`);
+  }
+  return applied;
+}
+
+const code = (err: unknown): number | undefined => (err as { code?: number } | null)?.code;
+
+export class Admin {
+  readonly core: CoreV1Api;
+  readonly coordination: CoordinationV1Api;
+  constructor(kc: KubeConfig, readonly namespace = "kube-system") {
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.coordination = kc.makeApiClient(CoordinationV1Api);
+  }
+
+  /** Registers a Node as a kubelet would; an existing one is fine. */
+  async ensureNode(name: string): Promise<void> {
+    try {
+      await this.core.createNode({ body: { metadata: { name } } });
+    } catch (err) {
+      if (code(err) !== 409) throw err;
+    }
+  }
+
+  async deleteNode(name: string): Promise<void> {
+    try {
+      await this.core.deleteNode({ name });
+    } catch (err) {
+      if (code(err) !== 404) throw err;
+    }
+  }
+
+  async twillLeases() {
+    return (await this.coordination.listNamespacedLease({ namespace: this.namespace, labelSelector: LEASE_SELECTOR })).items;
+  }
+
+  async deleteLease(name: string): Promise<void> {
+    try {
+      await this.coordination.deleteNamespacedLease({ name, namespace: this.namespace });
+    } catch (err) {
+      if (code(err) !== 404) throw err;
+    }
+  }
+
+  /** A fresh cluster for the next test: no Nodes, no subnet Leases. */
+  async wipe(): Promise<void> {
+    const nodes = (await this.core.listNode()).items;
+    await Promise.all(nodes.map((n) => this.deleteNode(n.metadata!.name!)));
+    const leases = await this.twillLeases();
+    await Promise.all(leases.map((l) => this.deleteLease(l.metadata!.name!)));
+    for (;;) {
+      const left = (await this.core.listNode()).items.length + (await this.twillLeases()).length;
+      if (left === 0) return;
+      await sleep(100);
+    }
+  }
+}

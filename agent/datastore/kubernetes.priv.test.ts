@@ -1,0 +1,232 @@
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { kubeBinariesBuilt, kubeCacheDir } from "../../conformance/kube/binaries.js";
+import { startControlPlane, type ControlPlane } from "../../conformance/kube/control-plane.js";
+import { covers, parseCidr } from "../../shared/net/cidr.js";
+import { startTcpProxy } from "../testing/tcp-proxy.js";
+import { createLogger } from "../../shared/log.js";
+import { parseNetworkConfig } from "../config.js";
+import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
+import { ANNOTATIONS, LEASE_SUBNET_ANNOTATION, leaseName } from "./kubernetes-objects.js";
+import { Admin, applyManifestRbac, kubeConfigFor } from "./kubernetes-testing.js";
+import { KubernetesStore } from "./kubernetes.js";
+import { follow, request, subnetStoreContract, until } from "./store-contract.js";
+
+const built = kubeBinariesBuilt();
+const skipReason = `skipped: no kube binaries in ${kubeCacheDir()}/bin; run scripts/setup-kube`;
+const NETWORK = parseNetworkConfig({ Network: "10.244.0.0/16", SubnetLen: 24 });
+
+/**
+ * A store as the agent runs it: the agent token, whose only permissions are the RBAC rules of
+ * deploy/twill.yaml. Before it acquires, its Node is registered (the kubelet's job in a cluster).
+ */
+function agentStore(kc: KubeConfig, admin: Admin, network: NetworkConfig, leaseTTLMs: number, logger = createLogger(() => {})): KubernetesStore {
+  const store = new KubernetesStore({ kubeConfig: kc, namespace: "kube-system", network, leaseTTLMs, logger });
+  const acquire = store.acquire.bind(store);
+  store.acquire = async (req: AcquireRequest) => {
+    await admin.ensureNode(req.nodeName);
+    return acquire(req);
+  };
+  return store;
+}
+
+describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `kubernetes datastore (${skipReason})`, () => {
+  let cp: ControlPlane;
+  let admin: Admin;
+  let agentKc: KubeConfig;
+  const opened: SubnetStore[] = [];
+
+  beforeAll(async () => {
+    cp = await startControlPlane();
+    const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
+    admin = new Admin(adminKc);
+    const applied = await applyManifestRbac(adminKc);
+    expect(applied).toEqual(["ServiceAccount/twill", "ClusterRole/twill", "ClusterRoleBinding/twill", "Role/twill", "RoleBinding/twill"]);
+    agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
+    // RBAC reaches the authorizer's cache a moment after the objects are stored.
+    const agentCore = agentKc.makeApiClient(CoreV1Api);
+    await until("the agent allowed to list nodes", () => agentCore.listNode().then(() => true));
+  });
+  afterAll(async () => {
+    await Promise.all(opened.splice(0).map((s) => s.close()));
+    await cp?.stop();
+  });
+
+  const open = (network = NETWORK, ttl = 60_000) => {
+    const s = agentStore(agentKc, admin, network, ttl);
+    opened.push(s);
+    return s;
+  };
+
+  subnetStoreContract({
+    fresh: async () => {
+      await admin.wipe();
+      return (network, ttl) => agentStore(agentKc, admin, network, ttl);
+    },
+  });
+
+  it("claims through Leases named after the subnet, held by the node and owned by its Node", async () => {
+    await admin.wipe();
+    const crowded = parseNetworkConfig({ Network: "10.244.0.0/19", SubnetLen: 24 });
+    const names = Array.from({ length: 20 }, (_, i) => `node-${i}`);
+    const leases = await Promise.all(names.map((n) => open(crowded).acquire(request(n))));
+    const subnets = leases.map((l) => l.subnets[0]!);
+    expect(new Set(subnets).size).toBe(20);
+    for (const s of subnets) expect(covers(parseCidr("10.244.0.0/19"), parseCidr(s))).toBe(true);
+
+    const objects = await admin.twillLeases();
+    expect(objects).toHaveLength(20);
+    for (const l of leases) {
+      const obj = objects.find((o) => o.metadata?.name === leaseName(l.subnets[0]!));
+      expect(obj?.spec?.holderIdentity).toBe(l.nodeName);
+      expect(obj?.spec?.leaseDurationSeconds).toBe(60);
+      expect(obj?.metadata?.annotations?.[LEASE_SUBNET_ANNOTATION]).toBe(l.subnets[0]);
+      const node = await admin.core.readNode({ name: l.nodeName });
+      expect(obj?.metadata?.ownerReferences?.[0]).toMatchObject({ kind: "Node", name: l.nodeName, uid: node.metadata?.uid });
+      expect(node.metadata?.annotations?.[ANNOTATIONS.subnets]).toBe(l.subnets[0]);
+      expect(node.metadata?.annotations?.[ANNOTATIONS.publicIP]).toBe("192.0.2.10");
+      expect(JSON.parse(node.metadata?.annotations?.[ANNOTATIONS.backendData] ?? "{}")).toMatchObject({ vtepMAC: "02:00:00:00:00:01" });
+      const cond = node.status?.conditions?.find((c) => c.type === "NetworkUnavailable");
+      expect(cond).toMatchObject({ status: "False", reason: "TwillIsUp" });
+    }
+  });
+
+  it("shows watchers a node leave when its Lease or its Node is deleted, and an expired Lease's subnet free", async () => {
+    await admin.wipe();
+    const a = await open().acquire(request("node-a"));
+    await open().acquire(request("node-b"));
+    await open().acquire(request("node-c"));
+    const watchers = [follow(open()), follow(open())];
+    try {
+      for (const w of watchers) await until("seeing a, b, c", () => w.names().join() === "node-a,node-b,node-c");
+      await admin.deleteLease(leaseName(a.subnets[0]!));
+      for (const w of watchers) await until("seeing node-a leave", () => w.names().join() === "node-b,node-c");
+      await admin.deleteNode("node-b");
+      for (const w of watchers) await until("seeing node-b leave", () => w.names().join() === "node-c");
+      // node-a's subnet is free: another node that prefers it gets it.
+      const d = await open().acquire({ ...request("node-d"), preferredSubnets: a.subnets });
+      expect(d.subnets).toEqual(a.subnets);
+      for (const w of watchers) await until("seeing node-d join", () => w.names().join() === "node-c,node-d");
+    } finally {
+      for (const w of watchers) w.stop();
+    }
+  });
+
+  it("refuses what deploy/twill.yaml does not grant the agent", async () => {
+    const core = agentKc.makeApiClient(CoreV1Api);
+    const status = (p: Promise<unknown>) => p.then(() => 200, (e: { code?: number }) => e.code);
+    await admin.ensureNode("node-x");
+    expect(await status(core.deleteNode({ name: "node-x" }))).toBe(403);
+    expect(await status(core.listSecretForAllNamespaces())).toBe(403);
+    expect(await status(core.createNode({ body: { metadata: { name: "node-y" } } }))).toBe(403);
+    // Leases outside kube-system are not the agent's.
+    const elsewhere = new KubernetesStore({ kubeConfig: agentKc, namespace: "default", network: NETWORK, leaseTTLMs: 60_000 });
+    await expect(elsewhere.acquire(request("node-x"))).rejects.toThrow(/403/);
+  });
+
+  it("resumes its watch after the connection breaks and after an apiserver restart, relisting on 410 Gone", async () => {
+    await admin.wipe();
+    const lines: string[] = [];
+    const logger = createLogger((l) => lines.push(l));
+    // The watcher reaches the apiserver through a proxy that the test can cut; everyone else directly.
+    const proxy = await startTcpProxy(Number(new URL(cp.server).port));
+    const viaProxy = kubeConfigFor(`https://127.0.0.1:${new URL(proxy.endpoint).port}`, cp.caFile, cp.agentToken);
+    const watcherStore = agentStore(viaProxy, admin, NETWORK, 60_000, logger);
+    opened.push(watcherStore);
+    await open().acquire(request("node-a"));
+    const watcher = follow(watcherStore);
+    const relists = () => lines.filter((l) => (JSON.parse(l) as { msg: string }).msg === "Relisting after 410 Gone").length;
+    try {
+      await until("seeing node-a", () => watcher.names().join() === "node-a");
+
+      // A broken connection: the watch fails, restarts with backoff and resumes where it was.
+      await proxy.cut();
+      await open().acquire(request("node-b"));
+      await until("a watch error while cut off", () => watcher.errors.length > 0);
+      await proxy.heal();
+      await until("seeing node-b after the break", () => watcher.names().join() === "node-a,node-b");
+      expect(relists()).toBe(0);
+
+      // An apiserver restart while cut off, then changes: the resource version the watch
+      // resumes from is older than the new apiserver's cache, so it gets 410 Gone and relists.
+      await proxy.cut();
+      await cp.restart("kube-apiserver");
+      await until("acquiring node-c after the restart", () => open().acquire(request("node-c")).catch(() => undefined));
+      await admin.deleteNode("node-a");
+      await proxy.heal();
+      await until("seeing node-b and node-c, not node-a", () => watcher.names().join() === "node-b,node-c");
+      expect(relists()).toBeGreaterThan(0);
+    } finally {
+      watcher.stop();
+      await proxy.close();
+    }
+  });
+});
+
+describe.skipIf(!built)(built ? "kubernetes datastore with kube-controller-manager allocating node CIDRs" : `kubernetes datastore with node IPAM (${skipReason})`, () => {
+  let cp: ControlPlane;
+  let admin: Admin;
+  let agentKc: KubeConfig;
+  const stores: SubnetStore[] = [];
+
+  beforeAll(async () => {
+    cp = await startControlPlane({ withControllerManager: true, clusterCidr: "10.244.0.0/16", nodeCidrMaskSize: 24 });
+    const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
+    admin = new Admin(adminKc);
+    await applyManifestRbac(adminKc);
+    agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
+    const agentCore = agentKc.makeApiClient(CoreV1Api);
+    await until("the agent allowed to list nodes", () => agentCore.listNode().then(() => true));
+  });
+  afterAll(async () => {
+    await Promise.all(stores.map((s) => s.close()));
+    await cp?.stop();
+  });
+
+  const podCIDROf = (name: string) =>
+    until(`spec.podCIDR of ${name}`, async () => (await admin.core.readNode({ name })).spec?.podCIDRs?.[0], 60_000);
+
+  it("uses spec.podCIDRs and claims no Lease", async () => {
+    const names = ["kcm-a", "kcm-b", "kcm-c"];
+    for (const n of names) await admin.ensureNode(n);
+    const allocated = await Promise.all(names.map(podCIDROf));
+    const open = () => {
+      const s = agentStore(agentKc, admin, NETWORK, 60_000);
+      stores.push(s);
+      return s;
+    };
+    const leases = await Promise.all(names.map((n) => open().acquire(request(n))));
+    expect(leases.map((l) => l.subnets)).toEqual(allocated.map((c) => [c]));
+    expect(leases.every((l) => l.expiresAt === undefined)).toBe(true);
+    expect(await admin.twillLeases()).toEqual([]);
+    const node = await admin.core.readNode({ name: "kcm-a" });
+    expect(node.metadata?.annotations?.[ANNOTATIONS.subnets]).toBeUndefined();
+    expect(node.metadata?.annotations?.[ANNOTATIONS.publicIP]).toBe("192.0.2.10");
+
+    const watcher = follow(open());
+    try {
+      await until("seeing the three nodes with their podCIDRs", () =>
+        watcher.leases().map((l) => `${l.nodeName}=${l.subnets.join()}`).sort().join() ===
+        names.map((n, i) => `${n}=${allocated[i]}`).join(),
+      );
+      // Renewing checks the podCIDRs and republishes; nothing expires.
+      const renewed = await stores[0]!.renew({ ...leases[0]!, backend: { ...leases[0]!.backend, vtepMAC: "02:00:00:00:00:07" } });
+      expect(renewed.subnets).toEqual(leases[0]!.subnets);
+      await until("seeing the new MAC", () => watcher.leases().find((l) => l.nodeName === "kcm-a")?.backend.vtepMAC === "02:00:00:00:00:07");
+    } finally {
+      watcher.stop();
+    }
+  });
+
+  it("rejects podCIDRs outside the configured cluster CIDR", async () => {
+    await admin.ensureNode("kcm-d");
+    await podCIDROf("kcm-d");
+    const wrong = new KubernetesStore({
+      kubeConfig: agentKc,
+      namespace: "kube-system",
+      network: parseNetworkConfig({ Network: "10.50.0.0/16" }),
+      leaseTTLMs: 60_000,
+    });
+    await expect(wrong.acquire(request("kcm-d"))).rejects.toThrow(/none inside cluster CIDR 10\.50\.0\.0\/16/);
+  });
+});

@@ -1,0 +1,405 @@
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  PatchStrategy,
+  V1MicroTime,
+  setHeaderOptions,
+  type V1Lease,
+  type V1Node,
+} from "@kubernetes/client-node";
+import { nullLogger, type Logger } from "../../shared/log.js";
+import { DatastoreError, LeaseLostError } from "../errors.js";
+import { leaseSetKey } from "../leases.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+import { claimSubnets, requirePools } from "./claim.js";
+import { ResilientInformer, describeApiError } from "./kubernetes-informer.js";
+import {
+  LEASE_SELECTOR,
+  LEASE_SUBNET_ANNOTATION,
+  MANAGED_BY,
+  MANAGED_BY_LABEL,
+  NETWORK_UNAVAILABLE,
+  NETWORK_UP_REASON,
+  annotationChanges,
+  claimDecision,
+  clearedAnnotations,
+  leaseName,
+  leaseView,
+  nextExpiry,
+  nodeAnnotations,
+  nodeView,
+  publishedLeases,
+  subnetSource,
+  takenByOthers,
+  type LeaseView,
+  type NodeView,
+} from "./kubernetes-objects.js";
+
+/**
+ * The `kubernetes` datastore: the cluster's own API is the subnet manager.
+ *
+ * - A Node with spec.podCIDRs (kube-controller-manager --allocate-node-cidrs) uses them; no
+ *   claim is needed and nothing expires.
+ * - Otherwise each subnet is claimed by creating a coordination.k8s.io/v1 Lease named after
+ *   it in the namespace (kube-system by default): creation is atomic, so a 409 means taken,
+ *   unless the Lease is the node's own or lapsed, which an update guarded by resourceVersion
+ *   takes over. The agent renews it (renewTime). A Lease is owned by its Node, so the garbage
+ *   collector frees the subnet when the Node is deleted for good (flannel#954).
+ * - What peers need (public IP, backend type and data, leased subnets) is published as Node
+ *   annotations under twill.dev/; the NodeNetworkUnavailable condition is cleared.
+ * - watch() keeps list+watch caches of Nodes and subnet Leases and hands out the full peer set,
+ *   coalesced: a relist of thousands of Nodes is one callback, not one per Node (flannel#719).
+ */
+
+export interface KubernetesStoreOptions {
+  kubeConfig: KubeConfig;
+  /** Where the subnet Leases live. */
+  namespace: string;
+  network?: NetworkConfig;
+  leaseTTLMs: number;
+  logger?: Logger;
+  now?: () => number;
+}
+
+/** Loads a kubeconfig file, or else KUBECONFIG / ~/.kube/config / the in-cluster service account. */
+export function loadKubeConfig(path?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const strategicMergePatch = setHeaderOptions("Content-Type", PatchStrategy.StrategicMergePatch);
+/** Lost races on one Lease (its resourceVersion changed under us) before giving the subnet up. */
+const CLAIM_ATTEMPTS = 4;
+
+const statusCode = (err: unknown): number | undefined =>
+  err && typeof err === "object" && "code" in err && typeof (err as { code: unknown }).code === "number"
+    ? (err as { code: number }).code
+    : undefined;
+
+export class KubernetesStore implements SubnetStore {
+  private readonly core: CoreV1Api;
+  private readonly coordination: CoordinationV1Api;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private readonly ttlSeconds: number;
+  private readonly stops = new Set<() => void>();
+
+  constructor(private readonly opts: KubernetesStoreOptions) {
+    this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
+    this.coordination = opts.kubeConfig.makeApiClient(CoordinationV1Api);
+    this.logger = opts.logger ?? nullLogger;
+    this.now = opts.now ?? Date.now;
+    this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseTTLMs / 1000));
+  }
+
+  async acquire(req: AcquireRequest): Promise<NodeLease> {
+    const pools = requirePools(this.opts.network);
+    const node = await this.readNode(req.nodeName, "acquire a subnet");
+    const name = node.name;
+    const leases = await this.listLeases();
+    const own = leases.filter((l) => l.managed && l.holder === name && l.subnet);
+
+    let othersWithPodCIDRs = 0;
+    let nodes: NodeView[] = [];
+    if (node.podCIDRs.length === 0) {
+      // resourceVersion 0: served from the apiserver's cache; a stale view only costs a lost race.
+      nodes = (await this.call(`list nodes`, () => this.core.listNode({ resourceVersion: "0" }))).items.map(nodeView);
+      othersWithPodCIDRs = nodes.filter((n) => n.name !== name && n.podCIDRs.length > 0).length;
+    }
+    const source = subnetSource(node, this.opts.network!, othersWithPodCIDRs);
+
+    let subnets: string[];
+    let acquiredAt: number | undefined;
+    if (source.kind === "podCIDRs") {
+      subnets = source.subnets;
+      acquiredAt = node.createdAt;
+      // Leases from before the controller allocated: the node no longer uses them.
+      await Promise.allSettled(own.map((l) => this.dropLease(l.subnet!, name)));
+    } else {
+      const acquireTimes = new Map<string, number>();
+      subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
+        own: own.map((l) => l.subnet!),
+        taken: takenByOthers(name, nodes, leases, this.now()),
+        claim: async (subnet) => {
+          const held = await this.claimLease(subnet, node);
+          if (held) acquireTimes.set(subnet, held.acquireTime ?? this.now());
+          return held !== null;
+        },
+        drop: (subnet) => this.dropLease(subnet, name),
+      });
+      acquiredAt = Math.min(...subnets.map((s) => acquireTimes.get(s) ?? this.now()));
+    }
+
+    await this.publish(node, nodeAnnotations(req.publicIP, req.backend, source.kind === "lease" ? subnets : null));
+    await this.markNetworkAvailable(node);
+    this.logger.info("Acquired lease", { node: name, subnets, source: source.kind });
+    const lease: NodeLease = { nodeName: name, subnets, publicIP: req.publicIP, backend: req.backend };
+    if (acquiredAt !== undefined) lease.acquiredAt = acquiredAt;
+    if (source.kind === "lease") lease.expiresAt = this.now() + this.ttlSeconds * 1000;
+    return lease;
+  }
+
+  async renew(lease: NodeLease): Promise<NodeLease> {
+    const name = lease.nodeName;
+    let node: NodeView;
+    try {
+      node = nodeView(await this.core.readNode({ name }));
+    } catch (err) {
+      if (statusCode(err) === 404) throw new LeaseLostError(name, "its Node object is gone");
+      throw new DatastoreError(`read node "${name}"`, describeApiError(err));
+    }
+    const fromPodCIDRs = node.podCIDRs.length > 0 && [...node.podCIDRs].sort().join() === [...lease.subnets].sort().join();
+    if (!fromPodCIDRs) {
+      for (const subnet of lease.subnets) await this.renewLease(subnet, node);
+    }
+    await this.publish(node, nodeAnnotations(lease.publicIP, lease.backend, fromPodCIDRs ? null : lease.subnets));
+    const { expiresAt: _previous, ...rest } = lease;
+    return fromPodCIDRs ? rest : { ...rest, expiresAt: this.now() + this.ttlSeconds * 1000 };
+  }
+
+  async list(): Promise<NodeLease[]> {
+    const [nodes, leases] = await Promise.all([
+      this.call("list nodes", () => this.core.listNode()),
+      this.listLeases(),
+    ]);
+    return publishedLeases(nodes.items.map(nodeView), leases, this.now());
+  }
+
+  /**
+   * Two self-restarting list+watch caches (Nodes, subnet Leases). Nothing is emitted until
+   * both have listed, so a half-synced view never removes a peer; a Lease lapsing changes the
+   * set without an API event, so a timer recomputes it then.
+   */
+  watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
+    const { kubeConfig, namespace } = this.opts;
+    let stopped = false;
+    let pending: NodeJS.Immediate | undefined;
+    let expiryTimer: NodeJS.Timeout | undefined;
+    let lastKey: string | undefined;
+    const schedule = () => {
+      if (!stopped && pending === undefined) pending = setImmediate(emit);
+    };
+    const nodes = new ResilientInformer<V1Node>({
+      kubeConfig,
+      path: "/api/v1/nodes",
+      list: () => this.core.listNode(),
+      onChange: schedule,
+      onError,
+      logger: this.logger,
+    });
+    const leases = new ResilientInformer<V1Lease>({
+      kubeConfig,
+      path: `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`,
+      list: () => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR }),
+      labelSelector: LEASE_SELECTOR,
+      onChange: schedule,
+      onError,
+      logger: this.logger,
+    });
+    function emit(this: void) {
+      pending = undefined;
+      if (stopped || !nodes.synced || !leases.synced) return;
+      const now = Date.now();
+      const leaseViews = leases.list().map(leaseView);
+      const set = publishedLeases(nodes.list().map(nodeView), leaseViews, now);
+      clearTimeout(expiryTimer);
+      const next = nextExpiry(leaseViews, now);
+      if (next !== undefined) expiryTimer = setTimeout(schedule, Math.max(0, next - now) + 1);
+      const key = leaseSetKey(set);
+      if (key !== lastKey) {
+        lastKey = key;
+        onChange(set);
+      }
+    }
+    nodes.start();
+    leases.start();
+    const stop = () => {
+      stopped = true;
+      if (pending !== undefined) clearImmediate(pending);
+      clearTimeout(expiryTimer);
+      nodes.stop();
+      leases.stop();
+      this.stops.delete(stop);
+    };
+    this.stops.add(stop);
+    return stop;
+  }
+
+  /** Deletes the node's subnet Leases and takes its annotations off the Node (when it still exists). */
+  async release(nodeName: string): Promise<void> {
+    const leases = await this.listLeases();
+    for (const l of leases) {
+      if (l.managed && l.holder === nodeName && l.subnet) await this.dropLease(l.subnet, nodeName);
+    }
+    try {
+      await this.core.patchNode({ name: nodeName, body: { metadata: { annotations: clearedAnnotations() } } }, mergePatch);
+    } catch (err) {
+      if (statusCode(err) !== 404) throw new DatastoreError(`clear annotations of node "${nodeName}"`, describeApiError(err));
+    }
+    this.logger.info("Released lease", { node: nodeName });
+  }
+
+  async close(): Promise<void> {
+    for (const stop of [...this.stops]) stop();
+  }
+
+  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new DatastoreError(op, describeApiError(err));
+    }
+  }
+
+  private async readNode(name: string, why: string): Promise<NodeView> {
+    try {
+      return nodeView(await this.core.readNode({ name }));
+    } catch (err) {
+      const reason = statusCode(err) === 404 ? "no such Node: twilld runs on a node registered with the API" : describeApiError(err);
+      throw new DatastoreError(`${why} for node "${name}"`, reason);
+    }
+  }
+
+  private async listLeases(): Promise<LeaseView[]> {
+    const { namespace } = this.opts;
+    const list = await this.call(`list Leases in namespace "${namespace}"`, () =>
+      this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR }),
+    );
+    return list.items.map(leaseView);
+  }
+
+  private leaseBody(subnet: string, node: NodeView, acquireTime: number, transitions: number, resourceVersion?: string): V1Lease {
+    const now = this.now();
+    return {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: {
+        name: leaseName(subnet),
+        namespace: this.opts.namespace,
+        labels: { [MANAGED_BY_LABEL]: MANAGED_BY },
+        annotations: { [LEASE_SUBNET_ANNOTATION]: subnet },
+        // No blockOwnerDeletion: that would need update on nodes/finalizers.
+        ...(node.uid ? { ownerReferences: [{ apiVersion: "v1", kind: "Node", name: node.name, uid: node.uid }] } : {}),
+        ...(resourceVersion ? { resourceVersion } : {}),
+      },
+      spec: {
+        holderIdentity: node.name,
+        leaseDurationSeconds: this.ttlSeconds,
+        acquireTime: new V1MicroTime(acquireTime),
+        renewTime: new V1MicroTime(now),
+        leaseTransitions: transitions,
+      },
+    };
+  }
+
+  /** Creates, renews or takes over the subnet's Lease; null when another node holds it. */
+  private async claimLease(subnet: string, node: NodeView): Promise<LeaseView | null> {
+    const { namespace } = this.opts;
+    const name = leaseName(subnet);
+    const op = `claim subnet ${subnet} (Lease ${namespace}/${name})`;
+    for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+      const now = this.now();
+      try {
+        return leaseView(await this.coordination.createNamespacedLease({ namespace, body: this.leaseBody(subnet, node, now, 0) }));
+      } catch (err) {
+        if (statusCode(err) !== 409) throw new DatastoreError(op, describeApiError(err));
+      }
+      let current: LeaseView;
+      try {
+        current = leaseView(await this.coordination.readNamespacedLease({ name, namespace }));
+      } catch (err) {
+        if (statusCode(err) === 404) continue; // deleted in between: create again
+        throw new DatastoreError(op, describeApiError(err));
+      }
+      const decision = claimDecision(current, node.name, now);
+      if (decision === "taken") return null;
+      const body =
+        decision === "ours"
+          ? this.leaseBody(subnet, node, current.acquireTime ?? now, current.transitions, current.resourceVersion)
+          : this.leaseBody(subnet, node, now, current.transitions + 1, current.resourceVersion);
+      try {
+        const replaced = leaseView(await this.coordination.replaceNamespacedLease({ name, namespace, body }));
+        if (decision === "take-over") this.logger.info("Took over a lapsed subnet Lease", { subnet, from: current.holder, node: node.name });
+        return replaced;
+      } catch (err) {
+        const code = statusCode(err);
+        if (code !== 409 && code !== 404) throw new DatastoreError(op, describeApiError(err));
+      }
+    }
+    return null;
+  }
+
+  private async renewLease(subnet: string, node: NodeView): Promise<void> {
+    const { namespace } = this.opts;
+    const name = leaseName(subnet);
+    for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+      let current: LeaseView;
+      try {
+        current = leaseView(await this.coordination.readNamespacedLease({ name, namespace }));
+      } catch (err) {
+        if (statusCode(err) === 404) throw new LeaseLostError(node.name, `Lease ${namespace}/${name} of subnet ${subnet} is gone`);
+        throw new DatastoreError(`renew Lease ${namespace}/${name}`, describeApiError(err));
+      }
+      if (!current.managed || current.holder !== node.name) {
+        throw new LeaseLostError(node.name, `Lease ${namespace}/${name} of subnet ${subnet} is held by "${current.holder ?? ""}"`);
+      }
+      try {
+        const body = this.leaseBody(subnet, node, current.acquireTime ?? this.now(), current.transitions, current.resourceVersion);
+        await this.coordination.replaceNamespacedLease({ name, namespace, body });
+        return;
+      } catch (err) {
+        if (statusCode(err) !== 409) throw new DatastoreError(`renew Lease ${namespace}/${name}`, describeApiError(err));
+      }
+    }
+    throw new DatastoreError(`renew Lease ${namespace}/${name}`, `it kept changing under us (${CLAIM_ATTEMPTS} attempts)`);
+  }
+
+  /** Deletes the subnet's Lease if it still names the node (guarded by its resourceVersion). */
+  private async dropLease(subnet: string, nodeName: string): Promise<void> {
+    const { namespace } = this.opts;
+    const name = leaseName(subnet);
+    try {
+      const current = leaseView(await this.coordination.readNamespacedLease({ name, namespace }));
+      if (!current.managed || current.holder !== nodeName) return;
+      await this.coordination.deleteNamespacedLease({
+        name,
+        namespace,
+        body: { preconditions: current.resourceVersion ? { resourceVersion: current.resourceVersion } : {} },
+      });
+    } catch (err) {
+      const code = statusCode(err);
+      if (code === 404 || code === 409) return;
+      throw new DatastoreError(`delete Lease ${namespace}/${name}`, describeApiError(err));
+    }
+  }
+
+  /** Patches only the annotations that differ: every Node write is an event on every watcher. */
+  private async publish(node: NodeView, wanted: Record<string, string | null>): Promise<void> {
+    const changes = annotationChanges(node.annotations, wanted);
+    if (Object.keys(changes).length === 0) return;
+    await this.call(`annotate node "${node.name}"`, () =>
+      this.core.patchNode({ name: node.name, body: { metadata: { annotations: changes } } }, mergePatch),
+    );
+  }
+
+  /** Sets NetworkUnavailable=False (the status subresource), unless it already says so. */
+  private async markNetworkAvailable(node: NodeView): Promise<void> {
+    if (node.networkUnavailable?.status === "False") return;
+    const now = new Date(Math.floor(this.now() / 1000) * 1000);
+    const condition = {
+      type: NETWORK_UNAVAILABLE,
+      status: "False",
+      reason: NETWORK_UP_REASON,
+      message: "twilld holds this node's pod subnet",
+      lastTransitionTime: now,
+      lastHeartbeatTime: now,
+    };
+    await this.call(`clear ${NETWORK_UNAVAILABLE} of node "${node.name}"`, () =>
+      this.core.patchNodeStatus({ name: node.name, body: { status: { conditions: [condition] } } }, strategicMergePatch),
+    );
+  }
+}
