@@ -1,6 +1,7 @@
 import type { Logger } from "../../shared/log.js";
 import type { NetworkConfig, SubnetStore } from "../types.js";
 import { EtcdStore } from "./etcd.js";
+import { KubernetesStore, loadKubeConfig } from "./kubernetes.js";
 import { LocalStore } from "./local.js";
 
 /** Where node subnets are claimed; one case per datastore. */
@@ -15,6 +16,8 @@ export interface DatastoreOptions {
   logger: Logger;
   local: { dir: string; pollMs?: number };
   etcd: { endpoints: string[]; prefix: string };
+  /** Default: KUBECONFIG, ~/.kube/config or the in-cluster service account; Leases in kube-system. */
+  kubernetes?: { kubeconfig?: string; namespace?: string };
 }
 
 export function createStore(opts: DatastoreOptions): SubnetStore {
@@ -25,6 +28,10 @@ export function createStore(opts: DatastoreOptions): SubnetStore {
     case "etcd":
       return new EtcdStore({ ...common, ...opts.etcd });
     case "kubernetes":
-      throw new Error("the kubernetes datastore is not available in this build");
+      return new KubernetesStore({
+        ...common,
+        kubeConfig: loadKubeConfig(opts.kubernetes?.kubeconfig),
+        namespace: opts.kubernetes?.namespace ?? "kube-system",
+      });
   }
 }
