@@ -1,0 +1,201 @@
+import { describe, expect, it } from "vitest";
+import { formatCidr } from "../../shared/net/cidr.js";
+import { parseNetworkConfig } from "../config.js";
+import { DatastoreError } from "../errors.js";
+import {
+  ANNOTATIONS,
+  annotationChanges,
+  claimDecision,
+  leaseName,
+  leaseView,
+  nextExpiry,
+  nodeAnnotations,
+  nodeView,
+  publishedLeases,
+  subnetSource,
+  takenByOthers,
+  type LeaseView,
+  type NodeView,
+} from "./kubernetes-objects.js";
+
+const NOW = 1_000_000;
+const backend = { type: "vxlan", vtepMAC: "02:00:00:00:00:01", vni: 1 };
+
+const node = (name: string, extra: Partial<NodeView> = {}, leased?: string[]): NodeView => ({
+  name,
+  podCIDRs: [],
+  annotations: { ...(nodeAnnotations("192.0.2.1", backend, leased ?? null) as Record<string, string>) },
+  ...extra,
+});
+// nodeAnnotations gives null for "no leased subnets"; a Node never shows a null annotation.
+const clean = (n: NodeView): NodeView => ({
+  ...n,
+  annotations: Object.fromEntries(Object.entries(n.annotations).filter(([, v]) => v !== null)),
+});
+
+const lease = (subnet: string, holder: string | undefined, renewTime = NOW - 1_000, durationSeconds = 60): LeaseView => ({
+  name: leaseName(subnet),
+  subnet,
+  managed: true,
+  ...(holder ? { holder } : {}),
+  durationSeconds,
+  renewTime,
+  acquireTime: renewTime - 5_000,
+  transitions: 0,
+});
+
+describe("leaseName", () => {
+  it("names a Lease after its subnet, for both families, as a DNS subdomain", () => {
+    expect(leaseName("10.244.3.0/24")).toBe("twill-10-244-3-0-24");
+    expect(leaseName("fd00:10:244::/64")).toBe("twill-fd00-10-244---64");
+    // Canonical: the same subnet written differently is the same Lease.
+    expect(leaseName("fd00:10:244:0::/64")).toBe(leaseName("fd00:10:244::/64"));
+    for (const n of [leaseName("10.0.0.0/8"), leaseName("fd00::/48")]) expect(n).toMatch(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
+  });
+});
+
+describe("nodeView and leaseView", () => {
+  it("read typed objects and wire JSON alike", () => {
+    const wire = nodeView({
+      metadata: { name: "a", uid: "u1", annotations: { x: "y" }, creationTimestamp: "2026-01-01T00:00:00Z" },
+      spec: { podCIDR: "10.244.1.0/24" },
+      status: { conditions: [{ type: "NetworkUnavailable", status: "True", reason: "NoRouteCreated" }] },
+    });
+    expect(wire).toEqual({
+      name: "a",
+      uid: "u1",
+      podCIDRs: ["10.244.1.0/24"],
+      annotations: { x: "y" },
+      createdAt: Date.parse("2026-01-01T00:00:00Z"),
+      networkUnavailable: { status: "True", reason: "NoRouteCreated" },
+    });
+    const typed = nodeView({ metadata: { name: "a", creationTimestamp: new Date(5) }, spec: { podCIDRs: ["fd00:0:0:0::/64", "10.244.1.0/24"] } });
+    expect(typed.podCIDRs).toEqual(["fd00::/64", "10.244.1.0/24"]);
+    expect(typed.createdAt).toBe(5);
+
+    const l = leaseView({
+      metadata: {
+        name: "twill-10-244-1-0-24",
+        resourceVersion: "7",
+        labels: { "app.kubernetes.io/managed-by": "twilld" },
+        annotations: { "twill.dev/subnet": "10.244.1.0/24" },
+      },
+      spec: { holderIdentity: "a", leaseDurationSeconds: 30, renewTime: "2026-01-01T00:00:01.250000Z", leaseTransitions: 2 },
+    });
+    expect(l).toEqual({
+      name: "twill-10-244-1-0-24",
+      subnet: "10.244.1.0/24",
+      managed: true,
+      holder: "a",
+      durationSeconds: 30,
+      renewTime: Date.parse("2026-01-01T00:00:01.250Z"),
+      transitions: 2,
+      resourceVersion: "7",
+    });
+  });
+});
+
+describe("claimDecision", () => {
+  it("renews its own Lease, takes over a lapsed one, leaves a live or foreign one", () => {
+    expect(claimDecision(lease("10.0.0.0/24", "a"), "a", NOW)).toBe("ours");
+    expect(claimDecision(lease("10.0.0.0/24", "a", NOW - 120_000), "a", NOW)).toBe("ours");
+    expect(claimDecision(lease("10.0.0.0/24", "b"), "a", NOW)).toBe("taken");
+    expect(claimDecision(lease("10.0.0.0/24", "b", NOW - 61_000), "a", NOW)).toBe("take-over");
+    expect(claimDecision(lease("10.0.0.0/24", undefined), "a", NOW)).toBe("take-over");
+    expect(claimDecision({ ...lease("10.0.0.0/24", "b", 0), managed: false }, "a", NOW)).toBe("taken");
+  });
+});
+
+describe("publishedLeases", () => {
+  it("lists annotated nodes with podCIDRs, and leased nodes with their live Leases", () => {
+    const nodes = [
+      clean(node("kcm", { podCIDRs: ["10.244.9.0/24"], createdAt: 42 })),
+      clean(node("leased", {}, ["10.244.1.0/24"])),
+      clean(node("lapsed", {}, ["10.244.2.0/24"])),
+      clean(node("stolen", {}, ["10.244.3.0/24"])),
+      { name: "bare", podCIDRs: ["10.244.8.0/24"], annotations: {} },
+      clean(node("no-subnet")),
+    ];
+    const leases = [
+      lease("10.244.1.0/24", "leased"),
+      lease("10.244.2.0/24", "lapsed", NOW - 61_000),
+      lease("10.244.3.0/24", "other"),
+    ];
+    const set = publishedLeases(nodes, leases, NOW);
+    expect(set).toEqual([
+      { nodeName: "kcm", subnets: ["10.244.9.0/24"], publicIP: "192.0.2.1", backend, acquiredAt: 42 },
+      {
+        nodeName: "leased",
+        subnets: ["10.244.1.0/24"],
+        publicIP: "192.0.2.1",
+        backend,
+        expiresAt: NOW - 1_000 + 60_000,
+        acquiredAt: NOW - 6_000,
+      },
+    ]);
+  });
+
+  it("skips a node whose backend data is not JSON instead of failing the whole view", () => {
+    const broken = clean(node("x", { podCIDRs: ["10.244.9.0/24"] }));
+    broken.annotations[ANNOTATIONS.backendData] = "{";
+    expect(publishedLeases([broken, clean(node("y", { podCIDRs: ["10.244.8.0/24"] }))], [], NOW).map((l) => l.nodeName)).toEqual(["y"]);
+  });
+});
+
+describe("nextExpiry", () => {
+  it("is the earliest lapse among live Leases", () => {
+    expect(nextExpiry([lease("10.0.1.0/24", "a", NOW, 10), lease("10.0.2.0/24", "b", NOW, 5), lease("10.0.3.0/24", "c", 0, 1)], NOW)).toBe(
+      NOW + 5_000,
+    );
+    expect(nextExpiry([], NOW)).toBeUndefined();
+  });
+});
+
+describe("annotationChanges", () => {
+  it("patches only what differs, and removes what is null", () => {
+    const wanted = nodeAnnotations("192.0.2.1", backend, null);
+    const current = { [ANNOTATIONS.publicIP]: "192.0.2.1", [ANNOTATIONS.backendType]: "vxlan", [ANNOTATIONS.subnets]: "10.0.0.0/24" };
+    expect(annotationChanges(current, wanted)).toEqual({
+      [ANNOTATIONS.backendData]: JSON.stringify(backend),
+      [ANNOTATIONS.subnets]: null,
+    });
+    const published = { ...current, [ANNOTATIONS.backendData]: JSON.stringify(backend) };
+    delete (published as Record<string, string>)[ANNOTATIONS.subnets];
+    expect(annotationChanges(published, wanted)).toEqual({});
+  });
+});
+
+describe("subnetSource", () => {
+  const v4 = parseNetworkConfig({ Network: "10.244.0.0/16" });
+  const dual = parseNetworkConfig({ Network: "10.244.0.0/16", IPv6Network: "fd00:10:244::/56" });
+
+  it("uses podCIDRs in cluster-CIDR order", () => {
+    expect(subnetSource(node("a", { podCIDRs: ["fd00:10:244:1::/64", "10.244.1.0/24"] }), dual, 0)).toEqual({
+      kind: "podCIDRs",
+      subnets: ["10.244.1.0/24", "fd00:10:244:1::/64"],
+    });
+  });
+
+  it("leases when no node has podCIDRs, and waits when others have", () => {
+    expect(subnetSource(node("a"), v4, 0)).toEqual({ kind: "lease" });
+    expect(() => subnetSource(node("a"), v4, 3)).toThrow(/waiting for kube-controller-manager/);
+  });
+
+  it("rejects podCIDRs that do not fit the network", () => {
+    expect(() => subnetSource(node("a", { podCIDRs: ["10.99.1.0/24"] }), v4, 0)).toThrow(DatastoreError);
+    expect(() => subnetSource(node("a", { podCIDRs: ["10.244.1.0/24"] }), dual, 0)).toThrow(/none inside cluster CIDR fd00:10:244::\/56/);
+    expect(() => subnetSource(node("a", { podCIDRs: ["10.244.1.0/24", "fd00:99::/64"] }), v4, 0)).toThrow(/outside the cluster CIDRs/);
+  });
+});
+
+describe("takenByOthers", () => {
+  it("holds other nodes' podCIDRs and live Leases, not the node's own or lapsed ones", () => {
+    const taken = takenByOthers(
+      "a",
+      [node("a", { podCIDRs: ["10.244.1.0/24"] }), node("b", { podCIDRs: ["10.244.2.0/24"] })],
+      [lease("10.244.3.0/24", "a"), lease("10.244.4.0/24", "c"), lease("10.244.5.0/24", "d", 0)],
+      NOW,
+    );
+    expect(taken.map(formatCidr)).toEqual(["10.244.2.0/24", "10.244.4.0/24"]);
+  });
+});
