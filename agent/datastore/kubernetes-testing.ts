@@ -5,9 +5,11 @@ import {
   CoreV1Api,
   KubeConfig,
   KubernetesObjectApi,
-  loadAllYaml,
   type KubernetesObject,
 } from "@kubernetes/client-node";
+// client-node's own dependency. Its loadAllYaml turns documents into typed objects, which
+// drops fields the client does not know: a misspelt field in the manifest would vanish unseen.
+import { loadAll } from "js-yaml";
 import { LEASE_SELECTOR } from "./kubernetes-objects.js";
 
 /**
@@ -18,8 +20,9 @@ import { LEASE_SELECTOR } from "./kubernetes-objects.js";
 
 export const MANIFEST = new URL("../../deploy/twill.yaml", import.meta.url);
 
+/** The manifest's documents exactly as written. */
 export function manifestObjects(): KubernetesObject[] {
-  return loadAllYaml(readFileSync(MANIFEST, "utf8")).filter((o): o is KubernetesObject => o !== null && typeof o === "object");
+  return loadAll(readFileSync(MANIFEST, "utf8")).filter((o): o is KubernetesObject => o !== null && typeof o === "object");
 }
 
 export function kubeConfigFor(server: string, caFile: string, token: string): KubeConfig {
