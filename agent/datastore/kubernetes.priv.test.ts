@@ -7,7 +7,7 @@ import { startTcpProxy } from "../testing/tcp-proxy.js";
 import { createLogger } from "../../shared/log.js";
 import { parseNetworkConfig } from "../config.js";
 import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
-import { ANNOTATIONS, LEASE_SUBNET_ANNOTATION, leaseName } from "./kubernetes-objects.js";
+import { ANNOTATIONS, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations } from "./kubernetes-objects.js";
 import { Admin, applyManifestRbac, kubeConfigFor } from "./kubernetes-testing.js";
 import { KubernetesStore } from "./kubernetes.js";
 import { follow, request, subnetStoreContract, until } from "./store-contract.js";
@@ -109,6 +109,34 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
       for (const w of watchers) await until("seeing node-d join", () => w.names().join() === "node-c,node-d");
     } finally {
       for (const w of watchers) w.stop();
+    }
+  });
+
+  it("gives a new watcher 500 nodes in its first callback, not one node at a time (flannel#719)", async () => {
+    await admin.wipe();
+    const count = 500;
+    const annotations = nodeAnnotations("192.0.2.10", request("x").backend, null) as Record<string, string>;
+    delete annotations[ANNOTATIONS.subnets];
+    const names = Array.from({ length: count }, (_, i) => `big-${String(i).padStart(3, "0")}`);
+    for (let i = 0; i < count; i += 25) {
+      await Promise.all(
+        names.slice(i, i + 25).map((name, j) =>
+          admin.core.createNode({
+            body: { metadata: { name, annotations }, spec: { podCIDR: `10.${100 + Math.floor((i + j) / 256)}.${(i + j) % 256}.0/24` } },
+          }),
+        ),
+      );
+    }
+    const calls: number[] = [];
+    const stop = open().watch(
+      (set) => calls.push(set.length),
+      () => {},
+    );
+    try {
+      await until("a first peer set", () => calls.length > 0);
+      expect(calls[0]).toBe(count);
+    } finally {
+      stop();
     }
   });
 

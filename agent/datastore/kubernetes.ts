@@ -180,6 +180,7 @@ export class KubernetesStore implements SubnetStore {
     let pending: NodeJS.Immediate | undefined;
     let expiryTimer: NodeJS.Timeout | undefined;
     let lastKey: string | undefined;
+    const clock = this.now;
     const schedule = () => {
       if (!stopped && pending === undefined) pending = setImmediate(emit);
     };
@@ -203,7 +204,7 @@ export class KubernetesStore implements SubnetStore {
     function emit(this: void) {
       pending = undefined;
       if (stopped || !nodes.synced || !leases.synced) return;
-      const now = Date.now();
+      const now = clock();
       const leaseViews = leases.list().map(leaseView);
       const set = publishedLeases(nodes.list().map(nodeView), leaseViews, now);
       clearTimeout(expiryTimer);
