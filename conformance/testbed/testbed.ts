@@ -6,6 +6,7 @@ import { createLogger, nullLogger, type Logger } from "../../shared/log.js";
 import { formatCidr, parseCidr, subnetAt } from "../../shared/net/cidr.js";
 import { releaseSync, trackResources, untrack, type Resources } from "./cleanup.js";
 import { InprocCluster } from "./inproc-agent.js";
+import { TwilldCluster } from "./twilld-agent.js";
 import { addNetns, deleteNetns, ipIn, listNetns } from "./netns.js";
 import { podNetConf, resultIps, runCni, type PluginKind } from "./pods.js";
 import { attachNode, createUnderlay, type Segment, type Underlay } from "./topology.js";
@@ -32,6 +33,11 @@ export interface TestbedOptions {
   plugin?: PluginKind;
   /** Agent resync period (the agent's default is 10 s). */
   resyncMs?: number;
+  /**
+   * `twilld`: the real agent executable in each node namespace (local datastore shared by all);
+   * `inproc`: the backends driven from this process (lets a test read each reconcile report).
+   */
+  agent?: "twilld" | "inproc";
   /** Progress lines (the demo prints them). */
   progress?: (msg: string) => void;
   logger?: Logger;
@@ -68,7 +74,10 @@ export class Testbed {
   readonly nodes: TestNode[] = [];
   readonly pods: Pod[] = [];
   readonly network: NetworkConfig;
-  readonly agents: InprocCluster;
+  /** The agents, when run in-process (`agent: "inproc"`). */
+  readonly inproc: InprocCluster | null = null;
+  /** The agents, when run as twilld processes. */
+  readonly twilld: TwilldCluster | null = null;
   underlay!: Underlay;
 
   private constructor(
@@ -77,12 +86,14 @@ export class Testbed {
     readonly plugin: PluginKind,
     private readonly res: Resources,
     network: NetworkConfig,
+    agent: "twilld" | "inproc",
     logger: Logger,
     resyncMs: number,
     private readonly progress: (msg: string) => void,
   ) {
     this.network = network;
-    this.agents = new InprocCluster(network, logger, resyncMs);
+    if (agent === "inproc") this.inproc = new InprocCluster(network, logger, resyncMs);
+    else this.twilld = new TwilldCluster(network, dir, res, resyncMs);
   }
 
   static async create(o: TestbedOptions = {}): Promise<Testbed> {
@@ -98,7 +109,9 @@ export class Testbed {
       ipMasq: o.ipMasq ?? true,
     };
     const progress = o.progress ?? (() => {});
-    const tb = new Testbed(prefix, dir, o.plugin ?? "twill", res, network, o.logger ?? nullLogger, o.resyncMs ?? 10_000, progress);
+    const tb = new Testbed(
+      prefix, dir, o.plugin ?? "twill", res, network, o.agent ?? "twilld", o.logger ?? nullLogger, o.resyncMs ?? 10_000, progress,
+    );
     try {
       await tb.build(o.nodes ?? 3, new Set(o.remoteNodes ?? []), o.underlayMTU ?? 1500);
     } catch (err) {
@@ -119,6 +132,7 @@ export class Testbed {
       mkdirSync(dir, { recursive: true });
       this.nodes.push({
         name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip,
+        // In-process agents take the i-th subnet; twilld claims its own from the datastore.
         subnets: this.network.clusterCIDRs.map((c) => nodeSubnet(c, i)),
         dir, subnetFile: join(dir, "subnet.json"),
       });
@@ -132,12 +146,28 @@ export class Testbed {
     return n;
   }
 
-  /** Starts the agent on every node (or the given ones). */
+  /** Starts the agent on every node (or the given ones); a node's subnets are known after. */
   async startAgents(nodes: readonly TestNode[] = this.nodes): Promise<void> {
     for (const n of nodes) {
-      await this.agents.start({ name: n.name, ns: n.ns, publicIP: n.ip, underlayDev: "eth0", subnets: n.subnets, subnetFile: n.subnetFile });
+      if (this.twilld) {
+        n.subnets = await this.twilld.start(n);
+      } else {
+        await this.inproc!.start({ name: n.name, ns: n.ns, publicIP: n.ip, underlayDev: "eth0", subnets: n.subnets, subnetFile: n.subnetFile });
+      }
       this.progress(`${n.name}: agent running, subnets ${n.subnets.join(", ")}`);
     }
+  }
+
+  /** Stops a node's agent; lease, subnet file and datapath stay. */
+  async stopAgent(node: TestNode): Promise<void> {
+    if (this.twilld) await this.twilld.stop(node.name);
+    else this.inproc!.stop(node.name);
+  }
+
+  /** The node leaves the cluster: its agent stops and its lease is released. */
+  async leave(node: TestNode): Promise<void> {
+    if (this.twilld) await this.twilld.leave(node.name);
+    else await this.inproc!.leave(node.name);
   }
 
   /** A pod on `node`, attached by the CNI plugin; `echo` also starts the TCP echo in it. */
@@ -176,7 +206,8 @@ export class Testbed {
 
   /** Removes everything the testbed made; safe to call twice. */
   async destroy(): Promise<void> {
-    this.agents.stopAll();
+    this.inproc?.stopAll();
+    await this.twilld?.stopAll().catch(() => undefined);
     for (const p of this.pods) await p.echo?.stop().catch(() => undefined);
     releaseSync(this.res);
     // Anything with the prefix that escaped the bookkeeping (an interrupted create).

@@ -1,0 +1,152 @@
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { LocalStore } from "../../agent/datastore/local.js";
+import type { NetworkConfig } from "../../agent/types.js";
+import { readSubnetFile } from "../../shared/subnet-file.js";
+import type { Resources } from "./cleanup.js";
+import { inNetns } from "./netns.js";
+import { DIST_BIN } from "./pods.js";
+
+/**
+ * The real node agent: `dist/bin/twilld run` inside each node namespace, all sharing one
+ * `local` datastore directory, each with its own subnet file and its health endpoint on the
+ * node namespace's loopback. Started detached, so `demo --keep` can leave them running.
+ */
+
+export interface TwilldNode {
+  name: string;
+  ns: string;
+  dir: string;
+  subnetFile: string;
+}
+
+const METRICS_ADDR = "127.0.0.1:9402";
+const READY_MS = 60_000;
+
+interface Running {
+  child: ChildProcess;
+  exited: Promise<unknown[]>;
+  pid: number;
+  exit: string | null;
+  logFile: string;
+}
+
+export class TwilldCluster {
+  private readonly running = new Map<string, Running>();
+  readonly storeDir: string;
+  readonly netConf: string;
+
+  constructor(
+    network: NetworkConfig,
+    dir: string,
+    private readonly res: Resources,
+    private readonly resyncMs: number,
+  ) {
+    this.storeDir = join(dir, "store");
+    this.netConf = join(dir, "net-conf.json");
+    writeFileSync(this.netConf, JSON.stringify(netConfFile(network), null, 2) + "\n");
+  }
+
+  isRunning = (name: string): boolean => this.running.has(name);
+
+  /** Starts twilld on a node and waits until it is ready (lease held, subnet file written). */
+  async start(node: TwilldNode): Promise<string[]> {
+    const binary = join(DIST_BIN, "twilld");
+    if (!existsSync(binary)) throw new Error(`${binary} is not built (run ./scripts/build)`);
+    const logFile = join(node.dir, "twilld.log");
+    const fd = openSync(logFile, "a");
+    let child: ChildProcess;
+    try {
+      child = spawnDetached(["ip", "netns", "exec", node.ns, binary, "run",
+        "--node-name", node.name, "--datastore", "local", "--store-dir", this.storeDir,
+        "--subnet-file", node.subnetFile, "--net-conf", this.netConf, "--iface", "eth0",
+        "--metrics-addr", METRICS_ADDR, "--resync", `${this.resyncMs}ms`, "--log-level", "info"], fd);
+    } finally {
+      closeSync(fd);
+    }
+    if (child.pid === undefined) throw new Error(`failed to start twilld on ${node.name}`);
+    const run: Running = { child, pid: child.pid, exit: null, logFile, exited: once(child, "exit") };
+    void run.exited.then(([code, signal]) => {
+      run.exit = signal ? `killed by ${String(signal)}` : `exited with code ${String(code)}`;
+    });
+    this.running.set(node.name, run);
+    this.res.pids.add(run.pid);
+    const until = Date.now() + READY_MS;
+    while (!(await ready(node.ns))) {
+      if (run.exit) throw new Error(`twilld on ${node.name} ${run.exit}; log tail:\n${tail(logFile)}`);
+      if (Date.now() > until) throw new Error(`twilld on ${node.name} not ready after ${READY_MS} ms; log tail:\n${tail(logFile)}`);
+      await sleep(100);
+    }
+    return readSubnetFile(node.subnetFile).nodeSubnets;
+  }
+
+  /** Stops the agent (SIGTERM); its lease, subnet file and datapath stay, as on a node restart. */
+  async stop(name: string): Promise<void> {
+    const run = this.running.get(name);
+    if (!run) return;
+    this.running.delete(name);
+    if (!run.exit) run.child.kill("SIGTERM");
+    await run.exited;
+    this.res.pids.delete(run.pid);
+  }
+
+  /** The node leaves: agent stopped, its lease released in the shared datastore. */
+  async leave(name: string): Promise<void> {
+    await this.stop(name);
+    const store = new LocalStore({ dir: this.storeDir, leaseTTLMs: 3_600_000 });
+    await store.release(name);
+    await store.close();
+  }
+
+  /** Lines the agent logged with `msg` (JSON lines), for checks on what it reported. */
+  logged(node: TwilldNode, msg: string): Record<string, unknown>[] {
+    const file = join(node.dir, "twilld.log");
+    if (!existsSync(file)) return [];
+    return readFileSync(file, "utf8").split("\n").filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.running.keys()].map((n) => this.stop(n)));
+  }
+
+  /** Forget the processes without stopping them (`demo --keep`). */
+  pids(): number[] {
+    return [...this.running.values()].map((r) => r.pid);
+  }
+}
+
+/** The cluster network config file twilld reads (flannel's net-conf.json keys). */
+export function netConfFile(n: NetworkConfig): Record<string, unknown> {
+  const v4 = n.clusterCIDRs.find((c) => !c.includes(":"));
+  const v6 = n.clusterCIDRs.find((c) => c.includes(":"));
+  return {
+    ...(v4 ? { Network: v4, SubnetLen: n.subnetLen[4] ?? 24 } : { EnableIPv4: false }),
+    ...(v6 ? { EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: n.subnetLen[6] ?? 64 } : {}),
+    Backend: { Type: n.backend.type, VNI: n.backend.vni, Port: n.backend.port },
+    IPMasq: n.ipMasq,
+  };
+}
+
+// Detached: a kept demo's agents outlive the process that started them.
+const spawnDetached = (argv: string[], fd: number): ChildProcess => {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd], detached: true });
+  child.unref();
+  return child;
+};
+
+async function ready(ns: string): Promise<boolean> {
+  const probe = `fetch("http://${METRICS_ADDR}/readyz").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`;
+  const r = await inNetns(ns, [process.execPath, "-e", probe]);
+  return r.exitCode === 0;
+}
+
+function tail(file: string, lines = 20): string {
+  try {
+    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
+}
