@@ -1,4 +1,4 @@
-import { CONNECT, ERROR, ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
+import { ApiException, CONNECT, ERROR, ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "../../shared/log.js";
 import { errorMessage } from "../errors.js";
 
@@ -88,8 +88,8 @@ export class ResilientInformer<T extends KubernetesObject> {
 
 /** A short reason for an API failure: "HTTP 403: nodes is forbidden ..." or the network error. */
 export function describeApiError(err: unknown): string {
-  if (err && typeof err === "object" && "code" in err && typeof (err as { code: unknown }).code === "number") {
-    const { code, body } = err as { code: number; body?: unknown };
+  if (err instanceof ApiException) {
+    const { code, body } = err as ApiException<unknown>;
     let message: string | undefined;
     const parsed = typeof body === "string" ? safeJson(body) : body;
     if (parsed && typeof parsed === "object" && typeof (parsed as { message?: unknown }).message === "string") {

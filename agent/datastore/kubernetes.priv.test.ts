@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../conformance/kube/binaries.js";
@@ -256,5 +257,22 @@ describe.skipIf(!built)(built ? "kubernetes datastore with kube-controller-manag
       leaseTTLMs: 60_000,
     });
     await expect(wrong.acquire(request("kcm-d"))).rejects.toThrow(/none inside cluster CIDR 10\.50\.0\.0\/16/);
+  });
+});
+
+describe("kubernetes datastore against an apiserver that never answers", () => {
+  it("fails a call at its deadline instead of hanging", async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((s) => void sockets.add(s));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const kc = kubeConfigFor(`https://127.0.0.1:${port}`, "/dev/null", "token");
+      const store = new KubernetesStore({ kubeConfig: kc, namespace: "kube-system", network: NETWORK, leaseTTLMs: 60_000, requestTimeoutMs: 500 });
+      await expect(store.list()).rejects.toThrow(/datastore: failed to list nodes: .*(timeout|aborted)/i);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 });

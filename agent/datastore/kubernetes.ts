@@ -1,9 +1,12 @@
 import {
+  ApiException,
   CoordinationV1Api,
   CoreV1Api,
   KubeConfig,
   PatchStrategy,
+  ServerConfiguration,
   V1MicroTime,
+  createConfiguration,
   setHeaderOptions,
   type V1Lease,
   type V1Node,
@@ -60,6 +63,35 @@ export interface KubernetesStoreOptions {
   leaseTTLMs: number;
   logger?: Logger;
   now?: () => number;
+  /** Deadline of one API call (default 30 s). */
+  requestTimeoutMs?: number;
+}
+
+/**
+ * Longest wait for one API call. The client sets no deadline, so an apiserver that stops
+ * answering without closing the connection would stall renewals until the lease lapsed.
+ */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/** API clients like KubeConfig.makeApiClient's, with a deadline on every request. */
+function apiClient<T>(kc: KubeConfig, api: new (config: ReturnType<typeof createConfiguration>) => T, timeoutMs: number): T {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new DatastoreError("use the kubeconfig", "it has no current cluster");
+  return new api(
+    createConfiguration({
+      baseServer: new ServerConfiguration(cluster.server, {}),
+      authMethods: { default: kc },
+      promiseMiddleware: [
+        {
+          pre: async (ctx) => {
+            ctx.setSignal(AbortSignal.timeout(timeoutMs));
+            return ctx;
+          },
+          post: async (res) => res,
+        },
+      ],
+    }),
+  );
 }
 
 /** Loads a kubeconfig file, or else KUBECONFIG / ~/.kube/config / the in-cluster service account. */
@@ -75,10 +107,8 @@ const strategicMergePatch = setHeaderOptions("Content-Type", PatchStrategy.Strat
 /** Lost races on one Lease (its resourceVersion changed under us) before giving the subnet up. */
 const CLAIM_ATTEMPTS = 4;
 
-const statusCode = (err: unknown): number | undefined =>
-  err && typeof err === "object" && "code" in err && typeof (err as { code: unknown }).code === "number"
-    ? (err as { code: number }).code
-    : undefined;
+/** The HTTP status of an API error; undefined for a network failure or a timeout. */
+const statusCode = (err: unknown): number | undefined => (err instanceof ApiException ? err.code : undefined);
 
 export class KubernetesStore implements SubnetStore {
   private readonly core: CoreV1Api;
@@ -89,8 +119,9 @@ export class KubernetesStore implements SubnetStore {
   private readonly stops = new Set<() => void>();
 
   constructor(private readonly opts: KubernetesStoreOptions) {
-    this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
-    this.coordination = opts.kubeConfig.makeApiClient(CoordinationV1Api);
+    const timeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.core = apiClient(opts.kubeConfig, CoreV1Api, timeout);
+    this.coordination = apiClient(opts.kubeConfig, CoordinationV1Api, timeout);
     this.logger = opts.logger ?? nullLogger;
     this.now = opts.now ?? Date.now;
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseTTLMs / 1000));
