@@ -20,6 +20,12 @@ export interface ResilientInformerOptions<T extends KubernetesObject> {
   labelSelector?: string;
   /** After every change of the cache (including a relist); the cache is complete by then. */
   onChange: () => void;
+  /**
+   * What of an object matters to the consumer. An update that leaves it unchanged (a kubelet
+   * status heartbeat on a Node) does not call onChange: at thousands of Nodes those updates
+   * would otherwise recompute the peer set many times a second.
+   */
+  fingerprint?: (obj: T) => string;
   onError: (err: Error) => void;
   logger: Logger;
 }
@@ -45,8 +51,22 @@ export class ResilientInformer<T extends KubernetesObject> {
       return result;
     };
     this.watch = new ListWatch<T>(o.path, new Watch(o.kubeConfig), list, false, o.labelSelector);
-    this.watch.on("change", () => {
+    const seen = new Map<string, string>();
+    const keyOf = (obj: T) => `${obj.metadata?.namespace ?? ""}/${obj.metadata?.name ?? ""}`;
+    const changed = (obj: T) => {
       this.backoff = BACKOFF_MS.first;
+      if (o.fingerprint) {
+        const print = o.fingerprint(obj);
+        if (seen.get(keyOf(obj)) === print) return;
+        seen.set(keyOf(obj), print);
+      }
+      o.onChange();
+    };
+    this.watch.on("add", changed);
+    this.watch.on("update", changed);
+    this.watch.on("delete", (obj: T) => {
+      this.backoff = BACKOFF_MS.first;
+      seen.delete(keyOf(obj));
       o.onChange();
     });
     this.watch.on(CONNECT, () => {

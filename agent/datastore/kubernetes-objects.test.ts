@@ -10,6 +10,7 @@ import {
   leaseView,
   nextExpiry,
   nodeAnnotations,
+  nodeFingerprint,
   nodeView,
   publishedLeases,
   subnetSource,
@@ -197,5 +198,20 @@ describe("takenByOthers", () => {
       NOW,
     );
     expect(taken.map(formatCidr)).toEqual(["10.244.2.0/24", "10.244.4.0/24"]);
+  });
+});
+
+describe("nodeFingerprint", () => {
+  it("changes with twill's annotations and podCIDRs, not with a status heartbeat or foreign annotations", () => {
+    const raw = {
+      metadata: { name: "a", annotations: { [ANNOTATIONS.publicIP]: "192.0.2.1" } },
+      spec: { podCIDRs: ["10.244.1.0/24"] },
+      status: { conditions: [{ type: "Ready", status: "True" }] },
+    };
+    const base = nodeFingerprint(nodeView(raw));
+    expect(nodeFingerprint(nodeView({ ...raw, status: { conditions: [{ type: "Ready", status: "False" }] } }))).toBe(base);
+    expect(nodeFingerprint(nodeView({ ...raw, metadata: { ...raw.metadata, annotations: { ...raw.metadata.annotations, other: "x" } } }))).toBe(base);
+    expect(nodeFingerprint(nodeView({ ...raw, metadata: { name: "a", annotations: { [ANNOTATIONS.publicIP]: "192.0.2.2" } } }))).not.toBe(base);
+    expect(nodeFingerprint(nodeView({ ...raw, spec: { podCIDRs: ["10.244.2.0/24"] } }))).not.toBe(base);
   });
 });

@@ -161,6 +161,12 @@ export function claimDecision(lease: LeaseView, nodeName: string, now: number): 
   return leaseLive(lease, now) ? "taken" : "take-over";
 }
 
+/** What of a Node the peer set depends on: twill's annotations, podCIDRs, creation time. */
+export function nodeFingerprint(node: NodeView): string {
+  const ours = Object.values(ANNOTATIONS).map((k) => node.annotations[k] ?? null);
+  return JSON.stringify([node.podCIDRs, node.createdAt ?? null, ours]);
+}
+
 /** The annotations a node publishes; null removes one (a JSON merge patch). */
 export function nodeAnnotations(publicIP: string, backend: BackendData, leasedSubnets: string[] | null): Record<string, string | null> {
   return {
