@@ -13,13 +13,12 @@ export interface PairResult {
 
 export async function reachability(pods: readonly Pod[], family: 4 | 6 = 4): Promise<PairResult[]> {
   const out: PairResult[] = [];
-  // One source pod at a time, its targets in parallel: 2 cores, and pings wait on replies.
+  // One source pod at a time; TCP first, then the pings in parallel (they mostly wait), so
+  // the TCP timings do not compete with ping processes for the CPU.
   for (const from of pods) {
     const targets = pods.filter((p) => p !== from).map((to) => ({ to, address: podAddress(to, family) }));
-    const [tcp, pings] = await Promise.all([
-      tcpProbe(from.ns, targets.map((t) => t.address)),
-      Promise.all(targets.map((t) => ping(from.ns, t.address, { count: 3, intervalS: 0.2 }))),
-    ]);
+    const tcp = await tcpProbe(from.ns, targets.map((t) => t.address));
+    const pings = await Promise.all(targets.map((t) => ping(from.ns, t.address, { count: 3, intervalS: 0.2 })));
     targets.forEach((t, i) => {
       const p = pings[i]!;
       const c = tcp[i]!;

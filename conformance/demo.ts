@@ -1,0 +1,208 @@
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { vtepName } from "../shared/kernel/vxlan.js";
+import { reachability, type PairResult } from "./testbed/matrix.js";
+import { removeByPrefix, Testbed } from "./testbed/testbed.js";
+
+/**
+ * `./scripts/demo`: a cluster of network namespaces on this machine, the real twilld on every
+ * node and two pods per node attached by the real twill plugin; prints the nodes and a
+ * pod-to-pod reachability matrix, then removes everything (`--keep` leaves it running,
+ * `./scripts/demo down` removes a kept one). The machine's own network is never changed.
+ */
+
+const STATE_DIR = "/run/twill-demo";
+const STATE_FILE = `${STATE_DIR}/state.json`;
+const BACKENDS = ["vxlan", "host-gw", "auto"] as const;
+
+const tty = process.stdout.isTTY;
+const paint = (code: string) => (s: string) => (tty ? `\x1b[${code}m${s}\x1b[0m` : s);
+const green = paint("32");
+const red = paint("31");
+const dim = paint("2");
+const bold = paint("1");
+
+interface KeptState {
+  prefix: string;
+  dir: string;
+  pids: number[];
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      nodes: { type: "string", default: "3" },
+      backend: { type: "string", default: "vxlan" },
+      remote: { type: "string", default: "" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      "usage: ./scripts/demo [--nodes N] [--backend vxlan|host-gw|auto] [--remote 3,4] [--keep]\n" +
+        "       ./scripts/demo down      remove a cluster left by --keep\n" +
+        "  --remote  nodes put on a second L3 segment behind a router (host-gw cannot reach them)\n",
+    );
+    return 0;
+  }
+  if (positionals[0] === "down") return down();
+  if (positionals.length && positionals[0] !== "up") throw new Error(`unknown command ${positionals[0]} (up or down)`);
+  if (process.getuid?.() !== 0) throw new Error("the demo needs root: it builds network namespaces");
+  const nodes = Number(values.nodes);
+  if (!Number.isInteger(nodes) || nodes < 2 || nodes > 50) throw new Error(`--nodes ${values.nodes}: give 2 to 50`);
+  const backend = values.backend as (typeof BACKENDS)[number];
+  if (!BACKENDS.includes(backend)) throw new Error(`--backend ${values.backend}: give ${BACKENDS.join(", ")}`);
+  const remote = values.remote ? values.remote.split(",").map(Number) : [];
+  if (existsSync(STATE_FILE)) throw new Error(`a kept demo is still running; remove it first: ./scripts/demo down`);
+
+  const started = Date.now();
+  process.stdout.write(bold(`twill demo: ${nodes} nodes, backend ${backend}${remote.length ? `, nodes ${remote.join(",")} behind a router` : ""}\n`));
+  const step = (msg: string) => process.stdout.write(`  ${dim("▸")} ${msg}\n`);
+  const tb = await Testbed.create({ nodes, backend, remoteNodes: remote, agent: "twilld", plugin: "twill", progress: step });
+  let ok = false;
+  try {
+    await tb.startAgents();
+    for (const n of tb.nodes) for (let i = 0; i < 2; i++) await tb.addPod(n);
+    process.stdout.write(`  ${green("✓")} cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
+    await printNodes(tb);
+    step(`probing ${tb.pods.length * (tb.pods.length - 1)} pod pairs: ping and TCP echo`);
+    const results = await reachability(tb.pods);
+    printMatrix(tb, results);
+    printPeerErrors(tb);
+    ok = results.every((r) => r.ping.ok && r.tcp.ok);
+    if (values.keep) {
+      keep(tb);
+      return ok ? 0 : 1;
+    }
+  } catch (err) {
+    await tb.destroy();
+    throw err;
+  }
+  process.stdout.write(dim("cleaning up: agents, pods, nodes, switch ...") + "\n");
+  await tb.destroy();
+  process.stdout.write(`${green("✓")} removed every namespace, process and temp dir\n`);
+  return ok ? 0 : 1;
+}
+
+async function printNodes(tb: Testbed): Promise<void> {
+  const rows: string[][] = [["NODE", "UNDERLAY", "SEGMENT", "SUBNET", "VTEP MAC", "PODS"]];
+  for (const n of tb.nodes) {
+    const vtep = await tb.ip(n).link(vtepName(tb.network.backend.vni));
+    const pods = tb.pods.filter((p) => p.node === n).map((p) => `${p.name} ${p.ips.join(" ")}`);
+    rows.push([n.name, n.ip, n.segment, n.subnets.join(" "), vtep?.address ?? "-", pods.join(", ")]);
+  }
+  process.stdout.write(table(rows, [0, 1, 2, 3, 4, 5]) + "\n");
+}
+
+function printMatrix(tb: Testbed, results: PairResult[]): void {
+  process.stdout.write(`\n${bold("Reachability")} ${dim("(ms: ping round trip / TCP connect + echo)")}\n`);
+  const names = tb.pods.map((p) => p.name);
+  const rows: string[][] = [["from \\ to", ...names]];
+  const cells: string[][] = [];
+  for (const from of tb.pods) {
+    const row = [from.name];
+    const colored = [from.name];
+    for (const to of tb.pods) {
+      if (to === from) {
+        row.push("·");
+        colored.push(dim("·"));
+        continue;
+      }
+      const r = results.find((x) => x.from === from && x.to === to)!;
+      const good = r.ping.ok && r.tcp.ok;
+      const text = good
+        ? `${r.ping.ms!.toFixed(2)}/${r.tcp.ms!.toFixed(2)}`
+        : `✗ ${r.ping.ok ? "" : "ping"}${!r.ping.ok && !r.tcp.ok ? "+" : ""}${r.tcp.ok ? "" : "tcp"}`;
+      row.push(text);
+      colored.push(good ? green(text) : red(text));
+    }
+    rows.push(row);
+    cells.push(colored);
+  }
+  process.stdout.write(table(rows, [0], cells) + "\n");
+  const good = results.filter((r) => r.ping.ok && r.tcp.ok).length;
+  const line = `${good}/${results.length} pod pairs reachable (ping and TCP)`;
+  process.stdout.write(`\n${good === results.length ? green("✓ " + line) : red("✗ " + line)}\n`);
+  const crossNode = results.filter((r) => r.from.node !== r.to.node && r.ping.ok);
+  if (crossNode.length) {
+    const avg = crossNode.reduce((s, r) => s + r.ping.ms!, 0) / crossNode.length;
+    process.stdout.write(dim(`  across nodes: average ping ${avg.toFixed(3)} ms over ${tb.network.backend.type}\n`));
+  }
+}
+
+/** What the agents said they cannot reach (host-gw to a node on another segment, say). */
+function printPeerErrors(tb: Testbed): void {
+  const lines = tb.nodes.flatMap((n) => {
+    const reasons = new Set((tb.twilld?.logged(n, "Peer unreachable") ?? []).map((l) => String(l.reason)));
+    return [...reasons].map((r) => `  ${n.name}: ${r}`);
+  });
+  if (lines.length) process.stdout.write(`\n${bold("The agents report")}\n${red(lines.join("\n"))}\n`);
+}
+
+/** Aligned columns; `colored` (optional) replaces body cells after widths are measured on plain text. */
+function table(rows: string[][], left: number[], colored?: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows
+    .map((r, ri) =>
+      r
+        .map((cell, i) => {
+          const pad = " ".repeat(widths[i]! - cell.length);
+          const shown = ri === 0 ? bold(cell) : (colored?.[ri - 1]?.[i] ?? cell);
+          return left.includes(i) ? shown + pad : pad + shown;
+        })
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+function keep(tb: Testbed): void {
+  tb.detach();
+  const state: KeptState = { prefix: tb.prefix, dir: tb.dir, pids: tb.twilld?.pids() ?? [] };
+  mkdirSync(STATE_DIR, { recursive: true });
+  writeFileSync(STATE_FILE, JSON.stringify(state, null, 2) + "\n");
+  const pod = tb.pods[0]!;
+  const other = tb.pods[tb.pods.length - 1]!;
+  process.stdout.write(
+    `\n${bold("kept running")} (agents: twilld, PIDs ${state.pids.join(" ")}; logs in ${tb.dir}/node-*/)\n` +
+      `  try:   ip netns exec ${pod.ns} ping ${other.ips[0]}\n` +
+      `         ip netns exec ${tb.nodes[0]!.ns} ip route show proto 150\n` +
+      `  stop:  ./scripts/demo down\n`,
+  );
+}
+
+async function down(): Promise<number> {
+  if (!existsSync(STATE_FILE)) {
+    process.stdout.write("no kept demo to remove\n");
+    return 0;
+  }
+  const state = JSON.parse(readFileSync(STATE_FILE, "utf8")) as KeptState;
+  for (const pid of state.pids) {
+    // Only a process that is still our agent: a PID may have been reused since.
+    const cmd = readCmdline(pid);
+    if (cmd.includes("twilld") && cmd.includes(state.dir)) process.kill(pid, "SIGTERM");
+  }
+  const removed = await removeByPrefix(state.prefix);
+  rmSync(state.dir, { recursive: true, force: true });
+  rmSync(STATE_FILE, { force: true });
+  process.stdout.write(`${green("✓")} removed ${removed.length} namespaces, ${state.pids.length} agents and ${state.dir}\n`);
+  return 0;
+}
+
+function readCmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+  } catch {
+    return "";
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`demo: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);
