@@ -276,3 +276,26 @@ describe("kubernetes datastore against an apiserver that never answers", () => {
     }
   });
 });
+
+describe.skipIf(!built)(built ? "kubernetes datastore with the garbage collector" : `kubernetes datastore with the garbage collector (${skipReason})`, () => {
+  let cp: ControlPlane;
+  beforeAll(async () => {
+    cp = await startControlPlane({ withControllerManager: true, controllers: ["garbagecollector"] });
+  });
+  afterAll(async () => {
+    await cp?.stop();
+  });
+
+  it("frees the subnet of a Node deleted for good: its Lease goes with it (flannel#954)", async () => {
+    const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
+    const admin = new Admin(adminKc);
+    await applyManifestRbac(adminKc);
+    const agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
+    const store = agentStore(agentKc, admin, NETWORK, 60_000);
+    const lease = await until("acquiring as the agent", () => store.acquire(request("gone")).catch(() => undefined));
+    expect((await admin.twillLeases()).map((l) => l.metadata?.name)).toEqual([leaseName(lease.subnets[0]!)]);
+    await admin.deleteNode("gone");
+    await until("the garbage collector deleting the Lease", async () => (await admin.twillLeases()).length === 0 || undefined, 60_000);
+    await store.close();
+  });
+});

@@ -14,6 +14,8 @@ export interface ControlPlaneOptions {
   clusterCidr?: string;
   /** --node-cidr-mask-size (default 24). */
   nodeCidrMaskSize?: number;
+  /** The controllers kube-controller-manager runs (default only nodeipam). */
+  controllers?: string[];
 }
 
 export interface ControlPlane {
@@ -78,6 +80,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         startControllerManager(dir, kubeconfigFor(adminToken), {
           clusterCidr: opts.clusterCidr ?? "10.244.0.0/16",
           nodeCidrMaskSize: opts.nodeCidrMaskSize ?? 24,
+          controllers: opts.controllers ?? ["nodeipam"],
         }),
       );
     }
@@ -183,15 +186,15 @@ async function startApiserver(
 function startControllerManager(
   dir: string,
   kubeconfig: string,
-  cidrs: { clusterCidr: string; nodeCidrMaskSize: number },
+  cidrs: { clusterCidr: string; nodeCidrMaskSize: number; controllers: string[] },
 ): Daemon {
   return startDaemon(
     "kube-controller-manager",
     kubeControllerManagerPath(),
     [
       `--kubeconfig=${kubeconfig}`,
-      // Only node IPAM: it fills spec.podCIDR(s) of each Node from --cluster-cidr.
-      "--controllers=nodeipam",
+      // By default only node IPAM: it fills spec.podCIDR(s) of each Node from --cluster-cidr.
+      `--controllers=${cidrs.controllers.join(",")}`,
       "--allocate-node-cidrs=true",
       "--cidr-allocator-type=RangeAllocator",
       `--cluster-cidr=${cidrs.clusterCidr}`,
