@@ -1,22 +1,33 @@
-import type { Range, RangeSet } from "./config.js";
+import { invalidConfig } from "../shared/cni/errors.js";
+import { formatCidr } from "../shared/net/cidr.js";
+import type { RequestedIp } from "./config.js";
+import { rangeOf, setText, usable, type Range, type RangeSet } from "./range.js";
 
 /**
- * Which address to try next, as pure functions. Allocation is round-robin: it starts after
- * the last reserved address and wraps through every range of the set, so a released address
- * is not handed out again at once (a reused IP meets stale neighbor and conntrack entries in
- * peers, plugins#858).
+ * Which address to take, as pure functions. Allocation is round-robin as in host-local: it
+ * starts after the last reserved address and wraps through every range of the set, so a
+ * released address is not handed out again at once (a reused IP meets stale neighbor and
+ * conntrack entries in peers, plugins#858).
  */
 
-/** Every allocatable address of the set in round-robin order, starting after `last`. */
-export function* candidates(set: RangeSet, last?: bigint): Generator<bigint> {
-  for (const [r, from, to] of segments(set, last)) {
-    for (let ip = from; ip <= to; ip++) if (usable(r, ip)) yield ip;
+/**
+ * The first address of the round-robin walk that `tryTake` accepts, or undefined when it
+ * refuses all. `tryTake` is where the store's exclusive create goes: an address another
+ * process took between two calls is simply refused, and the walk moves on.
+ */
+export function pickAddress(set: RangeSet, last: bigint | undefined, tryTake: (ip: bigint, range: Range) => boolean): { ip: bigint; range: Range } | undefined {
+  for (const [range, from, to] of segments(set, last)) {
+    for (let ip = from; ip <= to; ip++) {
+      if (usable(range, ip) && tryTake(ip, range)) return { ip, range };
+    }
   }
+  return undefined;
 }
 
 /**
  * The walk as [range, from, to] pieces: the rest of the range holding `last`, every other
- * range in order (wrapping), then the head of the first range up to `last`.
+ * range in order (wrapping), then the head of the range holding `last`, up to `last`. A
+ * `last` outside the set (another config wrote it) starts at the first range.
  */
 export function segments(set: RangeSet, last?: bigint): [Range, bigint, bigint][] {
   const i = last === undefined ? -1 : set.findIndex((r) => last >= r.start && last <= r.end);
@@ -30,20 +41,29 @@ export function segments(set: RangeSet, last?: bigint): [Range, bigint, bigint][
   return out;
 }
 
-/** The network address, the gateway and the IPv4 broadcast are never handed out. */
-export function usable(r: Range, ip: bigint): boolean {
-  if (ip === r.gateway || ip === r.subnet.network) return false;
-  if (r.subnet.family === 4 && ip === (r.subnet.network | ((1n << BigInt(32 - r.subnet.prefix)) - 1n))) return false;
-  return true;
-}
-
-/** Number of addresses the set can hand out. */
-export function capacity(set: RangeSet): number {
-  let n = 0n;
-  for (const r of set) {
-    n += r.end - r.start + 1n;
-    if (r.gateway !== undefined && r.gateway >= r.start && r.gateway <= r.end) n -= 1n;
-    if (r.subnet.network >= r.start) n -= 1n;
+/**
+ * Which range set each requested address (runtimeConfig.ips, args.cni.ips, IP=) is for, as
+ * host-local matches them: the set whose ranges hand it out, one address per set. An address
+ * no set hands out, or two for one set, is a config error (7) naming where it came from.
+ */
+export function assignRequested(sets: RangeSet[], requested: RequestedIp[]): (RequestedIp | undefined)[] {
+  const out: (RequestedIp | undefined)[] = sets.map(() => undefined);
+  for (const req of requested) {
+    const i = sets.findIndex((set) => rangeOf(set, req) !== undefined);
+    const where = `${req.from} ${req.text}`;
+    if (i < 0) {
+      throw invalidConfig(`requested address ${where} is in no range set (${sets.map(setText).join("; ") || "none configured"})`);
+    }
+    const range = rangeOf(sets[i]!, req)!;
+    if (!usable(range, req.value)) {
+      const what = req.value === range.gateway ? "the gateway" : req.value === range.subnet.network ? "the network address" : "the broadcast address";
+      throw invalidConfig(`requested address ${where} is ${what} of ${formatCidr(range.subnet)}`);
+    }
+    const other = out[i];
+    if (other) {
+      throw invalidConfig(`requested addresses ${other.from} ${other.text} and ${where} are both in range set ${setText(sets[i]!)}: one address per set`);
+    }
+    out[i] = req;
   }
-  return Number(n);
+  return out;
 }

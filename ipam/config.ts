@@ -1,195 +1,181 @@
 import { readFileSync } from "node:fs";
-import { CniError, Code, invalidConfig, tryAgainLater } from "../shared/cni/errors.js";
+import { CniError, Code, invalidConfig } from "../shared/cni/errors.js";
 import type { DnsConf, NetConf, Route } from "../shared/cni/types.js";
-import {
-  AddressError, contains, covers, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, type Cidr, type Family,
-} from "../shared/net/cidr.js";
-import { DEFAULT_SUBNET_FILE, SubnetFileMissing, readSubnetFile } from "../shared/subnet-file.js";
+import { covers, formatCidr, formatIp, parseCidr, type Family } from "../shared/net/cidr.js";
+import type { SubnetInfo } from "../shared/subnet-file.js";
+import { DEFAULT_SUBNET_FILE } from "../shared/subnet-file.js";
+import { checkNoOverlap, checkRangeSet, cidrField, ipField, parseRange, type RangeSet, type RawRange } from "./range.js";
 
 /**
  * twill-ipam's configuration: host-local's fields (`ranges`, the legacy top-level `subnet`
- * form, `routes`, `dataDir`, `resolvConf`) plus node mode, where the ranges come from the
- * subnet file the node agent writes. Parsing is pure apart from reading those two files.
+ * form, `routes`, `dataDir`, `resolvConf`, the `ipRanges` capability) plus node mode, where
+ * the ranges come from the subnet file the node agent writes. Everything here is pure but
+ * reading `resolvConf`; plugin.ts reads the subnet file and hands it to {@link withNodeSubnets}.
  */
 
 export const DEFAULT_DATA_DIR = "/var/lib/cni/networks";
 
-export interface Range {
-  subnet: Cidr;
-  start: bigint;
-  end: bigint;
-  gateway?: bigint;
-}
-
-/** Ranges that together hand out one address (a family's worth of pools). */
-export type RangeSet = Range[];
-
-export interface IpamConfig {
+/** Where the store of a network lives: all DEL and GC need, so they work with any other field broken. */
+export interface StoreLocation {
   /** The network name: the store directory's name, as host-local. */
   network: string;
   dataDir: string;
+}
+
+export interface IpamConfig extends StoreLocation {
   rangeSets: RangeSet[];
   routes: Route[];
   dns?: DnsConf;
-  /** Set when the ranges came from the node agent's subnet file. */
-  subnetFile?: string;
+  /** No range is configured: the ranges are the node's subnets, from `subnetFile`. */
+  nodeMode: boolean;
+  subnetFile: string;
 }
 
-interface RawRange {
-  subnet?: unknown;
-  rangeStart?: unknown;
-  rangeEnd?: unknown;
-  gateway?: unknown;
-}
-
-/** Pure part: the config without node-mode ranges resolved. `nodeRanges` fills them in. */
-export function parseIpamConfig(conf: NetConf): IpamConfig & { nodeMode: boolean } {
-  const ipam = (conf.ipam ?? {}) as Record<string, unknown>;
+export function storeLocation(conf: NetConf): StoreLocation {
+  const ipam = ipamSection(conf);
   const dataDir = optionalString(ipam, "dataDir") ?? DEFAULT_DATA_DIR;
   if (!dataDir.startsWith("/")) throw invalidConfig(`ipam.dataDir must be an absolute path, got ${JSON.stringify(dataDir)}`);
+  return { network: conf.name, dataDir };
+}
 
-  let raw: RawRange[][];
-  if (ipam.ranges !== undefined) {
-    if (!Array.isArray(ipam.ranges) || ipam.ranges.some((s) => !Array.isArray(s) || s.length === 0)) {
-      throw invalidConfig("ipam.ranges must be a list of non-empty lists of ranges");
-    }
-    raw = ipam.ranges as RawRange[][];
-  } else if (ipam.subnet !== undefined) {
-    raw = [[{ subnet: ipam.subnet, rangeStart: ipam.rangeStart, rangeEnd: ipam.rangeEnd, gateway: ipam.gateway }]];
-  } else {
-    raw = [];
+/**
+ * The config as written. Ranges: `runtimeConfig.ipRanges` (capability `ipRanges`) replaces
+ * `ipam.ranges`, as in host-local; the legacy top-level `subnet` becomes the first set.
+ * No range at all means node mode.
+ */
+export function parseIpamConfig(conf: NetConf, readFile: (path: string) => string = readText): IpamConfig {
+  const ipam = ipamSection(conf);
+  const location = storeLocation(conf);
+
+  const sets: { raw: unknown; where: string }[] = [];
+  if (typeof ipam.subnet === "string" && ipam.subnet !== "") {
+    sets.push({ raw: [{ subnet: ipam.subnet, rangeStart: ipam.rangeStart, rangeEnd: ipam.rangeEnd, gateway: ipam.gateway }], where: "ipam" });
+  } else if (ipam.subnet !== undefined && ipam.subnet !== "") {
+    throw invalidConfig(`ipam.subnet must be a CIDR string, got ${JSON.stringify(ipam.subnet)}`);
   }
-  const rangeSets = raw.map((set, i) => set.map((r, j) => parseRange(r, `ipam.ranges[${i}][${j}]`)));
-  rangeSets.forEach((set, i) => checkSet(set, `ipam.ranges[${i}]`));
+  const runtimeRanges = conf.runtimeConfig?.ipRanges;
+  const [key, listed] = Array.isArray(runtimeRanges) && runtimeRanges.length > 0
+    ? ["runtimeConfig.ipRanges", runtimeRanges]
+    : ["ipam.ranges", ipam.ranges];
+  if (listed !== undefined) {
+    if (!Array.isArray(listed)) throw invalidConfig(`${key} must be a list of range sets, got ${JSON.stringify(listed)}`);
+    listed.forEach((raw, i) => sets.push({ raw, where: `${key}[${i}]` }));
+  }
 
-  const routes = parseRoutes(ipam.routes);
-  const subnetFile = optionalString(ipam, "subnetFile") ?? DEFAULT_SUBNET_FILE;
+  // The legacy form's fields sit directly in `ipam`, so its errors name `ipam.subnet`.
+  const rangeWhere = (where: string, j: number) => (where === "ipam" ? where : `${where}[${j}]`);
+  const rangeSets = sets.map(({ raw, where }) => {
+    if (!Array.isArray(raw)) throw invalidConfig(`${where} must be a list of ranges, got ${JSON.stringify(raw)}`);
+    const set = raw.map((r: RawRange, j) => parseRange(r, rangeWhere(where, j)));
+    checkRangeSet(set, where);
+    return set;
+  });
+  checkNoOverlap(rangeSets.flatMap((set, i) => set.map((r, j) => ({ r, where: rangeWhere(sets[i]!.where, j) }))));
+
   const resolvConf = optionalString(ipam, "resolvConf");
+  const subnetFile = optionalString(ipam, "subnetFile") ?? DEFAULT_SUBNET_FILE;
   return {
-    network: conf.name,
-    dataDir,
+    ...location,
     rangeSets,
-    routes,
+    routes: parseRoutes(ipam.routes),
+    ...(resolvConf ? { dns: parseResolvConf(readResolvConf(resolvConf, readFile)) } : {}),
     nodeMode: rangeSets.length === 0,
-    ...(rangeSets.length === 0 ? { subnetFile } : {}),
-    ...(resolvConf ? { dns: readResolvConf(resolvConf) } : {}),
+    subnetFile,
   };
 }
 
 /**
- * Resolves the config for use: in node mode the ranges are the node's subnets from the
- * subnet file, and pods get a route to each cluster CIDR through their gateway so they reach
- * other nodes without a default route. A missing file means the node agent is not ready:
- * `onMissing` decides the code (11 for ADD, 50 for STATUS).
+ * Node mode: one range set per node subnet (gateway = its first address), and a route to each
+ * cluster CIDR of that family through the gateway, so pods reach other nodes' pods even when
+ * the main plugin installs no default route. Configured routes come first and win on a tie;
+ * a cluster CIDR the node subnet already covers needs no route (the link route serves it).
  */
-export function loadIpamConfig(conf: NetConf, onMissing: (err: SubnetFileMissing) => CniError = (e) => tryAgainLater(e.message)): IpamConfig {
-  const parsed = parseIpamConfig(conf);
-  const { nodeMode, ...base } = parsed;
-  if (!nodeMode) return base;
-  let info;
-  try {
-    info = readSubnetFile(parsed.subnetFile);
-  } catch (err) {
-    if (err instanceof SubnetFileMissing) throw onMissing(err);
-    throw new CniError(Code.IoFailure, (err as Error).message);
-  }
+export function withNodeSubnets(cfg: IpamConfig, info: SubnetInfo): IpamConfig {
   const rangeSets = info.nodeSubnets.map((s) => [parseRange({ subnet: s }, `node subnet ${s}`)]);
-  const routes = [...base.routes];
-  for (const set of rangeSets) {
-    const r = set[0]!;
-    for (const cluster of info.clusterCIDRs) {
-      if (cluster.includes(":") === (r.subnet.family === 6)) {
-        routes.push({ dst: cluster, gw: formatIp(r.subnet.family, r.gateway!) });
-      }
+  const routes = [...cfg.routes];
+  for (const [range] of rangeSets) {
+    for (const text of info.clusterCIDRs) {
+      const cluster = parseCidr(text);
+      if (cluster.family !== range!.subnet.family || covers(range!.subnet, cluster)) continue;
+      const dst = formatCidr(cluster);
+      if (routes.some((r) => r.dst === dst)) continue;
+      routes.push({ dst, gw: formatIp(range!.subnet.family, range!.gateway) });
     }
   }
-  return { ...base, rangeSets, routes };
+  return { ...cfg, rangeSets, routes };
 }
 
-export function parseRange(raw: RawRange, where: string): Range {
-  if (typeof raw !== "object" || raw === null) throw invalidConfig(`${where} must be an object`);
-  if (typeof raw.subnet !== "string") throw invalidConfig(`${where}.subnet is required`);
-  const subnet = cidrField(raw.subnet, `${where}.subnet`);
-  const hostBits = (subnet.family === 4 ? 32 : 128) - subnet.prefix;
-  if (hostBits < 2) {
-    throw invalidConfig(`${where}.subnet ${formatCidr(subnet)} is too small to allocate from`);
-  }
-  const inSubnet = (field: string, value: unknown): bigint | undefined => {
-    if (value === undefined || value === null || value === "") return undefined;
-    const ip = ipField(value, `${where}.${field}`);
-    if (!contains(subnet, ip)) {
-      throw invalidConfig(`${where}.${field} ${JSON.stringify(value)} is outside ${formatCidr(subnet)}`);
-    }
-    return ip.value;
-  };
-  const last = lastAddress(subnet);
-  // As host-local: the first address after the network, the last before the IPv4 broadcast.
-  const start = inSubnet("rangeStart", raw.rangeStart) ?? subnet.network + 1n;
-  const end = inSubnet("rangeEnd", raw.rangeEnd) ?? (subnet.family === 4 ? last - 1n : last);
-  if (start > end) throw invalidConfig(`${where}: rangeStart is after rangeEnd`);
-  const gateway = inSubnet("gateway", raw.gateway) ?? subnet.network + 1n;
-  return { subnet, start, end, gateway };
-}
+/** The 1.1 route fields beside `dst` and `gw`; results of older versions drop them. */
+const ROUTE_NUMBERS = ["mtu", "advmss", "priority", "table", "scope"] as const;
 
-function checkSet(set: RangeSet, where: string) {
-  const family = set[0]!.subnet.family;
-  for (let i = 0; i < set.length; i++) {
-    if (set[i]!.subnet.family !== family) throw invalidConfig(`${where} mixes IPv4 and IPv6 ranges`);
-    for (let j = 0; j < i; j++) {
-      const a = set[i]!;
-      const b = set[j]!;
-      if (a.start <= b.end && b.start <= a.end && overlaps(a.subnet, b.subnet)) {
-        throw invalidConfig(`${where}: ranges ${j} and ${i} overlap`);
-      }
-    }
-  }
-}
-
-function parseRoutes(raw: unknown): Route[] {
-  if (raw === undefined) return [];
-  if (!Array.isArray(raw)) throw invalidConfig("ipam.routes must be a list");
+export function parseRoutes(raw: unknown): Route[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw invalidConfig(`ipam.routes must be a list, got ${JSON.stringify(raw)}`);
   return raw.map((r, i) => {
-    const { dst, gw } = (r ?? {}) as { dst?: unknown; gw?: unknown };
     const where = `ipam.routes[${i}]`;
+    if (typeof r !== "object" || r === null) throw invalidConfig(`${where} must be an object, got ${JSON.stringify(r)}`);
+    const { dst, gw, ...rest } = r as Record<string, unknown>;
     const d = cidrField(dst, `${where}.dst`);
     const route: Route = { dst: formatCidr(d) };
-    if (gw !== undefined) {
+    if (gw !== undefined && gw !== null && gw !== "") {
       const g = ipField(gw, `${where}.gw`);
-      if (g.family !== d.family) throw invalidConfig(`${where}: gw ${String(gw)} is not of the family of ${String(dst)}`);
+      if (g.family !== d.family) throw invalidConfig(`${where}.gw ${JSON.stringify(gw)} is not of the family of dst ${JSON.stringify(dst)}`);
       route.gw = formatIp(g.family, g.value);
+    }
+    for (const key of ROUTE_NUMBERS) {
+      const v = rest[key];
+      if (v === undefined || v === null) continue;
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+        throw invalidConfig(`${where}.${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
+      }
+      route[key] = v;
     }
     return route;
   });
 }
 
-/** Addresses asked for by the runtime: `runtimeConfig.ips` (capability `ips`), `args.cni.ips`, CNI_ARGS `IP=`. */
-export function requestedIps(conf: NetConf, cniArgs: Record<string, string>): { family: Family; value: bigint; text: string }[] {
-  const texts: string[] = [];
-  const fromRuntime = conf.runtimeConfig?.ips;
-  const fromArgs = conf.args?.cni?.ips;
-  for (const [where, list] of [["runtimeConfig.ips", fromRuntime], ["args.cni.ips", fromArgs]] as const) {
-    if (list === undefined) continue;
-    if (!Array.isArray(list)) throw invalidConfig(`${where} must be a list of addresses`);
-    texts.push(...list.map(String));
-  }
-  if (cniArgs.IP) texts.push(...cniArgs.IP.split(","));
-  const seen = new Set<string>();
-  return texts
-    .map((t) => t.trim().split("/")[0]!)
-    .filter((t) => !seen.has(t) && seen.add(t))
-    .map((t) => {
-      const ip = ipField(t, "requested IP");
-      return { ...ip, text: formatIp(ip.family, ip.value) };
-    });
+/** An address the runtime asked for, and where it asked. */
+export interface RequestedIp {
+  family: Family;
+  value: bigint;
+  text: string;
+  from: string;
 }
 
-export function readResolvConf(path: string): DnsConf {
-  let text: string;
+/**
+ * Addresses asked for: `runtimeConfig.ips` (capability `ips`), `args.cni.ips` and the
+ * deprecated CNI_ARGS `IP=` (comma-separated), as host-local takes them. A prefix length is
+ * ignored: the address gets its range's.
+ */
+export function requestedIps(conf: NetConf, cniArgs: Record<string, string>): RequestedIp[] {
+  const given: { text: string; from: string }[] = [];
+  const lists: [string, unknown][] = [["runtimeConfig.ips", conf.runtimeConfig?.ips], ["args.cni.ips", conf.args?.cni?.ips]];
+  for (const [from, list] of lists) {
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list) || list.some((x) => typeof x !== "string")) {
+      throw invalidConfig(`${from} must be a list of addresses, got ${JSON.stringify(list)}`);
+    }
+    given.push(...(list as string[]).map((text) => ({ text, from })));
+  }
+  if (cniArgs.IP) given.push(...cniArgs.IP.split(",").map((text) => ({ text, from: "CNI_ARGS IP" })));
+  const out: RequestedIp[] = [];
+  for (const { text, from } of given) {
+    const ip = ipField(text.trim().split("/")[0], `${from} ${JSON.stringify(text)}`);
+    if (!out.some((o) => o.family === ip.family && o.value === ip.value)) out.push({ ...ip, text: formatIp(ip.family, ip.value), from });
+  }
+  return out;
+}
+
+export function readResolvConf(path: string, readFile: (path: string) => string = readText): string {
   try {
-    text = readFileSync(path, "utf8");
+    return readFile(path);
   } catch (err) {
     throw new CniError(Code.IoFailure, `cannot read ipam.resolvConf ${path}: ${(err as Error).message}`);
   }
+}
+
+/** resolv.conf(5) into CNI's `dns`: nameserver, domain, search, options. */
+export function parseResolvConf(text: string): DnsConf {
   const dns: DnsConf = {};
   for (const line of text.split("\n")) {
     const [key, ...rest] = line.trim().split(/\s+/);
@@ -202,33 +188,19 @@ export function readResolvConf(path: string): DnsConf {
   return dns;
 }
 
-export const rangeText = (set: RangeSet): string =>
-  `${formatIp(set[0]!.subnet.family, set[0]!.start)}-${formatIp(set.at(-1)!.subnet.family, set.at(-1)!.end)}`;
-
-export const setContains = (set: RangeSet, ip: { family: Family; value: bigint }): boolean =>
-  set.some((r) => r.subnet.family === ip.family && ip.value >= r.start && ip.value <= r.end);
-
-export const subnetsCover = (set: RangeSet, cidr: Cidr): boolean => set.some((r) => covers(r.subnet, cidr));
-
-function cidrField(value: unknown, where: string): Cidr {
-  try {
-    return parseCidr(String(value));
-  } catch (err) {
-    throw invalidConfig(`${where}: ${(err as AddressError).message}`);
+function ipamSection(conf: NetConf): Record<string, unknown> {
+  const ipam = conf.ipam ?? {};
+  if (typeof ipam !== "object" || ipam === null || Array.isArray(ipam)) {
+    throw invalidConfig(`"ipam" must be an object, got ${JSON.stringify(ipam)}`);
   }
-}
-
-function ipField(value: unknown, where: string) {
-  try {
-    return parseIp(String(value));
-  } catch (err) {
-    throw invalidConfig(`${where}: ${(err as AddressError).message}`);
-  }
+  return ipam as Record<string, unknown>;
 }
 
 function optionalString(obj: Record<string, unknown>, key: string): string | undefined {
   const v = obj[key];
-  if (v === undefined) return undefined;
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== "string" || v === "") throw invalidConfig(`ipam.${key} must be a non-empty string, got ${JSON.stringify(v)}`);
   return v;
 }
+
+const readText = (path: string) => readFileSync(path, "utf8");

@@ -1,161 +1,199 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
-import { CniError, Code, type CodeNumber } from "../shared/cni/errors.js";
-import type { Plugin } from "../shared/cni/skel.js";
-import type { Attachment, IpConfig, Result } from "../shared/cni/types.js";
+import { CniError, Code, invalidConfig, tryAgainLater } from "../shared/cni/errors.js";
+import type { CmdArgs, Plugin } from "../shared/cni/skel.js";
+import type { IpConfig, Result } from "../shared/cni/types.js";
 import { parseResult } from "../shared/cni/version.js";
-import { formatIp, parseCidr, type Family } from "../shared/net/cidr.js";
+import { formatIp, parseCidr, parseIp } from "../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../shared/log.js";
-import { candidates, capacity, usable } from "./allocator.js";
+import { SubnetFileMissing, readSubnetFile } from "../shared/subnet-file.js";
+import { assignRequested, pickAddress } from "./allocator.js";
 import {
-  loadIpamConfig, parseIpamConfig, rangeText, requestedIps, setContains, type IpamConfig, type Range, type RangeSet,
+  parseIpamConfig, requestedIps, storeLocation, withNodeSubnets, type IpamConfig, type RequestedIp, type StoreLocation,
 } from "./config.js";
-import { Store, bootId, isIpName } from "./store.js";
+import { IpamCode } from "./errors.js";
+import { planGc } from "./gc.js";
+import { capacity, familyOf, setContains, setText, type Range, type RangeSet } from "./range.js";
+import { Store, bootId, type Owner } from "./store.js";
+
+export { IpamCode } from "./errors.js";
 
 /**
- * Plugin-specific error codes (SPEC.md reserves 0-99). An exhausted pool is not transient, so
- * not 11: retrying will not help until pods are deleted or the range grows.
+ * twill-ipam's operations. The `twill` plugin calls them in its own process with the CmdArgs
+ * it got (the whole network config, with its `ipam` section); as its own executable
+ * (ipam/main.ts) the reference bridge or any plugin delegates to it. ADD returns an IPAM
+ * result: addresses without `interface`, routes, dns.
  */
-export const IpamCode = {
-  PoolExhausted: 110 as CodeNumber,
-  DuplicateAllocation: 111 as CodeNumber,
-  AddressUnavailable: 112 as CodeNumber,
-};
-
 export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
   const log = opts.logger ?? nullLogger;
-  const storeFor = (cfg: { dataDir: string; network: string }) => new Store(join(cfg.dataDir, cfg.network));
+  const storeOf = (loc: StoreLocation) => new Store(join(loc.dataDir, loc.network));
+  const ownerOf = (args: CmdArgs): Owner => ({ containerID: args.containerId, ifname: args.ifname });
 
   return {
     async add(args) {
-      const cfg = loadIpamConfig(args.conf);
-      const store = storeFor(cfg);
-      store.ensure();
-      const { containerId: id, ifname } = args;
-      if (store.addressesOf(id, ifname).length > 0) {
-        throw new CniError(IpamCode.DuplicateAllocation, `${id}/${ifname} already holds an address in network "${cfg.network}": duplicate allocation is not allowed`);
+      // Node agent not ready: the runtime retries the pod (11), as it does for a missing subnet.env.
+      const cfg = resolveRanges(parseIpamConfig(args.conf), (err) =>
+        err instanceof SubnetFileMissing ? tryAgainLater(err.message) : invalidConfig(err.message));
+      const wanted = assignRequested(cfg.rangeSets, requestedIps(args.conf, args.args));
+      const owner = ownerOf(args);
+      const store = storeOf(cfg);
+      // As host-local: a second ADD without a DEL between is refused. Only the index is read
+      // unless host-local has used this directory too.
+      const held = store.addressesOf(owner, "if-host-local");
+      if (held.length > 0) {
+        throw new CniError(IpamCode.DuplicateAllocation, `${held.join(", ")} has been allocated to ${describe(owner, cfg)}, duplicate allocation is not allowed`);
       }
-      const requested = requestedIps(args.conf, args.args);
-      const taken: { ip: string; range: Range }[] = [];
+      const taken: Taken[] = [];
       try {
-        cfg.rangeSets.forEach((set, i) => taken.push(allocate(store, set, i, requested, id, ifname)));
-        const unmatched = requested.filter((r) => !taken.some((t) => t.ip === r.text));
-        if (unmatched.length > 0) {
-          throw new CniError(IpamCode.AddressUnavailable, `requested address ${unmatched[0]!.text} is in no range of network "${cfg.network}"`);
-        }
-        store.writeIndex({ containerID: id, ifname, ips: taken.map((t) => t.ip), bootId: bootId(), created: new Date().toISOString() });
+        cfg.rangeSets.forEach((set, i) => taken.push(takeAddress(store, set, i, wanted[i], owner)));
+        store.writeIndex({ ...owner, ips: taken.map((t) => t.ip), bootId: bootId(), created: new Date().toISOString() });
       } catch (err) {
-        for (const t of taken) store.releaseIfOwned(t.ip, id, ifname);
+        // A later set failed (exhausted, requested address taken): give back what earlier ones took.
+        for (const t of taken) store.release(t.ip, owner);
         throw err;
       }
-      log.info("Allocated", { containerId: id, ifname, network: cfg.network, ips: taken.map((t) => t.ip) });
+      log.info("Allocated", { containerId: owner.containerID, ifname: owner.ifname, network: cfg.network, ips: taken.map((t) => t.ip) });
       return buildResult(cfg, taken);
     },
 
     async del(args) {
-      // DEL needs only where the store is: it works while the node agent is down too.
-      const cfg = parseIpamConfig(args.conf);
-      const freed = storeFor(cfg).releaseAttachment(args.containerId, args.ifname);
-      log.info("Released", { containerId: args.containerId, ifname: args.ifname, network: cfg.network, ips: freed });
+      // Only where the store is: DEL works with the node agent down and any other field broken.
+      const loc = storeLocation(args.conf);
+      const owner = ownerOf(args);
+      const freed = storeOf(loc).releaseAttachment(owner);
+      log.info("Released", { containerId: owner.containerID, ifname: owner.ifname, network: loc.network, ips: freed });
     },
 
     async check(args) {
-      const cfg = parseIpamConfig(args.conf);
-      const held = storeFor(cfg).addressesOf(args.containerId, args.ifname);
-      if (held.length === 0) {
-        throw new CniError(Code.Internal, `no address is reserved for ${args.containerId}/${args.ifname} in network "${cfg.network}"`);
+      const parsed = parseIpamConfig(args.conf);
+      const owner = ownerOf(args);
+      const held = storeOf(parsed).addressesOf(owner);
+      if (held.length === 0) throw new CniError(IpamCode.NotReserved, `no address is reserved for ${describe(owner, parsed)}`);
+      if (args.conf.prevResult === undefined || args.conf.prevResult === null) return;
+      // Addresses of the result that are ours must be reserved; with the node's subnets
+      // unknown (no subnet file), every address is taken to be ours.
+      let sets: RangeSet[] | undefined;
+      try {
+        sets = resolveRanges(parsed, (err) => err).rangeSets;
+      } catch {
+        sets = undefined;
       }
-      const prev = args.conf.prevResult === undefined ? undefined : parseResult(args.conf.prevResult);
-      for (const ip of prev?.ips ?? []) {
-        const addr = ip.address.split("/")[0]!;
-        const cidr = parseCidr(ip.address);
-        const ours = cfg.rangeSets.some((s) => setContains(s, { family: cidr.family, value: cidr.ip }));
-        if (ours && !held.includes(formatIp(cidr.family, cidr.ip))) {
-          throw new CniError(Code.Internal, `address ${addr} of ${args.containerId}/${args.ifname} is not reserved in network "${cfg.network}"`);
+      for (const { address } of parseResult(args.conf.prevResult).ips ?? []) {
+        const c = parseCidr(address);
+        const ip = { family: c.family, value: c.ip };
+        const ours = sets === undefined || sets.some((s) => setContains(s, ip));
+        if (ours && !held.includes(formatIp(c.family, c.ip))) {
+          throw new CniError(IpamCode.NotReserved, `address ${address} of the result is not reserved for ${describe(owner, parsed)} (it holds ${held.join(", ")})`);
         }
       }
     },
 
     async status(args) {
       const notAvailable = (msg: string) => new CniError(Code.NotAvailable, msg);
-      const cfg = loadIpamConfig(args.conf, (e) => notAvailable(e.message));
-      const store = storeFor(cfg);
+      const cfg = resolveRanges(parseIpamConfig(args.conf), (err) => notAvailable(err.message));
+      const store = storeOf(cfg);
       try {
         store.ensure();
         accessSync(store.dir, constants.W_OK);
       } catch (err) {
-        throw notAvailable(`IPAM store ${store.dir} is not usable: ${(err as Error).message}`);
+        throw notAvailable(`IPAM store ${store.dir} is not writable: ${(err as Error).message}`);
       }
-      const held = store.list();
-      cfg.rangeSets.forEach((set) => {
-        const used = held.filter((r) => setContains(set, ipOf(r.ip))).length;
-        if (used >= capacity(set)) throw notAvailable(`no IP addresses available in range set ${rangeText(set)}`);
-      });
+      // File names suffice to count: STATUS runs every few seconds under containerd 2.
+      const reserved = store.reservedAddresses().map((name) => parseIp(name));
+      for (const set of cfg.rangeSets) {
+        const used = reserved.filter((ip) => setContains(set, ip)).length;
+        if (BigInt(used) >= capacity(set)) throw notAvailable(`no IP addresses available in range set ${setText(set)}`);
+      }
     },
 
     async gc(args, valid) {
-      const cfg = parseIpamConfig(args.conf);
-      const store = storeFor(cfg);
-      const keep = new Set(valid.map(key));
-      const released: string[] = [];
-      for (const r of store.list()) {
-        if (!keep.has(key(r)) && store.releaseIfOwned(r.ip, r.containerID, r.ifname)) released.push(r.ip);
+      const loc = storeLocation(args.conf);
+      const store = storeOf(loc);
+      const { entries, junk } = store.indexEntries();
+      const plan = planGc(store.list(), entries, valid, bootId());
+      // SPEC.md GC: go on past a failure and report every one at the end.
+      const failures: string[] = [];
+      const attempt = (fn: () => unknown) => {
+        try {
+          fn();
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      };
+      for (const r of plan.release) attempt(() => store.release(r.ip, r));
+      for (const e of plan.dropIndex) attempt(() => store.dropIndex(e));
+      for (const name of junk) attempt(() => store.removeIndexFile(name));
+      log.info("Collected", {
+        network: loc.network,
+        released: plan.release.map((r) => r.ip),
+        releasedFromEarlierBoot: plan.releasedFromEarlierBoot,
+      });
+      if (plan.keptFromEarlierBoot.length > 0) {
+        log.warn("Kept listed attachments reserved before the last reboot", { network: loc.network, attachments: plan.keptFromEarlierBoot });
       }
-      for (const e of store.indexEntries()) {
-        if (!keep.has(key(e))) store.releaseAttachment(e.containerID, e.ifname);
-      }
-      log.info("Collected", { network: cfg.network, released });
+      if (failures.length > 0) throw new CniError(Code.IoFailure, `GC of network "${loc.network}" failed to release: ${failures.join("; ")}`);
     },
   };
 }
 
-const key = (a: Attachment | { containerID: string; ifname: string }) => `${a.containerID}\n${a.ifname}`;
+interface Taken {
+  ip: string;
+  range: Range;
+}
 
-const ipOf = (text: string): { family: Family; value: bigint } => {
-  const c = parseCidr(`${text}/${text.includes(":") ? 128 : 32}`);
-  return { family: c.family, value: c.ip };
-};
+/**
+ * Node mode: the ranges are the node's subnets from the node agent's subnet file. `onError`
+ * decides the code when the file is missing or invalid (ADD 11, STATUS 50).
+ */
+function resolveRanges(cfg: IpamConfig, onError: (err: Error) => Error): IpamConfig {
+  if (!cfg.nodeMode) return cfg;
+  let info;
+  try {
+    info = readSubnetFile(cfg.subnetFile);
+  } catch (err) {
+    throw onError(err as Error);
+  }
+  return withNodeSubnets(cfg, info);
+}
 
-/** Takes one address of the set: the one requested for it, else the next free in round-robin. */
-function allocate(
-  store: Store,
-  set: RangeSet,
-  index: number,
-  requested: { family: Family; value: bigint; text: string }[],
-  id: string,
-  ifname: string,
-): { ip: string; range: Range } {
-  const rangeOf = (value: bigint) => set.find((r) => value >= r.start && value <= r.end)!;
-  const wanted = requested.find((r) => setContains(set, r));
+/** One address of set `index`: the one requested for it, else the next free in round-robin. */
+function takeAddress(store: Store, set: RangeSet, index: number, wanted: RequestedIp | undefined, owner: Owner): Taken {
+  const family = familyOf(set);
   if (wanted) {
-    const range = rangeOf(wanted.value);
-    if (!usable(range, wanted.value) || !store.reserve(wanted.text, id, ifname)) {
-      throw new CniError(IpamCode.AddressUnavailable, `requested address ${wanted.text} is not available in range set ${rangeText(set)}`);
+    const range = set.find((r) => wanted.value >= r.start && wanted.value <= r.end)!;
+    if (!store.reserve(wanted.text, owner)) {
+      const holder = store.owner(wanted.text);
+      const by = holder ? ` by ${holder.containerID}${holder.ifname ? `/${holder.ifname}` : ""}` : "";
+      throw new CniError(IpamCode.AddressTaken, `requested address ${wanted.text} (${wanted.from}) is already reserved${by}`);
     }
     return { ip: wanted.text, range };
   }
-  const family = set[0]!.subnet.family;
   const lastText = store.lastReserved(index);
-  const last = lastText && isIpName(lastText) && lastText.includes(":") === (family === 6) ? ipOf(lastText).value : undefined;
-  for (const value of candidates(set, last)) {
-    const ip = formatIp(family, value);
-    if (store.reserve(ip, id, ifname)) {
-      store.setLastReserved(index, ip);
-      return { ip, range: rangeOf(value) };
-    }
+  let last: bigint | undefined;
+  try {
+    const ip = lastText === undefined ? undefined : parseIp(lastText);
+    last = ip?.family === family ? ip.value : undefined;
+  } catch {
+    last = undefined; // a torn or foreign hint: start at the first range
   }
-  throw new CniError(IpamCode.PoolExhausted, `no IP addresses available in range set ${rangeText(set)}`);
+  const picked = pickAddress(set, last, (ip) => store.reserve(formatIp(family, ip), owner));
+  if (!picked) throw new CniError(IpamCode.PoolExhausted, `no IP addresses available in range set ${setText(set)}`);
+  const ip = formatIp(family, picked.ip);
+  store.setLastReserved(index, ip);
+  return { ip, range: picked.range };
 }
 
-function buildResult(cfg: IpamConfig, taken: { ip: string; range: Range }[]): Result {
+function buildResult(cfg: IpamConfig, taken: Taken[]): Result {
   const ips: IpConfig[] = taken.map(({ ip, range }) => ({
     address: `${ip}/${range.subnet.prefix}`,
-    ...(range.gateway !== undefined ? { gateway: formatIp(range.subnet.family, range.gateway) } : {}),
+    gateway: formatIp(range.subnet.family, range.gateway),
   }));
   return {
     cniVersion: "1.1.0",
     ips,
-    ...(cfg.routes.length ? { routes: cfg.routes } : {}),
+    ...(cfg.routes.length > 0 ? { routes: cfg.routes } : {}),
     ...(cfg.dns ? { dns: cfg.dns } : {}),
   };
 }
+
+const describe = (o: Owner, loc: StoreLocation) => `${o.containerID}/${o.ifname} in network "${loc.network}"`;

@@ -1,0 +1,144 @@
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { planGc } from "./gc.js";
+import { Store, bootId, isIpName, parseOwner, sameAttachment, type IndexEntry, type Reservation } from "./store.js";
+
+let root: string;
+let store: Store;
+beforeEach(() => {
+  root = mkdtempSync(join(tmpdir(), "twill-ipam-store-"));
+  store = new Store(join(root, "net1"));
+  store.ensure();
+});
+afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+const a = { containerID: "ctr-a", ifname: "eth0" };
+const b = { containerID: "ctr-b", ifname: "eth0" };
+const entry = (o: typeof a, ips: string[], boot = bootId()): IndexEntry => ({ ...o, ips, bootId: boot, created: "2026-01-01T00:00:00Z" });
+
+describe("store", () => {
+  it("reserves an address once, in host-local's file format, readable by root only", () => {
+    expect(store.reserve("10.0.0.2", a)).toBe(true);
+    expect(store.reserve("10.0.0.2", b)).toBe(false);
+    expect(readFileSync(join(store.dir, "10.0.0.2"), "utf8")).toBe("ctr-a\r\neth0");
+    expect(statSync(join(store.dir, "10.0.0.2")).mode & 0o777).toBe(0o600);
+    expect(statSync(store.dir).mode & 0o777).toBe(0o700);
+    expect(statSync(join(store.dir, ".twill", "by-id")).mode & 0o777).toBe(0o700);
+    expect(store.owner("10.0.0.2")).toEqual(a);
+  });
+
+  it("releases only what the attachment holds", () => {
+    store.reserve("10.0.0.2", a);
+    expect(store.release("10.0.0.2", b)).toBe(false);
+    expect(store.release("10.0.0.2", a)).toBe(true);
+    expect(store.release("10.0.0.2", a)).toBe(false);
+  });
+
+  it("keeps an index whose content host-local's DEL walk can never match", () => {
+    store.reserve("10.0.0.2", a);
+    store.writeIndex(entry(a, ["10.0.0.2"]));
+    const path = join(store.dir, ".twill", "by-id", "ctr-a@eth0");
+    const text = readFileSync(path, "utf8");
+    expect(text.trim()).not.toBe("ctr-a\r\neth0");
+    expect(text.trim()).not.toBe("ctr-a");
+    expect(JSON.parse(text)).toMatchObject({ containerID: "ctr-a", ifname: "eth0", ips: ["10.0.0.2"], bootId: bootId() });
+    expect(bootId()).toMatch(/^[0-9a-f-]{36}$/);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
+
+  it("finds an attachment's addresses through the index without reading other reservations", () => {
+    store.reserve("10.0.0.2", a);
+    store.reserve("fd00::2", a);
+    store.writeIndex(entry(a, ["10.0.0.2", "fd00::2"]));
+    // A reservation of the attachment that only a walk would find: the index answered alone.
+    writeFileSync(join(store.dir, "10.0.0.3"), "ctr-a\r\neth0");
+    expect(store.addressesOf(a)).toEqual(["10.0.0.2", "fd00::2"]);
+  });
+
+  it("walks for reservations host-local made, also the old ID-only form", () => {
+    writeFileSync(join(store.dir, "10.0.0.5"), "ctr-a\r\neth0");
+    writeFileSync(join(store.dir, "10.0.0.6"), "ctr-b");
+    writeFileSync(join(store.dir, "last_reserved_ip.0"), "10.0.0.6");
+    expect(store.addressesOf(a)).toEqual(["10.0.0.5"]);
+    expect(store.addressesOf({ containerID: "ctr-b", ifname: "net1" })).toEqual(["10.0.0.6"]);
+    expect(store.releaseAttachment(a)).toEqual(["10.0.0.5"]);
+    expect(store.reservedAddresses()).toEqual(["10.0.0.6"]);
+  });
+
+  it("walks on ADD's duplicate check only where host-local has worked (its lock file)", () => {
+    writeFileSync(join(store.dir, "10.0.0.5"), "ctr-a\r\neth0");
+    expect(store.addressesOf(a, "if-host-local")).toEqual([]);
+    writeFileSync(join(store.dir, "lock"), "");
+    expect(store.addressesOf(a, "if-host-local")).toEqual(["10.0.0.5"]);
+  });
+
+  it("falls back to the walk when the index entry is stale", () => {
+    store.writeIndex(entry(a, ["10.0.0.9"]));
+    writeFileSync(join(store.dir, "10.0.0.9"), "ctr-b\r\neth0");
+    writeFileSync(join(store.dir, "10.0.0.4"), "ctr-a\r\neth0");
+    expect(store.addressesOf(a)).toEqual(["10.0.0.4"]);
+    expect(store.releaseAttachment(a)).toEqual(["10.0.0.4"]);
+    expect(store.indexEntry(a)).toBeUndefined();
+    expect(store.owner("10.0.0.9")).toEqual(b);
+  });
+
+  it("lists only address-named files", () => {
+    for (const f of ["10.0.0.2", "fd00::2", "lock", "last_reserved_ip.0", "last_reserved_ip.1"]) writeFileSync(join(store.dir, f), "x");
+    expect(store.reservedAddresses().sort()).toEqual(["10.0.0.2", "fd00::2"]);
+    expect(["1.2.3.4", "::1", "fd00::1.2.3.4", "lock", "last_reserved_ip.0", ".twill", "1.2.3", "abc"].map(isIpName)).toEqual([
+      true, true, true, false, false, false, false, false,
+    ]);
+  });
+
+  it("reads both of host-local's owner formats", () => {
+    expect(parseOwner("c1\r\neth0")).toEqual({ containerID: "c1", ifname: "eth0" });
+    expect(parseOwner("c1\n")).toEqual({ containerID: "c1", ifname: "" });
+    expect(sameAttachment({ containerID: "c1", ifname: "" }, { containerID: "c1", ifname: "eth1" })).toBe(true);
+    expect(sameAttachment({ containerID: "c1", ifname: "eth0" }, { containerID: "c1", ifname: "eth1" })).toBe(false);
+  });
+
+  it("names index files so no two attachments share one", () => {
+    // With '_' as separator both would be "a_b_c".
+    store.writeIndex(entry({ containerID: "a_b", ifname: "c" }, ["10.0.0.2"]));
+    store.writeIndex(entry({ containerID: "a", ifname: "b_c" }, ["10.0.0.3"]));
+    expect(readdirSync(join(store.dir, ".twill", "by-id")).sort()).toEqual(["a@b_c", "a_b@c"]);
+    expect(store.indexEntries().entries).toHaveLength(2);
+  });
+
+  it("reports torn index files as junk", () => {
+    writeFileSync(join(store.dir, ".twill", "by-id", "x@eth0"), "{");
+    writeFileSync(join(store.dir, ".twill", "by-id", "x@eth0.tmp-1-2"), JSON.stringify(entry({ containerID: "x", ifname: "eth0" }, [])));
+    expect(store.indexEntries()).toEqual({ entries: [], junk: ["x@eth0", "x@eth0.tmp-1-2"] });
+  });
+});
+
+describe("GC plan", () => {
+  const res = (ip: string, o: typeof a): Reservation => ({ ip, ...o });
+  const now = "boot-now";
+
+  it("releases every reservation not listed and keeps the listed ones", () => {
+    const plan = planGc([res("10.0.0.2", a), res("10.0.0.3", b), res("10.0.0.4", { containerID: "old", ifname: "" })], [], [a], now);
+    expect(plan.release.map((r) => r.ip)).toEqual(["10.0.0.3", "10.0.0.4"]);
+    expect(planGc([res("10.0.0.2", a)], [], [], now).release).toHaveLength(1);
+    // An ID-only reservation (old host-local) belongs to every interface of its container.
+    expect(planGc([res("10.0.0.4", { containerID: "old", ifname: "" })], [], [{ containerID: "old", ifname: "eth1" }], now).release).toEqual([]);
+  });
+
+  it("tells reservations from before the reboot, and still keeps listed ones", () => {
+    const reservations = [res("10.0.0.2", a), res("10.0.0.3", b), res("10.0.0.4", { containerID: "c", ifname: "eth0" })];
+    const index = [entry(a, ["10.0.0.2"], "boot-before"), entry(b, ["10.0.0.3"], "boot-before"), entry({ containerID: "c", ifname: "eth0" }, ["10.0.0.4"], now)];
+    const plan = planGc(reservations, index, [a], now);
+    expect(plan.release.map((r) => r.ip)).toEqual(["10.0.0.3", "10.0.0.4"]);
+    expect(plan.releasedFromEarlierBoot).toBe(1);
+    expect(plan.keptFromEarlierBoot).toEqual([a]);
+    expect(plan.dropIndex.map((e) => e.containerID)).toEqual(["ctr-b", "c"]);
+  });
+
+  it("drops index entries whose reservations are gone, listed or not", () => {
+    const plan = planGc([], [entry(a, ["10.0.0.2"])], [a], now);
+    expect(plan.dropIndex).toHaveLength(1);
+    expect(plan.release).toEqual([]);
+  });
+});
