@@ -93,3 +93,13 @@ describe("vxlan dual-stack", () => {
     expect(failures(await reachability(t.pods, 4))).toEqual([]);
   });
 });
+
+describe("masquerade", () => {
+  // The router knows no pod subnet: a reply reaches a pod only when the node masqueraded it.
+  it.each([true, false])("ipMasq %s: a pod reaches an address outside the cluster only when masqueraded", async (ipMasq) => {
+    const t = await cluster({ backend: "vxlan", nodes: 2, ipMasq }, 1);
+    for (const pod of t.pods) expect((await ping(pod.ns, "192.168.77.1")).ok).toBe(ipMasq);
+    // Pod-to-pod traffic keeps its source either way.
+    expect(failures(await reachability(t.pods))).toEqual([]);
+  });
+});
