@@ -25,6 +25,7 @@ export interface TwilldNode {
 
 const METRICS_ADDR = "127.0.0.1:9402";
 const READY_MS = 60_000;
+const STOP_MS = 10_000;
 
 interface Running {
   child: ChildProcess;
@@ -89,7 +90,10 @@ export class TwilldCluster {
     if (!run) return;
     this.running.delete(name);
     if (!run.exit) run.child.kill("SIGTERM");
+    // A graceful stop takes milliseconds; one that hangs must not hang the teardown.
+    const killer = setTimeout(() => run.child.kill("SIGKILL"), STOP_MS);
     await run.exited;
+    clearTimeout(killer);
     this.res.pids.delete(run.pid);
   }
 
