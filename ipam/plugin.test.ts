@@ -181,6 +181,8 @@ describe("STATUS", () => {
   it("is ready while a set has room and says which set is full", async () => {
     const c = v4("10.0.0.0/30");
     expect(await failure(ipam.status(call(c)))).toEqual({ code: 0, msg: "" });
+    writeFileSync(join(storeDir(), "999.0.0.2"), "not an address");
+    expect(await failure(ipam.status(call(c)))).toEqual({ code: 0, msg: "" });
     await ipam.add(call(c));
     expect(await failure(ipam.status(call(c)))).toEqual({ code: 50, msg: "no IP addresses available in range set 10.0.0.2-10.0.0.2" });
   });

@@ -4,7 +4,7 @@ import { CniError, Code, invalidConfig, tryAgainLater } from "../shared/cni/erro
 import type { CmdArgs, Plugin } from "../shared/cni/skel.js";
 import type { IpConfig, Result } from "../shared/cni/types.js";
 import { parseResult } from "../shared/cni/version.js";
-import { formatIp, parseCidr, parseIp } from "../shared/net/cidr.js";
+import { formatIp, parseIp } from "../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../shared/log.js";
 import { SubnetFileMissing, readSubnetFile } from "../shared/subnet-file.js";
 import { assignRequested, pickAddress } from "./allocator.js";
@@ -13,7 +13,7 @@ import {
 } from "./config.js";
 import { IpamCode } from "./errors.js";
 import { planGc } from "./gc.js";
-import { capacity, familyOf, setContains, setText, type Range, type RangeSet } from "./range.js";
+import { capacity, cidrField, familyOf, setContains, setText, type Range, type RangeSet } from "./range.js";
 import { Store, bootId, type Owner } from "./store.js";
 
 export { IpamCode } from "./errors.js";
@@ -79,7 +79,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
         sets = undefined;
       }
       for (const { address } of parseResult(args.conf.prevResult).ips ?? []) {
-        const c = parseCidr(address);
+        const c = cidrField(address, "prevResult.ips[].address");
         const ip = { family: c.family, value: c.ip };
         const ours = sets === undefined || sets.some((s) => setContains(s, ip));
         if (ours && !held.includes(formatIp(c.family, c.ip))) {
@@ -99,7 +99,13 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
         throw notAvailable(`IPAM store ${store.dir} is not writable: ${(err as Error).message}`);
       }
       // File names suffice to count: STATUS runs every few seconds under containerd 2.
-      const reserved = store.reservedAddresses().map((name) => parseIp(name));
+      const reserved = store.reservedAddresses().flatMap((name) => {
+        try {
+          return [parseIp(name)];
+        } catch {
+          return []; // shaped like an address but is none (999.0.0.1): no reservation of ours
+        }
+      });
       for (const set of cfg.rangeSets) {
         const used = reserved.filter((ip) => setContains(set, ip)).length;
         if (BigInt(used) >= capacity(set)) throw notAvailable(`no IP addresses available in range set ${setText(set)}`);
