@@ -18,6 +18,8 @@ export interface CommonOptions {
   storeDir: string;
   etcdEndpoints: string[];
   etcdPrefix: string;
+  kubeconfig?: string;
+  kubeNamespace: string;
   subnetFile: string;
   leaseTTLMs: number;
   logLevel: Level;
@@ -40,6 +42,7 @@ const storeOptions = (o: CommonOptions, logger: Logger) => ({
   logger,
   local: { dir: o.storeDir },
   etcd: { endpoints: o.etcdEndpoints, prefix: o.etcdPrefix },
+  kubernetes: { ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), namespace: o.kubeNamespace },
 });
 
 /** `twilld run`: the agent until SIGTERM/SIGINT. Config errors throw before anything is written. */
