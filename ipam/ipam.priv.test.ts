@@ -222,8 +222,9 @@ describe("interop with the reference plugins", () => {
     expect(reservations()).toEqual([]);
     // host-local keeps allocating round-robin on top of what twill-ipam left...
     expect((await hostLocal("ADD", c, "c")).doc.ips[0].address).toBe("10.80.0.4/24");
-    // ...and twill-ipam after host-local.
+    // ...and twill-ipam after host-local, and host-local after twill-ipam: one round-robin position.
     expect((await ipam("ADD", c, call("d"))).doc.ips[0].address).toBe("10.80.0.5/24");
+    expect((await hostLocal("ADD", c, "e")).doc.ips[0].address).toBe("10.80.0.6/24");
   });
 
   it("survives host-local's DEL walk: the index is never taken for a reservation", async () => {
