@@ -1,3 +1,4 @@
+import { writeDatapathReport, type DatapathReport } from "./datapath-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { IpRoute } from "../shared/kernel/iproute.js";
 import type { Logger } from "../shared/log.js";
@@ -26,6 +27,8 @@ export interface AgentOptions {
   backend: (underlay: Underlay) => Backend;
   underlay: UnderlayWanted;
   subnetFile: string;
+  /** Where the last reconcile's outcome is written for `twilld status`; none when absent. */
+  datapathReportFile?: string;
   resyncMs: number;
   renewMs: number;
   logger: Logger;
@@ -202,13 +205,25 @@ export class Agent {
   private async reconcileOnce(): Promise<void> {
     const { metrics, logger } = this.o;
     metrics.reconciles.inc();
+    const backend = this.o.network.backend.type;
     try {
       const report = await this.backend!.reconcile(this.lease!, this.peers);
       metrics.reconcileChanges.inc(report.changes);
       metrics.peerErrors.set(report.errors.length);
+      this.recordDatapath({ backend, at: Date.now(), changes: report.changes, errors: report.errors });
     } catch (err) {
       metrics.reconcileErrors.inc();
       logger.error("Reconciling the datapath failed", { error: errorMessage(err) });
+      this.recordDatapath({ backend, at: Date.now(), changes: 0, errors: [], failed: errorMessage(err) });
+    }
+  }
+
+  private recordDatapath(report: DatapathReport): void {
+    if (!this.o.datapathReportFile) return;
+    try {
+      writeDatapathReport(this.o.datapathReportFile, report);
+    } catch (err) {
+      this.o.logger.warn("Writing the datapath report failed", { path: this.o.datapathReportFile, error: errorMessage(err) });
     }
   }
 

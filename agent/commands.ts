@@ -1,3 +1,4 @@
+import { datapathReportPath } from "./datapath-report.js";
 import { once } from "node:events";
 import type { Server } from "node:http";
 import { IpRoute } from "../shared/kernel/iproute.js";
@@ -14,6 +15,7 @@ import { gatherStatus, renderStatus } from "./status.js";
 /** What `twilld run` and `twilld status` are given, flags and TWILL_* variables resolved. */
 export interface CommonOptions {
   nodeName: string;
+  stateDir: string;
   datastore: DatastoreKind;
   storeDir: string;
   etcdEndpoints: string[];
@@ -61,6 +63,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     backend: () => createBackend(network, { ip, logger: log }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,
+    datapathReportFile: datapathReportPath(o.stateDir),
     resyncMs: o.resyncMs,
     renewMs: Math.max(1_000, Math.min(Math.floor(o.leaseTTLMs / 3), MAX_RENEW_MS)),
     logger: log,
@@ -87,7 +90,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
 export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
   const store = createStore(storeOptions(o, logger));
   try {
-    const report = await gatherStatus(store, o.nodeName, o.subnetFile);
+    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir));
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
     return report.lease !== null && report.datastoreError === undefined;
   } finally {

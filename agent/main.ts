@@ -30,6 +30,7 @@ type Argv = { [K in keyof typeof common]: unknown };
 function commonOptions(a: Argv): CommonOptions {
   return {
     nodeName: String(a["node-name"]),
+    stateDir: String(a["state-dir"]),
     datastore: a.datastore as DatastoreKind,
     storeDir: a["store-dir"] ? String(a["store-dir"]) : `${String(a["state-dir"])}/store`,
     etcdEndpoints: String(a["etcd-endpoints"]).split(",").map((s) => s.trim()).filter(Boolean),

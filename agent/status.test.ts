@@ -29,12 +29,28 @@ describe("renderStatus", () => {
         "Subnet file:  /run/twill/subnet.json: 10.244.1.0/24, MTU 1450, backend vxlan, masquerade on",
         "",
         "Peers (2):",
-        "NAME            PUBLIC IP   SUBNETS        BACKEND                             AGE",
-        "node-b          192.0.2.12  10.244.2.0/24  vxlan vtep 02:00:00:00:00:0b vni 1  1h2m",
-        "node-long-name  192.0.2.13  10.244.3.0/24  vxlan vni 1                         5s",
+        "NAME            PUBLIC IP   SUBNETS        BACKEND                             DATAPATH  AGE",
+        "node-b          192.0.2.12  10.244.2.0/24  vxlan vtep 02:00:00:00:00:0b vni 1  -         1h2m",
+        "node-long-name  192.0.2.13  10.244.3.0/24  vxlan vni 1                         -         5s",
         "",
       ].join("\n"),
     );
+  });
+
+  it("marks the peers the agent's last reconcile could not reach, and says why", () => {
+    const leases = [
+      lease("node-a", "10.244.1.0/24", "192.0.2.11", 90_000),
+      lease("node-b", "10.244.2.0/24", "192.0.2.12", 60_000),
+      lease("node-c", "10.244.3.0/24", "198.51.100.7", 60_000),
+    ];
+    const why = "peer node-c 198.51.100.7 is not on the same L2 segment as eth0 (192.0.2.0/24): host-gw needs L2-adjacent nodes";
+    const datapath = { backend: "host-gw", at: NOW, changes: 0, errors: [{ peer: "node-c", message: why }] };
+    const text = renderStatus(buildStatus("node-a", { path: "/f", info: info("10.244.1.0/24") }, leases, undefined, datapath), NOW);
+    expect(text).toMatch(/^node-b .* ok +1m$/m);
+    expect(text).toMatch(/^node-c .* UNREACHABLE +1m$/m);
+    expect(text).toContain(`Unreachable:  node-c: ${why}`);
+    const failed = buildStatus("node-a", { path: "/f", info: info("10.244.1.0/24") }, leases, undefined, { ...datapath, errors: [], failed: "RTNETLINK answers: Operation not permitted" });
+    expect(failed.warnings).toEqual(["the last datapath reconcile failed: RTNETLINK answers: Operation not permitted"]);
   });
 
   it("warns when the subnet file disagrees with the lease, and when there is no lease", () => {

@@ -1,4 +1,5 @@
 import { readSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
+import { readDatapathReport, type DatapathReport } from "./datapath-report.js";
 import { formatDuration } from "./durations.js";
 import { errorMessage } from "./errors.js";
 import { peersOf } from "./leases.js";
@@ -16,11 +17,13 @@ export interface StatusReport {
   peers: NodeLease[];
   /** Set when the datastore could not be read. */
   datastoreError?: string;
+  /** The running agent's last datapath reconcile; null when it has written none. */
+  datapath: DatapathReport | null;
   /** Problems an operator should look at (subnet file disagrees with the lease, ...). */
   warnings: string[];
 }
 
-export async function gatherStatus(store: SubnetStore, nodeName: string, subnetFilePath: string): Promise<StatusReport> {
+export async function gatherStatus(store: SubnetStore, nodeName: string, subnetFilePath: string, datapathPath?: string): Promise<StatusReport> {
   let info: SubnetInfo | null = null;
   let fileError: string | undefined;
   try {
@@ -35,7 +38,8 @@ export async function gatherStatus(store: SubnetStore, nodeName: string, subnetF
   } catch (err) {
     datastoreError = errorMessage(err);
   }
-  return buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError);
+  const datapath = datapathPath ? readDatapathReport(datapathPath) : null;
+  return buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError, datapath);
 }
 
 export function buildStatus(
@@ -43,6 +47,7 @@ export function buildStatus(
   subnetFile: StatusReport["subnetFile"],
   leases: NodeLease[],
   datastoreError?: string,
+  datapath: DatapathReport | null = null,
 ): StatusReport {
   const lease = leases.find((l) => l.nodeName === nodeName) ?? null;
   const warnings: string[] = [];
@@ -52,11 +57,13 @@ export function buildStatus(
       `subnet file lists ${subnetFile.info.nodeSubnets.join(", ")} but the lease holds ${lease.subnets.join(", ")}: restart twilld to rewrite it`,
     );
   }
+  if (datapath?.failed) warnings.push(`the last datapath reconcile failed: ${datapath.failed}`);
   return {
     nodeName,
     subnetFile,
     lease,
     peers: peersOf(leases, nodeName),
+    datapath,
     ...(datastoreError ? { datastoreError } : {}),
     warnings,
   };
@@ -85,18 +92,21 @@ export function renderStatus(r: StatusReport, now: number): string {
     return out.join("\n") + "\n";
   }
   out.push(`Peers (${r.peers.length}):`);
+  const unreachable = new Map((r.datapath?.errors ?? []).map((e) => [e.peer, e.message]));
   const rows = [
-    ["NAME", "PUBLIC IP", "SUBNETS", "BACKEND", "AGE"],
+    ["NAME", "PUBLIC IP", "SUBNETS", "BACKEND", "DATAPATH", "AGE"],
     ...r.peers.map((p) => [
       p.nodeName,
       p.publicIP,
       p.subnets.join(","),
       backendText(p),
+      r.datapath ? (unreachable.has(p.nodeName) ? "UNREACHABLE" : "ok") : "-",
       p.acquiredAt === undefined ? "-" : formatDuration(now - p.acquiredAt),
     ]),
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
   for (const row of rows) out.push(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+  for (const [peer, why] of unreachable) out.push(`Unreachable:  ${peer}: ${why}`);
   return out.join("\n") + "\n";
 }
 

@@ -63,7 +63,7 @@ export class TwilldCluster {
     try {
       child = spawnDetached(["ip", "netns", "exec", node.ns, binary, "run",
         "--node-name", node.name, "--datastore", "local", "--store-dir", this.storeDir,
-        "--subnet-file", node.subnetFile, "--net-conf", this.netConf, "--iface", "eth0",
+        "--state-dir", node.dir, "--subnet-file", node.subnetFile, "--net-conf", this.netConf, "--iface", "eth0",
         "--metrics-addr", METRICS_ADDR, "--resync", `${this.resyncMs}ms`, "--log-level", "info"], fd);
     } finally {
       closeSync(fd);
@@ -103,6 +103,13 @@ export class TwilldCluster {
     const store = new LocalStore({ dir: this.storeDir, leaseTTLMs: 3_600_000 });
     await store.release(name);
     await store.close();
+  }
+
+  /** `twilld status` on the node, as an operator runs it there. */
+  async status(node: TwilldNode, output: "table" | "json" = "table"): Promise<string> {
+    const r = await inNetns(node.ns, [join(DIST_BIN, "twilld"), "status", "--node-name", node.name, "--datastore", "local",
+      "--store-dir", this.storeDir, "--state-dir", node.dir, "--subnet-file", node.subnetFile, "--output", output]);
+    return String(r.stdout);
   }
 
   /** Lines the agent logged with `msg` (JSON lines), for checks on what it reported. */

@@ -33,9 +33,13 @@ describe("twilld: 3 nodes x 2 pods", () => {
   it("host-gw across a router: the agent reports the non-adjacent peer, same-segment pairs work", async () => {
     const t = await cluster({ backend: "host-gw", remoteNodes: [3] });
     const reasons = t.twilld!.logged(t.node("node-1"), "Peer unreachable").map((l) => l.reason);
-    expect(reasons).toContain(
-      "peer node-3 192.168.88.13 is not on the same L2 segment as eth0 (192.168.77.0/24): host-gw needs L2-adjacent nodes; use vxlan or auto",
-    );
+    const why = "peer node-3 192.168.88.13 is not on the same L2 segment as eth0 (192.168.77.0/24): host-gw needs L2-adjacent nodes; use vxlan or auto";
+    expect(reasons).toContain(why);
+    // And an operator sees it where they look first.
+    const status = await t.twilld!.status(t.node("node-1"));
+    expect(status).toMatch(/^node-2 .* ok +\S+$/m);
+    expect(status).toMatch(/^node-3 .* UNREACHABLE +\S+$/m);
+    expect(status).toContain(`Unreachable:  node-3: ${why}`);
     expect(failures(await reachability(t.pods.filter((p) => p.node.segment === "a")))).toEqual([]);
   });
 });
