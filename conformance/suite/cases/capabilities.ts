@@ -54,16 +54,21 @@ async function withRuntimeConfig(ctx: CaseContext, probe: Probe, conf: Conf): Pr
   return probe.applied(pod, value, ctx);
 }
 
+/** The observable capabilities the config declares; the case does not apply without one. */
+function declaredProbes(conf: Conf): Probe[] {
+  const declared = declaredCapabilities(conf);
+  const probes = PROBES.filter((p) => declared.includes(p.capability));
+  if (probes.length === 0) notApplicable(`the config declares none of ${PROBES.map((p) => p.capability).join(", ")}`);
+  return probes;
+}
+
 export const capabilityCases: Case[] = [
   {
     id: "18.1",
     name: "runtimeConfig for a declared capability (ips, mac) is honoured",
     async run(ctx) {
       const conf = ctx.conf();
-      const declared = declaredCapabilities(conf);
-      const probes = PROBES.filter((p) => declared.includes(p.capability));
-      if (probes.length === 0) notApplicable(`the config declares none of ${PROBES.map((p) => p.capability).join(", ")}`);
-      for (const p of probes) {
+      for (const p of declaredProbes(conf)) {
         if (!(await withRuntimeConfig(ctx, p, conf))) fail(`runtimeConfig.${p.capability} is declared but was not applied`);
       }
     },
@@ -73,9 +78,7 @@ export const capabilityCases: Case[] = [
     name: "runtimeConfig is honoured when the runtime strips `capabilities`, as SPEC.md requires",
     async run(ctx) {
       const conf = ctx.conf();
-      const declared = declaredCapabilities(conf);
-      const probes = PROBES.filter((p) => declared.includes(p.capability));
-      if (probes.length === 0) notApplicable(`the config declares none of ${PROBES.map((p) => p.capability).join(", ")}`);
+      const probes = declaredProbes(conf);
       const { capabilities: _stripped, ...stripped } = conf as Conf & { capabilities?: unknown };
       for (const p of probes) {
         if (!(await withRuntimeConfig(ctx, p, stripped as Conf))) {
