@@ -87,7 +87,8 @@ export class TestNode {
 
   /** Invokes dist/bin/twill in the node namespace as a runtime would. */
   async cni(command: string, conf: object, call: Call = {}): Promise<Outcome> {
-    const env: Record<string, string> = { PATH, CNI_COMMAND: command, CNI_PATH, ...call.env };
+    // Logs go to the test's own dir, also those of plugins started by another (bridge → twill-ipam).
+    const env: Record<string, string> = { PATH, CNI_COMMAND: command, CNI_PATH, TWILL_LOG_FILE: join(this.dir, "twill.log"), ...call.env };
     if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
     if (call.netns !== undefined) env.CNI_NETNS = call.netns;
     if (call.containerId !== undefined) env.CNI_IFNAME = call.ifname ?? "eth0";
