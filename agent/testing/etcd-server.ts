@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { httpGetIn } from "./node-net.js";
+import { etcdArgs, etcdPath } from "../../conformance/kube/binaries.js";
 import { freePort, startDaemon, waitUntilReady, type Daemon } from "../../conformance/kube/daemon.js";
 
 /**
@@ -20,7 +21,6 @@ export interface EtcdServer {
   destroy: () => Promise<void>;
 }
 
-const ETCD = "/usr/bin/etcd";
 const READY_MS = 30_000;
 
 /**
@@ -35,7 +35,7 @@ export async function startEtcdServer(inNetns?: { netns: string; host: string })
   const peerPort = inNetns ? 2380 : await freePort();
   const endpoint = `http://${host}:${clientPort}`;
   const peer = `http://${host}:${peerPort}`;
-  const [bin, prefix] = inNetns ? ["ip", ["netns", "exec", inNetns.netns, ETCD]] : [ETCD, []];
+  const [bin, prefix] = inNetns ? ["ip", ["netns", "exec", inNetns.netns, etcdPath]] : [etcdPath, []];
   const healthy = async () =>
     inNetns
       ? (await httpGetIn(inNetns.netns, `${endpoint}/health`)).status === 200
@@ -45,17 +45,7 @@ export async function startEtcdServer(inNetns?: { netns: string; host: string })
     daemon = startDaemon(
       "etcd",
       bin,
-      [
-        ...prefix,
-        "--name=twill-test",
-        `--data-dir=${join(dir, "data")}`,
-        `--listen-client-urls=${endpoint}`,
-        `--advertise-client-urls=${endpoint}`,
-        `--listen-peer-urls=${peer}`,
-        `--initial-advertise-peer-urls=${peer}`,
-        `--initial-cluster=twill-test=${peer}`,
-        "--initial-cluster-state=new",
-      ],
+      [...prefix, ...etcdArgs(join(dir, "data"), endpoint, peer)],
       join(dir, "etcd.log"),
     );
     await waitUntilReady(daemon, "healthy", healthy, READY_MS);

@@ -11,6 +11,18 @@ export const kubeControllerManagerPath = (): string =>
 /** Debian's etcd-server package. */
 export const etcdPath = "/usr/bin/etcd";
 
+/** Flags for a one-member etcd with its data in `dataDir`, serving `clientUrl`. */
+export const etcdArgs = (dataDir: string, clientUrl: string, peerUrl: string): string[] => [
+  "--name=twill-test",
+  `--data-dir=${dataDir}`,
+  `--listen-client-urls=${clientUrl}`,
+  `--advertise-client-urls=${clientUrl}`,
+  `--listen-peer-urls=${peerUrl}`,
+  `--initial-advertise-peer-urls=${peerUrl}`,
+  `--initial-cluster=twill-test=${peerUrl}`,
+  "--initial-cluster-state=new",
+];
+
 const isExecutable = (path: string): boolean => {
   try {
     accessSync(path, constants.X_OK);

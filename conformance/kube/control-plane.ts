@@ -3,7 +3,7 @@ import { get as httpGet } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { etcdPath, kubeApiserverPath, kubeControllerManagerPath } from "./binaries.js";
+import { etcdArgs, etcdPath, kubeApiserverPath, kubeControllerManagerPath } from "./binaries.js";
 import { freePort, startDaemon, waitUntilReady, type Daemon } from "./daemon.js";
 import { makeServiceAccountKey, makeServingCert, newToken, writeTokenFile } from "./pki.js";
 
@@ -112,16 +112,7 @@ async function startEtcd(dir: string): Promise<{ daemon: Daemon; clientUrl: stri
   const daemon = startDaemon(
     "etcd",
     etcdPath,
-    [
-      "--name=twill-test",
-      `--data-dir=${join(dir, "etcd")}`,
-      `--listen-client-urls=${clientUrl}`,
-      `--advertise-client-urls=${clientUrl}`,
-      `--listen-peer-urls=${peerUrl}`,
-      `--initial-advertise-peer-urls=${peerUrl}`,
-      `--initial-cluster=twill-test=${peerUrl}`,
-      "--initial-cluster-state=new",
-    ],
+    etcdArgs(join(dir, "etcd"), clientUrl, peerUrl),
     join(dir, "etcd.log"),
   );
   await waitUntilReady(daemon, "healthy", () => httpOk(`${clientUrl}/health`), ETCD_READY_MS);
