@@ -1,12 +1,12 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
-import { CniError, Code, invalidConfig, tryAgainLater } from "../shared/cni/errors.js";
+import { CniError, Code } from "../shared/cni/errors.js";
 import type { CmdArgs, Plugin } from "../shared/cni/skel.js";
 import type { IpConfig, Result } from "../shared/cni/types.js";
 import { parseResult } from "../shared/cni/version.js";
 import { formatIp, parseIp } from "../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../shared/log.js";
-import { SubnetFileMissing, readSubnetFile } from "../shared/subnet-file.js";
+import { readSubnetFileFor } from "../shared/subnet-file.js";
 import { assignRequested, pickAddress } from "./allocator.js";
 import {
   parseIpamConfig, requestedIps, storeLocation, withNodeSubnets, type IpamConfig, type RequestedIp, type StoreLocation,
@@ -31,9 +31,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
 
   return {
     async add(args) {
-      // Node agent not ready: the runtime retries the pod (11), as it does for a missing subnet.env.
-      const cfg = resolveRanges(parseIpamConfig(args.conf), (err) =>
-        err instanceof SubnetFileMissing ? tryAgainLater(err.message) : invalidConfig(err.message));
+      const cfg = resolveRanges(parseIpamConfig(args.conf), "ADD");
       const wanted = assignRequested(cfg.rangeSets, requestedIps(args.conf, args.args));
       const owner = ownerOf(args);
       const store = storeOf(cfg);
@@ -74,7 +72,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       // unknown (no subnet file), every address is taken to be ours.
       let sets: RangeSet[] | undefined;
       try {
-        sets = resolveRanges(parsed, (err) => err).rangeSets;
+        sets = resolveRanges(parsed, "STATUS").rangeSets;
       } catch {
         sets = undefined;
       }
@@ -90,7 +88,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
 
     async status(args) {
       const notAvailable = (msg: string) => new CniError(Code.NotAvailable, msg);
-      const cfg = resolveRanges(parseIpamConfig(args.conf), (err) => notAvailable(err.message));
+      const cfg = resolveRanges(parseIpamConfig(args.conf), "STATUS");
       const store = storeOf(cfg);
       try {
         store.ensure();
@@ -148,18 +146,11 @@ interface Taken {
 }
 
 /**
- * Node mode: the ranges are the node's subnets from the node agent's subnet file. `onError`
- * decides the code when the file is missing or invalid (ADD 11, STATUS 50).
+ * Node mode: the ranges are the node's subnets from the node agent's subnet file, read as
+ * `command` reads it (a missing file is 11 on ADD, 50 on STATUS).
  */
-function resolveRanges(cfg: IpamConfig, onError: (err: Error) => Error): IpamConfig {
-  if (!cfg.nodeMode) return cfg;
-  let info;
-  try {
-    info = readSubnetFile(cfg.subnetFile);
-  } catch (err) {
-    throw onError(err as Error);
-  }
-  return withNodeSubnets(cfg, info);
+function resolveRanges(cfg: IpamConfig, command: "ADD" | "STATUS"): IpamConfig {
+  return cfg.nodeMode ? withNodeSubnets(cfg, readSubnetFileFor(command, cfg.subnetFile)) : cfg;
 }
 
 /** One address of set `index`: the one requested for it, else the next free in round-robin. */

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { CniError, Code, tryAgainLater } from "./cni/errors.js";
 import { writeFileAtomic } from "./fs.js";
 import { covers, formatCidr, parseCidr } from "./net/cidr.js";
 
@@ -52,6 +53,22 @@ export function readSubnetFile(path = DEFAULT_SUBNET_FILE): SubnetInfo {
     throw new SubnetFileInvalid(path, "not JSON");
   }
   return validateSubnetInfo(raw, path);
+}
+
+/**
+ * The subnet file as a CNI operation reads it, its absence or damage turned into the error that
+ * operation reports. ADD: missing is 11 (the agent is not ready yet; the runtime retries the
+ * pod), invalid is 7. STATUS: either is 50 (not available).
+ */
+export function readSubnetFileFor(command: "ADD" | "STATUS", path: string): SubnetInfo {
+  try {
+    return readSubnetFile(path);
+  } catch (err) {
+    if (command === "STATUS") throw new CniError(Code.NotAvailable, (err as Error).message);
+    if (err instanceof SubnetFileMissing) throw tryAgainLater(err.message);
+    if (err instanceof SubnetFileInvalid) throw new CniError(Code.InvalidConfig, err.message);
+    throw err;
+  }
 }
 
 export function validateSubnetInfo(raw: unknown, path = "(subnet info)"): SubnetInfo {

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { CniError, Code, invalidConfig, tryAgainLater } from "../../shared/cni/errors.js";
+import { CniError, Code, invalidConfig } from "../../shared/cni/errors.js";
 import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
@@ -9,7 +9,7 @@ import { ensureMasquerade, readMasquerade } from "../../shared/kernel/nft.js";
 import { ensureSysctl } from "../../shared/kernel/sysctl.js";
 import { deleteVeth } from "../../shared/kernel/veth.js";
 import { fileLogger, type Logger } from "../../shared/log.js";
-import { readSubnetFile, SubnetFileInvalid, SubnetFileMissing, type SubnetInfo } from "../../shared/subnet-file.js";
+import { readSubnetFileFor } from "../../shared/subnet-file.js";
 import { expectedFromResult, nodeProblems, podProblems } from "./check.js";
 import { DEFAULT_LOG_FILE, parseConf, type TwillConf } from "./config.js";
 import { ExecIpam, inProcessIpam, type Ipam } from "./ipam.js";
@@ -50,7 +50,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       const started = performance.now();
       const conf = parseConf(args.conf, args.args);
       const log = loggerFor(conf, args);
-      const subnet = conf.nodeMode ? nodeSubnet(conf.subnetFile) : null;
+      const subnet = conf.nodeMode ? readSubnetFileFor("ADD", conf.subnetFile) : null;
       const mtu = conf.mtu ?? subnet?.mtu;
       const prev = args.conf.prevResult ? parseResult(args.conf.prevResult) : null;
       if (!existsSync(args.netns)) throw new CniError(Code.InvalidNetns, `network namespace ${args.netns} does not exist`);
@@ -133,13 +133,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
 
     async status(args: CmdArgs): Promise<void> {
       const conf = parseConf(args.conf, args.args);
-      if (conf.nodeMode) {
-        try {
-          readSubnetFile(conf.subnetFile);
-        } catch (err) {
-          throw new CniError(Code.NotAvailable, (err as Error).message);
-        }
-      }
+      if (conf.nodeMode) readSubnetFileFor("STATUS", conf.subnetFile);
       const ipam = ipamFor(conf, loggerFor(conf, args));
       if (!ipam) return;
       try {
@@ -155,17 +149,6 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       if (ipam) await ipam.gc(args, valid);
     },
   };
-}
-
-/** The node's subnet file; missing means the node agent is not ready yet: try again later. */
-function nodeSubnet(path: string): SubnetInfo {
-  try {
-    return readSubnetFile(path);
-  } catch (err) {
-    if (err instanceof SubnetFileMissing) throw tryAgainLater(err.message);
-    if (err instanceof SubnetFileInvalid) throw new CniError(Code.InvalidConfig, err.message);
-    throw err;
-  }
 }
 
 /**
