@@ -1,5 +1,6 @@
 import { parseCidr, formatCidr } from "../net/cidr.js";
 import { KernelError, type IpRoute } from "./iproute.js";
+import { readNftTable } from "./nft.js";
 
 /**
  * Pod -> outside masquerade: one nftables table per node, `inet twill`, with one rule per
@@ -32,14 +33,7 @@ export function masqueradeRuleset(clusterCIDRs: readonly string[]): string {
 }
 
 /** The table as nft lists it, or null when it does not exist. */
-export async function readMasqueradeTable(ip: IpRoute): Promise<string | null> {
-  try {
-    return await ip.nft(["list", "table", "inet", MASQ_TABLE], `read nftables table inet ${MASQ_TABLE}`);
-  } catch (err) {
-    if (err instanceof KernelError && err.notFound) return null;
-    throw err;
-  }
-}
+export const readMasqueradeTable = (ip: IpRoute): Promise<string | null> => readNftTable(ip, MASQ_TABLE);
 
 /** Replaces the table atomically; returns the listing the kernel then holds. */
 export async function replaceMasqueradeTable(ip: IpRoute, clusterCIDRs: readonly string[]): Promise<string> {

@@ -122,14 +122,20 @@ function covered(intervals: [bigint, bigint][], cidr: string): boolean {
   return intervals.some(([a, b]) => a <= c.network && hi <= b);
 }
 
-/** The table's listing, or null when it does not exist. */
-export async function readMasquerade(ip: IpRoute, network: string): Promise<MasqState | null> {
+/** `nft list table inet NAME`, or null when the table does not exist. */
+export async function readNftTable(ip: IpRoute, name: string): Promise<string | null> {
   try {
-    return parseMasqTable(await ip.nft(["list", "table", "inet", masqTableName(network)], `read nftables table inet ${masqTableName(network)}`));
+    return await ip.nft(["list", "table", "inet", name], `read nftables table inet ${name}`);
   } catch (err) {
     if (err instanceof KernelError && err.notFound) return null;
     throw err;
   }
+}
+
+/** What the network's masquerade table holds, or null when it does not exist. */
+export async function readMasquerade(ip: IpRoute, network: string): Promise<MasqState | null> {
+  const text = await readNftTable(ip, masqTableName(network));
+  return text === null ? null : parseMasqTable(text);
 }
 
 /** Completes the network's masquerade in one nft transaction when `have` lacks anything. */
