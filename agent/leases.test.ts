@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkNodeName, decodeLease, diffLeases, isEmptyDiff, leaseSetKey, peersOf } from "./leases.js";
+import { checkNodeName, claimAge, decodeLease, diffLeases, isEmptyDiff, leaseSetKey, peersOf } from "./leases.js";
 import type { NodeLease } from "./types.js";
 
 const lease = (name: string, subnet: string, mac = "aa:bb:cc:00:00:01", expiresAt = 1000): NodeLease => ({
@@ -61,5 +61,16 @@ describe("checkNodeName", () => {
     expect(() => checkNodeName("../etc")).toThrow(/not a valid DNS subdomain/);
     expect(() => checkNodeName("Node")).toThrow(/not a valid/);
     expect(() => checkNodeName("")).toThrow(/not a valid/);
+  });
+});
+
+describe("claimAge", () => {
+  const prev = { ...lease("a", "10.244.1.0/24"), acquiredAt: 500 };
+
+  it("keeps the start of a claim on the same subnets, and restarts it otherwise", () => {
+    expect(claimAge(prev, ["10.244.1.0/24"], 2000)).toEqual({ acquiredAt: 500, kept: true });
+    expect(claimAge(prev, ["10.244.9.0/24"], 2000)).toEqual({ acquiredAt: 2000, kept: false });
+    expect(claimAge(null, ["10.244.1.0/24"], 2000)).toEqual({ acquiredAt: 2000, kept: false });
+    expect(claimAge({ ...prev, acquiredAt: undefined }, ["10.244.1.0/24"], 2000)).toEqual({ acquiredAt: 2000, kept: true });
   });
 });

@@ -37,6 +37,15 @@ export const sortLeases = (leases: readonly NodeLease[]): NodeLease[] =>
   [...leases].sort((a, b) => (a.nodeName < b.nodeName ? -1 : a.nodeName > b.nodeName ? 1 : 0));
 
 /** What peers act on: everything but the expiry and the claim time. */
+/**
+ * When a node's claim began, for `twilld status`'s AGE: kept when the node acquires the same
+ * subnets again (an agent restart), restarted when they change or there was no record.
+ */
+export function claimAge(prev: NodeLease | null | undefined, subnets: readonly string[], now: number): { acquiredAt: number; kept: boolean } {
+  const kept = prev !== null && prev !== undefined && prev.subnets.join() === subnets.join();
+  return { acquiredAt: kept ? (prev.acquiredAt ?? now) : now, kept };
+}
+
 export function leaseKey(l: NodeLease): string {
   return JSON.stringify([l.nodeName, l.subnets, l.publicIP, canonicalBackend(l.backend)]);
 }

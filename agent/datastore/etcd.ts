@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
-import { checkNodeName, decodeLease, leaseKey, leaseSetKey } from "../leases.js";
+import { claimAge, checkNodeName, decodeLease, leaseKey, leaseSetKey } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
 import { EtcdClient, WatchCompacted, type KeyValue } from "./etcd-client.js";
@@ -103,17 +103,17 @@ export class EtcdStore implements SubnetStore {
     const { kvs: prevKvs } = await this.client.range(this.nodeKey(name));
     const prev = prevKvs[0] ? decodeLease(parseJson(prevKvs[0].value)) : null;
     const now = this.now();
-    const sameSubnets = prev !== null && prev.subnets.join() === subnets.join();
+    const { acquiredAt, kept } = claimAge(prev, subnets, now);
     const record: NodeLease = {
       nodeName: name,
       subnets,
       publicIP: req.publicIP,
       backend: req.backend,
-      acquiredAt: sameSubnets ? (prev.acquiredAt ?? now) : now,
+      acquiredAt,
     };
     await this.client.put(this.nodeKey(name), JSON.stringify(record), leaseId);
     this.leaseIds.set(name, leaseId);
-    this.logger.info("Acquired lease", { node: name, subnets, kept: sameSubnets, etcdLease: leaseId });
+    this.logger.info("Acquired lease", { node: name, subnets, kept, etcdLease: leaseId });
     return { ...record, expiresAt: now + this.ttlSeconds * 1000 };
   }
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
-import { checkNodeName, decodeLease, leaseSetKey } from "../leases.js";
+import { claimAge, checkNodeName, decodeLease, leaseSetKey } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
 
@@ -83,17 +83,17 @@ export class LocalStore implements SubnetStore {
       drop: (s) => this.dropClaim(s, name),
     });
     const prev = state.records.get(name);
-    const sameSubnets = prev !== undefined && prev.subnets.join() === subnets.join();
+    const { acquiredAt, kept } = claimAge(prev, subnets, now);
     const lease: NodeLease = {
       nodeName: name,
       subnets,
       publicIP: req.publicIP,
       backend: req.backend,
       expiresAt: now + this.opts.leaseTTLMs,
-      acquiredAt: sameSubnets ? (prev.acquiredAt ?? now) : now,
+      acquiredAt,
     };
     await this.writeRecord(lease);
-    this.logger.info("Acquired lease", { node: name, subnets, kept: sameSubnets });
+    this.logger.info("Acquired lease", { node: name, subnets, kept });
     return lease;
   }
 
