@@ -121,6 +121,16 @@ describe("deploy/twill.yaml against the programs it runs", () => {
     expect(twill.nodeMode).toBe(true);
     expect(twill.ipam?.type).toBe("twill-ipam");
     expect(parseIpamConfig(conf as unknown as NetConf).nodeMode).toBe(true);
+    // Pods reach Service addresses (kube-proxy DNATs them on the node) through a default route.
+    expect(twill.isDefaultGateway).toBe(true);
+  });
+
+  it("chains portmap after twill for hostPort, with the portMappings capability", () => {
+    const list = JSON.parse(configMap.data["10-twill.conflist"]!) as {
+      plugins: { type: string; capabilities?: Record<string, boolean> }[];
+    };
+    expect(list.plugins.map((p) => p.type)).toEqual(["twill", "portmap"]);
+    expect(list.plugins[1]!.capabilities).toEqual({ portMappings: true });
   });
 
   it.skipIf(!existsSync(join(DIST, "twill")))("installs twill and twill-ipam and the conflist with its init container's script", async () => {

@@ -1,0 +1,104 @@
+# Shared by scripts/cluster and the programs it starts inside the cluster's namespaces.
+#
+# A cluster is a state directory ($TWILL_CLUSTER_DIR, default /var/tmp/twill-cluster) whose
+# cluster.env names everything it made: the namespace prefix, the cgroup directory every one
+# of its processes lives under, the node names. `down` works from that file alone, so it also
+# cleans up after an `up` that failed half way.
+
+KUBE_BIN="${TWILL_KUBE_CACHE:-/var/cache/twill/kube}/bin"
+KUBE_IMAGES="${TWILL_KUBE_CACHE:-/var/cache/twill/kube}/images"
+CLUSTER_DIR="${TWILL_CLUSTER_DIR:-/var/tmp/twill-cluster}"
+CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
+
+# The underlay: one switch namespace with a bridge; the control plane and every node hang off it.
+UNDERLAY_NET=192.168.90
+CP_IP="$UNDERLAY_NET.2"
+CLUSTER_CIDR=10.244.0.0/16
+SERVICE_CIDR=10.96.0.0/16
+KUBERNETES_SVC_IP=10.96.0.1
+CLUSTER_DNS_IP=10.96.0.10
+APISERVER_PORT=6443
+
+node_ip() { echo "$UNDERLAY_NET.$((10 + ${1#node-}))"; }
+
+say() { printf 'cluster: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+load_env() {
+  [ -f "$CLUSTER_ENV" ] || return 1
+  # shellcheck disable=SC1090
+  . "$CLUSTER_ENV"
+}
+
+ns_of() { echo "${PREFIX}$1"; }
+in_ns() { local ns="$1"; shift; nsenter --net="/run/netns/$ns" "$@"; }
+
+# Every cgroup v1 hierarchy (and the v2 one beside them) mounted under /sys/fs/cgroup.
+cgroup_hierarchies() {
+  awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | grep '^/sys/fs/cgroup/' || true
+}
+
+# cgroup_join PATH PID: creates PATH (relative to each hierarchy's root) everywhere and moves
+# PID into it. cpuset needs its cpus and mems set at each level before a task can join.
+cgroup_join() {
+  local rel="$1" pid="$2" h dir part
+  for h in $(cgroup_hierarchies); do
+    dir="$h"
+    for part in ${rel//\// }; do
+      dir="$dir/$part"
+      if [ ! -d "$dir" ]; then
+        mkdir "$dir"
+        if [ -f "$dir/cpuset.cpus" ]; then
+          cat "$(dirname "$dir")/cpuset.cpus" >"$dir/cpuset.cpus"
+          cat "$(dirname "$dir")/cpuset.mems" >"$dir/cpuset.mems"
+        fi
+      fi
+    done
+    echo "$pid" >"$dir/cgroup.procs"
+  done
+}
+
+# The PIDs of every process in the cgroup subtree REL (any hierarchy sees them all).
+cgroup_pids() {
+  local rel="$1" h
+  for h in $(cgroup_hierarchies); do
+    [ -d "$h/$rel" ] && find "$h/$rel" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+
+# Stops every process in the subtree (TERM, then KILL after `grace` seconds), then removes
+# the directories, deepest first.
+cgroup_stop_and_remove() {
+  local rel="$1" grace="${2:-5}" pids i h
+  pids="$(cgroup_pids "$rel")"
+  if [ -n "$pids" ]; then
+    kill -TERM $pids 2>/dev/null || true
+    for ((i = 0; i < grace * 5; i++)); do
+      [ -z "$(cgroup_pids "$rel")" ] && break
+      sleep 0.2
+    done
+  fi
+  for ((i = 0; i < 50; i++)); do
+    pids="$(cgroup_pids "$rel")"
+    [ -z "$pids" ] && break
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.2
+  done
+  for h in $(cgroup_hierarchies); do
+    [ -d "$h/$rel" ] && find "$h/$rel" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  for h in $(cgroup_hierarchies); do
+    if [ -d "$h/$rel" ]; then say "could not remove cgroup $h/$rel"; return 1; fi
+  done
+}
+
+# until_true SECONDS WHAT CMD...: runs CMD every half second until it succeeds.
+until_true() {
+  local secs="$1" what="$2" end
+  shift 2
+  end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= end)); then say "timed out after ${secs}s waiting for $what"; return 1; fi
+    sleep 0.5
+  done
+}
