@@ -90,6 +90,11 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
           hostVeth: nodePlan.veth.name,
           ips: podPlan.ips.map((i) => i.address),
           ms: Math.round(performance.now() - started),
+          // What the runtime asked with: an operator comparing runtimes (containerd, CRI-O,
+          // cnitool) sees the version, capabilities and pod identity it passed.
+          cniVersion: args.conf.cniVersion,
+          runtimeConfig: args.conf.runtimeConfig ?? {},
+          cniArgs: args.args,
         });
         return result;
       } catch (err) {
