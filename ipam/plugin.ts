@@ -1,7 +1,7 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 import { CniError, Code } from "../shared/cni/errors.js";
-import type { CmdArgs, Plugin } from "../shared/cni/skel.js";
+import { NAME_PATTERN, isValidIfname, type CmdArgs, type Plugin } from "../shared/cni/skel.js";
 import type { IpConfig, Result } from "../shared/cni/types.js";
 import { parseResult } from "../shared/cni/version.js";
 import { formatIp, parseIp } from "../shared/net/cidr.js";
@@ -26,7 +26,7 @@ export { IpamCode } from "./errors.js";
  */
 export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
   const log = opts.logger ?? nullLogger;
-  const storeOf = (loc: StoreLocation) => new Store(join(loc.dataDir, loc.network));
+  const storeOf = (loc: StoreLocation) => new Store(join(loc.dataDir, loc.network), log.with({ network: loc.network }));
   const ownerOf = (args: CmdArgs): Owner => ({ containerID: args.containerId, ifname: args.ifname });
 
   return {
@@ -58,8 +58,15 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       // Only where the store is: DEL works with the node agent down and any other field broken.
       const loc = storeLocation(args.conf);
       const owner = ownerOf(args);
-      const freed = storeOf(loc).releaseAttachment(owner);
+      const store = storeOf(loc);
+      const freed = store.releaseAttachment(owner);
       log.info("Released", { containerId: owner.containerID, ifname: owner.ifname, network: loc.network, ips: freed });
+      // host-local's DEL removes reservations and leaves their index entries: where it works
+      // too, each DEL sweeps the index (it walks the directory anyway), so none accumulate.
+      if (store.usedByHostLocal()) {
+        const dropped = store.dropStaleIndex();
+        if (dropped.length > 0) log.info("Dropped index entries without a reservation", { network: loc.network, attachments: dropped });
+      }
     },
 
     async check(args) {
@@ -159,8 +166,10 @@ function takeAddress(store: Store, set: RangeSet, index: number, wanted: Request
   if (wanted) {
     const range = set.find((r) => wanted.value >= r.start && wanted.value <= r.end)!;
     if (!store.reserve(wanted.text, owner)) {
+      // The holder is named only when the file reads as one: never echo a planted file's content.
       const holder = store.owner(wanted.text);
-      const by = holder ? ` by ${holder.containerID}${holder.ifname ? `/${holder.ifname}` : ""}` : "";
+      const named = holder && NAME_PATTERN.test(holder.containerID) && (holder.ifname === "" || isValidIfname(holder.ifname));
+      const by = named ? ` by ${holder.containerID}${holder.ifname ? `/${holder.ifname}` : ""}` : "";
       throw new CniError(IpamCode.AddressTaken, `requested address ${wanted.text} (${wanted.from}) is already reserved${by}`);
     }
     return { ip: wanted.text, range };
