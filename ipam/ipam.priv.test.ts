@@ -315,6 +315,14 @@ describe("litter", () => {
     expect(indexFiles()).toEqual(["c1@eth0", live, other].sort());
   });
 
+  it("drops index entries whose reservation host-local removed, on STATUS", async () => {
+    for (const id of ["x", "y"]) expect((await ipam("ADD", tampered(), call(id))).code).toBe(0);
+    expect((await hostLocal("DEL", tampered(), "x")).code).toBe(0);
+    expect(indexFiles()).toEqual(["x@eth0", "y@eth0"]);
+    expect((await ipam("STATUS", tampered())).code).toBe(0);
+    expect(indexFiles()).toEqual(["y@eth0"]);
+  });
+
   it("drops index entries whose reservation host-local removed, on the next DEL", async () => {
     for (const id of ["x", "y"]) expect((await ipam("ADD", tampered(), call(id))).code).toBe(0);
     expect((await hostLocal("DEL", tampered(), "x")).code).toBe(0);

@@ -28,6 +28,16 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
   const log = opts.logger ?? nullLogger;
   const storeOf = (loc: StoreLocation) => new Store(join(loc.dataDir, loc.network), log.with({ network: loc.network }));
   const ownerOf = (args: CmdArgs): Owner => ({ containerID: args.containerId, ifname: args.ifname });
+  /**
+   * host-local's DEL removes reservations and leaves their index entries. Where host-local
+   * works too, DEL and STATUS sweep the index (GC always does), so none accumulate; elsewhere
+   * every reservation goes away through twill-ipam with its entry, and STATUS stays a listing.
+   */
+  const sweepIndex = (store: Store, loc: StoreLocation) => {
+    if (!store.usedByHostLocal()) return;
+    const dropped = store.dropStaleIndex();
+    if (dropped.length > 0) log.info("Dropped index entries without a reservation", { network: loc.network, attachments: dropped });
+  };
 
   return {
     async add(args) {
@@ -61,12 +71,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       const store = storeOf(loc);
       const freed = store.releaseAttachment(owner);
       log.info("Released", { containerId: owner.containerID, ifname: owner.ifname, network: loc.network, ips: freed });
-      // host-local's DEL removes reservations and leaves their index entries: where it works
-      // too, each DEL sweeps the index (it walks the directory anyway), so none accumulate.
-      if (store.usedByHostLocal()) {
-        const dropped = store.dropStaleIndex();
-        if (dropped.length > 0) log.info("Dropped index entries without a reservation", { network: loc.network, attachments: dropped });
-      }
+      sweepIndex(store, loc);
     },
 
     async check(args) {
@@ -103,6 +108,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       } catch (err) {
         throw notAvailable(`IPAM store ${store.dir} is not writable: ${(err as Error).message}`);
       }
+      sweepIndex(store, cfg);
       // File names suffice to count: STATUS runs every few seconds under containerd 2.
       const reserved = store.reservedAddresses().flatMap((name) => {
         try {
