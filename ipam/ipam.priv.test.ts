@@ -1,8 +1,10 @@
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { execa } from "execa";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { TestNode, type Call } from "../plugins/twill/harness.js";
+import { isIpName } from "./store.js";
 
 // The real dist/bin/twill-ipam, started with a clean environment inside a node namespace,
 // as a runtime or the reference bridge starts it.
@@ -263,5 +265,114 @@ describe("interop with the reference plugins", () => {
 
     expect((await node.cni("DEL", c, { containerId: "p1", netns: pod, binary: BRIDGE })).code).toBe(0);
     expect(reservations()).toEqual([]);
+  });
+});
+
+// A store someone has tampered with: files of the wrong kind, symlinks, what a killed ADD
+// leaves, reservations host-local removed.
+const tampered = () => conf(v4("10.20.0.0/24"));
+const indexDir = () => join(storeDir(), ".twill", "by-id");
+/** Reservation files proper: regular files named by an address. */
+const storeReservations = () => readdirSync(storeDir()).filter((f) => isIpName(f) && lstatSync(join(storeDir(), f)).isFile()).sort();
+const ipamLog = () => (existsSync(join(node.dir, "twill.log")) ? readFileSync(join(node.dir, "twill.log"), "utf8") : "");
+
+describe("a store entry named like an address that is not a regular file", () => {
+  const kinds: [string, (p: string) => void][] = [
+    ["a directory", (p) => mkdirSync(p)],
+    ["a FIFO", (p) => execFileSync("mkfifo", [p])],
+    ["a symlink", (p) => symlinkSync(join(node.dir, "nowhere"), p)],
+  ];
+
+  it.each(kinds)("is skipped and logged (%s): DEL and GC of an attachment without an index entry succeed, ADD passes it by", async (_what, make) => {
+    expect((await hostLocal("ADD", tampered(), "hl")).code).toBe(0); // 10.20.0.2, no index entry
+    make(join(storeDir(), "10.20.0.3"));
+    const add = await ipam("ADD", tampered(), call("c1", { timeoutMs: 20_000 }));
+    expect(add.timedOut).toBe(false);
+    expect(add.doc.ips[0].address).toBe("10.20.0.4/24");
+
+    const del = await ipam("DEL", tampered(), call("hl", { timeoutMs: 20_000 }));
+    expect(del.timedOut).toBe(false);
+    expect([del.code, del.stdout]).toEqual([0, ""]);
+    expect(storeReservations()).toEqual(["10.20.0.4"]);
+    const gc = await ipam("GC", { ...tampered(), "cni.dev/valid-attachments": [] }, { timeoutMs: 20_000 });
+    expect([gc.timedOut, gc.code, gc.stdout]).toEqual([false, 0, ""]);
+    expect(storeReservations()).toEqual([]);
+    expect(() => lstatSync(join(storeDir(), "10.20.0.3"))).not.toThrow(); // not ours to remove
+    const skipped = ipamLog().split("\n").filter((l) => l.includes('"msg":"Skipped a store entry that is not a regular file"'));
+    expect(skipped.length).toBeGreaterThan(0);
+    expect(skipped[0]).toContain(`"path":"${join(storeDir(), "10.20.0.3")}"`);
+  });
+});
+
+describe("litter", () => {
+  it("removes a dead writer's temporary of an index entry on the next write to that entry, and only those", async () => {
+    mkdirSync(indexDir(), { recursive: true });
+    const dead = "c1@eth0.tmp-999999999-1700000000000"; // a PID above any pid_max: its writer is gone
+    const live = `c1@eth0.tmp-${process.pid}-1700000000000`; // a writer still running
+    const other = "c2@eth0.tmp-999999999-1700000000000"; // another entry's
+    for (const f of [dead, live, other]) writeFileSync(join(indexDir(), f), "{");
+    expect((await ipam("ADD", tampered(), call("c1", { timeoutMs: 20_000 }))).code).toBe(0);
+    expect(indexFiles()).toEqual(["c1@eth0", live, other].sort());
+  });
+
+  it("drops index entries whose reservation host-local removed, on STATUS", async () => {
+    for (const id of ["x", "y"]) expect((await ipam("ADD", tampered(), call(id))).code).toBe(0);
+    expect((await hostLocal("DEL", tampered(), "x")).code).toBe(0);
+    expect(indexFiles()).toEqual(["x@eth0", "y@eth0"]);
+    expect((await ipam("STATUS", tampered())).code).toBe(0);
+    expect(indexFiles()).toEqual(["y@eth0"]);
+  });
+
+  it("drops index entries whose reservation host-local removed, on the next DEL", async () => {
+    for (const id of ["x", "y"]) expect((await ipam("ADD", tampered(), call(id))).code).toBe(0);
+    expect((await hostLocal("DEL", tampered(), "x")).code).toBe(0);
+    expect(indexFiles()).toEqual(["x@eth0", "y@eth0"]);
+    expect((await ipam("DEL", tampered(), call("y"))).code).toBe(0);
+    expect([storeReservations(), indexFiles()]).toEqual([[], []]);
+  });
+});
+
+describe("symlinks planted in the store", () => {
+  it("never writes last_reserved_ip through one", async () => {
+    const target = join(node.dir, "outside");
+    writeFileSync(target, "untouched");
+    mkdirSync(storeDir(), { recursive: true });
+    symlinkSync(target, join(storeDir(), "last_reserved_ip.0"));
+    const r = await ipam("ADD", tampered(), call("c1", { timeoutMs: 20_000 }));
+    expect(r.code, r.stdout).toBe(0);
+    expect(readFileSync(target, "utf8")).toBe("untouched");
+    expect(lstatSync(join(storeDir(), "last_reserved_ip.0")).isFile()).toBe(true);
+    expect(readFileSync(join(storeDir(), "last_reserved_ip.0"), "utf8")).toBe("10.20.0.2");
+  });
+
+  it("never follows .twill out of the store: ADD refuses with 5 naming it, DEL and GC leave the target alone", async () => {
+    const outside = join(node.dir, "outside");
+    mkdirSync(join(outside, "by-id"), { recursive: true });
+    const planted = JSON.stringify({ containerID: "c9", ifname: "eth0", ips: ["10.20.0.9"], bootId: "", created: "" });
+    writeFileSync(join(outside, "by-id", "c9@eth0"), planted);
+    mkdirSync(storeDir(), { recursive: true });
+    symlinkSync(outside, join(storeDir(), ".twill"));
+
+    const add = await ipam("ADD", tampered(), call("c1", { timeoutMs: 20_000 }));
+    expect(add.doc).toMatchObject({ code: 5, msg: `IPAM index ${join(storeDir(), ".twill")} is a symlink, not a directory: refusing to follow it` });
+    expect(storeReservations()).toEqual([]);
+    expect((await ipam("DEL", tampered(), call("c9"))).code).toBe(0);
+    const gc = await ipam("GC", { ...tampered(), "cni.dev/valid-attachments": [] });
+    expect(gc.code, gc.stdout).toBe(0);
+    expect(readdirSync(join(outside, "by-id"))).toEqual(["c9@eth0"]);
+    expect(readFileSync(join(outside, "by-id", "c9@eth0"), "utf8")).toBe(planted);
+    const status = await ipam("STATUS", tampered());
+    expect(status.doc).toMatchObject({ code: 50, msg: /is a symlink, not a directory/ });
+  });
+
+  it("never echoes a file's contents: a requested address that is a symlink is taken, without saying by what", async () => {
+    const secret = join(node.dir, "secret");
+    writeFileSync(secret, "SECRET-CONTENT\r\nmore");
+    mkdirSync(storeDir(), { recursive: true });
+    symlinkSync(secret, join(storeDir(), "10.20.0.50"));
+    const r = await ipam("ADD", { ...tampered(), runtimeConfig: { ips: ["10.20.0.50"] } }, call("c1"));
+    expect(r.doc).toMatchObject({ code: 112, msg: "requested address 10.20.0.50 (runtimeConfig.ips) is already reserved" });
+    expect(r.stdout).not.toContain("SECRET");
+    expect(readFileSync(secret, "utf8")).toBe("SECRET-CONTENT\r\nmore");
   });
 });

@@ -1,7 +1,7 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 import { CniError, Code } from "../shared/cni/errors.js";
-import type { CmdArgs, Plugin } from "../shared/cni/skel.js";
+import { NAME_PATTERN, isValidIfname, type CmdArgs, type Plugin } from "../shared/cni/skel.js";
 import type { IpConfig, Result } from "../shared/cni/types.js";
 import { parseResult } from "../shared/cni/version.js";
 import { formatIp, parseIp } from "../shared/net/cidr.js";
@@ -26,8 +26,18 @@ export { IpamCode } from "./errors.js";
  */
 export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
   const log = opts.logger ?? nullLogger;
-  const storeOf = (loc: StoreLocation) => new Store(join(loc.dataDir, loc.network));
+  const storeOf = (loc: StoreLocation) => new Store(join(loc.dataDir, loc.network), log.with({ network: loc.network }));
   const ownerOf = (args: CmdArgs): Owner => ({ containerID: args.containerId, ifname: args.ifname });
+  /**
+   * host-local's DEL removes reservations and leaves their index entries. Where host-local
+   * works too, DEL and STATUS sweep the index (GC always does), so none accumulate; elsewhere
+   * every reservation goes away through twill-ipam with its entry, and STATUS stays a listing.
+   */
+  const sweepIndex = (store: Store, loc: StoreLocation) => {
+    if (!store.usedByHostLocal()) return;
+    const dropped = store.dropStaleIndex();
+    if (dropped.length > 0) log.info("Dropped index entries without a reservation", { network: loc.network, attachments: dropped });
+  };
 
   return {
     async add(args) {
@@ -58,8 +68,10 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       // Only where the store is: DEL works with the node agent down and any other field broken.
       const loc = storeLocation(args.conf);
       const owner = ownerOf(args);
-      const freed = storeOf(loc).releaseAttachment(owner);
+      const store = storeOf(loc);
+      const freed = store.releaseAttachment(owner);
       log.info("Released", { containerId: owner.containerID, ifname: owner.ifname, network: loc.network, ips: freed });
+      sweepIndex(store, loc);
     },
 
     async check(args) {
@@ -96,6 +108,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       } catch (err) {
         throw notAvailable(`IPAM store ${store.dir} is not writable: ${(err as Error).message}`);
       }
+      sweepIndex(store, cfg);
       // File names suffice to count: STATUS runs every few seconds under containerd 2.
       const reserved = store.reservedAddresses().flatMap((name) => {
         try {
@@ -159,8 +172,10 @@ function takeAddress(store: Store, set: RangeSet, index: number, wanted: Request
   if (wanted) {
     const range = set.find((r) => wanted.value >= r.start && wanted.value <= r.end)!;
     if (!store.reserve(wanted.text, owner)) {
+      // The holder is named only when the file reads as one: never echo a planted file's content.
       const holder = store.owner(wanted.text);
-      const by = holder ? ` by ${holder.containerID}${holder.ifname ? `/${holder.ifname}` : ""}` : "";
+      const named = holder && NAME_PATTERN.test(holder.containerID) && (holder.ifname === "" || isValidIfname(holder.ifname));
+      const by = named ? ` by ${holder.containerID}${holder.ifname ? `/${holder.ifname}` : ""}` : "";
       throw new CniError(IpamCode.AddressTaken, `requested address ${wanted.text} (${wanted.from}) is already reserved${by}`);
     }
     return { ip: wanted.text, range };

@@ -29,6 +29,17 @@ describe("store", () => {
     expect(store.owner("10.0.0.2")).toEqual(a);
   });
 
+  it("keeps index entries of container IDs of any length in names the file system takes", () => {
+    for (const length of [1, 199, 200, 201, 251, 5000]) {
+      const owner = { containerID: "c".repeat(length), ifname: "eth0" };
+      store.writeIndex(entry(owner, ["10.0.0.2"]));
+      expect(store.indexEntry(owner)?.containerID).toBe(owner.containerID);
+      expect(store.indexEntry({ ...owner, containerID: "c".repeat(length + 1) })).toBeUndefined();
+      store.dropIndex(owner);
+    }
+    expect(readdirSync(join(store.dir, ".twill", "by-id"))).toEqual([]);
+  });
+
   it("releases only what the attachment holds", () => {
     store.reserve("10.0.0.2", a);
     expect(store.release("10.0.0.2", b)).toBe(false);

@@ -1,9 +1,11 @@
-import {
-  closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeFileSync, writeSync,
-} from "node:fs";
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, Code } from "../shared/cni/errors.js";
-import { writeFileAtomic } from "../shared/fs.js";
+import { digest, hex } from "../shared/digest.js";
+import {
+  NotRegularFile, readRegularFile, removeStaleTemporaries, writeFileAtomic, writeRegularFile,
+} from "../shared/fs.js";
+import { nullLogger, type Logger } from "../shared/log.js";
 
 /**
  * Reservations on disk in host-local's layout, so a node moves between host-local and
@@ -26,6 +28,12 @@ import { writeFileAtomic } from "../shared/fs.js";
  * (reservations host-local made, or an ADD that died before writing its entry). Index files
  * hold JSON, never "id\r\nifname": host-local's DEL walks subdirectories too and deletes every
  * file whose content is the attachment's.
+ *
+ * Anyone with write access to the directory can plant things in it. twill never follows a
+ * symlink where it reads or writes a file, never opens a FIFO in a way that waits, and takes
+ * an entry that is not a regular file for no reservation (it skips it and logs the path).
+ * `.twill` and `.twill/by-id` must be real directories: ADD refuses to write the index through
+ * a symlink, and DEL and GC then do without the index.
  */
 
 export interface Owner {
@@ -51,11 +59,25 @@ const LINE_BREAK = "\r\n";
 const HOST_LOCAL_LOCK = "lock";
 
 export class Store {
-  constructor(readonly dir: string) {}
+  private indexWarned = false;
 
-  /** Creates the store and index directories, readable by root only. */
+  constructor(
+    readonly dir: string,
+    private readonly log: Logger = nullLogger,
+  ) {}
+
+  /** Creates the store and index directories, readable by root only; the index ones must be real directories. */
   ensure(): void {
-    fsOp("create the IPAM store directory", this.dir, () => mkdirSync(join(this.dir, INDEX_DIR), { recursive: true, mode: 0o700 }));
+    fsOp("create the IPAM store directory", this.dir, () => mkdirSync(this.dir, { recursive: true, mode: 0o700 }));
+    for (const dir of [join(this.dir, ".twill"), join(this.dir, INDEX_DIR)]) {
+      try {
+        mkdirSync(dir, { mode: 0o700 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw ioError("create the IPAM index directory", dir, err);
+        const problem = notADirectory(dir);
+        if (problem) throw new CniError(Code.IoFailure, `IPAM index ${dir} ${problem}: refusing to follow it`);
+      }
+    }
   }
 
   /** Takes `ip` for the attachment by exclusive create; false when someone holds it. */
@@ -89,19 +111,32 @@ export class Store {
     return unlinkIfExists(join(this.dir, ip));
   }
 
+  /** Who holds `ip`; undefined when nobody does, or when its entry is not a regular file. */
   owner(ip: string): Owner | undefined {
-    const text = readIfExists(join(this.dir, ip));
+    const text = this.readEntry(join(this.dir, ip));
     return text === undefined ? undefined : parseOwner(text);
   }
 
   lastReserved(set: number): string | undefined {
-    return readIfExists(join(this.dir, `last_reserved_ip.${set}`))?.trim() || undefined;
+    return this.readEntry(join(this.dir, `last_reserved_ip.${set}`))?.trim() || undefined;
   }
 
-  /** Written in place as host-local does: a torn read only moves where the next walk starts. */
+  /**
+   * Written in place as host-local does: a torn read only moves where the next walk starts.
+   * A symlink in its place is replaced, never written through; anything else is left alone.
+   */
   setLastReserved(set: number, ip: string): void {
     const path = join(this.dir, `last_reserved_ip.${set}`);
-    fsOp("write", path, () => writeFileSync(path, ip, { mode: 0o600 }));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return writeRegularFile(path, ip);
+      } catch (err) {
+        if (!(err instanceof NotRegularFile)) throw ioError("write", path, err);
+        this.skipped(path);
+        if (attempt > 0 || !isSymlink(path)) return;
+        unlinkIfExists(path);
+      }
+    }
   }
 
   /** The reserved addresses, by file name alone (no reads). */
@@ -128,6 +163,8 @@ export class Store {
    * and host-local never used the directory (then every reservation has an entry).
    */
   addressesOf(owner: Owner, walk: "always" | "if-host-local" = "always"): string[] {
+    // Without a usable index, the walk is the only way to know.
+    if (!this.indexUsable()) walk = "always";
     const entry = this.indexEntry(owner);
     if (entry) {
       const held = entry.ips.filter((ip) => {
@@ -148,26 +185,63 @@ export class Store {
   }
 
   indexEntry(owner: Owner): IndexEntry | undefined {
-    return parseIndexEntry(readIfExists(this.indexPath(owner)));
+    if (!this.indexUsable()) return undefined;
+    const entry = parseIndexEntry(this.readEntry(this.indexPath(owner)));
+    // A hashed name may in theory be shared: the entry says whose it is.
+    return entry && entry.containerID === owner.containerID && entry.ifname === owner.ifname ? entry : undefined;
   }
 
-  /** The index is a cache of the reservation files: a crash that loses it costs one walk, so no fsync. */
+  /**
+   * The index is a cache of the reservation files: a crash that loses it costs one walk, so no
+   * fsync. What an earlier writer of this entry left when it was killed mid-write goes first.
+   */
   writeIndex(entry: IndexEntry): void {
+    this.ensure();
     const path = this.indexPath(entry);
+    const stale = fsOp("clean up beside the index entry", path, () => removeStaleTemporaries(path));
+    if (stale.length > 0) this.log.info("Removed temporaries of killed writers", { dir: join(this.dir, INDEX_DIR), files: stale });
     fsOp("write the index entry", path, () => writeFileAtomic(path, JSON.stringify(entry), 0o600, false));
   }
 
   dropIndex(owner: Owner): void {
-    unlinkIfExists(this.indexPath(owner));
+    if (this.indexUsable()) unlinkIfExists(this.indexPath(owner));
   }
 
-  /** Every index entry, and the names of files there that are not one (torn writes) for removal. */
+  /**
+   * Drops the index entries whose addresses are no longer reserved for them (host-local's DEL
+   * removed the reservations and knows nothing of the index). Returns the dropped entries.
+   */
+  dropStaleIndex(): Owner[] {
+    const dropped = this.indexEntries().entries.filter((e) => !e.ips.some((ip) => {
+      const held = this.owner(ip);
+      return held !== undefined && sameAttachment(held, e);
+    }));
+    for (const e of dropped) this.dropIndex(e);
+    return dropped.map(({ containerID, ifname }) => ({ containerID, ifname }));
+  }
+
+  /**
+   * Every index entry, and the names of files there that are not one (torn writes) for removal.
+   * Entries that are not regular files are neither: they are skipped and logged.
+   */
   indexEntries(): { entries: IndexEntry[]; junk: string[] } {
     const dir = join(this.dir, INDEX_DIR);
     const entries: IndexEntry[] = [];
     const junk: string[] = [];
+    if (!this.indexUsable()) return { entries, junk };
     for (const name of readdirIfExists(dir)) {
-      const entry = parseIndexEntry(readIfExists(join(dir, name)));
+      const path = join(dir, name);
+      let text: string | undefined;
+      try {
+        text = readRegularFile(path);
+      } catch (err) {
+        if (err instanceof NotRegularFile) {
+          this.skipped(path);
+          continue;
+        }
+        throw ioError("read", path, err);
+      }
+      const entry = parseIndexEntry(text);
       if (entry && name === indexName(entry)) entries.push(entry);
       else junk.push(name);
     }
@@ -175,7 +249,36 @@ export class Store {
   }
 
   removeIndexFile(name: string): void {
-    unlinkIfExists(join(this.dir, INDEX_DIR, name));
+    if (this.indexUsable()) unlinkIfExists(join(this.dir, INDEX_DIR, name));
+  }
+
+  /** Whether the index directories are absent or real directories; a symlink is warned of once. */
+  private indexUsable(): boolean {
+    for (const dir of [join(this.dir, ".twill"), join(this.dir, INDEX_DIR)]) {
+      const problem = notADirectory(dir);
+      if (!problem) continue;
+      if (!this.indexWarned) this.log.warn("Ignored the IPAM index: it is not a directory", { path: dir, problem });
+      this.indexWarned = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** A store file's content: undefined when absent, or (logged) when not a regular file. */
+  private readEntry(path: string): string | undefined {
+    try {
+      return readRegularFile(path);
+    } catch (err) {
+      if (err instanceof NotRegularFile) {
+        this.skipped(path);
+        return undefined;
+      }
+      throw ioError("read", path, err);
+    }
+  }
+
+  private skipped(path: string): void {
+    this.log.warn("Skipped a store entry that is not a regular file", { path });
   }
 
   private indexPath(owner: Owner): string {
@@ -186,8 +289,20 @@ export class Store {
 /**
  * `<containerID>@<ifname>`: container IDs never hold '@' (SPEC.md's pattern), so no two
  * attachments share a name; '_' would not do, as IDs and interface names may both hold it.
+ * A file name holds at most 255 bytes, less the temporary's suffix while it is written, and
+ * container IDs have no length limit: a longer ID is cut and followed by '~' (never in an ID)
+ * and a digest of the whole ID. The entry's content names the attachment in full.
  */
-const indexName = (o: Owner) => `${o.containerID}@${encodeURIComponent(o.ifname)}`;
+function indexName(o: Owner): string {
+  const ifname = encodeURIComponent(o.ifname);
+  const id = o.containerID.length + ifname.length <= MAX_INDEX_NAME
+    ? o.containerID
+    : `${o.containerID.slice(0, 128)}~${hex(digest(o.containerID))}`;
+  return `${id}@${ifname}`;
+}
+
+/** 255 bytes less ".tmp-<pid>-<ms>" (at most 32), less '@'. IDs are ASCII. */
+const MAX_INDEX_NAME = 200;
 
 function parseIndexEntry(text: string | undefined): IndexEntry | undefined {
   if (text === undefined) return undefined;
@@ -218,7 +333,7 @@ let cachedBootId: string | undefined;
 
 /** This boot's ID; a reservation recorded under another one was made before the last reboot. */
 export function bootId(): string {
-  cachedBootId ??= readIfExists("/proc/sys/kernel/random/boot_id")?.trim() ?? "";
+  cachedBootId ??= readRegularFile("/proc/sys/kernel/random/boot_id")?.trim() ?? "";
   return cachedBootId;
 }
 
@@ -234,12 +349,23 @@ function fsOp<T>(op: string, path: string, fn: () => T): T {
   }
 }
 
-function readIfExists(path: string): string | undefined {
+/** Why `path` cannot be used as a directory (a symlink, a file), or null when it can or is absent. */
+function notADirectory(path: string): string | null {
   try {
-    return readFileSync(path, "utf8");
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) return "is a symlink, not a directory";
+    return st.isDirectory() ? null : "is not a directory";
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw ioError("read", path, err);
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw ioError("inspect", path, err);
+  }
+}
+
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 

@@ -1,15 +1,18 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+import {
+  closeSync, constants, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
 
 /**
  * Writes a file so readers see either the old or the new content, never a torn one:
  * write a temporary file beside it, fsync, rename over. `durable: false` skips the fsync for
  * files that can be rebuilt from others after a crash (it costs milliseconds per call).
+ * The temporary is created exclusively: a symlink planted under its name is never followed.
  */
 export function writeFileAtomic(path: string, data: string, mode = 0o600, durable = true): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  const fd = openSync(tmp, "w", mode);
+  const tmp = `${path}${TMP_MARK}${process.pid}-${Date.now()}`;
+  const fd = openSync(tmp, "wx", mode);
   try {
     writeSync(fd, data);
     if (durable) fsyncSync(fd);
@@ -17,4 +20,103 @@ export function writeFileAtomic(path: string, data: string, mode = 0o600, durabl
     closeSync(fd);
   }
   renameSync(tmp, path);
+}
+
+const TMP_MARK = ".tmp-";
+
+/**
+ * Removes the temporaries {@link writeFileAtomic} left for `path` when its writer was killed
+ * between create and rename; those of a writer still running are kept. Returns their names.
+ */
+export function removeStaleTemporaries(path: string, alive: (pid: number) => boolean = processAlive): string[] {
+  const prefix = basename(path) + TMP_MARK;
+  const stale = readdirSync(dirname(path)).filter((name) => {
+    if (!name.startsWith(prefix)) return false;
+    const pid = Number(/^(\d+)-\d+$/.exec(name.slice(prefix.length))?.[1]);
+    return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid);
+  });
+  for (const name of stale) {
+    try {
+      unlinkSync(join(dirname(path), name));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  return stale;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
+/** A path that is a symlink, directory, FIFO or device where a regular file belongs. */
+export class NotRegularFile extends Error {
+  constructor(readonly path: string) {
+    super(`${path} is not a regular file`);
+    this.name = "NotRegularFile";
+  }
+}
+
+/**
+ * Opens a regular file without following a symlink in its place, and without waiting on a
+ * FIFO (O_NONBLOCK): anything else throws {@link NotRegularFile}. Errors such as ENOENT pass.
+ */
+export function openRegularFile(path: string, flags: number, mode = 0o600): number {
+  let fd: number;
+  try {
+    fd = openSync(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK, mode);
+  } catch (err) {
+    // ELOOP: a symlink; EISDIR: a directory opened for writing; ENXIO: a FIFO nobody reads.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ELOOP" || code === "EISDIR" || code === "ENXIO") throw new NotRegularFile(path);
+    throw err;
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new NotRegularFile(path);
+  }
+  return fd;
+}
+
+/** A regular file's content; undefined when it does not exist. */
+export function readRegularFile(path: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openRegularFile(path, constants.O_RDONLY);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  try {
+    return readFileSync(fd, "utf8");
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Replaces a regular file's content in place; never through a symlink. */
+export function writeRegularFile(path: string, data: string, mode = 0o600): void {
+  const fd = openRegularFile(path, constants.O_WRONLY | constants.O_CREAT, mode);
+  try {
+    // Truncate only once the file is known to be regular: O_TRUNC would act before the check.
+    ftruncateSync(fd, 0);
+    writeSync(fd, data, 0);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Appends to a regular file, creating it; never through a symlink. */
+export function appendRegularFile(path: string, data: string, mode = 0o600): void {
+  const fd = openRegularFile(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, mode);
+  try {
+    writeSync(fd, data);
+  } finally {
+    closeSync(fd);
+  }
 }

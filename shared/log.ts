@@ -1,5 +1,6 @@
-import { appendFileSync, mkdirSync } from "node:fs";
+import { mkdirSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
+import { NotRegularFile, appendRegularFile } from "./fs.js";
 
 /**
  * Structured logs: a constant message plus key/values, one JSON object a line. The plugin
@@ -38,15 +39,27 @@ export function createLogger(write: (line: string) => void, minLevel: Level = "i
   };
 }
 
-/** A logger appending to `path`; the directory is created on first use. */
-export function fileLogger(path: string, minLevel: Level = "info"): Logger {
+/**
+ * A logger appending to `path`; the directory is created on first use. A symlink, FIFO or
+ * directory planted at `path` is never written through: the logger says so once on stderr
+ * (the runtime keeps a plugin's stderr) and drops its lines.
+ */
+export function fileLogger(path: string, minLevel: Level = "info", stderr = (t: string) => void writeSync(2, t)): Logger {
   let ready = false;
+  let refused = false;
   return createLogger((line) => {
+    if (refused) return;
     if (!ready) {
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       ready = true;
     }
-    appendFileSync(path, line, { mode: 0o600 });
+    try {
+      appendRegularFile(path, line);
+    } catch (err) {
+      if (!(err instanceof NotRegularFile)) throw err;
+      refused = true;
+      stderr(`twill: not logging to ${path}: it is not a regular file\n`);
+    }
   }, minLevel);
 }
 

@@ -1,4 +1,5 @@
 import { invalidConfig, unsupportedField } from "../../shared/cni/errors.js";
+import { isValidIfname } from "../../shared/cni/skel.js";
 import type { IpamConf, NetConf } from "../../shared/cni/types.js";
 import { DEFAULT_SUBNET_FILE } from "../../shared/subnet-file.js";
 
@@ -46,7 +47,7 @@ export function parseConf(conf: NetConf, cniArgs: Record<string, string> = {}): 
   };
 
   const bridge = str("bridge") ?? DEFAULT_BRIDGE;
-  if (bridge.length > 15 || /[/:\s]/.test(bridge) || bridge === "." || bridge === "..") {
+  if (!isValidIfname(bridge)) {
     throw invalidConfig(`"bridge" is not a valid interface name: ${JSON.stringify(bridge)}`);
   }
 

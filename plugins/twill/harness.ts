@@ -20,6 +20,8 @@ export interface Outcome {
   stderr: string;
   /** stdout parsed, or undefined when empty. */
   doc: any;
+  /** The call was killed after `timeoutMs`: it hung. */
+  timedOut: boolean;
 }
 
 export interface Call {
@@ -29,6 +31,8 @@ export interface Call {
   env?: Record<string, string>;
   /** Another plugin executable to invoke (twill-ipam, a reference plugin); twill by default. */
   binary?: string;
+  /** Kill the plugin after this long (a test of something that must never hang). */
+  timeoutMs?: number;
 }
 
 let counter = 0;
@@ -97,9 +101,16 @@ export class TestNode {
       env,
       extendEnv: false,
       reject: false,
+      ...(call.timeoutMs ? { timeout: call.timeoutMs } : {}),
     });
     const stdout = String(r.stdout);
-    return { code: r.exitCode ?? -1, stdout, stderr: String(r.stderr), doc: stdout.trim() ? JSON.parse(stdout) : undefined };
+    return {
+      code: r.exitCode ?? -1,
+      stdout,
+      stderr: String(r.stderr),
+      doc: stdout.trim() ? JSON.parse(stdout) : undefined,
+      timedOut: r.timedOut,
+    };
   }
 
   /** Names of the links in the node namespace. */

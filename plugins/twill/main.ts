@@ -7,4 +7,5 @@ export const main = () =>
   runPlugin(
     createTwillPlugin({ env: process.env, localIpam: (logger) => createIpamPlugin({ logger }) }),
     "twill: Kubernetes pod networking on a Linux bridge",
+    { checkNetns: true },
   );

@@ -32,6 +32,9 @@ export interface TwillDeps {
   logger?: (path: string) => Logger;
 }
 
+/** Codes that say the invocation or its config is wrong (SPEC.md "Error"). */
+const CONFIG_CODES: ReadonlySet<number> = new Set([Code.IncompatibleVersion, Code.UnsupportedField, Code.InvalidEnv, Code.DecodeFailure, Code.InvalidConfig]);
+
 export function createTwillPlugin(deps: TwillDeps): Plugin {
   const node = new IpRoute(null);
   const loggerFor = (conf: TwillConf, args: CmdArgs): Logger =>
@@ -144,6 +147,9 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       try {
         await ipam.status(args);
       } catch (err) {
+        // A config IPAM cannot use is the operator's to fix, not a wait for readiness (SPEC.md
+        // STATUS: 50 and 51 are for a plugin that is otherwise fine).
+        if (err instanceof CniError && CONFIG_CODES.has(err.code)) throw err;
         throw new CniError(Code.NotAvailable, `IPAM is not ready: ${(err as Error).message}`);
       }
     },

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { CniError, Code } from "./errors.js";
-import { dispatch, parseCniArgs, validAttachments, type Plugin, type PluginIO } from "./skel.js";
+import type { NetnsKind } from "./netns.js";
+import { dispatch, isValidIfname, parseCniArgs, validAttachments, type Plugin, type PluginIO } from "./skel.js";
 import type { NetConf } from "./types.js";
 
 const conf = (extra: Record<string, unknown> = {}) =>
@@ -27,10 +28,11 @@ function recorder() {
   return { calls, plugin };
 }
 
-async function invoke(plugin: Plugin, e: Record<string, string>, stdin: string) {
+async function invoke(plugin: Plugin, e: Record<string, string>, stdin: string, netns?: NetnsKind) {
   let out = "";
   let err = "";
   const io: PluginIO = { env: e, stdin, stdout: (t) => (out += t), stderr: (t) => (err += t) };
+  if (netns) io.inspectNetns = () => netns;
   const code = await dispatch(plugin, io, "twill test");
   return { code, out, err, json: out ? JSON.parse(out) : undefined };
 }
@@ -123,6 +125,45 @@ describe("dispatch", () => {
       expect(r.code).toBe(0);
       expect(calls).toEqual([`gc ${JSON.stringify(list)}`]);
     }
+  });
+});
+
+describe("CNI_NETNS checks for a plugin that works inside it", () => {
+  it.each<[NetnsKind, string]>([
+    ["own", "CNI_NETNS /var/run/netns/p1 is the plugin's own network namespace"],
+    ["not-a-netns", "CNI_NETNS /var/run/netns/p1 is not a network namespace"],
+    ["missing", "network namespace /var/run/netns/p1 does not exist"],
+  ])("refuses a namespace that is %s with code 8 on ADD and CHECK, never on DEL", async (kind, msg) => {
+    for (const command of ["ADD", "CHECK"]) {
+      const { plugin, calls } = recorder();
+      const r = await invoke(plugin, env({ CNI_COMMAND: command }), conf(), kind);
+      expect(r.json).toMatchObject({ code: 8, msg });
+      expect(calls).toEqual([]);
+    }
+    expect((await invoke(recorder().plugin, env({ CNI_COMMAND: "DEL" }), conf(), kind)).code).toBe(0);
+  });
+
+  it.each(["1", "true", "TRUE"])("lets CNI_NETNS_OVERRIDE=%s through to the plugin's own namespace only", async (value) => {
+    const { plugin, calls } = recorder();
+    expect((await invoke(plugin, env({ CNI_NETNS_OVERRIDE: value }), conf(), "own")).code).toBe(0);
+    expect(calls).toEqual(["add abc123"]);
+    expect((await invoke(plugin, env({ CNI_NETNS_OVERRIDE: value }), conf(), "not-a-netns")).json.code).toBe(8);
+  });
+});
+
+describe("interface names", () => {
+  it.each([["eth0", true], ["ééééééé", true], ["a".repeat(15), true], ["a".repeat(16), false], ["éééééééé", false],
+    ["ethà", false], ["a b", false], ["a\u00a0", false], ["a:b", false], ["a/b", false], [".", false], ["..", false], ["", false], ["...", true]])(
+    "%j is valid: %s (the kernel's rules, in bytes)", (name, ok) => {
+      expect(isValidIfname(name)).toBe(ok);
+    });
+});
+
+describe("VERSION", () => {
+  it.each(["{nope", "[]", "null", '{"cniVersion": 3}', ""])("answers whatever stdin holds (%j)", async (stdin) => {
+    const r = await invoke(recorder().plugin, { CNI_COMMAND: "VERSION" }, stdin);
+    expect(r.code).toBe(0);
+    expect(r.json).toEqual({ cniVersion: "1.1.0", supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] });
   });
 });
 

@@ -1,4 +1,5 @@
 import { CniError, Code, invalidConfig, invalidEnv, toCniError } from "./errors.js";
+import { inspectNetns, netnsOverride, requirePodNetns, type NetnsKind } from "./netns.js";
 import type { Attachment, NetConf, Result } from "./types.js";
 import { CURRENT_VERSION, SUPPORTED_VERSIONS, formatResult, requireSupported } from "./version.js";
 
@@ -39,6 +40,11 @@ export interface PluginIO {
   stdin: string;
   stdout(text: string): void;
   stderr(text: string): void;
+  /**
+   * Set for a plugin that works inside CNI_NETNS: ADD and CHECK then refuse a path that is no
+   * network namespace, or is the plugin's own (see netns.ts).
+   */
+  inspectNetns?: (path: string) => NetnsKind;
 }
 
 /** SPEC.md: container IDs and network names. Also stops path tricks such as `../../etc`. */
@@ -75,6 +81,9 @@ export async function dispatch(plugin: Plugin, io: PluginIO, about: string): Pro
     }
     const args = parseArgs(command as Command, io.env, io.stdin);
     version = args.conf.cniVersion;
+    if (io.inspectNetns && (args.command === "ADD" || args.command === "CHECK")) {
+      requirePodNetns(args.netns, netnsOverride(io.env.CNI_NETNS_OVERRIDE), io.inspectNetns);
+    }
     switch (args.command) {
       case "ADD": {
         const result = await plugin.add(args);
@@ -102,11 +111,17 @@ export async function dispatch(plugin: Plugin, io: PluginIO, about: string): Pro
   return 0;
 }
 
+/**
+ * The version asked in stdin's cniVersion; whatever else stdin holds, VERSION answers (libcni's
+ * skel does not read stdin for it at all), so a caller can always learn what is supported.
+ */
 function versionInfo(stdin: string) {
   let asked = CURRENT_VERSION;
-  if (stdin.trim() !== "") {
+  try {
     const conf = decode(stdin);
     if (typeof conf.cniVersion === "string" && conf.cniVersion !== "") asked = conf.cniVersion;
+  } catch {
+    // No config, or not one: the current version.
   }
   return { cniVersion: asked, supportedVersions: [...SUPPORTED_VERSIONS] };
 }
@@ -155,12 +170,22 @@ export function parseArgs(
   };
 }
 
-/** Linux interface names: 1-15 bytes, no '/', ':' or whitespace, not '.' or '..'. */
 export function validateIfname(ifname: string): void {
-  const bad =
-    ifname.length > 15 || ifname === "." || ifname === ".." || /[/:\s]/.test(ifname);
-  if (bad) throw invalidEnv("CNI_IFNAME", `invalid interface name ${JSON.stringify(ifname)}`);
+  if (!isValidIfname(ifname)) throw invalidEnv("CNI_IFNAME", `invalid interface name ${JSON.stringify(ifname)}`);
 }
+
+/**
+ * The kernel's dev_valid_name, on the UTF-8 bytes it receives: 1-15 bytes, not '.' or '..',
+ * no '/', ':' or byte its isspace() takes for space (which includes 0xa0, a byte of many
+ * two-byte characters such as 'à').
+ */
+export function isValidIfname(name: string): boolean {
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length === 0 || bytes.length > 15 || name === "." || name === "..") return false;
+  return bytes.every((b) => !IFNAME_FORBIDDEN.has(b));
+}
+
+const IFNAME_FORBIDDEN = new Set([0x2f, 0x3a, 0x20, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0xa0]);
 
 function decode(stdin: string): Record<string, unknown> {
   let value: unknown;
@@ -206,7 +231,7 @@ export function validAttachments(conf: NetConf): Attachment[] {
 }
 
 /** Wires a plugin to the real process: env, stdin, stdout, exit status. */
-export async function runPlugin(plugin: Plugin, about: string): Promise<never> {
+export async function runPlugin(plugin: Plugin, about: string, opts: { checkNetns?: boolean } = {}): Promise<never> {
   const { fstatSync, readFileSync, writeSync } = await import("node:fs");
   const command = process.env.CNI_COMMAND;
   // VERSION may come with no stdin at all; a terminal on stdin is no config either. A character
@@ -221,6 +246,7 @@ export async function runPlugin(plugin: Plugin, about: string): Promise<never> {
       // Synchronous writes: the document must be complete before process.exit.
       stdout: (t) => void writeSync(1, t),
       stderr: (t) => void writeSync(2, t),
+      ...(opts.checkNetns ? { inspectNetns } : {}),
     },
     about,
   );

@@ -1,0 +1,47 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { NotRegularFile, appendRegularFile, readRegularFile, removeStaleTemporaries, writeRegularFile } from "./fs.js";
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "twill-fs-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("regular files only", () => {
+  it("refuses a symlink, a directory and a FIFO for reading, writing and appending, and never waits", () => {
+    writeFileSync(join(dir, "target"), "secret");
+    symlinkSync(join(dir, "target"), join(dir, "link"));
+    mkdirSync(join(dir, "dir"));
+    execFileSync("mkfifo", [join(dir, "fifo")]);
+    for (const name of ["link", "dir", "fifo"]) {
+      const path = join(dir, name);
+      expect(() => readRegularFile(path)).toThrow(NotRegularFile);
+      expect(() => writeRegularFile(path, "x")).toThrow(NotRegularFile);
+      expect(() => appendRegularFile(path, "x")).toThrow(NotRegularFile);
+    }
+    expect(readFileSync(join(dir, "target"), "utf8")).toBe("secret");
+  });
+
+  it("reads, replaces and appends a regular file; a missing one reads as undefined", () => {
+    const path = join(dir, "f");
+    expect(readRegularFile(path)).toBeUndefined();
+    writeRegularFile(path, "10.0.0.20");
+    writeRegularFile(path, "10.0.0.3");
+    expect(readRegularFile(path)).toBe("10.0.0.3");
+    appendRegularFile(path, "\nmore");
+    expect(readRegularFile(path)).toBe("10.0.0.3\nmore");
+  });
+});
+
+describe("removeStaleTemporaries", () => {
+  it("removes the temporaries of dead writers of that file only", () => {
+    const names = ["e.tmp-100-1", "e.tmp-200-1", "e.tmp-x-1", "e2.tmp-100-1", `e.tmp-${process.pid}-1`, "e"];
+    for (const n of names) writeFileSync(join(dir, n), "");
+    expect(removeStaleTemporaries(join(dir, "e"), (pid) => pid === 200)).toEqual(["e.tmp-100-1"]);
+    expect(readdirSync(dir).sort()).toEqual(names.filter((n) => n !== "e.tmp-100-1").sort());
+  });
+});
