@@ -52,11 +52,22 @@ export function addressInterval(ip: string): { family: Family; interval: Interva
   return { family: p.family, interval: [p.value, p.value] };
 }
 
-export function inIntervals(list: readonly Interval[], value: bigint): boolean {
-  return list.some(([a, b]) => a <= value && value <= b);
+/** Is `value` in one of `list`, sorted and disjoint (as normalize leaves them)? Binary search. */
+export function inSorted(list: readonly Interval[], value: bigint): boolean {
+  let lo = 0;
+  let hi = list.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const [a, b] = list[mid]!;
+    if (value < a) hi = mid - 1;
+    else if (value > b) lo = mid + 1;
+    else return true;
+  }
+  return false;
 }
 
-/** nft set elements: `10.0.0.1` or `10.0.0.0-10.0.0.127`. */
-export function formatIntervals(family: Family, list: readonly Interval[]): string[] {
-  return list.map(([a, b]) => (a === b ? formatIp(family, a) : `${formatIp(family, a)}-${formatIp(family, b)}`));
+/** nft set elements: `10.0.0.1` or `10.0.0.0-10.0.0.127`; `known` holds texts already at hand. */
+export function formatIntervals(family: Family, list: readonly Interval[], known?: ReadonlyMap<bigint, string>): string[] {
+  const text = (v: bigint) => known?.get(v) ?? formatIp(family, v);
+  return list.map(([a, b]) => (a === b ? text(a) : `${text(a)}-${text(b)}`));
 }

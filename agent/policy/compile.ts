@@ -1,5 +1,5 @@
 import type { Family } from "../../shared/net/cidr.js";
-import { addressInterval, emptyIntervals, formatIntervals, inIntervals, ipBlockIntervals, normalize, type Intervals } from "./addresses.js";
+import { addressInterval, emptyIntervals, formatIntervals, inSorted, ipBlockIntervals, normalize, type Intervals } from "./addresses.js";
 import { matchesSelector } from "./selector.js";
 import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPeer, type PolicyRule, type PolicySnapshot, type Protocol } from "./types.js";
 
@@ -18,7 +18,9 @@ import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPe
  * - A pod chain jumps to the chain of every policy that selects the pod, in that direction,
  *   and drops (and counts, and optionally logs) what none accepted. Policies add up.
  * - A policy chain has a rule per (rule, port kind, family), matching peers through named
- *   address sets: the rule count grows with policies and pods, never with peers.
+ *   address sets: the rule count grows with policies and pods, never with peers. Rules with
+ *   the same peers share one set, and a set of single addresses is a hash set (nft handles
+ *   interval sets far more slowly); only ipBlocks make interval sets.
  * - Named ports: ingress resolves them on the selected pod (a set of pod address . protocol
  *   . port), egress on the destination pods; a pod without the name gets nothing for it.
  *
@@ -97,7 +99,22 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
 
   const plan: PolicyPlan = { sets: [], chains: [], maps: [], counters: [], pods: [], policies: [] };
   const isolatedBy = new Map<string, { ingress: string[]; egress: string[] }>();
-  const ctx: RuleContext = { pods, addrs: new Map(pods.map((p) => [p, p.ips.map(addressInterval)])), nsLabels, plan, setNames: new Set() };
+  const byNamespace = new Map<string, PodInfo[]>();
+  for (const p of pods) byNamespace.set(p.namespace, [...(byNamespace.get(p.namespace) ?? []), p]);
+  const ctx: RuleContext = {
+    pods,
+    byNamespace,
+    addrs: new Map(pods.map((p) => [p, p.ips.map(addressInterval)])),
+    addrText: { 4: new Map(), 6: new Map() },
+    nsLabels,
+    plan,
+    setsByContent: new Map(),
+    peerCache: new Map(),
+  };
+  for (const p of pods) for (const ip of p.ips) {
+    const a = addressInterval(ip);
+    ctx.addrText[a.family].set(a.interval[0], ip);
+  }
 
   policies.forEach((policy, i) => {
     const selected = local.filter((p) => p.namespace === policy.namespace && matchesSelector(policy.podSelector, p.labels));
@@ -106,8 +123,8 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
     plan.policies.push({ policy: key, types: [...policy.policyTypes], pods: selected.map(podKey) });
     for (const direction of policy.policyTypes) {
       const chain = `pol_${i}_${SHORT[direction]}`;
-      const rules = (direction === "ingress" ? policy.ingress : policy.egress).flatMap((rule, r) =>
-        compileRule(ctx, { policy, direction, rule, prefix: `${chain}_${r}`, selected }),
+      const rules = (direction === "ingress" ? policy.ingress : policy.egress).flatMap((rule) =>
+        compileRule(ctx, { policy, direction, rule, selected }),
       );
       plan.chains.push({ name: chain, comment: `${key} ${direction}`, rules });
       for (const p of selected) {
@@ -149,19 +166,33 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
 interface RuleContext {
   /** Every pod with an address, this node's or not: the peers. */
   pods: PodInfo[];
+  byNamespace: Map<string, PodInfo[]>;
   /** Each pod's addresses, parsed once. */
   addrs: Map<PodInfo, { family: Family; interval: [bigint, bigint] }[]>;
+  /** Pod addresses' own texts by value, per family: formatting thousands of them again is slow. */
+  addrText: Record<Family, Map<bigint, string>>;
   nsLabels: Map<string, Record<string, string>>;
   plan: PolicyPlan;
-  setNames: Set<string>;
+  /** Set content -> name: policies with the same peers share one set. */
+  setsByContent: Map<string, string>;
+  /** (policy namespace, peers) -> resolved peers: a selector is matched against the pods once. */
+  peerCache: Map<string, Peers>;
+}
+
+/** A rule's peers: merged address intervals per family, and the pods among them. */
+interface Peers {
+  intervals: Intervals;
+  /** Pods the selectors chose (ipBlocks add none). */
+  pods: PodInfo[];
+  hasBlocks: boolean;
+  /** The address set made of them, per family, once made. */
+  setNames: Partial<Record<Family, string>>;
 }
 
 interface RuleInput {
   policy: NetworkPolicy;
   direction: Direction;
   rule: PolicyRule;
-  /** Unique stem for the rule's set names. */
-  prefix: string;
   /** This node's pods the policy selects. */
   selected: PodInfo[];
 }
@@ -172,10 +203,21 @@ interface Ports {
   named: { proto: Protocol; name: string }[];
 }
 
+/** Adds a set with these contents unless an identical one exists; its name either way. */
+function internSet(ctx: RuleContext, type: NftSet["type"], interval: boolean, elements: string[]): string {
+  const key = `${type}|${interval}|${elements.join(",")}`;
+  const known = ctx.setsByContent.get(key);
+  if (known) return known;
+  const name = `set_${ctx.plan.sets.length}`;
+  ctx.plan.sets.push({ name, type, interval, elements });
+  ctx.setsByContent.set(key, name);
+  return name;
+}
+
 /** The nft rules of one ingress/egress rule, for a policy chain; adds the sets they use to the plan. */
 function compileRule(ctx: RuleContext, input: RuleInput): string[] {
-  const { rule, direction, prefix } = input;
-  const peers = rule.peers && rule.peers.length > 0 ? peerIntervals(ctx, input.policy, rule.peers) : null;
+  const { rule, direction } = input;
+  const peers = rule.peers && rule.peers.length > 0 ? resolvePeers(ctx, input.policy, rule.peers) : null;
   const ports = rule.ports && rule.ports.length > 0 ? splitPorts(rule) : null;
   const side = direction === "ingress" ? "saddr" : "daddr";
   const out: string[] = [];
@@ -183,13 +225,11 @@ function compileRule(ctx: RuleContext, input: RuleInput): string[] {
   // The address match per family: "" for any peer, null when the rule allows no peer of the family.
   const addrMatch = (f: Family): string | null => {
     if (!peers) return "";
-    if (peers[f].length === 0) return null;
-    const name = `${prefix}_peers${f}`;
-    if (!ctx.setNames.has(name)) {
-      ctx.setNames.add(name);
-      ctx.plan.sets.push({ name, type: addrType(f), interval: true, elements: formatIntervals(f, peers[f]) });
-    }
-    return `${addrKeyword(f)} ${side} @${name} `;
+    const list = peers.intervals[f];
+    if (list.length === 0) return null;
+    // Plain hash sets when every element is one address: far cheaper for nft than intervals.
+    peers.setNames[f] ??= internSet(ctx, addrType(f), list.some(([a, b]) => a !== b), formatIntervals(f, list, ctx.addrText[f]));
+    return `${addrKeyword(f)} ${side} @${peers.setNames[f]} `;
   };
   // Rules that do not depend on a family are written once when the rule allows any peer.
   const families: (Family | null)[] = peers ? [...FAMILIES] : [null];
@@ -214,20 +254,24 @@ function compileRule(ctx: RuleContext, input: RuleInput): string[] {
   if (ports.named.length > 0) {
     for (const f of FAMILIES) {
       // Ingress: the selected pod's own ports; egress: the ports of the destination pods.
-      const owners =
-        direction === "ingress"
-          ? input.selected
-          : ctx.pods.filter((p) => !peers || ctx.addrs.get(p)!.some((a) => a.family === f && inIntervals(peers[f], a.interval[0])));
+      const owners = direction === "ingress" ? input.selected : egressOwners(ctx, peers, f);
       const elements = namedPortTuples(owners, ports.named, f);
       if (elements.length === 0) continue;
       const m = match(f);
       if (m === null) continue;
-      const name = `${prefix}_named${f}`;
-      ctx.plan.sets.push({ name, type: portTupleType(f), interval: false, elements });
+      const name = internSet(ctx, portTupleType(f), false, elements);
       out.push(`${direction === "ingress" ? m : ""}${addrKeyword(f)} daddr . meta l4proto . th dport @${name} accept`);
     }
   }
   return out;
+}
+
+/** Destination pods an egress rule's named ports resolve on: the peers' pods, or any pod in its blocks. */
+function egressOwners(ctx: RuleContext, peers: Peers | null, f: Family): PodInfo[] {
+  if (!peers) return ctx.pods;
+  if (!peers.hasBlocks) return peers.pods;
+  const list = peers.intervals[f];
+  return ctx.pods.filter((p) => ctx.addrs.get(p)!.some((a) => a.family === f && inSorted(list, a.interval[0])));
 }
 
 /** `address . proto . port` for every address of `family` of each pod that has a port of that name. */
@@ -258,38 +302,45 @@ function splitPorts(rule: PolicyRule): Ports {
   return out;
 }
 
-/** The addresses a rule's peers stand for, merged per family. */
-function peerIntervals(ctx: RuleContext, policy: NetworkPolicy, peers: PolicyPeer[]): Intervals {
+/** The addresses and pods a rule's peers stand for, merged per family. */
+function resolvePeers(ctx: RuleContext, policy: NetworkPolicy, peers: PolicyPeer[]): Peers {
+  const key = `${policy.namespace}|${JSON.stringify(peers)}`;
+  const cached = ctx.peerCache.get(key);
+  if (cached) return cached;
   const acc = emptyIntervals();
+  const pods = new Set<PodInfo>();
+  let hasBlocks = false;
   for (const peer of peers) {
     if (peer.ipBlock) {
+      hasBlocks = true;
       const block = ipBlockIntervals(peer.ipBlock.cidr, peer.ipBlock.except);
       acc[block.family].push(...block.intervals);
       continue;
     }
     if (!peer.podSelector && !peer.namespaceSelector) continue;
-    for (const p of ctx.pods) {
-      if (!peerSelects(ctx, policy, peer, p)) continue;
-      for (const a of ctx.addrs.get(p)!) acc[a.family].push([...a.interval]);
+    for (const namespace of peerNamespaces(ctx, policy, peer)) {
+      for (const p of ctx.byNamespace.get(namespace) ?? []) {
+        if (pods.has(p) || (peer.podSelector && !matchesSelector(peer.podSelector, p.labels))) continue;
+        pods.add(p);
+        for (const a of ctx.addrs.get(p)!) acc[a.family].push([...a.interval]);
+      }
     }
   }
-  return { 4: normalize(acc[4]), 6: normalize(acc[6]) };
+  const resolved: Peers = { intervals: { 4: normalize(acc[4]), 6: normalize(acc[6]) }, pods: [...pods], hasBlocks, setNames: {} };
+  ctx.peerCache.set(key, resolved);
+  return resolved;
 }
 
 /**
- * podSelector alone: pods of the policy's namespace; namespaceSelector alone: every pod of
- * the matching namespaces; both: pods matching the first in namespaces matching the second.
+ * The namespaces a peer's pods come from. podSelector alone: the policy's own; a
+ * namespaceSelector (with or without a podSelector): every namespace it matches.
  */
-function peerSelects(ctx: RuleContext, policy: NetworkPolicy, peer: PolicyPeer, pod: PodInfo): boolean {
-  if (peer.namespaceSelector) {
-    const labels = ctx.nsLabels.get(pod.namespace);
-    if (!labels || !matchesSelector(peer.namespaceSelector, labels)) return false;
-  } else if (pod.namespace !== policy.namespace) {
-    return false;
-  }
-  return peer.podSelector ? matchesSelector(peer.podSelector, pod.labels) : true;
+function peerNamespaces(ctx: RuleContext, policy: NetworkPolicy, peer: PolicyPeer): string[] {
+  if (!peer.namespaceSelector) return [policy.namespace];
+  return [...ctx.nsLabels].filter(([, labels]) => matchesSelector(peer.namespaceSelector!, labels)).map(([name]) => name);
 }
 
 function byKey(a: { namespace: string; name: string }, b: { namespace: string; name: string }): number {
-  return podKey(a) < podKey(b) ? -1 : podKey(a) > podKey(b) ? 1 : 0;
+  if (a.namespace !== b.namespace) return a.namespace < b.namespace ? -1 : 1;
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
