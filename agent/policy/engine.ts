@@ -1,4 +1,4 @@
-import { ensureBridgeNetfilter } from "../../shared/kernel/bridge.js";
+import { bridgeNetfilterLoaded, ensureBridgeNetfilter } from "../../shared/kernel/bridge.js";
 import type { IpRoute } from "../../shared/kernel/iproute.js";
 import { applyNftScript, readNftCounters } from "../../shared/kernel/nft.js";
 import type { Logger } from "../../shared/log.js";
@@ -139,6 +139,7 @@ export class PolicyEngine {
         metrics.setElements.set(ruleset.elements);
         metrics.isolatedPods.set(plan.pods.length);
         if (since !== undefined) metrics.enforceSeconds.observe(Math.max(0, this.now() - since) / 1000);
+        if (plan.pods.length > 0 && !bridgeNetfilterLoaded()) logger.warn("br_netfilter is not loaded: traffic between pods of this node bypasses NetworkPolicy", { fix: "modprobe br_netfilter" });
         logger.info("Applied NetworkPolicy ruleset", { policies: plan.policies.length, isolatedPods: plan.pods.length, rules: ruleset.rules, elements: ruleset.elements, bytes: ruleset.bytes });
       }
       const t2 = performance.now();
@@ -212,6 +213,9 @@ export class PolicyEngine {
     if (!plan) r.reason = this.snapshot ? "first apply pending" : "waiting for the first complete list of policies, pods and namespaces";
     if (this.appliedAt !== undefined) r.appliedAt = this.appliedAt;
     if (this.lastError !== undefined) r.error = this.lastError;
+    if (plan && plan.pods.length > 0 && !bridgeNetfilterLoaded()) {
+      r.warning = "br_netfilter is not loaded: pods on this node reach each other whatever the policy says (modprobe br_netfilter)";
+    }
     if (this.lastRuleset) {
       const { rules, elements, bytes, compileMs, applyMs } = this.lastRuleset;
       r.ruleset = { rules, elements, bytes, compileMs: round(compileMs), applyMs: round(applyMs) };

@@ -15,6 +15,8 @@ export interface PolicyReport {
   appliedAt?: number;
   /** The last apply's failure, cleared by the next success. */
   error?: string;
+  /** Enforcement is in place but incomplete (no br_netfilter: same-node traffic unfiltered). */
+  warning?: string;
   policies: { policy: string; types: Direction[]; pods: string[] }[];
   /** Packets dropped by policy per local pod since the agent started. */
   drops: { pod: string; ingress: number; egress: number }[];
@@ -44,6 +46,7 @@ export function renderPolicyReport(r: PolicyReport | null, now: number): string[
   const size = r.ruleset ? `, ${r.ruleset.rules} rules, ${r.ruleset.elements} set elements` : "";
   out.push(`NetworkPolicy: enforced (${when}${size})${r.reason ? `: ${r.reason}` : ""}`);
   if (r.error) out.push(`Warning:      the last policy apply failed: ${r.error}`);
+  if (r.warning) out.push(`Warning:      ${r.warning}`);
   if (r.policies.length === 0) {
     out.push("Policies selecting this node's pods: none");
     return out;

@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { KernelError, type BatchLine, type IpRoute, type Link } from "./iproute.js";
 import { ensureSysctl } from "./sysctl.js";
 
@@ -81,3 +82,10 @@ export async function ensureBridgeNetfilter(ip: IpRoute, name: string): Promise<
     throw err;
   }
 }
+
+/**
+ * Is br_netfilter in the kernel? Without it the bridge's nf_call_* options do nothing and
+ * bridged traffic bypasses the IP hooks. Its sysctl directory exists exactly when it is loaded
+ * (the module is global, so any namespace's view tells).
+ */
+export const bridgeNetfilterLoaded = (): boolean => existsSync("/proc/sys/net/bridge");
