@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { compilePolicies } from "./compile.js";
-import { renderRuleset } from "./ruleset.js";
+import { renderRuleset, renderUpdate } from "./ruleset.js";
 import { simulate, type Packet } from "./simulate.js";
 import type { NamespaceInfo, NetworkPolicy, PodInfo, PolicySnapshot } from "./types.js";
 
@@ -223,20 +223,45 @@ describe("NetworkPolicy compiler", () => {
     const { script } = renderRuleset(plan);
     const lines = script.split("\n");
     expect(lines.slice(0, 3)).toEqual(["add table inet twill-policy", "delete table inet twill-policy", "table inet twill-policy {"]);
-    expect(plan.counters).toEqual([
-      { name: "drop_2_in", pod: "default/web", direction: "ingress" },
-      { name: "drop_2_eg", pod: "default/web", direction: "egress" },
+    expect(plan.counters.map((c) => [c.pod, c.direction])).toEqual([
+      ["default/web", "ingress"],
+      ["default/web", "egress"],
     ]);
+    for (const c of plan.counters) expect(script).toContain(`counter name "${c.name}" drop`);
     expect(script).toContain("ct state established,related accept");
-    expect(script).toContain("10.0.0.10 : jump pod_2_in");
-    expect(script).toContain("fd00::10 : jump pod_2_eg");
+    expect(script).toMatch(/10\.0\.0\.10 : jump pod_[0-9a-f]{16}_in/);
+    expect(script).toMatch(/fd00::10 : jump pod_[0-9a-f]{16}_eg/);
     expect(script).not.toContain(" log ");
+  });
+
+  it("updates only what a change touches: a new peer is a new set, its policy chain and the old set's removal", () => {
+    const allow = policy("default", "from-client", { ...webOnly, ingress: [{ peers: [{ podSelector: { matchLabels: { app: "client" } } }] }] });
+    const before = compilePolicies({ policies: [allow], pods: allPods, namespaces }, { nodeName: NODE });
+    expect(renderUpdate(before, before).script).toBe("");
+    const newcomer = pod("default", "client-2", ["10.0.1.50"], { app: "client" }, { nodeName: "node-b" });
+    const after = compilePolicies({ policies: [allow], pods: [...allPods, newcomer], namespaces }, { nodeName: NODE });
+    const lines = renderUpdate(before, after).script.trim().split("\n");
+    const added = after.sets.find((s) => !before.sets.some((b) => b.name === s.name))!;
+    const removed = before.sets.find((s) => !after.sets.some((a) => a.name === s.name))!;
+    const chain = after.chains.find((c) => c.comment === "default/from-client ingress")!;
+    expect(added.elements).toEqual(["10.0.0.11", "10.0.1.50"]);
+    expect(lines).toEqual([
+      `add set inet twill-policy ${added.name} { type ipv4_addr; elements = { 10.0.0.11, 10.0.1.50 }; }`,
+      `flush chain inet twill-policy ${chain.name}`,
+      ...chain.rules.map((r) => `add rule inet twill-policy ${chain.name} ${r}`),
+      `delete set inet twill-policy ${removed.name}`,
+    ]);
   });
 
   it("logs drops, rate-limited, naming the pod and the policies, only when asked", () => {
     const plan = compilePolicies({ policies: [policy("default", "deny-web", webOnly)], pods: allPods, namespaces }, { nodeName: NODE, logDropsPerSecond: 5 });
-    const chain = plan.chains.find((c) => c.name === "pod_2_in")!;
-    expect(chain.rules).toEqual(['jump pol_0_in', 'limit rate 5/second burst 5 packets log prefix "twill-policy drop ingress default/web by default/deny-web: " level info', 'counter name "drop_2_in" drop']);
+    const chain = plan.chains.find((c) => c.comment === "default/web ingress")!;
+    const policyChain = plan.chains.find((c) => c.comment === "default/deny-web ingress")!;
+    expect(chain.rules).toEqual([
+      `jump ${policyChain.name}`,
+      'limit rate 5/second burst 5 packets log prefix "twill-policy drop ingress default/web by default/deny-web: " level info',
+      `counter name "${plan.counters[0]!.name}" drop`,
+    ]);
     expect(simulate(plan, tcp(client, web, 80))).toBe("drop");
   });
 

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Family } from "../../shared/net/cidr.js";
 import { addressInterval, emptyIntervals, formatIntervals, inSorted, ipBlockIntervals, normalize, type Intervals } from "./addresses.js";
 import { matchesSelector } from "./selector.js";
@@ -15,6 +16,7 @@ import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPe
  *   Separate base chains because `accept` ends only its own base chain: a packet from one
  *   local pod to another passes the sender's egress chain and then the receiver's ingress
  *   chain. A drop in either is final.
+ * - Names of sets, chains and counters depend only on what they stand for (see stableId).
  * - A pod chain jumps to the chain of every policy that selects the pod, in that direction,
  *   and drops (and counts, and optionally logs) what none accepted. Policies add up.
  * - A policy chain has a rule per (rule, port kind, family), matching peers through named
@@ -116,13 +118,13 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
     ctx.addrText[a.family].set(a.interval[0], ip);
   }
 
-  policies.forEach((policy, i) => {
+  for (const policy of policies) {
     const selected = local.filter((p) => p.namespace === policy.namespace && matchesSelector(policy.podSelector, p.labels));
-    if (selected.length === 0) return;
+    if (selected.length === 0) continue;
     const key = podKey(policy);
     plan.policies.push({ policy: key, types: [...policy.policyTypes], pods: selected.map(podKey) });
     for (const direction of policy.policyTypes) {
-      const chain = `pol_${i}_${SHORT[direction]}`;
+      const chain = `pol_${stableId(key)}_${SHORT[direction]}`;
       const rules = (direction === "ingress" ? policy.ingress : policy.egress).flatMap((rule) =>
         compileRule(ctx, { policy, direction, rule, selected }),
       );
@@ -133,18 +135,18 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
         isolatedBy.set(podKey(p), entry);
       }
     }
-  });
+  }
 
   const maps: Record<string, PodMap> = {};
   for (const d of ["ingress", "egress"] as const) for (const f of FAMILIES) maps[`${d}${f}`] = { name: `${d}${f}`, family: f, elements: [] };
-  local.forEach((p, j) => {
+  for (const p of local) {
     const by = isolatedBy.get(podKey(p));
-    if (!by) return;
+    if (!by) continue;
     const enforced: EnforcedPod = { pod: podKey(p), ips: p.ips };
     for (const d of ["ingress", "egress"] as const) {
       if (by[d].length === 0) continue;
-      const chain = `pod_${j}_${SHORT[d]}`;
-      const counter = `drop_${j}_${SHORT[d]}`;
+      const chain = `pod_${stableId(podKey(p))}_${SHORT[d]}`;
+      const counter = `drop_${stableId(podKey(p))}_${SHORT[d]}`;
       const names = by[d].map((x) => x.split("\u0000")[0]!);
       const rules = by[d].map((x) => `jump ${x.split("\u0000")[1]!}`);
       if (opts.logDropsPerSecond) {
@@ -158,7 +160,7 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
       enforced[d] = names;
     }
     plan.pods.push(enforced);
-  });
+  }
   plan.maps = Object.values(maps);
   return plan;
 }
@@ -208,7 +210,7 @@ function internSet(ctx: RuleContext, type: NftSet["type"], interval: boolean, el
   const key = `${type}|${interval}|${elements.join(",")}`;
   const known = ctx.setsByContent.get(key);
   if (known) return known;
-  const name = `set_${ctx.plan.sets.length}`;
+  const name = `set_${stableId(key)}`;
   ctx.plan.sets.push({ name, type, interval, elements });
   ctx.setsByContent.set(key, name);
   return name;
@@ -338,6 +340,14 @@ function resolvePeers(ctx: RuleContext, policy: NetworkPolicy, peers: PolicyPeer
 function peerNamespaces(ctx: RuleContext, policy: NetworkPolicy, peer: PolicyPeer): string[] {
   if (!peer.namespaceSelector) return [policy.namespace];
   return [...ctx.nsLabels].filter(([, labels]) => matchesSelector(peer.namespaceSelector!, labels)).map(([name]) => name);
+}
+
+/**
+ * A name part that depends only on what it names (a pod, a policy, a set's contents): a change
+ * elsewhere renames nothing, so an update touches only what changed and counters survive it.
+ */
+function stableId(text: string): string {
+  return createHash("sha256").update(text).digest("hex").slice(0, 16);
 }
 
 function byKey(a: { namespace: string; name: string }, b: { namespace: string; name: string }): number {

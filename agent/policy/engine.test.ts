@@ -7,21 +7,23 @@ import { PolicyEngine } from "./engine.js";
 import { createPolicyMetrics } from "./metrics.js";
 import type { PolicySnapshot } from "./types.js";
 
-/** A kernel that records the commands it is given and answers nft's counter listing. */
+/** A kernel that records the commands it is given and keeps the counters nft would hold. */
 function fakeKernel() {
   const calls: string[][] = [];
-  const state = { packets: 0, failApply: false, table: false };
+  const state = { packets: 0, failApply: false, counters: null as Set<string> | null };
   const runner = async (argv: readonly string[], opts?: { input?: string }): Promise<ExecResult> => {
     calls.push([...argv, ...(opts?.input ? [opts.input] : [])]);
     if (argv[0] === "nft" && argv[1] === "-f") {
       if (state.failApply) return { code: 1, stdout: "", stderr: "Error: Could not process rule: No such file or directory" };
-      state.table = true;
-      state.packets = 0;
+      const script = opts!.input!;
+      if (script.includes("delete table")) state.counters = new Set();
+      for (const m of script.matchAll(/^\s*(?:add )?counter (?:inet \S+ )?(\S+) \{/gm)) state.counters!.add(m[1]!);
+      for (const m of script.matchAll(/^delete counter inet \S+ (\S+)/gm)) state.counters!.delete(m[1]!);
       return { code: 0, stdout: "", stderr: "" };
     }
     if (argv[0] === "nft" && argv.includes("counters")) {
-      if (!state.table) return { code: 1, stdout: "", stderr: "Error: No such file or directory" };
-      return { code: 0, stdout: JSON.stringify({ nftables: [{ counter: { name: "drop_0_in", packets: state.packets } }] }), stderr: "" };
+      if (!state.counters) return { code: 1, stdout: "", stderr: "Error: No such file or directory" };
+      return { code: 0, stdout: JSON.stringify({ nftables: [...state.counters].map((name) => ({ counter: { name, packets: state.packets } })) }), stderr: "" };
     }
     return { code: 0, stdout: "", stderr: "" };
   };
@@ -75,19 +77,35 @@ describe("PolicyEngine", () => {
     expect(r.policies.map((p) => p.policy)).toEqual(["default/deny"]);
   });
 
-  it("counts drops from the kernel's counters into the metrics, across a replaced table", async () => {
-    const { e, k, registry } = engine();
+  it("updates the table in place after the first apply, touching only what changed", async () => {
+    const { e, k } = engine();
     e.update(snapshot({ app: "web" }));
     await e.settled();
-    k.state.packets = 5;
     const moved = snapshot({ app: "web" });
     moved.pods[0]!.ips = ["10.0.0.3"];
     e.update(moved);
     await e.settled();
-    expect(applies(k.calls)).toBe(2);
-    // The new table starts from zero: the 5 drops of the old one were read before it went.
+    const scripts = k.calls.filter((c) => c[1] === "-f").map((c) => c[c.length - 1]!);
+    expect(scripts).toHaveLength(2);
+    expect(scripts[0]).toContain("delete table inet twill-policy");
+    // Only the address map changes: the pod's chain and counter stay.
+    expect(scripts[1]!.trim().split("\n")).toEqual([
+      "flush map inet twill-policy ingress4",
+      `add element inet twill-policy ingress4 { 10.0.0.3 : jump ${chainOf(scripts[0]!)} }`,
+    ]);
+  });
+
+  it("counts drops from the kernel's counters into the metrics, also those of a pod that stops being isolated", async () => {
+    const { e, k, registry } = engine();
+    e.update(snapshot({ app: "web" }));
+    await e.settled();
+    k.state.packets = 5;
+    e.update(snapshot({ app: "api" }));
+    await e.settled();
+    expect(k.state.counters!.size).toBe(0);
     const text = await registry.metrics();
     expect(text).toContain('twill_policy_dropped_packets_total{namespace="default",pod="web",direction="ingress"} 5');
-    expect(e.report().drops).toEqual([{ pod: "default/web", ingress: 5, egress: 0 }]);
   });
 });
+
+const chainOf = (script: string): string => /jump (pod_\w+_in)/.exec(script)![1]!;

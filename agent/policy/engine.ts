@@ -6,7 +6,7 @@ import { errorMessage } from "../errors.js";
 import { compilePolicies, type PolicyPlan } from "./compile.js";
 import type { PolicyMetrics } from "./metrics.js";
 import { writePolicyReport, type PolicyReport } from "./report.js";
-import { POLICY_TABLE, renderRuleset, type Ruleset } from "./ruleset.js";
+import { POLICY_TABLE, renderRuleset, renderUpdate, type Ruleset } from "./ruleset.js";
 import type { PolicySnapshot } from "./types.js";
 
 /**
@@ -41,7 +41,10 @@ export interface ApplyStats {
   applyMs: number;
   rules: number;
   elements: number;
+  /** The whole ruleset's text. */
   bytes: number;
+  /** What was sent to nft: an update's size, or the whole ruleset's; 0 when nothing changed. */
+  transactionBytes: number;
   /** False when the ruleset was unchanged and nothing was written. */
   applied: boolean;
 }
@@ -116,37 +119,31 @@ export class PolicyEngine {
   }
 
   private async applyOnce(): Promise<void> {
-    const { metrics, logger, ip } = this.o;
+    const { metrics, logger } = this.o;
     const snapshot = this.snapshot!;
     const since = this.pendingSince;
     this.pendingSince = undefined;
     const t0 = performance.now();
     try {
       const plan = compilePolicies(snapshot, { nodeName: this.o.nodeName, ...(this.o.logDropsPerSecond ? { logDropsPerSecond: this.o.logDropsPerSecond } : {}) });
-      const ruleset = renderRuleset(plan, this.table);
+      const full = renderRuleset(plan, this.table);
       const t1 = performance.now();
-      const changed = ruleset.script !== this.appliedScript;
+      const changed = full.script !== this.appliedScript;
+      let bytes = 0;
       if (changed) {
-        // Bridged pod-to-pod traffic must reach the rules before they matter.
-        if (plan.pods.length > 0) await ensureBridgeNetfilter(ip, this.o.bridge);
-        await this.collectDrops();
-        await applyNftScript(ip, ruleset.script, `apply the NetworkPolicy ruleset (nftables table inet ${this.table})`);
-        this.appliedScript = ruleset.script;
-        this.plan = plan;
-        this.seen = new Map();
+        bytes = await this.write(plan, full);
         metrics.applies.inc();
-        metrics.rules.set(ruleset.rules);
-        metrics.setElements.set(ruleset.elements);
+        metrics.rules.set(full.rules);
+        metrics.setElements.set(full.elements);
         metrics.isolatedPods.set(plan.pods.length);
         if (since !== undefined) metrics.enforceSeconds.observe(Math.max(0, this.now() - since) / 1000);
-        if (plan.pods.length > 0 && !bridgeNetfilterLoaded()) logger.warn("br_netfilter is not loaded: traffic between pods of this node bypasses NetworkPolicy", { fix: "modprobe br_netfilter" });
-        logger.info("Applied NetworkPolicy ruleset", { policies: plan.policies.length, isolatedPods: plan.pods.length, rules: ruleset.rules, elements: ruleset.elements, bytes: ruleset.bytes });
+        logger.info("Applied NetworkPolicy ruleset", { policies: plan.policies.length, isolatedPods: plan.pods.length, rules: full.rules, elements: full.elements, transactionBytes: bytes });
       }
       const t2 = performance.now();
       metrics.applySeconds.observe((t2 - t0) / 1000);
-      this.lastStats = { compileMs: t1 - t0, applyMs: t2 - t1, rules: ruleset.rules, elements: ruleset.elements, bytes: ruleset.bytes, applied: changed };
+      this.lastStats = { compileMs: t1 - t0, applyMs: t2 - t1, rules: full.rules, elements: full.elements, bytes: full.bytes, transactionBytes: bytes, applied: changed };
       if (changed) {
-        this.lastRuleset = { ...ruleset, compileMs: t1 - t0, applyMs: t2 - t1 };
+        this.lastRuleset = { ...full, compileMs: t1 - t0, applyMs: t2 - t1 };
         this.appliedAt = this.now();
       }
       this.lastError = undefined;
@@ -158,6 +155,45 @@ export class PolicyEngine {
       logger.error("Applying the NetworkPolicy ruleset failed; the previous one stays in force", { error: this.lastError });
     }
     this.writeReport();
+  }
+
+  /**
+   * Puts `plan` in the kernel: as an update of the plan already there when there is one, else
+   * (start-up, after a failure) by replacing the table. Returns the transaction's size.
+   */
+  private async write(plan: PolicyPlan, full: Ruleset): Promise<number> {
+    const { ip, logger } = this.o;
+    const op = `apply the NetworkPolicy ruleset (nftables table inet ${this.table})`;
+    const prev = this.plan;
+    const known = new Set(prev?.pods.map((p) => p.pod) ?? []);
+    // Bridged pod-to-pod traffic must reach the rules before they matter; a new pod may be the
+    // first on a bridge just created.
+    if (plan.pods.some((p) => !known.has(p.pod))) await ensureBridgeNetfilter(ip, this.o.bridge);
+    const nextCounters = new Set(plan.counters.map((c) => c.name));
+    if (prev) {
+      // Counters about to go are read first, so their last drops are not lost.
+      if (prev.counters.some((c) => !nextCounters.has(c.name))) await this.collectDrops();
+      const update = renderUpdate(prev, plan, this.table);
+      try {
+        if (update.script !== "") await applyNftScript(ip, update.script, op);
+        this.commit(plan, full, nextCounters);
+        return update.bytes;
+      } catch (err) {
+        logger.warn("Updating the NetworkPolicy table failed; replacing it whole", { error: errorMessage(err) });
+      }
+    }
+    await this.collectDrops();
+    await applyNftScript(ip, full.script, op);
+    // A new table: every counter starts from zero.
+    this.seen = new Map();
+    this.commit(plan, full, nextCounters);
+    return full.bytes;
+  }
+
+  private commit(plan: PolicyPlan, full: Ruleset, counters: Set<string>): void {
+    this.appliedScript = full.script;
+    this.plan = plan;
+    for (const name of this.seen.keys()) if (!counters.has(name)) this.seen.delete(name);
   }
 
   /** Adds what the kernel's drop counters gained since the last read to the metrics. */
@@ -190,6 +226,7 @@ export class PolicyEngine {
       if (!present) {
         this.o.logger.warn("The NetworkPolicy table is gone; applying it again", { table: this.table });
         this.appliedScript = null;
+        this.plan = null;
         this.pendingSince = this.now();
         this.schedule();
         return;
