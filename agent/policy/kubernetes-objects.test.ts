@@ -38,6 +38,11 @@ describe("NetworkPolicy objects", () => {
     });
   });
 
+  it("reads ingress peers from a watch event's JSON (from) as from a listed model (_from)", () => {
+    const raw = JSON.parse('{"metadata":{"namespace":"a","name":"p"},"spec":{"podSelector":{},"ingress":[{"from":[{"podSelector":{"matchLabels":{"x":"y"}}}]}]}}');
+    expect(policyView(raw).ingress).toEqual([{ peers: [{ podSelector: { matchLabels: { x: "y" } } }] }]);
+  });
+
   it("takes a pod's addresses and container ports, and leaves out hostNetwork and finished pods", () => {
     const pod = {
       metadata: { namespace: "a", name: "web", labels: { app: "web" } },

@@ -9,7 +9,9 @@ import type { Direction, LabelSelector, NamespaceInfo, NetworkPolicy, PodInfo, P
 export function policyView(obj: V1NetworkPolicy): NetworkPolicy {
   const spec = obj.spec ?? {};
   const egress = (spec.egress ?? []).map((r) => rule(r.to, r.ports));
-  const ingress = (spec.ingress ?? []).map((r) => rule(r._from, r.ports));
+  // A listed object comes through the client's model (`_from`); a watch event is the API's
+  // JSON as sent (`from`).
+  const ingress = (spec.ingress ?? []).map((r) => rule(r._from ?? (r as { from?: V1NetworkPolicyPeer[] }).from, r.ports));
   // The API's default: Ingress always, Egress when the policy has egress rules.
   const declared = (spec.policyTypes ?? []).map((t) => t.toLowerCase()).filter((t): t is Direction => t === "ingress" || t === "egress");
   const policyTypes: Direction[] = declared.length > 0 ? declared : egress.length > 0 ? ["ingress", "egress"] : ["ingress"];

@@ -78,9 +78,10 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
         },
       },
     });
-    const compiled = await until("the policy in the compiled ruleset", () => {
+    // Three watches, no order between them: wait for the policy and both pods' addresses.
+    const compiled = await until("the policy and its peer in the compiled ruleset", () => {
       const p = plan();
-      return p?.policies.some((x) => x.policy === "shop/web-from-team-x") ? p : undefined;
+      return p?.policies.some((x) => x.policy === "shop/web-from-team-x") && p.sets.some((s) => s.elements.includes("10.244.2.7")) ? p : undefined;
     });
     const seenMs = Date.now() - created;
     expect(compiled.policies).toEqual([{ policy: "shop/web-from-team-x", types: ["ingress"], pods: ["shop/web"] }]);
