@@ -5,7 +5,15 @@ import { startControlPlane, type ControlPlane } from "../../conformance/kube/con
 import { nullLogger } from "../../shared/log.js";
 import { applyManifestRbac, kubeConfigFor } from "../datastore/kubernetes-testing.js";
 import { until } from "../datastore/store-contract.js";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Registry } from "prom-client";
+import { IpRoute } from "../../shared/kernel/iproute.js";
 import { compilePolicies, type PolicyPlan } from "./compile.js";
+import { startNetworkPolicy } from "./index.js";
+import { readPolicyReport } from "./report.js";
 import { watchPolicyObjects } from "./kubernetes-watch.js";
 import type { PolicySnapshot } from "./types.js";
 
@@ -96,5 +104,47 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
     });
     expect(errors).toEqual([]);
     console.log(`NetworkPolicy created -> compiled from the agent's watch: ${seenMs} ms`);
+  });
+
+  it("enforces in a node's namespace what the API says, as twilld run wires it", async () => {
+    const ns = `twpolw${process.pid.toString(36)}`;
+    const dir = mkdtempSync(join(tmpdir(), "twill-policy-"));
+    execFileSync("ip", ["netns", "add", ns]);
+    const ip = new IpRoute(`/run/netns/${ns}`);
+    const registry = new Registry();
+    const running = startNetworkPolicy({
+      enabled: true,
+      datastore: "kubernetes",
+      kubeconfig: cp.kubeconfigFor(cp.agentToken),
+      nodeName: "node-1",
+      stateDir: dir,
+      bridge: "cni0",
+      resyncMs: 60_000,
+      ip,
+      registry,
+      logger: nullLogger,
+    });
+    try {
+      // The first test's policy selects shop/web on node-1: its address gets a pod chain.
+      const table = await until("the pod's address in the node's policy table", async () => {
+        const text = await ip.nft(["list", "map", "inet", "twill-policy", "ingress4"], "list the map").catch(() => "");
+        return text.includes("10.244.1.5 : jump pod_") ? text : undefined;
+      });
+      expect(table).toContain("10.244.1.5");
+      const report = readPolicyReport(join(dir, "policy.json"))!;
+      expect(report.enabled).toBe(true);
+      expect(report.policies).toEqual([{ policy: "shop/web-from-team-x", types: ["ingress"], pods: ["shop/web"] }]);
+      expect(await registry.metrics()).toMatch(/twill_policy_isolated_pods 1/);
+
+      await networking.deleteNamespacedNetworkPolicy({ namespace: "shop", name: "web-from-team-x" });
+      await until("the pod's address gone from the table", async () => {
+        const text = await ip.nft(["list", "map", "inet", "twill-policy", "ingress4"], "list the map");
+        return text.includes("10.244.1.5") ? undefined : true;
+      });
+    } finally {
+      await running.stop();
+      execFileSync("ip", ["netns", "del", ns]);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
