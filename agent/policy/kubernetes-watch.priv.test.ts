@@ -147,4 +147,15 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("the agent may read policies, pods and namespaces, and change none of them", async () => {
+    const agentCore = agentKc.makeApiClient(CoreV1Api);
+    const agentNetworking = agentKc.makeApiClient(NetworkingV1Api);
+    await agentCore.listPodForAllNamespaces();
+    await agentCore.readNamespace({ name: "shop" });
+    const forbidden = (p: Promise<unknown>) => p.then(() => 200, (e: { code?: number }) => e.code);
+    expect(await forbidden(agentNetworking.createNamespacedNetworkPolicy({ namespace: "shop", body: { metadata: { name: "x" }, spec: { podSelector: {} } } }))).toBe(403);
+    expect(await forbidden(agentCore.deleteNamespacedPod({ namespace: "shop", name: "web" }))).toBe(403);
+    expect(await forbidden(agentCore.patchNamespace({ name: "shop", body: { metadata: { labels: { a: "b" } } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch)))).toBe(403);
+  });
 });
