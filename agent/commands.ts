@@ -10,6 +10,8 @@ import { createStore, type DatastoreKind } from "./datastore/index.js";
 import { startHttpServer } from "./http.js";
 import { checkNodeName } from "./leases.js";
 import { createMetrics } from "./metrics.js";
+import { startNetworkPolicy } from "./policy/index.js";
+import { policyReportPath } from "./policy/report.js";
 import { gatherStatus, renderStatus } from "./status.js";
 
 /** What `twilld run` and `twilld status` are given, flags and TWILL_* variables resolved. */
@@ -33,6 +35,12 @@ export interface RunOptions extends CommonOptions {
   publicIP?: string;
   metricsAddr: string;
   resyncMs: number;
+  /** Enforce NetworkPolicy (kubernetes datastore only). */
+  networkPolicy: boolean;
+  /** The pod bridge, whose same-node traffic policy must see. */
+  bridge: string;
+  /** Log dropped packets at most this often per pod and direction; 0: never. */
+  policyLogDropsPerSecond: number;
 }
 
 /** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
@@ -69,6 +77,19 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     logger: log,
     metrics,
   });
+  const policy = startNetworkPolicy({
+    enabled: o.networkPolicy,
+    datastore: o.datastore,
+    ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
+    nodeName,
+    stateDir: o.stateDir,
+    bridge: o.bridge,
+    logDropsPerSecond: o.policyLogDropsPerSecond,
+    resyncMs: o.resyncMs,
+    ip,
+    registry: metrics.registry,
+    logger: log,
+  });
   let server: Server | null = null;
   if (o.metricsAddr) {
     server = await startHttpServer(o.metricsAddr, metrics.registry, () => agent.readiness());
@@ -81,7 +102,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     await signal;
     log.info("Stopping; the datapath and the subnet file stay in place");
   } finally {
-    await agent.stop();
+    await Promise.all([agent.stop(), policy.stop()]);
     server?.close();
   }
 }
@@ -90,7 +111,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
 export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
   const store = createStore(storeOptions(o, logger));
   try {
-    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir));
+    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir));
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
     return report.lease !== null && report.datastoreError === undefined;
   } finally {

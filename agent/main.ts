@@ -60,6 +60,9 @@ async function main(): Promise<number> {
           "public-ip": { type: "string", describe: "Address peers reach this node on [default: --iface's or the default route's source]" },
           "metrics-addr": { type: "string", default: "127.0.0.1:9402", describe: 'HOST:PORT for /healthz, /readyz, /metrics ("" disables)' },
           resync: { type: "string", default: "10s", describe: "Reconcile the datapath at least this often" },
+          "network-policy": { type: "boolean", default: true, describe: "Enforce NetworkPolicy for this node's pods (kubernetes datastore)" },
+          bridge: { type: "string", default: "cni0", describe: "The pod bridge (the plugin's \"bridge\"), whose same-node traffic policy filters" },
+          "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
         }),
       async (a) => {
         const o = commonOptions(a);
@@ -72,6 +75,9 @@ async function main(): Promise<number> {
             ...(a["public-ip"] ? { publicIP: a["public-ip"] } : {}),
             metricsAddr: a["metrics-addr"],
             resyncMs: parseDuration(a.resync, "--resync"),
+            networkPolicy: a["network-policy"],
+            bridge: a.bridge,
+            policyLogDropsPerSecond: Math.max(0, Math.floor(a["policy-log-drops"])),
           },
           logger,
         );

@@ -3,6 +3,7 @@ import { readDatapathReport, type DatapathReport } from "./datapath-report.js";
 import { formatDuration } from "./durations.js";
 import { errorMessage } from "./errors.js";
 import { peersOf } from "./leases.js";
+import { readPolicyReport, renderPolicyReport, type PolicyReport } from "./policy/report.js";
 import type { NodeLease, SubnetStore } from "./types.js";
 
 /**
@@ -19,11 +20,13 @@ export interface StatusReport {
   datastoreError?: string;
   /** The running agent's last datapath reconcile; null when it has written none. */
   datapath: DatapathReport | null;
+  /** What NetworkPolicy the running agent enforces; null when it wrote no report. */
+  policy?: PolicyReport | null;
   /** Problems an operator should look at (subnet file disagrees with the lease, ...). */
   warnings: string[];
 }
 
-export async function gatherStatus(store: SubnetStore, nodeName: string, subnetFilePath: string, datapathPath?: string): Promise<StatusReport> {
+export async function gatherStatus(store: SubnetStore, nodeName: string, subnetFilePath: string, datapathPath?: string, policyPath?: string): Promise<StatusReport> {
   let info: SubnetInfo | null = null;
   let fileError: string | undefined;
   try {
@@ -39,7 +42,8 @@ export async function gatherStatus(store: SubnetStore, nodeName: string, subnetF
     datastoreError = errorMessage(err);
   }
   const datapath = datapathPath ? readDatapathReport(datapathPath) : null;
-  return buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError, datapath);
+  const report = buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError, datapath);
+  return policyPath ? { ...report, policy: readPolicyReport(policyPath) } : report;
 }
 
 export function buildStatus(
@@ -86,6 +90,7 @@ export function renderStatus(r: StatusReport, now: number): string {
   );
   if (r.datastoreError) out.push(`Datastore:    unreachable: ${r.datastoreError}`);
   for (const w of r.warnings) out.push(`Warning:      ${w}`);
+  if (r.policy !== undefined) out.push(...renderPolicyReport(r.policy, now));
   out.push("");
   if (r.peers.length === 0) {
     out.push(r.datastoreError ? "Peers: unknown" : "Peers: none");

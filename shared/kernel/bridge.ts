@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { KernelError, type BatchLine, type IpRoute, type Link } from "./iproute.js";
 import { ensureSysctl } from "./sysctl.js";
 
@@ -64,3 +65,27 @@ export async function ensureBridge(ip: IpRoute, spec: BridgeSpec): Promise<Link>
   if (kind !== "bridge") throw new Error(`"${spec.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`);
   return link;
 }
+
+/**
+ * Makes bridged traffic of `name` (pod to pod on one node, which never leaves layer 2) pass
+ * the IPv4/IPv6 netfilter hooks and conntrack, so nftables `inet` rules and stateful matching
+ * apply to it. Per bridge (IFLA_BR_NF_CALL_IPTABLES), not the global
+ * net.bridge.bridge-nf-call-* sysctls: nothing else on the node changes. Needs br_netfilter
+ * in the kernel. False when the bridge does not exist (yet).
+ */
+export async function ensureBridgeNetfilter(ip: IpRoute, name: string): Promise<boolean> {
+  try {
+    await ip.exec(["link", "set", "dev", name, "type", "bridge", "nf_call_iptables", 1, "nf_call_ip6tables", 1], `pass bridged traffic of "${name}" through netfilter`);
+    return true;
+  } catch (err) {
+    if (err instanceof KernelError && err.notFound) return false;
+    throw err;
+  }
+}
+
+/**
+ * Is br_netfilter in the kernel? Without it the bridge's nf_call_* options do nothing and
+ * bridged traffic bypasses the IP hooks. Its sysctl directory exists exactly when it is loaded
+ * (the module is global, so any namespace's view tells).
+ */
+export const bridgeNetfilterLoaded = (): boolean => existsSync("/proc/sys/net/bridge");

@@ -1,0 +1,111 @@
+import { Registry } from "prom-client";
+import { describe, expect, it } from "vitest";
+import type { ExecResult } from "../../shared/kernel/exec.js";
+import { IpRoute } from "../../shared/kernel/iproute.js";
+import { createLogger } from "../../shared/log.js";
+import { PolicyEngine } from "./engine.js";
+import { createPolicyMetrics } from "./metrics.js";
+import type { PolicySnapshot } from "./types.js";
+
+/** A kernel that records the commands it is given and keeps the counters nft would hold. */
+function fakeKernel() {
+  const calls: string[][] = [];
+  const state = { packets: 0, failApply: false, counters: null as Set<string> | null };
+  const runner = async (argv: readonly string[], opts?: { input?: string }): Promise<ExecResult> => {
+    calls.push([...argv, ...(opts?.input ? [opts.input] : [])]);
+    if (argv[0] === "nft" && argv[1] === "-f") {
+      if (state.failApply) return { code: 1, stdout: "", stderr: "Error: Could not process rule: No such file or directory" };
+      const script = opts!.input!;
+      if (script.includes("delete table")) state.counters = new Set();
+      for (const m of script.matchAll(/^\s*(?:add )?counter (?:inet \S+ )?(\S+) \{/gm)) state.counters!.add(m[1]!);
+      for (const m of script.matchAll(/^delete counter inet \S+ (\S+)/gm)) state.counters!.delete(m[1]!);
+      return { code: 0, stdout: "", stderr: "" };
+    }
+    if (argv[0] === "nft" && argv.includes("counters")) {
+      if (!state.counters) return { code: 1, stdout: "", stderr: "Error: No such file or directory" };
+      return { code: 0, stdout: JSON.stringify({ nftables: [...state.counters].map((name) => ({ counter: { name, packets: state.packets } })) }), stderr: "" };
+    }
+    return { code: 0, stdout: "", stderr: "" };
+  };
+  return { ip: new IpRoute(null, runner), calls, state };
+}
+
+const snapshot = (labels: Record<string, string>): PolicySnapshot => ({
+  policies: [{ namespace: "default", name: "deny", podSelector: { matchLabels: { app: "web" } }, policyTypes: ["ingress"], ingress: [], egress: [] }],
+  pods: [{ namespace: "default", name: "web", nodeName: "n1", labels, ips: ["10.0.0.2"], ports: [] }],
+  namespaces: [{ name: "default", labels: {} }],
+});
+
+function engine() {
+  const k = fakeKernel();
+  const registry = new Registry();
+  const metrics = createPolicyMetrics(registry);
+  const e = new PolicyEngine({ nodeName: "n1", ip: k.ip, bridge: "cni0", resyncMs: 60_000, logger: createLogger(() => {}), metrics });
+  return { e, k, registry };
+}
+const applies = (calls: string[][]) => calls.filter((c) => c[0] === "nft" && c[1] === "-f").length;
+
+describe("PolicyEngine", () => {
+  it("applies a changed snapshot once, skips an unchanged one, and turns on netfilter for the bridge first", async () => {
+    const { e, k } = engine();
+    e.update(snapshot({ app: "web" }));
+    e.update(snapshot({ app: "web" }));
+    await e.settled();
+    e.update(snapshot({ app: "web", other: "label" }));
+    await e.settled();
+    expect(applies(k.calls)).toBe(1);
+    const bridgeCall = k.calls.findIndex((c) => c.join(" ").includes("nf_call_iptables 1"));
+    const applyCall = k.calls.findIndex((c) => c[1] === "-f");
+    expect(bridgeCall).toBeGreaterThanOrEqual(0);
+    expect(bridgeCall).toBeLessThan(applyCall);
+    expect(e.report().policies).toEqual([{ policy: "default/deny", types: ["ingress"], pods: ["default/web"] }]);
+    e.update(snapshot({ app: "api" }));
+    await e.settled();
+    expect(applies(k.calls)).toBe(2);
+    expect(e.report().policies).toEqual([]);
+  });
+
+  it("keeps the previous ruleset and reports the error when an apply fails", async () => {
+    const { e, k } = engine();
+    e.update(snapshot({ app: "web" }));
+    await e.settled();
+    k.state.failApply = true;
+    e.update(snapshot({ app: "api" }));
+    await e.settled();
+    const r = e.report();
+    expect(r.error).toMatch(/apply the NetworkPolicy ruleset .*No such file/);
+    expect(r.policies.map((p) => p.policy)).toEqual(["default/deny"]);
+  });
+
+  it("updates the table in place after the first apply, touching only what changed", async () => {
+    const { e, k } = engine();
+    e.update(snapshot({ app: "web" }));
+    await e.settled();
+    const moved = snapshot({ app: "web" });
+    moved.pods[0]!.ips = ["10.0.0.3"];
+    e.update(moved);
+    await e.settled();
+    const scripts = k.calls.filter((c) => c[1] === "-f").map((c) => c[c.length - 1]!);
+    expect(scripts).toHaveLength(2);
+    expect(scripts[0]).toContain("delete table inet twill-policy");
+    // Only the address map changes: the pod's chain and counter stay.
+    expect(scripts[1]!.trim().split("\n")).toEqual([
+      "flush map inet twill-policy ingress4",
+      `add element inet twill-policy ingress4 { 10.0.0.3 : jump ${chainOf(scripts[0]!)} }`,
+    ]);
+  });
+
+  it("counts drops from the kernel's counters into the metrics, also those of a pod that stops being isolated", async () => {
+    const { e, k, registry } = engine();
+    e.update(snapshot({ app: "web" }));
+    await e.settled();
+    k.state.packets = 5;
+    e.update(snapshot({ app: "api" }));
+    await e.settled();
+    expect(k.state.counters!.size).toBe(0);
+    const text = await registry.metrics();
+    expect(text).toContain('twill_policy_dropped_packets_total{namespace="default",pod="web",direction="ingress"} 5');
+  });
+});
+
+const chainOf = (script: string): string => /jump (pod_\w+_in)/.exec(script)![1]!;

@@ -1,0 +1,73 @@
+import type { Registry } from "prom-client";
+import type { IpRoute } from "../../shared/kernel/iproute.js";
+import type { Logger } from "../../shared/log.js";
+import type { DatastoreKind } from "../datastore/index.js";
+import { loadKubeConfig } from "../datastore/kubernetes.js";
+import { PolicyEngine } from "./engine.js";
+import { watchPolicyObjects } from "./kubernetes-watch.js";
+import { createPolicyMetrics } from "./metrics.js";
+import { policyReportPath, writePolicyReport } from "./report.js";
+
+/**
+ * NetworkPolicy enforcement beside the agent's subnet and datapath work, sharing nothing with
+ * it but the node's namespace, the logger and the metrics registry. Only the kubernetes
+ * datastore has an API to read policies from; with the others the agent says so, once.
+ */
+
+export interface NetworkPolicyOptions {
+  enabled: boolean;
+  datastore: DatastoreKind;
+  kubeconfig?: string;
+  nodeName: string;
+  stateDir: string;
+  bridge: string;
+  logDropsPerSecond?: number;
+  resyncMs: number;
+  ip: IpRoute;
+  registry: Registry;
+  logger: Logger;
+}
+
+export interface RunningPolicy {
+  stop(): Promise<void>;
+}
+
+export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
+  const metrics = createPolicyMetrics(o.registry);
+  const reportFile = policyReportPath(o.stateDir);
+  const reason = !o.enabled
+    ? "turned off (--network-policy=false)"
+    : o.datastore !== "kubernetes"
+      ? `the ${o.datastore} datastore has no API to read NetworkPolicies from; use --datastore kubernetes`
+      : null;
+  if (reason) {
+    metrics.enabled.set(0);
+    o.logger.warn("NetworkPolicy is not enforced", { reason });
+    writePolicyReport(reportFile, { enabled: false, reason, policies: [], drops: [] });
+    return { stop: async () => {} };
+  }
+  const logger = o.logger.with({ component: "policy" });
+  const engine = new PolicyEngine({
+    nodeName: o.nodeName,
+    ip: o.ip,
+    bridge: o.bridge,
+    ...(o.logDropsPerSecond ? { logDropsPerSecond: o.logDropsPerSecond } : {}),
+    resyncMs: o.resyncMs,
+    reportFile,
+    logger,
+    metrics,
+  });
+  engine.start();
+  const stopWatch = watchPolicyObjects({
+    kubeConfig: loadKubeConfig(o.kubeconfig),
+    logger,
+    onSnapshot: (s, at) => engine.update(s, at),
+    onError: (err) => logger.warn("NetworkPolicy watch failed; resuming", { error: err.message }),
+  });
+  return {
+    stop: async () => {
+      stopWatch();
+      await engine.stop();
+    },
+  };
+}

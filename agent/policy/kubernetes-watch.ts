@@ -1,0 +1,76 @@
+import { CoreV1Api, NetworkingV1Api, type KubeConfig, type V1Namespace, type V1NetworkPolicy, type V1Pod } from "@kubernetes/client-node";
+import type { Logger } from "../../shared/log.js";
+import { ResilientInformer } from "../datastore/kubernetes-informer.js";
+import { apiClient } from "../datastore/kubernetes.js";
+import { namespaceView, podView, policyView } from "./kubernetes-objects.js";
+import type { PodInfo, PolicySnapshot } from "./types.js";
+
+/**
+ * List+watch caches of NetworkPolicies, Pods and Namespaces (all namespaces; peers may be
+ * anywhere), handed to the engine as one snapshot once all three are complete and after every
+ * change, coalesced: a relist of thousands of pods is one snapshot. Pod updates that change
+ * nothing enforcement reads (status conditions, restarts) are not changes.
+ */
+
+export interface PolicyWatchOptions {
+  kubeConfig: KubeConfig;
+  logger: Logger;
+  /** `eventAt`: when the oldest change in this snapshot was seen. */
+  onSnapshot: (snapshot: PolicySnapshot, eventAt: number) => void;
+  onError: (err: Error) => void;
+  requestTimeoutMs?: number;
+}
+
+const REQUEST_TIMEOUT_MS = 30_000;
+
+export function watchPolicyObjects(o: PolicyWatchOptions): () => void {
+  const timeout = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const core = apiClient(o.kubeConfig, CoreV1Api, timeout);
+  const networking = apiClient(o.kubeConfig, NetworkingV1Api, timeout);
+  let stopped = false;
+  let pending: NodeJS.Immediate | undefined;
+  let since: number | undefined;
+  const schedule = () => {
+    since ??= Date.now();
+    if (!stopped && pending === undefined) pending = setImmediate(emit);
+  };
+  const common = { kubeConfig: o.kubeConfig, onChange: schedule, onError: o.onError, logger: o.logger };
+  const policies = new ResilientInformer<V1NetworkPolicy>({
+    ...common,
+    path: "/apis/networking.k8s.io/v1/networkpolicies",
+    list: () => networking.listNetworkPolicyForAllNamespaces(),
+    fingerprint: (p) => JSON.stringify(policyView(p)),
+  });
+  const pods = new ResilientInformer<V1Pod>({
+    ...common,
+    path: "/api/v1/pods",
+    list: () => core.listPodForAllNamespaces(),
+    fingerprint: (p) => JSON.stringify(podView(p)),
+  });
+  const namespaces = new ResilientInformer<V1Namespace>({
+    ...common,
+    path: "/api/v1/namespaces",
+    list: () => core.listNamespace(),
+    fingerprint: (n) => JSON.stringify(namespaceView(n)),
+  });
+  function emit(this: void) {
+    pending = undefined;
+    if (stopped || !policies.synced || !pods.synced || !namespaces.synced) return;
+    const eventAt = since ?? Date.now();
+    since = undefined;
+    o.onSnapshot(
+      {
+        policies: policies.list().map(policyView),
+        pods: pods.list().map(podView).filter((p): p is PodInfo => p !== null),
+        namespaces: namespaces.list().map(namespaceView),
+      },
+      eventAt,
+    );
+  }
+  for (const i of [policies, pods, namespaces]) i.start();
+  return () => {
+    stopped = true;
+    clearImmediate(pending);
+    for (const i of [policies, pods, namespaces]) i.stop();
+  };
+}

@@ -1,0 +1,78 @@
+import { execFileSync } from "node:child_process";
+import { afterEach, describe, expect, it } from "vitest";
+import { IpRoute } from "../../shared/kernel/iproute.js";
+import { applyNftScript } from "../../shared/kernel/nft.js";
+import { compilePolicies, type PolicyPlan } from "./compile.js";
+import { POLICY_TABLE, renderRuleset, renderUpdate } from "./ruleset.js";
+import type { NetworkPolicy, PodInfo, PolicySnapshot } from "./types.js";
+
+// The transactions against the real nft: a chain of in-place updates must leave the kernel
+// with exactly the table a fresh apply of the last plan gives.
+
+const made: string[] = [];
+afterEach(() => {
+  for (const ns of made.splice(0)) execFileSync("ip", ["netns", "del", ns]);
+});
+function netns(tag: string): IpRoute {
+  const name = `twpol${process.pid.toString(36)}-${tag}`;
+  execFileSync("ip", ["netns", "add", name]);
+  made.push(name);
+  return new IpRoute(`/run/netns/${name}`);
+}
+
+/** The table as nft lists it, without what differs between equal tables (handles, order of listing). */
+async function listing(ip: IpRoute): Promise<string[]> {
+  const text = await ip.nft(["-j", "list", "table", "inet", POLICY_TABLE], "list the policy table");
+  const items = (JSON.parse(text) as { nftables: Record<string, Record<string, unknown>>[] }).nftables.filter((i) => !("metainfo" in i));
+  return items
+    .map((i) => {
+      const [[kind, body]] = Object.entries(i) as [[string, Record<string, unknown>]];
+      const { handle: _h, packets: _p, bytes: _b, ...rest } = body;
+      return `${kind} ${JSON.stringify(rest)}`;
+    })
+    .sort();
+}
+
+const pods = (n: number, webLabel: string): PodInfo[] =>
+  Array.from({ length: n }, (_, i) => ({
+    namespace: "d",
+    name: `p${i}`,
+    nodeName: i % 2 ? "n1" : "n2",
+    labels: { app: i % 3 ? webLabel : "x" },
+    ips: [`10.0.0.${i + 1}`, `fd00::${i + 1}`],
+    ports: [{ name: "http", port: 80, protocol: "TCP" }],
+  }));
+const policy = (name: string, peers: NetworkPolicy["ingress"][number]["peers"], types: NetworkPolicy["policyTypes"] = ["ingress", "egress"]): NetworkPolicy => ({
+  namespace: "d",
+  name,
+  podSelector: { matchLabels: { app: "web" } },
+  policyTypes: types,
+  ingress: [{ ...(peers ? { peers } : {}), ports: [{ port: "http" }, { port: 8000, endPort: 8100 }, { protocol: "UDP" }] }],
+  egress: [{ peers: [{ ipBlock: { cidr: "10.0.0.0/8", except: ["10.1.0.0/16"] } }] }],
+});
+const namespaces = [{ name: "d", labels: {} }];
+const fromX = [{ podSelector: { matchLabels: { app: "x" } } }];
+const steps: PolicySnapshot[] = [
+  { policies: [policy("a", fromX)], pods: pods(10, "web"), namespaces },
+  { policies: [policy("a", fromX)], pods: pods(12, "web"), namespaces },
+  { policies: [policy("a", fromX), policy("b", [{ namespaceSelector: {} }])], pods: pods(12, "web"), namespaces },
+  { policies: [policy("b", [{ namespaceSelector: {} }], ["ingress"])], pods: pods(6, "web"), namespaces },
+  { policies: [], pods: pods(6, "web"), namespaces },
+  { policies: [policy("c", undefined)], pods: pods(6, "api"), namespaces },
+  { policies: [policy("c", undefined), policy("a", fromX)], pods: pods(9, "web"), namespaces },
+];
+
+describe("NetworkPolicy transactions on the real nft", () => {
+  it("a chain of updates ends with the table a fresh apply makes", async () => {
+    const updated = netns("u");
+    let prev: PolicyPlan | null = null;
+    for (const [i, s] of steps.entries()) {
+      const plan = compilePolicies(s, { nodeName: "n1", logDropsPerSecond: 3 });
+      await applyNftScript(updated, prev ? renderUpdate(prev, plan).script || "\n" : renderRuleset(plan).script, `apply step ${i}`);
+      const fresh = netns(`f${i}`);
+      await applyNftScript(fresh, renderRuleset(plan).script, `apply step ${i} whole`);
+      expect(await listing(updated), `step ${i}`).toEqual(await listing(fresh));
+      prev = plan;
+    }
+  });
+});

@@ -1,0 +1,85 @@
+import { parseIp } from "../../shared/net/cidr.js";
+import type { PolicyPlan } from "./compile.js";
+
+/**
+ * What the compiled plan does to one new connection, read the way nft reads the rules the
+ * compiler writes. For the compiler's tests: they state semantics (this pod may reach that
+ * one on port 80) rather than rule text. Replies are not modelled: conntrack accepts them
+ * before any of this runs.
+ */
+
+export interface Packet {
+  src: string;
+  dst: string;
+  proto: "tcp" | "udp" | "sctp" | "icmp";
+  port?: number;
+}
+
+export type Verdict = "accept" | "drop";
+
+export function simulate(plan: PolicyPlan, pkt: Packet): Verdict {
+  for (const d of ["egress", "ingress"] as const) {
+    const addr = d === "ingress" ? pkt.dst : pkt.src;
+    const fam = addr.includes(":") ? 6 : 4;
+    const entry = plan.maps.find((m) => m.name === `${d}${fam}`)?.elements.find(([ip]) => ip === addr);
+    if (!entry) continue;
+    if (runChain(plan, entry[1], pkt) !== "accept") return "drop";
+  }
+  return "accept";
+}
+
+function runChain(plan: PolicyPlan, name: string, pkt: Packet): Verdict | "return" {
+  const chain = plan.chains.find((c) => c.name === name);
+  if (!chain) throw new Error(`no chain ${name}`);
+  for (const rule of chain.rules) {
+    const jump = /^jump (\S+)$/.exec(rule);
+    if (jump) {
+      const v = runChain(plan, jump[1]!, pkt);
+      if (v !== "return") return v;
+      continue;
+    }
+    if (rule.startsWith("limit ")) continue;
+    if (rule.endsWith(" drop")) return "drop";
+    if (matches(plan, rule.replace(/ ?accept$/, ""), pkt)) return "accept";
+  }
+  return "return";
+}
+
+function matches(plan: PolicyPlan, text: string, pkt: Packet): boolean {
+  let rest = text.trim();
+  while (rest) {
+    let m: RegExpExecArray | null;
+    if ((m = /^(ip6?) (saddr|daddr) @(\S+)\s*/.exec(rest))) {
+      const addr = m[2] === "saddr" ? pkt.src : pkt.dst;
+      if ((m[1] === "ip6") !== addr.includes(":")) return false;
+      if (!inSet(plan, m[3]!, addr)) return false;
+    } else if ((m = /^(ip6?) daddr \. meta l4proto \. th dport @(\S+)\s*/.exec(rest))) {
+      if ((m[1] === "ip6") !== pkt.dst.includes(":")) return false;
+      const set = plan.sets.find((s) => s.name === m![2])!;
+      if (!set.elements.includes(`${pkt.dst} . ${pkt.proto} . ${pkt.port}`)) return false;
+    } else if ((m = /^meta l4proto \. th dport \{ ([^}]*) \}\s*/.exec(rest))) {
+      const ok = m[1]!.split(", ").some((e) => {
+        const [proto, range] = e.split(" . ") as [string, string];
+        const [lo, hi] = range.split("-").map(Number) as [number, number | undefined];
+        return proto === pkt.proto && pkt.port !== undefined && pkt.port >= lo && pkt.port <= (hi ?? lo);
+      });
+      if (!ok) return false;
+    } else if ((m = /^meta l4proto \{ ([^}]*) \}\s*/.exec(rest))) {
+      if (!m[1]!.split(", ").includes(pkt.proto)) return false;
+    } else {
+      throw new Error(`cannot simulate "${rest}"`);
+    }
+    rest = rest.slice(m[0].length);
+  }
+  return true;
+}
+
+function inSet(plan: PolicyPlan, name: string, addr: string): boolean {
+  const set = plan.sets.find((s) => s.name === name);
+  if (!set) throw new Error(`no set ${name}`);
+  const v = parseIp(addr).value;
+  return set.elements.some((e) => {
+    const [a, b] = e.split("-") as [string, string | undefined];
+    return parseIp(a).value <= v && v <= parseIp(b ?? a).value;
+  });
+}
