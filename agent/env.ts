@@ -7,6 +7,7 @@
  */
 
 export interface EnvOption {
+  type?: string;
   choices?: readonly string[];
   default?: unknown;
   defaultDescription?: string;
@@ -30,7 +31,7 @@ export function withEnvDefaults<T extends Record<string, EnvOption>>(options: T,
     if (option.choices && !option.choices.includes(value)) {
       throw new Error(`${name}=${JSON.stringify(value)} is not one of ${option.choices.join(", ")}`);
     }
-    out[flag] = { ...option, default: value, defaultDescription: `$${name}` };
+    out[flag] = { ...option, default: option.type === "boolean" ? envBoolean(name, value) : value, defaultDescription: `$${name}` };
   }
   return out as T;
 }
@@ -39,4 +40,10 @@ export function withEnvDefaults<T extends Record<string, EnvOption>>(options: T,
 export function ignoredEnv(env: Record<string, string | undefined>, flags: readonly string[]): string[] {
   const known = new Set(flags.map(envName));
   return Object.keys(env).filter((k) => k.startsWith(ENV_PREFIX) && !known.has(k)).sort();
+}
+
+function envBoolean(name: string, value: string): boolean {
+  if (/^(true|1|yes)$/i.test(value)) return true;
+  if (/^(false|0|no)$/i.test(value)) return false;
+  throw new Error(`${name}=${JSON.stringify(value)} is not true or false`);
 }

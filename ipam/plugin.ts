@@ -14,7 +14,7 @@ import {
 import { IpamCode } from "./errors.js";
 import { planGc } from "./gc.js";
 import { capacity, cidrField, familyOf, setContains, setText, type Range, type RangeSet } from "./range.js";
-import { Store, bootId, type Owner, type PodRef } from "./store.js";
+import { Store, bootId, podText, type Owner, type PodRef } from "./store.js";
 
 export { IpamCode } from "./errors.js";
 
@@ -219,7 +219,5 @@ export function podOf(cniArgs: Record<string, string>): PodRef | undefined {
   if (!namespace || !name) return undefined;
   return { namespace, name, uid: cniArgs.K8S_POD_UID ?? "" };
 }
-
-export const podText = (p: PodRef): string => `${p.namespace}/${p.name}`;
 
 const describe = (o: Owner, loc: StoreLocation) => `${o.containerID}/${o.ifname} in network "${loc.network}"`;

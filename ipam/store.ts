@@ -55,6 +55,8 @@ export interface PodRef {
   uid: string;
 }
 
+export const podText = (p: PodRef): string => `${p.namespace}/${p.name}`;
+
 export interface IndexEntry extends Owner {
   ips: string[];
   /** Set when the runtime said which pod the attachment is for; lets the node agent find leaks. */
@@ -153,6 +155,31 @@ export class Store {
   /** The reserved addresses, by file name alone (no reads). */
   reservedAddresses(): string[] {
     return readdirIfExists(this.dir).filter(isIpName);
+  }
+
+  /** When the reservation file was last written (Unix ms): its creation, as nothing rewrites it. */
+  reservedAt(ip: string): number | undefined {
+    try {
+      return Math.floor(lstatSync(join(this.dir, ip)).mtimeMs);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw ioError("stat", join(this.dir, ip), err);
+    }
+  }
+
+  /**
+   * Frees one address if the attachment still holds it, and takes it out of the attachment's
+   * index entry (dropped when it held nothing else): what a leak release does, address by address.
+   */
+  releaseAddress(ip: string, owner: Owner): boolean {
+    if (!this.release(ip, owner)) return false;
+    const entry = this.indexEntry(owner);
+    if (entry) {
+      const rest = entry.ips.filter((x) => x !== ip);
+      if (rest.length === 0) this.dropIndex(owner);
+      else this.writeIndex({ ...entry, ips: rest });
+    }
+    return true;
   }
 
   /** Every reservation with its owner, whoever made it: a walk of the directory. */

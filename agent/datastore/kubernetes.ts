@@ -75,7 +75,7 @@ export interface KubernetesStoreOptions {
 const REQUEST_TIMEOUT_MS = 30_000;
 
 /** API clients like KubeConfig.makeApiClient's, with a deadline on every request. */
-function apiClient<T>(kc: KubeConfig, api: new (config: ReturnType<typeof createConfiguration>) => T, timeoutMs: number): T {
+export function apiClient<T>(kc: KubeConfig, api: new (config: ReturnType<typeof createConfiguration>) => T, timeoutMs: number): T {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new DatastoreError("use the kubeconfig", "it has no current cluster");
   return new api(
