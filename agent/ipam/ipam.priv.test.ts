@@ -108,6 +108,43 @@ describe("twilld ipam", () => {
     expect(unknown.out).toMatch(/no reservation of 10\.244\.7\.200/);
   });
 
+  it("twilld run releases a reservation from before the last boot, logs it with its pod and counts it in /metrics", async () => {
+    const { node, pods, storeDir } = await nodeWithPods(["web-0", "web-1"], ["uid-0", "uid-1"]);
+    const store = new Store(storeDir);
+    const stale = store.indexEntry({ containerID: pods[0]!.containerId, ifname: "eth0" })!;
+    store.writeIndex({ ...stale, bootId: "an-earlier-boot" });
+    const conf = join(node.dir, "net-conf.json");
+    writeFileSync(conf, JSON.stringify({ Network: "10.244.0.0/16", SubnetLen: 24, Backend: { Type: "host-gw" } }));
+    const agent = net!.twilld(node, [
+      "run",
+      `--node-name=${node.name}`,
+      `--net-conf=${conf}`,
+      `--subnet-file=${join(node.dir, "agent-subnet.json")}`,
+      `--state-dir=${node.dir}`,
+      "--datastore=local",
+      `--store-dir=${join(node.dir, "store")}`,
+      `--ipam-store=${storeDir}`,
+      "--leak-interval=1s",
+      "--leak-grace=1ms",
+    ]);
+    try {
+      await until("the stale reservation released", () => (store.owner(pods[0]!.ip) === undefined ? true : agent.exited() ? true : undefined));
+      expect(agent.exited(), agent.logTail()).toBeUndefined();
+      const released = await until("the release logged", () => agent.logTail(200).split("\n").find((l) => l.includes('"msg":"Released leaked address"')));
+      expect(JSON.parse(released)).toMatchObject({ address: pods[0]!.ip, containerId: pods[0]!.containerId, pod: "default/web-0", podUid: "uid-0", reason: "earlier-boot" });
+      expect(agent.logTail(200)).toMatch(/"msg":"Recovering leaked addresses".*"only":"reservations from before the last boot: the datastore has no pods"/);
+      const page = await until("metrics served", async () => {
+        const r = await net!.get(node, "/metrics");
+        return r.status === 200 ? r.body : undefined;
+      });
+      expect(page).toMatch(/^twill_ipam_leaks_released_total\{reason="earlier-boot"\} 1$/m);
+      // The pod of this boot keeps its address: the local datastore has no pods to judge it by.
+      expect(store.owner(pods[1]!.ip)?.containerID).toBe(pods[1]!.containerId);
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it("takes known flags from TWILL_* variables and ignores the others (the plugin's TWILL_LOG_FILE)", async () => {
     net = await NodeNet.create(1);
     const node = net.nodes[0]!;
