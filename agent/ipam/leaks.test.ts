@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { judgeReservations, leaked, type LivePod, type PodsView } from "./leaks.js";
+import { judgeReservations, leaked, livePod, type LivePod, type PodsView } from "./leaks.js";
 import type { ReservationView } from "./reservations.js";
 
 const MIN = 60_000;
@@ -90,9 +90,28 @@ describe("leak decision", () => {
     expect(states([{ ...bare, predatesBoot: true }], listed(), GRACE)).toEqual(["leaked"]);
   });
 
+  it("matches a static pod's reservation to its mirror pod", () => {
+    const mirror: LivePod = { namespace: "default", name: "web-2", uid: "uid-mirror", staticUid: "uid-10.244.1.2", ips: [] };
+    expect(states([a], listed(mirror), GRACE)).toEqual(["held"]);
+  });
+
   it("matches a pod recorded without a UID by namespace and name", () => {
     const noUid = reservation("10.244.1.5", { pod: { namespace: "default", name: "web-5", uid: "" } });
     expect(states([noUid], listed(pod(noUid, { uid: "any", ips: [] })), GRACE)).toEqual(["held"]);
     expect(states([noUid], listed(), GRACE)).toEqual(["leaked"]);
+  });
+});
+
+describe("livePod", () => {
+  it("leaves finished pods out, and takes the addresses and a mirror pod's static UID", () => {
+    expect(livePod({ metadata: { name: "done", uid: "u" }, status: { phase: "Succeeded", podIP: "10.0.0.1" } })).toBeNull();
+    expect(livePod({ metadata: { name: "failed", uid: "u" }, status: { phase: "Failed" } })).toBeNull();
+    expect(
+      livePod({
+        metadata: { namespace: "kube-system", name: "static", uid: "m", annotations: { "kubernetes.io/config.mirror": "s" } },
+        status: { phase: "Running", podIP: "10.0.0.2", podIPs: [{ ip: "10.0.0.2" }, { ip: "fd00::2" }] },
+      }),
+    ).toEqual({ namespace: "kube-system", name: "static", uid: "m", staticUid: "s", ips: ["10.0.0.2", "fd00::2"] });
+    expect(livePod({ metadata: { name: "pending", uid: "p" }, status: { phase: "Pending" } })).toMatchObject({ uid: "p", ips: [] });
   });
 });

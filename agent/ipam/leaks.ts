@@ -22,8 +22,38 @@ export interface LivePod {
   namespace: string;
   name: string;
   uid: string;
+  /**
+   * A mirror pod's static pod UID (annotation kubernetes.io/config.mirror): kubelet names the
+   * static pod's own UID in CNI_ARGS, not the mirror's.
+   */
+  staticUid?: string;
   /** status.podIPs. */
   ips: string[];
+}
+
+/** On a mirror pod: the UID of the static pod it stands for (kubelet's config hash). */
+const MIRROR_ANNOTATION = "kubernetes.io/config.mirror";
+
+export interface RawPod {
+  metadata?: { namespace?: string; name?: string; uid?: string; annotations?: Record<string, string> };
+  status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
+}
+
+/** A pod's view, or null when it is finished (Succeeded, Failed): its sandbox is gone or going. */
+export function livePod(raw: RawPod): LivePod | null {
+  const phase = raw.status?.phase;
+  if (phase === "Succeeded" || phase === "Failed") return null;
+  const ips = new Set<string>();
+  if (raw.status?.podIP) ips.add(raw.status.podIP);
+  for (const p of raw.status?.podIPs ?? []) if (p.ip) ips.add(p.ip);
+  const staticUid = raw.metadata?.annotations?.[MIRROR_ANNOTATION];
+  return {
+    namespace: raw.metadata?.namespace ?? "",
+    name: raw.metadata?.name ?? "",
+    uid: raw.metadata?.uid ?? "",
+    ...(staticUid ? { staticUid } : {}),
+    ips: [...ips],
+  };
 }
 
 export type PodsView =
@@ -88,7 +118,7 @@ function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
     return { state: "kept", cause: "no-pod-recorded", why: "no pod recorded with it (made by host-local, or the runtime named none): only a reboot shows it unused" };
   } else {
     const pod = r.pod;
-    const live = pods.pods.find((p) => (pod.uid ? p.uid === pod.uid : p.namespace === pod.namespace && p.name === pod.name));
+    const live = pods.pods.find((p) => (pod.uid ? p.uid === pod.uid || p.staticUid === pod.uid : p.namespace === pod.namespace && p.name === pod.name));
     if (live) return { state: "held", by: refOf(live) };
     const sameName = pods.pods.find((p) => p.namespace === pod.namespace && p.name === pod.name);
     const why = sameName

@@ -2,7 +2,7 @@ import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { apiClient } from "../datastore/kubernetes.js";
 import { describeApiError } from "../datastore/kubernetes-informer.js";
 import type { DatastoreKind } from "../datastore/index.js";
-import type { LivePod, PodsView } from "./leaks.js";
+import { livePod, type LivePod, type PodsView, type RawPod } from "./leaks.js";
 
 /**
  * The pods running on this node, as the leak decision needs them. One list call with a
@@ -16,21 +16,6 @@ export interface PodSource {
 
 /** Longest wait for the pod list; past it the sweep releases nothing. */
 export const POD_LIST_TIMEOUT_MS = 10_000;
-
-interface RawPod {
-  metadata?: { namespace?: string; name?: string; uid?: string };
-  status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
-}
-
-/** A pod's view, or null when it is finished (Succeeded, Failed): its sandbox is gone or going. */
-export function livePod(raw: RawPod): LivePod | null {
-  const phase = raw.status?.phase;
-  if (phase === "Succeeded" || phase === "Failed") return null;
-  const ips = new Set<string>();
-  if (raw.status?.podIP) ips.add(raw.status.podIP);
-  for (const p of raw.status?.podIPs ?? []) if (p.ip) ips.add(p.ip);
-  return { namespace: raw.metadata?.namespace ?? "", name: raw.metadata?.name ?? "", uid: raw.metadata?.uid ?? "", ips: [...ips] };
-}
 
 export function kubernetesPods(kc: KubeConfig, nodeName: string, timeoutMs = POD_LIST_TIMEOUT_MS): PodSource {
   const core = apiClient(kc, CoreV1Api, timeoutMs);
