@@ -6,6 +6,7 @@ import type { Level, Logger } from "../shared/log.js";
 import { Agent } from "./agent.js";
 import { createBackend } from "./backend/index.js";
 import { readNetworkConfig } from "./config.js";
+import { ConfigError } from "./errors.js";
 import { createStore, type DatastoreKind } from "./datastore/index.js";
 import { loadKubeConfig } from "./datastore/kubernetes.js";
 import {
@@ -153,7 +154,7 @@ export async function runRelease(
   o: CommonOptions & { output: Output; address?: string; leaked: boolean; force: boolean },
   write: (s: string) => void,
 ): Promise<boolean> {
-  if ((o.address === undefined) === !o.leaked) throw new Error("give an ADDRESS or --leaked (not both)");
+  if ((o.address === undefined) === !o.leaked) throw new ConfigError("twilld ipam release: give an ADDRESS or --leaked (not both)");
   const outcome = o.leaked ? await releaseLeaked(ipamCli(o)) : await releaseAddress(ipamCli(o), o.address!, o.force);
   write(o.output === "json" ? JSON.stringify(outcome, null, 2) + "\n" : renderRelease(outcome));
   return outcome.refused.length === 0;

@@ -1,3 +1,5 @@
+import { ConfigError } from "./errors.js";
+
 /**
  * Flags from the environment: TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_NET_CONF, ...) becomes the
  * flag's default, so a flag on the command line still wins. Only variables that name a known
@@ -29,7 +31,7 @@ export function withEnvDefaults<T extends Record<string, EnvOption>>(options: T,
       continue;
     }
     if (option.choices && !option.choices.includes(value)) {
-      throw new Error(`${name}=${JSON.stringify(value)} is not one of ${option.choices.join(", ")}`);
+      throw new ConfigError(`${name}=${JSON.stringify(value)} is not one of ${option.choices.join(", ")}`);
     }
     out[flag] = { ...option, default: option.type === "boolean" ? envBoolean(name, value) : value, defaultDescription: `$${name}` };
   }
@@ -45,5 +47,5 @@ export function ignoredEnv(env: Record<string, string | undefined>, flags: reado
 function envBoolean(name: string, value: string): boolean {
   if (/^(true|1|yes)$/i.test(value)) return true;
   if (/^(false|0|no)$/i.test(value)) return false;
-  throw new Error(`${name}=${JSON.stringify(value)} is not true or false`);
+  throw new ConfigError(`${name}=${JSON.stringify(value)} is not true or false`);
 }
