@@ -32,6 +32,9 @@ export interface NodeDirs {
   dir: string;
 }
 
+/** twill-ipam's store of the node's pods (dataDir <node dir>/ipam, network "twill"). */
+export const podIpamStore = (node: Pick<NodeDirs, "dir">): string => join(node.dir, "ipam", "twill");
+
 export function podNetConf(kind: PluginKind, node: NodeDirs): PodNetConf {
   if (kind === "twill") {
     return {
