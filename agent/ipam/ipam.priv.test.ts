@@ -4,7 +4,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../conformance/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../../conformance/kube/control-plane.js";
-import { podNetConf, resultIps, runCni, type PodNetConf } from "../../conformance/testbed/pods.js";
+import { podIpamStore, podNetConf, resultIps, runCni, type PodNetConf } from "../../conformance/testbed/pods.js";
 import { Store } from "../../ipam/store.js";
 import { nullLogger } from "../../shared/log.js";
 import { writeSubnetFile } from "../../shared/subnet-file.js";
@@ -52,7 +52,7 @@ describe("twilld ipam", () => {
       const result = await runCni(node.ns, conf, { command: "ADD", containerId, podNs: ns, args });
       pods.push({ ns, containerId, ip: resultIps(result)[0]! });
     }
-    return { node, conf, pods, storeDir: join(node.dir, "ipam", "twill") };
+    return { node, conf, pods, storeDir: podIpamStore(node) };
   }
 
   const twilld = async (node: SimNode, args: string[]) => {
