@@ -157,7 +157,7 @@ export class Store {
     return readdirIfExists(this.dir).filter(isIpName);
   }
 
-  /** When the reservation file was last written (Unix ms): its creation, as nothing rewrites it. */
+  /** When the reservation file was last written (Unix ms): its creation, as nothing rewrites it. Never follows a symlink. */
   reservedAt(ip: string): number | undefined {
     try {
       return Math.floor(lstatSync(join(this.dir, ip)).mtimeMs);
