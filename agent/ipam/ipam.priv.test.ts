@@ -170,6 +170,10 @@ describe("twilld ipam", () => {
       admin = new Admin(adminKc);
       await applyManifestRbac(adminKc);
       agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
+      // The ServiceAccount admission wants the namespace's default account (no controller makes it here).
+      await admin.core.createNamespacedServiceAccount({ namespace: "default", body: { metadata: { name: "default" } } }).catch((err: { code?: number }) => {
+        if (err.code !== 409) throw err;
+      });
     });
     afterAll(async () => {
       await cp?.stop();
@@ -179,7 +183,8 @@ describe("twilld ipam", () => {
     async function createPod(name: string, nodeName: string): Promise<string> {
       const pod = await admin.core.createNamespacedPod({
         namespace: "default",
-        body: { metadata: { name }, spec: { nodeName, containers: [{ name: "c", image: "busybox" }] } },
+        // No token to mount: no token controller runs in this control plane.
+        body: { metadata: { name }, spec: { nodeName, automountServiceAccountToken: false, containers: [{ name: "c", image: "busybox" }] } },
       });
       return pod.metadata!.uid!;
     }
