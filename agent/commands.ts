@@ -6,7 +6,16 @@ import type { Level, Logger } from "../shared/log.js";
 import { Agent } from "./agent.js";
 import { createBackend } from "./backend/index.js";
 import { readNetworkConfig } from "./config.js";
+import { ConfigError } from "./errors.js";
 import { createStore, type DatastoreKind } from "./datastore/index.js";
+import { loadKubeConfig } from "./datastore/kubernetes.js";
+import {
+  checkReservations, listReservations, releaseAddress, releaseLeaked, renderCheck, renderRelease, renderReservations,
+  type IpamCliOptions, type Output,
+} from "./ipam/cli.js";
+import { kubernetesPods, noPods, type PodSource } from "./ipam/pods.js";
+import { LeakRecovery } from "./ipam/recovery.js";
+import { gatherNodes, renderNodes } from "./nodes.js";
 import { startHttpServer } from "./http.js";
 import { checkNodeName } from "./leases.js";
 import { createMetrics } from "./metrics.js";
@@ -14,7 +23,7 @@ import { startNetworkPolicy } from "./policy/index.js";
 import { policyReportPath } from "./policy/report.js";
 import { gatherStatus, renderStatus } from "./status.js";
 
-/** What `twilld run` and `twilld status` are given, flags and TWILL_* variables resolved. */
+/** What every twilld command is given, flags and TWILL_* variables resolved. */
 export interface CommonOptions {
   nodeName: string;
   stateDir: string;
@@ -27,6 +36,10 @@ export interface CommonOptions {
   subnetFile: string;
   leaseTTLMs: number;
   logLevel: Level;
+  /** twill-ipam's store of the CNI network: <dataDir>/<network name>. */
+  ipamStore: string;
+  /** How long a reservation must look leaked before it is released. */
+  leakGraceMs: number;
 }
 
 export interface RunOptions extends CommonOptions {
@@ -41,6 +54,8 @@ export interface RunOptions extends CommonOptions {
   bridge: string;
   /** Log dropped packets at most this often per pod and direction; 0: never. */
   policyLogDropsPerSecond: number;
+  /** How often the leak recovery sweeps the IPAM store; 0 turns it off. */
+  leakIntervalMs: number;
 }
 
 /** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
@@ -90,6 +105,21 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     registry: metrics.registry,
     logger: log,
   });
+  const recovery = o.leakIntervalMs > 0
+    ? new LeakRecovery({
+      storeDir: o.ipamStore,
+      pods: podSource(o, nodeName),
+      graceMs: o.leakGraceMs,
+      intervalMs: o.leakIntervalMs,
+      logger: log,
+      metrics,
+    })
+    : null;
+  log.info(recovery ? "Recovering leaked addresses" : "Leak recovery is off", {
+    store: o.ipamStore,
+    graceMs: o.leakGraceMs,
+    ...(o.datastore === "kubernetes" ? {} : { only: "reservations from before the last boot: the datastore has no pods" }),
+  });
   let server: Server | null = null;
   if (o.metricsAddr) {
     server = await startHttpServer(o.metricsAddr, metrics.registry, () => agent.readiness());
@@ -97,11 +127,13 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   }
   const signal = Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]);
   log.info("Starting", { datastore: o.datastore, clusterCIDRs: network.clusterCIDRs, backend: network.backend.type });
+  recovery?.start();
   try {
     await Promise.race([agent.start(), signal]);
     await signal;
     log.info("Stopping; the datapath and the subnet file stay in place");
   } finally {
+    await recovery?.stop();
     await Promise.all([agent.stop(), policy.stop()]);
     server?.close();
   }
@@ -114,6 +146,48 @@ export async function printStatus(o: CommonOptions & { output: "table" | "json" 
     const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir));
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
     return report.lease !== null && report.datastoreError === undefined;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Where the leak decision learns which pods run on this node. */
+function podSource(o: CommonOptions, nodeName: string): PodSource {
+  return o.datastore === "kubernetes" ? kubernetesPods(loadKubeConfig(o.kubeconfig), nodeName) : noPods(o.datastore);
+}
+
+const ipamCli = (o: CommonOptions): IpamCliOptions => ({ storeDir: o.ipamStore, pods: podSource(o, o.nodeName), graceMs: o.leakGraceMs });
+
+/** `twilld ipam list`. */
+export function printReservations(o: CommonOptions & { output: Output }, write: (s: string) => void): void {
+  const rs = listReservations({ storeDir: o.ipamStore });
+  write(o.output === "json" ? JSON.stringify(rs, null, 2) + "\n" : renderReservations(rs, Date.now()));
+}
+
+/** `twilld ipam check`: what the leak recovery would release, releasing nothing. */
+export async function printCheck(o: CommonOptions & { output: Output }, write: (s: string) => void): Promise<void> {
+  const report = await checkReservations(ipamCli(o));
+  write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderCheck(report, Date.now()));
+}
+
+/** `twilld ipam release ADDRESS|--leaked`; false when an address was refused. */
+export async function runRelease(
+  o: CommonOptions & { output: Output; address?: string; leaked: boolean; force: boolean },
+  write: (s: string) => void,
+): Promise<boolean> {
+  if ((o.address === undefined) === !o.leaked) throw new ConfigError("twilld ipam release: give an ADDRESS or --leaked (not both)");
+  const outcome = o.leaked ? await releaseLeaked(ipamCli(o)) : await releaseAddress(ipamCli(o), o.address!, o.force);
+  write(o.output === "json" ? JSON.stringify(outcome, null, 2) + "\n" : renderRelease(outcome));
+  return outcome.refused.length === 0;
+}
+
+/** `twilld nodes`. */
+export async function printNodes(o: CommonOptions & { output: Output }, logger: Logger, write: (s: string) => void): Promise<boolean> {
+  const store = createStore(storeOptions(o, logger));
+  try {
+    const report = await gatherNodes(store, o.nodeName, datapathReportPath(o.stateDir));
+    write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderNodes(report, Date.now()));
+    return report.datastoreError === undefined;
   } finally {
     await store.close();
   }

@@ -3,13 +3,15 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { stderrLogger, type Level } from "../shared/log.js";
 import { DEFAULT_SUBNET_FILE } from "../shared/subnet-file.js";
-import { printStatus, runAgent, type CommonOptions } from "./commands.js";
+import { printCheck, printNodes, printReservations, printStatus, runAgent, runRelease, type CommonOptions } from "./commands.js";
 import { DATASTORE_KINDS, type DatastoreKind } from "./datastore/index.js";
 import { parseDuration } from "./durations.js";
+import { ignoredEnv, withEnvDefaults } from "./env.js";
 import { errorMessage } from "./errors.js";
 
 // twilld: the node agent (`run`) and its admin CLI. Flags wire into agent/commands.ts; every
-// flag can also come from the environment as TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_DATASTORE, ...).
+// flag can also come from the environment as TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_DATASTORE, ...);
+// other TWILL_* variables are ignored (env.ts).
 
 const common = {
   "node-name": { type: "string", default: hostname().toLowerCase(), defaultDescription: "the host name, lower-cased", describe: "This node's name (a DNS subdomain)" },
@@ -22,12 +24,35 @@ const common = {
   "kube-namespace": { type: "string", default: "kube-system", describe: "kubernetes datastore: the namespace of the subnet Leases" },
   "subnet-file": { type: "string", default: DEFAULT_SUBNET_FILE, describe: "The node subnet file the CNI plugin reads" },
   "lease-ttl": { type: "string", default: "1h", describe: "How long a claim outlives its last renewal (renewed every TTL/3, at most every minute)" },
+  "ipam-store": { type: "string", default: "/var/lib/cni/networks/twill", describe: "twill-ipam's store of the CNI network (<dataDir>/<network name>)" },
+  "leak-grace": { type: "string", default: "15m", describe: "How long a reservation must look leaked (its pod gone from this node, or made before the last boot) before it is released" },
   "log-level": { choices: ["debug", "info", "warn", "error"], default: "info", describe: "Logs: JSON lines on stderr" },
 } as const;
 
-type Argv = { [K in keyof typeof common]: unknown };
+const runFlags = {
+  "net-conf": { type: "string", default: "/etc/twill/net-conf.json", describe: 'Cluster network config (JSON: {"Network", "SubnetLen", "Backend": {"Type"}, ...})' },
+  iface: { type: "string", describe: "Underlay interface [default: the default route's device]" },
+  "public-ip": { type: "string", describe: "Address peers reach this node on [default: --iface's or the default route's source]" },
+  "metrics-addr": { type: "string", default: "127.0.0.1:9402", describe: 'HOST:PORT for /healthz, /readyz, /metrics ("" disables)' },
+  resync: { type: "string", default: "10s", describe: "Reconcile the datapath at least this often" },
+  "leak-interval": { type: "string", default: "1m", describe: 'How often to look for leaked addresses in --ipam-store ("0" turns leak recovery off)' },
+  "network-policy": { type: "boolean", default: true, describe: "Enforce NetworkPolicy for this node's pods (kubernetes datastore)" },
+  bridge: { type: "string", default: "cni0", describe: "The pod bridge (the plugin's \"bridge\"), whose same-node traffic policy filters" },
+  "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
+} as const;
 
-function commonOptions(a: Argv): CommonOptions {
+const outputFlag = { output: { alias: "o", choices: ["table", "json"] as const, default: "table" as const, describe: "Output format" } };
+const releaseFlags = {
+  leaked: { type: "boolean", default: false, describe: "Release every address `twilld ipam check` shows as leaked" },
+  force: { type: "boolean", default: false, describe: "Release ADDRESS even when a live pod holds it, or when that cannot be told" },
+} as const;
+
+/** Every flag of every command: the TWILL_* variables the environment may set. */
+const ALL_FLAGS = [...Object.keys(common), ...Object.keys(runFlags), ...Object.keys(outputFlag), ...Object.keys(releaseFlags)];
+
+type CommonArgv = { [K in keyof typeof common]: unknown };
+
+function commonOptions(a: CommonArgv): CommonOptions {
   return {
     nodeName: String(a["node-name"]),
     stateDir: String(a["state-dir"]),
@@ -40,30 +65,27 @@ function commonOptions(a: Argv): CommonOptions {
     subnetFile: String(a["subnet-file"]),
     leaseTTLMs: parseDuration(String(a["lease-ttl"]), "--lease-ttl"),
     logLevel: a["log-level"] as Level,
+    ipamStore: String(a["ipam-store"]),
+    leakGraceMs: parseDuration(String(a["leak-grace"]), "--leak-grace"),
   };
 }
 
 async function main(): Promise<number> {
   let exitCode = 0;
+  const env = process.env;
+  const write = (s: string) => process.stdout.write(s);
   await yargs(hideBin(process.argv))
     .scriptName("twilld")
-    .env("TWILL")
     .strict()
-    .options(common)
+    .options(withEnvDefaults(common, env))
+    .middleware((a) => {
+      const ignored = ignoredEnv(env, ALL_FLAGS);
+      if (ignored.length > 0) stderrLogger(a["log-level"] as Level).debug("Ignored environment variables that name no flag", { variables: ignored });
+    })
     .command(
       "run",
-      "Lease this node's pod subnet, write the subnet file, program the datapath to every peer, serve /healthz /readyz /metrics",
-      (y) =>
-        y.options({
-          "net-conf": { type: "string", default: "/etc/twill/net-conf.json", describe: 'Cluster network config (JSON: {"Network", "SubnetLen", "Backend": {"Type"}, ...})' },
-          iface: { type: "string", describe: "Underlay interface [default: the default route's device]" },
-          "public-ip": { type: "string", describe: "Address peers reach this node on [default: --iface's or the default route's source]" },
-          "metrics-addr": { type: "string", default: "127.0.0.1:9402", describe: 'HOST:PORT for /healthz, /readyz, /metrics ("" disables)' },
-          resync: { type: "string", default: "10s", describe: "Reconcile the datapath at least this often" },
-          "network-policy": { type: "boolean", default: true, describe: "Enforce NetworkPolicy for this node's pods (kubernetes datastore)" },
-          bridge: { type: "string", default: "cni0", describe: "The pod bridge (the plugin's \"bridge\"), whose same-node traffic policy filters" },
-          "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
-        }),
+      "Lease this node's pod subnet, write the subnet file, program the datapath to every peer, release leaked pod addresses, serve /healthz /readyz /metrics",
+      (y) => y.options(withEnvDefaults(runFlags, env)),
       async (a) => {
         const o = commonOptions(a);
         const logger = stderrLogger(o.logLevel);
@@ -78,6 +100,7 @@ async function main(): Promise<number> {
             networkPolicy: a["network-policy"],
             bridge: a.bridge,
             policyLogDropsPerSecond: Math.max(0, Math.floor(a["policy-log-drops"])),
+            leakIntervalMs: a["leak-interval"] === "0" ? 0 : parseDuration(a["leak-interval"], "--leak-interval"),
           },
           logger,
         );
@@ -86,15 +109,51 @@ async function main(): Promise<number> {
     .command(
       "status",
       "Show this node's lease and subnet file and every peer (exits 1 when the node holds no lease)",
-      (y) => y.options({ output: { alias: "o", choices: ["table", "json"] as const, default: "table" as const, describe: "Output format" } }),
+      (y) => y.options(withEnvDefaults(outputFlag, env)),
       async (a) => {
         const o = commonOptions(a);
-        const ok = await printStatus({ ...o, output: a.output }, stderrLogger(o.logLevel), (s) => process.stdout.write(s));
-        exitCode = ok ? 0 : 1;
+        exitCode = (await printStatus({ ...o, output: a.output }, stderrLogger(o.logLevel), write)) ? 0 : 1;
       },
     )
-    .demandCommand(1, "give a command: run or status")
-    .epilogue("Every flag can be set as an environment variable: TWILL_NODE_NAME, TWILL_DATASTORE, TWILL_NET_CONF, ...")
+    .command(
+      "nodes",
+      "List every node in the datastore: subnets, public IP, backend, age, and whether this node reaches it",
+      (y) => y.options(withEnvDefaults(outputFlag, env)),
+      async (a) => {
+        const o = commonOptions(a);
+        exitCode = (await printNodes({ ...o, output: a.output }, stderrLogger(o.logLevel), write)) ? 0 : 1;
+      },
+    )
+    .command("ipam", "This node's pod address reservations (twill-ipam's store, host-local's layout)", (y) =>
+      y
+        .command(
+          "list",
+          "List reservations: address, container, interface, pod, age, whether made before the last boot",
+          (y) => y.options(withEnvDefaults(outputFlag, env)),
+          (a) => printReservations({ ...commonOptions(a), output: a.output }, write),
+        )
+        .command(
+          "check",
+          "Show which reservations look leaked and which would be released now, releasing nothing",
+          (y) => y.options(withEnvDefaults(outputFlag, env)),
+          async (a) => printCheck({ ...commonOptions(a), output: a.output }, write),
+        )
+        .command(
+          "release [address]",
+          "Release ADDRESS (refused when a live pod holds it, unless --force), or every leaked one (--leaked)",
+          (yy) => yy.positional("address", { type: "string", describe: "The address to release" }).options(withEnvDefaults({ ...outputFlag, ...releaseFlags }, env)),
+          async (a) => {
+            const ok = await runRelease(
+              { ...commonOptions(a), output: a.output, ...(a.address ? { address: a.address } : {}), leaked: a.leaked, force: a.force },
+              write,
+            );
+            exitCode = ok ? 0 : 1;
+          },
+        )
+        .demandCommand(1, "give an ipam command: list, check or release"),
+    )
+    .demandCommand(1, "give a command: run, status, nodes or ipam")
+    .epilogue("Every flag can be set as an environment variable: TWILL_NODE_NAME, TWILL_DATASTORE, TWILL_NET_CONF, ... Other TWILL_* variables are ignored.")
     .help()
     .version(false)
     .fail((msg, err) => {

@@ -16,6 +16,10 @@ export interface AgentMetrics {
   datastoreErrors: Counter<"op">;
   watchRestarts: Counter;
   leaseRenewals: Counter;
+  ipamReservations: Gauge;
+  leakSuspects: Gauge;
+  leaksReleased: Counter<"reason">;
+  leakSweepsSkipped: Counter;
 }
 
 export function createMetrics(withProcessMetrics = true): AgentMetrics {
@@ -39,5 +43,14 @@ export function createMetrics(withProcessMetrics = true): AgentMetrics {
     }),
     watchRestarts: new Counter({ name: "twill_watch_restarts_total", help: "Peer watches restarted after an error", registers }),
     leaseRenewals: new Counter({ name: "twill_lease_renewals_total", help: "Successful lease renewals", registers }),
+    ipamReservations: new Gauge({ name: "twill_ipam_reservations", help: "Address reservations in this node's IPAM store, as of the last leak sweep", registers }),
+    leakSuspects: new Gauge({ name: "twill_ipam_leak_suspects", help: "Reservations that look leaked, released once the grace period has passed", registers }),
+    leaksReleased: new Counter({
+      name: "twill_ipam_leaks_released_total",
+      help: "Leaked addresses released, by reason (pod-not-on-node, earlier-boot)",
+      labelNames: ["reason"],
+      registers,
+    }),
+    leakSweepsSkipped: new Counter({ name: "twill_ipam_leak_sweeps_skipped_total", help: "Leak sweeps that released nothing because pods could not be read", registers }),
   };
 }

@@ -4,6 +4,7 @@ import { formatDuration } from "./durations.js";
 import { errorMessage } from "./errors.js";
 import { peersOf } from "./leases.js";
 import { readPolicyReport, renderPolicyReport, type PolicyReport } from "./policy/report.js";
+import { renderTable } from "./table.js";
 import type { NodeLease, SubnetStore } from "./types.js";
 
 /**
@@ -109,13 +110,12 @@ export function renderStatus(r: StatusReport, now: number): string {
       p.acquiredAt === undefined ? "-" : formatDuration(now - p.acquiredAt),
     ]),
   ];
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  for (const row of rows) out.push(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+  out.push(...renderTable(rows));
   for (const [peer, why] of unreachable) out.push(`Unreachable:  ${peer}: ${why}`);
   return out.join("\n") + "\n";
 }
 
-function backendText(l: NodeLease): string {
+export function backendText(l: Pick<NodeLease, "backend">): string {
   const b = l.backend;
   const parts = [b.type];
   if (b.vtepMAC) parts.push(`vtep ${b.vtepMAC}`);

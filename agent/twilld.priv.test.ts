@@ -45,6 +45,7 @@ describe("twilld", () => {
     `--state-dir=${node.dir}`,
     "--resync=2s",
     "--lease-ttl=30s",
+    `--ipam-store=${join(node.dir, "ipam")}`,
     ...store,
   ];
   const start = (n: NodeNet, node: SimNode, store: string[], conf: string) => {

@@ -155,6 +155,19 @@ describe("deploy/twill.yaml against the programs it runs", () => {
     }
   });
 
+  it("gives twilld the IPAM store of the conflist's network, mounted from the host", () => {
+    const spec = ds.spec.template.spec as unknown as {
+      containers: { args: string[]; volumeMounts: { name: string; mountPath: string }[] }[];
+      volumes: { name: string; hostPath?: { path: string } }[];
+    };
+    const container = spec.containers[0]!;
+    const name = (JSON.parse(configMap.data["10-twill.conflist"]!) as { name: string }).name;
+    const store = container.args.find((a) => a.startsWith("--ipam-store="))!.slice("--ipam-store=".length);
+    expect(store).toBe(`/var/lib/cni/networks/${name}`);
+    const mount = container.volumeMounts.find((m) => store.startsWith(`${m.mountPath}/`))!;
+    expect(spec.volumes.find((v) => v.name === mount.name)?.hostPath?.path).toBe(mount.mountPath);
+  });
+
   it.skipIf(!existsSync(join(DIST, "twilld")))("runs twilld with arguments its CLI accepts", async () => {
     const container = ds.spec.template.spec.containers[0]!;
     expect(container.env.map((e) => e.name)).toContain("NODE_NAME");

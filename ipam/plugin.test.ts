@@ -6,6 +6,7 @@ import type { CmdArgs } from "../shared/cni/skel.js";
 import type { NetConf } from "../shared/cni/types.js";
 import { createLogger } from "../shared/log.js";
 import { createIpamPlugin } from "./plugin.js";
+import { Store } from "./store.js";
 
 // The plugin in this process against a store in a temp dir: what `twill` does with it.
 let dir: string;
@@ -101,6 +102,18 @@ describe("ADD", () => {
     expect(files()).toEqual(["10.1.0.50", "fd00::50"]);
     const byArgs = await ipam.add(call(v4("10.1.0.0/24"), "d", "eth0", { IP: "10.1.0.60" }));
     expect(byArgs.ips![0]!.address).toBe("10.1.0.60/24");
+  });
+
+  it("records the pod kubelet names in CNI_ARGS in the index, and leaves host-local's reservation file as it was", async () => {
+    const c = v4("10.0.0.0/29");
+    const kubelet = { IgnoreUnknown: "1", K8S_POD_NAMESPACE: "default", K8S_POD_NAME: "web-0", K8S_POD_UID: "9f1c-uid", K8S_POD_INFRA_CONTAINER_ID: "c1" };
+    await ipam.add(call(c, "c1", "eth0", kubelet));
+    await ipam.add(call(c, "c2", "eth0", { K8S_POD_NAME: "half" }));
+    const entries = new Store(storeDir()).indexEntries().entries;
+    expect(entries.find((e) => e.containerID === "c1")!.pod).toEqual({ namespace: "default", name: "web-0", uid: "9f1c-uid" });
+    expect(entries.find((e) => e.containerID === "c2")!.pod).toBeUndefined();
+    expect(readFileSync(join(storeDir(), "10.0.0.2"), "utf8")).toBe("c1\r\neth0");
+    expect(lines.find((l) => l.containerId === "c1")!.pod).toBe("default/web-0");
   });
 
   it("refuses a config error (7) and an unsupported value (2) before touching the store", async () => {

@@ -14,7 +14,7 @@ import {
 import { IpamCode } from "./errors.js";
 import { planGc } from "./gc.js";
 import { capacity, cidrField, familyOf, setContains, setText, type Range, type RangeSet } from "./range.js";
-import { Store, bootId, type Owner } from "./store.js";
+import { Store, bootId, podText, type Owner, type PodRef } from "./store.js";
 
 export { IpamCode } from "./errors.js";
 
@@ -51,16 +51,17 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       if (held.length > 0) {
         throw new CniError(IpamCode.DuplicateAllocation, `${held.join(", ")} has been allocated to ${describe(owner, cfg)}, duplicate allocation is not allowed`);
       }
+      const pod = podOf(args.args);
       const taken: Taken[] = [];
       try {
         cfg.rangeSets.forEach((set, i) => taken.push(takeAddress(store, set, i, wanted[i], owner)));
-        store.writeIndex({ ...owner, ips: taken.map((t) => t.ip), bootId: bootId(), created: new Date().toISOString() });
+        store.writeIndex({ ...owner, ips: taken.map((t) => t.ip), bootId: bootId(), created: new Date().toISOString(), ...(pod ? { pod } : {}) });
       } catch (err) {
         // A later set failed (exhausted, requested address taken): give back what earlier ones took.
         for (const t of taken) store.release(t.ip, owner);
         throw err;
       }
-      log.info("Allocated", { containerId: owner.containerID, ifname: owner.ifname, network: cfg.network, ips: taken.map((t) => t.ip) });
+      log.info("Allocated", { containerId: owner.containerID, ifname: owner.ifname, network: cfg.network, ips: taken.map((t) => t.ip), ...(pod ? { pod: podText(pod) } : {}) });
       return buildResult(cfg, taken);
     },
 
@@ -206,6 +207,17 @@ function buildResult(cfg: IpamConfig, taken: Taken[]): Result {
     ...(cfg.routes.length > 0 ? { routes: cfg.routes } : {}),
     ...(cfg.dns ? { dns: cfg.dns } : {}),
   };
+}
+
+/**
+ * The pod kubelet names in CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID). Recorded in
+ * the index only, never in the reservation file, whose content host-local reads and compares.
+ */
+export function podOf(cniArgs: Record<string, string>): PodRef | undefined {
+  const namespace = cniArgs.K8S_POD_NAMESPACE ?? "";
+  const name = cniArgs.K8S_POD_NAME ?? "";
+  if (!namespace || !name) return undefined;
+  return { namespace, name, uid: cniArgs.K8S_POD_UID ?? "" };
 }
 
 const describe = (o: Owner, loc: StoreLocation) => `${o.containerID}/${o.ifname} in network "${loc.network}"`;

@@ -13,7 +13,8 @@ import { nullLogger, type Logger } from "../shared/log.js";
  *
  *   <dataDir>/<network>/<ip>                         "containerID\r\nifname", created O_EXCL
  *   <dataDir>/<network>/last_reserved_ip.<set>       the round-robin position of range set <set>
- *   <dataDir>/<network>/.twill/by-id/<id>@<ifname>   twill-ipam's index: the attachment's addresses
+ *   <dataDir>/<network>/.twill/by-id/<id>@<ifname>   twill-ipam's index: the attachment's addresses,
+ *                                                    its boot, and its pod when the runtime names it
  *
  * An address is taken by creating its file with O_EXCL: the kernel lets exactly one process
  * win, so concurrent ADDs (of twill-ipam and of host-local alike) never share an address.
@@ -46,8 +47,20 @@ export interface Reservation extends Owner {
   ip: string;
 }
 
+/** The Kubernetes pod an attachment is for, as kubelet names it in CNI_ARGS. */
+export interface PodRef {
+  namespace: string;
+  name: string;
+  /** Empty when the runtime passed no K8S_POD_UID (kubelet before 1.19, other runtimes). */
+  uid: string;
+}
+
+export const podText = (p: PodRef): string => `${p.namespace}/${p.name}`;
+
 export interface IndexEntry extends Owner {
   ips: string[];
+  /** Set when the runtime said which pod the attachment is for; lets the node agent find leaks. */
+  pod?: PodRef;
   /** The kernel boot the reservation was made in (/proc/sys/kernel/random/boot_id). */
   bootId: string;
   created: string;
@@ -142,6 +155,31 @@ export class Store {
   /** The reserved addresses, by file name alone (no reads). */
   reservedAddresses(): string[] {
     return readdirIfExists(this.dir).filter(isIpName);
+  }
+
+  /** When the reservation file was last written (Unix ms): its creation, as nothing rewrites it. Never follows a symlink. */
+  reservedAt(ip: string): number | undefined {
+    try {
+      return Math.floor(lstatSync(join(this.dir, ip)).mtimeMs);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw ioError("stat", join(this.dir, ip), err);
+    }
+  }
+
+  /**
+   * Frees one address if the attachment still holds it, and takes it out of the attachment's
+   * index entry (dropped when it held nothing else): what a leak release does, address by address.
+   */
+  releaseAddress(ip: string, owner: Owner): boolean {
+    if (!this.release(ip, owner)) return false;
+    const entry = this.indexEntry(owner);
+    if (entry) {
+      const rest = entry.ips.filter((x) => x !== ip);
+      if (rest.length === 0) this.dropIndex(owner);
+      else this.writeIndex({ ...entry, ips: rest });
+    }
+    return true;
   }
 
   /** Every reservation with its owner, whoever made it: a walk of the directory. */

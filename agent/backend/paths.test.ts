@@ -73,6 +73,17 @@ describe("vxlanPath", () => {
   });
 });
 
+describe("a peer switching backend", () => {
+  it("is reached by a direct route while it still publishes host-gw and is on the segment", () => {
+    const hostGwPeer: NodeLease = { nodeName: "node-b", publicIP: "192.168.1.3", subnets: ["10.244.2.0/24"], backend: { type: "host-gw" } };
+    const path = vxlanPath(hostGwPeer, view);
+    expect(path).toMatchObject({ carrier: "host-gw", errors: [] });
+    expect(path.entries.routes).toEqual([{ dst: "10.244.2.0/24", via: "192.168.1.3", dev: "eth0", onlink: false }]);
+    const offSegment = { ...hostGwPeer, publicIP: "10.1.2.3" };
+    expect(vxlanPath(offSegment, view).errors[0]).toMatch(/node-b: publishes no VTEP MAC \(its backend is host-gw\)/);
+  });
+});
+
 describe("autoPath", () => {
   it("takes host-gw for an adjacent single-family peer and VXLAN for the others", () => {
     expect(autoPath(lease("node-b", "192.168.1.3", ["10.244.2.0/24"], "02:00:00:00:00:0b"), view).carrier).toBe("host-gw");

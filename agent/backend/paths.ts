@@ -66,7 +66,15 @@ export const vxlanPath: PathFinder = (peer, view) => {
   const vtep = view.vtep;
   if (!vtep) return fail("this node has no VXLAN device");
   const mac = peer.backend.vtepMAC?.toLowerCase();
-  if (!mac) return fail(`publishes no VTEP MAC (its backend is ${peer.backend.type}); it cannot be reached over VXLAN yet`);
+  if (!mac) {
+    // A peer on host-gw (the cluster switching backend, node by node) routes to us directly;
+    // on the same segment we answer in kind, so neither side black-holes while they differ.
+    if (peer.backend.type === "host-gw") {
+      const direct = hostGwPath(peer, view);
+      if (direct.errors.length === 0) return direct;
+    }
+    return fail(`publishes no VTEP MAC (its backend is ${peer.backend.type}); it cannot be reached over VXLAN yet`);
+  }
   if (peer.backend.vni !== undefined && peer.backend.vni !== vtep.vni) {
     return fail(`uses VNI ${peer.backend.vni}, this node ${vtep.vni}`);
   }

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { formatCidr } from "../../shared/net/cidr.js";
 import { parseNetworkConfig } from "../config.js";
 import { DatastoreError } from "../errors.js";
+import type { BackendData } from "../types.js";
 import {
   ANNOTATIONS,
   annotationChanges,
@@ -140,6 +141,29 @@ describe("publishedLeases", () => {
     const broken = clean(node("x", { podCIDRs: ["10.244.9.0/24"] }));
     broken.annotations[ANNOTATIONS.backendData] = "{";
     expect(publishedLeases([broken, clean(node("y", { podCIDRs: ["10.244.8.0/24"] }))], [], NOW).map((l) => l.nodeName)).toEqual(["y"]);
+  });
+});
+
+describe("a node switching backend", () => {
+  const hostGw: BackendData = { type: "host-gw", underlayMTU: 1500 };
+  const vxlan: BackendData = { type: "vxlan", vtepMAC: "02:00:00:00:00:01", vni: 1, port: 4789, underlayMTU: 1500 };
+
+  it("publishes the new type and data in one patch", () => {
+    const before = nodeAnnotations("192.0.2.1", hostGw, ["10.244.9.0/24"]) as Record<string, string>;
+    expect(annotationChanges(before, nodeAnnotations("192.0.2.1", vxlan, ["10.244.9.0/24"]))).toEqual({
+      [ANNOTATIONS.backendType]: "vxlan",
+      [ANNOTATIONS.backendData]: JSON.stringify(vxlan),
+    });
+  });
+
+  it("reads a half-published record (type and data disagree) by its data, which is complete", () => {
+    const n = clean(node("x", { podCIDRs: ["10.244.9.0/24"] }));
+    n.annotations[ANNOTATIONS.publicIP] = "192.0.2.9";
+    n.annotations[ANNOTATIONS.backendType] = "vxlan";
+    n.annotations[ANNOTATIONS.backendData] = JSON.stringify(hostGw);
+    expect(publishedLeases([n], [], NOW)[0]!.backend).toEqual(hostGw);
+    n.annotations[ANNOTATIONS.backendData] = JSON.stringify({ vtepMAC: "02:00:00:00:00:09" });
+    expect(publishedLeases([n], [], NOW)[0]!.backend).toEqual({ type: "vxlan", vtepMAC: "02:00:00:00:00:09" });
   });
 });
 

@@ -167,7 +167,10 @@ export function nodeFingerprint(node: NodeView): string {
   return JSON.stringify([node.podCIDRs, node.createdAt ?? null, ours]);
 }
 
-/** The annotations a node publishes; null removes one (a JSON merge patch). */
+/**
+ * The annotations a node publishes; null removes one (a JSON merge patch). Sent as one patch,
+ * so a node switching backend (host-gw to vxlan) shows peers the old data or the new, never a mix.
+ */
 export function nodeAnnotations(publicIP: string, backend: BackendData, leasedSubnets: string[] | null): Record<string, string | null> {
   return {
     [ANNOTATIONS.publicIP]: publicIP,
@@ -200,7 +203,11 @@ function decodeBackend(annotations: Record<string, string>): BackendData | null 
     return null;
   }
   if (typeof data !== "object" || data === null || Array.isArray(data)) return null;
-  return { ...(data as BackendData), type };
+  // twilld writes both annotations in one patch, and the JSON carries its own type beside the
+  // VTEP MAC. Should the two disagree (written apart: by hand, by another tool), the JSON is the
+  // one consistent record: a peer never reads "vxlan" beside host-gw's data (no VTEP MAC).
+  const own = (data as BackendData).type;
+  return { ...(data as BackendData), type: typeof own === "string" && own !== "" ? own : type };
 }
 
 /**

@@ -96,8 +96,15 @@ export class NodeNet {
   }
 
   /** Runs twilld to completion inside the node's namespace (status, a config check). */
-  exec(node: SimNode, args: readonly string[]) {
-    return execa("ip", ["netns", "exec", node.ns, TWILLD, ...args], { reject: false });
+  exec(node: SimNode, args: readonly string[], env: Record<string, string> = {}) {
+    return execa("ip", ["netns", "exec", node.ns, TWILLD, ...args], { reject: false, env });
+  }
+
+  /** A pod's namespace (empty: the CNI plugin attaches it), removed with the rest. */
+  async addPodNamespace(i: number): Promise<string> {
+    const ns = `${this.prefix}p${i}`;
+    await this.addNamespace(ns);
+    return ns;
   }
 
   async destroy(): Promise<void> {

@@ -32,6 +32,9 @@ export interface NodeDirs {
   dir: string;
 }
 
+/** twill-ipam's store of the node's pods (dataDir <node dir>/ipam, network "twill"). */
+export const podIpamStore = (node: Pick<NodeDirs, "dir">): string => join(node.dir, "ipam", "twill");
+
 export function podNetConf(kind: PluginKind, node: NodeDirs): PodNetConf {
   if (kind === "twill") {
     return {
@@ -76,6 +79,8 @@ export interface CniCall {
   containerId: string;
   podNs: string;
   ifname?: string;
+  /** CNI_ARGS, as kubelet passes them (`K8S_POD_NAMESPACE=...;K8S_POD_NAME=...`). */
+  args?: string;
 }
 
 /** Runs the plugin inside `nodeNs` with a clean environment, as containerd does. */
@@ -91,6 +96,7 @@ export async function runCni(nodeNs: string, net: PodNetConf, call: CniCall): Pr
       CNI_NETNS: netnsPath(call.podNs),
       CNI_IFNAME: call.ifname ?? "eth0",
       CNI_PATH: net.path,
+      ...(call.args ? { CNI_ARGS: call.args } : {}),
     },
   });
   const out = String(r.stdout).trim();

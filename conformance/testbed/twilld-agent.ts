@@ -8,7 +8,7 @@ import type { NetworkConfig } from "../../agent/types.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import type { Resources } from "./cleanup.js";
 import { inNetns } from "./netns.js";
-import { DIST_BIN } from "./pods.js";
+import { DIST_BIN, podIpamStore } from "./pods.js";
 
 /**
  * The real node agent: `dist/bin/twilld run` inside each node namespace, all sharing one
@@ -64,7 +64,9 @@ export class TwilldCluster {
       child = spawnDetached(["ip", "netns", "exec", node.ns, binary, "run",
         "--node-name", node.name, "--datastore", "local", "--store-dir", this.storeDir,
         "--state-dir", node.dir, "--subnet-file", node.subnetFile, "--net-conf", this.netConf, "--iface", "eth0",
-        "--metrics-addr", METRICS_ADDR, "--resync", `${this.resyncMs}ms`, "--log-level", "info"], fd);
+        "--metrics-addr", METRICS_ADDR, "--resync", `${this.resyncMs}ms`, "--log-level", "info",
+        // The node's own IPAM store (where its pods' addresses are), never the machine's.
+        "--ipam-store", podIpamStore(node)], fd);
     } finally {
       closeSync(fd);
     }

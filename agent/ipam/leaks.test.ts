@@ -1,0 +1,117 @@
+import { describe, expect, it } from "vitest";
+import { judgeReservations, leaked, livePod, type LivePod, type PodsView } from "./leaks.js";
+import type { ReservationView } from "./reservations.js";
+
+const MIN = 60_000;
+const NOW = 1_000 * MIN;
+const GRACE = 15 * MIN;
+
+const reservation = (ip: string, more: Partial<ReservationView> = {}): ReservationView => ({
+  ip,
+  containerID: `c-${ip}`,
+  ifname: "eth0",
+  pod: { namespace: "default", name: `web-${ip.split(".").at(-1)}`, uid: `uid-${ip}` },
+  createdAt: NOW - 60 * MIN,
+  predatesBoot: false,
+  ...more,
+});
+const pod = (r: ReservationView, more: Partial<LivePod> = {}): LivePod => ({ ...r.pod!, ips: [r.ip], ...more });
+const listed = (...pods: LivePod[]): PodsView => ({ kind: "listed", pods });
+/** Suspected since `ago` ms before NOW (the agent's memory), or from now when undefined. */
+const judge = (rs: ReservationView[], pods: PodsView, ago?: number) =>
+  judgeReservations(rs, pods, { now: NOW, graceMs: GRACE, suspectSince: () => (ago === undefined ? undefined : NOW - ago) });
+const states = (rs: ReservationView[], pods: PodsView, ago?: number) => judge(rs, pods, ago).map((j) => j.verdict.state);
+
+describe("leak decision", () => {
+  const a = reservation("10.244.1.2");
+  const b = reservation("10.244.1.3");
+
+  it("keeps every address whose pod runs on this node", () => {
+    expect(states([a, b], listed(pod(a), pod(b)), GRACE * 10)).toEqual(["held", "held"]);
+  });
+
+  it("releases the address of a pod gone from the node once it looked leaked for the grace period", () => {
+    expect(states([a, b], listed(pod(a)), GRACE)).toEqual(["held", "leaked"]);
+    const [, j] = judge([a, b], listed(pod(a)), GRACE);
+    expect(j!.verdict).toMatchObject({ reason: "pod-not-on-node", why: expect.stringContaining("default/web-3 (uid-10.244.1.3) is not running on this node") });
+  });
+
+  it("waits inside the grace period, and says when it will release", () => {
+    const [j] = judge([b], listed(), GRACE - 1);
+    expect(j!.verdict).toEqual(expect.objectContaining({ state: "pending", releaseAt: NOW + 1 }));
+    expect(states([b], listed())).toEqual(["pending"]); // first seen now
+  });
+
+  it("starts the grace period at the reservation's creation when that is later than the suspicion", () => {
+    const young = reservation("10.244.1.9", { createdAt: NOW - MIN });
+    expect(states([young], listed(), GRACE * 10)).toEqual(["pending"]);
+  });
+
+  it("releases a pod's address when the pod moved to another node (it is no longer among this node's pods)", () => {
+    // The API lists pods by spec.nodeName: a pod that moved is not in this node's list.
+    expect(leaked(judge([a], listed(), GRACE)).map((j) => j.reservation.ip)).toEqual(["10.244.1.2"]);
+  });
+
+  it("releases the old sandbox's address when the pod restarted under a new UID, and keeps the new one", () => {
+    const renewed = reservation("10.244.1.7", { pod: { ...a.pod!, uid: "uid-new" } });
+    const judged = judge([a, renewed], listed(pod(renewed)), GRACE);
+    expect(judged.map((j) => j.verdict.state)).toEqual(["leaked", "held"]);
+    expect(judged[0]!.verdict).toMatchObject({ why: expect.stringContaining("under a new UID uid-new (was uid-10.244.1.2)") });
+  });
+
+  it("releases a reservation from before the last boot, also when its pod's UID still runs here", () => {
+    const old = reservation("10.244.1.4", { predatesBoot: true });
+    expect(states([old], listed(pod(old, { ips: [] })), GRACE)).toEqual(["leaked"]);
+    expect(judge([old], listed(), GRACE)[0]!.verdict).toMatchObject({ reason: "earlier-boot" });
+  });
+
+  it("never releases an address a live pod lists in status.podIPs, whatever the record says", () => {
+    const old = reservation("10.244.1.4", { predatesBoot: true });
+    const stranger: LivePod = { namespace: "kube-system", name: "other", uid: "uid-other", ips: ["10.244.1.4", "10.244.1.3"] };
+    expect(states([old, b], listed(stranger), GRACE * 10)).toEqual(["held", "held"]);
+  });
+
+  it("releases nothing when the API is unreachable, not even what predates the boot", () => {
+    const old = reservation("10.244.1.4", { predatesBoot: true });
+    const judged = judge([a, old], { kind: "unavailable", reason: "timeout" }, GRACE * 10);
+    expect(judged.map((j) => j.verdict.state)).toEqual(["kept", "kept"]);
+    expect(leaked(judged)).toEqual([]);
+  });
+
+  it("without pods in the datastore, releases only what predates the boot", () => {
+    const old = reservation("10.244.1.4", { predatesBoot: true });
+    const none: PodsView = { kind: "none", reason: "the etcd datastore has no pods" };
+    expect(states([a, old], none, GRACE)).toEqual(["kept", "leaked"]);
+  });
+
+  it("keeps a reservation with no pod recorded (host-local's) unless it predates the boot", () => {
+    const { pod: _pod, ...bare } = a;
+    expect(states([bare], listed(), GRACE * 10)).toEqual(["kept"]);
+    expect(states([{ ...bare, predatesBoot: true }], listed(), GRACE)).toEqual(["leaked"]);
+  });
+
+  it("matches a static pod's reservation to its mirror pod", () => {
+    const mirror: LivePod = { namespace: "default", name: "web-2", uid: "uid-mirror", staticUid: "uid-10.244.1.2", ips: [] };
+    expect(states([a], listed(mirror), GRACE)).toEqual(["held"]);
+  });
+
+  it("matches a pod recorded without a UID by namespace and name", () => {
+    const noUid = reservation("10.244.1.5", { pod: { namespace: "default", name: "web-5", uid: "" } });
+    expect(states([noUid], listed(pod(noUid, { uid: "any", ips: [] })), GRACE)).toEqual(["held"]);
+    expect(states([noUid], listed(), GRACE)).toEqual(["leaked"]);
+  });
+});
+
+describe("livePod", () => {
+  it("leaves finished pods out, and takes the addresses and a mirror pod's static UID", () => {
+    expect(livePod({ metadata: { name: "done", uid: "u" }, status: { phase: "Succeeded", podIP: "10.0.0.1" } })).toBeNull();
+    expect(livePod({ metadata: { name: "failed", uid: "u" }, status: { phase: "Failed" } })).toBeNull();
+    expect(
+      livePod({
+        metadata: { namespace: "kube-system", name: "static", uid: "m", annotations: { "kubernetes.io/config.mirror": "s" } },
+        status: { phase: "Running", podIP: "10.0.0.2", podIPs: [{ ip: "10.0.0.2" }, { ip: "fd00::2" }] },
+      }),
+    ).toEqual({ namespace: "kube-system", name: "static", uid: "m", staticUid: "s", ips: ["10.0.0.2", "fd00::2"] });
+    expect(livePod({ metadata: { name: "pending", uid: "p" }, status: { phase: "Pending" } })).toMatchObject({ uid: "p", ips: [] });
+  });
+});

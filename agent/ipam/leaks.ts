@@ -1,0 +1,137 @@
+import { podText, type PodRef } from "../../ipam/store.js";
+import type { ReservationView } from "./reservations.js";
+
+/**
+ * Which reservations are leaked, as a pure function of the reservations, the pods the API says
+ * run on this node, and the clock. A runtime that never sends CNI GC (containerd before 2.0)
+ * leaks an address for ever when a sandbox dies between ADD and DEL: host-local users then
+ * read "no IP addresses available in range set" and clear the store by hand (flannel#1416,
+ * k3s#5885). Calico's kube-controllers recover them after a grace period; so does this.
+ *
+ * A reservation is leaked when it predates the last boot (no network namespace survives a
+ * reboot), or when the pod recorded with it is not running on this node: gone, moved to
+ * another node, or restarted under a new UID. Only after it has looked leaked for the grace
+ * period, so a pod being created or a lagging view never costs an address. Never leaked:
+ * an address a live pod on this node lists in status.podIPs, or one whose pod UID is live
+ * (from this boot). When the API cannot be read, nothing is leaked. Without the Kubernetes
+ * datastore there are no pods to ask: only the boot rule applies.
+ */
+
+/** A pod on this node that is not finished (Pending, Running, Unknown), from the API. */
+export interface LivePod {
+  namespace: string;
+  name: string;
+  uid: string;
+  /**
+   * A mirror pod's static pod UID (annotation kubernetes.io/config.mirror): kubelet names the
+   * static pod's own UID in CNI_ARGS, not the mirror's.
+   */
+  staticUid?: string;
+  /** status.podIPs. */
+  ips: string[];
+}
+
+/** On a mirror pod: the UID of the static pod it stands for (kubelet's config hash). */
+const MIRROR_ANNOTATION = "kubernetes.io/config.mirror";
+
+export interface RawPod {
+  metadata?: { namespace?: string; name?: string; uid?: string; annotations?: Record<string, string> };
+  status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
+}
+
+/** A pod's view, or null when it is finished (Succeeded, Failed): its sandbox is gone or going. */
+export function livePod(raw: RawPod): LivePod | null {
+  const phase = raw.status?.phase;
+  if (phase === "Succeeded" || phase === "Failed") return null;
+  const ips = new Set<string>();
+  if (raw.status?.podIP) ips.add(raw.status.podIP);
+  for (const p of raw.status?.podIPs ?? []) if (p.ip) ips.add(p.ip);
+  const staticUid = raw.metadata?.annotations?.[MIRROR_ANNOTATION];
+  return {
+    namespace: raw.metadata?.namespace ?? "",
+    name: raw.metadata?.name ?? "",
+    uid: raw.metadata?.uid ?? "",
+    ...(staticUid ? { staticUid } : {}),
+    ips: [...ips],
+  };
+}
+
+export type PodsView =
+  /** The API listed this node's pods. */
+  | { kind: "listed"; pods: LivePod[] }
+  /** The API was slow or unreachable: nothing can be shown to be unused. */
+  | { kind: "unavailable"; reason: string }
+  /** The datastore has no pods (etcd, local): reservations from before the last boot only. */
+  | { kind: "none"; reason: string };
+
+export type LeakReason = "earlier-boot" | "pod-not-on-node";
+
+export type Verdict =
+  | { state: "held"; by: PodRef }
+  | { state: "leaked"; reason: LeakReason; why: string }
+  /** Looks leaked, inside the grace period: released at `releaseAt` if it still does. */
+  | { state: "pending"; reason: LeakReason; why: string; releaseAt: number }
+  /** Not shown to be unused (no pod recorded, the API unreadable, no pods in this datastore). */
+  | { state: "kept"; cause: KeptCause; why: string };
+
+/** Why a reservation cannot be judged: the API unreadable, no pods in the datastore, no pod recorded. */
+export type KeptCause = "pods-unavailable" | "no-pods" | "no-pod-recorded";
+
+export interface Judged {
+  reservation: ReservationView;
+  verdict: Verdict;
+}
+
+export interface LeakOptions {
+  now: number;
+  graceMs: number;
+  /**
+   * Since when the reservation has looked leaked (the agent remembers from its sweeps); the
+   * later of this and the reservation's creation starts the grace period. Undefined: from now.
+   */
+  suspectSince: (r: ReservationView) => number | undefined;
+}
+
+export function judgeReservations(reservations: readonly ReservationView[], pods: PodsView, o: LeakOptions): Judged[] {
+  return reservations.map((reservation) => ({ reservation, verdict: judge(reservation, pods, o) }));
+}
+
+/** The reservations to release now. */
+export const leaked = (judged: readonly Judged[]): Judged[] => judged.filter((j) => j.verdict.state === "leaked");
+
+/** Reservations that look leaked, released now or later: the ones whose suspicion is remembered. */
+export const suspected = (judged: readonly Judged[]): Judged[] =>
+  judged.filter((j) => j.verdict.state === "leaked" || j.verdict.state === "pending");
+
+function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
+  if (pods.kind === "unavailable") return { state: "kept", cause: "pods-unavailable", why: `pods cannot be read (${pods.reason}): nothing is released` };
+  if (pods.kind === "listed") {
+    const byAddress = pods.pods.find((p) => p.ips.includes(r.ip));
+    if (byAddress) return { state: "held", by: refOf(byAddress) };
+  }
+  let suspicion: { reason: LeakReason; why: string } | null = null;
+  if (r.predatesBoot) {
+    suspicion = { reason: "earlier-boot", why: "reserved before the last boot" };
+  } else if (pods.kind === "none") {
+    return { state: "kept", cause: "no-pods", why: pods.reason };
+  } else if (!r.pod) {
+    return { state: "kept", cause: "no-pod-recorded", why: "no pod recorded with it (made by host-local, or the runtime named none): only a reboot shows it unused" };
+  } else {
+    const pod = r.pod;
+    const live = pods.pods.find((p) => (pod.uid ? p.uid === pod.uid || p.staticUid === pod.uid : p.namespace === pod.namespace && p.name === pod.name));
+    if (live) return { state: "held", by: refOf(live) };
+    const sameName = pods.pods.find((p) => p.namespace === pod.namespace && p.name === pod.name);
+    const why = sameName
+      ? `pod ${podText(pod)} runs on this node under a new UID ${sameName.uid} (was ${pod.uid})`
+      : `pod ${podText(pod)}${pod.uid ? ` (${pod.uid})` : ""} is not running on this node`;
+    suspicion = { reason: "pod-not-on-node", why };
+  }
+  const since = Math.max(o.suspectSince(r) ?? o.now, r.createdAt ?? 0);
+  const releaseAt = since + o.graceMs;
+  return releaseAt <= o.now ? { state: "leaked", ...suspicion } : { state: "pending", ...suspicion, releaseAt };
+}
+
+const refOf = (p: LivePod): PodRef => ({ namespace: p.namespace, name: p.name, uid: p.uid });
+
+/** The key the agent remembers a suspicion under: one attachment's one address. */
+export const reservationKey = (r: ReservationView): string => `${r.ip} ${r.containerID} ${r.ifname}`;
