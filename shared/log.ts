@@ -71,3 +71,42 @@ export const nullLogger: Logger = createLogger(() => {});
 function errorReplacer(_key: string, value: unknown) {
   return value instanceof Error ? value.message : typeof value === "bigint" ? value.toString() : value;
 }
+
+/**
+ * Milliseconds spent per phase of one operation, for its closing log line: says where an
+ * operation's time goes on a real node, not only in a benchmark.
+ */
+export class PhaseTimer {
+  private readonly started = performance.now();
+  private readonly ms: Record<string, number> = {};
+
+  /**
+   * Records under `name` how long `start` takes, from its call until its promise settles (a
+   * thunk: a kernel call over netlink does its work before it returns the promise).
+   */
+  time<T>(name: string, start: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    let p: Promise<T>;
+    try {
+      p = start();
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    const done = () => {
+      this.ms[name] = round(performance.now() - t0);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /** Records the time since the operation started under `name`. */
+  mark(name: string): void {
+    this.ms[name] = round(performance.now() - this.started);
+  }
+
+  fields(): Fields {
+    return { ms: round(performance.now() - this.started), phases: { ...this.ms } };
+  }
+}
+
+const round = (ms: number): number => Math.round(ms * 10) / 10;

@@ -1,17 +1,18 @@
 import type { Interface, IpConfig, Result, Route } from "../../shared/cni/types.js";
-import { bridgeAddressLine, bridgeSettingsLine, type BridgeSpec } from "../../shared/kernel/bridge.js";
-import type { AddrInfo, BatchLine } from "../../shared/kernel/iproute.js";
+import { bridgeAddressStep, bridgeSettingsStep, type BridgeSpec } from "../../shared/kernel/bridge.js";
+import type { AddrInfo } from "../../shared/kernel/iproute.js";
+import type { NetStep } from "../../shared/kernel/pod-kernel.js";
 import { sameIp } from "../../shared/kernel/routes.js";
-import { hairpinLine, vethAddLine, type VethSpec } from "../../shared/kernel/veth.js";
+import type { VethSpec } from "../../shared/kernel/veth.js";
 import { formatCidr, formatIp, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
 import type { TwillConf } from "./config.js";
 import { bridgeMac, hostVethMac, hostVethName, podMac } from "./names.js";
 
 /**
- * What ADD does, decided from plain data before anything is touched. Every process start costs
- * ~1.5-2 ms, more than everything else ADD does, so ADD needs two `ip` processes: the node
- * batch (bridge, veth pair, reading the bridge back), which depends on nothing IPAM decides
- * and so runs while IPAM allocates, and the pod batch (addresses, MAC, routes).
+ * What ADD does, decided from plain data before anything is touched, as two change sets: the
+ * node's (bridge, veth pair), which depends on nothing IPAM decides, and the pod's (addresses,
+ * MAC, routes). The kernel interface applies each one in order (over netlink, or as one
+ * `ip -batch` where the node's runs while IPAM allocates).
  */
 
 export interface Attachment {
@@ -20,16 +21,16 @@ export interface Attachment {
   netns: string;
 }
 
-/** A batch line with what it does, for an error that names the failing step. */
+/** A change with what it does, for an error that names the failing step. */
 export interface Step {
-  line: BatchLine;
+  step: NetStep;
   what: string;
 }
 
 export interface NodePlan {
   bridge: BridgeSpec;
   veth: VethSpec;
-  /** Bridge settings, the veth pair, hairpin, then the bridge and its addresses read back. */
+  /** Bridge settings, the veth pair, hairpin; the bridge and its addresses are read back after. */
   steps: Step[];
   /** Index in steps of the line creating the veth: a failure after it leaves a veth to undo. */
   vethStep: number;
@@ -68,14 +69,13 @@ export function planNode(conf: TwillConf, mtu: number | undefined, at: Attachmen
     // The derived MAC needs the address, which IPAM has not chosen yet: the pod batch sets it.
     peer: { name: at.ifname, ...(conf.mac ? { mac: conf.mac } : {}), netns: at.netns },
   };
-  const steps: Step[] = [{ line: bridgeSettingsLine(bridge), what: `set up bridge "${bridge.name}"` }];
+  const steps: Step[] = [{ step: bridgeSettingsStep(bridge), what: `set up bridge "${bridge.name}"` }];
   const vethStep = steps.length;
   steps.push({
-    line: vethAddLine(veth),
+    step: { op: "add-veth", veth },
     what: `create veth "${hostName}" on bridge "${bridge.name}" with peer "${at.ifname}" in ${at.netns}`,
   });
-  if (conf.hairpinMode) steps.push({ line: hairpinLine(hostName), what: `turn on hairpin mode on "${hostName}"` });
-  steps.push({ line: ["addr", "show", "dev", bridge.name], what: `read bridge "${bridge.name}"` });
+  if (conf.hairpinMode) steps.push({ step: { op: "hairpin", dev: hostName }, what: `turn on hairpin mode on "${hostName}"` });
   return { bridge, veth, steps, vethStep };
 }
 
@@ -83,23 +83,21 @@ export function planPod(conf: TwillConf, at: Attachment, ipam: Result): PodPlan 
   const ips = (ipam.ips ?? []).map((ip) => withGateway(ip, conf.isGateway));
   const mac = conf.mac ?? podMac(ips.map((i) => i.address), at.containerId, at.ifname);
   const routes = podRoutes(conf, ips, ipam.routes ?? []);
-  const steps: Step[] = [{ line: ["link", "set", "dev", "lo", "up"], what: `set "lo" up in ${at.netns}` }];
+  const steps: Step[] = [{ step: { op: "set-link", dev: "lo", up: true }, what: `set "lo" up in ${at.netns}` }];
   for (const ip of ips) {
-    // nodad: the address is usable at once; DAD would hold an IPv6 pod for a second or more (k8s#54651).
-    const nodad = ip.address.includes(":") ? ["nodad"] : [];
     steps.push({
-      line: ["addr", "add", ip.address, "dev", at.ifname, ...nodad],
+      step: { op: "add-address", dev: at.ifname, cidr: ip.address, replace: false },
       what: `add address ${ip.address} to "${at.ifname}" in ${at.netns}`,
     });
   }
   steps.push({
-    line: ["link", "set", "dev", at.ifname, ...(conf.mac ? [] : ["address", mac]), "up"],
+    step: { op: "set-link", dev: at.ifname, ...(conf.mac ? {} : { mac }), up: true },
     what: `set "${at.ifname}" up in ${at.netns}`,
   });
   for (const r of routes) {
     const gw = r.gw ?? gatewayFor(ips, familyOfDst(r.dst));
     steps.push({
-      line: ["route", "add", r.dst, ...(gw ? ["via", gw] : []), "dev", at.ifname],
+      step: { op: "add-route", dst: r.dst, ...(gw ? { via: gw } : {}), dev: at.ifname },
       what: `add route ${r.dst}${gw ? ` via ${gw}` : ""} in ${at.netns}`,
     });
   }
@@ -114,16 +112,16 @@ export function planPod(conf: TwillConf, at: Attachment, ipam: Result): PodPlan 
 }
 
 /**
- * The gateway addresses the bridge lacks, as lines; usually none, as the node's first pod put
+ * The gateway addresses the bridge lacks, as steps; usually none, as the node's first pod put
  * them there. `replace` keeps concurrent ADDs from failing on each other (plugins#366).
  */
-export function missingGatewayLines(bridge: BridgeSpec, have: readonly AddrInfo[], gateways: readonly string[]): BatchLine[] {
+export function missingGatewaySteps(bridge: BridgeSpec, have: readonly AddrInfo[], gateways: readonly string[]): NetStep[] {
   return gateways
     .filter((g) => {
       const c = parseCidr(g);
       return !have.some((a) => a.prefixlen === c.prefix && sameIp(a.local, formatIp(c.family, c.ip)));
     })
-    .map((g) => bridgeAddressLine(bridge, g));
+    .map((g) => bridgeAddressStep(bridge, g));
 }
 
 /** The gateway is IPAM's, or when twill is the gateway and IPAM named none, the subnet's first address. */

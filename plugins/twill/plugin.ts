@@ -4,24 +4,25 @@ import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
-import { IpRoute, KernelError, type AddrInfo, type Link, type LinkAddrs, type RouteEntry } from "../../shared/kernel/iproute.js";
+import { IpRoute, KernelError } from "../../shared/kernel/iproute.js";
+import { choosePodKernel } from "../../shared/kernel/netlink/kernel.js";
 import { ensureMasquerade, readMasquerade } from "../../shared/kernel/nft.js";
+import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
 import { ensureSysctl } from "../../shared/kernel/sysctl.js";
-import { deleteVeth } from "../../shared/kernel/veth.js";
-import { fileLogger, type Logger } from "../../shared/log.js";
+import { fileLogger, PhaseTimer, type Logger } from "../../shared/log.js";
 import { readSubnetFileFor } from "../../shared/subnet-file.js";
 import { expectedFromResult, nodeProblems, podProblems } from "./check.js";
 import { DEFAULT_LOG_FILE, parseConf, type TwillConf } from "./config.js";
 import { ExecIpam, inProcessIpam, type Ipam } from "./ipam.js";
 import { hostVethName } from "./names.js";
-import { buildResult, missingGatewayLines, planNode, planPod, type Attachment, type NodePlan, type Step } from "./plan.js";
+import { buildResult, missingGatewaySteps, planNode, planPod, type Attachment, type NodePlan, type Step } from "./plan.js";
 import { Undo } from "./undo.js";
 
 /**
  * The `twill` CNI plugin: a Linux bridge per node and a veth pair per pod, like the reference
- * `bridge` plugin, with derived names (DEL and CHECK need no prevResult to find the veth), one
- * `ip` process per namespace on ADD, race-free bridge set-up, and IPAM in-process when it is
- * twill-ipam.
+ * `bridge` plugin, with derived names (DEL and CHECK need no prevResult to find the veth),
+ * netlink spoken in-process (no process started; `ip -batch` where that is not available),
+ * race-free bridge set-up, and IPAM in-process when it is twill-ipam.
  */
 
 export interface TwillDeps {
@@ -30,13 +31,17 @@ export interface TwillDeps {
   /** twill-ipam in this process; without it, `twill-ipam` is run from CNI_PATH like any IPAM. */
   localIpam?: (log: Logger) => Plugin;
   logger?: (path: string) => Logger;
+  /** The kernel interface; by default netlink when this runtime reaches libc, else iproute2. */
+  kernel?: () => PodKernel;
 }
 
 /** Codes that say the invocation or its config is wrong (SPEC.md "Error"). */
 const CONFIG_CODES: ReadonlySet<number> = new Set([Code.IncompatibleVersion, Code.UnsupportedField, Code.InvalidEnv, Code.DecodeFailure, Code.InvalidConfig]);
 
 export function createTwillPlugin(deps: TwillDeps): Plugin {
+  // nft (masquerade) is the one tool still run as a process, and only with ipMasq.
   const node = new IpRoute(null);
+  const kernelFor = deps.kernel ?? (() => choosePodKernel(deps.env));
   const loggerFor = (conf: TwillConf, args: CmdArgs): Logger =>
     (deps.logger ?? fileLogger)(conf.logFile ?? deps.env.TWILL_LOG_FILE ?? DEFAULT_LOG_FILE).with({
       network: conf.network,
@@ -50,7 +55,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
 
   return {
     async add(args: CmdArgs): Promise<Result> {
-      const started = performance.now();
+      const timer = new PhaseTimer();
       const conf = parseConf(args.conf, args.args);
       const log = loggerFor(conf, args);
       const subnet = conf.nodeMode ? readSubnetFileFor("ADD", conf.subnetFile) : null;
@@ -60,28 +65,29 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       const at: Attachment = { containerId: args.containerId, ifname: args.ifname, netns: args.netns };
       const ipam = ipamFor(conf, log);
       const nodePlan = planNode(conf, mtu, at);
+      const kernel = kernelFor();
       const undo = new Undo(log);
+      timer.mark("prepare");
       try {
-        // The node batch needs nothing IPAM decides: start it, then allocate while it runs.
-        const settingUp = setUpNode(node, nodePlan, at);
+        // The node's changes need nothing IPAM decides: start them, then allocate beside them.
+        const settingUp = timer.time("node", () => setUpNode(kernel, nodePlan, at));
         // Reading the masquerade table is cheap; changing it is not, so read first, in parallel.
         const masqRead = conf.ipMasq ? readMasquerade(node, conf.network) : null;
         masqRead?.catch(() => undefined);
-        const { bridge, allocated } = await allocateBeside(settingUp, node, nodePlan, ipam, args, undo);
+        const { bridge, allocated } = await allocateBeside(settingUp, kernel, nodePlan, ipam, args, undo, timer);
 
         const mismatch = bridgeMismatch(bridge, nodePlan.bridge);
         if (mismatch) throw new Error(mismatch);
         const podPlan = planPod(conf, at, allocated);
         for (const key of podPlan.forwarding) ensureSysctl(key, "1");
-        const gatewayLines = missingGatewayLines(nodePlan.bridge, bridge.addr_info ?? [], podPlan.gateways);
-        const pod = new IpRoute(at.netns);
+        const gatewaySteps = missingGatewaySteps(nodePlan.bridge, bridge.addr_info ?? [], podPlan.gateways);
         const done = await Promise.allSettled([
-          applySteps(pod, podPlan.steps, `configure "${at.ifname}" in ${at.netns}`),
-          node.batch(gatewayLines, `add gateway addresses ${podPlan.gateways.join(", ")} to bridge "${nodePlan.bridge.name}"`),
+          timer.time("pod", () => applySteps(kernel, at.netns, podPlan.steps, `configure "${at.ifname}" in ${at.netns}`)),
+          kernel.apply(null, gatewaySteps, `add gateway addresses ${podPlan.gateways.join(", ")} to bridge "${nodePlan.bridge.name}"`),
           masqRead && podPlan.podSubnets.length > 0
-            ? masqRead.then((have) =>
+            ? timer.time("masquerade", () => masqRead.then((have) =>
                 ensureMasquerade(node, { network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] }, have),
-              )
+              ))
             : null,
         ]);
         const failed = done.find((d) => d.status === "rejected");
@@ -92,7 +98,8 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
           netns: at.netns,
           hostVeth: nodePlan.veth.name,
           ips: podPlan.ips.map((i) => i.address),
-          ms: Math.round(performance.now() - started),
+          kernel: kernel.kind,
+          ...timer.fields(),
           // What the runtime asked with: an operator comparing runtimes (containerd, CRI-O,
           // cnitool) sees the version, capabilities and pod identity it passed.
           cniVersion: args.conf.cniVersion,
@@ -104,20 +111,32 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         await undo.run();
         log.error("Failed to add pod", { netns: at.netns, error: err });
         throw err;
+      } finally {
+        kernel.close();
       }
     },
 
     async del(args: CmdArgs): Promise<void> {
+      const timer = new PhaseTimer();
       const conf = parseConf(args.conf, args.args);
       const log = loggerFor(conf, args);
       const ipam = ipamFor(conf, log);
       const hostVeth = hostVethName(args.containerId, args.ifname);
-      // DEL must succeed whatever is already gone (no netns, no veth, no reservation), and the
-      // address is released even when the pod's namespace no longer exists (SPEC.md DEL).
-      const [link, released] = await Promise.allSettled([deleteVeth(node, hostVeth), ipam?.del(args)]);
-      if (link.status === "rejected") throw link.reason;
-      if (released.status === "rejected") throw released.reason;
-      log.info("Deleted pod", { hostVeth, removed: link.value });
+      const kernel = kernelFor();
+      timer.mark("prepare");
+      try {
+        // DEL must succeed whatever is already gone (no netns, no veth, no reservation), and the
+        // address is released even when the pod's namespace no longer exists (SPEC.md DEL).
+        const [link, released] = await Promise.allSettled([
+          timer.time("link", () => kernel.deleteLink(hostVeth, "veth")),
+          ipam ? timer.time("ipam", () => ipam.del(args)) : undefined,
+        ]);
+        if (link.status === "rejected") throw link.reason;
+        if (released.status === "rejected") throw released.reason;
+        log.info("Deleted pod", { hostVeth, removed: link.value, kernel: kernel.kind, ...timer.fields() });
+      } finally {
+        kernel.close();
+      }
     },
 
     async check(args: CmdArgs): Promise<void> {
@@ -128,14 +147,15 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       const exp = expectedFromResult(parseResult(args.conf.prevResult), at, conf.bridge, hostVethName(at.containerId, at.ifname));
       if (!existsSync(at.netns)) throw new CniError(Code.InvalidNetns, `network namespace ${at.netns} does not exist`);
       const ipam = ipamFor(conf, log);
-      const [links, podState] = await Promise.all([
-        node.links(),
-        new IpRoute(at.netns).batchRead([["link", "show"], ["addr", "show"], ["route", "show", "table", "all"]], `read the pod network in ${at.netns}`),
-      ]);
-      const [podLinks, podAddrs, podRoutes] = podState as [Link[], LinkAddrs[], RouteEntry[]];
-      const host = links.find((l) => l.ifname === exp.hostVeth);
-      const problems = [...nodeProblems(links, exp), ...podProblems(podLinks, podAddrs, podRoutes, exp, host?.link_index)];
-      if (problems.length > 0) throw new CniError(Code.Internal, problems.join("; "));
+      const kernel = kernelFor();
+      try {
+        const [links, pod] = await Promise.all([kernel.links(null), kernel.podState(at.netns)]);
+        const host = links.find((l) => l.ifname === exp.hostVeth);
+        const problems = [...nodeProblems(links, exp), ...podProblems(pod.links, pod.addrs, pod.routes, exp, host?.link_index)];
+        if (problems.length > 0) throw new CniError(Code.Internal, problems.join("; "));
+      } finally {
+        kernel.close();
+      }
       if (ipam) await ipam.check(args);
     },
 
@@ -163,33 +183,35 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
 }
 
 /**
- * IPAM while the node batch runs (in-process file work, or a process, beside `ip`). Registers
- * the undo of whatever succeeded, then fails with IPAM's error first, as the spec's order
- * (IPAM, then interfaces) would have.
+ * IPAM beside the node's changes (in-process file work, or a process, while `ip` runs; over
+ * netlink the node's changes are done by the time IPAM starts). Registers the undo of whatever
+ * succeeded, then fails with IPAM's error first, as the spec's order (IPAM, then interfaces)
+ * would have.
  */
 async function allocateBeside(
   settingUp: Promise<BridgeState>,
-  node: IpRoute,
+  kernel: PodKernel,
   plan: NodePlan,
   ipam: Ipam | null,
   args: CmdArgs,
   undo: Undo,
+  timer: PhaseTimer,
 ): Promise<{ bridge: BridgeState; allocated: Result }> {
   const [bridgeRead, allocatedRead] = await Promise.allSettled([
     settingUp,
-    ipam ? ipam.add(args) : Promise.resolve<Result>({ cniVersion: args.conf.cniVersion }),
+    ipam ? timer.time("ipam", () => ipam.add(args)) : Promise.resolve<Result>({ cniVersion: args.conf.cniVersion }),
   ]);
   if (allocatedRead.status === "fulfilled" && ipam) {
     undo.push("release the pod's addresses", () => ipam.del({ ...args, command: "DEL" }));
   }
   const vethMade = bridgeRead.status === "fulfilled" || (bridgeRead.reason as NodeSetupError).vethCreated !== false;
-  if (vethMade) undo.push(`delete "${plan.veth.name}"`, () => deleteVeth(node, plan.veth.name));
+  if (vethMade) undo.push(`delete "${plan.veth.name}"`, () => kernel.deleteLink(plan.veth.name, "veth"));
   if (allocatedRead.status === "rejected") throw allocatedRead.reason;
   if (bridgeRead.status === "rejected") throw bridgeRead.reason;
   return { bridge: bridgeRead.value, allocated: allocatedRead.value };
 }
 
-/** A failed node batch; `vethCreated` false when the veth certainly does not exist because of it. */
+/** A failed node step; `vethCreated` false when the veth certainly does not exist because of it. */
 class NodeSetupError extends Error {
   constructor(
     message: string,
@@ -199,35 +221,32 @@ class NodeSetupError extends Error {
   }
 }
 
-type BridgeState = Link & { addr_info?: AddrInfo[] };
-
 /**
- * The node namespace's batch. The bridge exists on every ADD but a node's first, so the batch
- * assumes it does; when its first line finds no bridge, the bridge is created (a concurrent ADD
- * creating it first is fine) and the batch runs again. Returns the bridge as read back.
+ * The node namespace's changes. The bridge exists on every ADD but a node's first, so they
+ * assume it does; when the first step finds no bridge, the bridge is created (a concurrent ADD
+ * creating it first is fine) and the steps run again. Returns the bridge as read back.
  */
-async function setUpNode(node: IpRoute, plan: NodePlan, at: Attachment): Promise<BridgeState> {
-  const lines = plan.steps.map((s) => s.line);
+async function setUpNode(kernel: PodKernel, plan: NodePlan, at: Attachment): Promise<BridgeState> {
+  const steps = plan.steps.map((s) => s.step);
   const op = `set up "${plan.veth.name}" on bridge "${plan.bridge.name}"`;
-  let out: unknown[];
+  let bridge: BridgeState | null;
   try {
-    out = await node.batchRead(lines, op);
+    bridge = await kernel.applyAndReadBridge(steps, plan.bridge.name, op);
   } catch (err) {
-    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(node, err, plan, at);
-    await ensureBridge(node, plan.bridge);
+    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(kernel, err, plan, at);
+    await ensureBridge(kernel, plan.bridge);
     try {
-      out = await node.batchRead(lines, op);
+      bridge = await kernel.applyAndReadBridge(steps, plan.bridge.name, op);
     } catch (err2) {
-      throw await nodeStepError(node, err2, plan, at);
+      throw await nodeStepError(kernel, err2, plan, at);
     }
   }
-  const bridge = (out[0] as BridgeState[] | undefined)?.[0];
   if (!bridge) throw new NodeSetupError(`bridge "${plan.bridge.name}" could not be read back`, true);
   return bridge;
 }
 
 /** Names the node step that failed, and whether the veth was made before it. */
-async function nodeStepError(node: IpRoute, err: unknown, plan: NodePlan, at: Attachment): Promise<Error> {
+async function nodeStepError(kernel: PodKernel, err: unknown, plan: NodePlan, at: Attachment): Promise<Error> {
   if (!(err instanceof KernelError)) return new NodeSetupError((err as Error).message, true);
   const index = err.batchLine === null ? null : err.batchLine - 1;
   const vethCreated = index === null || index > plan.vethStep;
@@ -235,7 +254,7 @@ async function nodeStepError(node: IpRoute, err: unknown, plan: NodePlan, at: At
   if (index === plan.vethStep && err.exists) {
     // The pod's interface or the node end: say which, it is the difference between a runtime
     // bug (ADD twice without DEL) and a pod that already has this interface.
-    const inPod = await new IpRoute(at.netns).link(at.ifname).catch(() => null);
+    const inPod = await kernel.link(at.netns, at.ifname).catch(() => null);
     return new NodeSetupError(
       inPod
         ? `interface "${at.ifname}" already exists in ${at.netns}`
@@ -245,7 +264,7 @@ async function nodeStepError(node: IpRoute, err: unknown, plan: NodePlan, at: At
   }
   if (index === plan.vethStep) {
     // Enslaving fails when the bridge's name is taken by another kind of device: say that.
-    const bridge = await node.link(plan.bridge.name).catch(() => null);
+    const bridge = await kernel.link(null, plan.bridge.name).catch(() => null);
     const kind = bridge?.linkinfo?.info_kind;
     if (bridge && kind !== "bridge") {
       return new NodeSetupError(`"${plan.bridge.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`, false);
@@ -254,9 +273,9 @@ async function nodeStepError(node: IpRoute, err: unknown, plan: NodePlan, at: At
   return new NodeSetupError(`failed to ${step?.what ?? `set up "${plan.veth.name}"`}: ${err.reason}`, vethCreated);
 }
 
-async function applySteps(ip: IpRoute, steps: Step[], op: string): Promise<void> {
+async function applySteps(kernel: PodKernel, netns: string, steps: Step[], op: string): Promise<void> {
   try {
-    await ip.batch(steps.map((s) => s.line), op);
+    await kernel.apply(netns, steps.map((s) => s.step), op);
   } catch (err) {
     if (!(err instanceof KernelError)) throw err;
     const step = err.batchLine === null ? undefined : steps[err.batchLine - 1];

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { bridgeMismatch } from "./bridge.js";
 import type { Link } from "./iproute.js";
-import { hairpinLine, vethAddLine } from "./veth.js";
+import { stepLine } from "./pod-kernel.js";
 
 describe("bridge and veth", () => {
   const spec = { name: "cni0", mac: "02:00:00:00:00:01", mtu: 1400 };
@@ -16,8 +16,8 @@ describe("bridge and veth", () => {
   });
 
   it("creates the pod end straight in its namespace, the kernel picking its MAC unless given", () => {
-    const line = vethAddLine({ name: "vethx", mac: "02:00:00:00:00:02", master: "cni0", peer: { name: "eth0", netns: "/proc/7/ns/net" } });
+    const line = stepLine({ op: "add-veth", veth: { name: "vethx", mac: "02:00:00:00:00:02", master: "cni0", peer: { name: "eth0", netns: "/proc/7/ns/net" } } });
     expect(line.join(" ")).toBe("link add name vethx address 02:00:00:00:00:02 master cni0 up type veth peer name eth0 netns /proc/7/ns/net");
-    expect(hairpinLine("vethx").join(" ")).toBe("link set dev vethx type bridge_slave hairpin on");
+    expect(stepLine({ op: "hairpin", dev: "vethx" }).join(" ")).toBe("link set dev vethx type bridge_slave hairpin on");
   });
 });

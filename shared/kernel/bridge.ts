@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { KernelError, type BatchLine, type IpRoute, type Link } from "./iproute.js";
+import { KernelError, type IpRoute, type Link } from "./iproute.js";
+import type { NetStep, PodKernel } from "./pod-kernel.js";
 import { ensureSysctl } from "./sysctl.js";
 
 /**
@@ -29,37 +30,31 @@ export function bridgeMismatch(link: Link | null, spec: BridgeSpec): string | nu
 }
 
 /** The idempotent settings every ADD applies to an existing bridge: MTU, promiscuity, up. */
-export function bridgeSettingsLine(spec: BridgeSpec): BatchLine {
-  return [
-    "link", "set", "dev", spec.name,
-    ...(spec.mtu !== undefined ? ["mtu", spec.mtu] : []),
-    ...(spec.promisc ? ["promisc", "on"] : []),
-    "up",
-  ];
+export function bridgeSettingsStep(spec: BridgeSpec): NetStep {
+  return { op: "set-link", dev: spec.name, ...(spec.mtu !== undefined ? { mtu: spec.mtu } : {}), ...(spec.promisc ? { promisc: true } : {}), up: true };
 }
 
 /** Puts `cidr` (the gateway, `10.1.0.1/24`) on the bridge; `replace` is a no-op when it is there. */
-export function bridgeAddressLine(spec: BridgeSpec, cidr: string): BatchLine {
-  // No DAD for the gateway: pods would route through a tentative address for a second or more.
-  return ["addr", "replace", cidr, "dev", spec.name, ...(cidr.includes(":") ? ["nodad"] : [])];
+export function bridgeAddressStep(spec: BridgeSpec, cidr: string): NetStep {
+  // No DAD for the gateway (add-address never asks for it): pods would route through a
+  // tentative address for a second or more.
+  return { op: "add-address", dev: spec.name, cidr, replace: true };
 }
 
 /**
  * Creates the bridge when it is missing; another process creating it first is success. Then
  * reads it back and fails, naming it, when what exists cannot serve as the bridge.
  */
-export async function ensureBridge(ip: IpRoute, spec: BridgeSpec): Promise<Link> {
+export async function ensureBridge(kernel: PodKernel, spec: BridgeSpec): Promise<Link> {
   try {
-    await ip.exec(
-      ["link", "add", "name", spec.name, "address", spec.mac, ...(spec.mtu !== undefined ? ["mtu", spec.mtu] : []), "type", "bridge"],
-      `create bridge "${spec.name}"`,
-    );
-    // A bridge must not autoconfigure from router advertisements that pods send.
-    if (ip.netns === null) ensureSysctl(`net/ipv6/conf/${spec.name}/accept_ra`, "0", { optional: true });
+    await kernel.createBridge(spec);
+    // A bridge must not autoconfigure from router advertisements that pods send; /proc/sys
+    // acts on the namespace the plugin runs in, which is the bridge's.
+    ensureSysctl(`net/ipv6/conf/${spec.name}/accept_ra`, "0", { optional: true });
   } catch (err) {
     if (!(err instanceof KernelError && err.exists)) throw err;
   }
-  const link = await ip.link(spec.name);
+  const link = await kernel.link(null, spec.name);
   const kind = link?.linkinfo?.info_kind;
   if (!link) throw new Error(`bridge "${spec.name}" vanished right after it was created`);
   if (kind !== "bridge") throw new Error(`"${spec.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`);

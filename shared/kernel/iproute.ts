@@ -10,19 +10,28 @@ import { run, type Runner } from "./exec.js";
  */
 
 export class KernelError extends Error {
+  /** The kernel's errno when the call that failed reports it (netlink does, `ip` does not). */
+  readonly errno: number | undefined;
+  private readonly step: number | undefined;
+
   constructor(
     readonly op: string,
     readonly stderr: string,
+    detail: { errno?: number; step?: number } = {},
   ) {
     super(`failed to ${op}: ${stderr.trim() || "unknown error"}`);
     this.name = "KernelError";
+    this.errno = detail.errno;
+    this.step = detail.step;
   }
   /** The object is already there (EEXIST). */
   get exists(): boolean {
+    if (this.errno !== undefined) return this.errno === EEXIST;
     return /File exists|already exists/i.test(this.stderr);
   }
-  /** In a batch: the 1-based line iproute2 stopped at ("Command failed -:N"), else null. */
+  /** In a batch: the 1-based line (or step) the kernel stopped at ("Command failed -:N"), else null. */
   get batchLine(): number | null {
+    if (this.step !== undefined) return this.step;
     const m = /Command failed -:(\d+)/.exec(this.stderr);
     return m ? Number(m[1]) : null;
   }
@@ -32,11 +41,16 @@ export class KernelError extends Error {
   }
   /** The object is not there (ENODEV, ENOENT, ESRCH, "Cannot find device"). */
   get notFound(): boolean {
+    if (this.errno !== undefined) return NOT_FOUND.has(this.errno);
     return /Cannot find device|No such device|No such file|No such process|does not exist|not found/i.test(
       this.stderr,
     );
   }
 }
+
+const EEXIST = 17;
+/** ENOENT, ESRCH, ENODEV. */
+const NOT_FOUND = new Set([2, 3, 19]);
 
 export interface Link {
   ifindex: number;

@@ -1,0 +1,77 @@
+/**
+ * The few libc calls netlink needs, through Bun's FFI. Only the Bun-compiled plugin can load
+ * this; `libcAvailable()` says whether this runtime can (Node, the agent, vitest cannot), and
+ * callers fall back to iproute2 when it cannot.
+ */
+
+export interface Libc {
+  socket(domain: number, type: number, protocol: number): number;
+  send(fd: number, buf: Uint8Array, len: number, flags: number): number;
+  recv(fd: number, buf: Uint8Array, len: number, flags: number): number;
+  setns(fd: number, nstype: number): number;
+  close(fd: number): number;
+  /** errno of the last failed call on this thread. */
+  errno(): number;
+}
+
+let loaded: Libc | null | undefined;
+
+/** libc through bun:ffi, or null outside Bun or when libc cannot be opened. */
+export function libc(): Libc | null {
+  if (loaded !== undefined) return loaded;
+  loaded = null;
+  if (!(globalThis as { Bun?: unknown }).Bun) return loaded;
+  try {
+    // A literal require, so the compiler keeps Bun's built-in module; Node never reaches here.
+    const ffi = require("bun:ffi") as BunFfi;
+    const { symbols } = ffi.dlopen("libc.so.6", {
+      socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+      send: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
+      recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
+      setns: { args: ["i32", "i32"], returns: "i32" },
+      close: { args: ["i32"], returns: "i32" },
+      __errno_location: { args: [], returns: "ptr" },
+    });
+    loaded = {
+      socket: (d, t, p) => symbols.socket(d, t, p) as number,
+      send: (fd, buf, len, flags) => Number(symbols.send(fd, buf, len, flags)),
+      recv: (fd, buf, len, flags) => Number(symbols.recv(fd, buf, len, flags)),
+      setns: (fd, t) => symbols.setns(fd, t) as number,
+      close: (fd) => symbols.close(fd) as number,
+      errno: () => ffi.read.i32(symbols.__errno_location() as number, 0),
+    };
+  } catch {
+    loaded = null;
+  }
+  return loaded;
+}
+
+/** The part of bun:ffi used here (Bun's types are not installed: the code type-checks for Node). */
+interface BunFfi {
+  dlopen(path: string, symbols: Record<string, { args: string[]; returns: string }>): { symbols: Record<string, (...a: unknown[]) => unknown> };
+  read: { i32(ptr: number, offset: number): number };
+}
+
+/** errno names and the words libc's strerror uses, for the errors that carry them. */
+const ERRNO: Record<number, [string, string]> = {
+  1: ["EPERM", "Operation not permitted"],
+  2: ["ENOENT", "No such file or directory"],
+  3: ["ESRCH", "No such process"],
+  9: ["EBADF", "Bad file descriptor"],
+  12: ["ENOMEM", "Cannot allocate memory"],
+  13: ["EACCES", "Permission denied"],
+  16: ["EBUSY", "Device or resource busy"],
+  17: ["EEXIST", "File exists"],
+  19: ["ENODEV", "No such device"],
+  22: ["EINVAL", "Invalid argument"],
+  34: ["ERANGE", "Numerical result out of range"],
+  95: ["EOPNOTSUPP", "Operation not supported"],
+  97: ["EAFNOSUPPORT", "Address family not supported by protocol"],
+  99: ["EADDRNOTAVAIL", "Cannot assign requested address"],
+  101: ["ENETUNREACH", "Network is unreachable"],
+};
+
+export const errnoName = (errno: number): string => ERRNO[errno]?.[0] ?? `errno ${errno}`;
+export const errnoText = (errno: number): string => (ERRNO[errno] ? `${ERRNO[errno][1]} (${ERRNO[errno][0]})` : `errno ${errno}`);
+
+export const ERRNO_NUMBER = { EPERM: 1, ENOENT: 2, ESRCH: 3, EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22 } as const;
