@@ -33,6 +33,8 @@ export interface Call {
   binary?: string;
   /** Kill the plugin after this long (a test of something that must never hang). */
   timeoutMs?: number;
+  /** A command the plugin runs under, inside the node namespace (`strace -f ...`). */
+  wrap?: string[];
 }
 
 let counter = 0;
@@ -96,7 +98,7 @@ export class TestNode {
     if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
     if (call.netns !== undefined) env.CNI_NETNS = call.netns;
     if (call.containerId !== undefined) env.CNI_IFNAME = call.ifname ?? "eth0";
-    const r = await execa("ip", ["netns", "exec", this.node, call.binary ?? TWILL], {
+    const r = await execa("ip", ["netns", "exec", this.node, ...(call.wrap ?? []), call.binary ?? TWILL], {
       input: JSON.stringify(conf),
       env,
       extendEnv: false,
