@@ -5,7 +5,7 @@ import { NAME_PATTERN, isValidIfname, type CmdArgs, type Plugin } from "../share
 import type { IpConfig, Result } from "../shared/cni/types.js";
 import { parseResult } from "../shared/cni/version.js";
 import { formatIp, parseIp } from "../shared/net/cidr.js";
-import { nullLogger, type Logger } from "../shared/log.js";
+import { nullLogger, PhaseTimer, type Logger } from "../shared/log.js";
 import { readSubnetFileFor } from "../shared/subnet-file.js";
 import { assignRequested, pickAddress } from "./allocator.js";
 import {
@@ -41,10 +41,12 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
 
   return {
     async add(args) {
+      const timer = new PhaseTimer();
       const cfg = resolveRanges(parseIpamConfig(args.conf), "ADD");
       const wanted = assignRequested(cfg.rangeSets, requestedIps(args.conf, args.args));
       const owner = ownerOf(args);
       const store = storeOf(cfg);
+      timer.mark("config");
       // As host-local: a second ADD without a DEL between is refused. Only the index is read
       // unless host-local has used this directory too.
       const held = store.addressesOf(owner, "if-host-local");
@@ -61,17 +63,23 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
         for (const t of taken) store.release(t.ip, owner);
         throw err;
       }
-      log.info("Allocated", { containerId: owner.containerID, ifname: owner.ifname, network: cfg.network, ips: taken.map((t) => t.ip), ...(pod ? { pod: podText(pod) } : {}) });
+      timer.mark("store");
+      log.info("Allocated", {
+        containerId: owner.containerID, ifname: owner.ifname, network: cfg.network, ips: taken.map((t) => t.ip),
+        ...(pod ? { pod: podText(pod) } : {}), ...timer.fields(),
+      });
       return buildResult(cfg, taken);
     },
 
     async del(args) {
+      const timer = new PhaseTimer();
       // Only where the store is: DEL works with the node agent down and any other field broken.
       const loc = storeLocation(args.conf);
       const owner = ownerOf(args);
       const store = storeOf(loc);
       const freed = store.releaseAttachment(owner);
-      log.info("Released", { containerId: owner.containerID, ifname: owner.ifname, network: loc.network, ips: freed });
+      timer.mark("store");
+      log.info("Released", { containerId: owner.containerID, ifname: owner.ifname, network: loc.network, ips: freed, ...timer.fields() });
       sweepIndex(store, loc);
     },
 
