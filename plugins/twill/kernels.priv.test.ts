@@ -44,6 +44,17 @@ async function expectNothingLeft(n: TestNode): Promise<void> {
 
 const envFor = (kernel: Kernel): Record<string, string> => (kernel === "iproute2" ? { TWILL_KERNEL: "iproute2" } : {});
 
+/** execve calls made by the plugin and whatever it starts, the plugin's own exec excluded. */
+async function execs(n: TestNode, kernel: Kernel, command: string, c: object, netns: string, containerId = "c1") {
+  const trace = join(n.dir, `strace-${kernel}-${command}-${containerId}`);
+  mkdirSync(n.dir, { recursive: true });
+  const r = await n.cni(command, c, { containerId, netns, env: envFor(kernel), wrap: ["strace", "-f", "-qq", "-e", "trace=execve", "-o", trace] });
+  expect(r.code, r.stdout).toBe(0);
+  // Successful execs only: a PATH search logs its misses too.
+  const calls = readFileSync(trace, "utf8").split("\n").filter((l) => /execve\(.*= 0$/.test(l));
+  return { doc: r.doc, started: calls.slice(1).map((l) => /execve\("([^"]+)"/.exec(l)?.[1] ?? l) };
+}
+
 /** What a namespace holds, without what differs between two runs (ifindexes, namespace ids, timers). */
 async function snapshot(netns: string): Promise<unknown> {
   const ip = async (args: string[]) => {
@@ -107,6 +118,25 @@ describe("twill through netlink and through iproute2", () => {
     expect(node.links.filter((l: any) => l.kind === "veth")).toHaveLength(1);
     expect(node.links.find((l: any) => l.kind === "veth").hairpin).toBe(true);
     expect(node.sysctls["net/ipv4/ip_forward"]).toBe("1");
+  });
+
+  it("with ipMasq: the same nftables table, and `nft` started only while the table lacks something", async () => {
+    const tables: Record<string, string> = {};
+    for (const kernel of KERNELS) {
+      const n = await newNode();
+      const c = conf(n, { ipMasq: true });
+      const first = await execs(n, kernel, "ADD", c, await n.pod("p1"), "c1");
+      const second = await execs(n, kernel, "ADD", c, await n.pod("p2"), "c2");
+      const nft = (started: string[]) => started.filter((p) => p.endsWith("/nft"));
+      // The first ADD reads (iproute2 only) and creates the table; the second finds it complete.
+      expect(nft(first.started).length).toBe(kernel === "netlink" ? 1 : 2);
+      expect(nft(second.started).length).toBe(kernel === "netlink" ? 0 : 1);
+      if (kernel === "netlink") expect(second.started).toEqual([]);
+      const list = await n.inNode(["nft", "list", "table", "inet", "twill-masq-podnet"]);
+      tables[kernel] = String(list.stdout);
+    }
+    expect(tables.netlink).toContain("masquerade");
+    expect(tables.netlink).toBe(tables.iproute2);
   });
 
   it("logs which kernel interface it used, with the time per phase", async () => {
@@ -181,16 +211,6 @@ describe("twill through netlink and through iproute2", () => {
 const codes: Record<Kernel, Record<string, number>> = { netlink: {}, iproute2: {} };
 
 describe("processes started by twill", () => {
-  /** execve calls made by the plugin and whatever it starts, the plugin's own exec excluded. */
-  async function execs(n: TestNode, kernel: Kernel, command: string, c: object, netns: string) {
-    const trace = join(n.dir, `strace-${kernel}-${command}`);
-    mkdirSync(n.dir, { recursive: true });
-    const r = await n.cni(command, c, { containerId: "c1", netns, env: envFor(kernel), wrap: ["strace", "-f", "-qq", "-e", "trace=execve", "-o", trace] });
-    expect(r.code, r.stdout).toBe(0);
-    const calls = readFileSync(trace, "utf8").split("\n").filter((l) => /execve\(/.test(l));
-    return { doc: r.doc, started: calls.slice(1).map((l) => /execve\("([^"]+)"/.exec(l)?.[1] ?? l) };
-  }
-
   it("none over netlink for ADD, CHECK and DEL; iproute2 starts `ip` (the count can fail)", async () => {
     for (const kernel of KERNELS) {
       const n = await newNode();

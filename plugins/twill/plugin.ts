@@ -6,7 +6,7 @@ import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
 import { IpRoute, KernelError } from "../../shared/kernel/iproute.js";
 import { choosePodKernel } from "../../shared/kernel/netlink/kernel.js";
-import { ensureMasquerade, readMasquerade } from "../../shared/kernel/nft.js";
+import { ensureMasquerade } from "../../shared/kernel/nft.js";
 import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
 import { ensureSysctl } from "../../shared/kernel/sysctl.js";
 import { fileLogger, PhaseTimer, type Logger } from "../../shared/log.js";
@@ -71,8 +71,9 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       try {
         // The node's changes need nothing IPAM decides: start them, then allocate beside them.
         const settingUp = timer.time("node", () => setUpNode(kernel, nodePlan, at));
-        // Reading the masquerade table is cheap; changing it is not, so read first, in parallel.
-        const masqRead = conf.ipMasq ? readMasquerade(node, conf.network) : null;
+        // Reading the masquerade table is cheap (netlink, or one `nft list` beside the rest);
+        // changing it is not, so `nft -f` runs only when it lacks something.
+        const masqRead = conf.ipMasq ? kernel.readMasquerade(conf.network) : null;
         masqRead?.catch(() => undefined);
         const { bridge, allocated } = await allocateBeside(settingUp, kernel, nodePlan, ipam, args, undo, timer);
 

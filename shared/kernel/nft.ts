@@ -8,8 +8,8 @@ import { KernelError, type IpRoute } from "./iproute.js";
  * reference bridge adds a chain per pod instead, which grows with every pod and is left behind
  * when a DEL never comes.
  *
- * Reading the table costs one `nft list` (~1 ms, run while ADD does other work); changing it
- * costs far more (a transaction that replaces NAT rules waits for the kernel, 10-20 ms here), so
+ * Reading the table is cheap (over nfnetlink in the compiled plugin, see netlink/nftables.ts;
+ * else one `nft list`, ~1 ms, run while ADD does other work); changing it costs far more (a transaction that replaces NAT rules waits for the kernel, 10-20 ms here), so
  * ADD changes it only when something is missing, which is the node's first pod of a subnet.
  * The change is one transaction that creates what is missing, replaces both rules (so a re-run
  * or two concurrent first ADDs never leave a duplicate) and adds set elements (adding one that
@@ -37,7 +37,7 @@ export interface MasqState {
 export const masqTableName = (network: string): string => `twill-masq-${network}`;
 
 /** Marks twill's rules, so a listing tells them from anything else and counts them. */
-const RULE_TAG = "twill-masq-v1";
+export const MASQ_RULE_TAG = "twill-masq-v1";
 const MULTICAST = { 4: "224.0.0.0/4", 6: "ff00::/8" } as const;
 const FAMILIES = [4, 6] as const;
 
@@ -57,7 +57,7 @@ export function wantedElements(spec: MasqSpec): Record<string, string[]> {
 
 /** Reads `nft list table` output. Pure. */
 export function parseMasqTable(text: string): MasqState {
-  const tags = text.split(`comment "${RULE_TAG}"`).length - 1;
+  const tags = text.split(`comment "${MASQ_RULE_TAG}"`).length - 1;
   const sets: MasqState["sets"] = {};
   for (const m of text.matchAll(/set (\w+) \{([^}]*?)(?:elements = \{([^}]*)\})?\s*\}/g)) {
     sets[m[1]!] = (m[3] ?? "")
@@ -108,8 +108,8 @@ export function masqScript(spec: MasqSpec, have: MasqState | null): string | nul
   }
   if (!have?.rules) {
     lines.push(`flush chain ${t} postrouting`);
-    lines.push(`add rule ${t} postrouting ip saddr @pods4 ip daddr != @keep4 masquerade comment "${RULE_TAG}"`);
-    lines.push(`add rule ${t} postrouting ip6 saddr @pods6 ip6 daddr != @keep6 masquerade comment "${RULE_TAG}"`);
+    lines.push(`add rule ${t} postrouting ip saddr @pods4 ip daddr != @keep4 masquerade comment "${MASQ_RULE_TAG}"`);
+    lines.push(`add rule ${t} postrouting ip6 saddr @pods6 ip6 daddr != @keep6 masquerade comment "${MASQ_RULE_TAG}"`);
   }
   for (const [set, cidrs] of missing) lines.push(`add element ${t} ${set} { ${cidrs.join(", ")} }`);
   return lines.join("\n") + "\n";

@@ -1,12 +1,13 @@
 import type { BridgeSpec } from "./bridge.js";
 import { IpRoute, KernelError, type AddrInfo, type BatchLine, type Link, type LinkAddrs, type RouteEntry } from "./iproute.js";
+import { readMasquerade, type MasqState } from "./nft.js";
 import { localLinkNames, type VethSpec } from "./veth.js";
 
 /**
  * The kernel as the per-pod plugin sees it: a few kinds of change applied in order in one
  * namespace, and reads of links, addresses and routes. Two implementations make the same
  * changes: netlink spoken in-process (the compiled plugin: no process start) and iproute2
- * (`ip -batch`, where Bun's FFI is not available). Plans are built from NetSteps, so what ADD
+ * (`ip -batch` and `nft list`, where Bun's FFI is not available). Plans are built from NetSteps, so what ADD
  * does is decided once, whichever way it reaches the kernel.
  */
 
@@ -46,6 +47,8 @@ export interface PodKernel {
   links(netns: string | null): Promise<Link[]>;
   /** Links, addresses and routes (all tables) inside a pod's namespace. */
   podState(netns: string): Promise<PodState>;
+  /** The node's masquerade table of `network` (null: none); changes to it go through `nft -f`. */
+  readMasquerade(network: string): Promise<MasqState | null>;
   /** Deletes a node link (a veth takes its peer along); false when it was not there. */
   deleteLink(name: string, what: string): Promise<boolean>;
   /** Releases sockets; the kernel object stays usable until then. */
@@ -107,6 +110,7 @@ export function iprouteKernel(): PodKernel {
       const [links, addrs, routes] = out as [Link[], LinkAddrs[], RouteEntry[]];
       return { links, addrs, routes };
     },
+    readMasquerade: (network) => readMasquerade(node, network),
     async deleteLink(name, what) {
       // /proc tells for free when there is nothing to delete: no `ip` start on a repeated DEL.
       if (localLinkNames()?.has(name) === false) return false;

@@ -122,6 +122,7 @@ export function writeAttrs(view: DataView, offset: number, attrs: readonly Attr[
 /** Decoded attributes: the last one of each type wins, as in the kernel's nla_parse. */
 export class Attrs {
   private readonly byType = new Map<number, Uint8Array>();
+  private readonly list: [number, Uint8Array][] = [];
 
   constructor(data: Uint8Array) {
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
@@ -129,7 +130,10 @@ export class Attrs {
     while (off + NLA_HDRLEN <= data.byteLength) {
       const len = view.getUint16(off, true);
       if (len < NLA_HDRLEN || off + len > data.byteLength) break;
-      this.byType.set(view.getUint16(off + 2, true) & NLA_TYPE_MASK, data.subarray(off + NLA_HDRLEN, off + len));
+      const type = view.getUint16(off + 2, true) & NLA_TYPE_MASK;
+      const payload = data.subarray(off + NLA_HDRLEN, off + len);
+      this.byType.set(type, payload);
+      this.list.push([type, payload]);
       off += align4(len);
     }
   }
@@ -145,6 +149,17 @@ export class Attrs {
   u32(type: number): number | undefined {
     const b = this.byType.get(type);
     return b && b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true) : undefined;
+  }
+
+  /** A 32-bit attribute in network order, as nftables writes its numbers. */
+  u32be(type: number): number | undefined {
+    const b = this.byType.get(type);
+    return b && b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, false) : undefined;
+  }
+
+  /** Every attribute of `type` in order: the elements of a list (NFTA_LIST_ELEM). */
+  all(type: number): Attrs[] {
+    return this.list.filter(([t]) => t === type).map(([, b]) => new Attrs(b));
   }
 
   /** A NUL-terminated string attribute. */
@@ -192,7 +207,12 @@ export interface RtMsg {
   flags: number;
 }
 
-export type Body = { ifinfo: IfInfo } | { ifaddr: IfAddr } | { rtmsg: RtMsg } | { rtgen: number };
+/** struct nfgenmsg (4 bytes): nfnetlink's header, for nftables. */
+export interface NfGen {
+  family: number;
+}
+
+export type Body = { ifinfo: IfInfo } | { ifaddr: IfAddr } | { rtmsg: RtMsg } | { rtgen: number } | { nfgen: NfGen };
 
 export const IFINFO_LEN = 16;
 const bodyLength = (b: Body): number => ("ifinfo" in b ? IFINFO_LEN : "ifaddr" in b ? 8 : "rtmsg" in b ? 12 : 4);
@@ -210,6 +230,9 @@ function writeBody(view: DataView, at: number, b: Body): void {
     const r = b.rtmsg;
     [r.family, r.dstLen, r.srcLen, r.tos, r.table, r.protocol, r.scope, r.type].forEach((v, i) => view.setUint8(at + i, v));
     view.setUint32(at + 8, r.flags, true);
+  } else if ("nfgen" in b) {
+    // version NFNETLINK_V0, res_id 0
+    view.setUint8(at, b.nfgen.family);
   } else view.setUint8(at, b.rtgen);
 }
 

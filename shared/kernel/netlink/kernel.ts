@@ -3,7 +3,8 @@ import { KernelError } from "../iproute.js";
 import { iprouteKernel, type NetStep, type PodKernel } from "../pod-kernel.js";
 import { errnoText, libc, type Libc } from "./libc.js";
 import { Rtnl } from "./rtnl.js";
-import { NetlinkError, NetlinkSocket } from "./socket.js";
+import { readMasqueradeNetlink } from "./nftables.js";
+import { NETLINK, NetlinkError, NetlinkSocket } from "./socket.js";
 
 /**
  * The plugin's kernel over rtnetlink, in-process: one socket for the node's namespace and one
@@ -12,6 +13,7 @@ import { NetlinkError, NetlinkSocket } from "./socket.js";
  */
 export function netlinkKernel(c: Libc): PodKernel {
   const sockets = new Map<string | null, NetlinkSocket>();
+  let nftables: NetlinkSocket | undefined;
   const rtnl = (netns: string | null): Rtnl => {
     let s = sockets.get(netns);
     if (!s) {
@@ -54,10 +56,17 @@ export function netlinkKernel(c: Libc): PodKernel {
         const links = nl.links();
         return { links, addrs: nl.addrs(links), routes: nl.routes(links) };
       }),
+    readMasquerade: (network) =>
+      call(`read the masquerade table of network "${network}"`, () => {
+        nftables ??= NetlinkSocket.open(c, null, NETLINK.NETFILTER);
+        return readMasqueradeNetlink(nftables, network);
+      }),
     deleteLink: (name, what) => call(`delete ${what} "${name}"`, () => rtnl(null).deleteLink(name, `delete ${what} "${name}"`)),
     close() {
       for (const s of sockets.values()) s.close();
       sockets.clear();
+      nftables?.close();
+      nftables = undefined;
     },
   };
 }

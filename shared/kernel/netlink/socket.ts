@@ -5,7 +5,8 @@ import { errnoText, type Libc } from "./libc.js";
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0x80000;
-const NETLINK_ROUTE = 0;
+/** The netlink families used: rtnetlink, and nfnetlink for nftables. */
+export const NETLINK = { ROUTE: 0, NETFILTER: 12 } as const;
 const CLONE_NEWNET = 0x40000000;
 const MSG_TRUNC = 0x20;
 /** Big enough for any dump part the kernel sends (it caps them at 32 KiB). */
@@ -44,8 +45,8 @@ export class NetlinkSocket {
    * anything else runs on it; the way back is taken on every path, and a failed return is
    * fatal, as the process would otherwise act on the wrong namespace.
    */
-  static open(c: Libc, netns: string | null): NetlinkSocket {
-    if (netns === null) return new NetlinkSocket(c, socketOrThrow(c, "open a netlink socket"));
+  static open(c: Libc, netns: string | null, protocol: number = NETLINK.ROUTE): NetlinkSocket {
+    if (netns === null) return new NetlinkSocket(c, socketOrThrow(c, "open a netlink socket", protocol));
     const home = openSync("/proc/thread-self/ns/net", "r");
     let target: number;
     try {
@@ -58,7 +59,7 @@ export class NetlinkSocket {
       if (c.setns(target, CLONE_NEWNET) !== 0) throw new NetlinkError(`enter network namespace ${netns}`, c.errno());
       let fd: number;
       try {
-        fd = socketOrThrow(c, `open a netlink socket in ${netns}`);
+        fd = socketOrThrow(c, `open a netlink socket in ${netns}`, protocol);
       } finally {
         if (c.setns(home, CLONE_NEWNET) !== 0) {
           const errno = c.errno();
@@ -103,8 +104,8 @@ export class NetlinkSocket {
   }
 }
 
-function socketOrThrow(c: Libc, op: string): number {
-  const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+function socketOrThrow(c: Libc, op: string, protocol: number): number {
+  const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
   if (fd < 0) throw new NetlinkError(op, c.errno());
   return fd;
 }
