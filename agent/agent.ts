@@ -2,12 +2,13 @@ import { writeDatapathReport, type DatapathReport } from "./datapath-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { IpRoute } from "../shared/kernel/iproute.js";
 import type { Logger } from "../shared/log.js";
-import { readSubnetFile, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
+import { readSubnetFile, validateSubnetInfo, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
 import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
 import { diffLeases, isEmptyDiff, peersOf } from "./leases.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
+import { findStalePods } from "./stale-subnet.js";
 import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.js";
 
 /**
@@ -27,6 +28,8 @@ export interface AgentOptions {
   backend: (underlay: Underlay) => Backend;
   underlay: UnderlayWanted;
   subnetFile: string;
+  /** The IPAM store (`<dir>/<network>/<ip>`), searched for pods left on a subnet the node lost; none when absent. */
+  ipamDir?: string;
   /** Where the last reconcile's outcome is written for `twilld status`; none when absent. */
   datapathReportFile?: string;
   resyncMs: number;
@@ -40,6 +43,9 @@ const ACQUIRE_BACKOFF_MS = { first: 1_000, max: 30_000 };
 export class Agent {
   private lease: NodeLease | null = null;
   private subnetFileWritten = false;
+  /** What the subnet file must say, once a lease is held. */
+  private subnetInfo: SubnetInfo | null = null;
+  private stalePodsKey = "";
   private notReadyReason = "starting";
   private peers: NodeLease[] = [];
   private backend: Backend | null = null;
@@ -56,7 +62,11 @@ export class Agent {
 
   readiness(): Readiness {
     const ready = this.lease !== null && this.subnetFileWritten && this.leaseLive();
-    return { ready, reason: ready ? `lease ${this.lease!.subnets.join(",")} held, subnet file written` : this.notReadyReason };
+    if (!ready) return { ready, reason: this.notReadyReason };
+    // Checked on every probe (a small file): a damaged file makes every ADD fail until repaired.
+    const problem = this.subnetFileProblem();
+    if (problem) return { ready: false, reason: `${problem}; rewriting it on the next resync` };
+    return { ready, reason: `lease ${this.lease!.subnets.join(",")} held, subnet file written` };
   }
 
   /** Runs until stop(); throws only on what retrying cannot fix (no underlay, a broken backend). */
@@ -156,14 +166,15 @@ export class Agent {
       // Pods already on the old subnet lose their routes: say so loudly (flannel#520).
       this.o.logger.error("Node subnet changed after the lease was lost", { from: previousSubnets, to: lease.subnets });
     }
-    const info: SubnetInfo = {
+    const info: SubnetInfo = validateSubnetInfo({
       clusterCIDRs: this.o.network.clusterCIDRs,
       nodeSubnets: lease.subnets,
       mtu: underlay.mtu - this.backend!.overhead(underlay.family),
       backend: this.backend!.type,
       ipMasq: this.o.network.ipMasq,
       nodeName: this.o.nodeName,
-    };
+    });
+    this.subnetInfo = info;
     writeSubnetFile(this.o.subnetFile, info);
     this.subnetFileWritten = true;
     this.o.metrics.ready.set(1);
@@ -172,6 +183,7 @@ export class Agent {
 
   private onLeases(all: NodeLease[]): void {
     if (this.stopped) return;
+    this.reportUnreadable();
     const peers = peersOf(all, this.o.nodeName);
     const diff = diffLeases(this.peers, peers);
     this.peers = peers;
@@ -202,9 +214,61 @@ export class Agent {
     });
   }
 
+  /** Why the subnet file on disk is not what it must be (missing, unreadable, other content); null when it is. */
+  private subnetFileProblem(): string | null {
+    if (!this.subnetInfo) return null;
+    try {
+      const onDisk = readSubnetFile(this.o.subnetFile);
+      return JSON.stringify(onDisk) === JSON.stringify(this.subnetInfo) ? null : `subnet file ${this.o.subnetFile} differs from the lease`;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  /** Rewrites a subnet file that was deleted, truncated or edited behind the agent's back. */
+  private ensureSubnetFile(): void {
+    const problem = this.subnetFileProblem();
+    if (!problem || !this.subnetInfo) return;
+    try {
+      writeSubnetFile(this.o.subnetFile, this.subnetInfo);
+      this.subnetFileWritten = true;
+      if (this.leaseLive()) this.o.metrics.ready.set(1);
+      this.o.metrics.subnetFileRepairs.inc();
+      this.o.logger.warn("Rewrote the subnet file", { path: this.o.subnetFile, reason: problem });
+    } catch (err) {
+      this.subnetFileWritten = false;
+      this.o.metrics.ready.set(0);
+      this.notReadyReason = `cannot write the subnet file: ${errorMessage(err)}`;
+      this.o.logger.error("Writing the subnet file failed", { path: this.o.subnetFile, error: errorMessage(err) });
+    }
+  }
+
+  /** Pods whose addresses lie in a subnet this node no longer holds: counted, and logged when the set changes. */
+  private reportStalePods(): void {
+    if (!this.o.ipamDir || !this.lease) return;
+    const pods = findStalePods(this.o.ipamDir, this.o.network.clusterCIDRs, this.lease.subnets);
+    this.o.metrics.stalePods.set(pods.length);
+    const key = JSON.stringify(pods);
+    if (key === this.stalePodsKey) return;
+    this.stalePodsKey = key;
+    if (pods.length > 0) {
+      this.o.logger.error("Pods on a subnet this node no longer holds need a restart", { subnets: this.lease.subnets, pods });
+    }
+  }
+
+  private reportUnreadable(): void {
+    const found = this.o.store.unreadable();
+    for (const kind of ["claim", "node"] as const) {
+      this.o.metrics.unreadableRecords.set({ kind }, found.filter((r) => r.kind === kind).length);
+    }
+  }
+
   private async reconcileOnce(): Promise<void> {
     const { metrics, logger } = this.o;
     metrics.reconciles.inc();
+    this.ensureSubnetFile();
+    this.reportStalePods();
+    this.reportUnreadable();
     const backend = this.o.network.backend.type;
     try {
       const report = await this.backend!.reconcile(this.lease!, this.peers);

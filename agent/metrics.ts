@@ -20,6 +20,9 @@ export interface AgentMetrics {
   leakSuspects: Gauge;
   leaksReleased: Counter<"reason">;
   leakSweepsSkipped: Counter;
+  unreadableRecords: Gauge<"kind">;
+  subnetFileRepairs: Counter;
+  stalePods: Gauge;
 }
 
 export function createMetrics(withProcessMetrics = true): AgentMetrics {
@@ -52,5 +55,9 @@ export function createMetrics(withProcessMetrics = true): AgentMetrics {
       registers,
     }),
     leakSweepsSkipped: new Counter({ name: "twill_ipam_leak_sweeps_skipped_total", help: "Leak sweeps that released nothing because pods could not be read", registers }),
+    // claim: counted as taken; node: the peer's last good view is kept.
+    unreadableRecords: new Gauge({ name: "twill_datastore_unreadable_records", help: "Datastore records that cannot be decoded, by kind", labelNames: ["kind"], registers }),
+    subnetFileRepairs: new Counter({ name: "twill_subnet_file_repairs_total", help: "Times the subnet file was found missing or different and rewritten", registers }),
+    stalePods: new Gauge({ name: "twill_stale_pods", help: "Pod addresses in a subnet this node no longer holds: those pods need a restart", registers }),
   };
 }

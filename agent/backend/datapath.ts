@@ -6,6 +6,7 @@ import { ensureVtep, stableVtepMac, vtepAddress, vtepName, type VxlanSpec } from
 import type { Logger } from "../../shared/log.js";
 import { familyOfText } from "../../shared/net/cidr.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
+import { staleAddresses } from "../stale-subnet.js";
 import { desiredDatapath, overheadOf, type NodeView, type PathFinder } from "./paths.js";
 import { planDatapath, toBatches, type DatapathState } from "./plan.js";
 
@@ -83,6 +84,8 @@ export class Datapath implements Backend {
       if (result.created) this.deps.logger.warn("Created missing VXLAN device", { device: spec.name, ...(result.recreated ? { reason: result.recreated } : {}) });
       vtep = { dev: spec.name, vni: spec.vni, port: spec.port };
     }
+    // Before routes: a gateway address of a subnet the node lost shadows the route to its new owner.
+    changes += await this.removeStaleAddresses(lease, [vtep?.dev, local.underlayDev]);
     const view: NodeView = { local, lease, vtep, underlayPrefixes: await connectedPrefixes(ip, local.underlayDev) };
     const desired = desiredDatapath(peers, view, this.carrier.find, this.now());
     const actual = await this.readOwned(vtep?.dev ?? null);
@@ -109,6 +112,21 @@ export class Datapath implements Backend {
     }
     if (failures.length) throw new KernelError("program peer datapath", failures.join("; "));
     return { changes, errors: desired.errors };
+  }
+
+  /** Takes addresses of subnets this node no longer holds off its interfaces (the bridge's old gateway). */
+  private async removeStaleAddresses(lease: NodeLease, skip: (string | undefined)[]): Promise<number> {
+    const stale = staleAddresses(await this.deps.ip.addrs(), this.network.clusterCIDRs, lease.subnets, skip);
+    if (stale.length === 0) return 0;
+    await this.deps.ip.batch(
+      stale.map((a) => ["addr", "del", a.address, "dev", a.dev]),
+      "remove addresses of a subnet this node no longer holds",
+      true,
+    );
+    for (const a of stale) {
+      this.deps.logger.warn("Removed the address of a subnet this node no longer holds", { dev: a.dev, address: a.address, subnets: lease.subnets });
+    }
+    return stale.length;
   }
 
   private async readOwned(vtepDev: string | null): Promise<DatapathState> {

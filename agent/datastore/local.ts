@@ -1,12 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { link, mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
 import { claimAge, checkNodeName, decodeLease, leaseSetKey } from "../leases.js";
-import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
+import { UnreadableRecords } from "./unreadable.js";
 
 /**
  * The `local` datastore: a directory every agent on this host shares (the single-host demo
@@ -24,6 +26,10 @@ import { claimSubnets, requirePools } from "./claim.js";
  * a taker creates the lock exclusively, re-checks that the claim is still lapsed, then
  * renames its own claim over it. The previous owner finds the claim no longer names it on
  * its next renewal.
+ *
+ * A file that cannot be read (torn, not JSON, a directory in its place) costs only itself: a
+ * claim is then taken (never free: handing it out could put two nodes on one subnet), a node
+ * record keeps the last good view of that peer. Both are logged once and listed by unreadable().
  */
 
 export interface LocalStoreOptions {
@@ -43,6 +49,8 @@ interface Claim {
 
 interface State {
   claims: Map<string, Claim>;
+  /** Subnets whose claim file exists but cannot be read: held by someone, never free. */
+  unreadableClaims: Set<string>;
   records: Map<string, NodeLease>;
 }
 
@@ -58,12 +66,20 @@ export class LocalStore implements SubnetStore {
   private readonly now: () => number;
   private readonly logger: Logger;
   private readonly stops = new Set<() => void>();
+  private readonly damaged: UnreadableRecords;
+  /** The last node record that could be read, by file name: what a torn record falls back to. */
+  private readonly lastGood = new Map<string, NodeLease>();
 
   constructor(private readonly opts: LocalStoreOptions) {
     this.subnetsDir = join(opts.dir, "subnets");
     this.nodesDir = join(opts.dir, "nodes");
     this.now = opts.now ?? Date.now;
     this.logger = opts.logger ?? nullLogger;
+    this.damaged = new UnreadableRecords(this.logger);
+  }
+
+  unreadable(): UnreadableRecord[] {
+    return this.damaged.list();
   }
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
@@ -73,9 +89,10 @@ export class LocalStore implements SubnetStore {
     const state = await this.readState();
     const now = this.now();
     const own = [...state.claims].filter(([, c]) => c.nodeName === name).map(([s]) => s);
-    const taken = [...state.claims]
-      .filter(([s, c]) => c.nodeName !== name && this.live(s, c, state, now))
-      .map(([s]) => parseCidr(s));
+    const taken = [
+      ...[...state.claims].filter(([s, c]) => c.nodeName !== name && this.live(s, c, state, now)).map(([s]) => s),
+      ...state.unreadableClaims,
+    ].map((s) => parseCidr(s));
     const subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
       own,
       taken,
@@ -100,6 +117,7 @@ export class LocalStore implements SubnetStore {
   async renew(lease: NodeLease): Promise<NodeLease> {
     const state = await this.readState();
     for (const s of lease.subnets) {
+      if (state.unreadableClaims.has(s) && (await this.repairOwnClaim(s, lease.nodeName, state))) continue;
       const owner = state.claims.get(s)?.nodeName;
       if (owner !== lease.nodeName) {
         throw new LeaseLostError(lease.nodeName, owner ? `subnet ${s} is now claimed by "${owner}"` : `subnet ${s} is no longer claimed`);
@@ -116,7 +134,8 @@ export class LocalStore implements SubnetStore {
     const leases: NodeLease[] = [];
     for (const rec of state.records.values()) {
       if ((rec.expiresAt ?? 0) <= now) continue;
-      const subnets = rec.subnets.filter((s) => state.claims.get(s)?.nodeName === rec.nodeName);
+      // An unreadable claim cannot disprove the record: the peer keeps the subnet it lists.
+      const subnets = rec.subnets.filter((s) => state.claims.get(s)?.nodeName === rec.nodeName || state.unreadableClaims.has(s));
       if (subnets.length > 0) leases.push({ ...rec, subnets });
     }
     return leases;
@@ -183,6 +202,7 @@ export class LocalStore implements SubnetStore {
       // Re-read under the lock: the claim may have been renewed or taken since we looked.
       const state = await this.readState();
       const current = state.claims.get(subnet);
+      if (state.unreadableClaims.has(subnet)) return false;
       if (current && current.nodeName !== nodeName && this.live(subnet, current, state, this.now())) return false;
       const replacement = await this.writeTemp(content());
       await rename(replacement, path);
@@ -214,32 +234,66 @@ export class LocalStore implements SubnetStore {
 
   private async dropClaim(subnet: string, nodeName: string): Promise<void> {
     const path = this.claimPath(subnet);
-    const claim = await readJson(path);
-    if (claim && (claim as Claim).nodeName === nodeName) await unlinkIfPresent(path);
+    const read = await readJson(path);
+    if (read && "value" in read && decodeClaim(read.value)?.nodeName === nodeName) await unlinkIfPresent(path);
+  }
+
+  /**
+   * Rewrites this node's own claim when its file is unreadable and no other live record lists
+   * the subnet (a torn file must not cost the node its subnet); false when it cannot tell.
+   */
+  private async repairOwnClaim(subnet: string, nodeName: string, state: State): Promise<boolean> {
+    const now = this.now();
+    const others = [...state.records.values()].filter(
+      (r) => r.nodeName !== nodeName && (r.expiresAt ?? 0) > now && r.subnets.includes(subnet),
+    );
+    if (others.length > 0) return false;
+    const tmp = await this.writeTemp(JSON.stringify({ nodeName, expiresAt: now + this.opts.leaseTTLMs } satisfies Claim));
+    await rename(tmp, this.claimPath(subnet));
+    this.logger.warn("Rewrote this node's unreadable subnet claim", { subnet, path: this.claimPath(subnet) });
+    return true;
   }
 
   private async readState(): Promise<State> {
     await this.ensureDirs();
     const [claimNames, nodeNames] = await Promise.all([readdir(this.subnetsDir), readdir(this.nodesDir)]);
     const claims = new Map<string, Claim>();
+    const unreadableClaims = new Set<string>();
     const records = new Map<string, NodeLease>();
+    const damaged: UnreadableRecord[] = [];
+    const recordNames = nodeNames.filter((n) => n.endsWith(".json") && !n.startsWith("."));
     await Promise.all([
       ...claimNames
         .filter((n) => !n.startsWith(".") && !n.endsWith(".lock"))
         .map(async (n) => {
-          const raw = (await readJson(join(this.subnetsDir, n))) as Partial<Claim> | null;
-          if (raw && typeof raw.nodeName === "string" && typeof raw.expiresAt === "number") {
-            claims.set(subnetOfFileName(n), { nodeName: raw.nodeName, expiresAt: raw.expiresAt });
+          const path = join(this.subnetsDir, n);
+          const read = await readJson(path);
+          if (read === null) return;
+          const claim = "value" in read ? decodeClaim(read.value) : null;
+          if (claim) claims.set(subnetOfFileName(n), claim);
+          else {
+            unreadableClaims.add(subnetOfFileName(n));
+            damaged.push({ kind: "claim", key: path, reason: "error" in read ? read.error : "not a claim (nodeName, expiresAt)" });
           }
         }),
-      ...nodeNames
-        .filter((n) => n.endsWith(".json") && !n.startsWith("."))
-        .map(async (n) => {
-          const lease = decodeLease(await readJson(join(this.nodesDir, n)));
-          if (lease) records.set(lease.nodeName, lease);
-        }),
+      ...recordNames.map(async (n) => {
+        const path = join(this.nodesDir, n);
+        const read = await readJson(path);
+        if (read === null) return;
+        const lease = "value" in read ? decodeLease(read.value) : null;
+        if (lease) {
+          this.lastGood.set(n, lease);
+          records.set(lease.nodeName, lease);
+          return;
+        }
+        damaged.push({ kind: "node", key: path, reason: "error" in read ? read.error : "not a node record" });
+        const last = this.lastGood.get(n);
+        if (last) records.set(last.nodeName, last);
+      }),
     ]);
-    return { claims, records };
+    for (const n of [...this.lastGood.keys()]) if (!recordNames.includes(n)) this.lastGood.delete(n);
+    this.damaged.replace(damaged);
+    return { claims, unreadableClaims, records };
   }
 
   private async writeRecord(lease: NodeLease): Promise<void> {
@@ -278,12 +332,37 @@ export class LocalStore implements SubnetStore {
   private recordPath = (nodeName: string) => join(this.nodesDir, `${checkNodeName(nodeName)}.json`);
 }
 
-async function readJson(path: string): Promise<unknown> {
+function decodeClaim(raw: unknown): Claim | null {
+  const c = raw as Partial<Claim> | null;
+  if (typeof c !== "object" || c === null || typeof c.nodeName !== "string" || typeof c.expiresAt !== "number") return null;
+  return { nodeName: c.nodeName, expiresAt: c.expiresAt };
+}
+
+/**
+ * A store file's JSON; null when it does not exist, `{error}` when it cannot be read as JSON
+ * (torn, a directory, a FIFO: opened non-blocking and checked before reading, never followed
+ * through a symlink).
+ */
+async function readJson(path: string): Promise<{ value: unknown } | { error: string } | null> {
+  let handle;
   try {
-    return JSON.parse(await readFile(path, "utf8"));
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT" || err instanceof SyntaxError) return null;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    if (code === "ELOOP") return { error: "is a symlink" };
     throw storeError(`read ${path}`, err);
+  }
+  try {
+    if (!(await handle.stat()).isFile()) return { error: "not a regular file" };
+    const text = await handle.readFile("utf8");
+    try {
+      return { value: JSON.parse(text) };
+    } catch {
+      return { error: text.length === 0 ? "empty" : "not valid JSON (truncated?)" };
+    }
+  } finally {
+    await handle.close();
   }
 }
 
