@@ -54,7 +54,10 @@ export class Agent {
   private stopWatch: (() => void) | null = null;
   private timers: NodeJS.Timeout[] = [];
   private reconciling: Promise<void> | null = null;
-  private reconcileAgain = false;
+  /** A full read-and-diff is due (start-up, resync timer, lease change). */
+  private fullPending = false;
+  /** Peers named by watch events since the last reconcile; only their entries are redone. */
+  private changedPeers = new Set<string>();
   private reconciledOnce = false;
   private renewTimer: NodeJS.Timeout | undefined;
 
@@ -188,27 +191,34 @@ export class Agent {
     const diff = diffLeases(this.peers, peers);
     this.peers = peers;
     this.o.metrics.peers.set(peers.length);
-    // The first view always reconciles (start-up prune); later ones only when peers changed.
+    // The first view always reconciles in full (start-up prune); later ones only the peers that changed.
     if (isEmptyDiff(diff) && this.reconciledOnce) return;
+    const first = !this.reconciledOnce;
     this.reconciledOnce = true;
     for (const l of diff.added) this.o.logger.info("Peer joined", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
     for (const l of diff.removed) this.o.logger.info("Peer left", { peer: l.nodeName, subnets: l.subnets });
     for (const l of diff.changed) this.o.logger.info("Peer changed", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
-    this.scheduleReconcile();
+    if (first) return this.scheduleReconcile();
+    for (const l of [...diff.added, ...diff.removed, ...diff.changed]) this.changedPeers.add(l.nodeName);
+    this.scheduleReconcile("peers");
   }
 
-  /** One reconcile at a time; a request during one runs another right after it. */
-  private scheduleReconcile(): void {
+  /**
+   * One reconcile at a time; a request during one runs another right after it. Requests
+   * coalesce: a full one absorbs any peer events pending, peer events accumulate.
+   */
+  private scheduleReconcile(kind: "full" | "peers" = "full"): void {
     if (this.stopped || !this.lease || !this.backend) return;
-    if (this.reconciling) {
-      this.reconcileAgain = true;
-      return;
-    }
+    if (kind === "full") this.fullPending = true;
+    if (this.reconciling) return;
     this.reconciling = (async () => {
-      do {
-        this.reconcileAgain = false;
-        await this.reconcileOnce();
-      } while (this.reconcileAgain && !this.stopped);
+      while (!this.stopped && (this.fullPending || this.changedPeers.size > 0)) {
+        const full = this.fullPending;
+        const changed = [...this.changedPeers];
+        this.fullPending = false;
+        this.changedPeers.clear();
+        await this.reconcileOnce(full ? null : changed);
+      }
     })().finally(() => {
       this.reconciling = null;
     });
@@ -263,15 +273,22 @@ export class Agent {
     }
   }
 
-  private async reconcileOnce(): Promise<void> {
+  /** A full reconcile (`changed` null), or one of the peers named. */
+  private async reconcileOnce(changed: string[] | null): Promise<void> {
     const { metrics, logger } = this.o;
     metrics.reconciles.inc();
-    this.ensureSubnetFile();
-    this.reportStalePods();
-    this.reportUnreadable();
+    const end = metrics.reconcileSeconds.startTimer({ kind: changed ? "peers" : "full" });
+    if (!changed) {
+      this.ensureSubnetFile();
+      this.reportStalePods();
+      this.reportUnreadable();
+    }
     const backend = this.o.network.backend.type;
     try {
-      const report = await this.backend!.reconcile(this.lease!, this.peers);
+      const report = changed
+        ? await this.backend!.reconcilePeers(this.lease!, this.peers, changed)
+        : await this.backend!.reconcile(this.lease!, this.peers);
+      end();
       metrics.reconcileChanges.inc(report.changes);
       metrics.peerErrors.set(report.errors.length);
       this.recordDatapath({ backend, at: Date.now(), changes: report.changes, errors: report.errors });

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 /**
  * The agent's Prometheus metrics (flanneld has none). One registry per agent, so tests can
@@ -13,6 +13,7 @@ export interface AgentMetrics {
   reconciles: Counter;
   reconcileChanges: Counter;
   reconcileErrors: Counter;
+  reconcileSeconds: Histogram<"kind">;
   datastoreErrors: Counter<"op">;
   watchRestarts: Counter;
   leaseRenewals: Counter;
@@ -38,6 +39,14 @@ export function createMetrics(withProcessMetrics = true): AgentMetrics {
     reconciles: new Counter({ name: "twill_reconciles_total", help: "Datapath reconcile rounds", registers }),
     reconcileChanges: new Counter({ name: "twill_reconcile_changes_total", help: "Kernel changes applied by reconciles", registers }),
     reconcileErrors: new Counter({ name: "twill_reconcile_errors_total", help: "Reconcile rounds that failed", registers }),
+    // full: start-up and resync (reads the kernel); peers: a watch event (only the peers named).
+    reconcileSeconds: new Histogram({
+      name: "twill_reconcile_duration_seconds",
+      help: "Time of a successful reconcile, by kind",
+      labelNames: ["kind"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
     datastoreErrors: new Counter({
       name: "twill_datastore_errors_total",
       help: "Failed datastore operations, by operation",

@@ -125,4 +125,9 @@ export interface Backend {
    * owns that no current peer needs (peers that left while the agent was down too).
    */
   reconcile(local: NodeLease, peers: NodeLease[]): Promise<ReconcileReport>;
+  /**
+   * A peer event: brings only the entries of the peers named in `changed` (joined, left or
+   * changed; `peers` is the whole current set) in line, without reading the kernel.
+   */
+  reconcilePeers(local: NodeLease, peers: NodeLease[], changed: readonly string[]): Promise<ReconcileReport>;
 }
