@@ -49,7 +49,7 @@ describe("Agent", () => {
     const agent = new Agent({
       nodeName: node.name,
       network,
-      store: new LocalStore({ dir, network, leaseTTLMs: 30_000, pollMs: 100 }),
+      store: new LocalStore({ dir, network, leaseTTLMs: 30_000 }),
       ip,
       backend: () => createBackend(network, { ip, logger }),
       underlay: {},

@@ -20,7 +20,7 @@ const view: NodeView = {
 const peers = Array.from({ length: 100 }, (_, i) => peer(i + 1));
 const programmed = programmedFrom(peers, view, vxlanPath, NOW);
 const touched = (changes: ReturnType<typeof planPeerUpdate>["changes"]) =>
-  changes.map((c) => `${c.op} ${c.kind} ${"dst" in c.entry && c.kind === "route" ? c.entry.dst : c.kind === "neigh" ? c.entry.ip : c.entry.mac}`);
+  changes.map((c) => `${c.op} ${c.kind} ${c.kind === "route" ? c.entry.dst : c.kind === "neigh" ? c.entry.ip : c.entry.mac}`);
 
 describe("planPeerUpdate", () => {
   it("programs only a joining peer's entries, out of 100", () => {

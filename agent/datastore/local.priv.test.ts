@@ -19,7 +19,7 @@ describe("local datastore", () => {
     fresh: async () => {
       const dir = mkdtempSync(join(tmpdir(), "twill-local-store-"));
       dirs.push(dir);
-      return (network, leaseTTLMs) => new LocalStore({ dir, network, leaseTTLMs, pollMs: 100 });
+      return (network, leaseTTLMs) => new LocalStore({ dir, network, leaseTTLMs });
     },
   });
 });
@@ -33,7 +33,7 @@ describe("local datastore with damaged files", () => {
     rmSync(dir, { recursive: true, force: true });
   });
   const open = (lines: string[] = []) => {
-    const s = new LocalStore({ dir, network, leaseTTLMs: 60_000, pollMs: 100, logger: createLogger((l) => lines.push(l)) });
+    const s = new LocalStore({ dir, network, leaseTTLMs: 60_000, logger: createLogger((l) => lines.push(l)) });
     stores.push(s);
     return s;
   };
@@ -64,7 +64,7 @@ describe("local datastore with damaged files", () => {
     dir = mkdtempSync(join(tmpdir(), "twill-local-damaged-"));
     const wide = parseNetworkConfig({ Network: "10.5.0.0/16", SubnetLen: 24 });
     const opener = () => {
-      const s = new LocalStore({ dir, network: wide, leaseTTLMs: 60_000, pollMs: 100 });
+      const s = new LocalStore({ dir, network: wide, leaseTTLMs: 60_000 });
       stores.push(s);
       return s;
     };
