@@ -160,9 +160,10 @@ async function waitFor(mon: ReturnType<typeof monitorRoutes>, probe: () => boole
   });
 }
 
+/** CPU of the agent and of the ip/bridge/nft processes it ran and reaped (utime, stime, cutime, cstime). */
 const cpuTicks = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return Number(f[11]) + Number(f[12]);
+  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
 };
 const statusKb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
 const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
@@ -294,7 +295,7 @@ try {
   row(`peer joins: p50 / p95 (${events})`, `${quantile(joins, 0.5).toFixed(1)} / ${quantile(joins, 0.95).toFixed(1)} ms`, "target p95 <= 100 ms");
   row(`peer leaves: p50 / p95 (${events})`, `${quantile(leaves, 0.5).toFixed(1)} / ${quantile(leaves, 0.95).toFixed(1)} ms`, "target p95 <= 100 ms");
   row("peer-event reconcile, mean", `${((peerSum / peerCount) * 1000).toFixed(1)} ms`, "");
-  row(`CPU, nothing changing (${steadySeconds} s)`, `${(cpu * 100).toFixed(1)} %`, "target <= 2 % of a core");
+  row(`CPU incl. ip/nft children, quiet (${steadySeconds} s)`, `${(cpu * 100).toFixed(1)} %`, "target <= 2 % of a core");
   row(`resync with nothing to change, mean of ${fullCount}`, `${((fullSum / fullCount) * 1000).toFixed(0)} ms`, `target <= 100 ms; ${changesInWindow} changes made`);
   row("RSS / peak RSS", `${rss.toFixed(0)} / ${hwm.toFixed(0)} MB`, "target <= 150 MB");
   row("twill routes at the end", `${routes}`, `want ${peers}`);
