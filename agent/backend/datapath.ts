@@ -7,7 +7,7 @@ import type { Logger } from "../../shared/log.js";
 import { familyOfText } from "../../shared/net/cidr.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
 import { staleAddresses } from "../stale-subnet.js";
-import { emptyProgrammed, planPeerUpdate, programmedErrors, programmedFrom, type Programmed } from "./incremental.js";
+import { PeerPaths, emptyProgrammed, planPeerUpdate, programmedErrors, programmedFrom, type Programmed } from "./incremental.js";
 import { overheadOf, type NodeView, type PathFinder } from "./paths.js";
 import { emptyState, planDatapath, toBatches, type Change, type DatapathState } from "./plan.js";
 
@@ -40,6 +40,7 @@ export class Datapath implements Backend {
   /** The node as of the last full reconcile that succeeded; peer events plan against it. */
   private view: NodeView | null = null;
   private programmed: Programmed = emptyProgrammed();
+  private readonly paths: PeerPaths;
   private readonly now: () => number;
 
   constructor(
@@ -48,6 +49,7 @@ export class Datapath implements Backend {
     private readonly deps: BackendDeps,
   ) {
     this.type = carrier.type;
+    this.paths = new PeerPaths(carrier.find);
     this.now = deps.now ?? Date.now;
   }
 
@@ -93,7 +95,7 @@ export class Datapath implements Backend {
     const view: NodeView = { local, lease, vtep, underlayPrefixes: await connectedPrefixes(ip, local.underlayDev) };
     // Cleared first: if anything below fails, the next peer event takes the full path again.
     this.view = null;
-    const programmed = programmedFrom(peers, view, this.carrier.find, this.now());
+    const programmed = programmedFrom(peers, view, this.paths, this.now());
     const desired = emptyState();
     for (const entries of programmed.entries.values()) {
       desired.routes.push(...entries.routes);
@@ -120,7 +122,7 @@ export class Datapath implements Backend {
     if (!view || view.lease.subnets.join() !== lease.subnets.join() || view.lease.publicIP !== lease.publicIP) {
       return this.reconcile(lease, peers);
     }
-    const update = planPeerUpdate(peers, changed, this.programmed, view, this.carrier.find, this.now());
+    const update = planPeerUpdate(peers, changed, this.programmed, view, this.paths, this.now());
     const failures = await this.apply(update.changes, update.programmed);
     if (failures.length) {
       this.view = null;

@@ -1,5 +1,6 @@
+import { leaseKey } from "../leases.js";
 import type { NodeLease, PeerError } from "../types.js";
-import { desiredDatapath, type NodeView, type PathFinder } from "./paths.js";
+import { desiredDatapath, type DesiredDatapath, type NodeView, type PathFinder } from "./paths.js";
 import { emptyState, planDatapath, type Change, type DatapathState } from "./plan.js";
 
 /**
@@ -31,15 +32,62 @@ const merge = (into: DatapathState, from: DatapathState | undefined): void => {
   into.fdb.push(...from.fdb);
 };
 
+/**
+ * One peer's desired entries, remembered while the peer's lease and this node's view stay the
+ * same: a resync at thousands of peers then recomputes none of them.
+ */
+export class PeerPaths {
+  private viewKey = "";
+  private readonly memo = new Map<string, { key: string; lapsesAt: number; desired: DesiredDatapath }>();
+
+  constructor(private readonly find: PathFinder) {}
+
+  desired(peer: NodeLease, view: NodeView, now: number): DesiredDatapath {
+    const viewKey = JSON.stringify([view.local, view.lease.nodeName, view.lease.subnets, view.underlayPrefixes, view.vtep]);
+    if (viewKey !== this.viewKey) {
+      this.memo.clear();
+      this.viewKey = viewKey;
+    }
+    const key = leaseKey(peer);
+    const hit = this.memo.get(peer.nodeName);
+    if (hit && hit.key === key && now < hit.lapsesAt) return hit.desired;
+    const desired = desiredDatapath([peer], view, this.find, now);
+    this.memo.set(peer.nodeName, { key, lapsesAt: peer.expiresAt ?? Infinity, desired });
+    return desired;
+  }
+
+  forget(nodeName: string): void {
+    this.memo.delete(nodeName);
+  }
+}
+
 /** The changes for the peers named in `changed` (joined, left or changed), from `peers` (the current set). */
 export function planPeerUpdate(
   peers: readonly NodeLease[],
   changed: Iterable<string>,
   before: Programmed,
   view: NodeView,
-  find: PathFinder,
+  find: PathFinder | PeerPaths,
   now: number,
 ): PeerUpdate {
+  const { had, wants, programmed } = collect(peers, changed, before, view, find, now);
+  return { changes: planDatapath(wants, had), programmed };
+}
+
+/** Every peer's entries from a full desired view (what a full reconcile programs). */
+export function programmedFrom(peers: readonly NodeLease[], view: NodeView, find: PathFinder | PeerPaths, now: number): Programmed {
+  return collect(peers, peers.map((p) => p.nodeName), emptyProgrammed(), view, find, now).programmed;
+}
+
+function collect(
+  peers: readonly NodeLease[],
+  changed: Iterable<string>,
+  before: Programmed,
+  view: NodeView,
+  find: PathFinder | PeerPaths,
+  now: number,
+): { had: DatapathState; wants: DatapathState; programmed: Programmed } {
+  const paths = find instanceof PeerPaths ? find : new PeerPaths(find);
   const byName = new Map(peers.map((p) => [p.nodeName, p]));
   const programmed: Programmed = { entries: new Map(before.entries), errors: new Map(before.errors) };
   const had = emptyState();
@@ -47,7 +95,8 @@ export function planPeerUpdate(
   for (const name of new Set(changed)) {
     merge(had, before.entries.get(name));
     const peer = byName.get(name);
-    const desired = peer ? desiredDatapath([peer], view, find, now) : null;
+    const desired = peer ? paths.desired(peer, view, now) : null;
+    if (!peer) paths.forget(name);
     if (desired && name in desired.carriers) {
       merge(wants, desired.state);
       programmed.entries.set(name, desired.state);
@@ -57,12 +106,7 @@ export function planPeerUpdate(
     if (desired?.errors.length) programmed.errors.set(name, desired.errors);
     else programmed.errors.delete(name);
   }
-  return { changes: planDatapath(wants, had), programmed };
-}
-
-/** Every peer's entries from a full desired view (what a full reconcile programmed). */
-export function programmedFrom(peers: readonly NodeLease[], view: NodeView, find: PathFinder, now: number): Programmed {
-  return planPeerUpdate(peers, peers.map((p) => p.nodeName), emptyProgrammed(), view, find, now).programmed;
+  return { had, wants, programmed };
 }
 
 export const programmedErrors = (p: Programmed): PeerError[] => [...p.errors.values()].flat();
