@@ -62,15 +62,8 @@ export class PeerPaths {
 }
 
 /** The changes for the peers named in `changed` (joined, left or changed), from `peers` (the current set). */
-export function planPeerUpdate(
-  peers: readonly NodeLease[],
-  changed: Iterable<string>,
-  before: Programmed,
-  view: NodeView,
-  find: PathFinder | PeerPaths,
-  now: number,
-): PeerUpdate {
-  const { had, wants, programmed } = collect(peers, changed, before, view, find, now);
+export function planPeerUpdate(...args: Parameters<typeof collect>): PeerUpdate {
+  const { had, wants, programmed } = collect(...args);
   return { changes: planDatapath(wants, had), programmed };
 }
 
