@@ -99,13 +99,9 @@ export class Agent {
         logger.warn("Peer watch failed; resuming", { error: err.message });
       },
     );
-    // Start-up reconcile: prune what peers that left while the agent was down left behind.
-    try {
-      this.onLeases(await this.o.store.list());
-    } catch (err) {
-      metrics.datastoreErrors.inc({ op: "list" });
-      logger.warn("Listing peers failed; waiting for the watch", { error: errorMessage(err) });
-    }
+    // The watch's first view (a full list) triggers the start-up reconcile, which prunes what
+    // peers that left while the agent was down left behind; a second list here would read
+    // the whole datastore twice at start-up.
     if (this.stopped) return;
     this.timers.push(setInterval(() => this.scheduleReconcile(), this.o.resyncMs));
     this.scheduleRenew(underlay);
