@@ -183,7 +183,10 @@ export class Agent {
   private onLeases(all: NodeLease[]): void {
     if (this.stopped) return;
     this.reportUnreadable();
-    const peers = peersOf(all, this.o.nodeName);
+    // The watch is the authority on liveness: it drops a lapsed lease itself, and it reports
+    // no event for a renewal (only the expiry moves). A copy's expiresAt would go stale and
+    // make the datapath drop a live peer, so it is not kept.
+    const peers = peersOf(all, this.o.nodeName).map(({ expiresAt: _expiry, ...peer }) => peer);
     const diff = diffLeases(this.peers, peers);
     this.peers = peers;
     this.o.metrics.peers.set(peers.length);

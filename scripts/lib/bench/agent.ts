@@ -211,6 +211,7 @@ async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: n
 }
 
 let agent: ChildProcess | null = null;
+const log: string[] = [];
 let etcd: EtcdServer | null = null;
 let mon: ReturnType<typeof monitorRoutes> | null = null;
 try {
@@ -233,7 +234,6 @@ try {
     `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", ...writer.args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
-  const log: string[] = [];
   agent.stderr!.on("data", (c: Buffer) => log.push(c.toString()));
   const m = mon;
   const subnets = leases.map((l) => l.subnets[0]!);
@@ -301,6 +301,9 @@ try {
   row("twill routes at the end", `${routes}`, `want ${peers}`);
   row("warnings and errors in the agent's log", `${warnings.length}`, "want 0");
   for (const w of warnings.slice(0, 5)) console.log(`  ${w}`);
+} catch (err) {
+  console.error(`${String(err)}\nlast lines of the agent's log:\n${log.join("").split("\n").slice(-15).join("\n")}`);
+  process.exitCode = 1;
 } finally {
   if (agent) agent.kill("SIGKILL");
   mon?.child.kill();
