@@ -1,16 +1,18 @@
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { IpRoute } from "../shared/kernel/iproute.js";
-import { nullLogger } from "../shared/log.js";
+import { createLogger, type Logger } from "../shared/log.js";
+import { contains, parseCidr, parseIp, formatIp } from "../shared/net/cidr.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
 import { Agent } from "./agent.js";
 import { createBackend } from "./backend/index.js";
 import { parseNetworkConfig } from "./config.js";
 import { LocalStore } from "./datastore/local.js";
 import { request, until } from "./datastore/store-contract.js";
-import { createMetrics } from "./metrics.js";
-import { NodeNet } from "./testing/node-net.js";
+import { createMetrics, type AgentMetrics } from "./metrics.js";
+import { gatherStatus, renderStatus } from "./status.js";
+import { NodeNet, metricValue, type SimNode } from "./testing/node-net.js";
 
 /** The run loop in-process, driving the real backend inside a node namespace. */
 describe("Agent", () => {
@@ -21,51 +23,133 @@ describe("Agent", () => {
     await net?.destroy();
     net = null;
   });
+  const network = parseNetworkConfig({ Network: "10.6.0.0/23", SubnetLen: 24 });
 
-  it("acquires again after losing its lease, and rewrites the subnet file", async () => {
+  interface Running {
+    agent: Agent;
+    node: SimNode;
+    ip: IpRoute;
+    dir: string;
+    ipamDir: string;
+    metrics: AgentMetrics;
+    logs: { level: string; msg: string; [k: string]: unknown }[];
+    metric(name: string): Promise<number | undefined>;
+  }
+
+  async function startAgent(opts: { resyncMs?: number } = {}): Promise<Running> {
     net = await NodeNet.create(1);
+    const ipamDir = join(net.dir, "ipam");
     const node = net.nodes[0]!;
     mkdirSync(node.dir, { recursive: true });
-    const network = parseNetworkConfig({ Network: "10.6.0.0/23", SubnetLen: 24 });
     const dir = join(net.dir, "store");
     const ip = new IpRoute(`/run/netns/${node.ns}`);
     const metrics = createMetrics(false);
+    const logs: Running["logs"] = [];
+    const logger: Logger = createLogger((line) => logs.push(JSON.parse(line)));
     const agent = new Agent({
       nodeName: node.name,
       network,
-      store: new LocalStore({ dir, network, leaseTTLMs: 30_000, pollMs: 100 }),
+      store: new LocalStore({ dir, network, leaseTTLMs: 30_000 }),
       ip,
-      backend: () => createBackend(network, { ip, logger: nullLogger }),
+      backend: () => createBackend(network, { ip, logger }),
       underlay: {},
       subnetFile: node.subnetFile,
-      resyncMs: 1_000,
+      ipamDir,
+      resyncMs: opts.resyncMs ?? 1_000,
       renewMs: 300,
-      logger: nullLogger,
+      logger,
       metrics,
     });
     agents.push(agent);
     await agent.start();
     expect(agent.readiness().ready).toBe(true);
-    const first = readSubnetFile(node.subnetFile).nodeSubnets;
+    const metric = async (name: string) => metricValue(await metrics.registry.metrics(), name);
+    return { agent, node, ip, dir, ipamDir, metrics, logs, metric };
+  }
 
-    // An operator releases node-0 and another node takes exactly its subnet.
-    const other = new LocalStore({ dir, network, leaseTTLMs: 30_000 });
-    await other.release(node.name);
-    const thief = await other.acquire({ ...request("node-thief"), preferredSubnets: first });
-    expect(thief.subnets).toEqual(first);
+  /** An operator releases the node and another node takes exactly its subnet. */
+  async function stealSubnet(r: Running, subnet: string[]) {
+    const other = new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000 });
+    await other.release(r.node.name);
+    const thief = await other.acquire({ ...request("node-thief"), preferredSubnets: subnet });
+    expect(thief.subnets).toEqual(subnet);
+  }
+
+  it("acquires again after losing its lease, and rewrites the subnet file", async () => {
+    const r = await startAgent();
+    const first = readSubnetFile(r.node.subnetFile).nodeSubnets;
+    await stealSubnet(r, first);
 
     const second = await until("the agent writing its new subnet", () => {
-      const now = readSubnetFile(node.subnetFile).nodeSubnets;
+      const now = readSubnetFile(r.node.subnetFile).nodeSubnets;
       return now.join() !== first.join() ? now : undefined;
     });
     expect(second).toHaveLength(1);
     expect(second).not.toEqual(first);
-    await until("the agent ready again", () => agent.readiness().ready || undefined);
-    const page = await metrics.registry.getSingleMetricAsString("twill_datastore_errors_total");
+    await until("the agent ready again", () => r.agent.readiness().ready || undefined);
+    const page = await r.metrics.registry.getSingleMetricAsString("twill_datastore_errors_total");
     expect(page).toMatch(/twill_datastore_errors_total\{op="renew"\} [1-9]/);
     // The thief is a peer now: the datapath routes its subnet.
     await until("a route to the thief's subnet", async () =>
-      (await ip.routes(4, ["proto", "150"])).some((r) => r.dst === first[0]) || undefined,
+      (await r.ip.routes(4, ["proto", "150"])).some((route) => route.dst === first[0]) || undefined,
     );
+  });
+
+  it("converges on a new subnet: the bridge's old gateway goes, and pods on the old subnet are reported", async () => {
+    const r = await startAgent();
+    const ipamDir = r.ipamDir;
+    const first = readSubnetFile(r.node.subnetFile).nodeSubnets[0]!;
+    const old = parseCidr(first);
+    const gateway = `${formatIp(4, old.network + 1n)}/24`;
+    const podIp = formatIp(4, old.network + 5n);
+    // What the plugin left on the node for one pod: the bridge with its gateway, the reservation.
+    await r.ip.batch(
+      [
+        ["link", "add", "cni0", "type", "bridge"],
+        ["addr", "add", gateway, "dev", "cni0"],
+        ["link", "set", "cni0", "up"],
+      ],
+      "create the pod bridge",
+    );
+    mkdirSync(join(ipamDir, "twill"), { recursive: true });
+    writeFileSync(join(ipamDir, "twill", podIp), "pod-c1\r\neth0");
+
+    await stealSubnet(r, [first]);
+    await until("the new subnet in the subnet file", () => readSubnetFile(r.node.subnetFile).nodeSubnets[0] !== first || undefined);
+    await until("the old gateway off the bridge", async () => {
+      const addrs = (await r.ip.addrs("cni0"))[0]?.addr_info ?? [];
+      return addrs.every((a) => !contains(old, parseIp(a.local))) || undefined;
+    });
+    await until("the pod reported", async () => (await r.metric("twill_stale_pods")) === 1 || undefined);
+    await until("a route to the thief's subnet", async () =>
+      (await r.ip.routes(4, ["proto", "150"])).some((route) => route.dst === first) || undefined,
+    );
+    expect(await r.metric("twill_reconcile_errors_total")).toBe(0);
+    const reported = r.logs.filter((l) => l.msg === "Pods on a subnet this node no longer holds need a restart");
+    expect(reported).toHaveLength(1);
+    expect(reported[0]!.pods).toEqual([{ network: "twill", ip: podIp, containerId: "pod-c1" }]);
+    expect(r.logs.some((l) => l.msg === "Removed the address of a subnet this node no longer holds" && l.address === gateway)).toBe(true);
+
+    const status = await gatherStatus(new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000 }), r.node.name, r.node.subnetFile, undefined, undefined, ipamDir);
+    expect(status.stalePods).toEqual([{ network: "twill", ip: podIp, containerId: "pod-c1" }]);
+    expect(renderStatus(status, Date.now())).toContain(`pod pod-c1 has ${podIp} (network twill), outside this node's subnets: restart it`);
+  });
+
+  it("rewrites a damaged or edited subnet file on the next resync, and /readyz says so until then", async () => {
+    const r = await startAgent({ resyncMs: 300 });
+    const good = readFileSync(r.node.subnetFile, "utf8");
+    writeFileSync(r.node.subnetFile, good.slice(0, 30));
+    const broken = r.agent.readiness();
+    expect(broken.ready).toBe(false);
+    expect(broken.reason).toMatch(/is invalid: not JSON; rewriting it on the next resync/);
+    await until("the file repaired", () => readFileSync(r.node.subnetFile, "utf8") === good || undefined);
+    expect(r.agent.readiness().ready).toBe(true);
+
+    const edited = JSON.parse(good) as { mtu: number };
+    writeFileSync(r.node.subnetFile, JSON.stringify({ ...edited, mtu: 9000 }));
+    expect(r.agent.readiness().reason).toMatch(/differs from the lease/);
+    await until("the edit undone", () => readFileSync(r.node.subnetFile, "utf8") === good || undefined);
+    expect(await r.metric("twill_subnet_file_repairs_total")).toBe(2);
+    expect(r.logs.filter((l) => l.msg === "Rewrote the subnet file")).toHaveLength(2);
   });
 });

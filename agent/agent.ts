@@ -2,12 +2,13 @@ import { writeDatapathReport, type DatapathReport } from "./datapath-report.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { IpRoute } from "../shared/kernel/iproute.js";
 import type { Logger } from "../shared/log.js";
-import { readSubnetFile, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
+import { readSubnetFile, validateSubnetInfo, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
 import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
 import { diffLeases, isEmptyDiff, peersOf } from "./leases.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
+import { findStalePods } from "./stale-subnet.js";
 import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.js";
 
 /**
@@ -27,6 +28,8 @@ export interface AgentOptions {
   backend: (underlay: Underlay) => Backend;
   underlay: UnderlayWanted;
   subnetFile: string;
+  /** The IPAM store (`<dir>/<network>/<ip>`), searched for pods left on a subnet the node lost; none when absent. */
+  ipamDir?: string;
   /** Where the last reconcile's outcome is written for `twilld status`; none when absent. */
   datapathReportFile?: string;
   resyncMs: number;
@@ -40,6 +43,9 @@ const ACQUIRE_BACKOFF_MS = { first: 1_000, max: 30_000 };
 export class Agent {
   private lease: NodeLease | null = null;
   private subnetFileWritten = false;
+  /** What the subnet file must say, once a lease is held. */
+  private subnetInfo: SubnetInfo | null = null;
+  private stalePodsKey = "";
   private notReadyReason = "starting";
   private peers: NodeLease[] = [];
   private backend: Backend | null = null;
@@ -48,7 +54,10 @@ export class Agent {
   private stopWatch: (() => void) | null = null;
   private timers: NodeJS.Timeout[] = [];
   private reconciling: Promise<void> | null = null;
-  private reconcileAgain = false;
+  /** A full read-and-diff is due (start-up, resync timer, lease change). */
+  private fullPending = false;
+  /** Peers named by watch events since the last reconcile; only their entries are redone. */
+  private changedPeers = new Set<string>();
   private reconciledOnce = false;
   private renewTimer: NodeJS.Timeout | undefined;
 
@@ -56,7 +65,11 @@ export class Agent {
 
   readiness(): Readiness {
     const ready = this.lease !== null && this.subnetFileWritten && this.leaseLive();
-    return { ready, reason: ready ? `lease ${this.lease!.subnets.join(",")} held, subnet file written` : this.notReadyReason };
+    if (!ready) return { ready, reason: this.notReadyReason };
+    // Checked on every probe (a small file): a damaged file makes every ADD fail until repaired.
+    const problem = this.subnetFileProblem();
+    if (problem) return { ready: false, reason: `${problem}; rewriting it on the next resync` };
+    return { ready, reason: `lease ${this.lease!.subnets.join(",")} held, subnet file written` };
   }
 
   /** Runs until stop(); throws only on what retrying cannot fix (no underlay, a broken backend). */
@@ -86,13 +99,9 @@ export class Agent {
         logger.warn("Peer watch failed; resuming", { error: err.message });
       },
     );
-    // Start-up reconcile: prune what peers that left while the agent was down left behind.
-    try {
-      this.onLeases(await this.o.store.list());
-    } catch (err) {
-      metrics.datastoreErrors.inc({ op: "list" });
-      logger.warn("Listing peers failed; waiting for the watch", { error: errorMessage(err) });
-    }
+    // The watch's first view (a full list) triggers the start-up reconcile, which prunes what
+    // peers that left while the agent was down left behind; a second list here would read
+    // the whole datastore twice at start-up.
     if (this.stopped) return;
     this.timers.push(setInterval(() => this.scheduleReconcile(), this.o.resyncMs));
     this.scheduleRenew(underlay);
@@ -156,14 +165,15 @@ export class Agent {
       // Pods already on the old subnet lose their routes: say so loudly (flannel#520).
       this.o.logger.error("Node subnet changed after the lease was lost", { from: previousSubnets, to: lease.subnets });
     }
-    const info: SubnetInfo = {
+    const info: SubnetInfo = validateSubnetInfo({
       clusterCIDRs: this.o.network.clusterCIDRs,
       nodeSubnets: lease.subnets,
       mtu: underlay.mtu - this.backend!.overhead(underlay.family),
       backend: this.backend!.type,
       ipMasq: this.o.network.ipMasq,
       nodeName: this.o.nodeName,
-    };
+    });
+    this.subnetInfo = info;
     writeSubnetFile(this.o.subnetFile, info);
     this.subnetFileWritten = true;
     this.o.metrics.ready.set(1);
@@ -172,42 +182,112 @@ export class Agent {
 
   private onLeases(all: NodeLease[]): void {
     if (this.stopped) return;
-    const peers = peersOf(all, this.o.nodeName);
+    this.reportUnreadable();
+    // The watch is the authority on liveness: it drops a lapsed lease itself, and it reports
+    // no event for a renewal (only the expiry moves). A copy's expiresAt would go stale and
+    // make the datapath drop a live peer, so it is not kept.
+    const peers = peersOf(all, this.o.nodeName).map(({ expiresAt: _expiry, ...peer }) => peer);
     const diff = diffLeases(this.peers, peers);
     this.peers = peers;
     this.o.metrics.peers.set(peers.length);
-    // The first view always reconciles (start-up prune); later ones only when peers changed.
+    // The first view always reconciles in full (start-up prune); later ones only the peers that changed.
     if (isEmptyDiff(diff) && this.reconciledOnce) return;
+    const first = !this.reconciledOnce;
     this.reconciledOnce = true;
     for (const l of diff.added) this.o.logger.info("Peer joined", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
     for (const l of diff.removed) this.o.logger.info("Peer left", { peer: l.nodeName, subnets: l.subnets });
     for (const l of diff.changed) this.o.logger.info("Peer changed", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
-    this.scheduleReconcile();
+    if (first) return this.scheduleReconcile();
+    for (const l of [...diff.added, ...diff.removed, ...diff.changed]) this.changedPeers.add(l.nodeName);
+    this.scheduleReconcile("peers");
   }
 
-  /** One reconcile at a time; a request during one runs another right after it. */
-  private scheduleReconcile(): void {
+  /**
+   * One reconcile at a time; a request during one runs another right after it. Requests
+   * coalesce: a full one absorbs any peer events pending, peer events accumulate.
+   */
+  private scheduleReconcile(kind: "full" | "peers" = "full"): void {
     if (this.stopped || !this.lease || !this.backend) return;
-    if (this.reconciling) {
-      this.reconcileAgain = true;
-      return;
-    }
+    if (kind === "full") this.fullPending = true;
+    if (this.reconciling) return;
     this.reconciling = (async () => {
-      do {
-        this.reconcileAgain = false;
-        await this.reconcileOnce();
-      } while (this.reconcileAgain && !this.stopped);
+      while (!this.stopped && (this.fullPending || this.changedPeers.size > 0)) {
+        const full = this.fullPending;
+        const changed = [...this.changedPeers];
+        this.fullPending = false;
+        this.changedPeers.clear();
+        await this.reconcileOnce(full ? null : changed);
+      }
     })().finally(() => {
       this.reconciling = null;
     });
   }
 
-  private async reconcileOnce(): Promise<void> {
+  /** Why the subnet file on disk is not what it must be (missing, unreadable, other content); null when it is. */
+  private subnetFileProblem(): string | null {
+    if (!this.subnetInfo) return null;
+    try {
+      const onDisk = readSubnetFile(this.o.subnetFile);
+      return JSON.stringify(onDisk) === JSON.stringify(this.subnetInfo) ? null : `subnet file ${this.o.subnetFile} differs from the lease`;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  /** Rewrites a subnet file that was deleted, truncated or edited behind the agent's back. */
+  private ensureSubnetFile(): void {
+    const problem = this.subnetFileProblem();
+    if (!problem || !this.subnetInfo) return;
+    try {
+      writeSubnetFile(this.o.subnetFile, this.subnetInfo);
+      this.subnetFileWritten = true;
+      if (this.leaseLive()) this.o.metrics.ready.set(1);
+      this.o.metrics.subnetFileRepairs.inc();
+      this.o.logger.warn("Rewrote the subnet file", { path: this.o.subnetFile, reason: problem });
+    } catch (err) {
+      this.subnetFileWritten = false;
+      this.o.metrics.ready.set(0);
+      this.notReadyReason = `cannot write the subnet file: ${errorMessage(err)}`;
+      this.o.logger.error("Writing the subnet file failed", { path: this.o.subnetFile, error: errorMessage(err) });
+    }
+  }
+
+  /** Pods whose addresses lie in a subnet this node no longer holds: counted, and logged when the set changes. */
+  private reportStalePods(): void {
+    if (!this.o.ipamDir || !this.lease) return;
+    const pods = findStalePods(this.o.ipamDir, this.o.network.clusterCIDRs, this.lease.subnets);
+    this.o.metrics.stalePods.set(pods.length);
+    const key = JSON.stringify(pods);
+    if (key === this.stalePodsKey) return;
+    this.stalePodsKey = key;
+    if (pods.length > 0) {
+      this.o.logger.error("Pods on a subnet this node no longer holds need a restart", { subnets: this.lease.subnets, pods });
+    }
+  }
+
+  private reportUnreadable(): void {
+    const found = this.o.store.unreadable();
+    for (const kind of ["claim", "node"] as const) {
+      this.o.metrics.unreadableRecords.set({ kind }, found.filter((r) => r.kind === kind).length);
+    }
+  }
+
+  /** A full reconcile (`changed` null), or one of the peers named. */
+  private async reconcileOnce(changed: string[] | null): Promise<void> {
     const { metrics, logger } = this.o;
     metrics.reconciles.inc();
+    const end = metrics.reconcileSeconds.startTimer({ kind: changed ? "peers" : "full" });
+    if (!changed) {
+      this.ensureSubnetFile();
+      this.reportStalePods();
+      this.reportUnreadable();
+    }
     const backend = this.o.network.backend.type;
     try {
-      const report = await this.backend!.reconcile(this.lease!, this.peers);
+      const report = changed
+        ? await this.backend!.reconcilePeers(this.lease!, this.peers, changed)
+        : await this.backend!.reconcile(this.lease!, this.peers);
+      end();
       metrics.reconcileChanges.inc(report.changes);
       metrics.peerErrors.set(report.errors.length);
       this.recordDatapath({ backend, at: Date.now(), changes: report.changes, errors: report.errors });

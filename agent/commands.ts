@@ -34,6 +34,7 @@ export interface CommonOptions {
   kubeconfig?: string;
   kubeNamespace: string;
   subnetFile: string;
+  ipamDir: string;
   leaseTTLMs: number;
   logLevel: Level;
   /** twill-ipam's store of the CNI network: <dataDir>/<network name>. */
@@ -86,6 +87,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     backend: () => createBackend(network, { ip, logger: log }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,
+    ipamDir: o.ipamDir,
     datapathReportFile: datapathReportPath(o.stateDir),
     resyncMs: o.resyncMs,
     renewMs: Math.max(1_000, Math.min(Math.floor(o.leaseTTLMs / 3), MAX_RENEW_MS)),
@@ -143,7 +145,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
 export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
   const store = createStore(storeOptions(o, logger));
   try {
-    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir));
+    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir), o.ipamDir);
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
     return report.lease !== null && report.datastoreError === undefined;
   } finally {

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 /**
  * The agent's Prometheus metrics (flanneld has none). One registry per agent, so tests can
@@ -13,6 +13,7 @@ export interface AgentMetrics {
   reconciles: Counter;
   reconcileChanges: Counter;
   reconcileErrors: Counter;
+  reconcileSeconds: Histogram<"kind">;
   datastoreErrors: Counter<"op">;
   watchRestarts: Counter;
   leaseRenewals: Counter;
@@ -20,6 +21,9 @@ export interface AgentMetrics {
   leakSuspects: Gauge;
   leaksReleased: Counter<"reason">;
   leakSweepsSkipped: Counter;
+  unreadableRecords: Gauge<"kind">;
+  subnetFileRepairs: Counter;
+  stalePods: Gauge;
 }
 
 export function createMetrics(withProcessMetrics = true): AgentMetrics {
@@ -35,6 +39,14 @@ export function createMetrics(withProcessMetrics = true): AgentMetrics {
     reconciles: new Counter({ name: "twill_reconciles_total", help: "Datapath reconcile rounds", registers }),
     reconcileChanges: new Counter({ name: "twill_reconcile_changes_total", help: "Kernel changes applied by reconciles", registers }),
     reconcileErrors: new Counter({ name: "twill_reconcile_errors_total", help: "Reconcile rounds that failed", registers }),
+    // full: start-up and resync (reads the kernel); peers: a watch event (only the peers named).
+    reconcileSeconds: new Histogram({
+      name: "twill_reconcile_duration_seconds",
+      help: "Time of a successful reconcile, by kind",
+      labelNames: ["kind"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
     datastoreErrors: new Counter({
       name: "twill_datastore_errors_total",
       help: "Failed datastore operations, by operation",
@@ -52,5 +64,9 @@ export function createMetrics(withProcessMetrics = true): AgentMetrics {
       registers,
     }),
     leakSweepsSkipped: new Counter({ name: "twill_ipam_leak_sweeps_skipped_total", help: "Leak sweeps that released nothing because pods could not be read", registers }),
+    // claim: counted as taken; node: the peer's last good view is kept.
+    unreadableRecords: new Gauge({ name: "twill_datastore_unreadable_records", help: "Datastore records that cannot be decoded, by kind", labelNames: ["kind"], registers }),
+    subnetFileRepairs: new Counter({ name: "twill_subnet_file_repairs_total", help: "Times the subnet file was found missing or different and rewritten", registers }),
+    stalePods: new Gauge({ name: "twill_stale_pods", help: "Pod addresses in a subnet this node no longer holds: those pods need a restart", registers }),
   };
 }

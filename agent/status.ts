@@ -5,7 +5,8 @@ import { errorMessage } from "./errors.js";
 import { peersOf } from "./leases.js";
 import { readPolicyReport, renderPolicyReport, type PolicyReport } from "./policy/report.js";
 import { renderTable } from "./table.js";
-import type { NodeLease, SubnetStore } from "./types.js";
+import { findStalePods, type StalePod } from "./stale-subnet.js";
+import type { NodeLease, SubnetStore, UnreadableRecord } from "./types.js";
 
 /**
  * `twilld status`: this node's lease and subnet file, and every peer as the datastore has
@@ -23,11 +24,27 @@ export interface StatusReport {
   datapath: DatapathReport | null;
   /** What NetworkPolicy the running agent enforces; null when it wrote no report. */
   policy?: PolicyReport | null;
+  /** Datastore records that cannot be decoded (claims count as taken). */
+  unreadable: UnreadableRecord[];
+  /** Pods whose addresses lie outside the node's current subnets: they need a restart. */
+  stalePods: StalePod[];
   /** Problems an operator should look at (subnet file disagrees with the lease, ...). */
   warnings: string[];
 }
 
-export async function gatherStatus(store: SubnetStore, nodeName: string, subnetFilePath: string, datapathPath?: string, policyPath?: string): Promise<StatusReport> {
+export interface StatusExtras {
+  unreadable?: UnreadableRecord[];
+  stalePods?: StalePod[];
+}
+
+export async function gatherStatus(
+  store: SubnetStore,
+  nodeName: string,
+  subnetFilePath: string,
+  datapathPath?: string,
+  policyPath?: string,
+  ipamDir?: string,
+): Promise<StatusReport> {
   let info: SubnetInfo | null = null;
   let fileError: string | undefined;
   try {
@@ -43,7 +60,11 @@ export async function gatherStatus(store: SubnetStore, nodeName: string, subnetF
     datastoreError = errorMessage(err);
   }
   const datapath = datapathPath ? readDatapathReport(datapathPath) : null;
-  const report = buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError, datapath);
+  const stalePods = ipamDir && info ? findStalePods(ipamDir, info.clusterCIDRs, info.nodeSubnets) : [];
+  const report = buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError, datapath, {
+    unreadable: store.unreadable(),
+    stalePods,
+  });
   return policyPath ? { ...report, policy: readPolicyReport(policyPath) } : report;
 }
 
@@ -53,16 +74,29 @@ export function buildStatus(
   leases: NodeLease[],
   datastoreError?: string,
   datapath: DatapathReport | null = null,
+  extras: StatusExtras = {},
 ): StatusReport {
+  const unreadable = extras.unreadable ?? [];
+  const stalePods = extras.stalePods ?? [];
   const lease = leases.find((l) => l.nodeName === nodeName) ?? null;
   const warnings: string[] = [];
   if (!datastoreError && !lease) warnings.push(`node "${nodeName}" holds no lease in the datastore`);
   if (lease && subnetFile.info && lease.subnets.join() !== subnetFile.info.nodeSubnets.join()) {
     warnings.push(
-      `subnet file lists ${subnetFile.info.nodeSubnets.join(", ")} but the lease holds ${lease.subnets.join(", ")}: restart twilld to rewrite it`,
+      `subnet file lists ${subnetFile.info.nodeSubnets.join(", ")} but the lease holds ${lease.subnets.join(", ")}: twilld rewrites it on its next resync`,
     );
   }
   if (datapath?.failed) warnings.push(`the last datapath reconcile failed: ${datapath.failed}`);
+  for (const r of unreadable) {
+    warnings.push(
+      r.kind === "claim"
+        ? `unreadable subnet claim ${r.key} (${r.reason}): its subnet counts as taken; fix or remove it`
+        : `unreadable node record ${r.key} (${r.reason}): peers keep their last good view of that node`,
+    );
+  }
+  for (const p of stalePods) {
+    warnings.push(`pod ${p.containerId || "(unknown container)"} has ${p.ip} (network ${p.network}), outside this node's subnets: restart it`);
+  }
   return {
     nodeName,
     subnetFile,
@@ -70,6 +104,8 @@ export function buildStatus(
     peers: peersOf(leases, nodeName),
     datapath,
     ...(datastoreError ? { datastoreError } : {}),
+    unreadable,
+    stalePods,
     warnings,
   };
 }

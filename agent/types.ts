@@ -58,6 +58,14 @@ export interface AcquireRequest {
   preferredSubnets?: string[];
 }
 
+/** A record the datastore holds but cannot decode: a claim (never free) or a node record. */
+export interface UnreadableRecord {
+  kind: "claim" | "node";
+  /** The file path, etcd key or `Lease <namespace>/<name>`. */
+  key: string;
+  reason: string;
+}
+
 export interface SubnetStore {
   /**
    * Claims subnets for the node, or gets back the ones it already holds: a restarted agent
@@ -76,6 +84,11 @@ export interface SubnetStore {
    * errors by itself (resume, relist); `onError` reports them. Returns a stop function.
    */
   watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void;
+  /**
+   * Records the store holds but could not decode, as of its last read (list, watch, acquire):
+   * claims among them count as taken, node records keep their last good view.
+   */
+  unreadable(): UnreadableRecord[];
   /** Gives the node's subnets back (node removed for good). */
   release(nodeName: string): Promise<void>;
   close(): Promise<void>;
@@ -112,4 +125,9 @@ export interface Backend {
    * owns that no current peer needs (peers that left while the agent was down too).
    */
   reconcile(local: NodeLease, peers: NodeLease[]): Promise<ReconcileReport>;
+  /**
+   * A peer event: brings only the entries of the peers named in `changed` (joined, left or
+   * changed; `peers` is the whole current set) in line, without reading the kernel.
+   */
+  reconcilePeers(local: NodeLease, peers: NodeLease[], changed: readonly string[]): Promise<ReconcileReport>;
 }

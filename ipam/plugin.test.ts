@@ -144,10 +144,10 @@ describe("node mode", () => {
     expect(files()).toEqual([]);
   });
 
-  it("answers 7 on ADD and 50 on STATUS to a subnet file that is not valid", async () => {
+  it("answers 11 (try again: the agent rewrites it) on ADD and 50 on STATUS to a subnet file that is not valid", async () => {
     writeFileSync(subnetFile(), "{");
     const c = conf({ subnetFile: subnetFile() });
-    expect((await failure(ipam.add(call(c)))).code).toBe(7);
+    expect(await failure(ipam.add(call(c)))).toMatchObject({ code: 11, msg: expect.stringMatching(/subnet file .* is invalid: not JSON/) });
     expect((await failure(ipam.status(call(c)))).code).toBe(50);
   });
 });

@@ -57,8 +57,9 @@ export function readSubnetFile(path = DEFAULT_SUBNET_FILE): SubnetInfo {
 
 /**
  * The subnet file as a CNI operation reads it, its absence or damage turned into the error that
- * operation reports. ADD: missing is 11 (the agent is not ready yet; the runtime retries the
- * pod), invalid is 7. STATUS: either is 50 (not available).
+ * operation reports. ADD: missing or invalid is 11 (the agent is not ready yet, or rewrites a
+ * damaged file on its next resync; the runtime retries the pod). STATUS: either is 50 (not
+ * available).
  */
 export function readSubnetFileFor(command: "ADD" | "STATUS", path: string): SubnetInfo {
   try {
@@ -66,7 +67,7 @@ export function readSubnetFileFor(command: "ADD" | "STATUS", path: string): Subn
   } catch (err) {
     if (command === "STATUS") throw new CniError(Code.NotAvailable, (err as Error).message);
     if (err instanceof SubnetFileMissing) throw tryAgainLater(err.message);
-    if (err instanceof SubnetFileInvalid) throw new CniError(Code.InvalidConfig, err.message);
+    if (err instanceof SubnetFileInvalid) throw tryAgainLater(err.message);
     throw err;
   }
 }

@@ -6,8 +6,10 @@ import { ensureVtep, stableVtepMac, vtepAddress, vtepName, type VxlanSpec } from
 import type { Logger } from "../../shared/log.js";
 import { familyOfText } from "../../shared/net/cidr.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
-import { desiredDatapath, overheadOf, type NodeView, type PathFinder } from "./paths.js";
-import { planDatapath, toBatches, type DatapathState } from "./plan.js";
+import { staleAddresses } from "../stale-subnet.js";
+import { PeerPaths, emptyProgrammed, planPeerUpdate, programmedErrors, programmedFrom, type Programmed } from "./incremental.js";
+import { overheadOf, type NodeView, type PathFinder } from "./paths.js";
+import { emptyState, planDatapath, toBatches, type Change, type DatapathState } from "./plan.js";
 
 export interface BackendDeps {
   /** iproute2 bound to the node's namespace. */
@@ -35,6 +37,10 @@ export class Datapath implements Backend {
   private local: LocalNode | null = null;
   private masqListing: string | null = null;
   private lastErrors = "";
+  /** The node as of the last full reconcile that succeeded; peer events plan against it. */
+  private view: NodeView | null = null;
+  private programmed: Programmed = emptyProgrammed();
+  private readonly paths: PeerPaths;
   private readonly now: () => number;
 
   constructor(
@@ -43,6 +49,7 @@ export class Datapath implements Backend {
     private readonly deps: BackendDeps,
   ) {
     this.type = carrier.type;
+    this.paths = new PeerPaths(carrier.find);
     this.now = deps.now ?? Date.now;
   }
 
@@ -83,32 +90,86 @@ export class Datapath implements Backend {
       if (result.created) this.deps.logger.warn("Created missing VXLAN device", { device: spec.name, ...(result.recreated ? { reason: result.recreated } : {}) });
       vtep = { dev: spec.name, vni: spec.vni, port: spec.port };
     }
+    // Before routes: a gateway address of a subnet the node lost shadows the route to its new owner.
+    changes += await this.removeStaleAddresses(lease, [vtep?.dev, local.underlayDev]);
     const view: NodeView = { local, lease, vtep, underlayPrefixes: await connectedPrefixes(ip, local.underlayDev) };
-    const desired = desiredDatapath(peers, view, this.carrier.find, this.now());
+    // Cleared first: if anything below fails, the next peer event takes the full path again.
+    this.view = null;
+    const programmed = programmedFrom(peers, view, this.paths, this.now());
+    const desired = emptyState();
+    for (const entries of programmed.entries.values()) {
+      desired.routes.push(...entries.routes);
+      desired.neighbors.push(...entries.neighbors);
+      desired.fdb.push(...entries.fdb);
+    }
     const actual = await this.readOwned(vtep?.dev ?? null);
-    const plan = planDatapath(desired.state, actual);
+    const plan = planDatapath(desired, actual);
+    const failures = await this.apply(plan, programmed);
+    changes += plan.length;
+    changes += await this.reconcileMasquerade();
+    if (failures.length) throw new KernelError("program peer datapath", failures.join("; "));
+    this.view = view;
+    return { changes, errors: programmedErrors(programmed) };
+  }
+
+  /**
+   * A peer event: only the named peers' entries are planned (against what was programmed for
+   * them) and applied, without reading the kernel. Falls back to the full reconcile before the
+   * first one, after a failed one, and when this node's own lease changed.
+   */
+  async reconcilePeers(lease: NodeLease, peers: NodeLease[], changed: readonly string[]): Promise<ReconcileReport> {
+    const view = this.view;
+    if (!view || view.lease.subnets.join() !== lease.subnets.join() || view.lease.publicIP !== lease.publicIP) {
+      return this.reconcile(lease, peers);
+    }
+    const update = planPeerUpdate(peers, changed, this.programmed, view, this.paths, this.now());
+    const failures = await this.apply(update.changes, update.programmed);
+    if (failures.length) {
+      this.view = null;
+      throw new KernelError("program peer datapath", failures.join("; "));
+    }
+    return { changes: update.changes.length, errors: programmedErrors(update.programmed) };
+  }
+
+  /** Applies a plan in one `bridge -batch` and one `ip -batch`; returns the failures. */
+  private async apply(plan: Change[], programmed: Programmed): Promise<string[]> {
+    const ip = this.deps.ip;
     const batches = toBatches(plan);
     const failures: string[] = [];
     // -force: one bad entry must not keep the other peers' entries out; failures are reported.
     await ip.bridgeBatch(batches.bridge, "update VXLAN FDB", true).catch((e: unknown) => failures.push(String((e as Error).message)));
     await ip.batch(batches.ip, "update peer routes and neighbors", true).catch((e: unknown) => failures.push(String((e as Error).message)));
-    changes += plan.length;
-    changes += await this.reconcileMasquerade();
+    this.programmed = programmed;
     if (plan.length) {
       this.deps.logger.info("Reconciled peer datapath", {
         changes: plan.length,
         added: plan.filter((c) => c.op === "replace").length,
         removed: plan.filter((c) => c.op === "del").length,
-        peers: Object.keys(desired.carriers).length,
+        peers: programmed.entries.size,
       });
     }
-    const errorsText = JSON.stringify(desired.errors);
+    const errors = programmedErrors(programmed).sort((a, b) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : 0));
+    const errorsText = JSON.stringify(errors);
     if (errorsText !== this.lastErrors) {
-      for (const e of desired.errors) this.deps.logger.error("Peer unreachable", { peer: e.peer, reason: e.message });
+      for (const e of errors) this.deps.logger.error("Peer unreachable", { peer: e.peer, reason: e.message });
       this.lastErrors = errorsText;
     }
-    if (failures.length) throw new KernelError("program peer datapath", failures.join("; "));
-    return { changes, errors: desired.errors };
+    return failures;
+  }
+
+  /** Takes addresses of subnets this node no longer holds off its interfaces (the bridge's old gateway). */
+  private async removeStaleAddresses(lease: NodeLease, skip: (string | undefined)[]): Promise<number> {
+    const stale = staleAddresses(await this.deps.ip.addrs(), this.network.clusterCIDRs, lease.subnets, skip);
+    if (stale.length === 0) return 0;
+    await this.deps.ip.batch(
+      stale.map((a) => ["addr", "del", a.address, "dev", a.dev]),
+      "remove addresses of a subnet this node no longer holds",
+      true,
+    );
+    for (const a of stale) {
+      this.deps.logger.warn("Removed the address of a subnet this node no longer holds", { dev: a.dev, address: a.address, subnets: lease.subnets });
+    }
+    return stale.length;
   }
 
   private async readOwned(vtepDev: string | null): Promise<DatapathState> {

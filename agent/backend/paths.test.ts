@@ -102,6 +102,16 @@ describe("desiredDatapath", () => {
   });
 });
 
+describe("a peer listing this node's own subnet", () => {
+  it("is not routed and is reported, until one of the two leases gives way", () => {
+    const thief = lease("node-t", "192.168.1.9", ["10.244.1.0/24"], "02:00:00:00:00:09");
+    const out = desiredDatapath([thief, adjacent], view, vxlanPath, 0);
+    expect(out.carriers["node-t"]).toBeNull();
+    expect(out.state.routes.map((r) => r.dst)).toEqual(["10.244.2.0/24", "fd00:0:0:2::/64"]);
+    expect(out.errors).toEqual([{ peer: "node-t", message: expect.stringMatching(/lists 10.244.1.0\/24, which overlaps this node's own subnet/) }]);
+  });
+});
+
 describe("overheadOf", () => {
   it("is 50 for VXLAN over IPv4, 70 over IPv6, 0 for host-gw, and auto takes VXLAN's", () => {
     expect([overheadOf("vxlan", 4), overheadOf("vxlan", 6), overheadOf("host-gw", 4), overheadOf("auto", 6)]).toEqual([50, 70, 0, 70]);

@@ -1,4 +1,4 @@
-import { contains, familyOfText, formatCidr, formatIp, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
+import { contains, familyOfText, formatCidr, formatIp, overlaps, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
 import type { LocalNode, NodeLease, PeerError } from "../types.js";
 import { emptyState, type DatapathState } from "./plan.js";
 
@@ -114,6 +114,14 @@ export function desiredDatapath(peers: readonly NodeLease[], view: NodeView, fin
     if (peer.nodeName === view.lease.nodeName || seen.has(peer.nodeName)) continue;
     if (peer.expiresAt !== undefined && peer.expiresAt <= now) continue;
     seen.add(peer.nodeName);
+    // A peer listing a subnet this node holds: one of the two leases is stale (this node's own
+    // loss not yet noticed). Routing it would shadow local pods; wait for the leases to settle.
+    const clash = peer.subnets.find((sub) => view.lease.subnets.some((own) => overlaps(parseCidr(own), parseCidr(sub))));
+    if (clash) {
+      out.carriers[peer.nodeName] = null;
+      out.errors.push({ peer: peer.nodeName, message: `peer ${peer.nodeName} lists ${clash}, which overlaps this node's own subnet: not routed until one lease gives way` });
+      continue;
+    }
     const path = find(peer, view);
     out.carriers[peer.nodeName] = path.carrier;
     out.state.routes.push(...path.entries.routes);

@@ -54,7 +54,12 @@ export function planDatapath(desired: DatapathState, actual: DatapathState): Cha
 function diff<T>(desired: T[], actual: T[], key: (t: T) => string, same: (a: T, b: T) => boolean) {
   const want = new Map(desired.map((d) => [key(d), d]));
   const have = new Map<string, T[]>();
-  for (const a of actual) have.set(key(a), [...(have.get(key(a)) ?? []), a]);
+  for (const a of actual) {
+    const k = key(a);
+    const list = have.get(k);
+    if (list) list.push(a);
+    else have.set(k, [a]);
+  }
   const out: { op: "replace" | "del"; entry: T }[] = [];
   for (const [k, entries] of have) {
     const w = want.get(k);
@@ -92,7 +97,15 @@ export function toBatches(changes: readonly Change[]): { bridge: BatchLine[]; ip
   return { bridge, ip: [...routeDels, ...neighs, ...routeAdds] };
 }
 
+/** Canonical address text, remembered: a resync at thousands of peers keys every neighbor. */
+const canonicalIps = new Map<string, string>();
 function canonicalIp(text: string): string {
-  const ip = parseIp(text);
-  return formatIp(ip.family, ip.value);
+  let c = canonicalIps.get(text);
+  if (c === undefined) {
+    const ip = parseIp(text);
+    c = formatIp(ip.family, ip.value);
+    if (canonicalIps.size >= 100_000) canonicalIps.clear();
+    canonicalIps.set(text, c);
+  }
+  return c;
 }

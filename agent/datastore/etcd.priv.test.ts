@@ -68,6 +68,38 @@ describe("etcd datastore", () => {
     }
   });
 
+  it("treats a claim value that does not decode as taken, and keeps the last good view of a peer whose record does not decode", async () => {
+    const prefix = "/damaged/";
+    const network = parseNetworkConfig({ Network: "10.5.0.0/23", SubnetLen: 24 });
+    const open = opener(prefix);
+    const a = open(network, 30_000);
+    const watcherStore = open(network, 30_000);
+    const watcher = follow(watcherStore);
+    try {
+      await a.client.put(`${prefix}subnets/10.5.0.0-24`, '{"nodeName":"node-li');
+      const lease = await a.acquire({ ...request("node-a"), preferredSubnets: ["10.5.0.0/24"] });
+      expect(lease.subnets).toEqual(["10.5.1.0/24"]);
+      await expect(open(network, 30_000).acquire(request("node-b"))).rejects.toThrow(/no free \/24 subnet/);
+      expect(a.unreadable()).toEqual([{ kind: "claim", key: `${prefix}subnets/10.5.0.0-24`, reason: expect.any(String) }]);
+
+      await until("seeing node-a", () => watcher.names().includes("node-a"));
+      await a.client.put(`${prefix}nodes/node-a`, "{truncated");
+      await a.client.put(`${prefix}nodes/node-z`, "garbage");
+      await until("the damage reported", () => watcherStore.unreadable().length === 3 || undefined);
+      expect(watcher.names()).toEqual(["node-a"]);
+      expect(watcher.leases()[0]!.subnets).toEqual(["10.5.1.0/24"]);
+      expect(watcherStore.unreadable().map((r) => `${r.kind} ${r.key}`)).toEqual([
+        `node ${prefix}nodes/node-a`,
+        `node ${prefix}nodes/node-z`,
+        `claim ${prefix}subnets/10.5.0.0-24`,
+      ].sort((x, y) => (x.split(" ")[1]! < y.split(" ")[1]! ? -1 : 1)));
+    } finally {
+      watcher.stop();
+      await a.close();
+      await watcherStore.close();
+    }
+  });
+
   it("relists when the watch resumes at a compacted revision", async () => {
     const proxy = await startTcpProxy(Number(new URL(etcd.endpoint).port));
     const network = parseNetworkConfig({ Network: "10.244.0.0/16" });

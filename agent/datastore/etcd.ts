@@ -3,8 +3,9 @@ import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
 import { claimAge, checkNodeName, decodeLease, leaseKey, leaseSetKey } from "../leases.js";
-import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
+import { UnreadableRecords } from "./unreadable.js";
 import { EtcdClient, WatchCompacted, type KeyValue } from "./etcd-client.js";
 
 /**
@@ -18,6 +19,10 @@ import { EtcdClient, WatchCompacted, type KeyValue } from "./etcd-client.js";
  * alive; when it lapses etcd deletes them, which every watcher sees as the node leaving and
  * which frees the subnet. A restarted agent finds its keys by node name and adopts the etcd
  * lease they hang on, so it keeps its subnet.
+ *
+ * A value that does not decode costs only its key: a claim stays taken (the create-revision
+ * transaction never overwrites it) and its subnet stays with the record that lists it; a node
+ * record keeps the last good view of that peer.
  */
 
 export interface EtcdStoreOptions {
@@ -32,24 +37,51 @@ export interface EtcdStoreOptions {
 export const subnetKeySuffix = (subnet: string): string => subnet.replace("/", "-");
 const subnetOfKeySuffix = (suffix: string): string => suffix.replace(/-(\d+)$/, "/$1");
 
-/** The live leases in a snapshot of the prefix: node records, each limited to the claims naming it. */
-export function leasesFromKvs(prefix: string, kvs: Iterable<KeyValue>): NodeLease[] {
+/** The owner a claim value names; undefined when the value does not decode. */
+const claimOwner = (value: string): string | undefined => {
+  const owner = (parseJson(value) as { nodeName?: unknown } | null)?.nodeName;
+  return typeof owner === "string" ? owner : undefined;
+};
+
+export interface KvLeases {
+  leases: NodeLease[];
+  unreadable: UnreadableRecord[];
+}
+
+/**
+ * The live leases in a snapshot of the prefix: node records, each limited to the claims naming
+ * it. `lastGood` (node key → record) is what an undecodable record falls back to; it is updated
+ * with every record that decodes and pruned of keys no longer present.
+ */
+export function leasesFromKvs(prefix: string, kvs: Iterable<KeyValue>, lastGood = new Map<string, NodeLease>()): KvLeases {
   const owners = new Map<string, string>();
+  const unreadableClaims = new Set<string>();
   const records: NodeLease[] = [];
+  const unreadable: UnreadableRecord[] = [];
+  const nodeKeys = new Set<string>();
   for (const kv of kvs) {
     if (kv.key.startsWith(`${prefix}subnets/`)) {
-      const owner = parseJson(kv.value) as { nodeName?: unknown } | null;
-      if (owner && typeof owner.nodeName === "string") {
-        owners.set(subnetOfKeySuffix(kv.key.slice(prefix.length + "subnets/".length)), owner.nodeName);
+      const subnet = subnetOfKeySuffix(kv.key.slice(prefix.length + "subnets/".length));
+      const owner = claimOwner(kv.value);
+      if (owner !== undefined) owners.set(subnet, owner);
+      else {
+        unreadableClaims.add(subnet);
+        unreadable.push({ kind: "claim", key: kv.key, reason: "value is not a claim ({\"nodeName\"})" });
       }
     } else if (kv.key.startsWith(`${prefix}nodes/`)) {
+      nodeKeys.add(kv.key);
       const lease = decodeLease(parseJson(kv.value));
-      if (lease) records.push(lease);
+      if (lease) lastGood.set(kv.key, lease);
+      else unreadable.push({ kind: "node", key: kv.key, reason: "value is not a node record" });
+      const view = lease ?? lastGood.get(kv.key);
+      if (view) records.push(view);
     }
   }
-  return records
-    .map((l) => ({ ...l, subnets: l.subnets.filter((s) => owners.get(s) === l.nodeName) }))
+  for (const key of [...lastGood.keys()]) if (!nodeKeys.has(key)) lastGood.delete(key);
+  const leases = records
+    .map((l) => ({ ...l, subnets: l.subnets.filter((s) => owners.get(s) === l.nodeName || unreadableClaims.has(s)) }))
     .filter((l) => l.subnets.length > 0);
+  return { leases, unreadable };
 }
 
 export class EtcdStore implements SubnetStore {
@@ -60,6 +92,8 @@ export class EtcdStore implements SubnetStore {
   /** The etcd lease each node's keys hang on, as acquired through this store. */
   private readonly leaseIds = new Map<string, string>();
   private readonly stops = new Set<() => void>();
+  private readonly damaged: UnreadableRecords;
+  private readonly lastGood = new Map<string, NodeLease>();
 
   constructor(private readonly opts: EtcdStoreOptions) {
     if (!opts.prefix.endsWith("/")) throw new DatastoreError("use etcd prefix", `"${opts.prefix}" must end with "/"`);
@@ -67,6 +101,11 @@ export class EtcdStore implements SubnetStore {
     this.logger = opts.logger ?? nullLogger;
     this.now = opts.now ?? Date.now;
     this.ttlSeconds = Math.max(2, Math.ceil(opts.leaseTTLMs / 1000));
+    this.damaged = new UnreadableRecords(this.logger);
+  }
+
+  unreadable(): UnreadableRecord[] {
+    return this.damaged.list();
   }
 
   private subnetKey = (subnet: string) => `${this.opts.prefix}subnets/${subnetKeySuffix(subnet)}`;
@@ -78,9 +117,13 @@ export class EtcdStore implements SubnetStore {
     const { kvs } = await this.client.rangePrefix(`${this.opts.prefix}subnets/`);
     const claims = kvs.map((kv) => ({
       subnet: subnetOfKeySuffix(kv.key.slice(`${this.opts.prefix}subnets/`.length)),
-      owner: (parseJson(kv.value) as { nodeName?: string } | null)?.nodeName,
+      owner: claimOwner(kv.value),
       kv,
     }));
+    // An undecodable claim names no owner: it is among the taken ones below, never free.
+    for (const c of claims) {
+      if (c.owner === undefined) this.damaged.set({ kind: "claim", key: c.kv.key, reason: "value is not a claim ({\"nodeName\"})" });
+    }
     const own = claims.filter((c) => c.owner === name);
     const leaseId = await this.leaseFor(own.map((c) => c.kv.lease));
     const ownerValue = JSON.stringify({ nodeName: name });
@@ -136,7 +179,13 @@ export class EtcdStore implements SubnetStore {
 
   async list(): Promise<NodeLease[]> {
     const { kvs } = await this.client.rangePrefix(this.opts.prefix);
-    return leasesFromKvs(this.opts.prefix, kvs);
+    return this.decode(kvs);
+  }
+
+  private decode(kvs: Iterable<KeyValue>): NodeLease[] {
+    const { leases, unreadable } = leasesFromKvs(this.opts.prefix, kvs, this.lastGood);
+    this.damaged.replace(unreadable);
+    return leases;
   }
 
   /**
@@ -150,7 +199,7 @@ export class EtcdStore implements SubnetStore {
     let revision = 0;
     let lastKey: string | undefined;
     const emit = () => {
-      const leases = leasesFromKvs(prefix, state.values());
+      const leases = this.decode(state.values());
       const key = leaseSetKey(leases);
       if (key !== lastKey && !abort.signal.aborted) {
         lastKey = key;

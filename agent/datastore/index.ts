@@ -14,7 +14,7 @@ export interface DatastoreOptions {
   network?: NetworkConfig;
   leaseTTLMs: number;
   logger: Logger;
-  local: { dir: string; pollMs?: number };
+  local: { dir: string; rescanMs?: number };
   etcd: { endpoints: string[]; prefix: string };
   /** Default: KUBECONFIG, ~/.kube/config or the in-cluster service account; Leases in kube-system. */
   kubernetes?: { kubeconfig?: string; namespace?: string };

@@ -16,6 +16,7 @@ import {
   publishedLeases,
   subnetSource,
   takenByOthers,
+  unreadableObjects,
   type LeaseView,
   type NodeView,
 } from "./kubernetes-objects.js";
@@ -237,5 +238,44 @@ describe("nodeFingerprint", () => {
     expect(nodeFingerprint(nodeView({ ...raw, metadata: { ...raw.metadata, annotations: { ...raw.metadata.annotations, other: "x" } } }))).toBe(base);
     expect(nodeFingerprint(nodeView({ ...raw, metadata: { name: "a", annotations: { [ANNOTATIONS.publicIP]: "192.0.2.2" } } }))).not.toBe(base);
     expect(nodeFingerprint(nodeView({ ...raw, spec: { podCIDRs: ["10.244.2.0/24"] } }))).not.toBe(base);
+  });
+});
+
+describe("unreadable objects", () => {
+  const raw = (subnetAnnotation: string | undefined, holder = "live", renew = new Date(NOW - 600_000)) =>
+    leaseView({
+      metadata: {
+        name: "twill-10-244-1-0-24",
+        labels: { "app.kubernetes.io/managed-by": "twilld" },
+        annotations: subnetAnnotation === undefined ? {} : { "twill.dev/subnet": subnetAnnotation },
+      },
+      spec: { holderIdentity: holder, leaseDurationSeconds: 60, renewTime: renew },
+    });
+
+  it("never frees or takes over a managed Lease whose subnet annotation is missing, garbage or another subnet", () => {
+    for (const bad of [undefined, "garbage", "10.244.2.0/24"]) {
+      const l = raw(bad);
+      expect(l.unreadable).toBeDefined();
+      // Lapsed by its renewTime, yet not free.
+      expect(claimDecision(l, "a", NOW)).toBe("taken");
+      expect(takenByOthers("a", [], [l], NOW).map(formatCidr)).toEqual(["10.244.1.0/24"]);
+      expect(unreadableObjects([], [l], "kube-system")).toEqual([
+        { kind: "claim", key: "Lease kube-system/twill-10-244-1-0-24", reason: l.unreadable },
+      ]);
+    }
+    expect(raw("10.244.1.0/24").unreadable).toBeUndefined();
+  });
+
+  it("keeps a node's subnet whose Lease cannot be read, and a node's last good view when its annotations stop decoding", () => {
+    const lastGood = new Map();
+    const good = clean(node("live", {}, ["10.244.1.0/24"]));
+    const before = publishedLeases([good], [lease("10.244.1.0/24", "live")], NOW, lastGood);
+    expect(before.map((l) => l.subnets)).toEqual([["10.244.1.0/24"]]);
+    expect(publishedLeases([good], [raw("garbage")], NOW, lastGood).map((l) => l.subnets)).toEqual([["10.244.1.0/24"]]);
+    const torn = { ...good, annotations: { ...good.annotations, [ANNOTATIONS.backendData]: "{not json" } };
+    expect(publishedLeases([torn], [lease("10.244.1.0/24", "live")], NOW, lastGood).map((l) => [l.nodeName, l.subnets, l.backend])).toEqual([
+      ["live", ["10.244.1.0/24"], backend],
+    ]);
+    expect(unreadableObjects([torn], [], "kube-system").map((r) => r.key)).toEqual(["Node live"]);
   });
 });

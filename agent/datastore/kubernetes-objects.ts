@@ -1,6 +1,6 @@
 import { covers, formatCidr, parseCidr, type Cidr } from "../../shared/net/cidr.js";
 import { DatastoreError } from "../errors.js";
-import type { BackendData, NetworkConfig, NodeLease } from "../types.js";
+import type { BackendData, NetworkConfig, NodeLease, UnreadableRecord } from "../types.js";
 
 /**
  * What the `kubernetes` datastore reads from and writes to the API, as plain data and pure
@@ -54,6 +54,11 @@ export interface LeaseView {
   renewTime?: number;
   transitions: number;
   resourceVersion?: string;
+  /**
+   * Why a twill-managed Lease cannot be read (its subnet annotation missing, not a CIDR, or not
+   * the subnet its name says): such a Lease is never free and never taken over.
+   */
+  unreadable?: string;
 }
 
 /** `twill-10-244-3-0-24`: a DNS subdomain for every canonical subnet text of either family. */
@@ -137,7 +142,27 @@ export function leaseView(raw: RawLease): LeaseView {
   const renewed = timeOf(spec.renewTime);
   if (renewed !== undefined) view.renewTime = renewed;
   if (raw.metadata?.resourceVersion) view.resourceVersion = raw.metadata.resourceVersion;
+  if (view.managed) {
+    const why = leaseProblem(view.name, subnet);
+    if (why) view.unreadable = why;
+  }
   return view;
+}
+
+function leaseProblem(name: string, subnet: string | undefined): string | undefined {
+  if (subnet === undefined) return `no ${LEASE_SUBNET_ANNOTATION} annotation`;
+  const c = parseCidrOrNull(subnet);
+  if (!c) return `${LEASE_SUBNET_ANNOTATION} ${JSON.stringify(subnet)} is not a CIDR`;
+  if (leaseName(formatCidr(c)) !== name) return `${LEASE_SUBNET_ANNOTATION} ${formatCidr(c)} is not the subnet of Lease ${name}`;
+  return undefined;
+}
+
+/** The subnet a Lease name stands for, when it is an IPv4 one (`twill-10-244-3-0-24`). */
+function ipv4SubnetOfLeaseName(name: string): string | undefined {
+  const m = /^twill-(\d+)-(\d+)-(\d+)-(\d+)-(\d+)$/.exec(name);
+  if (!m) return undefined;
+  const text = `${m[1]}.${m[2]}.${m[3]}.${m[4]}/${m[5]}`;
+  return parseCidrOrNull(text) ? text : undefined;
 }
 
 /**
@@ -156,7 +181,7 @@ export type ClaimDecision = "ours" | "take-over" | "taken";
  * that twilld did not create is never touched.
  */
 export function claimDecision(lease: LeaseView, nodeName: string, now: number): ClaimDecision {
-  if (!lease.managed) return "taken";
+  if (!lease.managed || lease.unreadable) return "taken";
   if (lease.holder === nodeName) return "ours";
   return leaseLive(lease, now) ? "taken" : "take-over";
 }
@@ -215,15 +240,30 @@ function decodeBackend(annotations: Record<string, string>): BackendData | null 
  * node keeps only the subnets whose Leases are live and name it, so a lapsed, deleted or
  * taken-over Lease drops the subnet (and a node left without one) from every view.
  */
-export function publishedLeases(nodes: Iterable<NodeView>, leases: Iterable<LeaseView>, now: number): NodeLease[] {
+export function publishedLeases(
+  nodes: Iterable<NodeView>,
+  leases: Iterable<LeaseView>,
+  now: number,
+  lastGood = new Map<string, NodeLease>(),
+): NodeLease[] {
   const live = new Map<string, LeaseView>();
+  const unreadableNames = new Set<string>();
   for (const l of leases) {
-    if (l.managed && l.subnet && leaseLive(l, now)) live.set(l.subnet, l);
+    if (l.managed && l.unreadable) unreadableNames.add(l.name);
+    else if (l.managed && l.subnet && leaseLive(l, now)) live.set(l.subnet, l);
   }
   const result: NodeLease[] = [];
+  const seen = new Set<string>();
   for (const node of nodes) {
     const publicIP = node.annotations[ANNOTATIONS.publicIP];
     const backend = decodeBackend(node.annotations);
+    if (node.name && publicIP) seen.add(node.name);
+    if (node.name && publicIP && !backend) {
+      // Published once, unreadable now: the peer keeps its last good view.
+      const last = lastGood.get(node.name);
+      if (last) result.push(last);
+      continue;
+    }
     if (!node.name || !publicIP || !backend) continue;
     const leased = node.annotations[ANNOTATIONS.subnets];
     const lease: NodeLease = { nodeName: node.name, subnets: [], publicIP, backend };
@@ -231,22 +271,38 @@ export function publishedLeases(nodes: Iterable<NodeView>, leases: Iterable<Leas
       lease.subnets = node.podCIDRs;
       if (node.createdAt !== undefined) lease.acquiredAt = node.createdAt;
     } else {
-      const held = leased
-        .split(",")
-        .filter(Boolean)
-        .map(canonicalOrSelf)
-        .map((s) => live.get(s))
-        .filter((l): l is LeaseView => l !== undefined && l.holder === node.name);
-      lease.subnets = held.map((l) => l.subnet!);
+      const listed = leased.split(",").filter(Boolean).map(canonicalOrSelf);
+      const held = listed.map((s) => live.get(s)).filter((l): l is LeaseView => l !== undefined && l.holder === node.name);
+      // A Lease that cannot be read cannot disprove the node's claim: it keeps the subnet.
+      const unproven = listed.filter((s) => !live.has(s) && parseCidrOrNull(s) && unreadableNames.has(leaseName(s)));
+      lease.subnets = [...held.map((l) => l.subnet!), ...unproven];
       if (held.length > 0) {
         lease.expiresAt = Math.min(...held.map(leaseExpiry));
         const acquired = held.map((l) => l.acquireTime).filter((t): t is number => t !== undefined);
         if (acquired.length > 0) lease.acquiredAt = Math.min(...acquired);
       }
     }
-    if (lease.subnets.length > 0) result.push(lease);
+    if (lease.subnets.length > 0) {
+      result.push(lease);
+      lastGood.set(node.name, lease);
+    }
   }
+  for (const name of [...lastGood.keys()]) if (!seen.has(name)) lastGood.delete(name);
   return result;
+}
+
+/** The twill objects that cannot be read: managed Leases that do not decode, Nodes whose backend data does not. */
+export function unreadableObjects(nodes: Iterable<NodeView>, leases: Iterable<LeaseView>, namespace: string): UnreadableRecord[] {
+  const out: UnreadableRecord[] = [];
+  for (const l of leases) {
+    if (l.managed && l.unreadable) out.push({ kind: "claim", key: `Lease ${namespace}/${l.name}`, reason: l.unreadable });
+  }
+  for (const n of nodes) {
+    if (n.annotations[ANNOTATIONS.publicIP] && !decodeBackend(n.annotations)) {
+      out.push({ kind: "node", key: `Node ${n.name}`, reason: `${ANNOTATIONS.backendType}/${ANNOTATIONS.backendData} annotations do not decode` });
+    }
+  }
+  return out;
 }
 
 /** The next moment a live Lease lapses (the peer set changes without any API event), if any. */
@@ -320,6 +376,12 @@ export function takenByOthers(nodeName: string, nodes: Iterable<NodeView>, lease
     }
   }
   for (const l of leases) {
+    if (l.managed && l.unreadable) {
+      // Never free: the subnet its name stands for is taken whoever holds it.
+      const c = parseCidrOrNull(ipv4SubnetOfLeaseName(l.name) ?? "");
+      if (c) taken.push(c);
+      continue;
+    }
     if (!l.subnet || l.holder === nodeName || !leaseLive(l, now)) continue;
     const c = parseCidrOrNull(l.subnet);
     if (c) taken.push(c);

@@ -1,5 +1,5 @@
 import { createServer, type AddressInfo, type Socket } from "node:net";
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, V1MicroTime, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../conformance/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../../conformance/kube/control-plane.js";
@@ -139,6 +139,27 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
     } finally {
       stop();
     }
+  });
+
+  it("never takes over a twill Lease that does not decode, and names it", async () => {
+    await admin.wipe();
+    const small = parseNetworkConfig({ Network: "10.5.0.0/23", SubnetLen: 24 });
+    // Lapsed long ago, but its subnet annotation is garbage: nobody can tell whose it is.
+    await admin.coordination.createNamespacedLease({
+      namespace: "kube-system",
+      body: {
+        metadata: { name: "twill-10-5-0-0-24", labels: { "app.kubernetes.io/managed-by": "twilld" }, annotations: { [LEASE_SUBNET_ANNOTATION]: "garb" } },
+        spec: { holderIdentity: "node-live", leaseDurationSeconds: 1, renewTime: new V1MicroTime(Date.now() - 3_600_000) },
+      },
+    });
+    const a = open(small);
+    const lease = await a.acquire({ ...request("node-a"), preferredSubnets: ["10.5.0.0/24"] });
+    expect(lease.subnets).toEqual(["10.5.1.0/24"]);
+    await expect(open(small).acquire(request("node-b"))).rejects.toThrow(/no free \/24 subnet/);
+    const held = (await admin.twillLeases()).find((l) => l.metadata?.name === "twill-10-5-0-0-24");
+    expect(held?.spec?.holderIdentity).toBe("node-live");
+    await a.list();
+    expect(a.unreadable()).toEqual([{ kind: "claim", key: "Lease kube-system/twill-10-5-0-0-24", reason: expect.stringMatching(/not a CIDR/) }]);
   });
 
   it("refuses what deploy/twill.yaml does not grant the agent", async () => {

@@ -14,9 +14,10 @@ import {
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError } from "../errors.js";
 import { leaseSetKey } from "../leases.js";
-import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
 import { ResilientInformer, describeApiError } from "./kubernetes-informer.js";
+import { UnreadableRecords } from "./unreadable.js";
 import {
   LEASE_SELECTOR,
   LEASE_SUBNET_ANNOTATION,
@@ -36,6 +37,7 @@ import {
   publishedLeases,
   subnetSource,
   takenByOthers,
+  unreadableObjects,
   type LeaseView,
   type NodeView,
 } from "./kubernetes-objects.js";
@@ -118,6 +120,8 @@ export class KubernetesStore implements SubnetStore {
   private readonly now: () => number;
   private readonly ttlSeconds: number;
   private readonly stops = new Set<() => void>();
+  private readonly damaged: UnreadableRecords;
+  private readonly lastGood = new Map<string, NodeLease>();
 
   constructor(private readonly opts: KubernetesStoreOptions) {
     const timeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -126,6 +130,17 @@ export class KubernetesStore implements SubnetStore {
     this.logger = opts.logger ?? nullLogger;
     this.now = opts.now ?? Date.now;
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseTTLMs / 1000));
+    this.damaged = new UnreadableRecords(this.logger);
+  }
+
+  unreadable(): UnreadableRecord[] {
+    return this.damaged.list();
+  }
+
+  /** The peer set from one view of Nodes and Leases; notes what cannot be read. */
+  private peerSet(nodes: NodeView[], leases: LeaseView[], now: number): NodeLease[] {
+    this.damaged.replace(unreadableObjects(nodes, leases, this.opts.namespace));
+    return publishedLeases(nodes, leases, now, this.lastGood);
   }
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
@@ -198,7 +213,7 @@ export class KubernetesStore implements SubnetStore {
       this.call("list nodes", () => this.core.listNode()),
       this.listLeases(),
     ]);
-    return publishedLeases(nodes.items.map(nodeView), leases, this.now());
+    return this.peerSet(nodes.items.map(nodeView), leases, this.now());
   }
 
   /**
@@ -213,6 +228,7 @@ export class KubernetesStore implements SubnetStore {
     let expiryTimer: NodeJS.Timeout | undefined;
     let lastKey: string | undefined;
     const clock = this.now;
+    const peerSet = this.peerSet.bind(this);
     const schedule = () => {
       if (!stopped && pending === undefined) pending = setImmediate(emit);
     };
@@ -239,7 +255,7 @@ export class KubernetesStore implements SubnetStore {
       if (stopped || !nodes.synced || !leases.synced) return;
       const now = clock();
       const leaseViews = leases.list().map(leaseView);
-      const set = publishedLeases(nodes.list().map(nodeView), leaseViews, now);
+      const set = peerSet(nodes.list().map(nodeView), leaseViews, now);
       clearTimeout(expiryTimer);
       const next = nextExpiry(leaseViews, now);
       if (next !== undefined) expiryTimer = setTimeout(schedule, Math.max(0, next - now) + 1);

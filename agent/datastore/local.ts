@@ -1,12 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { constants, watch, type FSWatcher } from "node:fs";
+import { link, mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
 import { claimAge, checkNodeName, decodeLease, leaseSetKey } from "../leases.js";
-import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
+import { UnreadableRecords } from "./unreadable.js";
 
 /**
  * The `local` datastore: a directory every agent on this host shares (the single-host demo
@@ -24,14 +26,18 @@ import { claimSubnets, requirePools } from "./claim.js";
  * a taker creates the lock exclusively, re-checks that the claim is still lapsed, then
  * renames its own claim over it. The previous owner finds the claim no longer names it on
  * its next renewal.
+ *
+ * A file that cannot be read (torn, not JSON, a directory in its place) costs only itself: a
+ * claim is then taken (never free: handing it out could put two nodes on one subnet), a node
+ * record keeps the last good view of that peer. Both are logged once and listed by unreadable().
  */
 
 export interface LocalStoreOptions {
   dir: string;
   network?: NetworkConfig;
   leaseTTLMs: number;
-  /** How often watch() rereads the directory. */
-  pollMs?: number;
+  /** How often watch() rereads the whole directory, besides following it with inotify. */
+  rescanMs?: number;
   now?: () => number;
   logger?: Logger;
 }
@@ -43,8 +49,16 @@ interface Claim {
 
 interface State {
   claims: Map<string, Claim>;
+  /** Subnets whose claim file exists but cannot be read: held by someone, never free. */
+  unreadableClaims: Set<string>;
   records: Map<string, NodeLease>;
 }
+
+/** Files open at once while reading the store. */
+const READ_CONCURRENCY = 32;
+/** File events within this window are read and reported together. */
+const WATCH_BATCH_MS = 2;
+const DEFAULT_RESCAN_MS = 60_000;
 
 /** A takeover lock older than this was left by a taker that died mid-way. */
 const STALE_LOCK_MS = 10_000;
@@ -58,12 +72,20 @@ export class LocalStore implements SubnetStore {
   private readonly now: () => number;
   private readonly logger: Logger;
   private readonly stops = new Set<() => void>();
+  private readonly damaged: UnreadableRecords;
+  /** The last node record that could be read, by file name: what a torn record falls back to. */
+  private readonly lastGood = new Map<string, NodeLease>();
 
   constructor(private readonly opts: LocalStoreOptions) {
     this.subnetsDir = join(opts.dir, "subnets");
     this.nodesDir = join(opts.dir, "nodes");
     this.now = opts.now ?? Date.now;
     this.logger = opts.logger ?? nullLogger;
+    this.damaged = new UnreadableRecords(this.logger);
+  }
+
+  unreadable(): UnreadableRecord[] {
+    return this.damaged.list();
   }
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
@@ -73,9 +95,10 @@ export class LocalStore implements SubnetStore {
     const state = await this.readState();
     const now = this.now();
     const own = [...state.claims].filter(([, c]) => c.nodeName === name).map(([s]) => s);
-    const taken = [...state.claims]
-      .filter(([s, c]) => c.nodeName !== name && this.live(s, c, state, now))
-      .map(([s]) => parseCidr(s));
+    const taken = [
+      ...[...state.claims].filter(([s, c]) => c.nodeName !== name && this.live(s, c, state, now)).map(([s]) => s),
+      ...state.unreadableClaims,
+    ].map((s) => parseCidr(s));
     const subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
       own,
       taken,
@@ -100,6 +123,7 @@ export class LocalStore implements SubnetStore {
   async renew(lease: NodeLease): Promise<NodeLease> {
     const state = await this.readState();
     for (const s of lease.subnets) {
+      if (state.unreadableClaims.has(s) && (await this.repairOwnClaim(s, lease.nodeName, state))) continue;
       const owner = state.claims.get(s)?.nodeName;
       if (owner !== lease.nodeName) {
         throw new LeaseLostError(lease.nodeName, owner ? `subnet ${s} is now claimed by "${owner}"` : `subnet ${s} is no longer claimed`);
@@ -111,38 +135,103 @@ export class LocalStore implements SubnetStore {
   }
 
   async list(): Promise<NodeLease[]> {
-    const state = await this.readState();
-    const now = this.now();
-    const leases: NodeLease[] = [];
-    for (const rec of state.records.values()) {
-      if ((rec.expiresAt ?? 0) <= now) continue;
-      const subnets = rec.subnets.filter((s) => state.claims.get(s)?.nodeName === rec.nodeName);
-      if (subnets.length > 0) leases.push({ ...rec, subnets });
-    }
-    return leases;
+    return leasesOf(await this.readState(), this.now());
   }
 
+  /**
+   * Reads the directory once, then follows it with inotify (fs.watch on `subnets/` and
+   * `nodes/`): an event re-reads only the files it names, batched, so the cost is
+   * proportional to what changed and never more than READ_CONCURRENCY files are open. A
+   * lapsing lease changes the set without any file event, so a timer recomputes it then. A
+   * full reread every `rescanMs` (and after a watcher error) catches anything inotify missed.
+   */
   watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
     let last: string | undefined;
     let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
-    const tick = async () => {
-      try {
-        const leases = await this.list();
-        const key = leaseSetKey(leases);
-        if (!stopped && key !== last) {
-          last = key;
-          onChange(leases);
-        }
-      } catch (err) {
-        if (!stopped) onError(err instanceof Error ? err : new Error(String(err)));
-      }
-      if (!stopped) timer = setTimeout(tick, this.opts.pollMs ?? 500);
+    let index: FileIndex | null = null;
+    const dirty = { subnets: new Set<string>(), nodes: new Set<string>() };
+    let flushing = false;
+    let flushTimer: NodeJS.Timeout | undefined;
+    let expiryTimer: NodeJS.Timeout | undefined;
+    let rescanTimer: NodeJS.Timeout | undefined;
+    const watchers: FSWatcher[] = [];
+    const fail = (err: unknown) => {
+      if (!stopped) onError(err instanceof Error ? err : new Error(String(err)));
     };
-    void tick();
+    const emit = () => {
+      if (stopped || !index) return;
+      const now = this.now();
+      const state = this.stateOf(index);
+      const leases = leasesOf(state, now);
+      clearTimeout(expiryTimer);
+      const next = nextLapse(state, now);
+      if (next !== undefined) expiryTimer = setTimeout(emit, Math.min(Math.max(0, next - now) + 1, 2 ** 31 - 1));
+      const key = leaseSetKey(leases);
+      if (key !== last) {
+        last = key;
+        onChange(leases);
+      }
+    };
+    const flush = async () => {
+      flushTimer = undefined;
+      if (stopped || flushing || !index) return;
+      flushing = true;
+      try {
+        const subnets = [...dirty.subnets];
+        const nodes = [...dirty.nodes];
+        dirty.subnets.clear();
+        dirty.nodes.clear();
+        await this.readFiles(index, subnets, nodes);
+        emit();
+      } catch (err) {
+        fail(err);
+      } finally {
+        flushing = false;
+        if (dirty.subnets.size + dirty.nodes.size > 0) scheduleFlush();
+      }
+    };
+    const scheduleFlush = () => {
+      if (!stopped && flushTimer === undefined) flushTimer = setTimeout(() => void flush(), WATCH_BATCH_MS);
+    };
+    const rescan = async () => {
+      try {
+        await this.ensureDirs();
+        if (watchers.length === 0) startWatchers();
+        const fresh = await this.readIndex();
+        if (stopped) return;
+        index = fresh;
+        emit();
+      } catch (err) {
+        fail(err);
+      }
+      if (!stopped) rescanTimer = setTimeout(() => void rescan(), this.opts.rescanMs ?? DEFAULT_RESCAN_MS);
+    };
+    const startWatchers = () => {
+      for (const [dir, set] of [[this.subnetsDir, dirty.subnets], [this.nodesDir, dirty.nodes]] as const) {
+        try {
+          const w = watch(dir, { persistent: false }, (_event, name) => {
+            if (name === null) return;
+            set.add(name.toString());
+            scheduleFlush();
+          });
+          w.on("error", (err) => {
+            // The directory went away or the watch broke: start over on the next rescan.
+            fail(err);
+            for (const x of watchers.splice(0)) x.close();
+          });
+          watchers.push(w);
+        } catch (err) {
+          fail(err);
+        }
+      }
+    };
+    void rescan();
     const stop = () => {
       stopped = true;
-      clearTimeout(timer);
+      clearTimeout(flushTimer);
+      clearTimeout(expiryTimer);
+      clearTimeout(rescanTimer);
+      for (const w of watchers.splice(0)) w.close();
       this.stops.delete(stop);
     };
     this.stops.add(stop);
@@ -183,6 +272,7 @@ export class LocalStore implements SubnetStore {
       // Re-read under the lock: the claim may have been renewed or taken since we looked.
       const state = await this.readState();
       const current = state.claims.get(subnet);
+      if (state.unreadableClaims.has(subnet)) return false;
       if (current && current.nodeName !== nodeName && this.live(subnet, current, state, this.now())) return false;
       const replacement = await this.writeTemp(content());
       await rename(replacement, path);
@@ -214,32 +304,90 @@ export class LocalStore implements SubnetStore {
 
   private async dropClaim(subnet: string, nodeName: string): Promise<void> {
     const path = this.claimPath(subnet);
-    const claim = await readJson(path);
-    if (claim && (claim as Claim).nodeName === nodeName) await unlinkIfPresent(path);
+    const read = await readJson(path);
+    if (read && "value" in read && decodeClaim(read.value)?.nodeName === nodeName) await unlinkIfPresent(path);
+  }
+
+  /**
+   * Rewrites this node's own claim when its file is unreadable and no other live record lists
+   * the subnet (a torn file must not cost the node its subnet); false when it cannot tell.
+   */
+  private async repairOwnClaim(subnet: string, nodeName: string, state: State): Promise<boolean> {
+    const now = this.now();
+    const others = [...state.records.values()].filter(
+      (r) => r.nodeName !== nodeName && (r.expiresAt ?? 0) > now && r.subnets.includes(subnet),
+    );
+    if (others.length > 0) return false;
+    const tmp = await this.writeTemp(JSON.stringify({ nodeName, expiresAt: now + this.opts.leaseTTLMs } satisfies Claim));
+    await rename(tmp, this.claimPath(subnet));
+    this.logger.warn("Rewrote this node's unreadable subnet claim", { subnet, path: this.claimPath(subnet) });
+    return true;
   }
 
   private async readState(): Promise<State> {
+    return this.stateOf(await this.readIndex());
+  }
+
+  /** Every claim file and node record, read with at most READ_CONCURRENCY files open. */
+  private async readIndex(): Promise<FileIndex> {
     await this.ensureDirs();
     const [claimNames, nodeNames] = await Promise.all([readdir(this.subnetsDir), readdir(this.nodesDir)]);
+    const index: FileIndex = { claims: new Map(), records: new Map() };
+    await this.readFiles(index, claimNames, nodeNames);
+    return index;
+  }
+
+  /** (Re)reads the named files into the index; a file that is gone leaves it. */
+  private async readFiles(index: FileIndex, claimNames: readonly string[], nodeNames: readonly string[]): Promise<void> {
+    const jobs: (() => Promise<void>)[] = [];
+    for (const n of claimNames) {
+      if (n.startsWith(".") || n.endsWith(".lock")) continue;
+      jobs.push(async () => {
+        const read = await readJson(join(this.subnetsDir, n));
+        if (read === null) index.claims.delete(n);
+        else if ("error" in read) index.claims.set(n, read);
+        else index.claims.set(n, decodeClaim(read.value) ?? { error: "not a claim (nodeName, expiresAt)" });
+      });
+    }
+    for (const n of nodeNames) {
+      if (!n.endsWith(".json") || n.startsWith(".")) continue;
+      jobs.push(async () => {
+        const read = await readJson(join(this.nodesDir, n));
+        if (read === null) {
+          index.records.delete(n);
+          this.lastGood.delete(n);
+          return;
+        }
+        const lease = "value" in read ? decodeLease(read.value) : null;
+        if (lease) this.lastGood.set(n, lease);
+        index.records.set(n, lease ?? ("error" in read ? read : { error: "not a node record" }));
+      });
+    }
+    await runBounded(jobs, READ_CONCURRENCY);
+  }
+
+  /** The store as claims and records, from the files; unreadable ones noted (and logged once). */
+  private stateOf(index: FileIndex): State {
     const claims = new Map<string, Claim>();
+    const unreadableClaims = new Set<string>();
     const records = new Map<string, NodeLease>();
-    await Promise.all([
-      ...claimNames
-        .filter((n) => !n.startsWith(".") && !n.endsWith(".lock"))
-        .map(async (n) => {
-          const raw = (await readJson(join(this.subnetsDir, n))) as Partial<Claim> | null;
-          if (raw && typeof raw.nodeName === "string" && typeof raw.expiresAt === "number") {
-            claims.set(subnetOfFileName(n), { nodeName: raw.nodeName, expiresAt: raw.expiresAt });
-          }
-        }),
-      ...nodeNames
-        .filter((n) => n.endsWith(".json") && !n.startsWith("."))
-        .map(async (n) => {
-          const lease = decodeLease(await readJson(join(this.nodesDir, n)));
-          if (lease) records.set(lease.nodeName, lease);
-        }),
-    ]);
-    return { claims, records };
+    const damaged: UnreadableRecord[] = [];
+    for (const [n, c] of index.claims) {
+      if ("error" in c) {
+        unreadableClaims.add(subnetOfFileName(n));
+        damaged.push({ kind: "claim", key: join(this.subnetsDir, n), reason: c.error });
+      } else claims.set(subnetOfFileName(n), c);
+    }
+    for (const [n, r] of index.records) {
+      if ("error" in r) {
+        damaged.push({ kind: "node", key: join(this.nodesDir, n), reason: r.error });
+        const last = this.lastGood.get(n);
+        if (last) records.set(last.nodeName, last);
+      } else records.set(r.nodeName, r);
+    }
+    for (const n of [...this.lastGood.keys()]) if (!index.records.has(n)) this.lastGood.delete(n);
+    this.damaged.replace(damaged);
+    return { claims, unreadableClaims, records };
   }
 
   private async writeRecord(lease: NodeLease): Promise<void> {
@@ -278,12 +426,76 @@ export class LocalStore implements SubnetStore {
   private recordPath = (nodeName: string) => join(this.nodesDir, `${checkNodeName(nodeName)}.json`);
 }
 
-async function readJson(path: string): Promise<unknown> {
+type Unreadable = { error: string };
+
+/** What the store's files say, by file name. */
+interface FileIndex {
+  claims: Map<string, Claim | Unreadable>;
+  records: Map<string, NodeLease | Unreadable>;
+}
+
+/** The live leases: records not lapsed, each limited to the subnets whose claims name it. */
+function leasesOf(state: State, now: number): NodeLease[] {
+  const leases: NodeLease[] = [];
+  for (const rec of state.records.values()) {
+    if ((rec.expiresAt ?? 0) <= now) continue;
+    // An unreadable claim cannot disprove the record: the peer keeps the subnet it lists.
+    const subnets = rec.subnets.filter((s) => state.claims.get(s)?.nodeName === rec.nodeName || state.unreadableClaims.has(s));
+    if (subnets.length > 0) leases.push({ ...rec, subnets });
+  }
+  return leases;
+}
+
+/** The next moment a live record lapses (the set changes without a file event), if any. */
+function nextLapse(state: State, now: number): number | undefined {
+  let next: number | undefined;
+  for (const rec of state.records.values()) {
+    const at = rec.expiresAt ?? 0;
+    if (at > now && (next === undefined || at < next)) next = at;
+  }
+  return next;
+}
+
+/** Runs the jobs with at most `limit` at a time (each holds one open file): no EMFILE at any store size. */
+async function runBounded(jobs: readonly (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) await jobs[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, worker));
+}
+
+function decodeClaim(raw: unknown): Claim | null {
+  const c = raw as Partial<Claim> | null;
+  if (typeof c !== "object" || c === null || typeof c.nodeName !== "string" || typeof c.expiresAt !== "number") return null;
+  return { nodeName: c.nodeName, expiresAt: c.expiresAt };
+}
+
+/**
+ * A store file's JSON; null when it does not exist, `{error}` when it cannot be read as JSON
+ * (torn, a directory, a FIFO: opened non-blocking and checked before reading, never followed
+ * through a symlink).
+ */
+async function readJson(path: string): Promise<{ value: unknown } | { error: string } | null> {
+  let handle;
   try {
-    return JSON.parse(await readFile(path, "utf8"));
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT" || err instanceof SyntaxError) return null;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    if (code === "ELOOP") return { error: "is a symlink" };
     throw storeError(`read ${path}`, err);
+  }
+  try {
+    if (!(await handle.stat()).isFile()) return { error: "not a regular file" };
+    const text = await handle.readFile("utf8");
+    try {
+      return { value: JSON.parse(text) };
+    } catch {
+      return { error: text.length === 0 ? "empty" : "not valid JSON (truncated?)" };
+    }
+  } finally {
+    await handle.close();
   }
 }
 

@@ -1,3 +1,4 @@
+import { writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { hostVethName } from "./names.js";
 import { TestNode } from "./harness.js";
@@ -330,6 +331,16 @@ describe("twill in node mode (no ranges, no MTU in the config)", () => {
     expect(s.code).toBe(1);
     expect(s.doc.code).toBe(50);
     expect(s.doc.msg).toContain("subnet.json");
+  });
+
+  it("answers try-again-later on ADD to a truncated subnet file, which the agent repairs", async () => {
+    writeFileSync(`${n.dir}/subnet.json`, '{"clusterCIDRs": ["10.244.0.0/16"], "nodeSub');
+    const p1 = await n.pod("p1");
+    const r = await n.cni("ADD", nodeConf(), { containerId: "c1", netns: p1 });
+    expect(r.code).toBe(1);
+    expect(r.doc.code).toBe(11);
+    expect(r.doc.msg).toMatch(/subnet\.json is invalid: not JSON/);
+    expect(await n.nodeLinks()).not.toContain("cni0");
   });
 
   it("takes the MTU from the subnet file and the address from the node subnet", async () => {

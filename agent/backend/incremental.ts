@@ -1,0 +1,105 @@
+import { leaseKey } from "../leases.js";
+import type { NodeLease, PeerError } from "../types.js";
+import { desiredDatapath, type DesiredDatapath, type NodeView, type PathFinder } from "./paths.js";
+import { emptyState, planDatapath, type Change, type DatapathState } from "./plan.js";
+
+/**
+ * The reconcile of a peer event: only the peers named in the event are looked at, and the
+ * pure planner is fed what they had programmed against what they want now, so a node with
+ * 5000 peers neither reads the kernel nor plans the other 4999 when one joins or leaves. The
+ * full read-and-diff (datapath.ts) runs at start-up and on the resync timer and repairs
+ * anything changed behind the agent's back.
+ */
+
+/** What the agent programmed for each peer, and why a peer cannot be reached. */
+export interface Programmed {
+  entries: Map<string, DatapathState>;
+  errors: Map<string, PeerError[]>;
+}
+
+export const emptyProgrammed = (): Programmed => ({ entries: new Map(), errors: new Map() });
+
+export interface PeerUpdate {
+  changes: Change[];
+  /** The programmed view after the changes are applied. */
+  programmed: Programmed;
+}
+
+const merge = (into: DatapathState, from: DatapathState | undefined): void => {
+  if (!from) return;
+  into.routes.push(...from.routes);
+  into.neighbors.push(...from.neighbors);
+  into.fdb.push(...from.fdb);
+};
+
+/**
+ * One peer's desired entries, remembered while the peer's lease and this node's view stay the
+ * same: a resync at thousands of peers then recomputes none of them.
+ */
+export class PeerPaths {
+  private viewKey = "";
+  private readonly memo = new Map<string, { key: string; lapsesAt: number; desired: DesiredDatapath }>();
+
+  constructor(private readonly find: PathFinder) {}
+
+  desired(peer: NodeLease, view: NodeView, now: number): DesiredDatapath {
+    const viewKey = JSON.stringify([view.local, view.lease.nodeName, view.lease.subnets, view.underlayPrefixes, view.vtep]);
+    if (viewKey !== this.viewKey) {
+      this.memo.clear();
+      this.viewKey = viewKey;
+    }
+    const key = leaseKey(peer);
+    const hit = this.memo.get(peer.nodeName);
+    if (hit && hit.key === key && now < hit.lapsesAt) return hit.desired;
+    const desired = desiredDatapath([peer], view, this.find, now);
+    this.memo.set(peer.nodeName, { key, lapsesAt: peer.expiresAt ?? Infinity, desired });
+    return desired;
+  }
+
+  forget(nodeName: string): void {
+    this.memo.delete(nodeName);
+  }
+}
+
+/** The changes for the peers named in `changed` (joined, left or changed), from `peers` (the current set). */
+export function planPeerUpdate(...args: Parameters<typeof collect>): PeerUpdate {
+  const { had, wants, programmed } = collect(...args);
+  return { changes: planDatapath(wants, had), programmed };
+}
+
+/** Every peer's entries from a full desired view (what a full reconcile programs). */
+export function programmedFrom(peers: readonly NodeLease[], view: NodeView, find: PathFinder | PeerPaths, now: number): Programmed {
+  return collect(peers, peers.map((p) => p.nodeName), emptyProgrammed(), view, find, now).programmed;
+}
+
+function collect(
+  peers: readonly NodeLease[],
+  changed: Iterable<string>,
+  before: Programmed,
+  view: NodeView,
+  find: PathFinder | PeerPaths,
+  now: number,
+): { had: DatapathState; wants: DatapathState; programmed: Programmed } {
+  const paths = find instanceof PeerPaths ? find : new PeerPaths(find);
+  const byName = new Map(peers.map((p) => [p.nodeName, p]));
+  const programmed: Programmed = { entries: new Map(before.entries), errors: new Map(before.errors) };
+  const had = emptyState();
+  const wants = emptyState();
+  for (const name of new Set(changed)) {
+    merge(had, before.entries.get(name));
+    const peer = byName.get(name);
+    const desired = peer ? paths.desired(peer, view, now) : null;
+    if (!peer) paths.forget(name);
+    if (desired && name in desired.carriers) {
+      merge(wants, desired.state);
+      programmed.entries.set(name, desired.state);
+    } else {
+      programmed.entries.delete(name);
+    }
+    if (desired?.errors.length) programmed.errors.set(name, desired.errors);
+    else programmed.errors.delete(name);
+  }
+  return { had, wants, programmed };
+}
+
+export const programmedErrors = (p: Programmed): PeerError[] => [...p.errors.values()].flat();

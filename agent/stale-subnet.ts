@@ -1,0 +1,107 @@
+import { closeSync, constants, openSync, readSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import type { LinkAddrs } from "../shared/kernel/iproute.js";
+import { contains, formatAddress, parseCidr, parseIp, type Cidr } from "../shared/net/cidr.js";
+
+/**
+ * What a node keeps of a subnet it no longer holds (its lease was lost and it got another):
+ * the bridge's gateway address, which would shadow the route to the subnet's new owner
+ * ("Nexthop has invalid gateway"), and pods whose addresses are in it, which cannot be moved
+ * and need a restart (flannel#520 leaves both in place). Decided on plain data; the one reader
+ * of the IPAM store is below.
+ */
+
+/** An address inside a cluster CIDR on a node interface, outside every subnet the node holds. */
+export interface StaleAddress {
+  dev: string;
+  /** `10.244.3.1/24` */
+  address: string;
+}
+
+/** A pod attachment whose reservation lies in a subnet this node no longer holds. */
+export interface StalePod {
+  network: string;
+  ip: string;
+  containerId: string;
+}
+
+const inAny = (cidrs: readonly Cidr[], ipText: string): boolean => {
+  const ip = parseIp(ipText);
+  return cidrs.some((c) => contains(c, ip));
+};
+
+/**
+ * Addresses in the cluster's range but outside the node's subnets, on links other than `skip`
+ * (the VTEP, whose addresses are managed with it, and the underlay, never touched).
+ */
+export function staleAddresses(
+  links: readonly LinkAddrs[],
+  clusterCIDRs: readonly string[],
+  nodeSubnets: readonly string[],
+  skip: readonly (string | undefined)[] = [],
+): StaleAddress[] {
+  const cluster = clusterCIDRs.map(parseCidr);
+  const own = nodeSubnets.map(parseCidr);
+  const out: StaleAddress[] = [];
+  for (const link of links) {
+    if (skip.includes(link.ifname)) continue;
+    for (const a of link.addr_info) {
+      if (a.scope === "link") continue;
+      if (inAny(cluster, a.local) && !inAny(own, a.local)) {
+        out.push({ dev: link.ifname, address: formatAddress(parseCidr(`${a.local}/${a.prefixlen}`)) });
+      }
+    }
+  }
+  return out;
+}
+
+/** Which reservation file names are addresses outside the node's subnets (inside the cluster's). */
+export function staleReservations(names: readonly string[], clusterCIDRs: readonly string[], nodeSubnets: readonly string[]): string[] {
+  const cluster = clusterCIDRs.map(parseCidr);
+  const own = nodeSubnets.map(parseCidr);
+  return names.filter((name) => {
+    try {
+      return inAny(cluster, name) && !inAny(own, name);
+    } catch {
+      return false; // not an address: last_reserved_ip.0, lock, .twill
+    }
+  });
+}
+
+/**
+ * Reservations in the IPAM store (`<ipamDir>/<network>/<ip>`, host-local's layout) outside the
+ * node's subnets. Files are read one at a time, first bytes only, never through a symlink or
+ * from anything but a regular file; an unreadable one is reported with an empty container ID.
+ */
+export function findStalePods(ipamDir: string, clusterCIDRs: readonly string[], nodeSubnets: readonly string[]): StalePod[] {
+  const out: StalePod[] = [];
+  for (const network of listDir(ipamDir)) {
+    const dir = join(ipamDir, network);
+    for (const ip of staleReservations(listDir(dir), clusterCIDRs, nodeSubnets)) {
+      out.push({ network, ip, containerId: firstLine(join(dir, ip)) });
+    }
+  }
+  return out;
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function firstLine(path: string): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const buf = Buffer.alloc(512);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n).toString("utf8").split(/\r?\n/)[0]!.trim();
+  } catch {
+    return "";
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}

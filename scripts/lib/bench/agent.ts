@@ -1,0 +1,313 @@
+// ./scripts/bench agent: one real twilld in a node namespace against N peers in a datastore.
+//
+// Reports, in one run: start -> every peer's route in the kernel; one peer joining and one
+// leaving (50 each, from the datastore write to the kernel's route event, seen through
+// `ip monitor route`); the agent's CPU over 60 s with nothing changing and the resyncs in that
+// window; its RSS; and the floor: one `bridge -batch` + one `ip -batch` programming the same
+// entries from empty in a fresh namespace. Builds its own namespaces and removes them.
+// Options: --peers N (5000), --datastore local|etcd (local), --backend vxlan|host-gw (vxlan),
+// --steady-seconds S (60), --events K (50).
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import { IpRoute } from "../../../shared/kernel/iproute.js";
+import { programmedFrom } from "../../../agent/backend/incremental.js";
+import { hostGwPath, vxlanPath, type NodeView } from "../../../agent/backend/paths.js";
+import { emptyState, planDatapath, toBatches } from "../../../agent/backend/plan.js";
+import { EtcdClient } from "../../../agent/datastore/etcd-client.js";
+import { subnetKeySuffix } from "../../../agent/datastore/etcd.js";
+import { subnetFileName } from "../../../agent/datastore/local.js";
+import { startEtcdServer, type EtcdServer } from "../../../agent/testing/etcd-server.js";
+import type { NodeLease } from "../../../agent/types.js";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+const TWILLD = join(ROOT, "dist/bin/twilld");
+const argv = process.argv.slice(2);
+const opt = (name: string, fallback: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : fallback);
+const peers = Number(opt("peers", "5000"));
+const datastore = opt("datastore", "local");
+const backend = opt("backend", "vxlan");
+const steadySeconds = Number(opt("steady-seconds", "60"));
+const events = Number(opt("events", "50"));
+if (!["vxlan", "host-gw"].includes(backend)) throw new Error(`--backend ${backend}: want vxlan or host-gw`);
+if (!["local", "etcd"].includes(datastore)) throw new Error(`--datastore ${datastore}: this bench drives local and etcd`);
+if (!(peers > 0 && peers + events < 30_000)) throw new Error(`--peers ${peers}: want 1..${30_000 - events}`);
+
+const prefix = `twb${process.pid.toString(36)}-`;
+const gwNs = `${prefix}gw`;
+const nodeNs = `${prefix}node`;
+const floorNs = `${prefix}floor`;
+const dir = mkdtempSync(join(tmpdir(), "twill-bench-agent-"));
+const root = new IpRoute(null);
+const namespaces: string[] = [];
+const NETWORK = { Network: "10.128.0.0/9", SubnetLen: 24, Backend: { Type: backend } };
+const NODE_IP = "172.16.0.1";
+
+const ipOf = (i: number) => `172.16.${(i + 1) >> 8}.${(i + 1) & 255}`;
+const macOf = (i: number) => `02:00:00:${((i >> 16) & 255).toString(16).padStart(2, "0")}:${((i >> 8) & 255).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
+const subnetOf = (i: number) => `10.${128 + (i >> 8)}.${i & 255}.0/24`;
+function peerLease(i: number): NodeLease {
+  const backendData = backend === "vxlan" ? { type: "vxlan", vtepMAC: macOf(i), vni: 1, port: 4789, underlayMTU: 1500 } : { type: "host-gw", underlayMTU: 1500 };
+  return { nodeName: `peer-${i}`, subnets: [subnetOf(i)], publicIP: ipOf(i), backend: backendData, expiresAt: Date.now() + 86_400_000, acquiredAt: Date.now() };
+}
+
+/** Writes and removes peers the way each datastore's agents do. */
+interface PeerWriter {
+  add(l: NodeLease): Promise<void>;
+  remove(l: NodeLease): Promise<void>;
+  args: string[];
+}
+
+function localWriter(store: string): PeerWriter {
+  mkdirSync(join(store, "subnets"), { recursive: true });
+  mkdirSync(join(store, "nodes"), { recursive: true });
+  let n = 0;
+  const atomic = (path: string, data: string) => {
+    const tmp = join(dirname(path), `.tmp-bench-${n++}`);
+    writeFileSync(tmp, data);
+    renameSync(tmp, path);
+  };
+  return {
+    add: async (l) => {
+      atomic(join(store, "subnets", subnetFileName(l.subnets[0]!)), JSON.stringify({ nodeName: l.nodeName, expiresAt: l.expiresAt }));
+      atomic(join(store, "nodes", `${l.nodeName}.json`), JSON.stringify(l));
+    },
+    remove: async (l) => {
+      unlinkSync(join(store, "nodes", `${l.nodeName}.json`));
+      unlinkSync(join(store, "subnets", subnetFileName(l.subnets[0]!)));
+    },
+    args: ["--datastore=local", `--store-dir=${store}`],
+  };
+}
+
+function etcdWriter(etcd: EtcdServer): PeerWriter {
+  const client = new EtcdClient([etcd.endpoint]);
+  return {
+    add: async (l) => {
+      await client.put(`/twill/subnets/${subnetKeySuffix(l.subnets[0]!)}`, JSON.stringify({ nodeName: l.nodeName }));
+      const { expiresAt: _e, ...record } = l;
+      await client.put(`/twill/nodes/${l.nodeName}`, JSON.stringify(record));
+    },
+    remove: async (l) => {
+      await client.txn([], [{ delete: { key: `/twill/nodes/${l.nodeName}` } }]);
+      await client.txn([], [{ delete: { key: `/twill/subnets/${subnetKeySuffix(l.subnets[0]!)}` } }]);
+    },
+    args: ["--datastore=etcd", `--etcd-endpoints=${etcd.endpoint}`, "--etcd-prefix=/twill/"],
+  };
+}
+
+async function addNamespace(name: string) {
+  await root.exec(["netns", "add", name], `create netns ${name}`);
+  namespaces.push(name);
+}
+
+/** A node namespace whose eth0 (172.16.0.1/16, default route) reaches a gw namespace's bridge. */
+async function setUpNetwork() {
+  await addNamespace(gwNs);
+  await addNamespace(nodeNs);
+  await new IpRoute(`/run/netns/${gwNs}`).batch(
+    [["link", "set", "lo", "up"], ["link", "add", "br0", "type", "bridge"], ["addr", "add", "172.16.255.254/16", "dev", "br0"], ["link", "set", "br0", "up"]],
+    "set up the underlay bridge",
+  );
+  await root.exec(["link", "add", `${prefix}v0`.slice(-15), "netns", gwNs, "type", "veth", "peer", "name", "eth0", "netns", nodeNs], "create the node veth");
+  await new IpRoute(`/run/netns/${gwNs}`).batch([["link", "set", `${prefix}v0`.slice(-15), "master", "br0"], ["link", "set", `${prefix}v0`.slice(-15), "up"]], "attach the node");
+  await new IpRoute(`/run/netns/${nodeNs}`).batch(
+    [["link", "set", "lo", "up"], ["addr", "add", `${NODE_IP}/16`, "dev", "eth0"], ["link", "set", "eth0", "up"], ["route", "add", "default", "via", "172.16.255.254"]],
+    "address the node",
+  );
+}
+
+/** Follows `ip monitor route` in the node namespace: when each subnet's twill route came and went. */
+function monitorRoutes(): { child: ChildProcess; added: Map<string, number>; deleted: Map<string, number>; waiters: Set<() => void> } {
+  const added = new Map<string, number>();
+  const deleted = new Map<string, number>();
+  const waiters = new Set<() => void>();
+  const child = spawn("ip", ["-n", nodeNs, "monitor", "route"], { stdio: ["ignore", "pipe", "inherit"] });
+  let buf = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    const now = performance.now();
+    buf += chunk.toString();
+    const lines = buf.split("\n");
+    buf = lines.pop()!;
+    for (const line of lines) {
+      if (!line.includes("proto 150")) continue;
+      const del = line.startsWith("Deleted ");
+      const dst = (del ? line.slice(8) : line).split(" ")[0]!;
+      (del ? deleted : added).set(dst, now);
+    }
+    for (const w of waiters) w();
+  });
+  return { child, added, deleted, waiters };
+}
+
+async function waitFor(mon: ReturnType<typeof monitorRoutes>, probe: () => boolean, what: string, ms = 120_000) {
+  if (probe()) return;
+  await new Promise<void>((resolveWait, reject) => {
+    const timer = setTimeout(() => {
+      mon.waiters.delete(check);
+      reject(new Error(`not ${what} within ${ms} ms`));
+    }, ms);
+    const check = () => {
+      if (!probe()) return;
+      clearTimeout(timer);
+      mon.waiters.delete(check);
+      resolveWait();
+    };
+    mon.waiters.add(check);
+  });
+}
+
+/** CPU of the agent and of the ip/bridge/nft processes it ran and reaped (utime, stime, cutime, cstime). */
+const cpuTicks = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+};
+const statusKb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
+const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
+
+function metricsPage(): string {
+  return spawnSync("ip", ["netns", "exec", nodeNs, "curl", "-s", "http://127.0.0.1:9402/metrics"]).stdout.toString();
+}
+const metric = (page: string, name: string) => Number(new RegExp(`^${name.replace(/[{}"]/g, "\\$&")} (\\S+)$`, "m").exec(page)?.[1] ?? NaN);
+
+const quantile = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+};
+
+/** One `bridge -batch` and one `ip -batch` programming the same entries from empty, in a fresh namespace. */
+async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: number }> {
+  await addNamespace(floorNs);
+  const ip = new IpRoute(`/run/netns/${floorNs}`);
+  await ip.batch(
+    [
+      ["link", "set", "lo", "up"], ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"], ["link", "set", "eth0p", "up"], ["addr", "add", `${NODE_IP}/16`, "dev", "eth0"], ["link", "set", "eth0", "up"],
+      ...(backend === "vxlan" ? [["link", "add", "twill.1", "type", "vxlan", "id", "1", "dstport", "4789", "local", NODE_IP, "dev", "eth0"], ["link", "set", "twill.1", "up"]] : []),
+    ],
+    "set up the floor namespace",
+  );
+  const view: NodeView = {
+    local: { nodeName: "node-0", publicIP: NODE_IP, underlayDev: "eth0", underlayMTU: 1500 },
+    lease: { nodeName: "node-0", subnets: ["10.255.255.0/24"], publicIP: NODE_IP, backend: { type: backend } },
+    underlayPrefixes: ["172.16.0.0/16"],
+    vtep: backend === "vxlan" ? { dev: "twill.1", vni: 1, port: 4789 } : null,
+  };
+  const programmed = programmedFrom(leases, view, backend === "vxlan" ? vxlanPath : hostGwPath, Date.now());
+  const desired = emptyState();
+  for (const e of programmed.entries.values()) {
+    desired.routes.push(...e.routes);
+    desired.neighbors.push(...e.neighbors);
+    desired.fdb.push(...e.fdb);
+  }
+  const plan = planDatapath(desired, emptyState());
+  const batches = toBatches(plan);
+  const t0 = performance.now();
+  await ip.bridgeBatch(batches.bridge, "floor FDB");
+  await ip.batch(batches.ip, "floor routes and neighbors");
+  return { ms: performance.now() - t0, entries: plan.length };
+}
+
+let agent: ChildProcess | null = null;
+const log: string[] = [];
+let etcd: EtcdServer | null = null;
+let mon: ReturnType<typeof monitorRoutes> | null = null;
+try {
+  await setUpNetwork();
+  if (datastore === "etcd") etcd = await startEtcdServer({ netns: gwNs, host: "172.16.255.254" });
+  const writer = datastore === "etcd" ? etcdWriter(etcd!) : localWriter(join(dir, "store"));
+  const leases = Array.from({ length: peers }, (_, i) => peerLease(i + 1));
+  const tWrite = performance.now();
+  for (let i = 0; i < leases.length; i += 200) await Promise.all(leases.slice(i, i + 200).map((l) => writer.add(l)));
+  const writeMs = performance.now() - tWrite;
+
+  const conf = join(dir, "net-conf.json");
+  writeFileSync(conf, JSON.stringify(NETWORK));
+  // The node's own subnet, outside every peer's: the agent tries its last subnet file's first.
+  writeFileSync(join(dir, "subnet.json"), JSON.stringify({ clusterCIDRs: ["10.128.0.0/9"], nodeSubnets: ["10.255.255.0/24"], mtu: 1450, backend, ipMasq: false, nodeName: "node-0" }));
+  mon = monitorRoutes();
+  await sleep(200);
+  const t0 = performance.now();
+  agent = spawn("ip", ["netns", "exec", nodeNs, TWILLD, "run", "--node-name=node-0", `--net-conf=${conf}`, `--subnet-file=${join(dir, "subnet.json")}`,
+    `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", ...writer.args], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  agent.stderr!.on("data", (c: Buffer) => log.push(c.toString()));
+  const m = mon;
+  const subnets = leases.map((l) => l.subnets[0]!);
+  await waitFor(m, () => subnets.every((s) => m.added.has(s)), `every peer's route programmed`, 300_000);
+  const startMs = Math.max(...subnets.map((s) => m.added.get(s)!)) - t0;
+  const pid = agent.pid!;
+  await sleep(3_000);
+
+  // Steady state: nothing changes; the resync timer runs the full read-and-diff.
+  const before = metricsPage();
+  const c0 = cpuTicks(pid);
+  const s0 = performance.now();
+  await sleep(steadySeconds * 1000);
+  const cpu = ((cpuTicks(pid) - c0) / CLK_TCK) / ((performance.now() - s0) / 1000);
+  const after = metricsPage();
+  const fullCount = metric(after, 'twill_reconcile_duration_seconds_count{kind="full"}') - metric(before, 'twill_reconcile_duration_seconds_count{kind="full"}');
+  const fullSum = metric(after, 'twill_reconcile_duration_seconds_sum{kind="full"}') - metric(before, 'twill_reconcile_duration_seconds_sum{kind="full"}');
+  const changesInWindow = metric(after, "twill_reconcile_changes_total") - metric(before, "twill_reconcile_changes_total");
+  const rss = statusKb(pid, "VmRSS") / 1024;
+  const hwm = statusKb(pid, "VmHWM") / 1024;
+
+  // Joins, then leaves, one at a time.
+  const joins: number[] = [];
+  const extra = Array.from({ length: events }, (_, k) => peerLease(peers + 1 + k));
+  for (const l of extra) {
+    await writer.add(l);
+    const w = performance.now();
+    await waitFor(m, () => m.added.has(l.subnets[0]!), `${l.nodeName} programmed`, 30_000);
+    joins.push(m.added.get(l.subnets[0]!)! - w);
+  }
+  const leaves: number[] = [];
+  for (const l of extra) {
+    await writer.remove(l);
+    const w = performance.now();
+    await waitFor(m, () => m.deleted.has(l.subnets[0]!), `${l.nodeName} removed`, 30_000);
+    leaves.push(m.deleted.get(l.subnets[0]!)! - w);
+  }
+  const page = metricsPage();
+  const peerCount = metric(page, 'twill_reconcile_duration_seconds_count{kind="peers"}');
+  const peerSum = metric(page, 'twill_reconcile_duration_seconds_sum{kind="peers"}');
+
+  // What is in the kernel at the end: every peer's entries, none of the ones that left.
+  const nodeIp = new IpRoute(`/run/netns/${nodeNs}`);
+  const routes = (await nodeIp.routes(4, ["proto", "150"])).length;
+
+  agent.kill("SIGTERM");
+  await new Promise((r) => agent!.once("exit", r));
+  agent = null;
+  const warnings = log.join("").split("\n").filter((l) => /"level":"(warn|error)"/.test(l));
+
+  const floor = await batchFloor(leases);
+  const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+  const row = (what: string, value: string, target: string) => console.log(`${what.padEnd(44)}${value.padStart(14)}   ${target}`);
+  console.log(`twilld, ${peers} peers, datastore ${datastore}, backend ${backend}; load average at the end ${load}\n`);
+  row("peers written to the datastore", `${(writeMs / 1000).toFixed(2)} s`, "");
+  row("start -> every peer's route in the kernel", `${(startMs / 1000).toFixed(2)} s`, "target <= 2 s and <= 3x floor");
+  row("batch floor (bridge -batch + ip -batch)", `${(floor.ms / 1000).toFixed(2)} s`, `${floor.entries} entries`);
+  row("start / floor", `${(startMs / floor.ms).toFixed(1)}x`, "");
+  row(`peer joins: p50 / p95 (${events})`, `${quantile(joins, 0.5).toFixed(1)} / ${quantile(joins, 0.95).toFixed(1)} ms`, "target p95 <= 100 ms");
+  row(`peer leaves: p50 / p95 (${events})`, `${quantile(leaves, 0.5).toFixed(1)} / ${quantile(leaves, 0.95).toFixed(1)} ms`, "target p95 <= 100 ms");
+  row("peer-event reconcile, mean", `${((peerSum / peerCount) * 1000).toFixed(1)} ms`, "");
+  row(`CPU incl. ip/nft children, quiet (${steadySeconds} s)`, `${(cpu * 100).toFixed(1)} %`, "target <= 2 % of a core");
+  row(`resync with nothing to change, mean of ${fullCount}`, `${((fullSum / fullCount) * 1000).toFixed(0)} ms`, `target <= 100 ms; ${changesInWindow} changes made`);
+  row("RSS / peak RSS", `${rss.toFixed(0)} / ${hwm.toFixed(0)} MB`, "target <= 150 MB");
+  row("twill routes at the end", `${routes}`, `want ${peers}`);
+  row("warnings and errors in the agent's log", `${warnings.length}`, "want 0");
+  for (const w of warnings.slice(0, 5)) console.log(`  ${w}`);
+} catch (err) {
+  console.error(`${String(err)}\nlast lines of the agent's log:\n${log.join("").split("\n").slice(-15).join("\n")}`);
+  process.exitCode = 1;
+} finally {
+  if (agent) agent.kill("SIGKILL");
+  mon?.child.kill();
+  await etcd?.destroy();
+  for (const ns of namespaces.reverse()) await root.exec(["netns", "del", ns], `delete netns ${ns}`).catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+}
