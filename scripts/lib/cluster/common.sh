@@ -13,6 +13,10 @@ CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
 # The underlay: one switch namespace with a bridge; the control plane and every node hang off it.
 UNDERLAY_NET=192.168.90
 CP_IP="$UNDERLAY_NET.2"
+# Stands in for the Internet the machine does not reach: an HTTP server that `google.com`
+# resolves to in the cluster's DNS (e2e's [sig-network] Networking tests first GET
+# http://google.com from the test runner and fail without an answer).
+OUTSIDE_IP="$UNDERLAY_NET.3"
 CLUSTER_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SVC_IP=10.96.0.1

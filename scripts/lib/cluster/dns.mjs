@@ -3,9 +3,11 @@
 // Kubernetes-aware responder that answers from the API what kube-dns answers for Services and
 // pods (the DNS spec of Kubernetes: <svc>.<ns>.svc.<domain>, headless Services by endpoint,
 // <a-b-c-d>.<ns>.pod.<domain>). It serves UDP and TCP on --listen, reads Services and Endpoints
-// every --refresh ms, and answers NXDOMAIN for every other name (the cluster has no upstream).
+// every --refresh ms, answers each --static NAME=IPV4 as given, and NXDOMAIN for every other
+// name (the cluster has no upstream).
 //
 //   node dns.mjs --kubeconfig FILE --listen 192.168.90.2 [--domain cluster.local]
+//                [--static google.com=192.168.90.3]...
 import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
 import { request } from "node:https";
@@ -19,6 +21,7 @@ const { values: opts } = parseArgs({
     port: { type: "string", default: "53" },
     domain: { type: "string", default: "cluster.local" },
     refresh: { type: "string", default: "1000" },
+    static: { type: "string", multiple: true, default: [] },
   },
 });
 
@@ -27,6 +30,7 @@ const domain = opts.domain.toLowerCase();
 const TYPE_A = 1;
 const TYPE_AAAA = 28;
 const TTL = 5;
+const statics = new Map(opts.static.map((kv) => kv.toLowerCase().split("=")).map(([k, v]) => [k.replace(/\.$/, ""), [v]]));
 
 /** name (lowercase, no trailing dot) → IPv4 addresses; refreshed from the API. */
 let records = new Map();
@@ -64,7 +68,7 @@ async function refresh() {
 function lookup(name, type) {
   name = name.toLowerCase().replace(/\.$/, "");
   const pod = name.match(new RegExp(`^(\\d+)-(\\d+)-(\\d+)-(\\d+)\\.[^.]+\\.pod\\.${domain.replace(/\./g, "\\.")}$`));
-  const v4 = pod ? [pod.slice(1, 5).join(".")] : records.get(name);
+  const v4 = statics.get(name) ?? (pod ? [pod.slice(1, 5).join(".")] : records.get(name));
   if (!v4) return null;
   return type === TYPE_A ? v4 : [];
 }
