@@ -158,6 +158,23 @@ describe("twill-ipam executable", () => {
     expect(JSON.parse(readFileSync(join(storeDir(), ".twill", "by-id", "c1@eth0"), "utf8")).ips).toEqual(["10.60.0.2", "fd00:60::2"]);
   });
 
+  it("keeps dual-stack reservations paired: an ADD that gets IPv4 but not IPv6 gives the IPv4 back", async () => {
+    // The IPv6 range holds one address; the IPv4 one has plenty.
+    const c = conf({ ranges: [[{ subnet: "10.63.0.0/24" }], [{ subnet: "fd00:63::/64", rangeStart: "fd00:63::2", rangeEnd: "fd00:63::2" }]] });
+    expect((await ipam("ADD", c, call("c1"))).doc.ips.map((i: { address: string }) => i.address)).toEqual(["10.63.0.2/24", "fd00:63::2/64"]);
+    const before = snapshot();
+    const r = await ipam("ADD", c, call("c2"));
+    expect([r.code, r.doc]).toEqual([1, { cniVersion: "1.1.0", code: 110, msg: "no IP addresses available in range set fd00:63::2-fd00:63::2", details: "" }]);
+    // Nothing of the failed ADD is left: no IPv4 reservation, no index entry, no moved position.
+    expect(snapshot()).toEqual(before);
+    expect(reservations()).toEqual(["10.63.0.2", "fd00:63::2"]);
+    expect(indexFiles()).toEqual(["c1@eth0"]);
+    // And the IPv4 address the failed ADD held for a moment is free: the next pair gets .3 once IPv6 frees up.
+    expect((await ipam("DEL", c, call("c1"))).code).toBe(0);
+    expect((await ipam("ADD", c, call("c2"))).doc.ips.map((i: { address: string }) => i.address)).toEqual(["10.63.0.3/24", "fd00:63::2/64"]);
+    expect(reservations()).toEqual(["10.63.0.3", "fd00:63::2"]);
+  });
+
   it("keeps the store private to root and records the boot in the index", async () => {
     await ipam("ADD", conf(v4("10.61.0.0/24")), call("c1"));
     for (const p of [dataDir(), storeDir(), join(storeDir(), ".twill", "by-id")]) expect(statSync(p).mode & 0o777).toBe(0o700);

@@ -57,6 +57,9 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       const taken: Taken[] = [];
       try {
         cfg.rangeSets.forEach((set, i) => taken.push(takeAddress(store, set, i, wanted[i], owner)));
+        // The round-robin positions move only once every family has its address: a dual-stack
+        // ADD that fails on one family leaves the store exactly as it found it.
+        for (const t of taken) if (t.walked) store.setLastReserved(t.set, t.ip);
         store.writeIndex({ ...owner, ips: taken.map((t) => t.ip), bootId: bootId(), created: new Date().toISOString(), ...(pod ? { pod } : {}) });
       } catch (err) {
         // A later set failed (exhausted, requested address taken): give back what earlier ones took.
@@ -165,6 +168,10 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
 interface Taken {
   ip: string;
   range: Range;
+  /** The range set's index. */
+  set: number;
+  /** Taken by the round-robin walk (not requested): its position moves on. */
+  walked: boolean;
 }
 
 /**
@@ -187,7 +194,7 @@ function takeAddress(store: Store, set: RangeSet, index: number, wanted: Request
       const by = named ? ` by ${holder.containerID}${holder.ifname ? `/${holder.ifname}` : ""}` : "";
       throw new CniError(IpamCode.AddressTaken, `requested address ${wanted.text} (${wanted.from}) is already reserved${by}`);
     }
-    return { ip: wanted.text, range };
+    return { ip: wanted.text, range, set: index, walked: false };
   }
   const lastText = store.lastReserved(index);
   let last: bigint | undefined;
@@ -199,9 +206,7 @@ function takeAddress(store: Store, set: RangeSet, index: number, wanted: Request
   }
   const picked = pickAddress(set, last, (ip) => store.reserve(formatIp(family, ip), owner));
   if (!picked) throw new CniError(IpamCode.PoolExhausted, `no IP addresses available in range set ${setText(set)}`);
-  const ip = formatIp(family, picked.ip);
-  store.setLastReserved(index, ip);
-  return { ip, range: picked.range };
+  return { ip: formatIp(family, picked.ip), range: picked.range, set: index, walked: true };
 }
 
 function buildResult(cfg: IpamConfig, taken: Taken[]): Result {
