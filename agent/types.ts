@@ -13,6 +13,11 @@ export interface BackendData {
   port?: number;
   /** The node's underlay MTU, so the cluster can agree on the smallest. */
   underlayMTU?: number;
+  /**
+   * The node's underlay addresses, one per family, the public IP first: host-gw's next hop
+   * for pods of the other family on a dual-stack underlay (an IPv6 one may be link-local).
+   */
+  underlayIPs?: string[];
 }
 
 /** One node's claim on the cluster network, as every peer sees it. */

@@ -8,7 +8,7 @@ import { familyOfText } from "../../shared/net/cidr.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
 import { staleAddresses } from "../stale-subnet.js";
 import { PeerPaths, emptyProgrammed, planPeerUpdate, programmedErrors, programmedFrom, type Programmed } from "./incremental.js";
-import { overheadOf, type NodeView, type PathFinder } from "./paths.js";
+import { overheadOf, underlayAddresses, type NodeView, type PathFinder } from "./paths.js";
 import { emptyState, planDatapath, toBatches, type Change, type DatapathState } from "./plan.js";
 
 export interface BackendDeps {
@@ -60,7 +60,10 @@ export class Datapath implements Backend {
   async prepare(local: LocalNode): Promise<BackendData> {
     this.local = local;
     const { vni, port } = this.network.backend;
-    const data: BackendData = { type: this.type, underlayMTU: local.underlayMTU };
+    const [link] = await this.deps.ip.addrs(local.underlayDev);
+    const data: BackendData = {
+      type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addr_info ?? []),
+    };
     if (!this.carrier.vtep) {
       if (await this.deps.ip.deleteLink(vtepName(vni), "VTEP")) {
         this.deps.logger.info("Deleted VXLAN device left by another backend", { device: vtepName(vni) });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
-import { autoPath, desiredDatapath, hostGwPath, onLinkPrefix, overheadOf, vxlanPath, type NodeView } from "./paths.js";
+import type { AddrInfo } from "../../shared/kernel/iproute.js";
+import { autoPath, desiredDatapath, hostGwPath, onLinkPrefix, overheadOf, underlayAddresses, vxlanPath, type NodeView } from "./paths.js";
 
 const lease = (nodeName: string, publicIP: string, subnets: string[], mac?: string): NodeLease => ({
   nodeName,
@@ -45,7 +46,74 @@ describe("hostGwPath", () => {
   it("reports a pod family the underlay family cannot carry, and routes the other", () => {
     const path = hostGwPath(adjacent, view);
     expect(path.entries.routes.map((r) => r.dst)).toEqual(["10.244.2.0/24"]);
-    expect(path.errors[0]).toMatch(/fd00:0:0:2::\/64 is IPv6 but the underlay is IPv4/);
+    expect(path.errors).toEqual([
+      "peer node-b subnet fd00:0:0:2::/64 is IPv6 but the peer has no IPv6 underlay address: " +
+        "host-gw routes a pod family only via a next hop of the same family; use vxlan or auto",
+    ]);
+  });
+});
+
+describe("hostGwPath over IPv6 and dual-stack underlays", () => {
+  const view6: NodeView = {
+    local: { nodeName: "node-a", publicIP: "fd00:77::11", underlayDev: "eth0", underlayMTU: 1500 },
+    lease: lease("node-a", "fd00:77::11", ["fd00:10:244:1::/64"]),
+    underlayPrefixes: ["fd00:77::/64"],
+    vtep: null,
+  };
+  const dualView: NodeView = { ...view, underlayPrefixes: ["192.168.1.0/24", "fd00:77::/64"] };
+  const withIps = (l: NodeLease, underlayIPs: string[]): NodeLease => ({ ...l, backend: { ...l.backend, underlayIPs } });
+
+  it("routes an IPv6 pod subnet via an adjacent peer's IPv6 underlay address", () => {
+    const path = hostGwPath(lease("node-b", "fd00:77::12", ["fd00:10:244:2::/64"]), view6);
+    expect(path.errors).toEqual([]);
+    expect(path.entries.routes).toEqual([{ dst: "fd00:10:244:2::/64", via: "fd00:77::12", dev: "eth0", onlink: false }]);
+  });
+
+  it("reports an IPv6 peer on another segment", () => {
+    const path = hostGwPath(lease("node-c", "fd00:88::13", ["fd00:10:244:3::/64"]), view6);
+    expect(path.carrier).toBeNull();
+    expect(path.errors).toEqual([
+      "peer node-c fd00:88::13 is not on the same L2 segment as eth0 (fd00:77::/64): host-gw needs L2-adjacent nodes; use vxlan or auto",
+    ]);
+  });
+
+  it("routes each family of a dual-stack peer via the next hop of that family", () => {
+    const path = hostGwPath(withIps(adjacent, ["192.168.1.3", "fd00:77::12"]), dualView);
+    expect(path.errors).toEqual([]);
+    expect(path.entries.routes).toEqual([
+      { dst: "10.244.2.0/24", via: "192.168.1.3", dev: "eth0", onlink: false },
+      { dst: "fd00:0:0:2::/64", via: "fd00:77::12", dev: "eth0", onlink: false },
+    ]);
+    expect(autoPath(withIps(adjacent, ["192.168.1.3", "fd00:77::12"]), dualView).carrier).toBe("host-gw");
+  });
+
+  it("takes a link-local IPv6 next hop of a peer its IPv4 address shows adjacent", () => {
+    const path = hostGwPath(withIps(adjacent, ["192.168.1.3", "fe80::b"]), view);
+    expect(path.errors).toEqual([]);
+    expect(path.entries.routes[1]).toEqual({ dst: "fd00:0:0:2::/64", via: "fe80::b", dev: "eth0", onlink: false });
+  });
+
+  it("reports a global next hop of the other family that is off this link, and routes the rest", () => {
+    const path = hostGwPath(withIps(adjacent, ["192.168.1.3", "fd00:99::12"]), dualView);
+    expect(path.entries.routes.map((r) => r.dst)).toEqual(["10.244.2.0/24"]);
+    expect(path.errors).toEqual([
+      "peer node-b fd00:99::12 is not on the same L2 segment as eth0 (192.168.1.0/24, fd00:77::/64): host-gw needs L2-adjacent nodes; use vxlan or auto",
+    ]);
+    expect(autoPath(withIps(adjacent, ["192.168.1.3", "fd00:99::12"]), dualView).carrier).toBe("vxlan");
+  });
+});
+
+describe("underlayAddresses", () => {
+  const a = (local: string, scope = "global", prefixlen = 64): AddrInfo => ({ family: local.includes(":") ? "inet6" : "inet", local, prefixlen, scope });
+
+  it("publishes the public IP and the first global address of the other family", () => {
+    expect(underlayAddresses("192.168.1.2", [a("192.168.1.2", "global", 24), a("fe80::2", "link"), a("fd00:77::2"), a("fd00:77::9")])).toEqual(["192.168.1.2", "fd00:77::2"]);
+    expect(underlayAddresses("fd00:77::2", [a("fd00:77::2"), a("192.168.1.2", "global", 24)])).toEqual(["fd00:77::2", "192.168.1.2"]);
+  });
+
+  it("falls back to the IPv6 link-local address, and to the public IP alone", () => {
+    expect(underlayAddresses("192.168.1.2", [a("192.168.1.2", "global", 24), a("fe80::2", "link")])).toEqual(["192.168.1.2", "fe80::2"]);
+    expect(underlayAddresses("fd00:77::2", [a("fd00:77::2"), a("fe80::2", "link")])).toEqual(["fd00:77::2"]);
   });
 });
 

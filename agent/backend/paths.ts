@@ -1,4 +1,5 @@
 import { contains, familyOfText, formatCidr, formatIp, overlaps, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
+import type { AddrInfo } from "../../shared/kernel/iproute.js";
 import type { LocalNode, NodeLease, PeerError } from "../types.js";
 import { emptyState, type DatapathState } from "./plan.js";
 
@@ -38,27 +39,63 @@ export const hostGwPath: PathFinder = (peer, view) => {
   const path: PeerPath = { carrier: "host-gw", entries: emptyState(), errors: [] };
   const dev = view.local.underlayDev;
   if (!onLinkPrefix(peer.publicIP, view.underlayPrefixes)) {
-    const where = view.underlayPrefixes.length ? view.underlayPrefixes.join(", ") : "no connected prefix";
-    path.errors.push(
-      `peer ${peer.nodeName} ${peer.publicIP} is not on the same L2 segment as ${dev} (${where}): ` +
-        "host-gw needs L2-adjacent nodes; use vxlan or auto",
-    );
+    path.errors.push(notAdjacent(peer.nodeName, peer.publicIP, view));
     return { ...path, carrier: null };
   }
-  const underlay = familyOfText(peer.publicIP);
   for (const subnet of peer.subnets) {
     const family = parseCidr(subnet).family;
-    if (family !== underlay) {
+    const via = nextHop(peer, family);
+    if (!via) {
       path.errors.push(
-        `peer ${peer.nodeName} subnet ${subnet} is IPv${family} but the underlay is IPv${underlay}: ` +
-          "host-gw routes a pod family only over an underlay of the same family; use vxlan or auto",
+        `peer ${peer.nodeName} subnet ${subnet} is IPv${family} but the peer has no IPv${family} underlay address: ` +
+          "host-gw routes a pod family only via a next hop of the same family; use vxlan or auto",
       );
       continue;
     }
-    path.entries.routes.push({ dst: canonical(subnet), via: peer.publicIP, dev, onlink: false });
+    // A link-local next hop has no prefix to check; the peer's public IP above showed it is on this link.
+    if (!isLinkLocal(via) && !onLinkPrefix(via, view.underlayPrefixes)) {
+      path.errors.push(notAdjacent(peer.nodeName, via, view));
+      continue;
+    }
+    path.entries.routes.push({ dst: canonical(subnet), via, dev, onlink: false });
   }
   return path;
 };
+
+const notAdjacent = (peer: string, ip: string, view: NodeView): string => {
+  const where = view.underlayPrefixes.length ? view.underlayPrefixes.join(", ") : "no connected prefix";
+  return `peer ${peer} ${ip} is not on the same L2 segment as ${view.local.underlayDev} (${where}): ` +
+    "host-gw needs L2-adjacent nodes; use vxlan or auto";
+};
+
+/** A peer's host-gw next hop for a pod family: its public IP, or the underlay address of that family it publishes. */
+export function nextHop(peer: NodeLease, family: Family): string | null {
+  if (familyOfText(peer.publicIP) === family) return peer.publicIP;
+  return peer.backend.underlayIPs?.find((a) => familyOfText(a) === family) ?? null;
+}
+
+const LINK_LOCAL6 = parseCidr("fe80::/10");
+export const isLinkLocal = (ip: string): boolean => {
+  const a = parseIp(ip);
+  return a.family === 6 && contains(LINK_LOCAL6, a);
+};
+
+/**
+ * The underlay addresses a node publishes, one per family, `publicIP` first: for the other
+ * family the device's first global address, or for IPv6 its link-local one when it has no
+ * global one (a dual-stack node whose IPv6 underlay is link-local only still gets host-gw
+ * routes for its IPv6 pods).
+ */
+export function underlayAddresses(publicIP: string, addrs: readonly AddrInfo[]): string[] {
+  const out = [publicIP];
+  const other = familyOfText(publicIP) === 4 ? "inet6" : "inet";
+  const ofOther = addrs.filter((a) => a.family === other && a.scope !== "host");
+  const global = ofOther.find((a) => (a.scope ?? "global") === "global");
+  const linkLocal = other === "inet6" ? ofOther.find((a) => a.scope === "link") : undefined;
+  const pick = global ?? linkLocal;
+  if (pick) out.push(pick.local);
+  return out;
+}
 
 export const vxlanPath: PathFinder = (peer, view) => {
   const path: PeerPath = { carrier: "vxlan", entries: emptyState(), errors: [] };
@@ -94,7 +131,7 @@ export const vxlanPath: PathFinder = (peer, view) => {
   return path;
 };
 
-/** host-gw where it works (same segment, same family), VXLAN for every other peer. */
+/** host-gw where it works (same segment, a next hop for every pod family), VXLAN for every other peer. */
 export const autoPath: PathFinder = (peer, view) => {
   const direct = hostGwPath(peer, view);
   return direct.errors.length === 0 ? direct : vxlanPath(peer, view);
