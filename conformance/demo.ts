@@ -2,18 +2,20 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { parseArgs } from "node:util";
 import { vtepName } from "../shared/kernel/vxlan.js";
 import { reachability, type PairResult } from "./testbed/matrix.js";
-import { removeByPrefix, Testbed } from "./testbed/testbed.js";
+import { removeByPrefix, Testbed, type IpFamily } from "./testbed/testbed.js";
 
 /**
  * `./scripts/demo`: a cluster of network namespaces on this machine, the real twilld on every
  * node and two pods per node attached by the real twill plugin; prints the nodes and a
- * pod-to-pod reachability matrix, then removes everything (`--keep` leaves it running,
- * `./scripts/demo down` removes a kept one). The machine's own network is never changed.
+ * pod-to-pod reachability matrix per address family (`--ip-family 4|6|dual`), then removes
+ * everything (`--keep` leaves it running, `./scripts/demo down` removes a kept one). The
+ * machine's own network is never changed.
  */
 
 const STATE_DIR = "/run/twill-demo";
 const STATE_FILE = `${STATE_DIR}/state.json`;
 const BACKENDS = ["vxlan", "host-gw", "auto"] as const;
+const FAMILIES: Record<string, IpFamily> = { "4": 4, "6": 6, dual: "dual" };
 
 const tty = process.stdout.isTTY;
 const paint = (code: string) => (s: string) => (tty ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -35,15 +37,18 @@ async function main(): Promise<number> {
       nodes: { type: "string", default: "3" },
       backend: { type: "string", default: "vxlan" },
       remote: { type: "string", default: "" },
+      "ip-family": { type: "string", default: "4" },
       keep: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
-      "usage: ./scripts/demo [--nodes N] [--backend vxlan|host-gw|auto] [--remote 3,4] [--keep]\n" +
+      "usage: ./scripts/demo [--nodes N] [--backend vxlan|host-gw|auto] [--ip-family 4|6|dual] [--remote 3,4] [--keep]\n" +
         "       ./scripts/demo down      remove a cluster left by --keep\n" +
-        "  --remote  nodes put on a second L3 segment behind a router (host-gw cannot reach them)\n",
+        "  --ip-family  4: IPv4 underlay and pods (default); 6: IPv6-only underlay, nodes and pods;\n" +
+        "               dual: dual-stack underlay (IPv4 primary) and dual-stack pods\n" +
+        "  --remote     nodes put on a second L3 segment behind a router (host-gw cannot reach them)\n",
     );
     return 0;
   }
@@ -54,24 +59,30 @@ async function main(): Promise<number> {
   if (!Number.isInteger(nodes) || nodes < 2 || nodes > 50) throw new Error(`--nodes ${values.nodes}: give 2 to 50`);
   const backend = values.backend as (typeof BACKENDS)[number];
   if (!BACKENDS.includes(backend)) throw new Error(`--backend ${values.backend}: give ${BACKENDS.join(", ")}`);
+  const ipFamily = Object.hasOwn(FAMILIES, values["ip-family"]) ? FAMILIES[values["ip-family"]] : undefined;
+  if (ipFamily === undefined) throw new Error(`--ip-family ${values["ip-family"]}: give 4, 6 or dual`);
   const remote = values.remote ? values.remote.split(",").map(Number) : [];
   if (existsSync(STATE_FILE)) throw new Error(`a kept demo is still running; remove it first: ./scripts/demo down`);
 
   const started = Date.now();
-  process.stdout.write(bold(`twill demo: ${nodes} nodes, backend ${backend}${remote.length ? `, nodes ${remote.join(",")} behind a router` : ""}\n`));
+  const familyText = ipFamily === "dual" ? "dual-stack" : `IPv${ipFamily}`;
+  process.stdout.write(bold(`twill demo: ${nodes} nodes, backend ${backend}, ${familyText}${remote.length ? `, nodes ${remote.join(",")} behind a router` : ""}\n`));
   const step = (msg: string) => process.stdout.write(`  ${dim("▸")} ${msg}\n`);
-  const tb = await Testbed.create({ nodes, backend, remoteNodes: remote, agent: "twilld", plugin: "twill", progress: step });
+  const tb = await Testbed.create({ nodes, backend, ipFamily, remoteNodes: remote, agent: "twilld", plugin: "twill", progress: step });
   let ok = false;
   try {
     await tb.startAgents();
     for (const n of tb.nodes) for (let i = 0; i < 2; i++) await tb.addPod(n);
     process.stdout.write(`  ${green("✓")} cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
     await printNodes(tb);
-    step(`probing ${tb.pods.length * (tb.pods.length - 1)} pod pairs: ping and TCP echo`);
-    const results = await reachability(tb.pods);
-    printMatrix(tb, results);
+    ok = true;
+    for (const family of ipFamily === "dual" ? ([4, 6] as const) : [ipFamily]) {
+      step(`probing ${tb.pods.length * (tb.pods.length - 1)} pod pairs over IPv${family}: ping and TCP echo`);
+      const results = await reachability(tb.pods, family);
+      printMatrix(tb, results, family);
+      ok &&= results.every((r) => r.ping.ok && r.tcp.ok);
+    }
     printPeerErrors(tb);
-    ok = results.every((r) => r.ping.ok && r.tcp.ok);
     if (values.keep) {
       keep(tb);
       return ok ? 0 : 1;
@@ -87,17 +98,17 @@ async function main(): Promise<number> {
 }
 
 async function printNodes(tb: Testbed): Promise<void> {
-  const rows: string[][] = [["NODE", "UNDERLAY", "SEGMENT", "SUBNET", "VTEP MAC", "PODS"]];
+  const rows: string[][] = [["NODE", "UNDERLAY", "SEGMENT", "SUBNETS", "VTEP MAC", "PODS"]];
   for (const n of tb.nodes) {
     const vtep = await tb.ip(n).link(vtepName(tb.network.backend.vni));
     const pods = tb.pods.filter((p) => p.node === n).map((p) => `${p.name} ${p.ips.join(" ")}`);
-    rows.push([n.name, n.ip, n.segment, n.subnets.join(" "), vtep?.address ?? "-", pods.join(", ")]);
+    rows.push([n.name, [n.ip, n.ip6].filter(Boolean).join(" "), n.segment, n.subnets.join(" "), vtep?.address ?? "-", pods.join(", ")]);
   }
   process.stdout.write(table(rows, [0, 1, 2, 3, 4, 5]) + "\n");
 }
 
-function printMatrix(tb: Testbed, results: PairResult[]): void {
-  process.stdout.write(`\n${bold("Reachability")} ${dim("(ms: ping round trip / TCP connect + echo)")}\n`);
+function printMatrix(tb: Testbed, results: PairResult[], family: 4 | 6): void {
+  process.stdout.write(`\n${bold(`Reachability over IPv${family}`)} ${dim("(ms: ping round trip / TCP connect + echo)")}\n`);
   const names = tb.pods.map((p) => p.name);
   const rows: string[][] = [["from \\ to", ...names]];
   const cells: string[][] = [];
@@ -123,7 +134,7 @@ function printMatrix(tb: Testbed, results: PairResult[]): void {
   }
   process.stdout.write(table(rows, [0], cells) + "\n");
   const good = results.filter((r) => r.ping.ok && r.tcp.ok).length;
-  const line = `${good}/${results.length} pod pairs reachable (ping and TCP)`;
+  const line = `${good}/${results.length} pod pairs reachable over IPv${family} (ping and TCP)`;
   process.stdout.write(`\n${good === results.length ? green("✓ " + line) : red("✗ " + line)}\n`);
   const crossNode = results.filter((r) => r.from.node !== r.to.node && r.ping.ok);
   if (crossNode.length) {

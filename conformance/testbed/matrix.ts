@@ -46,13 +46,23 @@ export function podAddress(pod: Pod, family: 4 | 6 = 4): string {
   return a;
 }
 
-/** From every pod, a ping to every node's underlay address (through masquerade when remote). */
+/**
+ * From every pod, a ping to every node's underlay addresses of the pod's families (through
+ * masquerade when remote). A link-local address is left out: it is not routable from a pod.
+ */
 export async function podsToNodes(pods: readonly Pod[], nodes: readonly TestNode[]): Promise<string[]> {
   const failed: string[] = [];
   for (const pod of pods) {
-    const results = await Promise.all(nodes.map((n) => ping(pod.ns, n.ip)));
+    const targets = nodes.flatMap((n) =>
+      [n.ip, n.ip6]
+        .filter((a): a is string => a !== undefined && !a.startsWith("fe80:"))
+        .filter((a) => pod.ips.some((p) => p.includes(":") === a.includes(":")))
+        .map((address) => ({ node: n, address })),
+    );
+    const results = await Promise.all(targets.map((t) => ping(pod.ns, t.address)));
     results.forEach((r, i) => {
-      if (!r.ok) failed.push(`${pod.name} -> ${nodes[i]!.name} ${nodes[i]!.ip}: ${r.output.trim().split("\n").pop()}`);
+      const t = targets[i]!;
+      if (!r.ok) failed.push(`${pod.name} -> ${t.node.name} ${t.address}: ${r.output.trim().split("\n").pop()}`);
     });
   }
   return failed;

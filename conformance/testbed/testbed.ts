@@ -9,7 +9,7 @@ import { InprocCluster } from "./inproc-agent.js";
 import { TwilldCluster } from "./twilld-agent.js";
 import { addNetns, deleteNetns, ipIn, listNetns } from "./netns.js";
 import { podNetConf, resultIps, runCni, type PluginKind } from "./pods.js";
-import { attachNode, createUnderlay, type Segment, type Underlay } from "./topology.js";
+import { attachNode, createUnderlay, type Segment, type Underlay, type UnderlayFamily, type UnderlayOptions } from "./topology.js";
 import { startEcho, type EchoServer } from "./traffic.js";
 
 /**
@@ -24,9 +24,16 @@ export interface TestbedOptions {
   backend?: BackendConfig["type"];
   /** 1-based node numbers placed on segment "b", behind the router. */
   remoteNodes?: number[];
+  /**
+   * The address families of nodes and pods: 4 (the default), 6 (IPv6-only underlay, nodes and
+   * pods) or "dual" (dual-stack underlay, IPv4 primary, and dual-stack pods).
+   */
+  ipFamily?: IpFamily;
+  /** Dual-stack only: nodes have link-local IPv6 addresses only (host-gw's link-local next hops). */
+  linkLocal6?: boolean;
   /** IPv4 cluster CIDR, split into /24 node subnets. */
   clusterCIDR?: string;
-  /** Also give every node an IPv6 /64 from this CIDR (dual-stack pods). */
+  /** Also give every node an IPv6 /64 from this CIDR (dual-stack pods) on an IPv4 underlay. */
   clusterCIDRv6?: string;
   ipMasq?: boolean;
   underlayMTU?: number;
@@ -52,6 +59,8 @@ export interface TestNode {
   segment: Segment;
   /** Underlay address (the node's public IP). */
   ip: string;
+  /** Its IPv6 underlay address beside an IPv4 public IP (dual-stack underlay). */
+  ip6?: string;
   subnets: string[];
   dir: string;
   subnetFile: string;
@@ -65,6 +74,9 @@ export interface Pod {
   ips: string[];
   echo?: EchoServer;
 }
+
+export type IpFamily = UnderlayFamily;
+export const DEFAULT_CLUSTER_CIDR6 = "fd00:10:244::/56";
 
 let counter = 0;
 /** A prefix unique to this process and testbed: `tw<pid base36><n>-`. */
@@ -101,10 +113,12 @@ export class Testbed {
     const res = trackResources();
     const dir = mkdtempSync(join(tmpdir(), prefix));
     res.dirs.add(dir);
-    const clusterCIDRs = [o.clusterCIDR ?? "10.244.0.0/16", ...(o.clusterCIDRv6 ? [o.clusterCIDRv6] : [])];
+    const family = o.ipFamily ?? 4;
+    const v4 = family === 6 ? null : (o.clusterCIDR ?? "10.244.0.0/16");
+    const v6 = family === 4 ? (o.clusterCIDRv6 ?? null) : (o.clusterCIDRv6 ?? DEFAULT_CLUSTER_CIDR6);
     const network: NetworkConfig = {
-      clusterCIDRs,
-      subnetLen: { 4: 24, ...(o.clusterCIDRv6 ? { 6: 64 } : {}) },
+      clusterCIDRs: [v4, v6].filter((c) => c !== null),
+      subnetLen: { ...(v4 ? { 4: 24 } : {}), ...(v6 ? { 6: 64 } : {}) },
       backend: { type: o.backend ?? "vxlan", vni: 1, port: 4789 },
       ipMasq: o.ipMasq ?? true,
     };
@@ -113,7 +127,9 @@ export class Testbed {
       prefix, dir, o.plugin ?? "twill", res, network, o.agent ?? "twilld", o.logger ?? nullLogger, o.resyncMs ?? 10_000, progress,
     );
     try {
-      await tb.build(o.nodes ?? 3, new Set(o.remoteNodes ?? []), o.underlayMTU ?? 1500);
+      await tb.build(o.nodes ?? 3, new Set(o.remoteNodes ?? []), {
+        mtu: o.underlayMTU ?? 1500, family, ...(o.linkLocal6 ? { linkLocal6: true } : {}),
+      });
     } catch (err) {
       await tb.destroy();
       throw err;
@@ -121,22 +137,23 @@ export class Testbed {
     return tb;
   }
 
-  private async build(count: number, remote: Set<number>, mtu: number): Promise<void> {
+  private async build(count: number, remote: Set<number>, underlay: UnderlayOptions): Promise<void> {
     const segments: Segment[] = remote.size ? ["a", "b"] : ["a"];
-    this.progress(`underlay: switch and router (${segments.map((s) => `segment ${s}`).join(", ")})`);
-    this.underlay = await createUnderlay(this.prefix, mtu, segments, this.res);
+    const fam = underlay.family === "dual" ? "dual-stack" : `IPv${underlay.family}`;
+    this.progress(`underlay (${fam}): switch and router (${segments.map((s) => `segment ${s}`).join(", ")})`);
+    this.underlay = await createUnderlay(this.prefix, underlay, segments, this.res);
     for (let i = 1; i <= count; i++) {
       const segment: Segment = remote.has(i) ? "b" : "a";
       const u = await attachNode(this.underlay, `${this.prefix}n${i}`, i, segment, this.res);
       const dir = join(this.dir, `node-${i}`);
       mkdirSync(dir, { recursive: true });
       this.nodes.push({
-        name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip,
+        name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip, ...(u.ip6 ? { ip6: u.ip6 } : {}),
         // In-process agents take the i-th subnet; twilld claims its own from the datastore.
         subnets: this.network.clusterCIDRs.map((c) => nodeSubnet(c, i)),
         dir, subnetFile: join(dir, "subnet.json"),
       });
-      this.progress(`node-${i}: ${u.ip} on segment ${segment}`);
+      this.progress(`node-${i}: ${[u.ip, u.ip6].filter(Boolean).join(" ")} on segment ${segment}`);
     }
   }
 
