@@ -1,5 +1,4 @@
-import { readFileSync } from "node:fs";
-import { writeFileAtomic } from "../shared/fs.js";
+import { readReportFile, writeReportFile } from "./report-file.js";
 import type { PeerError } from "./types.js";
 
 /**
@@ -21,15 +20,6 @@ export interface DatapathReport {
 
 export const datapathReportPath = (stateDir: string) => `${stateDir}/datapath.json`;
 
-export function writeDatapathReport(path: string, report: DatapathReport): void {
-  // Rewritten every resync and rebuilt by the next one: no fsync.
-  writeFileAtomic(path, JSON.stringify(report) + "\n", 0o644, false);
-}
+export const writeDatapathReport = (path: string, report: DatapathReport): void => writeReportFile(path, report);
 
-export function readDatapathReport(path: string): DatapathReport | null {
-  try {
-    return JSON.parse(readFileSync(path, "utf8")) as DatapathReport;
-  } catch {
-    return null;
-  }
-}
+export const readDatapathReport = (path: string): DatapathReport | null => readReportFile<DatapathReport>(path);

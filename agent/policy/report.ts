@@ -1,5 +1,4 @@
-import { readFileSync } from "node:fs";
-import { writeFileAtomic } from "../../shared/fs.js";
+import { readReportFile, writeReportFile } from "../report-file.js";
 import type { Direction } from "./types.js";
 
 /**
@@ -25,17 +24,9 @@ export interface PolicyReport {
 
 export const policyReportPath = (stateDir: string): string => `${stateDir}/policy.json`;
 
-export function writePolicyReport(path: string, report: PolicyReport): void {
-  writeFileAtomic(path, JSON.stringify(report) + "\n", 0o644, false);
-}
+export const writePolicyReport = (path: string, report: PolicyReport): void => writeReportFile(path, report);
 
-export function readPolicyReport(path: string): PolicyReport | null {
-  try {
-    return JSON.parse(readFileSync(path, "utf8")) as PolicyReport;
-  } catch {
-    return null;
-  }
-}
+export const readPolicyReport = (path: string): PolicyReport | null => readReportFile<PolicyReport>(path);
 
 /** The `twilld status` lines for NetworkPolicy. Pure. */
 export function renderPolicyReport(r: PolicyReport | null, now: number): string[] {
