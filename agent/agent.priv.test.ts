@@ -124,6 +124,8 @@ describe("Agent", () => {
     await until("a route to the thief's subnet", async () =>
       (await r.ip.routes(4, ["proto", "150"])).some((route) => route.dst === first) || undefined,
     );
+    const failures = r.logs.filter((l) => l.msg === "Reconciling the datapath failed");
+    expect(failures).toEqual([]);
     expect(await r.metric("twill_reconcile_errors_total")).toBe(0);
     const reported = r.logs.filter((l) => l.msg === "Pods on a subnet this node no longer holds need a restart");
     expect(reported).toHaveLength(1);

@@ -211,12 +211,14 @@ export class Agent {
     if (kind === "full") this.fullPending = true;
     if (this.reconciling) return;
     this.reconciling = (async () => {
-      while (!this.stopped && (this.fullPending || this.changedPeers.size > 0)) {
+      // A lease lost mid-loop ends it: the requests wait for the next lease, whose adoption
+      // asks for a full reconcile anyway.
+      while (!this.stopped && this.lease && (this.fullPending || this.changedPeers.size > 0)) {
         const full = this.fullPending;
         const changed = [...this.changedPeers];
         this.fullPending = false;
         this.changedPeers.clear();
-        await this.reconcileOnce(full ? null : changed);
+        await this.reconcileOnce(this.lease, full ? null : changed);
       }
     })().finally(() => {
       this.reconciling = null;
@@ -273,7 +275,7 @@ export class Agent {
   }
 
   /** A full reconcile (`changed` null), or one of the peers named. */
-  private async reconcileOnce(changed: string[] | null): Promise<void> {
+  private async reconcileOnce(lease: NodeLease, changed: string[] | null): Promise<void> {
     const { metrics, logger } = this.o;
     metrics.reconciles.inc();
     const end = metrics.reconcileSeconds.startTimer({ kind: changed ? "peers" : "full" });
@@ -285,8 +287,8 @@ export class Agent {
     const backend = this.o.network.backend.type;
     try {
       const report = changed
-        ? await this.backend!.reconcilePeers(this.lease!, this.peers, changed)
-        : await this.backend!.reconcile(this.lease!, this.peers);
+        ? await this.backend!.reconcilePeers(lease, this.peers, changed)
+        : await this.backend!.reconcile(lease, this.peers);
       end();
       metrics.reconcileChanges.inc(report.changes);
       metrics.peerErrors.set(report.errors.length);
