@@ -100,6 +100,8 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
     nodeName,
     stateDir: o.stateDir,
+    ipamStore: o.ipamStore,
+    subnetFile: o.subnetFile,
     bridge: o.bridge,
     logDropsPerSecond: o.policyLogDropsPerSecond,
     resyncMs: o.resyncMs,

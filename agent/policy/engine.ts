@@ -2,9 +2,11 @@ import { bridgeNetfilterLoaded, ensureBridgeNetfilter } from "../../shared/kerne
 import type { IpRoute } from "../../shared/kernel/iproute.js";
 import { applyNftScript, readNftCounters } from "../../shared/kernel/nft.js";
 import type { Logger } from "../../shared/log.js";
+import { writePolicyReady, type PolicyReady } from "../../shared/policy-ready.js";
 import { errorMessage } from "../errors.js";
 import { compilePolicies, type PolicyPlan } from "./compile.js";
 import type { PolicyMetrics } from "./metrics.js";
+import { policyReadyOf } from "./reserved.js";
 import { writePolicyReport, type PolicyReport } from "./report.js";
 import { POLICY_TABLE, renderRuleset, renderUpdate, type Ruleset } from "./ruleset.js";
 import type { PolicySnapshot } from "./types.js";
@@ -29,6 +31,8 @@ export interface PolicyEngineOptions {
   /** Re-check that the table is there, re-read drop counters, at least this often. */
   resyncMs: number;
   reportFile?: string;
+  /** Where the plugin learns which of this node's pod addresses the ruleset in force covers. */
+  readyFile?: string;
   logger: Logger;
   metrics: PolicyMetrics;
   /** Default twill-policy; tests use their own. */
@@ -65,6 +69,7 @@ export class PolicyEngine {
   private lastError: string | undefined;
   private appliedAt: number | undefined;
   private lastRuleset: (Ruleset & { compileMs: number; applyMs: number }) | undefined;
+  private readyText: string | undefined;
   /** Stats of the last apply round, for tests and the benchmark. */
   lastStats: ApplyStats | undefined;
 
@@ -147,6 +152,7 @@ export class PolicyEngine {
         this.appliedAt = this.now();
       }
       this.lastError = undefined;
+      this.writeReady(snapshot);
     } catch (err) {
       metrics.applyErrors.inc();
       this.lastError = errorMessage(err);
@@ -258,6 +264,19 @@ export class PolicyEngine {
       r.ruleset = { rules, elements, bytes, compileMs: round(compileMs), applyMs: round(applyMs) };
     }
     return r;
+  }
+
+  /** Tells the plugin what is in force now (after the kernel has it, never before). */
+  private writeReady(snapshot: PolicySnapshot): void {
+    if (!this.o.readyFile) return;
+    const text = JSON.stringify(policyReadyOf(snapshot, this.o.nodeName));
+    if (text === this.readyText) return;
+    try {
+      writePolicyReady(this.o.readyFile, JSON.parse(text) as PolicyReady);
+      this.readyText = text;
+    } catch (err) {
+      this.o.logger.warn("Writing the policy ready file failed", { path: this.o.readyFile, error: errorMessage(err) });
+    }
   }
 
   private writeReport(): void {

@@ -3,10 +3,15 @@ import type { IpRoute } from "../../shared/kernel/iproute.js";
 import type { Logger } from "../../shared/log.js";
 import type { DatastoreKind } from "../datastore/index.js";
 import { loadKubeConfig } from "../datastore/kubernetes.js";
+import { policyReadyPath } from "../../shared/policy-ready.js";
+import type { ReservationView } from "../ipam/reservations.js";
 import { PolicyEngine } from "./engine.js";
 import { watchPolicyObjects } from "./kubernetes-watch.js";
 import { createPolicyMetrics } from "./metrics.js";
 import { policyReportPath, writePolicyReport } from "./report.js";
+import { watchReservations } from "./reservations-watch.js";
+import { withReservedAddresses } from "./reserved.js";
+import type { PolicySnapshot } from "./types.js";
 
 /**
  * NetworkPolicy enforcement beside the agent's subnet and datapath work, sharing nothing with
@@ -20,6 +25,10 @@ export interface NetworkPolicyOptions {
   kubeconfig?: string;
   nodeName: string;
   stateDir: string;
+  /** twill-ipam's store of this node (new pods' addresses before the API has them). */
+  ipamStore: string;
+  /** The plugin's subnet file: the ready file the plugin waits on sits beside it. */
+  subnetFile: string;
   bridge: string;
   logDropsPerSecond?: number;
   resyncMs: number;
@@ -54,19 +63,34 @@ export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
     ...(o.logDropsPerSecond ? { logDropsPerSecond: o.logDropsPerSecond } : {}),
     resyncMs: o.resyncMs,
     reportFile,
+    readyFile: policyReadyPath(o.subnetFile),
     logger,
     metrics,
   });
   engine.start();
+  // The API's view, joined with the IPAM store's for this node's new pods.
+  let api: PolicySnapshot | null = null;
+  let reserved: ReservationView[] = [];
+  const update = (at: number) => {
+    if (api) engine.update(withReservedAddresses(api, o.nodeName, reserved), at);
+  };
+  const stopReservations = watchReservations(o.ipamStore, (r) => {
+    reserved = r;
+    update(Date.now());
+  }, logger);
   const stopWatch = watchPolicyObjects({
     kubeConfig: loadKubeConfig(o.kubeconfig),
     logger,
-    onSnapshot: (s, at) => engine.update(s, at),
+    onSnapshot: (s, at) => {
+      api = s;
+      update(at);
+    },
     onError: (err) => logger.warn("NetworkPolicy watch failed; resuming", { error: err.message }),
   });
   return {
     stop: async () => {
       stopWatch();
+      stopReservations();
       await engine.stop();
     },
   };

@@ -36,6 +36,7 @@ export function podView(obj: V1Pod): PodInfo | null {
   return {
     namespace: obj.metadata?.namespace ?? "default",
     name: obj.metadata?.name ?? "",
+    ...(obj.metadata?.uid ? { uid: obj.metadata.uid } : {}),
     ...(obj.spec?.nodeName ? { nodeName: obj.spec.nodeName } : {}),
     labels: { ...(obj.metadata?.labels ?? {}) },
     ips,

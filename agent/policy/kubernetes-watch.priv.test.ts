@@ -11,6 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
 import { IpRoute } from "../../shared/kernel/iproute.js";
+import { policyReadyPath, readPolicyReady } from "../../shared/policy-ready.js";
+import { Store, bootId } from "../../ipam/store.js";
 import { compilePolicies, type PolicyPlan } from "./compile.js";
 import { startNetworkPolicy } from "./index.js";
 import { readPolicyReport } from "./report.js";
@@ -118,6 +120,8 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
       kubeconfig: cp.kubeconfigFor(cp.agentToken),
       nodeName: "node-1",
       stateDir: dir,
+      ipamStore: join(dir, "ipam", "twill"),
+      subnetFile: join(dir, "run", "subnet.json"),
       bridge: "cni0",
       resyncMs: 60_000,
       ip,
@@ -135,6 +139,26 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
       expect(report.enabled).toBe(true);
       expect(report.policies).toEqual([{ policy: "shop/web-from-team-x", types: ["ingress"], pods: ["shop/web"] }]);
       expect(await registry.metrics()).toMatch(/twill_policy_isolated_pods 1/);
+
+      // A new pod the policy selects, whose address kubelet has not reported: the IPAM
+      // reservation made on its ADD, naming the pod, is enough to filter it.
+      const fresh = await core.createNamespacedPod({
+        namespace: "shop",
+        body: { metadata: { name: "web-2", labels: { app: "web" } }, spec: { nodeName: "node-1", automountServiceAccountToken: false, containers: [{ name: "c", image: "registry.example/none" }] } },
+      });
+      const store = new Store(join(dir, "ipam", "twill"));
+      store.ensure();
+      const owner = { containerID: "sandbox-web-2", ifname: "eth0" };
+      expect(store.reserve("10.244.1.6", owner)).toBe(true);
+      store.writeIndex({ ...owner, ips: ["10.244.1.6"], pod: { namespace: "shop", name: "web-2", uid: fresh.metadata!.uid! }, bootId: bootId(), created: new Date().toISOString() });
+      await until("the reserved address in the node's policy table", async () => {
+        const text = await ip.nft(["list", "map", "inet", "twill-policy", "ingress4"], "list the map").catch(() => "");
+        return text.includes("10.244.1.6 : jump pod_") || undefined;
+      });
+      // What the plugin waits on: the namespace has a policy, the address is in force.
+      const ready = readPolicyReady(policyReadyPath(join(dir, "run", "subnet.json")));
+      expect(ready?.namespaces).toEqual(["shop"]);
+      expect(ready?.ips).toEqual(expect.arrayContaining(["10.244.1.5", "10.244.1.6"]));
 
       await networking.deleteNamespacedNetworkPolicy({ namespace: "shop", name: "web-from-team-x" });
       await until("the pod's address gone from the table", async () => {

@@ -62,10 +62,15 @@ export interface ContainerPort {
 export interface PodInfo {
   namespace: string;
   name: string;
+  /** metadata.uid: what the IPAM store records for the pod's reservations. */
+  uid?: string;
   /** Where it is scheduled; only this node's pods are isolated by this node. */
   nodeName?: string;
   labels: Record<string, string>;
-  /** status.podIPs; empty until the runtime reports them. */
+  /**
+   * status.podIPs, empty until the runtime reports them; for this node's pods also the
+   * addresses the IPAM store holds for them, known from the moment of the reservation.
+   */
   ips: string[];
   ports: ContainerPort[];
 }

@@ -166,6 +166,73 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
   });
 
+  it("releases the address of a sandbox that died without a DEL after the grace period, and nothing while the API is unreachable", async () => {
+    // Leak recovery with a short grace, as an operator would set it on the DaemonSet.
+    await kubectl("-n", "kube-system", "set", "env", "daemonset/twill", "TWILL_LEAK_GRACE=20s", "TWILL_LEAK_INTERVAL=2s");
+    await kubectl("-n", "kube-system", "rollout", "status", "daemonset/twill", "--timeout=180s");
+    const leak = await startPod("twill-leak", "node-1");
+    const leaked = leak.status.podIP!;
+    expect(reservations("node-1")).toContain(leaked);
+    const twillLog = join(CLUSTER_DIR, "nodes", "node-1", "var-log/twill/twill.log");
+    const sandbox = readFileSync(twillLog, "utf8").split("\n").filter((l) => l.includes('"Added pod"'))
+      .map((l) => JSON.parse(l) as { containerId: string; cniArgs: Record<string, string> })
+      .find((e) => e.cniArgs.K8S_POD_NAME === "twill-leak")!.containerId;
+
+    // node-1's twilld cannot reach the API (its Service address), kubelet still can.
+    const node = (...args: string[]) => cluster("node", "node-1", ...args);
+    const block = await node("nft", "add table inet twill-test-block; add chain inet twill-test-block out { type filter hook output priority 0; ct original ip daddr 10.96.0.1 drop; }");
+    expect(block.exitCode, block.stderr).toBe(0);
+
+    // The sandbox dies and containerd forgets it, without a DEL: kubelet paused, the pod's
+    // tasks killed and its containers removed behind containerd's CRI, containerd restarted
+    // (it reloads only what its store still holds), the pod force-deleted from the API.
+    const kubeletPid = Number(readFileSync(join(CLUSTER_DIR, "nodes", "node-1", "kubelet.pid"), "utf8"));
+    process.kill(kubeletPid, "SIGSTOP");
+    try {
+      const ctr = (...args: string[]) => node("ctr", "-a", "/run/containerd/containerd.sock", "-n", "k8s.io", ...args);
+      const ids = (await ctr("containers", "ls", "-q", `labels."io.kubernetes.pod.uid"==${leak.metadata.uid}`)).stdout.split("\n").filter(Boolean);
+      expect(ids).toContain(sandbox);
+      for (const id of ids) {
+        await ctr("tasks", "kill", "-s", "SIGKILL", id);
+        await until(`task ${id} gone`, async () => {
+          await ctr("tasks", "rm", "-f", id);
+          return !(await ctr("tasks", "ls", "-q")).stdout.split("\n").includes(id);
+        }, 30_000);
+        const rm = await ctr("containers", "rm", id);
+        expect(rm.exitCode, rm.stderr).toBe(0);
+      }
+      const containerdPidFile = join(CLUSTER_DIR, "nodes", "node-1", "containerd.pid");
+      const containerdPid = Number(readFileSync(containerdPidFile, "utf8"));
+      process.kill(containerdPid, "SIGKILL");
+      await until("containerd back on node-1", async () =>
+        Number(readFileSync(containerdPidFile, "utf8")) !== containerdPid && (await ctr("version")).exitCode === 0, 60_000);
+      await kubectl("delete", "pod", "twill-leak", "--grace-period=0", "--force");
+    } finally {
+      process.kill(kubeletPid, "SIGCONT");
+    }
+
+    // Longer than the grace period and many sweeps: with the API away, nothing is released.
+    await sleep(35_000);
+    expect(reservations("node-1")).toContain(leaked);
+    const twilldLogs = async () => {
+      const pod = (await kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=twill", "--field-selector", "spec.nodeName=node-1", "-o", "name")).trim();
+      return kubectl("-n", "kube-system", "logs", pod);
+    };
+
+    await node("nft", "delete table inet twill-test-block");
+    await until("the leaked address released", async () => !reservations("node-1").includes(leaked), 120_000);
+    const released = (await twilldLogs()).split("\n").filter((l) => l.includes('"Released leaked address"')).map((l) => JSON.parse(l) as Record<string, string>);
+    expect(released.map((r) => [r.address, r.pod, r.reason])).toEqual([[leaked, "default/twill-leak", "pod-not-on-node"]]);
+    expect(await twilldLogs()).toContain("Pods cannot be read; no address is released");
+    // No DEL ever reached the plugin for that sandbox: recovery, not the runtime, freed it.
+    expect(readFileSync(twillLog, "utf8").split("\n").filter((l) => l.includes(sandbox) && l.includes('"Deleted pod"'))).toEqual([]);
+    // Every live pod kept its address, and still answers.
+    expect(reservations("node-1")).toContain(a.status.podIP);
+    expect(reservations("node-2")).toContain(b.status.podIP);
+    const r = await ping("twill-b", a.status.podIP!);
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+  });
+
   it("releases a pod's address when the pod is deleted through the API", async () => {
     expect(reservations("node-1")).toContain(a.status.podIP);
     expect(reservations("node-2")).toContain(b.status.podIP);

@@ -11,12 +11,14 @@ import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
 import { ensureSysctl } from "../../shared/kernel/sysctl.js";
 import { fileLogger, PhaseTimer, type Logger } from "../../shared/log.js";
 import { readSubnetFileFor } from "../../shared/subnet-file.js";
+import { policyReadyPath } from "../../shared/policy-ready.js";
 import { expectedFromResult, nodeProblems, podProblems } from "./check.js";
 import { DEFAULT_LOG_FILE, parseConf, type TwillConf } from "./config.js";
 import { ExecIpam, inProcessIpam, type Ipam } from "./ipam.js";
 import { hostVethName } from "./names.js";
 import { buildResult, missingGatewaySteps, planNode, planPod, type Attachment, type NodePlan, type Step } from "./plan.js";
 import { Undo } from "./undo.js";
+import { waitForPolicy } from "./policy-wait.js";
 
 /**
  * The `twill` CNI plugin: a Linux bridge per node and a veth pair per pod, like the reference
@@ -94,6 +96,10 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         const failed = done.find((d) => d.status === "rejected");
         if (failed) throw (failed as PromiseRejectedResult).reason;
 
+        if (conf.nodeMode) {
+          const ips = podPlan.ips.map((i) => i.address.split("/")[0]!);
+          await timer.time("policy", () => waitForPolicy(policyReadyPath(conf.subnetFile), args.args.K8S_POD_NAMESPACE, ips, log));
+        }
         const result = buildResult(args.conf.cniVersion, prev, nodePlan, podPlan, bridge.address ?? nodePlan.bridge.mac, allocated.dns, args.conf.dns);
         log.info("Added pod", {
           netns: at.netns,
