@@ -19,6 +19,7 @@ import { gatherNodes, renderNodes } from "./nodes.js";
 import { startHttpServer } from "./http.js";
 import { checkNodeName } from "./leases.js";
 import { createMetrics } from "./metrics.js";
+import type { DenyMode } from "./policy/compile.js";
 import { startNetworkPolicy } from "./policy/index.js";
 import { policyReportPath } from "./policy/report.js";
 import { gatherStatus, renderStatus } from "./status.js";
@@ -55,6 +56,7 @@ export interface RunOptions extends CommonOptions {
   bridge: string;
   /** Log dropped packets at most this often per pod and direction; 0: never. */
   policyLogDropsPerSecond: number;
+  policyDeny: DenyMode;
   /** How often the leak recovery sweeps the IPAM store; 0 turns it off. */
   leakIntervalMs: number;
 }
@@ -104,6 +106,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     subnetFile: o.subnetFile,
     bridge: o.bridge,
     logDropsPerSecond: o.policyLogDropsPerSecond,
+    deny: o.policyDeny,
     resyncMs: o.resyncMs,
     ip,
     registry: metrics.registry,

@@ -40,6 +40,7 @@ const runFlags = {
   "leak-interval": { type: "string", default: "1m", describe: 'How often to look for leaked addresses in --ipam-store ("0" turns leak recovery off)' },
   "network-policy": { type: "boolean", default: true, describe: "Enforce NetworkPolicy for this node's pods (kubernetes datastore)" },
   bridge: { type: "string", default: "cni0", describe: "The pod bridge (the plugin's \"bridge\"), whose same-node traffic policy filters" },
+  "policy-deny": { choices: ["reject", "drop"] as const, default: "reject" as const, describe: "What a packet NetworkPolicy denies gets: a TCP reset or ICMP prohibited (the client fails at once), or nothing" },
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
@@ -103,6 +104,7 @@ async function main(): Promise<number> {
             networkPolicy: a["network-policy"],
             bridge: a.bridge,
             policyLogDropsPerSecond: Math.max(0, Math.floor(a["policy-log-drops"])),
+            policyDeny: a["policy-deny"],
             leakIntervalMs: a["leak-interval"] === "0" ? 0 : parseDuration(a["leak-interval"], "--leak-interval"),
           },
           logger,

@@ -227,7 +227,10 @@ describe("NetworkPolicy compiler", () => {
       ["default/web", "ingress"],
       ["default/web", "egress"],
     ]);
-    for (const c of plan.counters) expect(script).toContain(`counter name "${c.name}" drop`);
+    for (const c of plan.counters) {
+      expect(script).toContain(`meta l4proto tcp counter name "${c.name}" reject with tcp reset`);
+      expect(script).toContain(`counter name "${c.name}" reject with icmpx type admin-prohibited`);
+    }
     expect(script).toContain("ct state established,related accept");
     expect(script).toMatch(/10\.0\.0\.10 : jump pod_[0-9a-f]{16}_in/);
     expect(script).toMatch(/fd00::10 : jump pod_[0-9a-f]{16}_eg/);
@@ -260,9 +263,28 @@ describe("NetworkPolicy compiler", () => {
     expect(chain.rules).toEqual([
       `jump ${policyChain.name}`,
       'limit rate 5/second burst 5 packets log prefix "twill-policy drop ingress default/web by default/deny-web: " level info',
-      `counter name "${plan.counters[0]!.name}" drop`,
+      `meta l4proto tcp counter name "${plan.counters[0]!.name}" reject with tcp reset`,
+      `counter name "${plan.counters[0]!.name}" reject with icmpx type admin-prohibited`,
     ]);
     expect(simulate(plan, tcp(client, web, 80))).toBe("drop");
+  });
+
+  it("rejects denied packets by default (a TCP reset, else ICMP prohibited), or drops them when asked", () => {
+    const snapshot = { policies: [policy("default", "deny-web", webOnly)], pods: allPods, namespaces };
+    const denyOf = (plan: ReturnType<typeof compilePolicies>) => plan.chains.find((c) => c.comment === "default/web ingress")!.rules.slice(-2);
+    const rejecting = compilePolicies(snapshot, { nodeName: NODE });
+    const counter = rejecting.counters[0]!.name;
+    expect(denyOf(rejecting)).toEqual([
+      `meta l4proto tcp counter name "${counter}" reject with tcp reset`,
+      `counter name "${counter}" reject with icmpx type admin-prohibited`,
+    ]);
+    const dropping = compilePolicies(snapshot, { nodeName: NODE, deny: "drop" });
+    expect(denyOf(dropping)[1]).toBe(`counter name "${counter}" drop`);
+    // Either way the same packets are denied.
+    for (const plan of [rejecting, dropping]) {
+      expect(simulate(plan, tcp(client, web, 80))).toBe("drop");
+      expect(simulate(plan, { src: client.ips[0]!, dst: web.ips[0]!, proto: "udp", port: 53 })).toBe("drop");
+    }
   });
 
   it("ignores pods without addresses yet", () => {

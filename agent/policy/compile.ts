@@ -15,10 +15,11 @@ import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPe
  *   verdict map to that pod's chain. A pod no policy isolates has no map entry: allowed.
  *   Separate base chains because `accept` ends only its own base chain: a packet from one
  *   local pod to another passes the sender's egress chain and then the receiver's ingress
- *   chain. A drop in either is final.
+ *   chain. A deny in either is final.
  * - Names of sets, chains and counters depend only on what they stand for (see stableId).
  * - A pod chain jumps to the chain of every policy that selects the pod, in that direction,
- *   and drops (and counts, and optionally logs) what none accepted. Policies add up.
+ *   and denies (counts, optionally logs, then rejects or drops) what none accepted. Policies
+ *   add up.
  * - A policy chain has a rule per (rule, port kind, family), matching peers through named
  *   address sets: the rule count grows with policies and pods, never with peers. Rules with
  *   the same peers share one set, and a set of single addresses is a hash set (nft handles
@@ -35,6 +36,21 @@ export interface CompileOptions {
   nodeName: string;
   /** Log dropped packets (nft `log`), at most this many per second per pod and direction. */
   logDropsPerSecond?: number;
+  /** What a denied packet gets: {@link DenyMode}; default "reject". */
+  deny?: DenyMode;
+}
+
+/**
+ * "reject": a TCP reset, or ICMP administratively prohibited, so a denied client fails at once
+ * (kube-router, and k3s which embeds it, do the same). "drop": silence; the client waits for
+ * its timeout, and a scanner learns nothing (Calico's default).
+ */
+export type DenyMode = "reject" | "drop";
+
+/** The rules ending a pod chain: count what no policy accepted, then deny it. */
+export function denyRules(counter: string, mode: DenyMode): string[] {
+  if (mode === "drop") return [`counter name "${counter}" drop`];
+  return [`meta l4proto tcp counter name "${counter}" reject with tcp reset`, `counter name "${counter}" reject with icmpx type admin-prohibited`];
 }
 
 export interface NftSet {
@@ -153,7 +169,7 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
         const prefix = `twill-policy drop ${d} ${podKey(p)} by ${names.join(",")}`.slice(0, LOG_PREFIX_MAX - 2) + ": ";
         rules.push(`limit rate ${opts.logDropsPerSecond}/second burst ${opts.logDropsPerSecond} packets log prefix "${prefix}" level info`);
       }
-      rules.push(`counter name "${counter}" drop`);
+      rules.push(...denyRules(counter, opts.deny ?? "reject"));
       plan.chains.push({ name: chain, comment: `${podKey(p)} ${d}`, rules });
       plan.counters.push({ name: counter, pod: podKey(p), direction: d });
       for (const ip of p.ips) maps[`${d}${familyOf(ip)}`]!.elements.push([ip, chain]);

@@ -4,7 +4,7 @@ import { applyNftScript, readNftCounters } from "../../shared/kernel/nft.js";
 import type { Logger } from "../../shared/log.js";
 import { writePolicyReady, type PolicyReady } from "../../shared/policy-ready.js";
 import { errorMessage } from "../errors.js";
-import { compilePolicies, type PolicyPlan } from "./compile.js";
+import { compilePolicies, type DenyMode, type PolicyPlan } from "./compile.js";
 import type { PolicyMetrics } from "./metrics.js";
 import { policyReadyOf } from "./reserved.js";
 import { writePolicyReport, type PolicyReport } from "./report.js";
@@ -28,6 +28,7 @@ export interface PolicyEngineOptions {
   /** The pod bridge whose bridged traffic must pass netfilter (same-node pod to pod). */
   bridge: string;
   logDropsPerSecond?: number;
+  deny?: DenyMode;
   /** Re-check that the table is there, re-read drop counters, at least this often. */
   resyncMs: number;
   reportFile?: string;
@@ -130,7 +131,11 @@ export class PolicyEngine {
     this.pendingSince = undefined;
     const t0 = performance.now();
     try {
-      const plan = compilePolicies(snapshot, { nodeName: this.o.nodeName, ...(this.o.logDropsPerSecond ? { logDropsPerSecond: this.o.logDropsPerSecond } : {}) });
+      const plan = compilePolicies(snapshot, {
+        nodeName: this.o.nodeName,
+        ...(this.o.logDropsPerSecond ? { logDropsPerSecond: this.o.logDropsPerSecond } : {}),
+        ...(this.o.deny ? { deny: this.o.deny } : {}),
+      });
       const full = renderRuleset(plan, this.table);
       const t1 = performance.now();
       const changed = full.script !== this.appliedScript;

@@ -5,6 +5,7 @@ import type { DatastoreKind } from "../datastore/index.js";
 import { loadKubeConfig } from "../datastore/kubernetes.js";
 import { policyReadyPath } from "../../shared/policy-ready.js";
 import type { ReservationView } from "../ipam/reservations.js";
+import type { DenyMode } from "./compile.js";
 import { PolicyEngine } from "./engine.js";
 import { watchPolicyObjects } from "./kubernetes-watch.js";
 import { createPolicyMetrics } from "./metrics.js";
@@ -31,6 +32,7 @@ export interface NetworkPolicyOptions {
   subnetFile: string;
   bridge: string;
   logDropsPerSecond?: number;
+  deny?: DenyMode;
   resyncMs: number;
   ip: IpRoute;
   registry: Registry;
@@ -61,6 +63,7 @@ export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
     ip: o.ip,
     bridge: o.bridge,
     ...(o.logDropsPerSecond ? { logDropsPerSecond: o.logDropsPerSecond } : {}),
+    ...(o.deny ? { deny: o.deny } : {}),
     resyncMs: o.resyncMs,
     reportFile,
     readyFile: policyReadyPath(o.subnetFile),

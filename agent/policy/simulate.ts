@@ -15,6 +15,7 @@ export interface Packet {
   port?: number;
 }
 
+/** "drop": denied, rejected or dropped. */
 export type Verdict = "accept" | "drop";
 
 export function simulate(plan: PolicyPlan, pkt: Packet): Verdict {
@@ -39,7 +40,12 @@ function runChain(plan: PolicyPlan, name: string, pkt: Packet): Verdict | "retur
       continue;
     }
     if (rule.startsWith("limit ")) continue;
-    if (rule.endsWith(" drop")) return "drop";
+    // A deny rule ends the chain for what it matches (the reject of TCP matches TCP only).
+    const deny = /^(?:meta l4proto (\w+) )?counter name "[^"]+" (?:drop|reject\b.*)$/.exec(rule);
+    if (deny) {
+      if (deny[1] === undefined || deny[1] === pkt.proto) return "drop";
+      continue;
+    }
     if (matches(plan, rule.replace(/ ?accept$/, ""), pkt)) return "accept";
   }
   return "return";
