@@ -17,11 +17,12 @@ const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
 });
 
+// "run on BACKEND: PATTERN -- REASON": run on that backend only; REASON says why not on the others.
 const rules = readFileSync(opts.selection, "utf8")
   .split("\n")
-  .map((l) => l.match(/^(run|skip): (.*?)(?: -- (.*))?$/))
+  .map((l) => l.match(/^(run|skip)(?: on (\S+))?: (.*?)(?: -- (.*))?$/))
   .filter(Boolean)
-  .map(([, kind, pattern, reason]) => ({ kind, pattern, reason }));
+  .map(([, kind, only, pattern, reason]) => ({ kind, only, pattern, reason }));
 const ruleFor = (name) => rules.find((r) => name.includes(r.pattern));
 
 const unescape = (s) =>
@@ -66,6 +67,8 @@ for (const r of opts["only-ran"] ? [] : rules.filter((r) => r.kind === "run")) {
 
 let passed = 0, failed = 0, skipped = 0;
 const cell = (b, name) => {
+  const rule = ruleFor(name);
+  if (rule?.only && rule.only !== b.name) return `not run here: ${rule.reason ?? `run on ${rule.only} only`}`;
   const r = b.results.get(name);
   if (!r) return failed++, "not run";
   if (r.state === "passed") return passed++, `pass (${r.time.toFixed(0)} s)`;
