@@ -1,7 +1,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { IpRoute } from "../shared/kernel/iproute.js";
+import type { IpRoute } from "../shared/kernel/iproute.js";
+import { ipIn } from "../testkit/netns.js";
 import { createLogger, type Logger } from "../shared/log.js";
 import { contains, parseCidr, parseIp, formatIp } from "../shared/net/cidr.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
@@ -9,10 +10,11 @@ import { Agent } from "./agent.js";
 import { createBackend } from "./backend/index.js";
 import { parseNetworkConfig } from "./config.js";
 import { LocalStore } from "./datastore/local.js";
-import { request, until } from "./datastore/store-contract.js";
+import { request } from "../testkit/store-contract.js";
+import { until } from "../testkit/until.js";
 import { createMetrics, type AgentMetrics } from "./metrics.js";
 import { gatherStatus, renderStatus } from "./status.js";
-import { NodeNet, metricValue, type SimNode } from "./testing/node-net.js";
+import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
 
 /** The run loop in-process, driving the real backend inside a node namespace. */
 describe("Agent", () => {
@@ -42,7 +44,7 @@ describe("Agent", () => {
     const node = net.nodes[0]!;
     mkdirSync(node.dir, { recursive: true });
     const dir = join(net.dir, "store");
-    const ip = new IpRoute(`/run/netns/${node.ns}`);
+    const ip = ipIn(node.ns);
     const metrics = createMetrics(false);
     const logs: Running["logs"] = [];
     const logger: Logger = createLogger((line) => logs.push(JSON.parse(line)));

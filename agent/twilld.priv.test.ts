@@ -1,14 +1,14 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Daemon } from "../conformance/kube/daemon.js";
+import type { Daemon } from "../testkit/daemon.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
-import { IpRoute } from "../shared/kernel/iproute.js";
+import { ipIn } from "../testkit/netns.js";
 import { covers, parseCidr } from "../shared/net/cidr.js";
 import { LocalStore } from "./datastore/local.js";
-import { until } from "./datastore/store-contract.js";
-import { startEtcdServer, type EtcdServer } from "./testing/etcd-server.js";
-import { NodeNet, metricValue, type SimNode } from "./testing/node-net.js";
+import { until } from "../testkit/until.js";
+import { startEtcdServer, type EtcdServer } from "../testkit/etcd.js";
+import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
 
 /**
  * The real dist/bin/twilld, one per simulated node namespace, against the local and the etcd
@@ -94,13 +94,13 @@ describe("twilld", () => {
 
     // Stop node-1: the datapath and the subnet file stay (flannel#1308); a restart gets the same subnet.
     const node1 = n.nodes[1]!;
-    const vtepBefore = await new IpRoute(`/run/netns/${node1.ns}`).link("twill.1");
+    const vtepBefore = await ipIn(node1.ns).link("twill.1");
     expect(vtepBefore).not.toBeNull();
     await agents[1]!.stop();
     expect(agents[1]!.exited()).toMatch(/exited with code 0/);
-    expect(await new IpRoute(`/run/netns/${node1.ns}`).link("twill.1")).not.toBeNull();
+    expect(await ipIn(node1.ns).link("twill.1")).not.toBeNull();
     expect(existsSync(node1.subnetFile)).toBe(true);
-    const routesKept = await new IpRoute(`/run/netns/${node1.ns}`).routes(4, ["proto", "150"]);
+    const routesKept = await ipIn(node1.ns).routes(4, ["proto", "150"]);
     expect(routesKept.map((r) => r.dst).sort()).toEqual([files[0]!.nodeSubnets[0], files[2]!.nodeSubnets[0]].sort());
 
     const again = start(n, node1, store, conf);

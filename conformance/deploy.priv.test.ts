@@ -5,12 +5,12 @@ import { KubernetesObjectApi, type KubernetesObject } from "@kubernetes/client-n
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseNetworkConfig } from "../agent/config.js";
-import { kubeConfigFor, manifestObjects } from "../agent/datastore/kubernetes-testing.js";
+import { kubeConfigFor, manifestObjects } from "../testkit/kubernetes.js";
 import { parseIpamConfig } from "../ipam/config.js";
 import { parseConf } from "../plugins/twill/config.js";
 import type { NetConf } from "../shared/cni/types.js";
-import { kubeBinariesBuilt, kubeCacheDir } from "./kube/binaries.js";
-import { startControlPlane, type ControlPlane } from "./kube/control-plane.js";
+import { kubeBinariesBuilt, kubeCacheDir } from "../testkit/kube/binaries.js";
+import { startControlPlane, type ControlPlane } from "../testkit/kube/control-plane.js";
 import { loadConfig } from "./suite/config.js";
 
 /**

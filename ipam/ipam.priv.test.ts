@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, 
 import { join, resolve } from "node:path";
 import { execa } from "execa";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { TestNode, type Call } from "../plugins/twill/harness.js";
+import { TestNode, type Call } from "../testkit/cni-node.js";
 import { isIpName } from "./store.js";
 
 // The real dist/bin/twill-ipam, started with a clean environment inside a node namespace,

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseNetworkConfig } from "../config.js";
-import { startEtcdServer, type EtcdServer } from "../testing/etcd-server.js";
-import { startTcpProxy } from "../testing/tcp-proxy.js";
+import { startEtcdServer, type EtcdServer } from "../../testkit/etcd.js";
+import { startTcpProxy } from "../../testkit/tcp-proxy.js";
 import { EtcdStore } from "./etcd.js";
-import { follow, request, subnetStoreContract, until } from "./store-contract.js";
+import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
+import { until } from "../../testkit/until.js";
 
 describe("etcd datastore", () => {
   let etcd: EtcdServer;

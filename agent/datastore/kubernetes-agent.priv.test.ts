@@ -1,19 +1,20 @@
 import { mkdirSync } from "node:fs";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { kubeBinariesBuilt, kubeCacheDir } from "../../conformance/kube/binaries.js";
-import { startControlPlane, type ControlPlane } from "../../conformance/kube/control-plane.js";
-import { IpRoute } from "../../shared/kernel/iproute.js";
+import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
+import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
+import type { IpRoute } from "../../shared/kernel/iproute.js";
+import { ipIn } from "../../testkit/netns.js";
 import { nullLogger } from "../../shared/log.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import { Agent } from "../agent.js";
 import { createBackend } from "../backend/index.js";
 import { parseNetworkConfig } from "../config.js";
 import { createMetrics } from "../metrics.js";
-import { NodeNet } from "../testing/node-net.js";
-import { Admin, applyManifestRbac, kubeConfigFor } from "./kubernetes-testing.js";
+import { NodeNet } from "../../testkit/node-net.js";
+import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
-import { until } from "./store-contract.js";
+import { until } from "../../testkit/until.js";
 
 const built = kubeBinariesBuilt();
 
@@ -46,7 +47,7 @@ describe.skipIf(!built)(
       net = await NodeNet.create(2);
       const network = parseNetworkConfig({ Network: "10.244.0.0/16", SubnetLen: 24, Backend: { Type: "vxlan" } });
       const agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
-      const ips = net.nodes.map((n) => new IpRoute(`/run/netns/${n.ns}`));
+      const ips = net.nodes.map((n) => ipIn(n.ns));
       for (const [i, node] of net.nodes.entries()) {
         mkdirSync(node.dir, { recursive: true });
         await admin.ensureNode(node.name);

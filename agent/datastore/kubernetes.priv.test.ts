@@ -1,17 +1,18 @@
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import { CoreV1Api, V1MicroTime, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { kubeBinariesBuilt, kubeCacheDir } from "../../conformance/kube/binaries.js";
-import { startControlPlane, type ControlPlane } from "../../conformance/kube/control-plane.js";
+import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
+import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
 import { covers, parseCidr } from "../../shared/net/cidr.js";
-import { startTcpProxy } from "../testing/tcp-proxy.js";
+import { startTcpProxy } from "../../testkit/tcp-proxy.js";
 import { createLogger } from "../../shared/log.js";
 import { parseNetworkConfig } from "../config.js";
 import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
 import { ANNOTATIONS, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations } from "./kubernetes-objects.js";
-import { Admin, applyManifestRbac, kubeConfigFor } from "./kubernetes-testing.js";
+import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
-import { follow, request, subnetStoreContract, until } from "./store-contract.js";
+import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
+import { until } from "../../testkit/until.js";
 
 const built = kubeBinariesBuilt();
 const skipReason = `skipped: no kube binaries in ${kubeCacheDir()}/bin; run scripts/setup-kube`;

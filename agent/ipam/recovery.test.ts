@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../shared/log.js";
 import { Store } from "../../ipam/store.js";
 import { createMetrics } from "../metrics.js";
-import { metricValue } from "../testing/node-net.js";
+import { metricValue } from "../../testkit/node-net.js";
 import type { LivePod, PodsView } from "./leaks.js";
 import { LeakRecovery } from "./recovery.js";
 import { viewReservations } from "./reservations.js";

@@ -1,18 +1,17 @@
 import { CoreV1Api, NetworkingV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { kubeBinariesBuilt, kubeCacheDir } from "../../conformance/kube/binaries.js";
-import { startControlPlane, type ControlPlane } from "../../conformance/kube/control-plane.js";
+import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
+import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
 import { nullLogger } from "../../shared/log.js";
-import { applyManifestRbac, kubeConfigFor } from "../datastore/kubernetes-testing.js";
-import { until } from "../datastore/store-contract.js";
-import { execFileSync } from "node:child_process";
+import { applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
+import { until } from "../../testkit/until.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
-import { IpRoute } from "../../shared/kernel/iproute.js";
 import { policyReadyPath, readPolicyReady } from "../../shared/policy-ready.js";
 import { Store, bootId } from "../../ipam/store.js";
+import { addNetns, deleteNetns, ipIn } from "../../testkit/netns.js";
 import { compilePolicies, type PolicyPlan } from "./compile.js";
 import { startNetworkPolicy } from "./index.js";
 import { readPolicyReport } from "./report.js";
@@ -111,8 +110,8 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
   it("enforces in a node's namespace what the API says, as twilld run wires it", async () => {
     const ns = `twpolw${process.pid.toString(36)}`;
     const dir = mkdtempSync(join(tmpdir(), "twill-policy-"));
-    execFileSync("ip", ["netns", "add", ns]);
-    const ip = new IpRoute(`/run/netns/${ns}`);
+    await addNetns(ns);
+    const ip = ipIn(ns);
     const registry = new Registry();
     const running = startNetworkPolicy({
       enabled: true,
@@ -167,7 +166,7 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
       });
     } finally {
       await running.stop();
-      execFileSync("ip", ["netns", "del", ns]);
+      await deleteNetns(ns);
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -1,6 +1,6 @@
-import { execFileSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
-import { IpRoute } from "../../shared/kernel/iproute.js";
+import type { IpRoute } from "../../shared/kernel/iproute.js";
+import { addNetns, ipIn, removeNetns } from "../../testkit/netns.js";
 import { applyNftScript } from "../../shared/kernel/nft.js";
 import { compilePolicies, type PolicyPlan } from "./compile.js";
 import { POLICY_TABLE, renderRuleset, renderUpdate } from "./ruleset.js";
@@ -10,14 +10,14 @@ import type { NetworkPolicy, PodInfo, PolicySnapshot } from "./types.js";
 // with exactly the table a fresh apply of the last plan gives.
 
 const made: string[] = [];
-afterEach(() => {
-  for (const ns of made.splice(0)) execFileSync("ip", ["netns", "del", ns]);
+afterEach(async () => {
+  for (const ns of made.splice(0)) await removeNetns(ns);
 });
-function netns(tag: string): IpRoute {
+async function netns(tag: string): Promise<IpRoute> {
   const name = `twpol${process.pid.toString(36)}-${tag}`;
-  execFileSync("ip", ["netns", "add", name]);
   made.push(name);
-  return new IpRoute(`/run/netns/${name}`);
+  await addNetns(name);
+  return ipIn(name);
 }
 
 /** The table as nft lists it, without what differs between equal tables (handles, order of listing). */
@@ -64,12 +64,12 @@ const steps: PolicySnapshot[] = [
 
 describe("NetworkPolicy transactions on the real nft", () => {
   it("a chain of updates ends with the table a fresh apply makes", async () => {
-    const updated = netns("u");
+    const updated = await netns("u");
     let prev: PolicyPlan | null = null;
     for (const [i, s] of steps.entries()) {
       const plan = compilePolicies(s, { nodeName: "n1", logDropsPerSecond: 3 });
       await applyNftScript(updated, prev ? renderUpdate(prev, plan).script || "\n" : renderRuleset(plan).script, `apply step ${i}`);
-      const fresh = netns(`f${i}`);
+      const fresh = await netns(`f${i}`);
       await applyNftScript(fresh, renderRuleset(plan).script, `apply step ${i} whole`);
       expect(await listing(updated), `step ${i}`).toEqual(await listing(fresh));
       prev = plan;

@@ -3,8 +3,8 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { kubeCacheDir } from "../kube/binaries.js";
-import { until } from "../testbed/checks.js";
+import { kubeCacheDir } from "../../testkit/kube/binaries.js";
+import { until } from "../../testkit/until.js";
 
 /**
  * twill on a real cluster from scripts/cluster: kubelet + containerd nodes, the DaemonSet from

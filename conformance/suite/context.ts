@@ -7,7 +7,8 @@ import { attachmentProblems, hostSide, remainingProblems, type NsState } from ".
 import type { Link } from "../../shared/kernel/iproute.js";
 import { shrinkPool, withPrevResult, withTempPaths, withVersion, type Conf } from "./config.js";
 import { invoke, type Outcome } from "./invoke.js";
-import { Namespaces, netnsPath, readNamespace } from "./namespaces.js";
+import { netnsPath } from "../../testkit/netns.js";
+import { Namespaces, readNamespace } from "./namespaces.js";
 import { errorText, snippet } from "./shape.js";
 
 /** Everything about the plugin under test that does not change between cases. */

@@ -4,7 +4,8 @@ import { execa, type ResultPromise } from "execa";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { run } from "../../shared/kernel/exec.js";
 import { attachmentProblems, hostSide, remainingProblems } from "./attachment.js";
-import { Namespaces, netnsPath, readNamespace } from "./namespaces.js";
+import { netnsPath } from "../../testkit/netns.js";
+import { Namespaces, readNamespace } from "./namespaces.js";
 import { runPrefix } from "./suite.js";
 import { TWILL_BIN } from "./twill-fixture.js";
 

@@ -1,4 +1,4 @@
-import { IpRoute, KernelError } from "../../shared/kernel/iproute.js";
+import { addNetns, ipIn, removeNetns } from "../../testkit/netns.js";
 import type { NsState } from "./attachment.js";
 
 /**
@@ -7,11 +7,8 @@ import type { NsState } from "./attachment.js";
  * recorded, so an interrupted run still deletes exactly what it made and nothing else.
  */
 
-export const netnsPath = (name: string): string => `/var/run/netns/${name}`;
-
 export class Namespaces {
   private readonly made = new Set<string>();
-  private readonly root = new IpRoute(null);
 
   constructor(readonly prefix: string) {}
 
@@ -19,8 +16,7 @@ export class Namespaces {
   async create(suffix: string): Promise<string> {
     const name = `${this.prefix}-${suffix}`;
     this.made.add(name);
-    await this.root.exec(["netns", "add", name], `create namespace "${name}"`);
-    await new IpRoute(netnsPath(name)).exec(["link", "set", "lo", "up"], `set lo up in "${name}"`);
+    await addNetns(name);
     return name;
   }
 
@@ -28,11 +24,7 @@ export class Namespaces {
 
   /** Deletes one namespace; one that is already gone is fine. */
   async remove(name: string): Promise<void> {
-    try {
-      await this.root.exec(["netns", "del", name], `delete namespace "${name}"`);
-    } catch (err) {
-      if (!(err instanceof KernelError && err.notFound)) throw err;
-    }
+    await removeNetns(name);
     this.made.delete(name);
   }
 
@@ -47,7 +39,7 @@ export class Namespaces {
 
 /** Links, addresses and routes (all tables) of a namespace. */
 export async function readNamespace(name: string): Promise<NsState> {
-  const ip = new IpRoute(netnsPath(name));
+  const ip = ipIn(name);
   const [links, addrs, r4, r6] = await Promise.all([
     ip.links(),
     ip.addrs(),
@@ -61,15 +53,11 @@ export async function readNamespace(name: string): Promise<NsState> {
   };
 }
 
-/** Runs `ip ARGS` inside the named namespace. */
-export const ipIn = (name: string, args: readonly (string | number)[], op: string): Promise<string> =>
-  new IpRoute(netnsPath(name)).exec(args, op);
-
 /**
  * Adds a stand-in interface named `name` to a namespace: one end of a veth pair whose other
  * end stays beside it (`dummy` links need a kernel module that is not always there).
  */
 export async function addStandIn(ns: string, name: string): Promise<void> {
-  await ipIn(ns, ["link", "add", name, "type", "veth", "peer", "name", `${name}p`], `add stand-in interface "${name}"`);
-  for (const end of [name, `${name}p`]) await ipIn(ns, ["link", "set", end, "up"], `set "${end}" up`);
+  await ipIn(ns).exec(["link", "add", name, "type", "veth", "peer", "name", `${name}p`], `add stand-in interface "${name}"`);
+  for (const end of [name, `${name}p`]) await ipIn(ns).exec(["link", "set", end, "up"], `set "${end}" up`);
 }

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { listOwnedRoutes } from "../../shared/kernel/routes.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import { failures, podAddress, podsToNodes, reachability } from "./matrix.js";
-import type { PluginKind } from "./pods.js";
+import type { PluginKind } from "../../testkit/pods.js";
 import { Testbed, type TestbedOptions } from "./testbed.js";
 import { netCounter, ping } from "./traffic.js";
 

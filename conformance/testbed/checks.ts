@@ -1,8 +1,7 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { listFdb, listPermanentNeighbors } from "../../shared/kernel/neigh.js";
 import { listOwnedRoutes } from "../../shared/kernel/routes.js";
 import { stableVtepMac, vtepName } from "../../shared/kernel/vxlan.js";
-import { ipIn } from "./netns.js";
+import { ipIn } from "../../testkit/netns.js";
 import type { TestNode } from "./testbed.js";
 
 /** What `on` still holds that leads to `peer`: routes to its subnets, its FDB entry and neighbors. */
@@ -17,13 +16,4 @@ export async function entriesFor(on: TestNode, peer: TestNode, vni = 1): Promise
     ...fdb.filter((f) => f.mac === mac).map((f) => `fdb ${f.mac} dst ${f.dst}`),
     ...neigh.filter((n) => vtepIps.includes(n.ip)).map((n) => `neigh ${n.ip} ${n.mac}`),
   ];
-}
-
-/** Polls `probe` until true; fails naming `what` after `deadlineMs`. */
-export async function until(what: string, probe: () => Promise<boolean>, deadlineMs: number): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  while (!(await probe())) {
-    if (Date.now() > end) throw new Error(`${what}: not after ${deadlineMs} ms`);
-    await sleep(200);
-  }
 }

@@ -1,5 +1,5 @@
 import { rmSync } from "node:fs";
-import { deleteNetnsSync } from "./netns.js";
+import { deleteNetnsSync } from "../../testkit/netns.js";
 
 /**
  * What a testbed must undo, kept so that it is undone also when the run is interrupted:

@@ -3,7 +3,7 @@ import type { Backend, NetworkConfig, NodeLease, ReconcileReport } from "../../a
 import { writeSubnetFile } from "../../shared/subnet-file.js";
 import { familyOfText } from "../../shared/net/cidr.js";
 import type { Logger } from "../../shared/log.js";
-import { ipIn } from "./netns.js";
+import { ipIn } from "../../testkit/netns.js";
 
 /**
  * The agent loop run inside the test process, one instance per node, around the real

@@ -5,7 +5,7 @@ import { PolicyEngine } from "../../agent/policy/engine.js";
 import { createPolicyMetrics } from "../../agent/policy/metrics.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "../../agent/policy/types.js";
 import { nullLogger } from "../../shared/log.js";
-import { sysctls } from "./netns.js";
+import { sysctls } from "../../testkit/netns.js";
 import { Testbed, type Pod } from "./testbed.js";
 import { ECHO_PORT, ping, tcpProbe } from "./traffic.js";
 

@@ -7,8 +7,8 @@ import { formatCidr, parseCidr, subnetAt } from "../../shared/net/cidr.js";
 import { releaseSync, trackResources, untrack, type Resources } from "./cleanup.js";
 import { InprocCluster } from "./inproc-agent.js";
 import { TwilldCluster } from "./twilld-agent.js";
-import { addNetns, deleteNetns, ipIn, listNetns } from "./netns.js";
-import { podNetConf, resultIps, runCni, type PluginKind } from "./pods.js";
+import { addNetns, deleteNetns, ipIn, listNetns } from "../../testkit/netns.js";
+import { podNetConf, resultIps, runCni, type PluginKind } from "../../testkit/pods.js";
 import { attachNode, createUnderlay, type Segment, type Underlay, type UnderlayFamily, type UnderlayOptions } from "./topology.js";
 import { startEcho, type EchoServer } from "./traffic.js";
 

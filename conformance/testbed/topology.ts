@@ -1,4 +1,4 @@
-import { addNetns, ipIn, sysctls } from "./netns.js";
+import { addNetns, ipIn, sysctls } from "../../testkit/netns.js";
 import type { Resources } from "./cleanup.js";
 
 /**

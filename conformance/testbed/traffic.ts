@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
-import { inNetns } from "./netns.js";
+import { inNetns } from "../../testkit/netns.js";
 
 /** Traffic between testbed namespaces: ping, DF ping at a size, and a TCP echo. */
 

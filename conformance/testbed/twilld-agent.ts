@@ -1,14 +1,14 @@
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { LocalStore } from "../../agent/datastore/local.js";
 import type { NetworkConfig } from "../../agent/types.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import type { Resources } from "./cleanup.js";
-import { inNetns } from "./netns.js";
-import { DIST_BIN, podIpamStore } from "./pods.js";
+import { fileTail, httpGet, waitUntilReady } from "../../testkit/daemon.js";
+import { inNetns } from "../../testkit/netns.js";
+import { DIST_BIN, podIpamStore } from "../../testkit/pods.js";
 
 /**
  * The real node agent: `dist/bin/twilld run` inside each node namespace, all sharing one
@@ -77,12 +77,12 @@ export class TwilldCluster {
     });
     this.running.set(node.name, run);
     this.res.pids.add(run.pid);
-    const until = Date.now() + READY_MS;
-    while (!(await ready(node.ns))) {
-      if (run.exit) throw new Error(`twilld on ${node.name} ${run.exit}; log tail:\n${tail(logFile)}`);
-      if (Date.now() > until) throw new Error(`twilld on ${node.name} not ready after ${READY_MS} ms; log tail:\n${tail(logFile)}`);
-      await sleep(100);
-    }
+    await waitUntilReady(
+      { name: `twilld on ${node.name}`, exited: () => run.exit ?? undefined, logTail: (lines) => fileTail(logFile, lines) },
+      "ready",
+      async () => (await httpGet(`http://${METRICS_ADDR}/readyz`, node.ns)).status === 200,
+      READY_MS,
+    );
     return readSubnetFile(node.subnetFile).nodeSubnets;
   }
 
@@ -149,17 +149,3 @@ const spawnDetached = (argv: string[], fd: number): ChildProcess => {
   child.unref();
   return child;
 };
-
-async function ready(ns: string): Promise<boolean> {
-  const probe = `fetch("http://${METRICS_ADDR}/readyz").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`;
-  const r = await inNetns(ns, [process.execPath, "-e", probe]);
-  return r.exitCode === 0;
-}
-
-function tail(file: string, lines = 20): string {
-  try {
-    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "";
-  }
-}

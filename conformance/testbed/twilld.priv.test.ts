@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { vtepName } from "../../shared/kernel/vxlan.js";
-import { entriesFor, until } from "./checks.js";
+import { until } from "../../testkit/until.js";
+import { entriesFor } from "./checks.js";
 import { failures, podAddress, podsToNodes, reachability } from "./matrix.js";
-import { inNetns } from "./netns.js";
+import { inNetns } from "../../testkit/netns.js";
 import { Testbed, type TestbedOptions, type TestNode } from "./testbed.js";
 import { ping } from "./traffic.js";
 

@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync as readlink, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { TestNode, type Call } from "./harness.js";
+import { TestNode, type Call } from "../../testkit/cni-node.js";
 
 // Hostile and malformed invocations of the real dist/bin/twill (with twill-ipam in the same
 // process): each must get a clear CNI error with the right code, and leave nothing behind.

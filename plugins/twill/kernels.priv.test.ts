@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { TestNode } from "./harness.js";
+import { TestNode } from "../../testkit/cni-node.js";
 
 // The compiled twill reaches the kernel two ways: netlink in-process (its default) and iproute2
 // (TWILL_KERNEL=iproute2). Both must leave the same kernel state behind and answer bad input

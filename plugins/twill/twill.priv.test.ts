@@ -1,7 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { hostVethName } from "./names.js";
-import { TestNode } from "./harness.js";
+import { TestNode } from "../../testkit/cni-node.js";
 import { writeSubnetFile } from "../../shared/subnet-file.js";
 import { masqScript, parseMasqTable } from "../../shared/kernel/nft.js";
 

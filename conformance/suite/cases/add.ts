@@ -2,7 +2,8 @@ import { atLeast } from "../../../shared/cni/version.js";
 import { leftoverProblems, resultAddresses } from "../attachment.js";
 import { UNREACHABLE_ROUTE, withUnreachableRoute } from "../config.js";
 import { fail, notApplicable, describe, type Case, type CaseContext, type Pod } from "../context.js";
-import { addStandIn, ipIn, netnsPath, readNamespace } from "../namespaces.js";
+import { ipIn, netnsPath } from "../../../testkit/netns.js";
+import { addStandIn, readNamespace } from "../namespaces.js";
 import { missingFromResult, snippet } from "../shape.js";
 
 /** Checklist lines 7-11: ADD against the kernel, chaining, rollback, parallelism, exhaustion. */
@@ -85,9 +86,9 @@ export const addCases: Case[] = [
     async run(ctx) {
       const pod = await ctx.pod();
       await addStandIn(pod.ns, "cfprev0");
-      await ipIn(pod.ns, ["link", "set", "cfprev0", "up"], "set cfprev0 up");
-      await ipIn(pod.ns, ["addr", "add", "192.0.2.10/24", "dev", "cfprev0"], "address cfprev0");
-      await ipIn(pod.ns, ["route", "add", "198.51.100.0/24", "via", "192.0.2.1"], "route via cfprev0");
+      await ipIn(pod.ns).exec(["link", "set", "cfprev0", "up"], "set cfprev0 up");
+      await ipIn(pod.ns).exec(["addr", "add", "192.0.2.10/24", "dev", "cfprev0"], "address cfprev0");
+      await ipIn(pod.ns).exec(["route", "add", "198.51.100.0/24", "via", "192.0.2.1"], "route via cfprev0");
       const mac = (await ctx.podState(pod)).links.find((l) => l.ifname === "cfprev0")?.address;
       const version = ctx.version;
       const prev = {

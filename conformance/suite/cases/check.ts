@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { hostInterfaces } from "../attachment.js";
 import { ipamType } from "../config.js";
 import { fail, notApplicable, type Case, type CaseContext, type Pod } from "../context.js";
-import { ipIn } from "../namespaces.js";
+import { ipIn } from "../../../testkit/netns.js";
 import { snippet } from "../shape.js";
 
 /** Checklist lines 14-15: CHECK passes on a healthy attachment and names what broke. */
@@ -45,30 +45,30 @@ export const checkCases: Case[] = [
     },
   },
   brokenCase("14.2", "the sandbox interface", async (_ctx, pod) => {
-    await ipIn(pod.ns, ["link", "del", pod.ifname], `delete ${pod.ifname}`);
+    await ipIn(pod.ns).exec(["link", "del", pod.ifname], `delete ${pod.ifname}`);
     return [pod.ifname];
   }),
   brokenCase("14.3", "the sandbox address", async (_ctx, pod) => {
     const address: string = pod.result?.ips?.[0]?.address ?? notApplicable("the result has no address");
-    await ipIn(pod.ns, ["addr", "del", address, "dev", pod.ifname], `delete address ${address}`);
+    await ipIn(pod.ns).exec(["addr", "del", address, "dev", pod.ifname], `delete address ${address}`);
     return [address.split("/")[0]!];
   }),
   brokenCase("14.4", "the sandbox route", async (_ctx, pod) => {
     const r = firstRoute(pod);
     const family = r.dst.includes(":") ? "-6" : "-4";
-    await ipIn(pod.ns, [family, "route", "del", r.dst, ...(r.gw ? ["via", r.gw] : [])], `delete route ${r.dst}`);
+    await ipIn(pod.ns).exec([family, "route", "del", r.dst, ...(r.gw ? ["via", r.gw] : [])], `delete route ${r.dst}`);
     return [r.dst, ...(r.gw ? [r.gw] : []), "route"];
   }),
   brokenCase("14.5", "the host veth", async (ctx, pod) => {
     const [veth] = hostInterfaces(pod.result, await ctx.nodeState(), "veth");
     if (!veth) notApplicable("the result lists no host veth");
-    await ipIn(ctx.node, ["link", "del", veth!], `delete ${veth}`);
+    await ipIn(ctx.node).exec(["link", "del", veth!], `delete ${veth}`);
     return [veth!, pod.ifname];
   }),
   brokenCase("14.6", "the bridge", async (ctx, pod) => {
     const [bridge] = hostInterfaces(pod.result, await ctx.nodeState(), "bridge");
     if (!bridge) notApplicable("the result lists no bridge");
-    await ipIn(ctx.node, ["link", "del", bridge!], `delete ${bridge}`);
+    await ipIn(ctx.node).exec(["link", "del", bridge!], `delete ${bridge}`);
     return [bridge!];
   }),
   {

@@ -1,6 +1,7 @@
 import type { Link } from "../../../shared/kernel/iproute.js";
 import { fail, type Case, type CaseContext, type Pod } from "../context.js";
-import { addStandIn, ipIn } from "../namespaces.js";
+import { ipIn } from "../../../testkit/netns.js";
+import { addStandIn } from "../namespaces.js";
 import { snippet } from "../shape.js";
 
 /** Checklist lines 12-13: DEL succeeds whatever is already gone, and releases the address. */
@@ -99,7 +100,7 @@ export const delCases: Case[] = [
     name: "DEL after the sandbox interface was removed by someone else succeeds and frees the address",
     async run(ctx) {
       await delCase(ctx, "DEL with the interface already gone", async (pod) => {
-        await ipIn(pod.ns, ["link", "del", pod.ifname], `delete ${pod.ifname}`);
+        await ipIn(pod.ns).exec(["link", "del", pod.ifname], `delete ${pod.ifname}`);
         await delSilently(ctx, pod);
       });
     },

@@ -20,7 +20,8 @@ import { emptyState, planDatapath, toBatches } from "../../../agent/backend/plan
 import { EtcdClient } from "../../../agent/datastore/etcd-client.js";
 import { subnetKeySuffix } from "../../../agent/datastore/etcd.js";
 import { subnetFileName } from "../../../agent/datastore/local.js";
-import { startEtcdServer, type EtcdServer } from "../../../agent/testing/etcd-server.js";
+import { startEtcdServer, type EtcdServer } from "../../../testkit/etcd.js";
+import { addNetns, deleteNetns, ipIn } from "../../../testkit/netns.js";
 import type { NodeLease } from "../../../agent/types.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -100,22 +101,22 @@ function etcdWriter(etcd: EtcdServer): PeerWriter {
 }
 
 async function addNamespace(name: string) {
-  await root.exec(["netns", "add", name], `create netns ${name}`);
   namespaces.push(name);
+  await addNetns(name);
 }
 
 /** A node namespace whose eth0 (172.16.0.1/16, default route) reaches a gw namespace's bridge. */
 async function setUpNetwork() {
   await addNamespace(gwNs);
   await addNamespace(nodeNs);
-  await new IpRoute(`/run/netns/${gwNs}`).batch(
-    [["link", "set", "lo", "up"], ["link", "add", "br0", "type", "bridge"], ["addr", "add", "172.16.255.254/16", "dev", "br0"], ["link", "set", "br0", "up"]],
+  await ipIn(gwNs).batch(
+    [["link", "add", "br0", "type", "bridge"], ["addr", "add", "172.16.255.254/16", "dev", "br0"], ["link", "set", "br0", "up"]],
     "set up the underlay bridge",
   );
   await root.exec(["link", "add", `${prefix}v0`.slice(-15), "netns", gwNs, "type", "veth", "peer", "name", "eth0", "netns", nodeNs], "create the node veth");
-  await new IpRoute(`/run/netns/${gwNs}`).batch([["link", "set", `${prefix}v0`.slice(-15), "master", "br0"], ["link", "set", `${prefix}v0`.slice(-15), "up"]], "attach the node");
-  await new IpRoute(`/run/netns/${nodeNs}`).batch(
-    [["link", "set", "lo", "up"], ["addr", "add", `${NODE_IP}/16`, "dev", "eth0"], ["link", "set", "eth0", "up"], ["route", "add", "default", "via", "172.16.255.254"]],
+  await ipIn(gwNs).batch([["link", "set", `${prefix}v0`.slice(-15), "master", "br0"], ["link", "set", `${prefix}v0`.slice(-15), "up"]], "attach the node");
+  await ipIn(nodeNs).batch(
+    [["addr", "add", `${NODE_IP}/16`, "dev", "eth0"], ["link", "set", "eth0", "up"], ["route", "add", "default", "via", "172.16.255.254"]],
     "address the node",
   );
 }
@@ -181,7 +182,7 @@ const quantile = (xs: number[], q: number) => {
 /** One `bridge -batch` and one `ip -batch` programming the same entries from empty, in a fresh namespace. */
 async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: number }> {
   await addNamespace(floorNs);
-  const ip = new IpRoute(`/run/netns/${floorNs}`);
+  const ip = ipIn(floorNs);
   await ip.batch(
     [
       ["link", "set", "lo", "up"], ["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"], ["link", "set", "eth0p", "up"], ["addr", "add", `${NODE_IP}/16`, "dev", "eth0"], ["link", "set", "eth0", "up"],
@@ -276,7 +277,7 @@ try {
   const peerSum = metric(page, 'twill_reconcile_duration_seconds_sum{kind="peers"}');
 
   // What is in the kernel at the end: every peer's entries, none of the ones that left.
-  const nodeIp = new IpRoute(`/run/netns/${nodeNs}`);
+  const nodeIp = ipIn(nodeNs);
   const routes = (await nodeIp.routes(4, ["proto", "150"])).length;
 
   agent.kill("SIGTERM");
@@ -308,6 +309,6 @@ try {
   if (agent) agent.kill("SIGKILL");
   mon?.child.kill();
   await etcd?.destroy();
-  for (const ns of namespaces.reverse()) await root.exec(["netns", "del", ns], `delete netns ${ns}`).catch(() => {});
+  for (const ns of namespaces.reverse()) await deleteNetns(ns);
   rmSync(dir, { recursive: true, force: true });
 }

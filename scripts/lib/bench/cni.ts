@@ -16,6 +16,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { addNetns, deleteNetnsSync, netnsPath } from "../../../testkit/netns.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = resolve(dirname(SELF), "../../..");
@@ -246,14 +247,13 @@ async function main() {
   const prefix = `twbench${process.pid}`;
   const namespaces: string[] = [];
   const dirs: string[] = [];
-  const addNs = (name: string) => {
-    run(["ip", "netns", "add", name]);
+  const addNs = async (name: string) => {
     namespaces.push(name);
-    run(["ip", "-n", name, "link", "set", "lo", "up"]);
-    return `/var/run/netns/${name}`;
+    await addNetns(name);
+    return netnsPath(name);
   };
   const cleanup = () => {
-    for (const ns of namespaces.reverse()) spawnSync("ip", ["netns", "del", ns]);
+    for (const ns of namespaces.reverse()) deleteNetnsSync(ns);
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   };
   process.on("SIGINT", () => {
@@ -262,11 +262,15 @@ async function main() {
   });
   try {
     const ps = plugins(opts);
-    const pods = ps.map((_, k) => Array.from({ length: opts.pods }, (_, i) => addNs(`${prefix}-${k}p${i}`)));
+    const pods: string[][] = [];
+    for (let k = 0; k < ps.length; k++) {
+      pods.push([]);
+      for (let i = 0; i < opts.pods; i++) pods[k]!.push(await addNs(`${prefix}-${k}p${i}`));
+    }
     const results: { masq: boolean; floor: WorkerOut["floor"]; labels: string[]; stats: RunStats[] }[] = [];
     for (const masq of opts.masq) {
       const node = `${prefix}-n${results.length}`;
-      addNs(node);
+      await addNs(node);
       const targets = ps.map((p, k) => {
         const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
         dirs.push(dataDir);

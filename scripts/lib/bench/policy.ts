@@ -16,8 +16,8 @@ import { Registry } from "prom-client";
 import { PolicyEngine } from "../../../agent/policy/engine.js";
 import { createPolicyMetrics } from "../../../agent/policy/metrics.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "../../../agent/policy/types.js";
-import { IpRoute } from "../../../shared/kernel/iproute.js";
 import { nullLogger } from "../../../shared/log.js";
+import { addNetns, deleteNetns, ipIn } from "../../../testkit/netns.js";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
@@ -69,11 +69,11 @@ const quantile = (xs: number[], q: number) => {
 };
 const f1 = (x: number) => x.toFixed(1);
 
-execFileSync("ip", ["netns", "add", netns]);
+await addNetns(netns);
 try {
   execFileSync("ip", ["-n", netns, "link", "add", "cni0", "type", "bridge"]);
   const newEngine = () =>
-    new PolicyEngine({ nodeName: NODE, ip: new IpRoute(`/run/netns/${netns}`), bridge: "cni0", resyncMs: 3_600_000, logger: nullLogger, metrics: createPolicyMetrics(new Registry()) });
+    new PolicyEngine({ nodeName: NODE, ip: ipIn(netns), bridge: "cni0", resyncMs: 3_600_000, logger: nullLogger, metrics: createPolicyMetrics(new Registry()) });
   const base = cluster();
 
   // Whole-table applies: a fresh engine knows nothing of the kernel and replaces the table
@@ -129,5 +129,5 @@ try {
   console.log(`    of which compile p50 ${f1(quantile(parts.compile, 0.5))} ms, update transaction p50 ${f1(quantile(parts.apply, 0.5))} ms, ${f1(quantile(parts.bytes, 0.5) / 1024)} KiB (p95 ${f1(quantile(parts.bytes, 0.95) / 1024)} KiB)`);
   for (const [k, xs] of Object.entries(latencies)) console.log(`    ${k.padEnd(15)} p50 ${f1(quantile(xs, 0.5))} ms   p95 ${f1(quantile(xs, 0.95))} ms`);
 } finally {
-  execFileSync("ip", ["netns", "del", netns]);
+  await deleteNetns(netns);
 }

@@ -1,9 +1,9 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { ApiException, CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { covers, overlaps, parseCidr } from "../../shared/net/cidr.js";
 import { kubeBinariesBuilt, kubeCacheDir } from "./binaries.js";
 import { startControlPlane, type ControlPlane } from "./control-plane.js";
+import { until } from "../until.js";
 
 const built = kubeBinariesBuilt();
 const title = built
@@ -14,21 +14,6 @@ const CLUSTER_CIDR = "10.244.0.0/16";
 const NODE_MASK = 24;
 // Bounded waits for asynchronous controllers and RBAC caches; a miss fails the test.
 const WAIT_MS = 60_000;
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, detail = () => ""): Promise<T> {
-  const until = Date.now() + WAIT_MS;
-  let last = "";
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e instanceof Error ? e.message : String(e);
-    }
-    if (Date.now() > until) throw new Error(`${what} not seen within ${WAIT_MS} ms (${last})\n${detail()}`);
-    await sleep(500);
-  }
-}
 
 const statusOf = async (call: Promise<unknown>): Promise<number> => {
   try {
@@ -74,9 +59,10 @@ describe.skipIf(!built)(title, () => {
   it("gives each Node its own pod CIDR from the cluster CIDR (node IPAM controller)", async () => {
     await admin.createNode({ body: { metadata: { name: "twill-node-b" } } });
     const podCidrOf = (name: string) =>
-      eventually(
+      until(
         `spec.podCIDR of ${name}`,
         async () => (await admin.readNode({ name })).spec?.podCIDR,
+        WAIT_MS,
         () => cp.logTail("kube-controller-manager"),
       );
     const a = parseCidr(await podCidrOf("twill-node-a"));
@@ -108,10 +94,10 @@ describe.skipIf(!built)(title, () => {
       },
     });
 
-    const names = await eventually("agent allowed to list nodes", async () => {
+    const names = await until("agent allowed to list nodes", async () => {
       const list = await agent.listNode();
       return list.items.map((n) => n.metadata?.name ?? "");
-    });
+    }, WAIT_MS);
     expect(names).toContain("twill-node-a");
     expect(await statusOf(agent.deleteNode({ name: "twill-node-a" }))).toBe(403);
     expect(await statusOf(agent.listSecretForAllNamespaces())).toBe(403);

@@ -1,8 +1,9 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { execa } from "execa";
+import { addNetns, deleteNetnsSync, inNetns, netnsPath, removeNetns } from "./netns.js";
 
 /**
  * A node for privileged tests: a network namespace the plugin runs in (`ip netns exec`, clean
@@ -57,13 +58,12 @@ export class TestNode {
   }
 
   private async addNetns(name: string): Promise<string> {
-    await execa("ip", ["netns", "add", name]);
     this.namespaces.push(name);
-    await execa("ip", ["-n", name, "link", "set", "lo", "up"]);
-    return `/var/run/netns/${name}`;
+    await addNetns(name);
+    return netnsPath(name);
   }
 
-  /** A pod namespace by name: /var/run/netns/NAME. */
+  /** A pod namespace by name: /run/netns/NAME. */
   pod(name: string): Promise<string> {
     return this.addNetns(`${this.prefix}-${name}`);
   }
@@ -83,7 +83,7 @@ export class TestNode {
 
   /** Runs a command inside the node namespace. */
   inNode(argv: string[]) {
-    return execa("ip", ["netns", "exec", this.node, ...argv], { reject: false });
+    return inNetns(this.node, argv);
   }
 
   /** Runs a command inside a pod namespace given by path. */
@@ -98,11 +98,10 @@ export class TestNode {
     if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
     if (call.netns !== undefined) env.CNI_NETNS = call.netns;
     if (call.containerId !== undefined) env.CNI_IFNAME = call.ifname ?? "eth0";
-    const r = await execa("ip", ["netns", "exec", this.node, ...(call.wrap ?? []), call.binary ?? TWILL], {
+    const r = await inNetns(this.node, [...(call.wrap ?? []), call.binary ?? TWILL], {
       input: JSON.stringify(conf),
       env,
       extendEnv: false,
-      reject: false,
       ...(call.timeoutMs ? { timeout: call.timeoutMs } : {}),
     });
     const stdout = String(r.stdout);
@@ -132,19 +131,13 @@ export class TestNode {
 
   async destroy(): Promise<void> {
     for (const s of this.sleepers) s.kill("SIGKILL");
-    for (const ns of [...this.namespaces].reverse()) {
-      try {
-        execFileSync("ip", ["netns", "del", ns], { stdio: "ignore" });
-      } catch {
-        // Already gone (a test deleted it).
-      }
-    }
+    for (const ns of [...this.namespaces].reverse()) deleteNetnsSync(ns);
     rmSync(this.dir, { recursive: true, force: true });
   }
 
   /** Deletes a pod namespace created by `pod`, as a runtime does when the sandbox goes away. */
   async deletePod(path: string): Promise<void> {
-    await execa("ip", ["netns", "del", path.split("/").pop()!]);
+    await removeNetns(path.split("/").pop()!);
   }
 }
 

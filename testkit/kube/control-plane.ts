@@ -1,10 +1,9 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { get as httpGet } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { etcdArgs, etcdPath, kubeApiserverPath, kubeControllerManagerPath } from "./binaries.js";
-import { freePort, startDaemon, waitUntilReady, type Daemon } from "./daemon.js";
+import { freePort, httpGet, startDaemon, waitUntilReady, type Daemon } from "../daemon.js";
 import { makeServiceAccountKey, makeServingCert, newToken, writeTokenFile } from "./pki.js";
 
 export interface ControlPlaneOptions {
@@ -115,7 +114,7 @@ async function startEtcd(dir: string): Promise<{ daemon: Daemon; clientUrl: stri
     etcdArgs(join(dir, "etcd"), clientUrl, peerUrl),
     join(dir, "etcd.log"),
   );
-  await waitUntilReady(daemon, "healthy", () => httpOk(`${clientUrl}/health`), ETCD_READY_MS);
+  await waitUntilReady(daemon, "healthy", async () => (await httpGet(`${clientUrl}/health`)).status === 200, ETCD_READY_MS);
   return { daemon, clientUrl };
 }
 
@@ -214,17 +213,6 @@ function writeKubeconfig(dir: string, server: string, caFile: string, token: str
   };
   writeFileSync(file, JSON.stringify(config, null, 2), { mode: 0o600 });
   return file;
-}
-
-function httpOk(url: string): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const req = httpGet(url, { timeout: 2_000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on("timeout", () => req.destroy(new Error(`GET ${url} timed out`)));
-    req.on("error", reject);
-  });
 }
 
 function httpsOk(url: string, ca: Buffer, token: string): Promise<boolean> {

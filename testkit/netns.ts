@@ -1,29 +1,41 @@
 import { execFileSync } from "node:child_process";
 import { execa, type Options } from "execa";
-import { IpRoute } from "../../shared/kernel/iproute.js";
+import { IpRoute, KernelError } from "../shared/kernel/iproute.js";
 
 /**
- * Named network namespaces for the testbed. Everything here acts inside namespaces the
- * testbed created; the machine's own namespace is only asked to create and delete them.
+ * Named network namespaces for tests, the testbed, the suite and benchmarks. Everything here
+ * acts inside namespaces a test created; the machine's own namespace is only asked to create
+ * and delete them.
  */
 
 export const netnsPath = (name: string): string => `/run/netns/${name}`;
 
-/** iproute2 bound to a testbed namespace. */
+/** iproute2 bound to a test namespace. */
 export const ipIn = (ns: string): IpRoute => new IpRoute(netnsPath(ns));
 
 const root = new IpRoute(null);
 
+/** Creates a namespace with its loopback up, as a runtime's sandbox has. */
 export async function addNetns(name: string): Promise<void> {
   await root.exec(["netns", "add", name], `create network namespace "${name}"`);
   await ipIn(name).exec(["link", "set", "lo", "up"], `set lo up in "${name}"`);
 }
 
-export async function deleteNetns(name: string): Promise<void> {
-  await root.exec(["netns", "del", name], `delete network namespace "${name}"`).catch(() => undefined);
+/** Deletes a namespace; one that is already gone is fine, any other failure throws. */
+export async function removeNetns(name: string): Promise<void> {
+  try {
+    await root.exec(["netns", "del", name], `delete network namespace "${name}"`);
+  } catch (err) {
+    if (!(err instanceof KernelError && err.notFound)) throw err;
+  }
 }
 
-/** Testbed namespaces present now whose names start with `prefix`. */
+/** Deletes a namespace, ignoring every failure (teardown). */
+export async function deleteNetns(name: string): Promise<void> {
+  await removeNetns(name).catch(() => undefined);
+}
+
+/** Namespaces present now whose names start with `prefix`. */
 export async function listNetns(prefix: string): Promise<string[]> {
   const list = await root.json<{ name: string }[]>(["netns", "list"], "list network namespaces");
   return list.map((n) => n.name).filter((n) => n.startsWith(prefix));
@@ -39,8 +51,8 @@ export function deleteNetnsSync(name: string): void {
 }
 
 /** Runs a command inside a namespace (a test harness may start processes directly). */
-export function inNetns(ns: string, argv: readonly string[], opts: Options = {}) {
-  return execa("ip", ["netns", "exec", ns, ...argv], { reject: false, ...opts });
+export function inNetns<O extends Options = {}>(ns: string, argv: readonly string[], opts?: O) {
+  return execa("ip", ["netns", "exec", ns, ...argv], { reject: false, ...opts } as O & { reject: false });
 }
 
 /** Sets sysctls inside a namespace (`net.*` keys are per namespace). */

@@ -8,7 +8,8 @@ import { parseNetworkConfig } from "../config.js";
 import { PoolExhaustedError } from "../errors.js";
 import { gatherStatus, renderStatus } from "../status.js";
 import { LocalStore } from "./local.js";
-import { follow, request, subnetStoreContract, until } from "./store-contract.js";
+import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
+import { until } from "../../testkit/until.js";
 
 describe("local datastore", () => {
   const dirs: string[] = [];

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { readSubnetFile } from "../../shared/subnet-file.js";
-import { parseCidr } from "../../shared/net/cidr.js";
+import { readSubnetFile } from "../shared/subnet-file.js";
+import { parseCidr } from "../shared/net/cidr.js";
 import { inNetns, netnsPath } from "./netns.js";
 
 /**
@@ -13,7 +13,7 @@ import { inNetns, netnsPath } from "./netns.js";
 
 export type PluginKind = "twill" | "bridge";
 
-export const REPO = resolve(import.meta.dirname, "../..");
+export const REPO = resolve(import.meta.dirname, "..");
 export const DIST_BIN = join(REPO, "dist/bin");
 const REFERENCE_CNI = "/usr/lib/cni";
 

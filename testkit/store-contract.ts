@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, expect, it } from "vitest";
-import { covers, parseCidr } from "../../shared/net/cidr.js";
-import { parseNetworkConfig } from "../config.js";
-import { LeaseLostError, PoolExhaustedError } from "../errors.js";
-import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../types.js";
+import { covers, parseCidr } from "../shared/net/cidr.js";
+import { parseNetworkConfig } from "../agent/config.js";
+import { LeaseLostError, PoolExhaustedError } from "../agent/errors.js";
+import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../agent/types.js";
+import { until } from "./until.js";
 
 /**
  * What every SubnetStore must do, run against a real backing store (a directory, a real
@@ -17,29 +18,14 @@ export interface StoreHarness {
 
 const NETWORK = parseNetworkConfig({ Network: "10.244.0.0/16", SubnetLen: 24 });
 const LONG_TTL = 60_000;
-/** Bounded waits for what a watcher must see; generous for a 2-core machine. */
-const SEE_WITHIN_MS = 20_000;
+/** A contract test waits on lease expiry and watches in real time: longer than a unit test's default. */
+const CONTRACT_TEST_MS = 60_000;
 
 export const request = (nodeName: string, mac = "02:00:00:00:00:01"): AcquireRequest => ({
   nodeName,
   publicIP: "192.0.2.10",
   backend: { type: "vxlan", vtepMAC: mac, vni: 1, port: 4789 },
 });
-
-export async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, deadlineMs = SEE_WITHIN_MS): Promise<T> {
-  const end = Date.now() + deadlineMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`not ${what} within ${deadlineMs} ms${last ? `: ${String(last)}` : ""}`);
-    await sleep(100);
-  }
-}
 
 /** A watcher that keeps the latest full set it was given. */
 export function follow(store: SubnetStore): { names: () => string[]; leases: () => NodeLease[]; errors: Error[]; stop: () => void } {
@@ -58,7 +44,7 @@ export function subnetStoreContract(h: StoreHarness): void {
   afterEach(async () => {
     for (const c of cleanups.splice(0)) c();
     await Promise.all(opened.splice(0).map((s) => s.close()));
-  });
+  }, CONTRACT_TEST_MS);
   const opener = async () => {
     const open = await h.fresh();
     return (network = NETWORK, ttl = LONG_TTL) => {
@@ -84,7 +70,7 @@ export function subnetStoreContract(h: StoreHarness): void {
     expect(listed.map((l) => `${l.nodeName}=${l.subnets[0]}`).sort()).toEqual(
       leases.map((l) => `${l.nodeName}=${l.subnets[0]}`).sort(),
     );
-  });
+  }, CONTRACT_TEST_MS);
 
   it("gives a restarted node its own subnet back, even when its name would start elsewhere", async () => {
     const open = await opener();
@@ -96,14 +82,14 @@ export function subnetStoreContract(h: StoreHarness): void {
     expect(again.acquiredAt).toBe(first.acquiredAt);
     const listed = (await open().list()).find((l) => l.nodeName === "node-r");
     expect(listed?.backend.vtepMAC).toBe("02:00:00:00:00:99");
-  });
+  }, CONTRACT_TEST_MS);
 
   it("never hands a preferred subnet that another node holds", async () => {
     const open = await opener();
     const a = await open().acquire(request("node-a"));
     const b = await open().acquire({ ...request("node-b"), preferredSubnets: a.subnets });
     expect(b.subnets).not.toEqual(a.subnets);
-  });
+  }, CONTRACT_TEST_MS);
 
   it("shows every watcher a new node, and a released node leaving", async () => {
     const open = await opener();
@@ -120,7 +106,7 @@ export function subnetStoreContract(h: StoreHarness): void {
     await open().release("node-a");
     for (const w of watchers) await until("seeing node-a leave", () => w.names().join() === "node-b,node-c");
     expect((await open().list()).map((l) => l.nodeName).sort()).toEqual(["node-b", "node-c"]);
-  });
+  }, CONTRACT_TEST_MS);
 
   it("frees the subnet of a lease that was not renewed, and tells the old owner it lost it", async () => {
     const open = await opener();
@@ -140,7 +126,7 @@ export function subnetStoreContract(h: StoreHarness): void {
     const taken = await until("node-b claiming the freed subnet", () => b.acquire(request("node-b")).catch(() => undefined));
     expect(taken.subnets).toEqual(["10.9.0.0/24"]);
     await expect(a.renew(lease)).rejects.toBeInstanceOf(LeaseLostError);
-  });
+  }, CONTRACT_TEST_MS);
 
   it("keeps a renewed lease alive past its TTL", async () => {
     const open = await opener();
@@ -154,7 +140,7 @@ export function subnetStoreContract(h: StoreHarness): void {
     }
     await expect(open(single, 2_000).acquire(request("node-b"))).rejects.toBeInstanceOf(PoolExhaustedError);
     expect((await a.list()).map((l) => l.nodeName)).toEqual(["node-a"]);
-  });
+  }, CONTRACT_TEST_MS);
 
   it("republishes changed backend data on renewal", async () => {
     const open = await opener();
@@ -165,7 +151,7 @@ export function subnetStoreContract(h: StoreHarness): void {
     await until("seeing node-a", () => watcher.names().includes("node-a"));
     await a.renew({ ...lease, backend: { ...lease.backend, vtepMAC: "02:00:00:00:00:02" } });
     await until("seeing the new MAC", () => watcher.leases()[0]?.backend.vtepMAC === "02:00:00:00:00:02");
-  });
+  }, CONTRACT_TEST_MS);
 
   it("claims one subnet per family for a dual-stack cluster", async () => {
     const open = await opener();
@@ -177,7 +163,7 @@ export function subnetStoreContract(h: StoreHarness): void {
       expect(covers(parseCidr("fd00:10:244::/56"), parseCidr(l.subnets[1]!))).toBe(true);
     }
     expect(new Set(leases.map((l) => l.subnets[1])).size).toBe(3);
-  });
+  }, CONTRACT_TEST_MS);
 
   it("fails with a clear error when the pool is exhausted, and gives back a half-claimed node", async () => {
     const open = await opener();
@@ -190,5 +176,5 @@ export function subnetStoreContract(h: StoreHarness): void {
     const v4only = parseNetworkConfig({ Network: "10.8.0.0/23", SubnetLen: 24 });
     await open(v4only).acquire(request("n3"));
     expect((await open(v4only).list()).map((l) => l.nodeName).sort()).toEqual(["n1", "n3"]);
-  });
+  }, CONTRACT_TEST_MS);
 }

@@ -1,9 +1,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { httpGetIn } from "./node-net.js";
-import { etcdArgs, etcdPath } from "../../conformance/kube/binaries.js";
-import { freePort, startDaemon, waitUntilReady, type Daemon } from "../../conformance/kube/daemon.js";
+import { etcdArgs, etcdPath } from "./kube/binaries.js";
+import { freePort, httpGet, startDaemon, waitUntilReady, type Daemon } from "./daemon.js";
 
 /**
  * A real etcd-server (Debian's /usr/bin/etcd) on 127.0.0.1 random ports with its data in a
@@ -36,10 +35,7 @@ export async function startEtcdServer(inNetns?: { netns: string; host: string })
   const endpoint = `http://${host}:${clientPort}`;
   const peer = `http://${host}:${peerPort}`;
   const [bin, prefix] = inNetns ? ["ip", ["netns", "exec", inNetns.netns, etcdPath]] : [etcdPath, []];
-  const healthy = async () =>
-    inNetns
-      ? (await httpGetIn(inNetns.netns, `${endpoint}/health`)).status === 200
-      : (await fetch(`${endpoint}/health`)).ok;
+  const healthy = async () => (await httpGet(`${endpoint}/health`, inNetns?.netns)).status === 200;
   let daemon: Daemon | null = null;
   const start = async () => {
     daemon = startDaemon(

@@ -2,6 +2,12 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
+import { inNetns } from "./netns.js";
+
+/**
+ * Starting the servers tests need (etcd, kube-apiserver, twilld, ...) and waiting until they
+ * answer: one starter, one readiness wait, one HTTP probe.
+ */
 
 /**
  * A long-running server started for a test, its output in a log file. `exited` is set as soon
@@ -27,13 +33,7 @@ export function startDaemon(name: string, bin: string, args: readonly string[], 
   const done = subprocess.then((r) => {
     exit = r.signal ? `killed by ${r.signal}` : `exited with code ${r.exitCode}`;
   });
-  const logTail = (lines = 30): string => {
-    try {
-      return readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-    } catch {
-      return "";
-    }
-  };
+  const logTail = (lines = 30): string => fileTail(logFile, lines);
   return {
     name,
     pid,
@@ -49,7 +49,7 @@ export function startDaemon(name: string, bin: string, args: readonly string[], 
 
 /** Polls `probe` until it returns true, failing early if `daemon` exits, or at the deadline. */
 export async function waitUntilReady(
-  daemon: Daemon,
+  daemon: Pick<Daemon, "name" | "exited" | "logTail">,
   what: string,
   probe: () => Promise<boolean>,
   deadlineMs: number,
@@ -86,4 +86,42 @@ export function freePort(): Promise<number> {
       server.close(() => (port ? resolve(port) : reject(new Error("no port from 127.0.0.1:0"))));
     });
   });
+}
+
+export interface HttpAnswer {
+  status: number;
+  body: string;
+}
+
+/**
+ * GET `url`, from inside the network namespace `netns` when given (with this Node binary: no
+ * curl needed); status 0 when nothing answers.
+ */
+export async function httpGet(url: string, netns?: string): Promise<HttpAnswer> {
+  if (netns === undefined) {
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+      return { status: r.status, body: await r.text() };
+    } catch {
+      return { status: 0, body: "" };
+    }
+  }
+  const script =
+    "fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })))" +
+    ".catch(() => process.stdout.write(JSON.stringify({ status: 0, body: '' })))";
+  const r = await inNetns(netns, [process.execPath, "-e", script, url]);
+  try {
+    return JSON.parse(String(r.stdout)) as HttpAnswer;
+  } catch {
+    return { status: 0, body: String(r.stderr) };
+  }
+}
+
+/** The last lines of a log file; empty when there is none. */
+export function fileTail(file: string, lines = 30): string {
+  try {
+    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
 }

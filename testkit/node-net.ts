@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { execa } from "execa";
-import { IpRoute } from "../../shared/kernel/iproute.js";
-import { startDaemon, type Daemon } from "../../conformance/kube/daemon.js";
+import { IpRoute } from "../shared/kernel/iproute.js";
+import { httpGet, startDaemon, type Daemon, type HttpAnswer } from "./daemon.js";
+import { addNetns, deleteNetns, inNetns, ipIn } from "./netns.js";
 
 /**
  * Simulated nodes for running the real twilld: a "gw" namespace holding an underlay bridge
@@ -12,7 +12,7 @@ import { startDaemon, type Daemon } from "../../conformance/kube/daemon.js";
  * carry a per-run prefix; destroy() deletes every namespace (and with them the veths).
  */
 
-export const TWILLD = resolve(import.meta.dirname, "../../dist/bin/twilld");
+export const TWILLD = resolve(import.meta.dirname, "../dist/bin/twilld");
 export const METRICS_PORT = 9402;
 
 export interface SimNode {
@@ -39,9 +39,8 @@ export class NodeNet {
     const net = new NodeNet(`twd${process.pid.toString(36)}${Math.floor(Math.random() * 1296).toString(36)}-`);
     try {
       await net.addNamespace(net.gw);
-      await new IpRoute(`/run/netns/${net.gw}`).batch(
+      await ipIn(net.gw).batch(
         [
-          ["link", "set", "lo", "up"],
           ["link", "add", "br0", "type", "bridge"],
           ["addr", "add", "192.0.2.1/24", "dev", "br0"],
           ["link", "set", "br0", "up"],
@@ -63,16 +62,15 @@ export class NodeNet {
     await this.addNamespace(ns);
     const hostEnd = `${this.prefix}v${i}`.slice(-15);
     await this.root.exec(["link", "add", hostEnd, "netns", this.gw, "type", "veth", "peer", "name", "eth0", "netns", ns], `create veth for ${name}`);
-    await new IpRoute(`/run/netns/${this.gw}`).batch(
+    await ipIn(this.gw).batch(
       [
         ["link", "set", hostEnd, "master", "br0"],
         ["link", "set", hostEnd, "up"],
       ],
       `attach ${name} to the underlay`,
     );
-    await new IpRoute(`/run/netns/${ns}`).batch(
+    await ipIn(ns).batch(
       [
-        ["link", "set", "lo", "up"],
         ["addr", "add", `${ip}/24`, "dev", "eth0"],
         ["link", "set", "eth0", "up"],
         ["route", "add", "default", "via", "192.0.2.1"],
@@ -92,12 +90,12 @@ export class NodeNet {
 
   /** GET http://127.0.0.1:9402/PATH from inside the node's namespace. */
   get(node: SimNode, path: string): Promise<HttpAnswer> {
-    return httpGetIn(node.ns, `http://127.0.0.1:${METRICS_PORT}${path}`);
+    return httpGet(`http://127.0.0.1:${METRICS_PORT}${path}`, node.ns);
   }
 
   /** Runs twilld to completion inside the node's namespace (status, a config check). */
   exec(node: SimNode, args: readonly string[], env: Record<string, string> = {}) {
-    return execa("ip", ["netns", "exec", node.ns, TWILLD, ...args], { reject: false, env });
+    return inNetns(node.ns, [TWILLD, ...args], { env });
   }
 
   /** A pod's namespace (empty: the CNI plugin attaches it), removed with the rest. */
@@ -108,36 +106,13 @@ export class NodeNet {
   }
 
   async destroy(): Promise<void> {
-    for (const ns of this.namespaces.splice(0).reverse()) {
-      await this.root.exec(["netns", "del", ns], `delete netns ${ns}`).catch(() => {});
-    }
+    for (const ns of this.namespaces.splice(0).reverse()) await deleteNetns(ns);
     rmSync(this.dir, { recursive: true, force: true });
   }
 
   private async addNamespace(name: string): Promise<void> {
-    await this.root.exec(["netns", "add", name], `create netns ${name}`);
     this.namespaces.push(name);
-  }
-}
-
-export interface HttpAnswer {
-  status: number;
-  body: string;
-}
-
-/**
- * GET `url` from inside `ns` with this Node binary (no curl needed); status 0 when nothing
- * answers.
- */
-export async function httpGetIn(ns: string, url: string): Promise<HttpAnswer> {
-  const script =
-    "fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })))" +
-    ".catch(() => process.stdout.write(JSON.stringify({ status: 0, body: '' })))";
-  const r = await execa("ip", ["netns", "exec", ns, process.execPath, "-e", script, url], { reject: false });
-  try {
-    return JSON.parse(r.stdout) as HttpAnswer;
-  } catch {
-    return { status: 0, body: r.stderr };
+    await addNetns(name);
   }
 }
 

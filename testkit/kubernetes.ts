@@ -10,7 +10,7 @@ import {
 // client-node's own dependency. Its loadAllYaml turns documents into typed objects, which
 // drops fields the client does not know: a misspelt field in the manifest would vanish unseen.
 import { loadAll } from "js-yaml";
-import { LEASE_SELECTOR } from "./kubernetes-objects.js";
+import { LEASE_SELECTOR } from "../agent/datastore/kubernetes-objects.js";
 
 /**
  * Test helpers for the kubernetes datastore against a real apiserver: kubeconfigs for a
@@ -18,7 +18,7 @@ import { LEASE_SELECTOR } from "./kubernetes-objects.js";
  * (registering Nodes) or an operator's (deleting Nodes and Leases).
  */
 
-export const MANIFEST = new URL("../../deploy/twill.yaml", import.meta.url);
+export const MANIFEST = new URL("../deploy/twill.yaml", import.meta.url);
 
 /** The manifest's documents exactly as written. */
 export function manifestObjects(): KubernetesObject[] {
