@@ -1,8 +1,8 @@
 import { writeDatapathReport, type DatapathReport } from "./datapath-report.js";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { IpRoute } from "../shared/kernel/iproute.js";
 import type { Logger } from "../shared/log.js";
 import { readSubnetFile, validateSubnetInfo, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
+import { systemClock, type Clock } from "./clock.js";
 import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
 import { diffLeases, isEmptyDiff, peersOf } from "./leases.js";
@@ -36,6 +36,8 @@ export interface AgentOptions {
   renewMs: number;
   logger: Logger;
   metrics: AgentMetrics;
+  /** The system clock unless a test runs the loop on its own time. */
+  clock?: Clock;
 }
 
 const ACQUIRE_BACKOFF_MS = { first: 1_000, max: 30_000 };
@@ -52,16 +54,19 @@ export class Agent {
   private backendData: BackendData | null = null;
   private readonly abort = new AbortController();
   private stopWatch: (() => void) | null = null;
-  private timers: NodeJS.Timeout[] = [];
+  private cancelResync: () => void = () => {};
+  private cancelRenew: () => void = () => {};
   private reconciling: Promise<void> | null = null;
   /** A full read-and-diff is due (start-up, resync timer, lease change). */
   private fullPending = false;
   /** Peers named by watch events since the last reconcile; only their entries are redone. */
   private changedPeers = new Set<string>();
   private reconciledOnce = false;
-  private renewTimer: NodeJS.Timeout | undefined;
+  private readonly clock: Clock;
 
-  constructor(private readonly o: AgentOptions) {}
+  constructor(private readonly o: AgentOptions) {
+    this.clock = o.clock ?? systemClock;
+  }
 
   readiness(): Readiness {
     const ready = this.lease !== null && this.subnetFileWritten && this.leaseLive();
@@ -103,16 +108,15 @@ export class Agent {
     // peers that left while the agent was down left behind; a second list here would read
     // the whole datastore twice at start-up.
     if (this.stopped) return;
-    this.timers.push(setInterval(() => this.scheduleReconcile(), this.o.resyncMs));
+    this.cancelResync = this.clock.every(this.o.resyncMs, () => this.scheduleReconcile());
     this.scheduleRenew(underlay);
   }
 
   /** Stops loops and watches; leaves the lease, the datapath and the subnet file alone. */
   async stop(): Promise<void> {
     this.abort.abort();
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
-    clearTimeout(this.renewTimer);
+    this.cancelResync();
+    this.cancelRenew();
     this.stopWatch?.();
     await this.reconciling;
     await this.o.store.close();
@@ -123,7 +127,7 @@ export class Agent {
   }
 
   private leaseLive(): boolean {
-    return this.lease !== null && (this.lease.expiresAt === undefined || this.lease.expiresAt > Date.now());
+    return this.lease !== null && (this.lease.expiresAt === undefined || this.lease.expiresAt > this.clock.now());
   }
 
   /** The subnets of the last subnet file this node wrote: tried first, claimed atomically. */
@@ -151,7 +155,7 @@ export class Agent {
         this.o.metrics.datastoreErrors.inc({ op: "acquire" });
         this.notReadyReason = `no subnet lease: ${errorMessage(err)}`;
         this.o.logger.error("Acquiring the node subnet failed; retrying", { error: errorMessage(err), retryInMs: delay });
-        await sleep(delay, undefined, { signal: this.abort.signal }).catch(() => {});
+        await this.clock.sleep(delay, this.abort.signal);
         delay = Math.min(delay * 2, ACQUIRE_BACKOFF_MS.max);
       }
     }
@@ -292,11 +296,11 @@ export class Agent {
       end();
       metrics.reconcileChanges.inc(report.changes);
       metrics.peerErrors.set(report.errors.length);
-      this.recordDatapath({ backend, at: Date.now(), changes: report.changes, errors: report.errors });
+      this.recordDatapath({ backend, at: this.clock.now(), changes: report.changes, errors: report.errors });
     } catch (err) {
       metrics.reconcileErrors.inc();
       logger.error("Reconciling the datapath failed", { error: errorMessage(err) });
-      this.recordDatapath({ backend, at: Date.now(), changes: 0, errors: [], failed: errorMessage(err) });
+      this.recordDatapath({ backend, at: this.clock.now(), changes: 0, errors: [], failed: errorMessage(err) });
     }
   }
 
@@ -311,7 +315,7 @@ export class Agent {
 
   private scheduleRenew(underlay: Underlay): void {
     if (this.stopped) return;
-    this.renewTimer = setTimeout(() => void this.renew(underlay).finally(() => this.scheduleRenew(underlay)), this.o.renewMs);
+    this.cancelRenew = this.clock.after(this.o.renewMs, () => void this.renew(underlay).finally(() => this.scheduleRenew(underlay)));
   }
 
   private async renew(underlay: Underlay): Promise<void> {
