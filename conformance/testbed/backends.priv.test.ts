@@ -6,8 +6,8 @@ import type { PluginKind } from "../../testkit/pods.js";
 import { Testbed, type TestbedOptions } from "./testbed.js";
 import { netCounter, ping } from "./traffic.js";
 
-// The backends driven in-process (each reconcile report readable); the agent lifecycle runs
-// against the real twilld in twilld.priv.test.ts.
+// The agent loop run in-process (each reconcile report readable); the agent lifecycle runs
+// against the real twilld executable in twilld.priv.test.ts.
 // The CNI plugin the pods are attached with; `bridge` runs the same checks on the reference.
 const plugin = (process.env.TWILL_TESTBED_PLUGIN ?? "twill") as PluginKind;
 
@@ -56,14 +56,16 @@ describe("nodes split by a router (node-3 on another L3 segment)", () => {
     expect(failures(await reachability(sameSegment))).toEqual([]);
     // No route was installed towards node-3 (none could work): nothing points into the void.
     const routes = await listOwnedRoutes(t.ip(t.node("node-1")));
-    expect(routes.map((r) => r.dst).sort()).toEqual(["10.244.2.0/24"]);
+    expect(routes.map((r) => r.dst).sort()).toEqual(t.node("node-2").subnets);
   });
 
   it("auto takes host-gw on the segment and vxlan across the router", async () => {
     const t = await cluster({ backend: "auto", remoteNodes: [3] });
     expect(failures(await reachability(t.pods))).toEqual([]);
     const routes = await listOwnedRoutes(t.ip(t.node("node-1")));
-    expect(routes.map((r) => `${r.dst} ${r.dev}`).sort()).toEqual(["10.244.2.0/24 eth0", "10.244.3.0/24 twill.1"]);
+    expect(routes.map((r) => `${r.dst} ${r.dev}`).sort()).toEqual(
+      [`${t.node("node-2").subnets[0]} eth0`, `${t.node("node-3").subnets[0]} twill.1`].sort(),
+    );
   });
 });
 

@@ -3,9 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BackendConfig, NetworkConfig } from "../../agent/types.js";
 import { createLogger, nullLogger, type Logger } from "../../shared/log.js";
-import { formatCidr, parseCidr, subnetAt } from "../../shared/net/cidr.js";
 import { releaseSync, trackResources, untrack, type Resources } from "./cleanup.js";
-import { InprocCluster } from "./inproc-agent.js";
+import { InprocAgents } from "./inproc-agents.js";
 import { TwilldCluster } from "./twilld-agent.js";
 import { addNetns, deleteNetns, ipIn, listNetns } from "../../testkit/netns.js";
 import { podNetConf, resultIps, runCni, type PluginKind } from "../../testkit/pods.js";
@@ -42,7 +41,8 @@ export interface TestbedOptions {
   resyncMs?: number;
   /**
    * `twilld`: the real agent executable in each node namespace (local datastore shared by all);
-   * `inproc`: the backends driven from this process (lets a test read each reconcile report).
+   * `inproc`: the real agent loop run in this process, on an in-memory datastore (lets a test
+   * read each reconcile report).
    */
   agent?: "twilld" | "inproc";
   /** Progress lines (the demo prints them). */
@@ -87,7 +87,7 @@ export class Testbed {
   readonly pods: Pod[] = [];
   readonly network: NetworkConfig;
   /** The agents, when run in-process (`agent: "inproc"`). */
-  readonly inproc: InprocCluster | null = null;
+  readonly inproc: InprocAgents | null = null;
   /** The agents, when run as twilld processes. */
   readonly twilld: TwilldCluster | null = null;
   underlay!: Underlay;
@@ -104,7 +104,7 @@ export class Testbed {
     private readonly progress: (msg: string) => void,
   ) {
     this.network = network;
-    if (agent === "inproc") this.inproc = new InprocCluster(network, logger, resyncMs);
+    if (agent === "inproc") this.inproc = new InprocAgents(network, logger, resyncMs);
     else this.twilld = new TwilldCluster(network, dir, res, resyncMs);
   }
 
@@ -149,8 +149,8 @@ export class Testbed {
       mkdirSync(dir, { recursive: true });
       this.nodes.push({
         name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip, ...(u.ip6 ? { ip6: u.ip6 } : {}),
-        // In-process agents take the i-th subnet; twilld claims its own from the datastore.
-        subnets: this.network.clusterCIDRs.map((c) => nodeSubnet(c, i)),
+        // Known once its agent holds a lease.
+        subnets: [],
         dir, subnetFile: join(dir, "subnet.json"),
       });
       this.progress(`node-${i}: ${[u.ip, u.ip6].filter(Boolean).join(" ")} on segment ${segment}`);
@@ -166,25 +166,21 @@ export class Testbed {
   /** Starts the agent on every node (or the given ones); a node's subnets are known after. */
   async startAgents(nodes: readonly TestNode[] = this.nodes): Promise<void> {
     for (const n of nodes) {
-      if (this.twilld) {
-        n.subnets = await this.twilld.start(n);
-      } else {
-        await this.inproc!.start({ name: n.name, ns: n.ns, publicIP: n.ip, underlayDev: "eth0", subnets: n.subnets, subnetFile: n.subnetFile });
-      }
+      n.subnets = await (this.twilld ?? this.inproc!).start(n);
       this.progress(`${n.name}: agent running, subnets ${n.subnets.join(", ")}`);
     }
+    await this.inproc?.settled();
   }
 
   /** Stops a node's agent; lease, subnet file and datapath stay. */
   async stopAgent(node: TestNode): Promise<void> {
-    if (this.twilld) await this.twilld.stop(node.name);
-    else this.inproc!.stop(node.name);
+    await (this.twilld ?? this.inproc!).stop(node.name);
   }
 
   /** The node leaves the cluster: its agent stops and its lease is released. */
   async leave(node: TestNode): Promise<void> {
-    if (this.twilld) await this.twilld.leave(node.name);
-    else await this.inproc!.leave(node.name);
+    await (this.twilld ?? this.inproc!).leave(node.name);
+    await this.inproc?.settled();
   }
 
   /** A pod on `node`, attached by the CNI plugin; `echo` also starts the TCP echo in it. */
@@ -223,7 +219,7 @@ export class Testbed {
 
   /** Removes everything the testbed made; safe to call twice. */
   async destroy(): Promise<void> {
-    this.inproc?.stopAll();
+    await this.inproc?.stopAll().catch(() => undefined);
     await this.twilld?.stopAll().catch(() => undefined);
     for (const p of this.pods) await p.echo?.stop().catch(() => undefined);
     releaseSync(this.res);
@@ -235,12 +231,6 @@ export class Testbed {
   detach(): void {
     untrack(this.res);
   }
-}
-
-/** The i-th node's subnet of a cluster CIDR: /24 for IPv4, /64 for IPv6. */
-export function nodeSubnet(clusterCIDR: string, index: number): string {
-  const c = parseCidr(clusterCIDR);
-  return formatCidr(subnetAt(c, c.family === 4 ? 24 : 64, BigInt(index)));
 }
 
 /** Removes the namespaces of a kept testbed by its prefix. */
