@@ -227,6 +227,7 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     expect(stale).toHaveLength(1);
     expect(stale[0]).toMatchObject({ subnets: second, pods: [{ network: "twill", ip: podIp, containerId: "pod-c1" }] });
     expect(await h.metric("twill_stale_pods")).toBe(1);
+    expect(await h.metrics.registry.getSingleMetricAsString("twill_datastore_errors_total")).toMatch(/op="renew"\} 1\b/);
     // The new lease is reconciled in full, with the thief as a peer.
     expect(h.backend.calls[0]).toEqual({ kind: "full", local: second, peers: ["node-thief"] });
     expect(h.backend.calls.every((c) => c.local?.join() === second.join())).toBe(true);
@@ -293,15 +294,23 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     expect(h.backend.calls.every((c) => Array.isArray(c.local))).toBe(true);
   });
 
-  it("reconciles in full every resync period, and rewrites a damaged subnet file then", async () => {
+  it("reconciles in full every resync period, and rewrites a damaged or edited subnet file then; /readyz says so until then", async () => {
     const h = await started();
     const good = readFileSync(h.subnetFile, "utf8");
     writeFileSync(h.subnetFile, good.slice(0, 20));
-    expect(h.agent.readiness()).toEqual({ ready: false, reason: expect.stringMatching(/rewriting it on the next resync/) });
+    expect(h.agent.readiness()).toEqual({ ready: false, reason: expect.stringMatching(/is invalid: not JSON; rewriting it on the next resync/) });
     await h.clock.advance(RESYNC_MS * 3);
     expect(h.backend.calls.map((c) => c.kind)).toEqual(["full", "full", "full", "full"]);
     expect(readFileSync(h.subnetFile, "utf8")).toBe(good);
-    expect(await h.metric("twill_subnet_file_repairs_total")).toBe(1);
     expect(h.agent.readiness().ready).toBe(true);
+
+    writeFileSync(h.subnetFile, JSON.stringify({ ...JSON.parse(good), mtu: 9000 }));
+    expect(h.agent.readiness().reason).toMatch(/differs from the lease/);
+    await h.clock.advance(RESYNC_MS - 1);
+    expect(h.agent.readiness().ready).toBe(false);
+    await h.clock.advance(1);
+    expect(readFileSync(h.subnetFile, "utf8")).toBe(good);
+    expect(await h.metric("twill_subnet_file_repairs_total")).toBe(2);
+    expect(h.logs.filter((l) => l.msg === "Rewrote the subnet file")).toHaveLength(2);
   });
 });
