@@ -92,7 +92,7 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     expect(existsSync(CLUSTER_DIR)).toBe(false);
     const mounts = readFileSync("/proc/self/mounts", "utf8");
     expect(mounts).not.toContain(CLUSTER_DIR);
-    expect(readdirSync("/sys/fs/cgroup/pids").filter((d) => d.startsWith("twill-cluster-"))).toEqual([]);
+    expect(readdirSync("/sys/fs/cgroup/pids").filter((d) => d === `twill-cluster-${prefix!.replace(/-$/, "")}`)).toEqual([]);
   }, 300_000);
 
   it("brings two Ready nodes with twill running from its DaemonSet on each", async () => {
