@@ -4,7 +4,7 @@ import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
-import { IpRoute, KernelError } from "../../shared/kernel/iproute.js";
+import { IpRoute, KernelError, wrongKind } from "../../shared/kernel/iproute.js";
 import { choosePodKernel } from "../../shared/kernel/netlink/kernel.js";
 import { ensureMasquerade } from "../../shared/kernel/nft.js";
 import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
@@ -272,10 +272,8 @@ async function nodeStepError(kernel: PodKernel, err: unknown, plan: NodePlan, at
   if (index === plan.vethStep) {
     // Enslaving fails when the bridge's name is taken by another kind of device: say that.
     const bridge = await kernel.link(null, plan.bridge.name).catch(() => null);
-    const kind = bridge?.linkinfo?.info_kind;
-    if (bridge && kind !== "bridge") {
-      return new NodeSetupError(`"${plan.bridge.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`, false);
-    }
+    const notBridge = bridge && wrongKind(bridge, "bridge", `"${plan.bridge.name}"`);
+    if (notBridge) return new NodeSetupError(notBridge, false);
   }
   return new NodeSetupError(`failed to ${step?.what ?? `set up "${plan.veth.name}"`}: ${err.reason}`, vethCreated);
 }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { formatAddress, formatIp, parseCidr } from "../net/cidr.js";
-import { KernelError, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
+import { KernelError, wrongKind, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
 import { sameIp } from "./routes.js";
 
 /**
@@ -42,8 +42,8 @@ export function stableVtepMac(nodeName: string, vni: number): string {
  * source and underlay cannot be changed in place), or null when it can.
  */
 export function vtepMismatch(link: Link, spec: VxlanSpec): string | null {
-  const kind = link.linkinfo?.info_kind;
-  if (kind !== "vxlan") return `"${spec.name}" is a ${kind ?? "device of unknown kind"}, not vxlan`;
+  const notVxlan = wrongKind(link, "vxlan", `"${spec.name}"`, "vxlan");
+  if (notVxlan) return notVxlan;
   const d = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
   if (d.id !== spec.vni) return `VNI ${String(d.id)}, want ${spec.vni}`;
   if (d.port !== spec.port) return `port ${String(d.port)}, want ${spec.port}`;
