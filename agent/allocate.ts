@@ -59,7 +59,7 @@ export function subnetOf(pool: Pool, index: bigint): Cidr {
   return { family: pool.cluster.family, ip: network, network, prefix: pool.subnetLen };
 }
 
-/** FNV-1a (64 bit) of the node name: stable across restarts, processes and machines. */
+/** FNV-1a (64 bit) of the node name: stable across restarts, processes and machines (why not digest(): shared/digest.ts). */
 export function nameHash(name: string): bigint {
   let h = 0xcbf29ce484222325n;
   for (const byte of Buffer.from(name, "utf8")) {

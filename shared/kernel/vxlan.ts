@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { localMac } from "../digest.js";
 import { formatAddress, formatIp, parseCidr } from "../net/cidr.js";
 import { KernelError, wrongKind, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
 import { sameIp } from "./routes.js";
@@ -32,9 +33,8 @@ export const vtepName = (vni: number): string => `twill.${vni}`;
 
 /** A locally administered unicast MAC that depends only on the node name and the VNI. */
 export function stableVtepMac(nodeName: string, vni: number): string {
-  const h = createHash("sha256").update(`twill-vtep/${vni}/${nodeName}`).digest();
-  h[0] = (h[0]! & 0xfc) | 0x02;
-  return [...h.subarray(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join(":");
+  // SHA-256, not the plugin's digest: peers hold this MAC, so it must not change (shared/digest.ts).
+  return localMac(createHash("sha256").update(`twill-vtep/${vni}/${nodeName}`).digest());
 }
 
 /**
