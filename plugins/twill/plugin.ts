@@ -4,11 +4,9 @@ import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
-import { IpRoute, KernelError, wrongKind } from "../../shared/kernel/iproute.js";
+import { KernelError, wrongKind } from "../../shared/kernel/iproute.js";
 import { choosePodKernel } from "../../shared/kernel/netlink/kernel.js";
-import { ensureMasquerade } from "../../shared/kernel/nft.js";
 import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
-import { ensureSysctl } from "../../shared/kernel/sysctl.js";
 import { fileLogger, PhaseTimer, type Logger } from "../../shared/log.js";
 import { readSubnetFileFor } from "../../shared/subnet-file.js";
 import { policyReadyPath } from "../../shared/policy-ready.js";
@@ -41,8 +39,6 @@ export interface TwillDeps {
 const CONFIG_CODES: ReadonlySet<number> = new Set([Code.IncompatibleVersion, Code.UnsupportedField, Code.InvalidEnv, Code.DecodeFailure, Code.InvalidConfig]);
 
 export function createTwillPlugin(deps: TwillDeps): Plugin {
-  // nft (masquerade) is the one tool still run as a process, and only with ipMasq.
-  const node = new IpRoute(null);
   const kernelFor = deps.kernel ?? (() => choosePodKernel(deps.env));
   const loggerFor = (conf: TwillConf, args: CmdArgs): Logger =>
     (deps.logger ?? fileLogger)(conf.logFile ?? deps.env.TWILL_LOG_FILE ?? DEFAULT_LOG_FILE).with({
@@ -82,14 +78,14 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         const mismatch = bridgeMismatch(bridge, nodePlan.bridge);
         if (mismatch) throw new Error(mismatch);
         const podPlan = planPod(conf, at, allocated);
-        for (const key of podPlan.forwarding) ensureSysctl(key, "1");
+        for (const key of podPlan.forwarding) kernel.setSysctl(key, "1");
         const gatewaySteps = missingGatewaySteps(nodePlan.bridge, bridge.addr_info ?? [], podPlan.gateways);
         const done = await Promise.allSettled([
           timer.time("pod", () => applySteps(kernel, at.netns, podPlan.steps, `configure "${at.ifname}" in ${at.netns}`)),
           kernel.apply(null, gatewaySteps, `add gateway addresses ${podPlan.gateways.join(", ")} to bridge "${nodePlan.bridge.name}"`),
           masqRead && podPlan.podSubnets.length > 0
             ? timer.time("masquerade", () => masqRead.then((have) =>
-                ensureMasquerade(node, { network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] }, have),
+                kernel.writeMasquerade({ network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] }, have),
               ))
             : null,
         ]);

@@ -1,7 +1,6 @@
 import { existsSync } from "node:fs";
 import { KernelError, wrongKind, type IpRoute, type Link } from "./iproute.js";
 import type { NetStep, PodKernel } from "./pod-kernel.js";
-import { ensureSysctl } from "./sysctl.js";
 
 /**
  * The node's pod bridge (`cni0`). Many ADDs run at once on a fresh node, so creating it must
@@ -50,7 +49,7 @@ export async function ensureBridge(kernel: PodKernel, spec: BridgeSpec): Promise
     await kernel.createBridge(spec);
     // A bridge must not autoconfigure from router advertisements that pods send; /proc/sys
     // acts on the namespace the plugin runs in, which is the bridge's.
-    ensureSysctl(`net/ipv6/conf/${spec.name}/accept_ra`, "0", { optional: true });
+    kernel.setSysctl(`net/ipv6/conf/${spec.name}/accept_ra`, "0", { optional: true });
   } catch (err) {
     if (!(err instanceof KernelError && err.exists)) throw err;
   }
