@@ -31,7 +31,10 @@ export interface TwillDeps {
   /** twill-ipam in this process; without it, `twill-ipam` is run from CNI_PATH like any IPAM. */
   localIpam?: (log: Logger) => Plugin;
   logger?: (path: string) => Logger;
-  /** The kernel interface; by default netlink when this runtime reaches libc, else iproute2. */
+  /**
+   * Every kernel read and write ADD, DEL and CHECK make (nft and sysctls included); by default
+   * netlink when this runtime reaches libc, else iproute2. Tests pass one that records calls.
+   */
   kernel?: () => PodKernel;
 }
 
