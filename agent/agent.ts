@@ -15,8 +15,8 @@ import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.j
 /**
  * The node agent's loop: detect the underlay, prepare the backend, acquire the node's subnet
  * lease with the backend's data, write the subnet file, then reconcile the datapath against
- * the peers on every change the watch reports, every resync period and once at start-up,
- * renewing the lease as it goes. Stopping leaves the datapath and the subnet file in place:
+ * the peers on every change the watch reports, every resync period and once at start-up (the
+ * masquerade table with each full one), renewing the lease as it goes. Stopping leaves the datapath and the subnet file in place:
  * pods keep their connectivity while the agent restarts (flannel#1308).
  */
 
@@ -28,7 +28,7 @@ export interface AgentOptions {
   ip: IpRoute;
   backend: (underlay: Underlay) => Backend;
   /** The node's masquerade; by default the `inet twill` table through `ip`. */
-  masquerade?: { reconcile(): Promise<number> };
+  masquerade?: Pick<Masquerade, "reconcile">;
   underlay: UnderlayWanted;
   subnetFile: string;
   /** The IPAM store (`<dir>/<network>/<ip>`), searched for pods left on a subnet the node lost; none when absent. */
