@@ -16,8 +16,9 @@ import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.j
  * The node agent's loop: detect the underlay, prepare the backend, acquire the node's subnet
  * lease with the backend's data, write the subnet file, then reconcile the datapath against
  * the peers on every change the watch reports, every resync period and once at start-up (the
- * masquerade table with each full one), renewing the lease as it goes. Stopping leaves the datapath and the subnet file in place:
- * pods keep their connectivity while the agent restarts (flannel#1308).
+ * masquerade table with each full one), renewing the lease as it goes. Stopping leaves the
+ * datapath and the subnet file in place: pods keep their connectivity while the agent
+ * restarts (flannel#1308).
  */
 
 export interface AgentOptions {
