@@ -132,6 +132,8 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
       network,
       store: db.open(network, TTL_MS),
       ip: underlayIp,
+      // The node's masquerade is agent/masquerade.test.ts's; here it has nothing to change.
+      masquerade: { reconcile: async () => 0 },
       backend: () => backend,
       underlay: {},
       subnetFile,

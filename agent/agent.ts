@@ -6,6 +6,7 @@ import { systemClock, type Clock } from "./clock.js";
 import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
 import { diffLeases, isEmptyDiff, peersOf } from "./leases.js";
+import { Masquerade } from "./masquerade.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
 import { findStalePods } from "./stale-subnet.js";
@@ -14,9 +15,10 @@ import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.j
 /**
  * The node agent's loop: detect the underlay, prepare the backend, acquire the node's subnet
  * lease with the backend's data, write the subnet file, then reconcile the datapath against
- * the peers on every change the watch reports, every resync period and once at start-up,
- * renewing the lease as it goes. Stopping leaves the datapath and the subnet file in place:
- * pods keep their connectivity while the agent restarts (flannel#1308).
+ * the peers on every change the watch reports, every resync period and once at start-up (the
+ * masquerade table with each full one), renewing the lease as it goes. Stopping leaves the
+ * datapath and the subnet file in place: pods keep their connectivity while the agent
+ * restarts (flannel#1308).
  */
 
 export interface AgentOptions {
@@ -26,6 +28,8 @@ export interface AgentOptions {
   /** iproute2 bound to the node's namespace. */
   ip: IpRoute;
   backend: (underlay: Underlay) => Backend;
+  /** The node's masquerade; by default the `inet twill` table through `ip`. */
+  masquerade?: Pick<Masquerade, "reconcile">;
   underlay: UnderlayWanted;
   subnetFile: string;
   /** The IPAM store (`<dir>/<network>/<ip>`), searched for pods left on a subnet the node lost; none when absent. */
@@ -63,9 +67,11 @@ export class Agent {
   private changedPeers = new Set<string>();
   private reconciledOnce = false;
   private readonly clock: Clock;
+  private readonly masquerade: Pick<Masquerade, "reconcile">;
 
   constructor(private readonly o: AgentOptions) {
     this.clock = o.clock ?? systemClock;
+    this.masquerade = o.masquerade ?? new Masquerade(o.network, o.ip, o.logger);
   }
 
   readiness(): Readiness {
@@ -289,18 +295,31 @@ export class Agent {
       this.reportUnreadable();
     }
     const backend = this.o.network.backend.type;
+    const masqChanges = changed ? 0 : await this.reconcileMasquerade();
     try {
       const report = changed
         ? await this.backend!.reconcilePeers(lease, this.peers, changed)
         : await this.backend!.reconcile(lease, this.peers);
       end();
-      metrics.reconcileChanges.inc(report.changes);
+      const changes = report.changes + masqChanges;
+      metrics.reconcileChanges.inc(changes);
       metrics.peerErrors.set(report.errors.length);
-      this.recordDatapath({ backend, at: this.clock.now(), changes: report.changes, errors: report.errors });
+      this.recordDatapath({ backend, at: this.clock.now(), changes, errors: report.errors });
     } catch (err) {
       metrics.reconcileErrors.inc();
       logger.error("Reconciling the datapath failed", { error: errorMessage(err) });
       this.recordDatapath({ backend, at: this.clock.now(), changes: 0, errors: [], failed: errorMessage(err) });
+    }
+  }
+
+  /** The masquerade table in line (full reconciles only: nothing a peer event changes); its changes, 0 when it failed. */
+  private async reconcileMasquerade(): Promise<number> {
+    try {
+      return await this.masquerade.reconcile();
+    } catch (err) {
+      this.o.metrics.reconcileErrors.inc();
+      this.o.logger.error("Reconciling masquerade failed", { error: errorMessage(err) });
+      return 0;
     }
   }
 

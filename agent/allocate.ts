@@ -1,4 +1,4 @@
-import { bits, covers, formatCidr, overlaps, parseCidr, type Cidr } from "../shared/net/cidr.js";
+import { bits, covers, overlaps, parseCidr, type Cidr } from "../shared/net/cidr.js";
 import type { NetworkConfig } from "./types.js";
 
 /**
@@ -59,13 +59,7 @@ export function subnetOf(pool: Pool, index: bigint): Cidr {
   return { family: pool.cluster.family, ip: network, network, prefix: pool.subnetLen };
 }
 
-/** The pool a subnet text belongs to, if any. */
-export function poolFor(pools: readonly Pool[], subnet: string): Pool | undefined {
-  const c = parseCidr(subnet);
-  return pools.find((p) => inPool(p, c));
-}
-
-/** FNV-1a (64 bit) of the node name: stable across restarts, processes and machines. */
+/** FNV-1a (64 bit) of the node name: stable across restarts, processes and machines (why not digest(): shared/digest.ts). */
 export function nameHash(name: string): bigint {
   let h = 0xcbf29ce484222325n;
   for (const byte of Buffer.from(name, "utf8")) {
@@ -110,6 +104,3 @@ function firstFree(busy: readonly [bigint, bigint][], from: bigint, to: bigint):
   }
   return i <= to ? i : null;
 }
-
-/** Subnet text as keys use it: the canonical `network/prefix`. */
-export const canonicalSubnet = (text: string): string => formatCidr(parseCidr(text));

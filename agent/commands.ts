@@ -158,6 +158,22 @@ export async function printStatus(o: CommonOptions & { output: "table" | "json" 
   }
 }
 
+/**
+ * `twilld leave`: gives this node's subnets back for good (the node is being removed), so its
+ * peers drop their routes to it and another node may take the subnets at once instead of after
+ * the lease TTL. `twilld run` must be stopped first, or its next renewal acquires again.
+ */
+export async function leaveCluster(o: CommonOptions, logger: Logger): Promise<void> {
+  const nodeName = checkNodeName(o.nodeName);
+  const store = createStore(storeOptions(o, logger));
+  try {
+    await store.release(nodeName);
+    logger.info("Released this node's subnets", { node: nodeName, datastore: o.datastore });
+  } finally {
+    await store.close();
+  }
+}
+
 /** Where the leak decision learns which pods run on this node. */
 function podSource(o: CommonOptions, nodeName: string): PodSource {
   return o.datastore === "kubernetes" ? kubernetesPods(loadKubeConfig(o.kubeconfig), nodeName) : noPods(o.datastore);

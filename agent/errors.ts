@@ -1,7 +1,10 @@
 /**
- * The agent's errors, each with a stable code. main maps any of them to a message and a
- * non-zero exit; the run loop tells the retryable ones (pool exhausted, store unreachable)
- * from the fatal ones (a config that cannot work).
+ * The agent's errors, each with a stable code, which main logs beside the message before a
+ * non-zero exit. What ends twilld is decided by where an error is thrown, not by its class: a
+ * config that cannot work (ConfigError) and a missing underlay (UnderlayError) fail before or
+ * during start-up. Once the lease loop runs it retries every error (acquire with backoff,
+ * renew on the next period, reconcile on the next resync) and tells only LeaseLostError apart:
+ * it acquires again instead of renewing.
  */
 
 export type AgentErrorCode =

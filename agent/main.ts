@@ -3,7 +3,7 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { stderrLogger, type Level } from "../shared/log.js";
 import { DEFAULT_SUBNET_FILE } from "../shared/subnet-file.js";
-import { printCheck, printNodes, printReservations, printStatus, runAgent, runRelease, type CommonOptions } from "./commands.js";
+import { leaveCluster, printCheck, printNodes, printReservations, printStatus, runAgent, runRelease, type CommonOptions } from "./commands.js";
 import { DEFAULT_DATA_DIR } from "../ipam/config.js";
 import { DATASTORE_KINDS, type DatastoreKind } from "./datastore/index.js";
 import { parseDuration } from "./durations.js";
@@ -129,6 +129,15 @@ async function main(): Promise<number> {
         exitCode = (await printNodes({ ...o, output: a.output }, stderrLogger(o.logLevel), write)) ? 0 : 1;
       },
     )
+    .command(
+      "leave",
+      "Give this node's subnets back for good (the node is being removed; stop twilld run first): peers drop their routes to it at once",
+      (y) => y,
+      async (a) => {
+        const o = commonOptions(a);
+        await leaveCluster(o, stderrLogger(o.logLevel));
+      },
+    )
     .command("ipam", "This node's pod address reservations (twill-ipam's store, host-local's layout)", (y) =>
       y
         .command(
@@ -157,7 +166,7 @@ async function main(): Promise<number> {
         )
         .demandCommand(1, "give an ipam command: list, check or release"),
     )
-    .demandCommand(1, "give a command: run, status, nodes or ipam")
+    .demandCommand(1, "give a command: run, status, nodes, leave or ipam")
     .epilogue("Every flag can be set as an environment variable: TWILL_NODE_NAME, TWILL_DATASTORE, TWILL_NET_CONF, ... Other TWILL_* variables are ignored.")
     .help()
     .version(false)

@@ -5,7 +5,6 @@ import type { Daemon } from "../testkit/daemon.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
 import { ipIn } from "../testkit/netns.js";
 import { covers, parseCidr } from "../shared/net/cidr.js";
-import { LocalStore } from "./datastore/local.js";
 import { until } from "../testkit/until.js";
 import { startEtcdServer, type EtcdServer } from "../testkit/etcd.js";
 import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
@@ -142,7 +141,8 @@ describe("twilld", () => {
 
     // node-0 is removed for good: its lease is released, and node-1's retry gets the subnet.
     await agentA.stop();
-    await new LocalStore({ dir: join(n.dir, "store"), leaseTTLMs: 30_000 }).release("node-0");
+    const leave = await n.exec(a, ["leave", "--node-name=node-0", ...store]);
+    expect(leave.exitCode).toBe(0);
     await ready(n, b, agentB);
     expect(readSubnetFile(b.subnetFile).nodeSubnets).toEqual(["10.7.0.0/24"]);
   });

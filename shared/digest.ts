@@ -1,3 +1,16 @@
+/**
+ * The stable hashes behind what twill derives instead of choosing at random, and the one way
+ * a MAC is made from hash bytes ({@link localMac}). There are three hashes, and each stays:
+ * its outputs are already on nodes, and a new function would change them on upgrade.
+ * - {@link digest}: the plugin's veth names, index file names and bridge, veth and pod MACs
+ *   (plugins/twill/names.ts). Cheap in a fresh Bun process, where every ADD starts.
+ * - SHA-256 for the VTEP MAC (shared/kernel/vxlan.ts, `stableVtepMac`): every peer holds it
+ *   in its FDB and neighbor entries, from the node's lease; a new value would break VXLAN to
+ *   the node until every peer reprogrammed it.
+ * - FNV-1a 64 of the node name (agent/allocate.ts, `nameHash`): where a node's search for a
+ *   free subnet starts; a new value would move which subnet a new node is given first.
+ */
+
 /** A short stable digest for names derived from container IDs (veth names, index file names). */
 
 /**
@@ -19,6 +32,15 @@ export function digest(seed: string): number[] {
   const lo = fmix32(b ^ a);
   return [hi >>> 24, (hi >>> 16) & 255, (hi >>> 8) & 255, hi & 255, lo >>> 24, (lo >>> 16) & 255, (lo >>> 8) & 255, lo & 255];
 }
+
+/** A locally administered unicast MAC (`x2:..`) from the first six bytes of a hash. */
+export function localMac(hash: ArrayLike<number>): string {
+  const b = Array.from(hash).slice(0, 6);
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return formatMac(b);
+}
+
+export const formatMac = (bytes: ArrayLike<number>): string => Array.from(bytes, (x) => x.toString(16).padStart(2, "0")).join(":");
 
 export const hex = (bytes: readonly number[]): string => bytes.map((x) => x.toString(16).padStart(2, "0")).join("");
 

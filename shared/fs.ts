@@ -1,6 +1,7 @@
 import {
   closeSync, constants, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
 } from "node:fs";
+import { open } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /**
@@ -23,6 +24,24 @@ export function writeFileAtomic(path: string, data: string, mode = 0o600, durabl
 }
 
 const TMP_MARK = ".tmp-";
+
+/**
+ * The asynchronous half of {@link writeFileAtomic}, for a caller that puts the file in place
+ * itself (`rename` to replace, `link` to create only when absent): a complete, fsynced file
+ * under a fresh hidden name in `dir` (the destination's directory, so rename and link stay
+ * atomic). Returns its path; the caller removes it when it is not moved.
+ */
+export async function writeTempFile(dir: string, data: string, mode = 0o644): Promise<string> {
+  const tmp = join(dir, `${TMP_MARK}${process.pid}-${Math.random().toString(16).slice(2, 14)}`);
+  const handle = await open(tmp, "wx", mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return tmp;
+}
 
 /**
  * Removes the temporaries {@link writeFileAtomic} left for `path` when its writer was killed

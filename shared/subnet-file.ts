@@ -20,6 +20,11 @@ export interface SubnetInfo {
   /** MTU for pod interfaces: the underlay MTU less the backend's overhead. */
   mtu: number;
   backend: string;
+  /**
+   * Whether the agent masquerades pod traffic leaving the cluster (its `inet twill` table):
+   * shown by `twilld status`. The plugin does not read it: its own `ipMasq` is a separate table
+   * for networks without the agent (see the README's Architecture, "Masquerade").
+   */
   ipMasq: boolean;
   nodeName?: string;
 }

@@ -1,14 +1,12 @@
+import { listFdb } from "../../shared/kernel/fdb.js";
 import { KernelError, type IpRoute } from "../../shared/kernel/iproute.js";
-import { deleteMasqueradeTable, readMasqueradeTable, replaceMasqueradeTable } from "../../shared/kernel/masq.js";
-import { listFdb, listPermanentNeighbors } from "../../shared/kernel/neigh.js";
+import { listPermanentNeighbors } from "../../shared/kernel/neigh.js";
 import { connectedPrefixes, listOwnedRoutes } from "../../shared/kernel/routes.js";
-import { ensureVtep, stableVtepMac, vtepAddress, vtepName, type VxlanSpec } from "../../shared/kernel/vxlan.js";
 import type { Logger } from "../../shared/log.js";
-import { familyOfText } from "../../shared/net/cidr.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
 import { staleAddresses } from "../stale-subnet.js";
 import { PeerPaths, emptyProgrammed, planPeerUpdate, programmedErrors, programmedFrom, type Programmed } from "./incremental.js";
-import { overheadOf, underlayAddresses, type NodeView, type PathFinder } from "./paths.js";
+import { underlayAddresses, type BackendKind, type DeviceContext, type NodeView } from "./paths.js";
 import { emptyState, planDatapath, toBatches, type Change, type DatapathState } from "./plan.js";
 
 export interface BackendDeps {
@@ -19,23 +17,16 @@ export interface BackendDeps {
   now?: () => number;
 }
 
-export interface CarrierConfig {
-  type: BackendConfig["type"];
-  /** How each peer is reached. */
-  find: PathFinder;
-  /** Whether this node needs a VTEP (vxlan, auto); host-gw removes a leftover one. */
-  vtep: boolean;
-}
-
 /**
- * The one Backend implementation: read what twill owns in the kernel, plan against the peer
- * set, apply in one `bridge -batch` (FDB) and one `ip -batch` (neighbors, routes). The
- * backend types differ only in their CarrierConfig.
+ * The datapath every backend shares: read what twill owns in the kernel, plan against the peer
+ * set with the backend's per-peer decision, apply in one `bridge -batch` (FDB) and one
+ * `ip -batch` (neighbors, routes). What a backend decides is in its own file (host-gw.ts,
+ * vxlan.ts, auto.ts); masquerade is not a peer concern and has its own reconciler
+ * (agent/masquerade.ts).
  */
 export class Datapath implements Backend {
   readonly type: BackendConfig["type"];
   private local: LocalNode | null = null;
-  private masqListing: string | null = null;
   private lastErrors = "";
   /** The node as of the last full reconcile that succeeded; peer events plan against it. */
   private view: NodeView | null = null;
@@ -45,54 +36,34 @@ export class Datapath implements Backend {
 
   constructor(
     private readonly network: NetworkConfig,
-    private readonly carrier: CarrierConfig,
+    private readonly kind: BackendKind,
     private readonly deps: BackendDeps,
   ) {
-    this.type = carrier.type;
-    this.paths = new PeerPaths(carrier.find);
+    this.type = kind.type;
+    this.paths = new PeerPaths(kind.reach);
     this.now = deps.now ?? Date.now;
   }
 
   overhead(underlayFamily: 4 | 6): number {
-    return overheadOf(this.type, underlayFamily);
+    return this.kind.overhead(underlayFamily);
   }
 
   async prepare(local: LocalNode): Promise<BackendData> {
     this.local = local;
-    const { vni, port } = this.network.backend;
     const [link] = await this.deps.ip.addrs(local.underlayDev);
     const data: BackendData = {
       type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addr_info ?? []),
     };
-    if (!this.carrier.vtep) {
-      if (await this.deps.ip.deleteLink(vtepName(vni), "VTEP")) {
-        this.deps.logger.info("Deleted VXLAN device left by another backend", { device: vtepName(vni) });
-      }
-      return data;
-    }
-    const spec = this.vtepSpec(local, undefined);
-    const result = await ensureVtep(this.deps.ip, spec);
-    if (result.recreated) {
-      this.deps.logger.warn("Recreated VXLAN device with other settings", { device: spec.name, reason: result.recreated });
-    }
-    return { ...data, vtepMAC: spec.mac, vni, port };
+    return { ...data, ...(await this.kind.prepare(this.context(local))) };
   }
 
   async reconcile(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
     const local = this.local;
     if (!local) throw new Error(`${this.type} backend: reconcile before prepare`);
     const ip = this.deps.ip;
-    let changes = 0;
-    let vtep: NodeView["vtep"] = null;
-    if (this.carrier.vtep) {
-      const spec = this.vtepSpec(local, lease.subnets);
-      // Each round, so a VTEP deleted or altered under a running agent comes back (with the
-      // same MAC, so peers' entries stay right) and its routes with it.
-      const result = await ensureVtep(ip, spec);
-      changes += result.changes;
-      if (result.created) this.deps.logger.warn("Created missing VXLAN device", { device: spec.name, ...(result.recreated ? { reason: result.recreated } : {}) });
-      vtep = { dev: spec.name, vni: spec.vni, port: spec.port };
-    }
+    const device = await this.kind.ensureDevice(this.context(local), lease.subnets);
+    let changes = device.changes;
+    const vtep = device.vtep;
     // Before routes: a gateway address of a subnet the node lost shadows the route to its new owner.
     changes += await this.removeStaleAddresses(lease, [vtep?.dev, local.underlayDev]);
     const view: NodeView = { local, lease, vtep, underlayPrefixes: await connectedPrefixes(ip, local.underlayDev) };
@@ -109,7 +80,6 @@ export class Datapath implements Backend {
     const plan = planDatapath(desired, actual);
     const failures = await this.apply(plan, programmed);
     changes += plan.length;
-    changes += await this.reconcileMasquerade();
     if (failures.length) throw new KernelError("program peer datapath", failures.join("; "));
     this.view = view;
     return { changes, errors: programmedErrors(programmed) };
@@ -185,33 +155,7 @@ export class Datapath implements Backend {
     return { routes, neighbors, fdb };
   }
 
-  /** Keeps the masquerade table as installed; puts it back when it is missing or was edited. */
-  private async reconcileMasquerade(): Promise<number> {
-    const ip = this.deps.ip;
-    const current = await readMasqueradeTable(ip);
-    if (!this.network.ipMasq) {
-      if (current === null) return 0;
-      await deleteMasqueradeTable(ip);
-      return 1;
-    }
-    if (current !== null && current === this.masqListing) return 0;
-    this.masqListing = await replaceMasqueradeTable(ip, this.network.clusterCIDRs);
-    this.deps.logger.info("Installed masquerade rules", { table: "inet twill", clusterCIDRs: this.network.clusterCIDRs });
-    return 1;
-  }
-
-  private vtepSpec(local: LocalNode, subnets: readonly string[] | undefined): VxlanSpec {
-    const { vni, port } = this.network.backend;
-    const family = familyOfText(local.publicIP);
-    return {
-      name: vtepName(vni),
-      vni,
-      port,
-      local: local.publicIP,
-      dev: local.underlayDev,
-      mac: stableVtepMac(local.nodeName, vni),
-      mtu: local.underlayMTU - overheadOf("vxlan", family),
-      ...(subnets ? { addresses: subnets.map(vtepAddress) } : {}),
-    };
+  private context(local: LocalNode): DeviceContext {
+    return { ip: this.deps.ip, logger: this.deps.logger, network: this.network, local };
   }
 }

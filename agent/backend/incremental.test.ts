@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
 import { planPeerUpdate, programmedFrom } from "./incremental.js";
-import { vxlanPath, type NodeView } from "./paths.js";
+import type { NodeView } from "./paths.js";
+import { vxlanPath } from "./vxlan.js";
 import { emptyState, planDatapath, type DatapathState } from "./plan.js";
 
 const NOW = 1_000;

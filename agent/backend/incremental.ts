@@ -90,7 +90,7 @@ function collect(
     const peer = byName.get(name);
     const desired = peer ? paths.desired(peer, view, now) : null;
     if (!peer) paths.forget(name);
-    if (desired && name in desired.carriers) {
+    if (desired && name in desired.routes) {
       merge(wants, desired.state);
       programmed.entries.set(name, desired.state);
     } else {

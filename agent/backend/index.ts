@@ -1,19 +1,18 @@
 import type { Backend, NetworkConfig } from "../types.js";
-import { Datapath, type BackendDeps, type CarrierConfig } from "./datapath.js";
-import { autoPath, hostGwPath, vxlanPath } from "./paths.js";
+import { auto } from "./auto.js";
+import { Datapath, type BackendDeps } from "./datapath.js";
+import { hostGw } from "./host-gw.js";
+import type { BackendKind } from "./paths.js";
+import { vxlan } from "./vxlan.js";
 
 export type { BackendDeps } from "./datapath.js";
 export { TWILL_ROUTE_PROTO } from "../../shared/kernel/routes.js";
 
-const CARRIERS: Record<NetworkConfig["backend"]["type"], CarrierConfig> = {
-  vxlan: { type: "vxlan", find: vxlanPath, vtep: true },
-  "host-gw": { type: "host-gw", find: hostGwPath, vtep: false },
-  auto: { type: "auto", find: autoPath, vtep: true },
-};
+const BACKENDS: Record<NetworkConfig["backend"]["type"], BackendKind> = { vxlan, "host-gw": hostGw, auto };
 
-/** The datapath for the cluster's backend type (masquerade for pod->outside included). */
+/** The peer datapath for the cluster's backend type (masquerade is agent/masquerade.ts). */
 export function createBackend(network: NetworkConfig, deps: BackendDeps): Backend {
-  const carrier = CARRIERS[network.backend.type];
-  if (!carrier) throw new Error(`unknown backend type ${JSON.stringify(network.backend.type)} (want vxlan, host-gw or auto)`);
-  return new Datapath(network, carrier, deps);
+  const kind = BACKENDS[network.backend.type];
+  if (!kind) throw new Error(`unknown backend type ${JSON.stringify(network.backend.type)} (want vxlan, host-gw or auto)`);
+  return new Datapath(network, kind, deps);
 }

@@ -1,7 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
 import type { AddrInfo } from "../../shared/kernel/iproute.js";
-import { autoPath, desiredDatapath, hostGwPath, onLinkPrefix, overheadOf, underlayAddresses, vxlanPath, type NodeView } from "./paths.js";
+import { auto, autoPath } from "./auto.js";
+import { hostGw, hostGwPath } from "./host-gw.js";
+import { desiredDatapath, onLinkPrefix, underlayAddresses, type NodeView } from "./paths.js";
+import { vxlan, vxlanPath } from "./vxlan.js";
 
 const lease = (nodeName: string, publicIP: string, subnets: string[], mac?: string): NodeLease => ({
   nodeName,
@@ -36,7 +39,7 @@ describe("hostGwPath", () => {
 
   it("reports a peer on another segment instead of installing a route that cannot work", () => {
     const path = hostGwPath(remote, view);
-    expect(path.carrier).toBeNull();
+    expect(path.route).toBeNull();
     expect(path.entries.routes).toEqual([]);
     expect(path.errors).toEqual([
       "peer node-c 10.1.2.3 is not on the same L2 segment as eth0 (192.168.1.0/24): host-gw needs L2-adjacent nodes; use vxlan or auto",
@@ -71,7 +74,7 @@ describe("hostGwPath over IPv6 and dual-stack underlays", () => {
 
   it("reports an IPv6 peer on another segment", () => {
     const path = hostGwPath(lease("node-c", "fd00:88::13", ["fd00:10:244:3::/64"]), view6);
-    expect(path.carrier).toBeNull();
+    expect(path.route).toBeNull();
     expect(path.errors).toEqual([
       "peer node-c fd00:88::13 is not on the same L2 segment as eth0 (fd00:77::/64): host-gw needs L2-adjacent nodes; use vxlan or auto",
     ]);
@@ -84,7 +87,7 @@ describe("hostGwPath over IPv6 and dual-stack underlays", () => {
       { dst: "10.244.2.0/24", via: "192.168.1.3", dev: "eth0", onlink: false },
       { dst: "fd00:0:0:2::/64", via: "fd00:77::12", dev: "eth0", onlink: false },
     ]);
-    expect(autoPath(withIps(adjacent, ["192.168.1.3", "fd00:77::12"]), dualView).carrier).toBe("host-gw");
+    expect(autoPath(withIps(adjacent, ["192.168.1.3", "fd00:77::12"]), dualView).route).toBe("host-gw");
   });
 
   it("takes a link-local IPv6 next hop of a peer its IPv4 address shows adjacent", () => {
@@ -99,7 +102,7 @@ describe("hostGwPath over IPv6 and dual-stack underlays", () => {
     expect(path.errors).toEqual([
       "peer node-b fd00:99::12 is not on the same L2 segment as eth0 (192.168.1.0/24, fd00:77::/64): host-gw needs L2-adjacent nodes; use vxlan or auto",
     ]);
-    expect(autoPath(withIps(adjacent, ["192.168.1.3", "fd00:99::12"]), dualView).carrier).toBe("vxlan");
+    expect(autoPath(withIps(adjacent, ["192.168.1.3", "fd00:99::12"]), dualView).route).toBe("vxlan");
   });
 });
 
@@ -145,7 +148,7 @@ describe("a peer switching backend", () => {
   it("is reached by a direct route while it still publishes host-gw and is on the segment", () => {
     const hostGwPeer: NodeLease = { nodeName: "node-b", publicIP: "192.168.1.3", subnets: ["10.244.2.0/24"], backend: { type: "host-gw" } };
     const path = vxlanPath(hostGwPeer, view);
-    expect(path).toMatchObject({ carrier: "host-gw", errors: [] });
+    expect(path).toMatchObject({ route: "host-gw", errors: [] });
     expect(path.entries.routes).toEqual([{ dst: "10.244.2.0/24", via: "192.168.1.3", dev: "eth0", onlink: false }]);
     const offSegment = { ...hostGwPeer, publicIP: "10.1.2.3" };
     expect(vxlanPath(offSegment, view).errors[0]).toMatch(/node-b: publishes no VTEP MAC \(its backend is host-gw\)/);
@@ -154,9 +157,9 @@ describe("a peer switching backend", () => {
 
 describe("autoPath", () => {
   it("takes host-gw for an adjacent single-family peer and VXLAN for the others", () => {
-    expect(autoPath(lease("node-b", "192.168.1.3", ["10.244.2.0/24"], "02:00:00:00:00:0b"), view).carrier).toBe("host-gw");
-    expect(autoPath(remote, view).carrier).toBe("vxlan");
-    expect(autoPath(adjacent, view).carrier).toBe("vxlan");
+    expect(autoPath(lease("node-b", "192.168.1.3", ["10.244.2.0/24"], "02:00:00:00:00:0b"), view).route).toBe("host-gw");
+    expect(autoPath(remote, view).route).toBe("vxlan");
+    expect(autoPath(adjacent, view).route).toBe("vxlan");
   });
 });
 
@@ -164,7 +167,7 @@ describe("desiredDatapath", () => {
   it("leaves out this node, duplicates and lapsed leases, and collects errors per peer", () => {
     const lapsed = { ...lease("node-e", "192.168.1.5", ["10.244.5.0/24"], "02:00:00:00:00:0e"), expiresAt: 1000 };
     const out = desiredDatapath([view.lease, remote, lapsed, remote], view, hostGwPath, 2000);
-    expect(Object.keys(out.carriers)).toEqual(["node-c"]);
+    expect(Object.keys(out.routes)).toEqual(["node-c"]);
     expect(out.errors.map((e) => e.peer)).toEqual(["node-c"]);
     expect(out.state.routes).toEqual([]);
   });
@@ -174,14 +177,14 @@ describe("a peer listing this node's own subnet", () => {
   it("is not routed and is reported, until one of the two leases gives way", () => {
     const thief = lease("node-t", "192.168.1.9", ["10.244.1.0/24"], "02:00:00:00:00:09");
     const out = desiredDatapath([thief, adjacent], view, vxlanPath, 0);
-    expect(out.carriers["node-t"]).toBeNull();
+    expect(out.routes["node-t"]).toBeNull();
     expect(out.state.routes.map((r) => r.dst)).toEqual(["10.244.2.0/24", "fd00:0:0:2::/64"]);
     expect(out.errors).toEqual([{ peer: "node-t", message: expect.stringMatching(/lists 10.244.1.0\/24, which overlaps this node's own subnet/) }]);
   });
 });
 
-describe("overheadOf", () => {
+describe("the MTU overhead of each backend", () => {
   it("is 50 for VXLAN over IPv4, 70 over IPv6, 0 for host-gw, and auto takes VXLAN's", () => {
-    expect([overheadOf("vxlan", 4), overheadOf("vxlan", 6), overheadOf("host-gw", 4), overheadOf("auto", 6)]).toEqual([50, 70, 0, 70]);
+    expect([vxlan.overhead(4), vxlan.overhead(6), hostGw.overhead(4), auto.overhead(6)]).toEqual([50, 70, 0, 70]);
   });
 });

@@ -1,13 +1,7 @@
 import { formatIp, parseIp } from "../../shared/net/cidr.js";
 import type { BatchLine } from "../../shared/kernel/iproute.js";
-import {
-  fdbDelLine,
-  fdbReplaceLine,
-  neighDelLine,
-  neighReplaceLine,
-  type FdbSpec,
-  type NeighSpec,
-} from "../../shared/kernel/neigh.js";
+import { fdbDelLine, fdbReplaceLine, type FdbSpec } from "../../shared/kernel/fdb.js";
+import { neighDelLine, neighReplaceLine, type NeighSpec } from "../../shared/kernel/neigh.js";
 import { routeDelLine, routeReplaceLine, sameIp, sameRoute, type RouteSpec } from "../../shared/kernel/routes.js";
 
 /**

@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
 import { constants, watch, type FSWatcher } from "node:fs";
-import { link, mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { link, mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
+import { writeTempFile } from "../../shared/fs.js";
 import { join } from "node:path";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
@@ -259,7 +259,7 @@ export class LocalStore implements SubnetStore {
   private async claim(subnet: string, nodeName: string): Promise<boolean> {
     const path = this.claimPath(subnet);
     const content = () => JSON.stringify({ nodeName, expiresAt: this.now() + this.opts.leaseTTLMs } satisfies Claim);
-    const tmp = await this.writeTemp(content());
+    const tmp = await writeTempFile(this.subnetsDir, content());
     try {
       await link(tmp, path);
       return true;
@@ -274,7 +274,7 @@ export class LocalStore implements SubnetStore {
       const current = state.claims.get(subnet);
       if (state.unreadableClaims.has(subnet)) return false;
       if (current && current.nodeName !== nodeName && this.live(subnet, current, state, this.now())) return false;
-      const replacement = await this.writeTemp(content());
+      const replacement = await writeTempFile(this.subnetsDir, content());
       await rename(replacement, path);
       if (current && current.nodeName !== nodeName) {
         this.logger.info("Took over lapsed subnet claim", { subnet, from: current.nodeName, node: nodeName });
@@ -318,7 +318,7 @@ export class LocalStore implements SubnetStore {
       (r) => r.nodeName !== nodeName && (r.expiresAt ?? 0) > now && r.subnets.includes(subnet),
     );
     if (others.length > 0) return false;
-    const tmp = await this.writeTemp(JSON.stringify({ nodeName, expiresAt: now + this.opts.leaseTTLMs } satisfies Claim));
+    const tmp = await writeTempFile(this.subnetsDir, JSON.stringify({ nodeName, expiresAt: now + this.opts.leaseTTLMs } satisfies Claim));
     await rename(tmp, this.claimPath(subnet));
     this.logger.warn("Rewrote this node's unreadable subnet claim", { subnet, path: this.claimPath(subnet) });
     return true;
@@ -391,26 +391,13 @@ export class LocalStore implements SubnetStore {
   }
 
   private async writeRecord(lease: NodeLease): Promise<void> {
-    const tmp = await this.writeTemp(JSON.stringify(lease, null, 2) + "\n", this.nodesDir);
+    const tmp = await writeTempFile(this.nodesDir, JSON.stringify(lease, null, 2) + "\n");
     try {
       await rename(tmp, this.recordPath(lease.nodeName));
     } catch (err) {
       await unlinkIfPresent(tmp);
       throw storeError(`write node record of "${lease.nodeName}"`, err);
     }
-  }
-
-  /** A complete file beside its destination (same directory, so link/rename stay atomic). */
-  private async writeTemp(data: string, dir = this.subnetsDir): Promise<string> {
-    const tmp = join(dir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
-    const handle = await open(tmp, "wx", 0o644);
-    try {
-      await writeFile(handle, data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    return tmp;
   }
 
   private async ensureDirs(): Promise<void> {

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { atLeast, compareVersions } from "../../shared/cni/version.js";
+import { atLeast } from "../../shared/cni/version.js";
 import { attachmentProblems, hostSide, remainingProblems, type NsState } from "./attachment.js";
 import type { Link } from "../../shared/kernel/iproute.js";
 import { shrinkPool, withPrevResult, withTempPaths, withVersion, type Conf } from "./config.js";
@@ -305,8 +305,6 @@ export function describe(out: Outcome): string {
 }
 
 const stderrHint = (out: Outcome) => (out.stderr.trim() ? ` (stderr: ${snippet(out.stderr, 120)})` : "");
-
-export const newestFirst = (versions: string[]) => [...versions].sort((a, b) => compareVersions(b, a));
 
 /** One assertion of the checklist. `id` is "<checklist line>.<n>". */
 export interface Case {

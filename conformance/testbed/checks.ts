@@ -1,4 +1,5 @@
-import { listFdb, listPermanentNeighbors } from "../../shared/kernel/neigh.js";
+import { listFdb } from "../../shared/kernel/fdb.js";
+import { listPermanentNeighbors } from "../../shared/kernel/neigh.js";
 import { listOwnedRoutes } from "../../shared/kernel/routes.js";
 import { stableVtepMac, vtepName } from "../../shared/kernel/vxlan.js";
 import { ipIn } from "../../testkit/netns.js";

@@ -1,6 +1,6 @@
 import { invalidConfig } from "../../shared/cni/errors.js";
 import type { Result, Route } from "../../shared/cni/types.js";
-import type { LinkAddrs, Link, RouteEntry } from "../../shared/kernel/iproute.js";
+import { wrongKind, type LinkAddrs, type Link, type RouteEntry } from "../../shared/kernel/iproute.js";
 import { sameIp } from "../../shared/kernel/routes.js";
 import { parseCidr, type Family } from "../../shared/net/cidr.js";
 import type { Attachment } from "./plan.js";
@@ -42,14 +42,16 @@ export function expectedFromResult(prev: Result, at: Attachment, bridge: string,
 export function nodeProblems(links: readonly Link[], exp: Expected): string[] {
   const problems: string[] = [];
   const bridge = links.find((l) => l.ifname === exp.bridge);
+  const notBridge = bridge && wrongKind(bridge, "bridge");
   if (!bridge) problems.push(`bridge "${exp.bridge}" does not exist`);
-  else if (bridge.linkinfo?.info_kind !== "bridge") problems.push(`"${exp.bridge}" is a ${bridge.linkinfo?.info_kind ?? "device of unknown kind"}, not a bridge`);
+  else if (notBridge) problems.push(notBridge);
   else if (!bridge.flags.includes("UP")) problems.push(`bridge "${exp.bridge}" is down`);
 
   const host = links.find((l) => l.ifname === exp.hostVeth);
   if (!host) problems.push(`host interface "${exp.hostVeth}" does not exist`);
   else {
-    if (host.linkinfo?.info_kind !== "veth") problems.push(`host interface "${exp.hostVeth}" is a ${host.linkinfo?.info_kind ?? "device of unknown kind"}, not a veth`);
+    const notVeth = wrongKind(host, "veth", `host interface "${exp.hostVeth}"`);
+    if (notVeth) problems.push(notVeth);
     if (host.master !== exp.bridge) problems.push(`host interface "${exp.hostVeth}" is not attached to bridge "${exp.bridge}" (master: ${host.master ?? "none"})`);
     if (!host.flags.includes("UP")) problems.push(`host interface "${exp.hostVeth}" is down`);
   }
@@ -68,7 +70,8 @@ export function podProblems(
   const pod = links.find((l) => l.ifname === exp.ifname);
   if (!pod) return [`interface ${where} does not exist`];
   const problems: string[] = [];
-  if (pod.linkinfo?.info_kind !== "veth") problems.push(`interface ${where} is a ${pod.linkinfo?.info_kind ?? "device of unknown kind"}, not a veth`);
+  const notVeth = wrongKind(pod, "veth", `interface ${where}`);
+  if (notVeth) problems.push(notVeth);
   else if (hostPeerIndex !== undefined && pod.ifindex !== hostPeerIndex) problems.push(`interface ${where} is not the peer of host interface "${exp.hostVeth}"`);
   if (exp.mac && pod.address?.toLowerCase() !== exp.mac.toLowerCase()) problems.push(`interface ${where} has MAC ${pod.address ?? "none"}, want ${exp.mac}`);
   if (!pod.flags.includes("UP")) problems.push(`interface ${where} is down`);

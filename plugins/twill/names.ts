@@ -1,4 +1,4 @@
-import { digest, hex } from "../../shared/digest.js";
+import { digest, formatMac, hex, localMac } from "../../shared/digest.js";
 import { parseCidr } from "../../shared/net/cidr.js";
 
 export { digest };
@@ -14,11 +14,7 @@ export const hostVethName = (containerId: string, ifname: string): string =>
   `veth${hex(digest(`${containerId}/${ifname}`)).slice(0, 11)}`;
 
 /** A locally administered unicast MAC that depends only on `seed`. */
-export function seededMac(seed: string): string {
-  const h = digest(seed).slice(0, 6);
-  h[0] = (h[0]! & 0xfc) | 0x02;
-  return formatMac(h);
-}
+export const seededMac = (seed: string): string => localMac(digest(seed));
 
 export const bridgeMac = (bridge: string): string => seededMac(`twill-bridge/${bridge}`);
 
@@ -38,5 +34,3 @@ export function podMac(addresses: readonly string[], containerId: string, ifname
   }
   return seededMac(`twill-pod/${containerId}/${ifname}`);
 }
-
-const formatMac = (b: readonly number[]): string => b.map((x) => x.toString(16).padStart(2, "0")).join(":");

@@ -4,11 +4,9 @@ import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
-import { IpRoute, KernelError } from "../../shared/kernel/iproute.js";
+import { KernelError, wrongKind } from "../../shared/kernel/iproute.js";
 import { choosePodKernel } from "../../shared/kernel/netlink/kernel.js";
-import { ensureMasquerade } from "../../shared/kernel/nft.js";
 import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
-import { ensureSysctl } from "../../shared/kernel/sysctl.js";
 import { fileLogger, PhaseTimer, type Logger } from "../../shared/log.js";
 import { readSubnetFileFor } from "../../shared/subnet-file.js";
 import { policyReadyPath } from "../../shared/policy-ready.js";
@@ -33,7 +31,10 @@ export interface TwillDeps {
   /** twill-ipam in this process; without it, `twill-ipam` is run from CNI_PATH like any IPAM. */
   localIpam?: (log: Logger) => Plugin;
   logger?: (path: string) => Logger;
-  /** The kernel interface; by default netlink when this runtime reaches libc, else iproute2. */
+  /**
+   * Every kernel read and write ADD, DEL and CHECK make (nft and sysctls included); by default
+   * netlink when this runtime reaches libc, else iproute2. Tests pass one that records calls.
+   */
   kernel?: () => PodKernel;
 }
 
@@ -41,8 +42,6 @@ export interface TwillDeps {
 const CONFIG_CODES: ReadonlySet<number> = new Set([Code.IncompatibleVersion, Code.UnsupportedField, Code.InvalidEnv, Code.DecodeFailure, Code.InvalidConfig]);
 
 export function createTwillPlugin(deps: TwillDeps): Plugin {
-  // nft (masquerade) is the one tool still run as a process, and only with ipMasq.
-  const node = new IpRoute(null);
   const kernelFor = deps.kernel ?? (() => choosePodKernel(deps.env));
   const loggerFor = (conf: TwillConf, args: CmdArgs): Logger =>
     (deps.logger ?? fileLogger)(conf.logFile ?? deps.env.TWILL_LOG_FILE ?? DEFAULT_LOG_FILE).with({
@@ -82,14 +81,14 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         const mismatch = bridgeMismatch(bridge, nodePlan.bridge);
         if (mismatch) throw new Error(mismatch);
         const podPlan = planPod(conf, at, allocated);
-        for (const key of podPlan.forwarding) ensureSysctl(key, "1");
+        for (const key of podPlan.forwarding) kernel.setSysctl(key, "1");
         const gatewaySteps = missingGatewaySteps(nodePlan.bridge, bridge.addr_info ?? [], podPlan.gateways);
         const done = await Promise.allSettled([
           timer.time("pod", () => applySteps(kernel, at.netns, podPlan.steps, `configure "${at.ifname}" in ${at.netns}`)),
           kernel.apply(null, gatewaySteps, `add gateway addresses ${podPlan.gateways.join(", ")} to bridge "${nodePlan.bridge.name}"`),
           masqRead && podPlan.podSubnets.length > 0
             ? timer.time("masquerade", () => masqRead.then((have) =>
-                ensureMasquerade(node, { network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] }, have),
+                kernel.writeMasquerade({ network: conf.network, sources: podPlan.podSubnets, keep: subnet?.clusterCIDRs ?? [] }, have),
               ))
             : null,
         ]);
@@ -272,10 +271,8 @@ async function nodeStepError(kernel: PodKernel, err: unknown, plan: NodePlan, at
   if (index === plan.vethStep) {
     // Enslaving fails when the bridge's name is taken by another kind of device: say that.
     const bridge = await kernel.link(null, plan.bridge.name).catch(() => null);
-    const kind = bridge?.linkinfo?.info_kind;
-    if (bridge && kind !== "bridge") {
-      return new NodeSetupError(`"${plan.bridge.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`, false);
-    }
+    const notBridge = bridge && wrongKind(bridge, "bridge", `"${plan.bridge.name}"`);
+    if (notBridge) return new NodeSetupError(notBridge, false);
   }
   return new NodeSetupError(`failed to ${step?.what ?? `set up "${plan.veth.name}"`}: ${err.reason}`, vethCreated);
 }

@@ -1,7 +1,6 @@
 import { existsSync } from "node:fs";
-import { KernelError, type IpRoute, type Link } from "./iproute.js";
+import { KernelError, wrongKind, type IpRoute, type Link } from "./iproute.js";
 import type { NetStep, PodKernel } from "./pod-kernel.js";
-import { ensureSysctl } from "./sysctl.js";
 
 /**
  * The node's pod bridge (`cni0`). Many ADDs run at once on a fresh node, so creating it must
@@ -22,8 +21,8 @@ export interface BridgeSpec {
 /** Why `link` cannot serve as the bridge, or null when it can. */
 export function bridgeMismatch(link: Link | null, spec: BridgeSpec): string | null {
   if (!link) return `bridge "${spec.name}" does not exist`;
-  const kind = link.linkinfo?.info_kind;
-  if (kind !== "bridge") return `"${spec.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`;
+  const notBridge = wrongKind(link, "bridge", `"${spec.name}"`);
+  if (notBridge) return notBridge;
   if (!link.flags.includes("UP")) return `bridge "${spec.name}" is down`;
   if (spec.mtu !== undefined && link.mtu !== spec.mtu) return `bridge "${spec.name}" has MTU ${link.mtu}, want ${spec.mtu}`;
   return null;
@@ -50,14 +49,14 @@ export async function ensureBridge(kernel: PodKernel, spec: BridgeSpec): Promise
     await kernel.createBridge(spec);
     // A bridge must not autoconfigure from router advertisements that pods send; /proc/sys
     // acts on the namespace the plugin runs in, which is the bridge's.
-    ensureSysctl(`net/ipv6/conf/${spec.name}/accept_ra`, "0", { optional: true });
+    kernel.setSysctl(`net/ipv6/conf/${spec.name}/accept_ra`, "0", { optional: true });
   } catch (err) {
     if (!(err instanceof KernelError && err.exists)) throw err;
   }
   const link = await kernel.link(null, spec.name);
-  const kind = link?.linkinfo?.info_kind;
   if (!link) throw new Error(`bridge "${spec.name}" vanished right after it was created`);
-  if (kind !== "bridge") throw new Error(`"${spec.name}" is a ${kind ?? "device of unknown kind"}, not a bridge`);
+  const notBridge = wrongKind(link, "bridge", `"${spec.name}"`);
+  if (notBridge) throw new Error(notBridge);
   return link;
 }
 

@@ -1,4 +1,3 @@
-import { existsSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { run, type Runner } from "./exec.js";
 
@@ -64,6 +63,15 @@ export interface Link {
   link_index?: number;
   link_netnsid?: number;
   linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string };
+}
+
+/**
+ * Why `link` is not a device of `kind` (`"cni0" is a veth, not a bridge`), or null when it is:
+ * a name taken by another kind of device must be named, never used.
+ */
+export function wrongKind(link: Link, kind: string, subject = `"${link.ifname}"`, want = `a ${kind}`): string | null {
+  const have = link.linkinfo?.info_kind;
+  return have === kind ? null : `${subject} is a ${have ?? "device of unknown kind"}, not ${want}`;
 }
 
 export interface AddrInfo {
@@ -234,6 +242,3 @@ function batchLine(line: BatchLine): string {
     })
     .join(" ");
 }
-
-/** A namespace path is usable when the file exists (a recycled /proc PID is the runtime's bug). */
-export const netnsExists = (path: string): boolean => existsSync(path);

@@ -1,6 +1,7 @@
 import type { BridgeSpec } from "./bridge.js";
 import { IpRoute, KernelError, type AddrInfo, type BatchLine, type Link, type LinkAddrs, type RouteEntry } from "./iproute.js";
-import { readMasquerade, type MasqState } from "./nft.js";
+import { ensureMasquerade, readMasquerade, type MasqSpec, type MasqState } from "./nft.js";
+import { ensureSysctl } from "./sysctl.js";
 import { localLinkNames, type VethSpec } from "./veth.js";
 
 /**
@@ -49,6 +50,10 @@ export interface PodKernel {
   podState(netns: string): Promise<PodState>;
   /** The node's masquerade table of `network` (null: none); changes to it go through `nft -f`. */
   readMasquerade(network: string): Promise<MasqState | null>;
+  /** Completes the network's masquerade table in one `nft -f` when `have` lacks something; true when it wrote. */
+  writeMasquerade(spec: MasqSpec, have: MasqState | null): Promise<boolean>;
+  /** Sets a sysctl of the node namespace unless it has the value already; true when it wrote. */
+  setSysctl(key: string, value: string, opts?: { optional?: boolean }): boolean;
   /** Deletes a node link (a veth takes its peer along); false when it was not there. */
   deleteLink(name: string, what: string): Promise<boolean>;
   /** Releases sockets; the kernel object stays usable until then. */
@@ -84,6 +89,12 @@ export function stepLine(s: NetStep): BatchLine {
   }
 }
 
+/** What both kernels do the same way: `nft -f` (a process either way) and /proc/sys. */
+export const nodeWrites: Pick<PodKernel, "writeMasquerade" | "setSysctl"> = {
+  writeMasquerade: (spec, have) => ensureMasquerade(new IpRoute(null), spec, have),
+  setSysctl: ensureSysctl,
+};
+
 /** The plugin's kernel through `ip` processes: one `ip -batch` per namespace and change set. */
 export function iprouteKernel(): PodKernel {
   const node = new IpRoute(null);
@@ -111,6 +122,7 @@ export function iprouteKernel(): PodKernel {
       return { links, addrs, routes };
     },
     readMasquerade: (network) => readMasquerade(node, network),
+    ...nodeWrites,
     async deleteLink(name, what) {
       // /proc tells for free when there is nothing to delete: no `ip` start on a repeated DEL.
       if (localLinkNames()?.has(name) === false) return false;

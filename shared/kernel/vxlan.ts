@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
+import { localMac } from "../digest.js";
 import { formatAddress, formatIp, parseCidr } from "../net/cidr.js";
-import { KernelError, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
+import { KernelError, wrongKind, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
 import { sameIp } from "./routes.js";
 
 /**
@@ -32,9 +33,8 @@ export const vtepName = (vni: number): string => `twill.${vni}`;
 
 /** A locally administered unicast MAC that depends only on the node name and the VNI. */
 export function stableVtepMac(nodeName: string, vni: number): string {
-  const h = createHash("sha256").update(`twill-vtep/${vni}/${nodeName}`).digest();
-  h[0] = (h[0]! & 0xfc) | 0x02;
-  return [...h.subarray(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join(":");
+  // SHA-256, not the plugin's digest: peers hold this MAC, so it must not change (shared/digest.ts).
+  return localMac(createHash("sha256").update(`twill-vtep/${vni}/${nodeName}`).digest());
 }
 
 /**
@@ -42,8 +42,8 @@ export function stableVtepMac(nodeName: string, vni: number): string {
  * source and underlay cannot be changed in place), or null when it can.
  */
 export function vtepMismatch(link: Link, spec: VxlanSpec): string | null {
-  const kind = link.linkinfo?.info_kind;
-  if (kind !== "vxlan") return `"${spec.name}" is a ${kind ?? "device of unknown kind"}, not vxlan`;
+  const notVxlan = wrongKind(link, "vxlan", `"${spec.name}"`, "vxlan");
+  if (notVxlan) return notVxlan;
   const d = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
   if (d.id !== spec.vni) return `VNI ${String(d.id)}, want ${spec.vni}`;
   if (d.port !== spec.port) return `port ${String(d.port)}, want ${spec.port}`;

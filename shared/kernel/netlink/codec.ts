@@ -367,4 +367,4 @@ export function macBytes(mac: string): Uint8Array {
   return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
 }
 
-export const formatMac = (b: Uint8Array): string => [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+export { formatMac } from "../../digest.js";

@@ -1,6 +1,6 @@
 import { closeSync, openSync } from "node:fs";
 import { KernelError } from "../iproute.js";
-import { iprouteKernel, type NetStep, type PodKernel } from "../pod-kernel.js";
+import { iprouteKernel, nodeWrites, type NetStep, type PodKernel } from "../pod-kernel.js";
 import { errnoText, libc, type Libc } from "./libc.js";
 import { Rtnl } from "./rtnl.js";
 import { readMasqueradeNetlink } from "./nftables.js";
@@ -61,6 +61,7 @@ export function netlinkKernel(c: Libc): PodKernel {
         nftables ??= NetlinkSocket.open(c, null, NETLINK.NETFILTER);
         return readMasqueradeNetlink(nftables, network);
       }),
+    ...nodeWrites,
     deleteLink: (name, what) => call(`delete ${what} "${name}"`, () => rtnl(null).deleteLink(name, `delete ${what} "${name}"`)),
     close() {
       for (const s of sockets.values()) s.close();
