@@ -2,7 +2,7 @@ import { bridgeNetfilterLoaded, ensureBridgeNetfilter } from "../../shared/kerne
 import type { IpRoute } from "../../shared/kernel/iproute.js";
 import { applyNftScript, readNftCounters } from "../../shared/kernel/nft.js";
 import type { Logger } from "../../shared/log.js";
-import { writePolicyReady, type PolicyReady } from "../../shared/policy-ready.js";
+import { writePolicyReady } from "../../shared/policy-ready.js";
 import { errorMessage } from "../errors.js";
 import { compilePolicies, type DenyMode, type PolicyPlan } from "./compile.js";
 import type { PolicyMetrics } from "./metrics.js";
@@ -274,10 +274,11 @@ export class PolicyEngine {
   /** Tells the plugin what is in force now (after the kernel has it, never before). */
   private writeReady(snapshot: PolicySnapshot): void {
     if (!this.o.readyFile) return;
-    const text = JSON.stringify(policyReadyOf(snapshot, this.o.nodeName));
+    const ready = policyReadyOf(snapshot, this.o.nodeName);
+    const text = JSON.stringify(ready);
     if (text === this.readyText) return;
     try {
-      writePolicyReady(this.o.readyFile, JSON.parse(text) as PolicyReady);
+      writePolicyReady(this.o.readyFile, ready);
       this.readyText = text;
     } catch (err) {
       this.o.logger.warn("Writing the policy ready file failed", { path: this.o.readyFile, error: errorMessage(err) });
