@@ -5,7 +5,7 @@ import { readSubnetFile, validateSubnetInfo, writeSubnetFile, type SubnetInfo } 
 import { systemClock, type Clock } from "./clock.js";
 import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
-import { diffLeases, isEmptyDiff, peersOf } from "./leases.js";
+import { diffLeases, isEmptyDiff, peersOf, withoutExpiry } from "./leases.js";
 import { Masquerade } from "./masquerade.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
@@ -196,7 +196,7 @@ export class Agent {
     // The watch is the authority on liveness: it drops a lapsed lease itself, and it reports
     // no event for a renewal (only the expiry moves). A copy's expiresAt would go stale and
     // make the datapath drop a live peer, so it is not kept.
-    const peers = peersOf(all, this.o.nodeName).map(({ expiresAt: _expiry, ...peer }) => peer);
+    const peers = peersOf(all, this.o.nodeName).map(withoutExpiry);
     const diff = diffLeases(this.peers, peers);
     this.peers = peers;
     this.o.metrics.peers.set(peers.length);

@@ -80,7 +80,8 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   const log = logger.with({ node: nodeName });
   const metrics = createMetrics();
   const store = createStore({ ...storeOptions(o, log), network });
-  const ip = new IpRoute(null);
+  // Persistent ip/bridge processes: a resync at thousands of peers reads and writes through them.
+  const ip = new IpRoute(null, undefined, { persistent: true });
   const agent = new Agent({
     nodeName,
     network,
@@ -142,6 +143,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   } finally {
     await recovery?.stop();
     await Promise.all([agent.stop(), policy.stop()]);
+    ip.close();
     server?.close();
   }
 }

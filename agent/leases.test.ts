@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkNodeName, claimAge, decodeLease, diffLeases, isEmptyDiff, leaseSetKey, peersOf } from "./leases.js";
+import { checkNodeName, claimAge, decodeLease, diffLeases, isEmptyDiff, leaseSetFilter, peersOf, sameLeaseSet } from "./leases.js";
 import type { NodeLease } from "./types.js";
 
 const lease = (name: string, subnet: string, mac = "aa:bb:cc:00:00:01", expiresAt = 1000): NodeLease => ({
@@ -25,7 +25,13 @@ describe("diffLeases", () => {
 
   it("sees no change in a renewal that only moves the expiry", () => {
     expect(isEmptyDiff(diffLeases([a, b], [lease("a", "10.244.1.0/24", undefined, 9999), b]))).toBe(true);
-    expect(leaseSetKey([a, b])).toBe(leaseSetKey([b, lease("a", "10.244.1.0/24", undefined, 5)]));
+    expect(sameLeaseSet([a, b], [b, lease("a", "10.244.1.0/24", undefined, 5)])).toBe(true);
+  });
+
+  it("passes a lease set on only when it changed", () => {
+    const changed = leaseSetFilter();
+    const bNewMac = lease("b", "10.244.2.0/24", "aa:bb:cc:00:00:02");
+    expect([changed([a, b]), changed([b, a]), changed([a]), changed([a, bNewMac]), changed([a, { ...bNewMac }])]).toEqual([true, false, true, true, false]);
   });
 
   it("sees a changed subnet", () => {

@@ -46,12 +46,52 @@ export function claimAge(prev: NodeLease | null | undefined, subnets: readonly s
   return { acquiredAt: kept ? (prev.acquiredAt ?? now) : now, kept };
 }
 
+/**
+ * A lease's identity for change detection, remembered per object: a datastore hands out the
+ * same object while a record is unchanged, so a peer event at 5000 peers computes one key, not
+ * 5000. Leases are never changed once handed out.
+ */
 export function leaseKey(l: NodeLease): string {
-  return JSON.stringify([l.nodeName, l.subnets, l.publicIP, canonicalBackend(l.backend)]);
+  let key = leaseKeys.get(l);
+  if (key === undefined) {
+    key = JSON.stringify([l.nodeName, l.subnets, l.publicIP, canonicalBackend(l.backend)]);
+    leaseKeys.set(l, key);
+  }
+  return key;
+}
+const leaseKeys = new WeakMap<NodeLease, string>();
+
+/** Two views of the cluster hold the same leases (order and expiry ignored). */
+export function sameLeaseSet(a: readonly NodeLease[], b: readonly NodeLease[]): boolean {
+  if (a.length !== b.length) return false;
+  const byName = new Map(a.map((l) => [l.nodeName, l]));
+  return b.every((l) => {
+    const o = byName.get(l.nodeName);
+    return o !== undefined && (o === l || leaseKey(o) === leaseKey(l));
+  });
 }
 
-/** A whole set's identity for change detection (order-independent, expiry ignored). */
-export const leaseSetKey = (leases: readonly NodeLease[]): string => sortLeases(leases).map(leaseKey).join("\n");
+/** The lease without its expiry (a copy would go stale), the same object for the same lease. */
+export function withoutExpiry(l: NodeLease): NodeLease {
+  let bare = bareLeases.get(l);
+  if (bare === undefined) {
+    const { expiresAt: _expiry, ...rest } = l;
+    bare = rest;
+    bareLeases.set(l, bare);
+  }
+  return bare;
+}
+const bareLeases = new WeakMap<NodeLease, NodeLease>();
+
+/** A watch's filter: true when `leases` differ from the last set it passed. */
+export function leaseSetFilter(): (leases: readonly NodeLease[]) => boolean {
+  let last: readonly NodeLease[] | null = null;
+  return (leases) => {
+    if (last !== null && sameLeaseSet(last, leases)) return false;
+    last = leases;
+    return true;
+  };
+}
 
 /**
  * Decodes a lease record read from a datastore; null when it is not one (a torn or foreign

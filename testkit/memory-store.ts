@@ -1,7 +1,7 @@
 import { systemClock, type Clock } from "../agent/clock.js";
 import { claimSubnets, requirePools } from "../agent/datastore/claim.js";
 import { LeaseLostError } from "../agent/errors.js";
-import { checkNodeName, claimAge, leaseSetKey } from "../agent/leases.js";
+import { checkNodeName, claimAge, leaseSetFilter } from "../agent/leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../agent/types.js";
 import { parseCidr } from "../shared/net/cidr.js";
 
@@ -121,7 +121,7 @@ class MemoryStore implements SubnetStore {
 
   /** Reports the live set after every change (and when a lease lapses), asynchronously as a real store does. */
   watch(onChange: (leases: NodeLease[]) => void): () => void {
-    let last: string | undefined;
+    const changed = leaseSetFilter();
     let stopped = false;
     let cancelLapse = () => {};
     const emit = () => {
@@ -130,10 +130,7 @@ class MemoryStore implements SubnetStore {
       cancelLapse();
       const next = this.db.nextLapse();
       if (next !== undefined) cancelLapse = this.db.clock.after(next - this.db.clock.now() + 1, emit);
-      const key = leaseSetKey(leases);
-      if (key === last) return;
-      last = key;
-      onChange(leases);
+      if (changed(leases)) onChange(leases);
     };
     const unlisten = this.db.listen(() => queueMicrotask(emit));
     queueMicrotask(emit);

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
-import { claimAge, checkNodeName, decodeLease, leaseKey, leaseSetKey } from "../leases.js";
+import { claimAge, checkNodeName, decodeLease, leaseKey, leaseSetFilter } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
 import { UnreadableRecords } from "./unreadable.js";
@@ -197,14 +197,10 @@ export class EtcdStore implements SubnetStore {
     const prefix = this.opts.prefix;
     const state = new Map<string, KeyValue>();
     let revision = 0;
-    let lastKey: string | undefined;
+    const changed = leaseSetFilter();
     const emit = () => {
       const leases = this.decode(state.values());
-      const key = leaseSetKey(leases);
-      if (key !== lastKey && !abort.signal.aborted) {
-        lastKey = key;
-        onChange(leases);
-      }
+      if (!abort.signal.aborted && changed(leases)) onChange(leases);
     };
     const loop = async () => {
       let needList = true;

@@ -13,7 +13,7 @@ import {
 } from "@kubernetes/client-node";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError } from "../errors.js";
-import { leaseSetKey } from "../leases.js";
+import { leaseSetFilter } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
 import { ResilientInformer, describeApiError } from "./kubernetes-informer.js";
@@ -226,7 +226,7 @@ export class KubernetesStore implements SubnetStore {
     let stopped = false;
     let pending: NodeJS.Immediate | undefined;
     let expiryTimer: NodeJS.Timeout | undefined;
-    let lastKey: string | undefined;
+    const changed = leaseSetFilter();
     const clock = this.now;
     const peerSet = this.peerSet.bind(this);
     const schedule = () => {
@@ -259,11 +259,7 @@ export class KubernetesStore implements SubnetStore {
       clearTimeout(expiryTimer);
       const next = nextExpiry(leaseViews, now);
       if (next !== undefined) expiryTimer = setTimeout(schedule, Math.max(0, next - now) + 1);
-      const key = leaseSetKey(set);
-      if (key !== lastKey) {
-        lastKey = key;
-        onChange(set);
-      }
+      if (changed(set)) onChange(set);
     }
     nodes.start();
     leases.start();

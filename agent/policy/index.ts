@@ -53,7 +53,9 @@ export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
       : null;
   if (reason) {
     metrics.enabled.set(0);
-    o.logger.warn("NetworkPolicy is not enforced", { reason });
+    // Turned off by the operator: said, not warned about.
+    if (o.enabled) o.logger.warn("NetworkPolicy is not enforced", { reason });
+    else o.logger.info("NetworkPolicy is not enforced", { reason });
     writePolicyReport(reportFile, { enabled: false, reason, policies: [], drops: [] });
     return { stop: async () => {} };
   }

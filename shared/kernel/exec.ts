@@ -76,3 +76,51 @@ async function runBun(bun: BunSpawner, argv: readonly string[], opts: ExecOption
   ]);
   return { code: code ?? (child.signalCode ? 128 : 1), stdout, stderr };
 }
+
+/** A long-lived process fed on stdin, its stdout and stderr read as one ordered stream. */
+export interface Interactive {
+  /** false when the process has exited. */
+  write(text: string): boolean;
+  /** Ends stdin (the tool exits on end of input) and kills it if it does not. */
+  close(): void;
+}
+
+export interface InteractiveHandlers {
+  output(text: string): void;
+  exit(code: number): void;
+}
+
+/**
+ * Starts `argv` with stderr joined to stdout (through `sh -c 'exec "$@" 2>&1'`: two pipes read
+ * apart would lose the order of an error against the output around it). Node only: the agent
+ * is the one long-lived user.
+ */
+export async function startInteractive(argv: readonly string[], on: InteractiveHandlers): Promise<Interactive> {
+  const { spawn } = await import("node:child_process");
+  const child = spawn("sh", ["-c", 'exec "$@" 2>&1', "sh", ...argv], { stdio: ["pipe", "pipe", "ignore"] });
+  let exited = false;
+  child.stdout!.setEncoding("utf8");
+  child.stdout!.on("data", (text: string) => on.output(text));
+  child.stdin!.on("error", () => {}); // a tool that died mid-write: reported by its exit
+  const exit = (code: number) => {
+    if (exited) return;
+    exited = true;
+    on.exit(code);
+  };
+  child.on("error", () => exit(127));
+  child.on("close", (code, signal) => exit(code ?? (signal ? 128 : 1)));
+  return {
+    write: (text) => {
+      if (exited) return false;
+      child.stdin!.write(text);
+      return true;
+    },
+    close: () => {
+      if (exited) return;
+      child.stdin!.end();
+      setTimeout(() => {
+        if (!exited) child.kill("SIGKILL");
+      }, 2_000).unref();
+    },
+  };
+}

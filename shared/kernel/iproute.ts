@@ -1,11 +1,15 @@
 import { basename, dirname } from "node:path";
+import { BatchSession } from "./batch-session.js";
 import { run, type Runner } from "./exec.js";
 
 /**
  * iproute2 driven as a library: `ip -json` to read, `ip -batch -` to write many changes in one
  * process start. Node cannot switch network namespaces per thread, so a handle is bound to a
  * namespace and every call runs `ip` inside it: `ip -n NAME` for named namespaces (cheapest),
- * `nsenter --net=PATH ip` for any other path such as /proc/PID/ns/net.
+ * `nsenter --net=PATH ip` for any other path such as /proc/PID/ns/net. A long-lived user (the
+ * agent) asks for `persistent`: reads (`-json`) and forced batches then go to one `ip` and one
+ * `bridge` process per set of global flags, kept running (batch-session.ts), instead of a
+ * process each.
  */
 
 export class KernelError extends Error {
@@ -103,15 +107,73 @@ export interface RouteEntry {
 /** A batch line: `ip` arguments without the leading `ip`. */
 export type BatchLine = readonly (string | number)[];
 
+export interface IpRouteOptions {
+  /** Keep `ip`/`bridge` processes running for reads and forced batches (close() ends them). */
+  persistent?: boolean;
+}
+
 export class IpRoute {
   private readonly prefix: readonly string[];
+  private readonly sessions = new Map<string, BatchSession>();
 
   /** `netns`: null for the namespace this process is in, else a netns path. */
   constructor(
     readonly netns: string | null = null,
     private readonly runner: Runner = run,
+    private readonly opts: IpRouteOptions = {},
   ) {
     this.prefix = ipPrefix(netns);
+  }
+
+  /** Ends the persistent processes; a later call starts them again. */
+  close(): void {
+    for (const s of this.sessions.values()) s.close();
+    this.sessions.clear();
+  }
+
+  /**
+   * The persistent process of `tool` with these global flags for one kind of command, when
+   * this handle keeps them. One per kind: iproute2 keeps state between batch lines (after a
+   * `link show`, `addr show` lists links without their addresses), so reads of links never
+   * share a process with anything else.
+   */
+  private session(tool: "ip" | "bridge", flags: readonly string[], kind: string): BatchSession | null {
+    if (!this.opts.persistent) return null;
+    const key = [tool, kind, ...flags].join(" ");
+    let s = this.sessions.get(key);
+    if (!s) {
+      const argv = [...(tool === "ip" ? this.prefix : toolPrefix(this.netns, "bridge")), ...flags, "-force", "-batch", "-"];
+      // The marker: a listing filtered by a device that cannot exist fails, printing after all
+      // else, and leaves iproute2's state as it was.
+      s = new BatchSession({ argv, marker: (dev) => `${tool === "ip" ? "route" : "fdb"} show dev ${dev}` });
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  /** A `-json` read through a persistent process: its document, or a KernelError naming `op`. */
+  private async sessionJson(tool: "ip" | "bridge", args: BatchLine, op: string): Promise<string | null> {
+    const flags = leadingFlags(args);
+    const command = args.slice(flags.length);
+    const s = this.session(tool, flags.includes("-json") ? flags : ["-json", ...flags], String(command[0]));
+    if (!s) return null;
+    const r = await s.run([batchLine(command)]);
+    if (r.failed) throw new KernelError(op, r.output);
+    return r.output;
+  }
+
+  /**
+   * A forced batch of route, neighbor, address and FDB changes through a persistent process;
+   * false when this handle keeps none or a line is of another kind (links change iproute2's
+   * state for the lines after them).
+   */
+  private async sessionBatch(tool: "ip" | "bridge", lines: readonly BatchLine[], op: string): Promise<boolean> {
+    if (!lines.every((l) => SESSION_BATCH_OBJECTS.has(String(l[0])))) return false;
+    const s = this.session(tool, ["-json"], "batch");
+    if (!s) return false;
+    const r = await s.run(lines.map(batchLine));
+    if (r.failed) throw new KernelError(op, r.output);
+    return true;
   }
 
   /** Runs `ip ARGS`, throws a KernelError naming `op` on failure. */
@@ -122,7 +184,7 @@ export class IpRoute {
   }
 
   async json<T>(args: BatchLine, op: string): Promise<T> {
-    const out = await this.exec(["-json", ...args], op);
+    const out = (await this.sessionJson("ip", args, op)) ?? (await this.exec(["-json", ...args], op));
     return (out.trim() === "" ? [] : JSON.parse(out)) as T;
   }
 
@@ -132,6 +194,7 @@ export class IpRoute {
    */
   async batch(lines: readonly BatchLine[], op: string, force = false): Promise<void> {
     if (lines.length === 0) return;
+    if (force && (await this.sessionBatch("ip", lines, op))) return;
     const input = lines.map(batchLine).join("\n") + "\n";
     const r = await this.runner([...this.prefix, ...(force ? ["-force"] : []), "-batch", "-"], { input });
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
@@ -152,6 +215,10 @@ export class IpRoute {
 
   /** Runs `bridge ARGS` (the FDB lives there, not in `ip`) in the same namespace. */
   async bridge(args: BatchLine, op: string): Promise<string> {
+    if (args[0] === "-json") {
+      const out = await this.sessionJson("bridge", args, op);
+      if (out !== null) return out;
+    }
     const r = await this.runner([...toolPrefix(this.netns, "bridge"), ...args.map(String)]);
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
     return r.stdout;
@@ -160,6 +227,7 @@ export class IpRoute {
   /** `bridge -batch -`: many FDB changes in one process, as batch() does for `ip`. */
   async bridgeBatch(lines: readonly BatchLine[], op: string, force = false): Promise<void> {
     if (lines.length === 0) return;
+    if (force && (await this.sessionBatch("bridge", lines, op))) return;
     const input = lines.map(batchLine).join("\n") + "\n";
     const r = await this.runner([...toolPrefix(this.netns, "bridge"), ...(force ? ["-force"] : []), "-batch", "-"], { input });
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
@@ -229,6 +297,19 @@ export function toolPrefix(netns: string | null, tool: "bridge" | "nft"): readon
   const dir = dirname(netns);
   if (tool === "bridge" && (dir === "/var/run/netns" || dir === "/run/netns")) return [tool, "-n", basename(netns)];
   return ["nsenter", `--net=${netns}`, tool];
+}
+
+/** What a batch through a persistent process may change. */
+const SESSION_BATCH_OBJECTS = new Set(["route", "neigh", "addr", "fdb"]);
+
+/** The global options a command line starts with (`-json`, `-details`, `-4`). */
+function leadingFlags(args: BatchLine): string[] {
+  const flags: string[] = [];
+  for (const a of args) {
+    if (!String(a).startsWith("-")) break;
+    flags.push(String(a));
+  }
+  return flags;
 }
 
 function batchLine(line: BatchLine): string {

@@ -6,9 +6,10 @@
 // window; its RSS; and the floor: one `bridge -batch` + one `ip -batch` programming the same
 // entries from empty in a fresh namespace. Builds its own namespaces and removes them.
 // Options: --peers N (5000), --datastore local|etcd (local), --backend vxlan|host-gw (vxlan),
-// --steady-seconds S (60), --events K (50).
+// --steady-seconds S (60), --events K (50), --profile DIR (run twilld's bundle under
+// `node --cpu-prof`, profile written to DIR when it stops), --log FILE (the agent's log).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,6 +36,8 @@ const datastore = opt("datastore", "local");
 const backend = opt("backend", "vxlan");
 const steadySeconds = Number(opt("steady-seconds", "60"));
 const events = Number(opt("events", "50"));
+const profileDir = opt("profile", "");
+const logFile = opt("log", "");
 if (!["vxlan", "host-gw"].includes(backend)) throw new Error(`--backend ${backend}: want vxlan or host-gw`);
 if (!["local", "etcd"].includes(datastore)) throw new Error(`--datastore ${datastore}: this bench drives local and etcd`);
 if (!(peers > 0 && peers + events < 30_000)) throw new Error(`--peers ${peers}: want 1..${30_000 - events}`);
@@ -163,11 +166,37 @@ async function waitFor(mon: ReturnType<typeof monitorRoutes>, probe: () => boole
   });
 }
 
-/** CPU of the agent and of the ip/bridge/nft processes it ran and reaped (utime, stime, cutime, cstime). */
-const cpuTicks = (pid: number) => {
+/** CPU ticks of a process and of the children it ran and reaped (utime, stime, cutime, cstime). */
+const ticksOf = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
 };
+/** Its live descendants (the persistent ip/bridge processes, through their sh -c). */
+function descendants(pid: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      parentOf.set(Number(d), Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1]));
+    } catch {
+      // exited while listed
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [c, pp] of parentOf) if (pp === p) out.push(c), walk(c);
+  };
+  walk(pid);
+  return out;
+}
+/** CPU of the agent and of every process it runs: the ones it reaped and the ones still running. */
+const cpuTicks = (pid: number) => [pid, ...descendants(pid)].reduce((sum, p) => {
+  try {
+    return sum + ticksOf(p);
+  } catch {
+    return sum;
+  }
+}, 0);
 const statusKb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
 const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
 
@@ -213,6 +242,14 @@ async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: n
   return { ms: performance.now() - t0, entries: plan.length };
 }
 
+/** twilld as one JavaScript file, for node's profiler (the executable cannot take node flags). */
+function bundleAgent(): string {
+  const out = join(dir, "twilld.cjs");
+  const built = spawnSync(join(ROOT, "node_modules/.bin/esbuild"), [join(ROOT, "agent/main.ts"), "--bundle", "--platform=node", "--target=node20", "--format=cjs", "--log-level=warning", `--outfile=${out}`], { stdio: "inherit" });
+  if (built.status !== 0) throw new Error("bundling twilld for --profile failed");
+  return out;
+}
+
 let agent: ChildProcess | null = null;
 const log: string[] = [];
 let etcd: EtcdServer | null = null;
@@ -233,8 +270,9 @@ try {
   mon = monitorRoutes();
   await sleep(200);
   const t0 = performance.now();
-  agent = spawn("ip", ["netns", "exec", nodeNs, TWILLD, "run", "--node-name=node-0", `--net-conf=${conf}`, `--subnet-file=${join(dir, "subnet.json")}`,
-    `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", ...writer.args], {
+  const twilld = profileDir ? ["node", `--cpu-prof`, `--cpu-prof-dir=${resolve(profileDir)}`, bundleAgent()] : [TWILLD];
+  agent = spawn("ip", ["netns", "exec", nodeNs, ...twilld, "run", "--node-name=node-0", `--net-conf=${conf}`, `--subnet-file=${join(dir, "subnet.json")}`,
+    `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", "--network-policy=false", ...writer.args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   agent.stderr!.on("data", (c: Buffer) => log.push(c.toString()));
@@ -257,6 +295,14 @@ try {
   const changesInWindow = metric(after, "twill_reconcile_changes_total") - metric(before, "twill_reconcile_changes_total");
   const rss = statusKb(pid, "VmRSS") / 1024;
   const hwm = statusKb(pid, "VmHWM") / 1024;
+  const helpers = descendants(pid);
+  const helperRss = helpers.reduce((sum, p) => sum + (() => {
+    try {
+      return statusKb(p, "VmRSS") / 1024;
+    } catch {
+      return 0;
+    }
+  })(), 0);
 
   // Joins, then leaves, one at a time.
   const joins: number[] = [];
@@ -285,6 +331,7 @@ try {
   agent.kill("SIGTERM");
   await new Promise((r) => agent!.once("exit", r));
   agent = null;
+  if (logFile) writeFileSync(logFile, log.join(""));
   const warnings = log.join("").split("\n").filter((l) => /"level":"(warn|error)"/.test(l));
 
   const floor = await batchFloor(leases);
@@ -301,6 +348,7 @@ try {
   row(`CPU incl. ip/nft children, quiet (${steadySeconds} s)`, `${(cpu * 100).toFixed(1)} %`, "target <= 2 % of a core");
   row(`resync with nothing to change, mean of ${fullCount}`, `${((fullSum / fullCount) * 1000).toFixed(0)} ms`, `target <= 100 ms; ${changesInWindow} changes made`);
   row("RSS / peak RSS", `${rss.toFixed(0)} / ${hwm.toFixed(0)} MB`, "target <= 150 MB");
+  row("RSS of the processes it keeps running", `${helperRss.toFixed(0)} MB`, `${helpers.length} processes`);
   row("twill routes at the end", `${routes}`, `want ${peers}`);
   row("warnings and errors in the agent's log", `${warnings.length}`, "want 0");
   for (const w of warnings.slice(0, 5)) console.log(`  ${w}`);
