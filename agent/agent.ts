@@ -125,6 +125,7 @@ export class Agent {
     this.cancelRenew();
     this.stopWatch?.();
     await this.reconciling;
+    this.backend?.close?.();
     await this.o.store.close();
   }
 
@@ -295,17 +296,19 @@ export class Agent {
       this.reportUnreadable();
     }
     const backend = this.o.network.backend.type;
-    const masqChanges = changed ? 0 : await this.reconcileMasquerade();
+    // Masquerade (full reconciles only) is another table than the peers' entries: side by side.
+    const masquerade = changed ? Promise.resolve(0) : this.reconcileMasquerade();
     try {
       const report = changed
         ? await this.backend!.reconcilePeers(lease, this.peers, changed)
         : await this.backend!.reconcile(lease, this.peers);
+      const changes = report.changes + (await masquerade);
       end();
-      const changes = report.changes + masqChanges;
       metrics.reconcileChanges.inc(changes);
       metrics.peerErrors.set(report.errors.length);
       this.recordDatapath({ backend, at: this.clock.now(), changes, errors: report.errors });
     } catch (err) {
+      await masquerade; // never rejects; not left running into the next reconcile
       metrics.reconcileErrors.inc();
       logger.error("Reconciling the datapath failed", { error: errorMessage(err) });
       this.recordDatapath({ backend, at: this.clock.now(), changes: 0, errors: [], failed: errorMessage(err) });

@@ -135,4 +135,6 @@ export interface Backend {
    * changed; `peers` is the whole current set) in line, without reading the kernel.
    */
   reconcilePeers(local: NodeLease, peers: NodeLease[], changed: readonly string[]): Promise<ReconcileReport>;
+  /** Ends what the backend keeps running (its kernel monitor); the datapath stays. */
+  close?(): void;
 }

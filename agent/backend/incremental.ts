@@ -38,15 +38,18 @@ const merge = (into: DatapathState, from: DatapathState | undefined): void => {
  */
 export class PeerPaths {
   private viewKey = "";
+  /** The view the key was computed for: a full reconcile asks for 5000 peers against one view. */
+  private keyedView: NodeView | null = null;
   private readonly memo = new Map<string, { key: string; lapsesAt: number; desired: DesiredDatapath }>();
 
   constructor(private readonly find: PathFinder) {}
 
   desired(peer: NodeLease, view: NodeView, now: number): DesiredDatapath {
-    const viewKey = JSON.stringify([view.local, view.lease.nodeName, view.lease.subnets, view.underlayPrefixes, view.vtep]);
-    if (viewKey !== this.viewKey) {
-      this.memo.clear();
+    if (view !== this.keyedView) {
+      const viewKey = JSON.stringify([view.local, view.lease.nodeName, view.lease.subnets, view.underlayPrefixes, view.vtep]);
+      if (viewKey !== this.viewKey) this.memo.clear();
       this.viewKey = viewKey;
+      this.keyedView = view;
     }
     const key = leaseKey(peer);
     const hit = this.memo.get(peer.nodeName);
@@ -100,6 +103,13 @@ function collect(
     else programmed.errors.delete(name);
   }
   return { had, wants, programmed };
+}
+
+/** Every peer's entries as one state. */
+export function programmedState(p: Programmed): DatapathState {
+  const state = emptyState();
+  for (const entries of p.entries.values()) merge(state, entries);
+  return state;
 }
 
 export const programmedErrors = (p: Programmed): PeerError[] => [...p.errors.values()].flat();

@@ -101,6 +101,7 @@ export async function startInteractive(argv: readonly string[], on: InteractiveH
   let exited = false;
   child.stdout!.setEncoding("utf8");
   child.stdout!.on("data", (text: string) => on.output(text));
+  child.stdout!.on("error", () => {});
   child.stdin!.on("error", () => {}); // a tool that died mid-write: reported by its exit
   const exit = (code: number) => {
     if (exited) return;
@@ -123,4 +124,16 @@ export async function startInteractive(argv: readonly string[], on: InteractiveH
       }, 2_000).unref();
     },
   };
+}
+
+/**
+ * Starts a reader that runs until close(), such as `ip monitor`: its output (stderr joined)
+ * goes to `on.output`. It reads no input, so a shell holds its stdin and ends it when that
+ * closes: the reader does not outlive this process, however this process ends.
+ */
+export function startFollower(argv: readonly string[], on: InteractiveHandlers): Promise<Interactive> {
+  return startInteractive(
+    ["sh", "-c", 'exec 2>&1 3<&0; "$@" </dev/null & p=$!; { read -r _ <&3; kill "$p" 2>/dev/null; } & r=$!; wait "$p"; s=$?; kill "$r" 2>/dev/null; exit "$s"', "sh", ...argv],
+    on,
+  );
 }

@@ -1,6 +1,6 @@
 import { basename, dirname } from "node:path";
 import { BatchSession } from "./batch-session.js";
-import { run, type Runner } from "./exec.js";
+import { run, startFollower, type Interactive, type InteractiveHandlers, type Runner } from "./exec.js";
 
 /**
  * iproute2 driven as a library: `ip -json` to read, `ip -batch -` to write many changes in one
@@ -158,7 +158,10 @@ export class IpRoute {
     const s = this.session(tool, flags.includes("-json") ? flags : ["-json", ...flags], String(command[0]));
     if (!s) return null;
     const r = await s.run([batchLine(command)]);
-    if (r.failed) throw new KernelError(op, r.output);
+    if (r.failed) {
+      if (!/Cannot find device|does not exist/.test(r.output)) this.dropSession(s);
+      throw new KernelError(op, r.output);
+    }
     return r.output;
   }
 
@@ -172,12 +175,31 @@ export class IpRoute {
     const s = this.session(tool, ["-json"], "batch");
     if (!s) return false;
     const r = await s.run(lines.map(batchLine));
-    if (r.failed) throw new KernelError(op, r.output);
+    if (r.failed) {
+      // A device replaced behind our back fails under its old index: the next batch starts afresh.
+      this.dropSession(s);
+      throw new KernelError(op, r.output);
+    }
     return true;
+  }
+
+  /**
+   * iproute2 remembers device names by index for its whole life: after a link is added or
+   * deleted through this handle, the persistent processes start afresh.
+   */
+  private linksChanging(lines: readonly BatchLine[]): void {
+    if (this.sessions.size === 0) return;
+    if (lines.some((l) => l[0] === "link" && l[1] !== "show")) this.close();
+  }
+
+  private dropSession(s: BatchSession): void {
+    s.close();
+    for (const [key, v] of this.sessions) if (v === s) this.sessions.delete(key);
   }
 
   /** Runs `ip ARGS`, throws a KernelError naming `op` on failure. */
   async exec(args: BatchLine, op: string): Promise<string> {
+    this.linksChanging([args]);
     const r = await this.runner([...this.prefix, ...args.map(String)]);
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
     return r.stdout;
@@ -195,6 +217,7 @@ export class IpRoute {
   async batch(lines: readonly BatchLine[], op: string, force = false): Promise<void> {
     if (lines.length === 0) return;
     if (force && (await this.sessionBatch("ip", lines, op))) return;
+    this.linksChanging(lines);
     const input = lines.map(batchLine).join("\n") + "\n";
     const r = await this.runner([...this.prefix, ...(force ? ["-force"] : []), "-batch", "-"], { input });
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
@@ -231,6 +254,11 @@ export class IpRoute {
     const input = lines.map(batchLine).join("\n") + "\n";
     const r = await this.runner([...toolPrefix(this.netns, "bridge"), ...(force ? ["-force"] : []), "-batch", "-"], { input });
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
+  }
+
+  /** Follows `ip monitor label OBJECTS` in the same namespace until the handle is closed. */
+  monitor(objects: readonly string[], on: InteractiveHandlers): Promise<Interactive> {
+    return startFollower([...this.prefix, "monitor", "label", ...objects], on);
   }
 
   /** Runs `nft ARGS` in the same namespace, `input` on its stdin (for `nft -f -`). */

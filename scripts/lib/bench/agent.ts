@@ -15,7 +15,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { IpRoute } from "../../../shared/kernel/iproute.js";
-import { programmedFrom } from "../../../agent/backend/incremental.js";
+import { programmedFrom, programmedState } from "../../../agent/backend/incremental.js";
 import { hostGwPath } from "../../../agent/backend/host-gw.js";
 import type { NodeView } from "../../../agent/backend/paths.js";
 import { vxlanPath } from "../../../agent/backend/vxlan.js";
@@ -227,13 +227,7 @@ async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: n
     underlayPrefixes: ["172.16.0.0/16"],
     vtep: backend === "vxlan" ? { dev: "twill.1", vni: 1, port: 4789 } : null,
   };
-  const programmed = programmedFrom(leases, view, backend === "vxlan" ? vxlanPath : hostGwPath, Date.now());
-  const desired = emptyState();
-  for (const e of programmed.entries.values()) {
-    desired.routes.push(...e.routes);
-    desired.neighbors.push(...e.neighbors);
-    desired.fdb.push(...e.fdb);
-  }
+  const desired = programmedState(programmedFrom(leases, view, backend === "vxlan" ? vxlanPath : hostGwPath, Date.now()));
   const plan = planDatapath(desired, emptyState());
   const batches = toBatches(plan);
   const t0 = performance.now();
@@ -296,13 +290,16 @@ try {
   const rss = statusKb(pid, "VmRSS") / 1024;
   const hwm = statusKb(pid, "VmHWM") / 1024;
   const helpers = descendants(pid);
-  const helperRss = helpers.reduce((sum, p) => sum + (() => {
+  const helperKb = (field: string) => helpers.reduce((sum, p) => {
     try {
-      return statusKb(p, "VmRSS") / 1024;
+      return sum + statusKb(p, field);
     } catch {
-      return 0;
+      return sum;
     }
-  })(), 0);
+  }, 0);
+  const helperRss = helperKb("VmRSS") / 1024;
+  const helperAnon = helperKb("RssAnon") / 1024;
+  const helperNames = helpers.map((p) => readFileSync(`/proc/${p}/comm`, "utf8").trim()).join(", ");
 
   // Joins, then leaves, one at a time.
   const joins: number[] = [];
@@ -348,7 +345,7 @@ try {
   row(`CPU incl. ip/nft children, quiet (${steadySeconds} s)`, `${(cpu * 100).toFixed(1)} %`, "target <= 2 % of a core");
   row(`resync with nothing to change, mean of ${fullCount}`, `${((fullSum / fullCount) * 1000).toFixed(0)} ms`, `target <= 100 ms; ${changesInWindow} changes made`);
   row("RSS / peak RSS", `${rss.toFixed(0)} / ${hwm.toFixed(0)} MB`, "target <= 150 MB");
-  row("RSS of the processes it keeps running", `${helperRss.toFixed(0)} MB`, `${helpers.length} processes`);
+  row("RSS (anonymous) of the processes it runs", `${helperRss.toFixed(0)} (${helperAnon.toFixed(0)}) MB`, `${helpers.length}: ${helperNames}`);
   row("twill routes at the end", `${routes}`, `want ${peers}`);
   row("warnings and errors in the agent's log", `${warnings.length}`, "want 0");
   for (const w of warnings.slice(0, 5)) console.log(`  ${w}`);
