@@ -6,7 +6,9 @@ import { connectedPrefixes, listOwnedRoutes } from "../../shared/kernel/routes.j
 import type { Logger } from "../../shared/log.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
 import { staleAddresses } from "../stale-subnet.js";
-import { PeerPaths, emptyProgrammed, planPeerUpdate, programmedErrors, programmedFrom, programmedState, type Programmed } from "./incremental.js";
+import {
+  PeerPaths, emptyProgrammed, planPeerUpdate, planProgrammedChange, programmedErrors, programmedFrom, programmedState, type Programmed,
+} from "./incremental.js";
 import { underlayAddresses, type BackendKind, type DeviceContext, type NodeView } from "./paths.js";
 import { planDatapath, toBatches, type Change, type DatapathState } from "./plan.js";
 
@@ -88,9 +90,9 @@ export class Datapath implements Backend {
     // Cleared first: if anything below fails, the next peer event takes the full path again.
     this.view = null;
     const programmed = programmedFrom(peers, view, this.paths, this.now());
-    const desired = programmedState(programmed);
-    const actual = trusted ? programmedState(this.programmed) : await this.readOwned(vtep?.dev ?? null);
-    const plan = planDatapath(desired, actual);
+    const plan = trusted
+      ? planProgrammedChange(this.programmed, programmed)
+      : planDatapath(programmedState(programmed), await this.readOwned(vtep?.dev ?? null));
     const failures = await this.apply(plan, programmed);
     changes += plan.length;
     if (failures.length) throw new KernelError("program peer datapath", failures.join("; "));

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
-import { planPeerUpdate, programmedFrom } from "./incremental.js";
+import { PeerPaths, planPeerUpdate, planProgrammedChange, programmedFrom, programmedState } from "./incremental.js";
 import type { NodeView } from "./paths.js";
 import { vxlanPath } from "./vxlan.js";
-import { emptyState, planDatapath, type DatapathState } from "./plan.js";
+import { planDatapath, type DatapathState } from "./plan.js";
 
 const NOW = 1_000;
 const peer = (i: number, mac = `02:00:00:00:00:${i.toString(16).padStart(2, "0")}`): NodeLease => ({
@@ -58,15 +58,7 @@ describe("planPeerUpdate", () => {
 });
 
 describe("the full reconcile", () => {
-  const desired = (): DatapathState => {
-    const all = emptyState();
-    for (const e of programmed.entries.values()) {
-      all.routes.push(...e.routes);
-      all.neighbors.push(...e.neighbors);
-      all.fdb.push(...e.fdb);
-    }
-    return all;
-  };
+  const desired = (): DatapathState => programmedState(programmed);
 
   it("repairs an entry deleted behind the agent's back, and changes nothing else", () => {
     const kernel = structuredClone(desired());
@@ -74,5 +66,25 @@ describe("the full reconcile", () => {
     kernel.routes = kernel.routes.filter((r) => r.dst !== "10.244.42.0/24");
     kernel.fdb = kernel.fdb.filter((f) => f.mac !== "02:00:00:00:00:09");
     expect(touched(planDatapath(desired(), kernel))).toEqual(["replace fdb 02:00:00:00:00:09", "replace route 10.244.42.0/24"]);
+  });
+});
+
+describe("planProgrammedChange (a resync whose kernel is known to hold what was programmed)", () => {
+  const paths = new PeerPaths(vxlanPath);
+  const before = programmedFrom(peers, view, paths, NOW);
+
+  it("plans nothing when no peer changed, looking at none of their entries", () => {
+    const again = programmedFrom(peers, { ...view }, paths, NOW);
+    expect([...again.entries].every(([name, e]) => before.entries.get(name) === e)).toBe(true);
+    expect(planProgrammedChange(before, again)).toEqual([]);
+  });
+
+  it("plans only the entries of a peer that changed or left", () => {
+    const next = programmedFrom([...peers.slice(0, 40), peer(41, "02:00:00:00:aa:41"), ...peers.slice(41, 99)], view, paths, NOW);
+    expect(touched(planProgrammedChange(before, next))).toEqual([
+      "del fdb 02:00:00:00:00:29", "del fdb 02:00:00:00:00:64", "replace fdb 02:00:00:00:aa:41",
+      "del neigh 10.244.100.0", "replace neigh 10.244.41.0",
+      "del route 10.244.100.0/24",
+    ]);
   });
 });

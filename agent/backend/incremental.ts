@@ -105,6 +105,24 @@ function collect(
   return { had, wants, programmed };
 }
 
+/**
+ * The changes from one programmed view to another, looking only at peers whose entries are not
+ * the very same object (remembered entries of an unchanged peer are): what a full reconcile
+ * plans when the kernel is known to hold `before`.
+ */
+export function planProgrammedChange(before: Programmed, after: Programmed): Change[] {
+  const had = emptyState();
+  const wants = emptyState();
+  for (const [name, entries] of after.entries) {
+    const old = before.entries.get(name);
+    if (old === entries) continue;
+    merge(had, old);
+    merge(wants, entries);
+  }
+  for (const [name, entries] of before.entries) if (!after.entries.has(name)) merge(had, entries);
+  return planDatapath(wants, had);
+}
+
 /** Every peer's entries as one state. */
 export function programmedState(p: Programmed): DatapathState {
   const state = emptyState();
