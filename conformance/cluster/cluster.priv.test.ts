@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { contains, covers, parseCidr, parseIp } from "../../shared/net/cidr.js";
 import { kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { until } from "../../testkit/until.js";
 
@@ -10,7 +11,8 @@ import { until } from "../../testkit/until.js";
  * twill on a real cluster from scripts/cluster: kubelet + containerd nodes, the DaemonSet from
  * deploy/twill.yaml. What every pod needs from the CNI besides an address is checked by
  * Kubernetes' own e2e tests (scripts/e2e); this file checks what those do not: the install, what
- * the runtime sends, a kubelet restart, and that nothing is left reserved or behind.
+ * the runtime sends, a kubelet restart, and that nothing is left reserved or behind. The cluster
+ * is dual-stack, as scripts/cluster makes it by default: every pod has an address of each family.
  */
 
 const REPO = join(import.meta.dirname, "..", "..");
@@ -35,8 +37,12 @@ const netnsList = async (): Promise<string[]> => (await execa("ip", ["netns", "l
 interface PodJson {
   metadata: { name: string; uid: string };
   spec: { nodeName: string };
-  status: { phase: string; podIP?: string; containerStatuses?: { restartCount: number }[] };
+  status: { phase: string; podIP?: string; podIPs?: { ip: string }[]; containerStatuses?: { restartCount: number }[] };
 }
+
+const CLUSTER_CIDRS = ["10.244.0.0/16", "fd00:10:244::/56"];
+/** A pod's addresses, IPv4 first as kubelet reports them. */
+const podIPs = (p: PodJson): string[] => (p.status.podIPs ?? []).map((i) => i.ip);
 
 const getPod = async (name: string): Promise<PodJson> => JSON.parse(await kubectl("get", "pod", name, "-o", "json")) as PodJson;
 
@@ -56,13 +62,21 @@ async function startPod(name: string, node: string): Promise<PodJson> {
   let running: PodJson | undefined;
   await until(`pod ${name} running`, async () => {
     const p = await getPod(name).catch(() => undefined);
-    if (p?.status.phase === "Running" && p.status.podIP) running = p;
+    if (p?.status.phase === "Running" && p.status.podIPs?.length) running = p;
     return running !== undefined;
   }, 120_000);
   return running!;
 }
 
 const ping = (from: string, ip: string) => cluster("kubectl", "exec", from, "--", "ping", "-c", "1", "-W", "2", ip);
+
+/** Every address of pod `to` answers pod `from`'s ping. */
+async function expectReaches(from: string, to: PodJson): Promise<void> {
+  for (const ip of podIPs(to)) {
+    const r = await ping(from, ip);
+    expect(r.exitCode, `${from} -> ${to.metadata.name} ${ip}: ${r.stdout}${r.stderr}`).toBe(0);
+  }
+}
 
 /** Address files in a node's twill-ipam store (host-local layout), as seen from the machine. */
 const reservations = (node: string): string[] => {
@@ -76,7 +90,7 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
   let b: PodJson;
 
   beforeAll(async () => {
-    const up = await cluster("up", "--nodes", "2", "--backend", "vxlan");
+    const up = await cluster("up", "--nodes", "2", "--backend", "vxlan", "--ip-family", "dual");
     if (up.exitCode !== 0) throw new Error(`scripts/cluster up failed:\n${up.stderr.slice(-4000)}`);
   }, 900_000);
 
@@ -95,12 +109,18 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     expect(readdirSync("/sys/fs/cgroup/pids").filter((d) => d === `twill-cluster-${prefix!.replace(/-$/, "")}`)).toEqual([]);
   }, 300_000);
 
-  it("brings two Ready nodes with twill running from its DaemonSet on each", async () => {
+  it("brings two Ready dual-stack nodes with twill running from its DaemonSet on each", async () => {
     const nodes = JSON.parse(await kubectl("get", "nodes", "-o", "json")) as {
-      items: { metadata: { name: string }; spec: { podCIDR?: string }; status: { conditions: { type: string; status: string }[] } }[];
+      items: {
+        metadata: { name: string };
+        status: { addresses: { type: string; address: string }[]; conditions: { type: string; status: string }[] };
+      }[];
     };
     expect(nodes.items.map((n) => n.metadata.name).sort()).toEqual(["node-1", "node-2"]);
     for (const n of nodes.items) {
+      // An InternalIP of each family on the underlay, as kubelet's --node-ip gave them.
+      const i = Number(n.metadata.name.replace("node-", "")) + 10;
+      expect(n.status.addresses.filter((a) => a.type === "InternalIP").map((a) => a.address)).toEqual([`192.168.90.${i}`, `fd00:90::${i}`]);
       expect(n.status.conditions.find((c) => c.type === "Ready")?.status).toBe("True");
       // twilld cleared the condition kubelet sets until the CNI is up.
       expect(n.status.conditions.find((c) => c.type === "NetworkUnavailable")?.status).toBe("False");
@@ -121,18 +141,22 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     }
   });
 
-  it("gives pods on both nodes addresses from their node's 10.244 subnet, reachable across nodes", async () => {
+  it("gives pods on both nodes an IPv4 and an IPv6 address from their node's subnets, reachable across nodes over both", async () => {
     [a, b] = await Promise.all([startPod("twill-a", "node-1"), startPod("twill-b", "node-2")]);
-    const nodeCidr = async (n: string) => (await kubectl("get", "node", n, "-o", "jsonpath={.spec.podCIDR}")).trim();
+    const nodeCidrs = async (n: string) => (await kubectl("get", "node", n, "-o", "jsonpath={.spec.podCIDRs[*]}")).trim().split(" ");
     for (const p of [a, b]) {
-      const cidr = await nodeCidr(p.spec.nodeName);
-      expect(cidr).toMatch(/^10\.244\.\d+\.0\/24$/);
-      expect(p.status.podIP!.split(".").slice(0, 3).join(".")).toBe(cidr.split(".").slice(0, 3).join("."));
+      // kube-controller-manager gave the node a /24 and a /64 of the cluster CIDRs, IPv4 first.
+      const cidrs = await nodeCidrs(p.spec.nodeName);
+      expect(cidrs.map((c) => parseCidr(c).prefix)).toEqual([24, 64]);
+      cidrs.forEach((c, i) => expect(covers(parseCidr(CLUSTER_CIDRS[i]!), parseCidr(c)), c).toBe(true));
+      // twill-ipam gave the pod one address of each, in that order, which kubelet reports.
+      const ips = podIPs(p);
+      expect(ips).toHaveLength(2);
+      ips.forEach((ip, i) => expect(contains(parseCidr(cidrs[i]!), parseIp(ip)), `${ip} in ${cidrs[i]}`).toBe(true));
+      expect(p.status.podIP).toBe(ips[0]);
     }
-    const ab = await ping("twill-a", b.status.podIP!);
-    expect(ab.exitCode, ab.stdout + ab.stderr).toBe(0);
-    const ba = await ping("twill-b", a.status.podIP!);
-    expect(ba.exitCode, ba.stdout + ba.stderr).toBe(0);
+    await expectReaches("twill-a", b);
+    await expectReaches("twill-b", a);
   });
 
   it("logs what containerd sent: the CNI version, runtimeConfig and the pod's K8S_POD_* args", () => {
@@ -160,10 +184,9 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     await sleep(5000);
     const after = await getPod("twill-a");
     expect(after.metadata.uid).toBe(a.metadata.uid);
-    expect(after.status.podIP).toBe(a.status.podIP);
+    expect(podIPs(after)).toEqual(podIPs(a));
     expect(after.status.containerStatuses?.[0]?.restartCount).toBe(0);
-    const r = await ping("twill-b", a.status.podIP!);
-    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    await expectReaches("twill-b", a);
   });
 
   it("releases the address of a sandbox that died without a DEL after the grace period, and nothing while the API is unreachable", async () => {
@@ -171,8 +194,9 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     await kubectl("-n", "kube-system", "set", "env", "daemonset/twill", "TWILL_LEAK_GRACE=20s", "TWILL_LEAK_INTERVAL=2s");
     await kubectl("-n", "kube-system", "rollout", "status", "daemonset/twill", "--timeout=180s");
     const leak = await startPod("twill-leak", "node-1");
-    const leaked = leak.status.podIP!;
-    expect(reservations("node-1")).toContain(leaked);
+    const leaked = podIPs(leak);
+    expect(leaked).toHaveLength(2);
+    expect(reservations("node-1")).toEqual(expect.arrayContaining(leaked));
     const twillLog = join(CLUSTER_DIR, "nodes", "node-1", "var-log/twill/twill.log");
     const sandbox = readFileSync(twillLog, "utf8").split("\n").filter((l) => l.includes('"Added pod"'))
       .map((l) => JSON.parse(l) as { containerId: string; cniArgs: Record<string, string> })
@@ -213,29 +237,28 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
 
     // Longer than the grace period and many sweeps: with the API away, nothing is released.
     await sleep(35_000);
-    expect(reservations("node-1")).toContain(leaked);
+    expect(reservations("node-1")).toEqual(expect.arrayContaining(leaked));
     const twilldLogs = async () => {
       const pod = (await kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=twill", "--field-selector", "spec.nodeName=node-1", "-o", "name")).trim();
       return kubectl("-n", "kube-system", "logs", pod);
     };
 
     await node("nft", "delete table inet twill-test-block");
-    await until("the leaked address released", async () => !reservations("node-1").includes(leaked), 120_000);
+    await until("both leaked addresses released", async () => !leaked.some((ip) => reservations("node-1").includes(ip)), 120_000);
     const released = (await twilldLogs()).split("\n").filter((l) => l.includes('"Released leaked address"')).map((l) => JSON.parse(l) as Record<string, string>);
-    expect(released.map((r) => [r.address, r.pod, r.reason])).toEqual([[leaked, "default/twill-leak", "pod-not-on-node"]]);
+    expect(released.map((r) => [r.address, r.pod, r.reason]).sort()).toEqual(leaked.map((ip) => [ip, "default/twill-leak", "pod-not-on-node"]).sort());
     expect(await twilldLogs()).toContain("Pods cannot be read; no address is released");
     // No DEL ever reached the plugin for that sandbox: recovery, not the runtime, freed it.
     expect(readFileSync(twillLog, "utf8").split("\n").filter((l) => l.includes(sandbox) && l.includes('"Deleted pod"'))).toEqual([]);
-    // Every live pod kept its address, and still answers.
-    expect(reservations("node-1")).toContain(a.status.podIP);
-    expect(reservations("node-2")).toContain(b.status.podIP);
-    const r = await ping("twill-b", a.status.podIP!);
-    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    // Every live pod kept its addresses, and still answers on both.
+    expect(reservations("node-1")).toEqual(expect.arrayContaining(podIPs(a)));
+    expect(reservations("node-2")).toEqual(expect.arrayContaining(podIPs(b)));
+    await expectReaches("twill-b", a);
   });
 
-  it("releases a pod's address when the pod is deleted through the API", async () => {
-    expect(reservations("node-1")).toContain(a.status.podIP);
-    expect(reservations("node-2")).toContain(b.status.podIP);
+  it("releases a pod's addresses when the pod is deleted through the API", async () => {
+    expect(reservations("node-1")).toEqual(expect.arrayContaining(podIPs(a)));
+    expect(reservations("node-2")).toEqual(expect.arrayContaining(podIPs(b)));
     await kubectl("delete", "pod", "twill-a", "twill-b", "--wait=true", "--timeout=120s");
     await until("reservations released", async () => reservations("node-1").length === 0 && reservations("node-2").length === 0, 60_000);
   });

@@ -11,19 +11,39 @@ CLUSTER_DIR="${TWILL_CLUSTER_DIR:-/var/tmp/twill-cluster}"
 CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
 
 # The underlay: one switch namespace with a bridge; the control plane and every node hang off it.
+# A dual-stack cluster (IP_FAMILY=dual in cluster.env) gives the bridge, the control plane and
+# every node an IPv6 address too, in a ULA prefix whose host part repeats the IPv4 one.
 UNDERLAY_NET=192.168.90
+UNDERLAY_NET6=fd00:90:
 CP_IP="$UNDERLAY_NET.2"
+CP_IP6="$UNDERLAY_NET6:2"
 # Stands in for the Internet the machine does not reach: an HTTP server that `google.com`
 # resolves to in the cluster's DNS (e2e's [sig-network] Networking tests first GET
 # http://google.com from the test runner and fail without an answer).
 OUTSIDE_IP="$UNDERLAY_NET.3"
 CLUSTER_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
+# The IPv6 halves of a dual-stack cluster: a /64 per node out of the /56 (kube-controller-manager
+# allows at most 16 bits between the two), and Services from a /112 (the apiserver's IPv6 range
+# may hold at most 2^20 addresses).
+CLUSTER_CIDR6=fd00:10:244::/56
+SERVICE_CIDR6=fd00:10:96::/112
 KUBERNETES_SVC_IP=10.96.0.1
 CLUSTER_DNS_IP=10.96.0.10
 APISERVER_PORT=6443
 
 node_ip() { echo "$UNDERLAY_NET.$((10 + ${1#node-}))"; }
+node_ip6() { echo "$UNDERLAY_NET6:$((10 + ${1#node-}))"; }
+
+# The cluster's CIDRs as the control plane's flags take them: IPv4 first (the primary family,
+# which pods' status.podIP and Services without ipFamilies get), then IPv6 when dual-stack.
+dual() { [ "${IP_FAMILY:-4}" = dual ]; }
+cluster_cidrs() { if dual; then echo "$CLUSTER_CIDR,$CLUSTER_CIDR6"; else echo "$CLUSTER_CIDR"; fi; }
+service_cidrs() { if dual; then echo "$SERVICE_CIDR,$SERVICE_CIDR6"; else echo "$SERVICE_CIDR"; fi; }
+node_ips() { if dual; then echo "$(node_ip "$1"),$(node_ip6 "$1")"; else node_ip "$1"; fi; }
+# kube-apiserver, kube-controller-manager, kubelet and kube-proxy 1.20 need the alpha gate for
+# two families (dual-stack Services, a podCIDR per family, two node IPs, both proxiers).
+feature_gates() { if dual; then echo "--feature-gates=IPv6DualStack=true"; fi; }
 
 say() { printf 'cluster: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
