@@ -42,6 +42,8 @@ export class Datapath implements Backend {
   private readonly kernelChanges: DatapathChanges;
   /** Full reconciles in a row that trusted the monitor instead of reading the kernel. */
   private readsSkipped = 0;
+  /** The VTEP the last round found or made: its deletion is watched for. */
+  private vtepDev: string | null = null;
 
   constructor(
     private readonly network: NetworkConfig,
@@ -75,11 +77,12 @@ export class Datapath implements Backend {
     const local = this.local;
     if (!local) throw new Error(`${this.type} backend: reconcile before prepare`);
     const ip = this.deps.ip;
-    const moved = await this.kernelChanges.sinceLast(this.view?.vtep?.dev ?? null, [local.underlayDev]);
+    const moved = await this.kernelChanges.sinceLast(this.vtepDev, [local.underlayDev]);
     if (moved.devicesDeleted) ip.close(); // names resolve afresh in new processes
     const device = await this.kind.ensureDevice(this.context(local), lease.subnets);
     let changes = device.changes;
     const vtep = device.vtep;
+    this.vtepDev = vtep?.dev ?? null;
     // Before routes: a gateway address of a subnet the node lost shadows the route to its new owner.
     changes += await this.removeStaleAddresses(lease, [vtep?.dev, local.underlayDev]);
     const view: NodeView = { local, lease, vtep, underlayPrefixes: await connectedPrefixes(ip, local.underlayDev) };

@@ -7,9 +7,9 @@ import { run, startFollower, type Interactive, type InteractiveHandlers, type Ru
  * process start. Node cannot switch network namespaces per thread, so a handle is bound to a
  * namespace and every call runs `ip` inside it: `ip -n NAME` for named namespaces (cheapest),
  * `nsenter --net=PATH ip` for any other path such as /proc/PID/ns/net. A long-lived user (the
- * agent) asks for `persistent`: reads (`-json`) and forced batches then go to one `ip` and one
- * `bridge` process per set of global flags, kept running (batch-session.ts), instead of a
- * process each.
+ * agent) asks for `persistent`: reads (`-json`) and forced batches then go to `ip` and `bridge`
+ * processes kept running (batch-session.ts), one per kind of command and set of global flags,
+ * instead of a process each.
  */
 
 export class KernelError extends Error {

@@ -266,7 +266,7 @@ try {
   const t0 = performance.now();
   const twilld = profileDir ? ["node", `--cpu-prof`, `--cpu-prof-dir=${resolve(profileDir)}`, bundleAgent()] : [TWILLD];
   agent = spawn("ip", ["netns", "exec", nodeNs, ...twilld, "run", "--node-name=node-0", `--net-conf=${conf}`, `--subnet-file=${join(dir, "subnet.json")}`,
-    `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", "--network-policy=false", ...writer.args], {
+    `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, `--ipam-store=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", "--network-policy=false", ...writer.args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   agent.stderr!.on("data", (c: Buffer) => log.push(c.toString()));
