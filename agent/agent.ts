@@ -7,6 +7,8 @@ import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
 import { diffLeases, isEmptyDiff, peersOf, withoutExpiry } from "./leases.js";
 import { Masquerade } from "./masquerade.js";
+import { MASQ_TABLE } from "../shared/kernel/masq.js";
+import { NftTableChanges } from "../shared/kernel/monitor.js";
 import type { AgentMetrics } from "./metrics.js";
 import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
 import { findStalePods } from "./stale-subnet.js";
@@ -28,8 +30,8 @@ export interface AgentOptions {
   /** iproute2 bound to the node's namespace. */
   ip: IpRoute;
   backend: (underlay: Underlay) => Backend;
-  /** The node's masquerade; by default the `inet twill` table through `ip`. */
-  masquerade?: Pick<Masquerade, "reconcile">;
+  /** The node's masquerade; by default the `inet twill` table through `ip`, watched by `nft monitor`. */
+  masquerade?: Pick<Masquerade, "reconcile"> & Partial<Pick<Masquerade, "close">>;
   underlay: UnderlayWanted;
   subnetFile: string;
   /** The IPAM store (`<dir>/<network>/<ip>`), searched for pods left on a subnet the node lost; none when absent. */
@@ -67,11 +69,11 @@ export class Agent {
   private changedPeers = new Set<string>();
   private reconciledOnce = false;
   private readonly clock: Clock;
-  private readonly masquerade: Pick<Masquerade, "reconcile">;
+  private readonly masquerade: Pick<Masquerade, "reconcile"> & Partial<Pick<Masquerade, "close">>;
 
   constructor(private readonly o: AgentOptions) {
     this.clock = o.clock ?? systemClock;
-    this.masquerade = o.masquerade ?? new Masquerade(o.network, o.ip, o.logger);
+    this.masquerade = o.masquerade ?? new Masquerade(o.network, o.ip, o.logger, new NftTableChanges(o.ip, "inet", MASQ_TABLE));
   }
 
   readiness(): Readiness {
@@ -126,6 +128,7 @@ export class Agent {
     this.stopWatch?.();
     await this.reconciling;
     this.backend?.close?.();
+    this.masquerade.close?.();
     await this.o.store.close();
   }
 

@@ -39,6 +39,22 @@ describe("Masquerade", () => {
     expect(nft.calls.filter((c) => c === "-f -")).toHaveLength(2);
   });
 
+  it("lists the table only when nft monitor saw it change", async () => {
+    const nft = fakeNft();
+    let moved = true;
+    const changes = { sinceLast: async () => moved, close: () => {} };
+    const masq = new Masquerade(network(true), nft.ip, nullLogger, changes);
+    expect(await masq.reconcile()).toBe(1);
+    moved = false;
+    nft.calls.length = 0;
+    expect(await masq.reconcile()).toBe(0);
+    expect(nft.calls).toEqual([]);
+    nft.tables.set("twill", "table inet twill {}");
+    moved = true;
+    expect(await masq.reconcile()).toBe(1);
+    expect(nft.calls).toEqual(["list table inet twill", "-f -", "list table inet twill"]);
+  });
+
   it("removes a table left from when ipMasq was on, and does nothing when there is none", async () => {
     const nft = fakeNft();
     nft.tables.set("twill", "table inet twill {}");

@@ -1,6 +1,7 @@
 import type { IpRoute } from "../shared/kernel/iproute.js";
 import { deleteMasqueradeTable, MASQ_TABLE, readMasqueradeTable, replaceMasqueradeTable } from "../shared/kernel/masq.js";
 import type { Logger } from "../shared/log.js";
+import type { NftTableChanges } from "../shared/kernel/monitor.js";
 import type { NetworkConfig } from "./types.js";
 
 /**
@@ -17,10 +18,14 @@ export class Masquerade {
     private readonly network: NetworkConfig,
     private readonly ip: IpRoute,
     private readonly logger: Logger,
+    /** Tells when the table may have changed (nft monitor); without it, every round lists it. */
+    private readonly changes?: Pick<NftTableChanges, "sinceLast" | "close">,
   ) {}
 
   /** Brings the table in line; returns the number of changes (0 or 1). */
   async reconcile(): Promise<number> {
+    const moved = this.changes ? await this.changes.sinceLast() : true;
+    if (!moved && this.network.ipMasq && this.installed !== null) return 0;
     const current = await readMasqueradeTable(this.ip);
     if (!this.network.ipMasq) {
       if (current === null) return 0;
@@ -31,5 +36,9 @@ export class Masquerade {
     this.installed = await replaceMasqueradeTable(this.ip, this.network.clusterCIDRs);
     this.logger.info("Installed masquerade rules", { table: `inet ${MASQ_TABLE}`, clusterCIDRs: this.network.clusterCIDRs });
     return 1;
+  }
+
+  close(): void {
+    this.changes?.close();
   }
 }

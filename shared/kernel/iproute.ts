@@ -261,6 +261,11 @@ export class IpRoute {
     return startFollower([...this.prefix, "monitor", "label", ...objects], on);
   }
 
+  /** Follows `nft monitor` (every nftables change) in the same namespace until the handle is closed. */
+  nftMonitor(on: InteractiveHandlers): Promise<Interactive> {
+    return startFollower([...toolPrefix(this.netns, "nft"), "monitor"], on);
+  }
+
   /** Runs `nft ARGS` in the same namespace, `input` on its stdin (for `nft -f -`). */
   async nft(args: readonly string[], op: string, input?: string): Promise<string> {
     const r = await this.runner([...toolPrefix(this.netns, "nft"), ...args], input === undefined ? {} : { input });

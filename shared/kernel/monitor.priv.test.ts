@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { addNetns, deleteNetns, ipIn, sysctls } from "../../testkit/netns.js";
 import { until } from "../../testkit/until.js";
-import { DatapathChanges } from "./monitor.js";
+import { DatapathChanges, NftTableChanges } from "./monitor.js";
 
 const ns = `twmon${process.pid.toString(36)}`;
 const changes = new DatapathChanges(ipIn(ns));
+const table = new NftTableChanges(ipIn(ns), "inet", "twill");
 
 beforeAll(async () => {
   await addNetns(ns);
@@ -19,6 +20,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   changes.close();
+  table.close();
   await deleteNetns(ns);
 });
 
@@ -60,5 +62,20 @@ describe("DatapathChanges, on a real ip monitor", () => {
     await ip.exec(["link", "add", "d2", "type", "veth", "peer", "name", "d3"], "add d2");
     await ip.exec(["link", "del", "d2"], "delete d2");
     await until("the deletion seen", async () => (await changes.sinceLast("twill.1", ["d2"])).devicesDeleted);
+  });
+});
+
+describe("NftTableChanges, on a real nft monitor", () => {
+  it("reports a change of its table, not of another", async () => {
+    const ip = ipIn(ns);
+    expect(await table.sinceLast()).toBe(true);
+    await until("nft monitor quiet", async () => !(await table.sinceLast()));
+    await ip.nft(["-f", "-"], "add another table", "table ip other {\n  chain c {\n  }\n}\n");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await table.sinceLast()).toBe(false);
+    await ip.nft(["-f", "-"], "add twill", "table inet twill {\n  chain c {\n  }\n}\n");
+    await until("the twill table change seen", () => table.sinceLast());
+    await ip.nft(["delete", "table", "inet", "twill"], "delete twill");
+    await until("its deletion seen", () => table.sinceLast());
   });
 });
