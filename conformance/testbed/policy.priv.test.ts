@@ -152,6 +152,23 @@ describe("NetworkPolicy on the testbed (vxlan, dual-stack, 2 nodes)", () => {
     expect((await ping(client.ns, v4(remote))).ok).toBe(true);
   });
 
+  it("an IPv6 ipBlock lets its prefix in, less its except, and no IPv4 source", async () => {
+    const c = await cluster([2, 1]);
+    const [server, friend, remote] = c.t.pods as [Pod, Pod, Pod];
+    c.labels.set(server, { app: "server" });
+    c.policies.push({
+      namespace: "default",
+      name: "server-from-ipv6",
+      podSelector: { matchLabels: { app: "server" } },
+      policyTypes: ["ingress"],
+      ingress: [{ peers: [{ ipBlock: { cidr: "::/0", except: [`${v6(remote)}/128`] } }] }],
+      egress: [],
+    });
+    await c.sync();
+    expect(await reach(friend, [v4(server), v6(server)])).toEqual({ [v4(server)]: false, [v6(server)]: true });
+    expect(await reach(remote, [v4(server), v6(server)])).toEqual({ [v4(server)]: false, [v6(server)]: false });
+  });
+
   it("a pod started after a policy that selects it is filtered once the engine has its address", async () => {
     const c = await cluster([1, 1]);
     const [friend, remote] = c.t.pods as [Pod, Pod];
