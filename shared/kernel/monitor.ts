@@ -32,6 +32,7 @@ class Follower {
       },
       exit: () => {
         this.handle = null;
+        this.partial = ""; // a torn last line of this process must not prefix the next one's first
         this.onGap();
       },
     })
