@@ -43,6 +43,24 @@ const claimOwner = (value: string): string | undefined => {
   return typeof owner === "string" ? owner : undefined;
 };
 
+/**
+ * What a key-value holds, decoded once per object: a watch keeps the same KeyValue while its
+ * key is unchanged, so a peer event at 5000 peers parses one value, not 10000, and hands out
+ * the same lease objects (whose identity the agent remembers).
+ */
+const decodedClaims = new WeakMap<KeyValue, { owner: string | undefined }>();
+const decodedRecords = new WeakMap<KeyValue, { lease: NodeLease | null }>();
+const claimOf = (kv: KeyValue): string | undefined => {
+  let d = decodedClaims.get(kv);
+  if (d === undefined) decodedClaims.set(kv, (d = { owner: claimOwner(kv.value) }));
+  return d.owner;
+};
+const recordOf = (kv: KeyValue): NodeLease | null => {
+  let d = decodedRecords.get(kv);
+  if (d === undefined) decodedRecords.set(kv, (d = { lease: decodeLease(parseJson(kv.value)) }));
+  return d.lease;
+};
+
 export interface KvLeases {
   leases: NodeLease[];
   unreadable: UnreadableRecord[];
@@ -62,7 +80,7 @@ export function leasesFromKvs(prefix: string, kvs: Iterable<KeyValue>, lastGood 
   for (const kv of kvs) {
     if (kv.key.startsWith(`${prefix}subnets/`)) {
       const subnet = subnetOfKeySuffix(kv.key.slice(prefix.length + "subnets/".length));
-      const owner = claimOwner(kv.value);
+      const owner = claimOf(kv);
       if (owner !== undefined) owners.set(subnet, owner);
       else {
         unreadableClaims.add(subnet);
@@ -70,7 +88,7 @@ export function leasesFromKvs(prefix: string, kvs: Iterable<KeyValue>, lastGood 
       }
     } else if (kv.key.startsWith(`${prefix}nodes/`)) {
       nodeKeys.add(kv.key);
-      const lease = decodeLease(parseJson(kv.value));
+      const lease = recordOf(kv);
       if (lease) lastGood.set(kv.key, lease);
       else unreadable.push({ kind: "node", key: kv.key, reason: "value is not a node record" });
       const view = lease ?? lastGood.get(kv.key);
@@ -78,9 +96,13 @@ export function leasesFromKvs(prefix: string, kvs: Iterable<KeyValue>, lastGood 
     }
   }
   for (const key of [...lastGood.keys()]) if (!nodeKeys.has(key)) lastGood.delete(key);
-  const leases = records
-    .map((l) => ({ ...l, subnets: l.subnets.filter((s) => owners.get(s) === l.nodeName || unreadableClaims.has(s)) }))
-    .filter((l) => l.subnets.length > 0);
+  const leases: NodeLease[] = [];
+  for (const l of records) {
+    const subnets = l.subnets.filter((s) => owners.get(s) === l.nodeName || unreadableClaims.has(s));
+    // The record itself while every subnet it lists is claimed: the same object as last time.
+    if (subnets.length === l.subnets.length) leases.push(l);
+    else if (subnets.length > 0) leases.push({ ...l, subnets });
+  }
   return { leases, unreadable };
 }
 

@@ -163,8 +163,9 @@ describe("a node switching backend", () => {
     n.annotations[ANNOTATIONS.backendType] = "vxlan";
     n.annotations[ANNOTATIONS.backendData] = JSON.stringify(hostGw);
     expect(publishedLeases([n], [], NOW)[0]!.backend).toEqual(hostGw);
-    n.annotations[ANNOTATIONS.backendData] = JSON.stringify({ vtepMAC: "02:00:00:00:00:09" });
-    expect(publishedLeases([n], [], NOW)[0]!.backend).toEqual({ type: "vxlan", vtepMAC: "02:00:00:00:00:09" });
+    // Views are never changed once made (their decoding is remembered): a new view.
+    const later = { ...n, annotations: { ...n.annotations, [ANNOTATIONS.backendData]: JSON.stringify({ vtepMAC: "02:00:00:00:00:09" }) } };
+    expect(publishedLeases([later], [], NOW)[0]!.backend).toEqual({ type: "vxlan", vtepMAC: "02:00:00:00:00:09" });
   });
 });
 
@@ -277,5 +278,24 @@ describe("unreadable objects", () => {
       ["live", ["10.244.1.0/24"], backend],
     ]);
     expect(unreadableObjects([torn], [], "kube-system").map((r) => r.key)).toEqual(["Node live"]);
+  });
+
+  it("hands out the same lease object while a node and its Leases are unchanged, and a new one when they change", () => {
+    const lastGood = new Map();
+    const a = clean(node("a", { podCIDRs: ["10.244.1.0/24"] }));
+    const b = clean(node("b", {}, ["10.244.2.0/24"]));
+    const leases = [lease("10.244.2.0/24", "b")];
+    const first = publishedLeases([a, b], leases, NOW, lastGood);
+    const second = publishedLeases([a, b], leases, NOW, lastGood);
+    expect(second[0]).toBe(first[0]);
+    expect(second[1]).toBe(first[1]);
+    // b renewed its Lease: a new expiry, a new object; a is still the same.
+    const third = publishedLeases([a, b], [lease("10.244.2.0/24", "b", NOW)], NOW, lastGood);
+    expect(third[0]).toBe(first[0]);
+    expect(third[1]).not.toBe(first[1]);
+    expect(third[1]!.expiresAt).toBe(NOW + 60_000);
+    // A new view of a (an update from the API) with another address.
+    const moved = { ...a, annotations: { ...a.annotations, [ANNOTATIONS.publicIP]: "192.0.2.9" } };
+    expect(publishedLeases([moved, b], leases, NOW, lastGood)[0]!.publicIP).toBe("192.0.2.9");
   });
 });

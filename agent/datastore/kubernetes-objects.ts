@@ -31,7 +31,7 @@ export const LEASE_SELECTOR = `${MANAGED_BY_LABEL}=${MANAGED_BY}`;
 export const NETWORK_UNAVAILABLE = "NetworkUnavailable";
 export const NETWORK_UP_REASON = "TwillIsUp";
 
-/** A Node as twill sees it. */
+/** A Node as twill sees it; never changed once made (what is decoded from it is remembered per view). */
 export interface NodeView {
   name: string;
   uid?: string;
@@ -126,6 +126,16 @@ export function nodeView(raw: RawNode): NodeView {
   return view;
 }
 
+/** `fn` once per object: a watch cache keeps an API object while it is unchanged. */
+function oncePer<R extends object, V>(fn: (raw: R) => V): (raw: R) => V {
+  const seen = new WeakMap<R, V>();
+  return (raw) => {
+    let v = seen.get(raw);
+    if (v === undefined) seen.set(raw, (v = fn(raw)));
+    return v;
+  };
+}
+
 export function leaseView(raw: RawLease): LeaseView {
   const spec = raw.spec ?? {};
   const subnet = raw.metadata?.annotations?.[LEASE_SUBNET_ANNOTATION];
@@ -148,6 +158,10 @@ export function leaseView(raw: RawLease): LeaseView {
   }
   return view;
 }
+
+/** The views of a watch cache's objects, the same view for the same object. */
+export const cachedNodeView = oncePer(nodeView);
+export const cachedLeaseView = oncePer(leaseView);
 
 function leaseProblem(name: string, subnet: string | undefined): string | undefined {
   if (subnet === undefined) return `no ${LEASE_SUBNET_ANNOTATION} annotation`;
@@ -218,6 +232,17 @@ export function annotationChanges(current: Record<string, string>, wanted: Recor
 export const clearedAnnotations = (): Record<string, null> =>
   Object.fromEntries(Object.values(ANNOTATIONS).map((k) => [k, null]));
 
+/**
+ * A Node view's backend data, decoded once per view: with views remembered per API object, a
+ * peer event at 5000 Nodes parses one Node's JSON, not 5000.
+ */
+function backendOf(node: NodeView): BackendData | null {
+  let d = backends.get(node);
+  if (d === undefined) backends.set(node, (d = { backend: decodeBackend(node.annotations) }));
+  return d.backend;
+}
+const backends = new WeakMap<NodeView, { backend: BackendData | null }>();
+
 function decodeBackend(annotations: Record<string, string>): BackendData | null {
   const type = annotations[ANNOTATIONS.backendType];
   if (!type) return null;
@@ -256,7 +281,7 @@ export function publishedLeases(
   const seen = new Set<string>();
   for (const node of nodes) {
     const publicIP = node.annotations[ANNOTATIONS.publicIP];
-    const backend = decodeBackend(node.annotations);
+    const backend = backendOf(node);
     if (node.name && publicIP) seen.add(node.name);
     if (node.name && publicIP && !backend) {
       // Published once, unreadable now: the peer keeps its last good view.
@@ -283,12 +308,28 @@ export function publishedLeases(
       }
     }
     if (lease.subnets.length > 0) {
-      result.push(lease);
-      lastGood.set(node.name, lease);
+      // The last object while nothing changed: the agent remembers leases by identity.
+      const last = lastGood.get(node.name);
+      const out = last !== undefined && sameLease(last, lease) ? last : lease;
+      result.push(out);
+      lastGood.set(node.name, out);
     }
   }
   for (const name of [...lastGood.keys()]) if (!seen.has(name)) lastGood.delete(name);
   return result;
+}
+
+/** Field by field; the backend by identity, as backendOf hands out one object per Node view. */
+function sameLease(a: NodeLease, b: NodeLease): boolean {
+  return (
+    a.nodeName === b.nodeName &&
+    a.publicIP === b.publicIP &&
+    a.backend === b.backend &&
+    a.expiresAt === b.expiresAt &&
+    a.acquiredAt === b.acquiredAt &&
+    a.subnets.length === b.subnets.length &&
+    a.subnets.every((s, i) => s === b.subnets[i])
+  );
 }
 
 /** The twill objects that cannot be read: managed Leases that do not decode, Nodes whose backend data does not. */
@@ -298,7 +339,7 @@ export function unreadableObjects(nodes: Iterable<NodeView>, leases: Iterable<Le
     if (l.managed && l.unreadable) out.push({ kind: "claim", key: `Lease ${namespace}/${l.name}`, reason: l.unreadable });
   }
   for (const n of nodes) {
-    if (n.annotations[ANNOTATIONS.publicIP] && !decodeBackend(n.annotations)) {
+    if (n.annotations[ANNOTATIONS.publicIP] && !backendOf(n)) {
       out.push({ kind: "node", key: `Node ${n.name}`, reason: `${ANNOTATIONS.backendType}/${ANNOTATIONS.backendData} annotations do not decode` });
     }
   }

@@ -26,6 +26,8 @@ import {
   NETWORK_UNAVAILABLE,
   NETWORK_UP_REASON,
   annotationChanges,
+  cachedLeaseView,
+  cachedNodeView,
   claimDecision,
   clearedAnnotations,
   leaseName,
@@ -236,7 +238,7 @@ export class KubernetesStore implements SubnetStore {
       kubeConfig,
       path: "/api/v1/nodes",
       list: () => this.core.listNode(),
-      fingerprint: (n) => nodeFingerprint(nodeView(n)),
+      fingerprint: (n) => nodeFingerprint(cachedNodeView(n)),
       onChange: schedule,
       onError,
       logger: this.logger,
@@ -254,8 +256,8 @@ export class KubernetesStore implements SubnetStore {
       pending = undefined;
       if (stopped || !nodes.synced || !leases.synced) return;
       const now = clock();
-      const leaseViews = leases.list().map(leaseView);
-      const set = peerSet(nodes.list().map(nodeView), leaseViews, now);
+      const leaseViews = leases.list().map(cachedLeaseView);
+      const set = peerSet(nodes.list().map(cachedNodeView), leaseViews, now);
       clearTimeout(expiryTimer);
       const next = nextExpiry(leaseViews, now);
       if (next !== undefined) expiryTimer = setTimeout(schedule, Math.max(0, next - now) + 1);

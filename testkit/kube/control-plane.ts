@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { etcdArgs, etcdPath, kubeApiserverPath, kubeControllerManagerPath } from "./binaries.js";
 import { freePort, httpGet, startDaemon, waitUntilReady, type Daemon } from "../daemon.js";
+import { inNetns } from "../netns.js";
 import { makeServiceAccountKey, makeServingCert, newToken, writeTokenFile } from "./pki.js";
 
 export interface ControlPlaneOptions {
@@ -15,6 +16,12 @@ export interface ControlPlaneOptions {
   nodeCidrMaskSize?: number;
   /** The controllers kube-controller-manager runs (default only nodeipam). */
   controllers?: string[];
+  /**
+   * Run etcd and kube-apiserver inside this test namespace, on its 127.0.0.1 (its loopback must
+   * be up), for clients that run there too, such as a twilld in a node namespace. The ports are
+   * then fixed: etcd 2379/2380, kube-apiserver 6443.
+   */
+  netns?: string;
 }
 
 export interface ControlPlane {
@@ -64,12 +71,12 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   };
 
   try {
-    const etcd = await startEtcd(dir);
+    const etcd = await startEtcd(dir, opts.netns);
     daemons.push(etcd.daemon);
 
     const adminToken = newToken();
     const agentToken = newToken();
-    const api = await startApiserver(dir, etcd.clientUrl, adminToken, agentToken);
+    const api = await startApiserver(dir, etcd.clientUrl, adminToken, agentToken, opts.netns);
     daemons.push(api.daemon);
 
     const kubeconfigFor = (token: string): string => writeKubeconfig(dir, api.server, api.caFile, token);
@@ -105,16 +112,15 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   }
 }
 
-async function startEtcd(dir: string): Promise<{ daemon: Daemon; clientUrl: string }> {
-  const clientUrl = `http://127.0.0.1:${await freePort()}`;
-  const peerUrl = `http://127.0.0.1:${await freePort()}`;
-  const daemon = startDaemon(
-    "etcd",
-    etcdPath,
-    etcdArgs(join(dir, "etcd"), clientUrl, peerUrl),
-    join(dir, "etcd.log"),
-  );
-  await waitUntilReady(daemon, "healthy", async () => (await httpGet(`${clientUrl}/health`)).status === 200, ETCD_READY_MS);
+/** The binary and arguments that run `bin` in `netns` (`ip netns exec` execs it: the PID stays the daemon's). */
+const runIn = (netns: string | undefined, bin: string, args: string[]): [string, string[]] =>
+  netns ? ["ip", ["netns", "exec", netns, bin, ...args]] : [bin, args];
+
+async function startEtcd(dir: string, netns?: string): Promise<{ daemon: Daemon; clientUrl: string }> {
+  const clientUrl = `http://127.0.0.1:${netns ? 2379 : await freePort()}`;
+  const peerUrl = `http://127.0.0.1:${netns ? 2380 : await freePort()}`;
+  const daemon = startDaemon("etcd", ...runIn(netns, etcdPath, etcdArgs(join(dir, "etcd"), clientUrl, peerUrl)), join(dir, "etcd.log"));
+  await waitUntilReady(daemon, "healthy", async () => (await httpGet(`${clientUrl}/health`, netns)).status === 200, ETCD_READY_MS);
   return { daemon, clientUrl };
 }
 
@@ -123,8 +129,9 @@ async function startApiserver(
   etcdUrl: string,
   adminToken: string,
   agentToken: string,
+  netns?: string,
 ): Promise<{ daemon: Daemon; server: string; caFile: string; start: () => Promise<Daemon> }> {
-  const port = await freePort();
+  const port = netns ? 6443 : await freePort();
   const serving = await makeServingCert(dir);
   const saKey = await makeServiceAccountKey(dir);
   const tokenFile = writeTokenFile(dir, [
@@ -161,13 +168,11 @@ async function startApiserver(
   const server = `https://127.0.0.1:${port}`;
   const ca = readFileSync(serving.certFile);
   const start = async (): Promise<Daemon> => {
-    const daemon = startDaemon("kube-apiserver", kubeApiserverPath(), args, join(dir, "kube-apiserver.log"));
-    await waitUntilReady(
-      daemon,
-      "ready",
-      () => httpsOk(`${server}/readyz`, ca, adminToken),
-      APISERVER_READY_MS,
-    );
+    const daemon = startDaemon("kube-apiserver", ...runIn(netns, kubeApiserverPath(), args), join(dir, "kube-apiserver.log"));
+    const ready = netns
+      ? () => httpsOkIn(netns, `${server}/readyz`, serving.certFile, adminToken)
+      : () => httpsOk(`${server}/readyz`, ca, adminToken);
+    await waitUntilReady(daemon, "ready", ready, APISERVER_READY_MS);
     return daemon;
   };
   return { daemon: await start(), server, caFile: serving.certFile, start };
@@ -198,6 +203,12 @@ function startControllerManager(
     ],
     join(dir, "kube-controller-manager.log"),
   );
+}
+
+/** httpsOk from inside `netns`, through curl (in the packages scripts/setup installs). */
+async function httpsOkIn(netns: string, url: string, caFile: string, token: string): Promise<boolean> {
+  const r = await inNetns(netns, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "--cacert", caFile, "-H", `Authorization: Bearer ${token}`, url], { reject: false });
+  return String(r.stdout).trim() === "200";
 }
 
 function writeKubeconfig(dir: string, server: string, caFile: string, token: string): string {

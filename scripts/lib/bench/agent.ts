@@ -5,7 +5,10 @@
 // `ip monitor route`); the agent's CPU over 60 s with nothing changing and the resyncs in that
 // window; its RSS; and the floor: one `bridge -batch` + one `ip -batch` programming the same
 // entries from empty in a fresh namespace. Builds its own namespaces and removes them.
-// Options: --peers N (5000), --backend vxlan|host-gw (vxlan),
+// Options: --peers N (5000), --backend vxlan|host-gw (vxlan), --datastore local|etcd|kubernetes
+// (local; etcd: a real etcd-server, kubernetes: a real etcd + kube-apiserver, both inside the
+// node namespace on its 127.0.0.1, written to by a writer process that runs there too),
+// --kube-subnets podCIDRs|leases (podCIDRs: Nodes with spec.podCIDRs; leases: subnet Leases),
 // --steady-seconds S (60), --events K (50), --profile DIR (run twilld's bundle under
 // `node --cpu-prof`, profile written to DIR when it stops), --log FILE (the agent's log).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -22,6 +25,9 @@ import { vxlanPath } from "../../../agent/backend/vxlan.js";
 import { emptyState, planDatapath, toBatches } from "../../../agent/backend/plan.js";
 import { subnetFileName } from "../../../agent/datastore/local.js";
 import { addNetns, deleteNetns, ipIn } from "../../../testkit/netns.js";
+import { startEtcdServer } from "../../../testkit/etcd.js";
+import { startControlPlane } from "../../../testkit/kube/control-plane.js";
+import { createInterface } from "node:readline";
 import type { NodeLease } from "../../../agent/types.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -29,16 +35,16 @@ const TWILLD = join(ROOT, "dist/bin/twilld");
 const argv = process.argv.slice(2);
 const opt = (name: string, fallback: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : fallback);
 const peers = Number(opt("peers", "5000"));
-const datastore = "local";
+const datastore = opt("datastore", "local");
+const kubeSubnets = opt("kube-subnets", "podCIDRs");
 const backend = opt("backend", "vxlan");
 const steadySeconds = Number(opt("steady-seconds", "60"));
 const events = Number(opt("events", "50"));
 const profileDir = opt("profile", "");
 const logFile = opt("log", "");
 if (!["vxlan", "host-gw"].includes(backend)) throw new Error(`--backend ${backend}: want vxlan or host-gw`);
-// Only the local datastore: this process writes the peers, and it can reach nothing inside the
-// namespaces (an etcd there, or a kube-apiserver) without sending traffic from the machine's own.
-if (argv.includes("--datastore") && opt("datastore", "local") !== "local") throw new Error("--datastore: this bench drives the local datastore only");
+if (!["local", "etcd", "kubernetes"].includes(datastore)) throw new Error(`--datastore ${datastore}: want local, etcd or kubernetes`);
+if (!["podCIDRs", "leases"].includes(kubeSubnets)) throw new Error(`--kube-subnets ${kubeSubnets}: want podCIDRs or leases`);
 if (!(peers > 0 && peers + events < 30_000)) throw new Error(`--peers ${peers}: want 1..${30_000 - events}`);
 
 const prefix = `twb${process.pid.toString(36)}-`;
@@ -61,9 +67,10 @@ function peerLease(i: number): NodeLease {
 
 /** Writes and removes peers the way each datastore's agents do. */
 interface PeerWriter {
-  add(l: NodeLease): Promise<void>;
-  remove(l: NodeLease): Promise<void>;
+  add(ls: NodeLease[]): Promise<void>;
+  remove(ls: NodeLease[]): Promise<void>;
   args: string[];
+  close(): Promise<void>;
 }
 
 function localWriter(store: string): PeerWriter {
@@ -76,15 +83,67 @@ function localWriter(store: string): PeerWriter {
     renameSync(tmp, path);
   };
   return {
-    add: async (l) => {
-      atomic(join(store, "subnets", subnetFileName(l.subnets[0]!)), JSON.stringify({ nodeName: l.nodeName, expiresAt: l.expiresAt }));
-      atomic(join(store, "nodes", `${l.nodeName}.json`), JSON.stringify(l));
+    add: async (ls) => {
+      for (const l of ls) {
+        atomic(join(store, "subnets", subnetFileName(l.subnets[0]!)), JSON.stringify({ nodeName: l.nodeName, expiresAt: l.expiresAt }));
+        atomic(join(store, "nodes", `${l.nodeName}.json`), JSON.stringify(l));
+      }
     },
-    remove: async (l) => {
-      unlinkSync(join(store, "nodes", `${l.nodeName}.json`));
-      unlinkSync(join(store, "subnets", subnetFileName(l.subnets[0]!)));
+    remove: async (ls) => {
+      for (const l of ls) {
+        unlinkSync(join(store, "nodes", `${l.nodeName}.json`));
+        unlinkSync(join(store, "subnets", subnetFileName(l.subnets[0]!)));
+      }
     },
     args: ["--datastore=local", `--store-dir=${store}`],
+    close: async () => {},
+  };
+}
+
+/**
+ * The etcd or kubernetes datastore, inside the node namespace: the server listens on that
+ * namespace's 127.0.0.1, and the writer process (writer/main.ts) runs there too.
+ */
+async function remoteWriter(): Promise<PeerWriter & { register(name: string, podCIDRs: string[]): Promise<void> }> {
+  let stopServer: () => Promise<void>;
+  let writerArgs: string[];
+  let args: string[];
+  if (datastore === "etcd") {
+    const etcd = await startEtcdServer({ netns: nodeNs, host: "127.0.0.1" });
+    stopServer = etcd.destroy;
+    writerArgs = ["etcd", etcd.endpoint];
+    args = ["--datastore=etcd", `--etcd-endpoints=${etcd.endpoint}`];
+  } else {
+    const cp = await startControlPlane({ netns: nodeNs });
+    stopServer = cp.stop;
+    const kubeconfig = cp.kubeconfigFor(cp.adminToken);
+    writerArgs = ["kubernetes", kubeconfig, kubeSubnets];
+    args = ["--datastore=kubernetes", `--kubeconfig=${kubeconfig}`];
+  }
+  const bundle = join(dir, "writer.cjs");
+  const built = spawnSync(join(ROOT, "node_modules/.bin/esbuild"), [join(ROOT, "scripts/lib/bench/writer/main.ts"), "--bundle", "--platform=node", "--target=node20", "--format=cjs", "--log-level=warning", `--outfile=${bundle}`], { stdio: "inherit" });
+  if (built.status !== 0) throw new Error("bundling the peer writer failed");
+  const child = spawn("ip", ["netns", "exec", nodeNs, "node", bundle, ...writerArgs], { stdio: ["pipe", "pipe", "inherit"] });
+  const answers: ((line: string) => void)[] = [];
+  createInterface({ input: child.stdout! }).on("line", (line) => answers.shift()?.(line));
+  const exited = new Promise<never>((_, reject) => child.once("exit", (code) => reject(new Error(`the peer writer exited (${code})`))));
+  exited.catch(() => {});
+  const request = async (req: object) => {
+    const answer = new Promise<string>((resolveAnswer) => answers.push(resolveAnswer));
+    child.stdin!.write(`${JSON.stringify(req)}\n`);
+    const reply = JSON.parse(await Promise.race([answer, exited])) as { ok?: true; error?: string };
+    if (reply.error) throw new Error(`peer writer: ${reply.error}`);
+  };
+  return {
+    add: (leases) => request({ op: "add", leases }),
+    remove: (leases) => request({ op: "remove", leases }),
+    register: (name, podCIDRs) => request({ op: "register", name, podCIDRs }),
+    args,
+    close: async () => {
+      child.stdin!.end();
+      await new Promise((r) => (child.exitCode !== null ? r(null) : child.once("exit", r)));
+      await stopServer();
+    },
   };
 }
 
@@ -228,20 +287,28 @@ function bundleAgent(): string {
 }
 
 let agent: ChildProcess | null = null;
+let writer: PeerWriter | null = null;
 const log: string[] = [];
 let mon: ReturnType<typeof monitorRoutes> | null = null;
+const OWN_SUBNET = "10.255.255.0/24";
 try {
   await setUpNetwork();
-  const writer = localWriter(join(dir, "store"));
+  if (datastore === "local") writer = localWriter(join(dir, "store"));
+  else {
+    const remote = await remoteWriter();
+    writer = remote;
+    // The agent's own Node, as its kubelet registers it (with the controller's podCIDR).
+    if (datastore === "kubernetes") await remote.register("node-0", kubeSubnets === "podCIDRs" ? [OWN_SUBNET] : []);
+  }
   const leases = Array.from({ length: peers }, (_, i) => peerLease(i + 1));
   const tWrite = performance.now();
-  for (let i = 0; i < leases.length; i += 200) await Promise.all(leases.slice(i, i + 200).map((l) => writer.add(l)));
+  for (let i = 0; i < leases.length; i += 500) await writer.add(leases.slice(i, i + 500));
   const writeMs = performance.now() - tWrite;
 
   const conf = join(dir, "net-conf.json");
   writeFileSync(conf, JSON.stringify(NETWORK));
   // The node's own subnet, outside every peer's: the agent tries its last subnet file's first.
-  writeFileSync(join(dir, "subnet.json"), JSON.stringify({ clusterCIDRs: ["10.128.0.0/9"], nodeSubnets: ["10.255.255.0/24"], mtu: 1450, backend, ipMasq: false, nodeName: "node-0" }));
+  writeFileSync(join(dir, "subnet.json"), JSON.stringify({ clusterCIDRs: ["10.128.0.0/9"], nodeSubnets: [OWN_SUBNET], mtu: 1450, backend, ipMasq: false, nodeName: "node-0" }));
   mon = monitorRoutes();
   await sleep(200);
   const t0 = performance.now();
@@ -286,15 +353,15 @@ try {
   const joins: number[] = [];
   const extra = Array.from({ length: events }, (_, k) => peerLease(peers + 1 + k));
   for (const l of extra) {
-    await writer.add(l);
     const w = performance.now();
+    await writer.add([l]);
     await waitFor(m, () => m.added.has(l.subnets[0]!), `${l.nodeName} programmed`, 30_000);
     joins.push(m.added.get(l.subnets[0]!)! - w);
   }
   const leaves: number[] = [];
   for (const l of extra) {
-    await writer.remove(l);
     const w = performance.now();
+    await writer.remove([l]);
     await waitFor(m, () => m.deleted.has(l.subnets[0]!), `${l.nodeName} removed`, 30_000);
     leaves.push(m.deleted.get(l.subnets[0]!)! - w);
   }
@@ -315,7 +382,8 @@ try {
   const floor = await batchFloor(leases);
   const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   const row = (what: string, value: string, target: string) => console.log(`${what.padEnd(44)}${value.padStart(14)}   ${target}`);
-  console.log(`twilld, ${peers} peers, datastore ${datastore}, backend ${backend}; load average at the end ${load}\n`);
+  const store = datastore === "kubernetes" ? `kubernetes (${kubeSubnets})` : datastore;
+  console.log(`twilld, ${peers} peers, datastore ${store}, backend ${backend}; load average at the end ${load}\n`);
   row("peers written to the datastore", `${(writeMs / 1000).toFixed(2)} s`, "");
   row("start -> every peer's route in the kernel", `${(startMs / 1000).toFixed(2)} s`, "target <= 2 s and <= 3x floor");
   row("batch floor (bridge -batch + ip -batch)", `${(floor.ms / 1000).toFixed(2)} s`, `${floor.entries} entries`);
@@ -336,6 +404,7 @@ try {
 } finally {
   if (agent) agent.kill("SIGKILL");
   mon?.child.kill();
+  await writer?.close().catch((err: unknown) => console.error(`stopping the datastore: ${String(err)}`));
   for (const ns of namespaces.reverse()) await deleteNetns(ns);
   rmSync(dir, { recursive: true, force: true });
 }
