@@ -3,7 +3,8 @@ import type { Logger } from "../../shared/log.js";
 import { errorMessage } from "../errors.js";
 
 /**
- * A list+watch cache of one resource that never gives up. client-node's ListWatch relists by
+ * A list+watch cache of one resource that never gives up. The list comes in pages
+ * (listInPages) and the watch asks for bookmarks (BookmarkWatch). client-node's ListWatch relists by
  * itself after 410 Gone (a resource version the apiserver no longer has), but after any other
  * failure (apiserver down, connection reset, a failed list) it reports the error and stops for
  * good. This restarts it with exponential backoff, resuming from the last resource version
@@ -11,6 +12,63 @@ import { errorMessage } from "../errors.js";
  */
 
 const BACKOFF_MS = { first: 250, max: 5_000 };
+/** Objects per list page, as client-go's pager: a relist of 5000 Nodes is ten answers, none huge. */
+export const LIST_PAGE = 500;
+/** Lists begun again after the apiserver dropped a continue token (410 Gone between pages). */
+const LIST_ATTEMPTS = 3;
+
+/**
+ * A whole collection, one page of `LIST_PAGE` at a time: the apiserver never builds one answer of
+ * every object, and the agent never parses one. The pages are one snapshot (the first page's
+ * resource version); should the token expire between pages (410 Gone), the list begins again.
+ */
+export async function listInPages<T extends KubernetesObject>(
+  page: (limit: number, continueToken: string | undefined) => Promise<KubernetesListObject<T>>,
+): Promise<KubernetesListObject<T>> {
+  for (let attempt = 1; ; attempt++) {
+    const items: T[] = [];
+    let token: string | undefined;
+    try {
+      for (;;) {
+        const answer = await page(LIST_PAGE, token);
+        items.push(...answer.items);
+        token = answer.metadata?._continue || undefined;
+        if (token === undefined) return { ...answer, items };
+      }
+    } catch (err) {
+      const gone = err instanceof ApiException && (err as ApiException<unknown>).code === 410;
+      if (!gone || token === undefined || attempt >= LIST_ATTEMPTS) throw err;
+    }
+  }
+}
+
+/**
+ * Watches that ask for bookmarks, and that the apiserver itself ends after 60-80 s
+ * (timeoutSeconds, spread so agents do not reconnect in step). Just before it ends a watch,
+ * and about once a minute on newer apiservers, the apiserver sends a bookmark: the current
+ * resource version, even when none of the watched objects changed. So a quiet watch is resumed
+ * from a fresh resource version, never meets 410 Gone, and never lists everything again. The
+ * client's own inactivity deadline (30 s by default) is made longer than the server's end, so it
+ * fires only on a connection that went silent.
+ */
+export const WATCH_SECONDS = { min: 60, max: 80 };
+export const WATCH_IDLE_MS = 90_000;
+class BookmarkWatch extends Watch {
+  constructor(
+    kc: KubeConfig,
+    private readonly seconds = WATCH_SECONDS,
+  ) {
+    super(kc);
+    // Private in client-node's typings; its watch() reads it on each request.
+    (this as unknown as { requestTimeoutMs: number }).requestTimeoutMs = Math.max(WATCH_IDLE_MS, seconds.max * 1000 + 10_000);
+  }
+
+  override watch(...[path, query, ...rest]: Parameters<Watch["watch"]>): ReturnType<Watch["watch"]> {
+    const { min, max } = this.seconds;
+    const timeoutSeconds = min + Math.floor(Math.random() * (max - min + 1));
+    return super.watch(path, { ...query, allowWatchBookmarks: true, timeoutSeconds }, ...rest);
+  }
+}
 
 export interface ResilientInformerOptions<T extends KubernetesObject> {
   kubeConfig: KubeConfig;
@@ -28,6 +86,8 @@ export interface ResilientInformerOptions<T extends KubernetesObject> {
   fingerprint?: (obj: T) => string;
   onError: (err: Error) => void;
   logger: Logger;
+  /** How long the apiserver keeps one watch open (default WATCH_SECONDS; tests shorten it). */
+  watchSeconds?: { min: number; max: number };
 }
 
 export class ResilientInformer<T extends KubernetesObject> {
@@ -50,7 +110,7 @@ export class ResilientInformer<T extends KubernetesObject> {
       o.onChange();
       return result;
     };
-    this.watch = new ListWatch<T>(o.path, new Watch(o.kubeConfig), list, false, o.labelSelector);
+    this.watch = new ListWatch<T>(o.path, new BookmarkWatch(o.kubeConfig, o.watchSeconds), list, false, o.labelSelector);
     const seen = new Map<string, string>();
     const keyOf = (obj: T) => `${obj.metadata?.namespace ?? ""}/${obj.metadata?.name ?? ""}`;
     const changed = (obj: T) => {
@@ -92,6 +152,11 @@ export class ResilientInformer<T extends KubernetesObject> {
 
   list(): ReadonlyArray<T> {
     return this.watch.list();
+  }
+
+  /** The resource version the watch resumes from (moved on by events and bookmarks). */
+  resourceVersion(): string {
+    return this.watch.latestResourceVersion();
   }
 
   private failed(err: unknown): void {

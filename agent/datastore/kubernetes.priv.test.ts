@@ -1,5 +1,5 @@
 import { createServer, type AddressInfo, type Socket } from "node:net";
-import { CoreV1Api, V1MicroTime, type KubeConfig } from "@kubernetes/client-node";
+import { CoordinationV1Api, CoreV1Api, V1MicroTime, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
@@ -8,7 +8,8 @@ import { startTcpProxy } from "../../testkit/tcp-proxy.js";
 import { createLogger } from "../../shared/log.js";
 import { parseNetworkConfig } from "../config.js";
 import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
-import { ANNOTATIONS, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations } from "./kubernetes-objects.js";
+import { ANNOTATIONS, LEASE_SELECTOR, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations } from "./kubernetes-objects.js";
+import { ResilientInformer, listInPages } from "./kubernetes-informer.js";
 import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
 import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
@@ -139,6 +140,48 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
       expect(calls[0]).toBe(count);
     } finally {
       stop();
+    }
+  });
+
+  it("lists in pages, and resumes a quiet watch from the bookmark the apiserver ends it with", async () => {
+    await admin.wipe();
+    const names = Array.from({ length: 25 }, (_, i) => `paged-${i}`);
+    await Promise.all(names.map((name) => admin.ensureNode(name)));
+    const pages: number[] = [];
+    const all = await listInPages(async (_limit, token) => {
+      const page = await admin.core.listNode({ limit: 10, _continue: token });
+      pages.push(page.items.length);
+      return page;
+    });
+    expect(pages).toEqual([10, 10, 5]);
+    expect(new Set(all.items.map((n) => n.metadata!.name)).size).toBe(25);
+
+    // The subnet Lease watch, with the apiserver ending each watch after 2 s.
+    const coordination = agentKc.makeApiClient(CoordinationV1Api);
+    const informer = new ResilientInformer<V1Lease>({
+      kubeConfig: agentKc,
+      path: "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+      list: () => listInPages((limit, _continue) => coordination.listNamespacedLease({ namespace: "kube-system", labelSelector: LEASE_SELECTOR, limit, _continue })),
+      labelSelector: LEASE_SELECTOR,
+      onChange: () => {},
+      onError: () => {},
+      logger: createLogger(() => {}),
+      watchSeconds: { min: 2, max: 2 },
+    });
+    const unrelated = `unrelated-${Date.now()}`;
+    informer.start();
+    try {
+      await until("the Lease informer listed", () => informer.synced || undefined);
+      // A write the watch does not select: the cluster's resource version moves on, and no
+      // watched object changes, so only a bookmark can carry the new version to the watcher.
+      const written = await admin.coordination.createNamespacedLease({ namespace: "kube-system", body: { metadata: { name: unrelated } } });
+      const version = Number(written.metadata!.resourceVersion);
+      expect(Number(informer.resourceVersion())).toBeLessThan(version);
+      await until("a bookmark at or past the unrelated write", () => Number(informer.resourceVersion()) >= version || undefined);
+      expect(informer.relists).toBe(0);
+    } finally {
+      informer.stop();
+      await admin.coordination.deleteNamespacedLease({ name: unrelated, namespace: "kube-system" }).catch(() => {});
     }
   });
 

@@ -16,7 +16,7 @@ import { DatastoreError, LeaseLostError } from "../errors.js";
 import { leaseSetFilter } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
-import { ResilientInformer, describeApiError } from "./kubernetes-informer.js";
+import { ResilientInformer, describeApiError, listInPages } from "./kubernetes-informer.js";
 import { UnreadableRecords } from "./unreadable.js";
 import {
   LEASE_SELECTOR,
@@ -212,7 +212,7 @@ export class KubernetesStore implements SubnetStore {
 
   async list(): Promise<NodeLease[]> {
     const [nodes, leases] = await Promise.all([
-      this.call("list nodes", () => this.core.listNode()),
+      this.call("list nodes", () => listInPages((limit, _continue) => this.core.listNode({ limit, _continue }))),
       this.listLeases(),
     ]);
     return this.peerSet(nodes.items.map(nodeView), leases, this.now());
@@ -237,7 +237,7 @@ export class KubernetesStore implements SubnetStore {
     const nodes = new ResilientInformer<V1Node>({
       kubeConfig,
       path: "/api/v1/nodes",
-      list: () => this.core.listNode(),
+      list: () => listInPages((limit, _continue) => this.core.listNode({ limit, _continue })),
       fingerprint: (n) => nodeFingerprint(cachedNodeView(n)),
       onChange: schedule,
       onError,
@@ -246,7 +246,7 @@ export class KubernetesStore implements SubnetStore {
     const leases = new ResilientInformer<V1Lease>({
       kubeConfig,
       path: `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`,
-      list: () => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR }),
+      list: () => listInPages((limit, _continue) => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue })),
       labelSelector: LEASE_SELECTOR,
       onChange: schedule,
       onError,
@@ -315,7 +315,7 @@ export class KubernetesStore implements SubnetStore {
   private async listLeases(): Promise<LeaseView[]> {
     const { namespace } = this.opts;
     const list = await this.call(`list Leases in namespace "${namespace}"`, () =>
-      this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR }),
+      listInPages((limit, _continue) => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue })),
     );
     return list.items.map(leaseView);
   }

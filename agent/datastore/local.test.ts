@@ -25,6 +25,28 @@ describe("local datastore", () => {
   });
 });
 
+describe("local datastore reads", () => {
+  it("hand out the same lease object while its file is unchanged, and a new one once it changes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "twill-local-reads-"));
+    const network = parseNetworkConfig({ Network: "10.6.0.0/16", SubnetLen: 24 });
+    const store = new LocalStore({ dir, network, leaseTTLMs: 60_000 });
+    try {
+      const a = await store.acquire(request("node-a"));
+      await store.acquire(request("node-b"));
+      const [first, again] = [await store.list(), await store.list()];
+      expect(again.find((l) => l.nodeName === "node-a")).toBe(first.find((l) => l.nodeName === "node-a"));
+      await sleep(5);
+      await store.renew(a);
+      const renewed = await store.list();
+      expect(renewed.find((l) => l.nodeName === "node-a")).not.toBe(first.find((l) => l.nodeName === "node-a"));
+      expect(renewed.find((l) => l.nodeName === "node-b")).toBe(first.find((l) => l.nodeName === "node-b"));
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("local datastore with damaged files", () => {
   const network = parseNetworkConfig({ Network: "10.5.0.0/23", SubnetLen: 24 });
   let dir = "";
