@@ -44,12 +44,13 @@ export async function listInPages<T extends KubernetesObject>(
 
 /**
  * Watches that ask for bookmarks, and that the apiserver itself ends after 60-80 s
- * (timeoutSeconds, spread so agents do not reconnect in step). Just before it ends a watch,
- * and about once a minute on newer apiservers, the apiserver sends a bookmark: the current
- * resource version, even when none of the watched objects changed. So a quiet watch is resumed
- * from a fresh resource version, never meets 410 Gone, and never lists everything again. The
- * client's own inactivity deadline (30 s by default) is made longer than the server's end, so it
- * fires only on a connection that went silent.
+ * (timeoutSeconds, spread so agents do not reconnect in step); ListWatch then resumes from the
+ * last resource version it saw, without a list. Apiservers that send bookmarks (about once a
+ * minute, and just before they end a watch) move that version on even while none of the
+ * watched objects change, so a quiet watch never resumes from a version too old to serve (410
+ * Gone, a full list). The 1.20 apiserver the tests build sent none when probed. The client's
+ * own inactivity deadline (30 s by default) is made longer than the server's end, so it fires
+ * only on a connection that went silent.
  */
 export const WATCH_SECONDS = { min: 60, max: 80 };
 export const WATCH_IDLE_MS = 90_000;
@@ -99,6 +100,8 @@ export class ResilientInformer<T extends KubernetesObject> {
   synced = false;
   /** How many times the cache was rebuilt from a list after the first (410 Gone). */
   relists = 0;
+  /** How many watches were opened: the first, and each resume after one ended. */
+  watches = 0;
 
   constructor(private readonly o: ResilientInformerOptions<T>) {
     const list = async () => {
@@ -130,6 +133,7 @@ export class ResilientInformer<T extends KubernetesObject> {
       o.onChange();
     });
     this.watch.on(CONNECT, () => {
+      this.watches++;
       // An emptied resource version on (re)connect means the apiserver answered 410 Gone.
       if (this.synced && this.watch.latestResourceVersion() === "") {
         this.relists++;

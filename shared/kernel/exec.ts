@@ -26,8 +26,14 @@ export const run: Runner = (argv, opts = {}) => {
   return bun ? runBun(bun, argv, opts) : runNode(argv, opts);
 };
 
+/**
+ * node:child_process, loaded on first use: the Bun-compiled plugin never loads it. Not through
+ * import(), which a Node single executable with a code cache (twilld) cannot run.
+ */
+const nodeChildProcess = () => process.getBuiltinModule("node:child_process") as typeof import("node:child_process");
+
 async function runNode(argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
-  const { spawn } = await import("node:child_process");
+  const { spawn } = nodeChildProcess();
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
@@ -96,7 +102,7 @@ export interface InteractiveHandlers {
  * is the one long-lived user.
  */
 export async function startInteractive(argv: readonly string[], on: InteractiveHandlers): Promise<Interactive> {
-  const { spawn } = await import("node:child_process");
+  const { spawn } = nodeChildProcess();
   const child = spawn("sh", ["-c", 'exec "$@" 2>&1', "sh", ...argv], { stdio: ["pipe", "pipe", "ignore"] });
   let exited = false;
   child.stdout!.setEncoding("utf8");

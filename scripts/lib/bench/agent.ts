@@ -231,14 +231,33 @@ function descendants(pid: number): number[] {
   walk(pid);
   return out;
 }
-/** CPU of the agent and of every process it runs: the ones it reaped and the ones still running. */
-const cpuTicks = (pid: number) => [pid, ...descendants(pid)].reduce((sum, p) => {
-  try {
-    return sum + ticksOf(p);
-  } catch {
-    return sum;
+/** CPU ticks of the agent (with the processes it reaped) and of each process it keeps running, by PID. */
+function cpuTicks(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      out.set(p, ticksOf(p));
+    } catch {
+      // exited while listed
+    }
   }
-}, 0);
+  return out;
+}
+/** Ticks spent between two readings: the agent's own, and the kept processes' by command name. */
+function cpuSpent(pid: number, before: Map<number, number>, after: Map<number, number>): { agent: number; kept: Map<string, number> } {
+  const kept = new Map<string, number>();
+  for (const [p, t] of after) {
+    if (p === pid) continue;
+    let name = "?";
+    try {
+      name = readFileSync(`/proc/${p}/comm`, "utf8").trim();
+    } catch {
+      // exited
+    }
+    kept.set(name, (kept.get(name) ?? 0) + t - (before.get(p) ?? 0));
+  }
+  return { agent: after.get(pid)! - before.get(pid)!, kept };
+}
 const statusKb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
 const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
 
@@ -330,7 +349,10 @@ try {
   const c0 = cpuTicks(pid);
   const s0 = performance.now();
   await sleep(steadySeconds * 1000);
-  const cpu = ((cpuTicks(pid) - c0) / CLK_TCK) / ((performance.now() - s0) / 1000);
+  const spent = cpuSpent(pid, c0, cpuTicks(pid));
+  const share = (ticks: number) => ticks / CLK_TCK / ((performance.now() - s0) / 1000);
+  const keptTicks = [...spent.kept.values()].reduce((a, b) => a + b, 0);
+  const cpu = share(spent.agent + keptTicks);
   const after = metricsPage();
   const fullCount = metric(after, 'twill_reconcile_duration_seconds_count{kind="full"}') - metric(before, 'twill_reconcile_duration_seconds_count{kind="full"}');
   const fullSum = metric(after, 'twill_reconcile_duration_seconds_sum{kind="full"}') - metric(before, 'twill_reconcile_duration_seconds_sum{kind="full"}');
@@ -392,6 +414,8 @@ try {
   row(`peer leaves: p50 / p95 (${events})`, `${quantile(leaves, 0.5).toFixed(1)} / ${quantile(leaves, 0.95).toFixed(1)} ms`, "target p95 <= 100 ms");
   row("peer-event reconcile, mean", `${((peerSum / peerCount) * 1000).toFixed(1)} ms`, "");
   row(`CPU incl. ip/nft children, quiet (${steadySeconds} s)`, `${(cpu * 100).toFixed(1)} %`, "target <= 2 % of a core");
+  const keptShares = [...spent.kept].filter(([, t]) => t > 0).map(([n, t]) => `${n} ${(share(t) * 100).toFixed(2)}`).join(", ");
+  row("  of which twilld itself / kept processes", `${(share(spent.agent) * 100).toFixed(1)} / ${(share(keptTicks) * 100).toFixed(1)} %`, keptShares);
   row(`resync with nothing to change, mean of ${fullCount}`, `${((fullSum / fullCount) * 1000).toFixed(0)} ms`, `target <= 100 ms; ${changesInWindow} changes made`);
   row("RSS / peak RSS", `${rss.toFixed(0)} / ${hwm.toFixed(0)} MB`, "target <= 150 MB");
   row("RSS (anonymous) of the processes it runs", `${helperRss.toFixed(0)} (${helperAnon.toFixed(0)}) MB`, `${helpers.length}: ${helperNames}`);
