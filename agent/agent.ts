@@ -208,7 +208,14 @@ export class Agent {
     if (isEmptyDiff(diff) && this.reconciledOnce) return;
     const first = !this.reconciledOnce;
     this.reconciledOnce = true;
-    for (const l of diff.added) this.o.logger.info("Peer joined", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
+    // The first view names its peers at debug level only: a line each for 5000 peers at every
+    // start is noise (and tens of milliseconds of start-up). Changes after it are logged one by one.
+    if (first) this.o.logger.info("Peers at start", { peers: peers.length });
+    for (const l of diff.added) {
+      const fields = { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP };
+      if (first) this.o.logger.debug("Peer joined", fields);
+      else this.o.logger.info("Peer joined", fields);
+    }
     for (const l of diff.removed) this.o.logger.info("Peer left", { peer: l.nodeName, subnets: l.subnets });
     for (const l of diff.changed) this.o.logger.info("Peer changed", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
     if (first) return this.scheduleReconcile();

@@ -1,4 +1,6 @@
 import { ApiException, CONNECT, ERROR, ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest, type RequestOptions } from "node:https";
 import type { Logger } from "../../shared/log.js";
 import { errorMessage } from "../errors.js";
 
@@ -40,6 +42,42 @@ export async function listInPages<T extends KubernetesObject>(
       if (!gone || token === undefined || attempt >= LIST_ATTEMPTS) throw err;
     }
   }
+}
+
+/**
+ * One page of a collection as plain JSON. client-node's typed lists revive every field of every
+ * object into its model classes (dates, nested types): for 5000 Nodes that is most of a second of
+ * the agent's start-up, and real Nodes, with their images and addresses, are larger still. The
+ * watch hands out plain JSON objects anyway, and twill reads the same fields from both.
+ */
+export async function listPage<T extends KubernetesObject>(
+  kc: KubeConfig,
+  path: string,
+  query: { labelSelector?: string; limit: number; continue?: string },
+  timeoutMs: number,
+): Promise<KubernetesListObject<T>> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error("the kubeconfig has no current cluster");
+  const url = new URL(cluster.server.replace(/\/+$/, "") + path);
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== "") url.searchParams.set(k, String(v));
+  const opts: RequestOptions = { method: "GET", headers: { Accept: "application/json" } };
+  await kc.applyToHTTPSOptions(opts);
+  const send = url.protocol === "http:" ? httpRequest : httpsRequest;
+  return new Promise((resolve, reject) => {
+    const req = send(url, { ...opts, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        const body = safeJson(text);
+        if (res.statusCode === 200 && body && typeof body === "object") resolve(body as KubernetesListObject<T>);
+        else reject(new ApiException(res.statusCode ?? 0, `HTTP ${res.statusCode}`, body ?? text, res.headers as Record<string, string>));
+      });
+    });
+    req.on("error", reject);
+    req.end();
+  });
 }
 
 /**

@@ -296,7 +296,7 @@ export function publishedLeases(
       lease.subnets = node.podCIDRs;
       if (node.createdAt !== undefined) lease.acquiredAt = node.createdAt;
     } else {
-      const listed = leased.split(",").filter(Boolean).map(canonicalOrSelf);
+      const listed = leasedSubnetsOf(node, leased);
       const held = listed.map((s) => live.get(s)).filter((l): l is LeaseView => l !== undefined && l.holder === node.name);
       // A Lease that cannot be read cannot disprove the node's claim: it keeps the subnet.
       const unproven = listed.filter((s) => !live.has(s) && parseCidrOrNull(s) && unreadableNames.has(leaseName(s)));
@@ -318,6 +318,14 @@ export function publishedLeases(
   for (const name of [...lastGood.keys()]) if (!seen.has(name)) lastGood.delete(name);
   return result;
 }
+
+/** The subnets a Node's annotation lists, canonical; parsed once per view. */
+function leasedSubnetsOf(node: NodeView, annotation: string): string[] {
+  let listed = leasedSubnets.get(node);
+  if (listed === undefined) leasedSubnets.set(node, (listed = annotation.split(",").filter(Boolean).map(canonicalOrSelf)));
+  return listed;
+}
+const leasedSubnets = new WeakMap<NodeView, string[]>();
 
 /** Field by field; the backend by identity, as backendOf hands out one object per Node view. */
 function sameLease(a: NodeLease, b: NodeLease): boolean {

@@ -16,7 +16,7 @@ import { DatastoreError, LeaseLostError } from "../errors.js";
 import { leaseSetFilter } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
-import { ResilientInformer, describeApiError, listInPages } from "./kubernetes-informer.js";
+import { ResilientInformer, describeApiError, listInPages, listPage } from "./kubernetes-informer.js";
 import { UnreadableRecords } from "./unreadable.js";
 import {
   LEASE_SELECTOR,
@@ -124,9 +124,11 @@ export class KubernetesStore implements SubnetStore {
   private readonly stops = new Set<() => void>();
   private readonly damaged: UnreadableRecords;
   private readonly lastGood = new Map<string, NodeLease>();
+  private readonly timeoutMs: number;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
     const timeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.timeoutMs = timeout;
     this.core = apiClient(opts.kubeConfig, CoreV1Api, timeout);
     this.coordination = apiClient(opts.kubeConfig, CoordinationV1Api, timeout);
     this.logger = opts.logger ?? nullLogger;
@@ -225,6 +227,7 @@ export class KubernetesStore implements SubnetStore {
    */
   watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
     const { kubeConfig, namespace } = this.opts;
+    const leasesPath = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
     let stopped = false;
     let pending: NodeJS.Immediate | undefined;
     let expiryTimer: NodeJS.Timeout | undefined;
@@ -237,7 +240,7 @@ export class KubernetesStore implements SubnetStore {
     const nodes = new ResilientInformer<V1Node>({
       kubeConfig,
       path: "/api/v1/nodes",
-      list: () => listInPages((limit, _continue) => this.core.listNode({ limit, _continue })),
+      list: () => listInPages<V1Node>((limit, token) => listPage(kubeConfig, "/api/v1/nodes", { limit, continue: token }, this.timeoutMs)),
       fingerprint: (n) => nodeFingerprint(cachedNodeView(n)),
       onChange: schedule,
       onError,
@@ -245,8 +248,8 @@ export class KubernetesStore implements SubnetStore {
     });
     const leases = new ResilientInformer<V1Lease>({
       kubeConfig,
-      path: `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`,
-      list: () => listInPages((limit, _continue) => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue })),
+      path: leasesPath,
+      list: () => listInPages<V1Lease>((limit, token) => listPage(kubeConfig, leasesPath, { labelSelector: LEASE_SELECTOR, limit, continue: token }, this.timeoutMs)),
       labelSelector: LEASE_SELECTOR,
       onChange: schedule,
       onError,

@@ -72,4 +72,21 @@ describe("an IpRoute with persistent ip and bridge processes", () => {
     await ip.bridgeBatch(macs.map((m, i) => ["fdb", "replace", m, "dev", "vx0", "dst", `10.9.0.${i + 10}`, "self", "permanent"]), "add fdb", true);
     expect((await listFdb(ip, "vx0")).map((f) => f.mac).sort()).toEqual(macs);
   });
+
+  it("ends the process that printed a large dump, and reads on with a new one", async () => {
+    ip.close();
+    await ip.link("d0");
+    expect(ip.persistentProcesses).toBe(1); // the link reads'
+    await ip.routes(4, ["proto", "150"]); // small: its process stays
+    expect(ip.persistentProcesses).toBe(2);
+    const many = Array.from({ length: 5000 }, (_, i) => ["route", "replace", `10.80.${i >> 8}.${i & 255}/32`, "dev", "d0", "proto", "151"]);
+    await oneShot.batch(many, "add 5000 routes");
+    try {
+      expect((await ip.routes(4, ["proto", "151"])).length).toBe(5000); // about 375 KB of JSON
+      expect(ip.persistentProcesses).toBe(1);
+      expect((await ip.routes(4, ["proto", "151"])).length).toBe(5000);
+    } finally {
+      await oneShot.batch(many.map(([, , dst]) => ["route", "del", dst!, "proto", "151"]), "remove them");
+    }
+  });
 });

@@ -7,7 +7,7 @@
 //
 // Reads one request per line on stdin, {"op":"add"|"remove","leases":[NodeLease...]} (or
 // {"op":"register","name","podCIDRs"} for the agent's own Node), writes the peers the way their
-// agents would, and answers {"ok":true} or {"error":"..."} on stdout.
+// agents would, and answers {"ok":true,"ms":<how long the writes took>} or {"error":"..."} on stdout.
 import { createInterface } from "node:readline";
 import { CoordinationV1Api, CoreV1Api, KubeConfig, V1MicroTime } from "@kubernetes/client-node";
 import { EtcdClient } from "../../../../agent/datastore/etcd-client.js";
@@ -99,8 +99,9 @@ async function main() {
       try {
         const req = JSON.parse(line) as { op: "add" | "remove"; leases: NodeLease[] } | { op: "register"; name: string; podCIDRs: string[] };
         if (req.op === "register") await writer.register?.(req.name, req.podCIDRs);
-        else await eachLimited(req.leases, 32, (l) => (req.op === "add" ? writer.add(l) : writer.remove(l)));
-        answer({ ok: true });
+        const t0 = performance.now();
+        if (req.op !== "register") await eachLimited(req.leases, 32, (l) => (req.op === "add" ? writer.add(l) : writer.remove(l)));
+        answer({ ok: true, ms: performance.now() - t0 });
       } catch (err) {
         answer({ error: String((err as { body?: unknown }).body ?? err) });
       }
