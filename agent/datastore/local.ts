@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, watch, type FSWatcher } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, watch, type FSWatcher, type Stats } from "node:fs";
 import { link, mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { writeTempFile } from "../../shared/fs.js";
 import { basename, dirname, join } from "node:path";
@@ -377,24 +377,23 @@ export class LocalStore implements SubnetStore {
    * unchanged and `trustUnchanged` is set (what the store hands out keeps its identity).
    */
   private readEntry(path: string, trustUnchanged: boolean, decode: (value: unknown) => Claim | NodeLease | Unreadable): Claim | NodeLease | Unreadable | null {
-    const stamp = fileStamp(path);
-    if (stamp === null) {
-      this.readCache.delete(path);
-      return null;
-    }
     const cached = this.readCache.get(path);
-    if (trustUnchanged && cached?.stamp === stamp) return cached.entry;
+    if (trustUnchanged && cached !== undefined) {
+      const stamp = fileStamp(path);
+      if (stamp === cached.stamp) return cached.entry;
+    }
     const read = readJson(path);
     if (read === null) {
       this.readCache.delete(path);
       return null;
     }
-    const fresh = "error" in read ? read : decode(read.value);
+    const fresh = "error" in read ? { error: read.error } : decode(read.value);
     // The same content read again (acquire's reads): keep handing out the same object.
     const entry = cached !== undefined && JSON.stringify(cached.entry) === JSON.stringify(fresh) ? cached.entry : fresh;
-    this.readCache.set(path, { stamp, entry });
+    this.readCache.set(path, { stamp: read.stamp, entry });
     return entry;
   }
+
 
   /** The store as claims and records, from the files; unreadable ones noted (and logged once). */
   private stateOf(index: FileIndex): State {
@@ -488,31 +487,34 @@ function decodeClaim(raw: unknown): Claim | null {
  */
 function fileStamp(path: string): string | null {
   const st = lstatSync(path, { throwIfNoEntry: false });
-  return st ? `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}` : null;
+  return st ? stampOf(st) : null;
 }
+const stampOf = (st: Stats): string => `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}`;
 
 /**
  * A store file's JSON; null when it does not exist, `{error}` when it cannot be read as JSON
  * (torn, a directory, a FIFO: opened non-blocking and checked before reading, never followed
  * through a symlink).
  */
-function readJson(path: string): { value: unknown } | { error: string } | null {
+function readJson(path: string): ({ value: unknown } | { error: string }) & { stamp: string } | null {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return null;
-    if (code === "ELOOP") return { error: "is a symlink" };
+    if (code === "ELOOP") return { error: "is a symlink", stamp: fileStamp(path) ?? "" };
     throw storeError(`read ${path}`, err);
   }
   try {
-    if (!fstatSync(fd).isFile()) return { error: "not a regular file" };
+    const st = fstatSync(fd);
+    const stamp = stampOf(st);
+    if (!st.isFile()) return { error: "not a regular file", stamp };
     const text = readFileSync(fd, "utf8");
     try {
-      return { value: JSON.parse(text) };
+      return { value: JSON.parse(text), stamp };
     } catch {
-      return { error: text.length === 0 ? "empty" : "not valid JSON (truncated?)" };
+      return { error: text.length === 0 ? "empty" : "not valid JSON (truncated?)", stamp };
     }
   } finally {
     closeSync(fd);
