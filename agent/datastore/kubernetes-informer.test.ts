@@ -3,7 +3,9 @@ import { describe, expect, it } from "vitest";
 import { LIST_PAGE, listInPages } from "./kubernetes-informer.js";
 
 const nodes = (from: number, n: number): V1Node[] => Array.from({ length: n }, (_, i) => ({ metadata: { name: `node-${from + i}` } }));
-const page = (items: V1Node[], token?: string): KubernetesListObject<V1Node> => ({ metadata: { resourceVersion: "42", ...(token ? { _continue: token } : {}) }, items });
+// The API's JSON names the token "continue" (client-node's typed lists: "_continue").
+const page = (items: V1Node[], token?: string): KubernetesListObject<V1Node> =>
+  ({ metadata: { resourceVersion: "42", ...(token ? { continue: token } : {}) }, items }) as KubernetesListObject<V1Node>;
 
 describe("listInPages", () => {
   it("asks for pages of LIST_PAGE until there is no continue token, and gives one list", async () => {

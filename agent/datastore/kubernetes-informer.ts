@@ -5,9 +5,9 @@ import type { Logger } from "../../shared/log.js";
 import { errorMessage } from "../errors.js";
 
 /**
- * A list+watch cache of one resource that never gives up. The list comes in pages
- * (listInPages) and the watch asks for bookmarks (BookmarkWatch). client-node's ListWatch relists by
- * itself after 410 Gone (a resource version the apiserver no longer has), but after any other
+ * A list+watch cache of one resource that never gives up. The list comes in pages of plain JSON
+ * (listInPages, listPage); the watch asks for bookmarks and is ended by the apiserver now and then
+ * (BookmarkWatch). client-node's ListWatch relists by itself after 410 Gone (a resource version the apiserver no longer has), but after any other
  * failure (apiserver down, connection reset, a failed list) it reports the error and stops for
  * good. This restarts it with exponential backoff, resuming from the last resource version
  * (a 410 on resume makes it relist), and tells when the cache holds a complete list.
@@ -34,7 +34,9 @@ export async function listInPages<T extends KubernetesObject>(
       for (;;) {
         const answer = await page(LIST_PAGE, token);
         items.push(...answer.items);
-        token = answer.metadata?._continue || undefined;
+        // `continue` in the API's JSON, `_continue` in client-node's typed lists.
+        const meta = answer.metadata as { continue?: string; _continue?: string } | undefined;
+        token = meta?.continue || meta?._continue || undefined;
         if (token === undefined) return { ...answer, items };
       }
     } catch (err) {

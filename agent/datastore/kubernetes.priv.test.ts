@@ -1,6 +1,6 @@
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { CoordinationV1Api, CoreV1Api, V1MicroTime, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
+import { CoordinationV1Api, CoreV1Api, V1MicroTime, type KubeConfig, type V1Lease, type V1Node } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
@@ -10,7 +10,7 @@ import { createLogger } from "../../shared/log.js";
 import { parseNetworkConfig } from "../config.js";
 import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
 import { ANNOTATIONS, LEASE_SELECTOR, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations } from "./kubernetes-objects.js";
-import { ResilientInformer, listInPages } from "./kubernetes-informer.js";
+import { ResilientInformer, listInPages, listPage } from "./kubernetes-informer.js";
 import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
 import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
@@ -156,6 +156,15 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
     });
     expect(pages).toEqual([10, 10, 5]);
     expect(new Set(all.items.map((n) => n.metadata!.name)).size).toBe(25);
+    // The same as plain JSON, the way the watch lists (its token is "continue" there).
+    const raw: number[] = [];
+    const plain = await listInPages<V1Node>(async (_limit, token) => {
+      const page = await listPage<V1Node>(agentKc, "/api/v1/nodes", { limit: 10, continue: token }, 10_000);
+      raw.push(page.items.length);
+      return page;
+    });
+    expect(raw).toEqual([10, 10, 5]);
+    expect(plain.items.map((n) => n.metadata!.name).sort()).toEqual(all.items.map((n) => n.metadata!.name).sort());
 
     // The subnet Lease watch, which the apiserver ends after 2 s (timeoutSeconds) each time.
     const coordination = agentKc.makeApiClient(CoordinationV1Api);

@@ -394,7 +394,6 @@ export class LocalStore implements SubnetStore {
     return entry;
   }
 
-
   /** The store as claims and records, from the files; unreadable ones noted (and logged once). */
   private stateOf(index: FileIndex): State {
     const claims = new Map<string, Claim>();

@@ -73,7 +73,7 @@ describe("an IpRoute with persistent ip and bridge processes", () => {
     expect((await listFdb(ip, "vx0")).map((f) => f.mac).sort()).toEqual(macs);
   });
 
-  it("ends the process that printed a large dump, and reads on with a new one", async () => {
+  it("ends the process that printed a large dump or ran a long batch, and goes on with new ones", async () => {
     ip.close();
     await ip.link("d0");
     expect(ip.persistentProcesses).toBe(1); // the link reads'
@@ -85,8 +85,14 @@ describe("an IpRoute with persistent ip and bridge processes", () => {
       expect((await ip.routes(4, ["proto", "151"])).length).toBe(5000); // about 375 KB of JSON
       expect(ip.persistentProcesses).toBe(1);
       expect((await ip.routes(4, ["proto", "151"])).length).toBe(5000);
+      const before = ip.persistentProcesses;
+      await ip.batch(many.slice(0, 10).map(([, , dst]) => ["route", "del", dst!, "proto", "151"]), "a short batch", true);
+      expect(ip.persistentProcesses).toBe(before + 1); // the batch process stays
+      await ip.batch(many.slice(10).map(([, , dst]) => ["route", "del", dst!, "proto", "151"]), "a long batch", true);
+      expect(ip.persistentProcesses).toBe(before);
+      expect(await ip.routes(4, ["proto", "151"])).toEqual([]);
     } finally {
-      await oneShot.batch(many.map(([, , dst]) => ["route", "del", dst!, "proto", "151"]), "remove them");
+      await oneShot.batch([["route", "flush", "proto", "151"]], "remove them");
     }
   });
 });

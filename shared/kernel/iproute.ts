@@ -189,6 +189,9 @@ export class IpRoute {
       this.dropSession(s);
       throw new KernelError(op, r.output);
     }
+    // Like a large dump, a batch of thousands of lines leaves the process holding memory (40 MB
+    // after the 10000 routes and neighbors of 5000 peers); peer events are a few lines each.
+    if (lines.length > LARGE_BATCH_LINES) this.dropSession(s);
     return true;
   }
 
@@ -341,8 +344,9 @@ export function toolPrefix(netns: string | null, tool: "bridge" | "nft"): readon
   return ["nsenter", `--net=${netns}`, tool];
 }
 
-/** A read whose output is larger than this ends its persistent process (see sessionJson). */
+/** A read whose output is larger than this, or a batch longer than this, ends its persistent process. */
 const LARGE_READ_BYTES = 256 * 1024;
+const LARGE_BATCH_LINES = 1000;
 
 /** What a batch through a persistent process may change. */
 const SESSION_BATCH_OBJECTS = new Set(["route", "neigh", "addr", "fdb"]);

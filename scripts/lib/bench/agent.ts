@@ -374,7 +374,13 @@ try {
   }, 0);
   const helperRss = helperKb("VmRSS") / 1024;
   const helperAnon = helperKb("RssAnon") / 1024;
-  const helperNames = helpers.map((p) => readFileSync(`/proc/${p}/comm`, "utf8").trim()).join(", ");
+  const helperNames = helpers
+    .map((p) => {
+      const name = readFileSync(`/proc/${p}/comm`, "utf8").trim();
+      const anon = statusKb(p, "RssAnon") / 1024;
+      return anon >= 1 ? `${name} ${anon.toFixed(0)}` : name;
+    })
+    .join(", ");
 
   // Joins, then leaves, one at a time.
   const joins: number[] = [];
