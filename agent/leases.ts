@@ -1,3 +1,4 @@
+import { oncePer } from "../shared/memo.js";
 import type { BackendData, NodeLease } from "./types.js";
 
 /**
@@ -51,15 +52,7 @@ export function claimAge(prev: NodeLease | null | undefined, subnets: readonly s
  * same object while a record is unchanged, so a peer event at 5000 peers computes one key, not
  * 5000. Leases are never changed once handed out.
  */
-export function leaseKey(l: NodeLease): string {
-  let key = leaseKeys.get(l);
-  if (key === undefined) {
-    key = JSON.stringify([l.nodeName, l.subnets, l.publicIP, canonicalBackend(l.backend)]);
-    leaseKeys.set(l, key);
-  }
-  return key;
-}
-const leaseKeys = new WeakMap<NodeLease, string>();
+export const leaseKey = oncePer((l: NodeLease): string => JSON.stringify([l.nodeName, l.subnets, l.publicIP, canonicalBackend(l.backend)]));
 
 /** Two views of the cluster hold the same leases (order and expiry ignored). */
 export function sameLeaseSet(a: readonly NodeLease[], b: readonly NodeLease[]): boolean {
@@ -72,16 +65,10 @@ export function sameLeaseSet(a: readonly NodeLease[], b: readonly NodeLease[]): 
 }
 
 /** The lease without its expiry (a copy would go stale), the same object for the same lease. */
-export function withoutExpiry(l: NodeLease): NodeLease {
-  let bare = bareLeases.get(l);
-  if (bare === undefined) {
-    const { expiresAt: _expiry, ...rest } = l;
-    bare = rest;
-    bareLeases.set(l, bare);
-  }
-  return bare;
-}
-const bareLeases = new WeakMap<NodeLease, NodeLease>();
+export const withoutExpiry = oncePer((l: NodeLease): NodeLease => {
+  const { expiresAt: _expiry, ...rest } = l;
+  return rest;
+});
 
 /** A watch's filter: true when `leases` differ from the last set it passed. */
 export function leaseSetFilter(): (leases: readonly NodeLease[]) => boolean {

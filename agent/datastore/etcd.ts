@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
+import { oncePer } from "../../shared/memo.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
 import { claimAge, checkNodeName, decodeLease, leaseKey, leaseSetFilter } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
@@ -48,18 +49,8 @@ const claimOwner = (value: string): string | undefined => {
  * key is unchanged, so a peer event at 5000 peers parses one value, not 10000, and hands out
  * the same lease objects (whose identity the agent remembers).
  */
-const decodedClaims = new WeakMap<KeyValue, { owner: string | undefined }>();
-const decodedRecords = new WeakMap<KeyValue, { lease: NodeLease | null }>();
-const claimOf = (kv: KeyValue): string | undefined => {
-  let d = decodedClaims.get(kv);
-  if (d === undefined) decodedClaims.set(kv, (d = { owner: claimOwner(kv.value) }));
-  return d.owner;
-};
-const recordOf = (kv: KeyValue): NodeLease | null => {
-  let d = decodedRecords.get(kv);
-  if (d === undefined) decodedRecords.set(kv, (d = { lease: decodeLease(parseJson(kv.value)) }));
-  return d.lease;
-};
+const claimOf = oncePer((kv: KeyValue) => claimOwner(kv.value));
+const recordOf = oncePer((kv: KeyValue) => decodeLease(parseJson(kv.value)));
 
 export interface KvLeases {
   leases: NodeLease[];

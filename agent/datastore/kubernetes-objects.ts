@@ -1,5 +1,6 @@
 import { covers, formatCidr, parseCidr, type Cidr } from "../../shared/net/cidr.js";
 import { DatastoreError } from "../errors.js";
+import { oncePer } from "../../shared/memo.js";
 import type { BackendData, NetworkConfig, NodeLease, UnreadableRecord } from "../types.js";
 
 /**
@@ -126,16 +127,6 @@ export function nodeView(raw: RawNode): NodeView {
   return view;
 }
 
-/** `fn` once per object: a watch cache keeps an API object while it is unchanged. */
-function oncePer<R extends object, V>(fn: (raw: R) => V): (raw: R) => V {
-  const seen = new WeakMap<R, V>();
-  return (raw) => {
-    let v = seen.get(raw);
-    if (v === undefined) seen.set(raw, (v = fn(raw)));
-    return v;
-  };
-}
-
 export function leaseView(raw: RawLease): LeaseView {
   const spec = raw.spec ?? {};
   const subnet = raw.metadata?.annotations?.[LEASE_SUBNET_ANNOTATION];
@@ -159,7 +150,7 @@ export function leaseView(raw: RawLease): LeaseView {
   return view;
 }
 
-/** The views of a watch cache's objects, the same view for the same object. */
+/** The views of a watch cache's objects (it keeps an API object while it is unchanged), the same view for the same object. */
 export const cachedNodeView = oncePer(nodeView);
 export const cachedLeaseView = oncePer(leaseView);
 
@@ -236,12 +227,7 @@ export const clearedAnnotations = (): Record<string, null> =>
  * A Node view's backend data, decoded once per view: with views remembered per API object, a
  * peer event at 5000 Nodes parses one Node's JSON, not 5000.
  */
-function backendOf(node: NodeView): BackendData | null {
-  let d = backends.get(node);
-  if (d === undefined) backends.set(node, (d = { backend: decodeBackend(node.annotations) }));
-  return d.backend;
-}
-const backends = new WeakMap<NodeView, { backend: BackendData | null }>();
+const backendOf = oncePer((node: NodeView) => decodeBackend(node.annotations));
 
 function decodeBackend(annotations: Record<string, string>): BackendData | null {
   const type = annotations[ANNOTATIONS.backendType];
@@ -296,7 +282,7 @@ export function publishedLeases(
       lease.subnets = node.podCIDRs;
       if (node.createdAt !== undefined) lease.acquiredAt = node.createdAt;
     } else {
-      const listed = leasedSubnetsOf(node, leased);
+      const listed = leasedSubnetsOf(node);
       const held = listed.map((s) => live.get(s)).filter((l): l is LeaseView => l !== undefined && l.holder === node.name);
       // A Lease that cannot be read cannot disprove the node's claim: it keeps the subnet.
       const unproven = listed.filter((s) => !live.has(s) && parseCidrOrNull(s) && unreadableNames.has(leaseName(s)));
@@ -320,12 +306,7 @@ export function publishedLeases(
 }
 
 /** The subnets a Node's annotation lists, canonical; parsed once per view. */
-function leasedSubnetsOf(node: NodeView, annotation: string): string[] {
-  let listed = leasedSubnets.get(node);
-  if (listed === undefined) leasedSubnets.set(node, (listed = annotation.split(",").filter(Boolean).map(canonicalOrSelf)));
-  return listed;
-}
-const leasedSubnets = new WeakMap<NodeView, string[]>();
+const leasedSubnetsOf = oncePer((node: NodeView) => (node.annotations[ANNOTATIONS.subnets] ?? "").split(",").filter(Boolean).map(canonicalOrSelf));
 
 /** Field by field; the backend by identity, as backendOf hands out one object per Node view. */
 function sameLease(a: NodeLease, b: NodeLease): boolean {

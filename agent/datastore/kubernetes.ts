@@ -127,10 +127,9 @@ export class KubernetesStore implements SubnetStore {
   private readonly timeoutMs: number;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
-    const timeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
-    this.timeoutMs = timeout;
-    this.core = apiClient(opts.kubeConfig, CoreV1Api, timeout);
-    this.coordination = apiClient(opts.kubeConfig, CoordinationV1Api, timeout);
+    this.timeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.core = apiClient(opts.kubeConfig, CoreV1Api, this.timeoutMs);
+    this.coordination = apiClient(opts.kubeConfig, CoordinationV1Api, this.timeoutMs);
     this.logger = opts.logger ?? nullLogger;
     this.now = opts.now ?? Date.now;
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseTTLMs / 1000));
