@@ -279,8 +279,17 @@ export class IpRoute {
   }
 
   /** Runs `nft ARGS` in the same namespace, `input` on its stdin (for `nft -f -`). */
-  async nft(args: readonly string[], op: string, input?: string): Promise<string> {
-    const r = await this.runner([...toolPrefix(this.netns, "nft"), ...args], input === undefined ? {} : { input });
+  nft(args: readonly string[], op: string, input?: string): Promise<string> {
+    return this.tool("nft", args, op, input);
+  }
+
+  /** Runs `ethtool ARGS` in the same namespace (a device's offload features). */
+  ethtool(args: readonly string[], op: string): Promise<string> {
+    return this.tool("ethtool", args, op);
+  }
+
+  private async tool(tool: "nft" | "ethtool", args: readonly string[], op: string, input?: string): Promise<string> {
+    const r = await this.runner([...toolPrefix(this.netns, tool), ...args], input === undefined ? {} : { input });
     if (r.code !== 0) throw new KernelError(op, r.stderr || r.stdout);
     return r.stdout;
   }
@@ -336,8 +345,8 @@ export function ipPrefix(netns: string | null): readonly string[] {
   return ["nsenter", `--net=${netns}`, "ip"];
 }
 
-/** The argv that runs another network tool inside `netns`; `bridge` knows `-n`, nft does not. */
-export function toolPrefix(netns: string | null, tool: "bridge" | "nft"): readonly string[] {
+/** The argv that runs another network tool inside `netns`; `bridge` knows `-n`, nft and ethtool do not. */
+export function toolPrefix(netns: string | null, tool: "bridge" | "nft" | "ethtool"): readonly string[] {
   if (netns === null) return [tool];
   const dir = dirname(netns);
   if (tool === "bridge" && (dir === "/var/run/netns" || dir === "/run/netns")) return [tool, "-n", basename(netns)];

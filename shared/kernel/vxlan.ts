@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { localMac } from "../digest.js";
 import { formatAddress, formatIp, parseCidr } from "../net/cidr.js";
+import { ensureFeaturesOff } from "./ethtool.js";
 import { KernelError, wrongKind, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
 import { sameIp } from "./routes.js";
 
@@ -78,7 +79,24 @@ export interface VtepResult {
   /** Set when an incompatible device was deleted and created again, with the reason. */
   recreated?: string;
   created: boolean;
+  /** Why the offloads in VTEP_OFFLOADS_OFF could not be turned off (the device works, maybe stalling). */
+  offloadWarning?: string;
 }
+
+/**
+ * Offloads the VTEP runs without. With TX checksum offload, kernels before 5.7 send VXLAN
+ * packets with a bad UDP checksum once the inner packet went through MASQUERADE
+ * --random-fully (kube-proxy's): the receiver drops them and a TCP connection gets through
+ * only after its SYN's retries, 63 s (flannel#1279, calico#3145). Some NATed underlays break
+ * it on newer kernels too. Turning it off also turns off TSO on the VTEP (GSO still batches).
+ */
+export const VTEP_OFFLOADS_OFF = ["tx-checksum-ip-generic"] as const;
+
+/**
+ * The ifindex of the VTEP whose offloads were last seen to, per handle and device name: the
+ * features live as long as the device, so they are read once per device, not once per round.
+ */
+const offloadsSeen = new WeakMap<IpRoute, Map<string, number>>();
 
 /** Creates the VTEP or brings it to `spec`, recreating it when it cannot be changed in place. */
 export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResult> {
@@ -116,7 +134,28 @@ export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResu
   const lines = planVtepSettings(link, addrs?.addr_info ?? [], spec);
   await ip.batch(lines, `configure VXLAN device "${spec.name}"`);
   changes += lines.length;
-  return { changes, created, ...(recreated ? { recreated } : {}) };
+  const offload = await ensureVtepOffloads(ip, spec.name, link.ifindex);
+  changes += offload.changes;
+  return {
+    changes, created, ...(recreated ? { recreated } : {}), ...(offload.warning ? { offloadWarning: offload.warning } : {}),
+  };
+}
+
+/**
+ * Turns VTEP_OFFLOADS_OFF off on a VTEP not seen to before. A failure (no ethtool, a driver
+ * that refuses) is reported, not thrown: the tunnel works without it on most kernels, and a
+ * missing VTEP would cut the node off on all of them. It is not retried on that device.
+ */
+async function ensureVtepOffloads(ip: IpRoute, dev: string, ifindex: number): Promise<{ changes: number; warning?: string }> {
+  let seen = offloadsSeen.get(ip);
+  if (!seen) offloadsSeen.set(ip, (seen = new Map()));
+  if (seen.get(dev) === ifindex) return { changes: 0 };
+  seen.set(dev, ifindex);
+  try {
+    return { changes: (await ensureFeaturesOff(ip, dev, VTEP_OFFLOADS_OFF)).length };
+  } catch (err) {
+    return { changes: 0, warning: err instanceof Error ? err.message : String(err) };
+  }
 }
 
 /** The VTEP address for a node subnet: its network address as a host address. */
