@@ -1,6 +1,6 @@
-import { mkdirSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, linkSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
-import { NotRegularFile, appendRegularFile } from "./fs.js";
+import { NotRegularFile, openRegularFile } from "./fs.js";
 
 /**
  * Structured logs: a constant message plus key/values, one JSON object a line. The plugin
@@ -39,12 +39,23 @@ export function createLogger(write: (line: string) => void, minLevel: Level = "i
   };
 }
 
+/** Past this size the plugin's log is rotated: `twill.log` becomes `twill.log.1`, the one older file kept. */
+export const LOG_MAX_BYTES = 10 * 1024 * 1024;
+
+export interface FileLoggerOptions {
+  minLevel?: Level;
+  /** Rotate once the file reaches this size (default LOG_MAX_BYTES). */
+  maxBytes?: number;
+  stderr?: (text: string) => void;
+}
+
 /**
- * A logger appending to `path`; the directory is created on first use. A symlink, FIFO or
- * directory planted at `path` is never written through: the logger says so once on stderr
- * (the runtime keeps a plugin's stderr) and drops its lines.
+ * A logger appending to `path`, rotated at `maxBytes`; the directory is created on first use.
+ * A symlink, FIFO or directory planted at `path` is never written through: the logger says so
+ * once on stderr (the runtime keeps a plugin's stderr) and drops its lines.
  */
-export function fileLogger(path: string, minLevel: Level = "info", stderr = (t: string) => void writeSync(2, t)): Logger {
+export function fileLogger(path: string, opts: FileLoggerOptions = {}): Logger {
+  const { minLevel = "info", maxBytes = LOG_MAX_BYTES, stderr = (t: string) => void writeSync(2, t) } = opts;
   let ready = false;
   let refused = false;
   return createLogger((line) => {
@@ -53,14 +64,63 @@ export function fileLogger(path: string, minLevel: Level = "info", stderr = (t: 
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       ready = true;
     }
+    let fd: number;
     try {
-      appendRegularFile(path, line);
+      fd = openRegularFile(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT);
     } catch (err) {
       if (!(err instanceof NotRegularFile)) throw err;
       refused = true;
       stderr(`twill: not logging to ${path}: it is not a regular file\n`);
+      return;
+    }
+    try {
+      // The line first: whatever rotation does next, it is in the file this process opened.
+      writeSync(fd, line);
+      const written = fstatSync(fd);
+      if (written.size >= maxBytes) rotateLog(path, written, written.size >= 2 * maxBytes);
+    } finally {
+      closeSync(fd);
     }
   }, minLevel);
+}
+
+/**
+ * Moves the full log `path` (the file `mine`, which this process just wrote) to `path.1`.
+ * Plugin processes run side by side and may all find it full at once; the rotation is theirs to
+ * make one at a time, under `path.lock`, a hard link to the file at `path` that only one
+ * process can create (link() fails with EEXIST). Its holder removes `path` (new writers begin
+ * a fresh file there) and renames the lock over `path.1`, which releases it: no process can
+ * move a fresh file over the one just rotated, and every line written to the full file, before
+ * or after, is in `path.1`. A holder killed mid-way leaves the lock behind; once the log has
+ * grown to twice the limit since, the lock is taken for stale and removed. Failures are
+ * ignored: a log must never fail the operation it logs.
+ */
+export function rotateLog(path: string, mine: Stats, lockStale: boolean): void {
+  const lock = `${path}.lock`;
+  try {
+    linkSync(path, lock);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST" && lockStale) unlinkQuietly(lock);
+    return;
+  }
+  try {
+    // The file at `path` may already be a fresh one: another process rotated ours first.
+    if (!sameFile(lstatSync(lock), mine)) return unlinkQuietly(lock);
+    unlinkSync(path);
+    renameSync(lock, `${path}.1`);
+  } catch {
+    unlinkQuietly(lock);
+  }
+}
+
+const sameFile = (a: Stats, b: Stats): boolean => a.ino === b.ino && a.dev === b.dev;
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Gone already.
+  }
 }
 
 export const stderrLogger = (minLevel: Level = "info"): Logger =>
