@@ -1,6 +1,7 @@
 import type { Logger } from "../../shared/log.js";
 import type { NetworkConfig, SubnetStore } from "../types.js";
 import { EtcdStore } from "./etcd.js";
+import { LEGACY_LEASE_NAMESPACE } from "./kubernetes-objects.js";
 import { KubernetesStore, loadKubeConfig } from "./kubernetes.js";
 import { LocalStore } from "./local.js";
 
@@ -16,7 +17,11 @@ export interface DatastoreOptions {
   logger: Logger;
   local: { dir: string; rescanMs?: number };
   etcd: { endpoints: string[]; prefix: string };
-  /** Default: KUBECONFIG, ~/.kube/config or the in-cluster service account; Leases in kube-system. */
+  /**
+   * Default: KUBECONFIG, ~/.kube/config or the in-cluster service account; Leases in kube-system.
+   * In any other namespace (deploy/twill.yaml: twill-system), the Leases an older twilld left in
+   * kube-system are carried over.
+   */
   kubernetes?: { kubeconfig?: string; namespace?: string };
 }
 
@@ -31,7 +36,8 @@ export function createStore(opts: DatastoreOptions): SubnetStore {
       return new KubernetesStore({
         ...common,
         kubeConfig: loadKubeConfig(opts.kubernetes?.kubeconfig),
-        namespace: opts.kubernetes?.namespace ?? "kube-system",
+        namespace: opts.kubernetes?.namespace ?? LEGACY_LEASE_NAMESPACE,
+        legacyNamespace: LEGACY_LEASE_NAMESPACE,
       });
   }
 }

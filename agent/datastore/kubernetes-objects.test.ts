@@ -7,8 +7,10 @@ import {
   ANNOTATIONS,
   annotationChanges,
   claimDecision,
+  decodeBackend,
   leaseName,
   leaseView,
+  legacyPlan,
   nextExpiry,
   nodeAnnotations,
   nodeFingerprint,
@@ -17,6 +19,7 @@ import {
   subnetSource,
   takenByOthers,
   unreadableObjects,
+  withLegacy,
   type LeaseView,
   type NodeView,
 } from "./kubernetes-objects.js";
@@ -297,5 +300,127 @@ describe("unreadable objects", () => {
     // A new view of a (an update from the API) with another address.
     const moved = { ...a, annotations: { ...a.annotations, [ANNOTATIONS.publicIP]: "192.0.2.9" } };
     expect(publishedLeases([moved, b], leases, NOW, lastGood)[0]!.publicIP).toBe("192.0.2.9");
+  });
+});
+
+describe("a Node with spec.podCIDRs", () => {
+  it("has exactly those: a twill.dev/subnets annotation beside them is ignored and reported", () => {
+    // The forged annotation is even backed by a live Lease the node holds: still not its subnet.
+    const forged = clean(node("forged", { podCIDRs: ["10.244.9.0/24"] }, ["10.244.0.0/16"]));
+    const leases = [lease("10.244.0.0/16", "forged")];
+    expect(publishedLeases([forged], leases, NOW).map((l) => [l.nodeName, l.subnets])).toEqual([["forged", ["10.244.9.0/24"]]]);
+    expect(unreadableObjects([forged], leases, "twill-system")).toEqual([
+      { kind: "node", key: "Node forged", reason: expect.stringMatching(/twill\.dev\/subnets "10\.244\.0\.0\/16" ignored: the Node's spec\.podCIDRs 10\.244\.9\.0\/24/) },
+    ]);
+  });
+
+  it("reports nothing when the annotation names the podCIDRs themselves", () => {
+    const same = clean(node("same", { podCIDRs: ["10.244.9.0/24", "fd00:10:244:9::/64"] }, ["fd00:10:244:9::/64", "10.244.9.0/24"]));
+    expect(unreadableObjects([same], [], "twill-system")).toEqual([]);
+    expect(publishedLeases([same], [], NOW)[0]!.subnets).toEqual(["10.244.9.0/24", "fd00:10:244:9::/64"]);
+  });
+
+  it("joins two problems of one Node into one record", () => {
+    const both = clean(node("both", { podCIDRs: ["10.244.9.0/24"] }, ["10.244.1.0/24"]));
+    both.annotations[ANNOTATIONS.backendData] = JSON.stringify({ ...backend, vni: -1 });
+    const found = unreadableObjects([both], [], "twill-system");
+    expect(found).toHaveLength(1);
+    expect(found[0]!.reason).toMatch(/"vni" is -1, .*; twill\.dev\/subnets "10\.244\.1\.0\/24" ignored/);
+  });
+});
+
+describe("decodeBackend", () => {
+  const decode = (data: unknown, type = "vxlan") =>
+    decodeBackend({ [ANNOTATIONS.backendType]: type, [ANNOTATIONS.backendData]: typeof data === "string" ? data : JSON.stringify(data) });
+
+  it("hands out every field with its declared type, and nothing else", () => {
+    const full = { type: "vxlan", vtepMAC: "02:00:00:00:00:01", vni: 16777215, port: 4789, underlayMTU: 9000, underlayIPs: ["192.0.2.1", "fe80::1"] };
+    expect(decode({ ...full, extra: { deep: true } })).toEqual({ ok: true, backend: full });
+    expect(decode({}, "host-gw")).toEqual({ ok: true, backend: { type: "host-gw" } });
+    expect(decodeBackend({})).toBeNull();
+  });
+
+  it("refuses a field of the wrong type or out of range, naming it", () => {
+    const cases: [unknown, RegExp][] = [
+      [{ vtepMAC: 5 }, /field "vtepMAC" is 5, not a string/],
+      [{ vni: 1.5 }, /field "vni" is 1\.5, not an integer/],
+      [{ vni: 16777216 }, /field "vni"/],
+      [{ vni: "1" }, /field "vni" is "1"/],
+      [{ port: 0 }, /field "port" is 0/],
+      [{ port: 65536 }, /field "port"/],
+      [{ underlayMTU: 67 }, /field "underlayMTU" is 67/],
+      [{ underlayMTU: null }, /field "underlayMTU" is null/],
+      [{ underlayIPs: "192.0.2.1" }, /field "underlayIPs" is "192\.0\.2\.1", not a list of strings/],
+      [{ underlayIPs: ["192.0.2.1", 7] }, /field "underlayIPs"/],
+      [{ type: 3 }, /field "type" is 3, not a backend name/],
+      [{ type: "" }, /field "type"/],
+      [[1, 2], /is not a JSON object/],
+      ["null", /is not a JSON object/],
+      ["{", /is not JSON/],
+    ];
+    for (const [data, reason] of cases) {
+      const got = decode(data);
+      expect(got?.ok, JSON.stringify(data)).toBe(false);
+      expect(got && !got.ok ? got.reason : "", JSON.stringify(data)).toMatch(reason);
+    }
+  });
+
+  it("keeps one Node with \"vtepMAC\": 5 out of the peer set, alone, and names the field", () => {
+    const bad = clean(node("bad", { podCIDRs: ["10.244.1.0/24"] }));
+    bad.annotations[ANNOTATIONS.backendData] = JSON.stringify({ ...backend, vtepMAC: 5 });
+    const good = clean(node("good", { podCIDRs: ["10.244.2.0/24"] }));
+    const set = publishedLeases([bad, good], [], NOW);
+    expect(set.map((l) => l.nodeName)).toEqual(["good"]);
+    expect(set[0]!.backend.vtepMAC).toBe("02:00:00:00:00:01");
+    expect(unreadableObjects([bad, good], [], "twill-system")).toEqual([
+      { kind: "node", key: "Node bad", reason: 'twill.dev/backend-data field "vtepMAC" is 5, not a string' },
+    ]);
+  });
+});
+
+describe("moving the Leases of an older twilld out of kube-system", () => {
+  it("copies the node's own old Leases, unless it already holds the subnet in twill's namespace", () => {
+    const legacy = [lease("10.244.1.0/24", "a"), lease("10.244.2.0/24", "a", 0), lease("10.244.3.0/24", "a")];
+    const current = [lease("10.244.3.0/24", "a")];
+    // The lapsed one too: a node keeps its lapsed Lease as long as nobody took it over.
+    expect(legacyPlan("a", legacy, current).copy.map((l) => l.subnet)).toEqual(["10.244.1.0/24", "10.244.2.0/24"]);
+    expect(legacyPlan("a", legacy, current).taken).toEqual([]);
+  });
+
+  it("takes every other node's old Lease, live or lapsed, and an unreadable one by its name; ignores foreign Leases", () => {
+    const unreadable = leaseView({
+      metadata: { name: "twill-10-244-7-0-24", labels: { "app.kubernetes.io/managed-by": "twilld" }, annotations: {} },
+      spec: { holderIdentity: "a", leaseDurationSeconds: 60, renewTime: new Date(NOW) },
+    });
+    const legacy = [
+      lease("10.244.4.0/24", "b"),
+      lease("10.244.5.0/24", "c", 0),
+      lease("10.244.6.0/24", undefined),
+      unreadable,
+      { ...lease("10.244.8.0/24", "b"), managed: false },
+    ];
+    const plan = legacyPlan("a", legacy, []);
+    expect(plan.copy).toEqual([]);
+    expect(plan.taken.map(formatCidr)).toEqual(["10.244.4.0/24", "10.244.5.0/24", "10.244.6.0/24", "10.244.7.0/24"]);
+  });
+
+  it("keeps in the peer set a node not upgraded yet, by its live old Lease, and reads a moved node from twill's namespace", () => {
+    const old = clean(node("old", {}, ["10.244.1.0/24"]));
+    const moved = clean(node("moved", {}, ["10.244.2.0/24"]));
+    const legacy = [lease("10.244.1.0/24", "old"), lease("10.244.2.0/24", "moved", NOW - 30_000)];
+    const current = [lease("10.244.2.0/24", "moved", NOW)];
+    const merged = withLegacy(current, legacy);
+    expect(merged.map((l) => [l.subnet, l.renewTime])).toEqual([
+      ["10.244.2.0/24", NOW],
+      ["10.244.1.0/24", NOW - 1_000],
+    ]);
+    const set = publishedLeases([old, moved], merged, NOW);
+    expect(set.map((l) => [l.nodeName, l.subnets, l.expiresAt])).toEqual([
+      ["old", ["10.244.1.0/24"], NOW - 1_000 + 60_000],
+      ["moved", ["10.244.2.0/24"], NOW + 60_000],
+    ]);
+    // Once the old Lease lapses, the node not upgraded leaves the set, as it would have before.
+    expect(publishedLeases([old, moved], merged, NOW + 59_500).map((l) => l.nodeName)).toEqual(["moved"]);
+    expect(withLegacy(current, [])).toBe(current);
   });
 });

@@ -229,21 +229,58 @@ export const clearedAnnotations = (): Record<string, null> =>
  */
 const backendOf = oncePer((node: NodeView) => decodeBackend(node.annotations));
 
-function decodeBackend(annotations: Record<string, string>): BackendData | null {
+/** A Node's published backend data, or why it cannot be read; null when the Node published none. */
+export type BackendDecode = { ok: true; backend: BackendData } | { ok: false; reason: string };
+
+const intIn = (v: unknown, min: number, max: number): boolean => typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
+
+/** The fields of BackendData a peer may publish, each with its check; anything else is dropped. */
+const BACKEND_FIELDS: Record<Exclude<keyof BackendData, "type">, { ok: (v: unknown) => boolean; want: string }> = {
+  vtepMAC: { ok: (v) => typeof v === "string", want: "a string" },
+  vni: { ok: (v) => intIn(v, 0, 0xffffff), want: "an integer from 0 to 16777215" },
+  port: { ok: (v) => intIn(v, 1, 65535), want: "an integer from 1 to 65535" },
+  underlayMTU: { ok: (v) => intIn(v, 68, 65535), want: "an integer from 68 to 65535" },
+  underlayIPs: { ok: (v) => Array.isArray(v) && v.every((a) => typeof a === "string"), want: "a list of strings" },
+};
+
+const shown = (v: unknown): string => {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+};
+
+/**
+ * The backend annotations as a BackendData whose every field has its declared type, or a
+ * reason naming the first field that does not: anyone who may patch Nodes can write them, and
+ * a `"vtepMAC": 5` handed on would throw deep in the datapath, for every peer at once. The
+ * meaning of the values (the MAC derived from the name, the subnets inside the cluster) is the
+ * agent's peer admission; this is only their shape.
+ */
+export function decodeBackend(annotations: Record<string, string>): BackendDecode | null {
   const type = annotations[ANNOTATIONS.backendType];
   if (!type) return null;
+  const field = ANNOTATIONS.backendData;
   let data: unknown;
   try {
-    data = JSON.parse(annotations[ANNOTATIONS.backendData] ?? "{}");
+    data = JSON.parse(annotations[field] ?? "{}");
   } catch {
-    return null;
+    return { ok: false, reason: `${field} is not JSON` };
   }
-  if (typeof data !== "object" || data === null || Array.isArray(data)) return null;
+  if (typeof data !== "object" || data === null || Array.isArray(data)) return { ok: false, reason: `${field} is not a JSON object` };
+  const raw = data as Record<string, unknown>;
   // twilld writes both annotations in one patch, and the JSON carries its own type beside the
   // VTEP MAC. Should the two disagree (written apart: by hand, by another tool), the JSON is the
   // one consistent record: a peer never reads "vxlan" beside host-gw's data (no VTEP MAC).
-  const own = (data as BackendData).type;
-  return { ...(data as BackendData), type: typeof own === "string" && own !== "" ? own : type };
+  if (raw.type !== undefined && (typeof raw.type !== "string" || raw.type === "")) {
+    return { ok: false, reason: `${field} field "type" is ${shown(raw.type)}, not a backend name` };
+  }
+  const backend: BackendData = { type: (raw.type as string | undefined) ?? type };
+  for (const [name, check] of Object.entries(BACKEND_FIELDS)) {
+    const value = raw[name];
+    if (value === undefined) continue;
+    if (!check.ok(value)) return { ok: false, reason: `${field} field "${name}" is ${shown(value)}, not ${check.want}` };
+    (backend as unknown as Record<string, unknown>)[name] = Array.isArray(value) ? [...(value as string[])] : value;
+  }
+  return { ok: true, backend };
 }
 
 /**
@@ -267,21 +304,22 @@ export function publishedLeases(
   const seen = new Set<string>();
   for (const node of nodes) {
     const publicIP = node.annotations[ANNOTATIONS.publicIP];
-    const backend = backendOf(node);
+    const decoded = backendOf(node);
     if (node.name && publicIP) seen.add(node.name);
-    if (node.name && publicIP && !backend) {
+    if (node.name && publicIP && decoded && !decoded.ok) {
       // Published once, unreadable now: the peer keeps its last good view.
       const last = lastGood.get(node.name);
       if (last) result.push(last);
       continue;
     }
-    if (!node.name || !publicIP || !backend) continue;
-    const leased = node.annotations[ANNOTATIONS.subnets];
-    const lease: NodeLease = { nodeName: node.name, subnets: [], publicIP, backend };
-    if (leased === undefined) {
+    if (!node.name || !publicIP || !decoded?.ok) continue;
+    const lease: NodeLease = { nodeName: node.name, subnets: [], publicIP, backend: decoded.backend };
+    if (node.podCIDRs.length > 0) {
+      // kube-controller-manager allocated them: the authority. A twill.dev/subnets annotation
+      // beside them (anyone who may patch Nodes can write one) is not a claim (unreadableObjects).
       lease.subnets = node.podCIDRs;
       if (node.createdAt !== undefined) lease.acquiredAt = node.createdAt;
-    } else {
+    } else if (node.annotations[ANNOTATIONS.subnets] !== undefined) {
       const listed = leasedSubnetsOf(node);
       const held = listed.map((s) => live.get(s)).filter((l): l is LeaseView => l !== undefined && l.holder === node.name);
       // A Lease that cannot be read cannot disprove the node's claim: it keeps the subnet.
@@ -321,18 +359,33 @@ function sameLease(a: NodeLease, b: NodeLease): boolean {
   );
 }
 
-/** The twill objects that cannot be read: managed Leases that do not decode, Nodes whose backend data does not. */
+/**
+ * The twill objects that cannot be read or are refused: managed Leases that do not decode,
+ * Nodes whose backend data does not, and Nodes whose twill.dev/subnets annotation names other
+ * subnets than their spec.podCIDRs (ignored: the podCIDRs are the node's subnets).
+ */
 export function unreadableObjects(nodes: Iterable<NodeView>, leases: Iterable<LeaseView>, namespace: string): UnreadableRecord[] {
   const out: UnreadableRecord[] = [];
   for (const l of leases) {
     if (l.managed && l.unreadable) out.push({ kind: "claim", key: `Lease ${namespace}/${l.name}`, reason: l.unreadable });
   }
   for (const n of nodes) {
-    if (n.annotations[ANNOTATIONS.publicIP] && !backendOf(n)) {
-      out.push({ kind: "node", key: `Node ${n.name}`, reason: `${ANNOTATIONS.backendType}/${ANNOTATIONS.backendData} annotations do not decode` });
-    }
+    const reasons: string[] = [];
+    const decoded = backendOf(n);
+    if (n.annotations[ANNOTATIONS.publicIP] && decoded && !decoded.ok) reasons.push(decoded.reason);
+    const ignored = ignoredSubnets(n);
+    if (ignored) reasons.push(ignored);
+    if (reasons.length > 0) out.push({ kind: "node", key: `Node ${n.name}`, reason: reasons.join("; ") });
   }
   return out;
+}
+
+/** Why a Node's twill.dev/subnets annotation is ignored, when it lists other subnets than its spec.podCIDRs. */
+function ignoredSubnets(node: NodeView): string | undefined {
+  const listed = node.annotations[ANNOTATIONS.subnets];
+  if (listed === undefined || node.podCIDRs.length === 0) return undefined;
+  if ([...leasedSubnetsOf(node)].sort().join() === [...node.podCIDRs].sort().join()) return undefined;
+  return `${ANNOTATIONS.subnets} ${shown(listed)} ignored: the Node's spec.podCIDRs ${node.podCIDRs.join(",")} are its subnets`;
 }
 
 /** The next moment a live Lease lapses (the peer set changes without any API event), if any. */
@@ -406,15 +459,63 @@ export function takenByOthers(nodeName: string, nodes: Iterable<NodeView>, lease
     }
   }
   for (const l of leases) {
-    if (l.managed && l.unreadable) {
-      // Never free: the subnet its name stands for is taken whoever holds it.
-      const c = parseCidrOrNull(ipv4SubnetOfLeaseName(l.name) ?? "");
-      if (c) taken.push(c);
-      continue;
-    }
-    if (!l.subnet || l.holder === nodeName || !leaseLive(l, now)) continue;
-    const c = parseCidrOrNull(l.subnet);
+    // One that cannot be read is never free: the subnet its name stands for is taken whoever holds it.
+    if (!l.managed || (!l.unreadable && (l.holder === nodeName || !leaseLive(l, now)))) continue;
+    const c = claimedSubnet(l);
     if (c) taken.push(c);
   }
   return taken;
+}
+
+/** The subnet a twill Lease claims: its annotation's, or the one its name stands for when it cannot be read. */
+function claimedSubnet(l: LeaseView): Cidr | null {
+  return parseCidrOrNull((l.unreadable ? ipv4SubnetOfLeaseName(l.name) : l.subnet) ?? "");
+}
+
+/**
+ * Where twilld kept its subnet Leases before they had a namespace of their own. A cluster
+ * upgraded from such a manifest still holds them there, read-only to the new twilld.
+ */
+export const LEGACY_LEASE_NAMESPACE = "kube-system";
+
+/** What a node does with the twill Leases an older twilld left in the legacy namespace. */
+export interface LegacyPlan {
+  /** This node's own (readable, held by it): recreated in twill's namespace, same subnet and holder. */
+  copy: LeaseView[];
+  /** Every other node's: taken, live or lapsed, for as long as the Lease exists. */
+  taken: Cidr[];
+}
+
+/**
+ * The upgrade from Leases in the legacy namespace, decided on plain data. A node copies its own
+ * Leases over unless it already holds the subnet in twill's namespace; it never takes a subnet
+ * another node's old Lease names, even a lapsed one: an old twilld renews its lapsed Lease
+ * where the new one cannot see it, and a node whose Node is deleted loses its Lease to the
+ * garbage collector (ownerReferences), so nothing is held for ever.
+ */
+export function legacyPlan(nodeName: string, legacy: Iterable<LeaseView>, current: Iterable<LeaseView>): LegacyPlan {
+  const ownNow = new Set<string>();
+  for (const l of current) if (l.managed && !l.unreadable && l.holder === nodeName && l.subnet) ownNow.add(l.subnet);
+  const plan: LegacyPlan = { copy: [], taken: [] };
+  for (const l of legacy) {
+    if (!l.managed) continue;
+    if (!l.unreadable && l.holder === nodeName) {
+      if (l.subnet && !ownNow.has(l.subnet)) plan.copy.push(l);
+      continue;
+    }
+    const c = claimedSubnet(l);
+    if (c) plan.taken.push(c);
+  }
+  return plan;
+}
+
+/**
+ * The Leases the peer set honours: twill's namespace's, and the legacy namespace's where twill's
+ * has no Lease of that name (a node not upgraded yet still renews its old one; a node that moved
+ * its Lease is read from the new one).
+ */
+export function withLegacy(current: readonly LeaseView[], legacy: readonly LeaseView[]): LeaseView[] {
+  if (legacy.length === 0) return current as LeaseView[];
+  const names = new Set(current.filter((l) => l.managed).map((l) => l.name));
+  return [...current, ...legacy.filter((l) => !names.has(l.name))];
 }

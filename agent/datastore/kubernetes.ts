@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   ApiException,
   CoordinationV1Api,
@@ -12,7 +13,7 @@ import {
   type V1Node,
 } from "@kubernetes/client-node";
 import { nullLogger, type Logger } from "../../shared/log.js";
-import { DatastoreError, LeaseLostError } from "../errors.js";
+import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
 import { leaseSetFilter } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
@@ -32,6 +33,7 @@ import {
   clearedAnnotations,
   leaseName,
   leaseView,
+  legacyPlan,
   nextExpiry,
   nodeAnnotations,
   nodeFingerprint,
@@ -40,6 +42,7 @@ import {
   subnetSource,
   takenByOthers,
   unreadableObjects,
+  withLegacy,
   type LeaseView,
   type NodeView,
 } from "./kubernetes-objects.js";
@@ -48,9 +51,11 @@ import {
  * The `kubernetes` datastore: the cluster's own API is the subnet manager.
  *
  * - A Node with spec.podCIDRs (kube-controller-manager --allocate-node-cidrs) uses them; no
- *   claim is needed and nothing expires.
+ *   claim is needed and nothing expires. They are the authority: a twill.dev/subnets
+ *   annotation beside them is ignored by every reader.
  * - Otherwise each subnet is claimed by creating a coordination.k8s.io/v1 Lease named after
- *   it in the namespace (kube-system by default): creation is atomic, so a 409 means taken,
+ *   it in twill's namespace (deploy/twill.yaml: twill-system, where twill's token may write
+ *   Leases and nothing else lives): creation is atomic, so a 409 means taken,
  *   unless the Lease is the node's own or lapsed, which an update guarded by resourceVersion
  *   takes over. The agent renews it (renewTime). A Lease is owned by its Node, so the garbage
  *   collector frees the subnet when the Node is deleted for good (flannel#954).
@@ -58,12 +63,22 @@ import {
  *   annotations under twill.dev/; the NodeNetworkUnavailable condition is cleared.
  * - watch() keeps list+watch caches of Nodes and subnet Leases and hands out the full peer set,
  *   coalesced: a relist of thousands of Nodes is one callback, not one per Node (flannel#719).
+ * - Upgrade: an older twilld kept its Leases in kube-system (legacyNamespace), where the new
+ *   manifest grants read only. A node recreates its own old Leases in twill's namespace before
+ *   claiming anything else; every other old Lease counts as taken while it exists, and the peer
+ *   set honours live ones (legacyPlan, withLegacy). The old ones lapse; an operator deletes
+ *   them with the label selector.
  */
 
 export interface KubernetesStoreOptions {
   kubeConfig: KubeConfig;
   /** Where the subnet Leases live. */
   namespace: string;
+  /**
+   * Where an older twilld kept them (kube-system), read to carry each node's subnet over; none
+   * when it is `namespace` itself. Unreadable (403, 404): nothing to carry over, said once.
+   */
+  legacyNamespace?: string;
   network?: NetworkConfig;
   leaseTTLMs: number;
   logger?: Logger;
@@ -125,6 +140,7 @@ export class KubernetesStore implements SubnetStore {
   private readonly damaged: UnreadableRecords;
   private readonly lastGood = new Map<string, NodeLease>();
   private readonly timeoutMs: number;
+  private legacyForbidden = false;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
     this.timeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -140,17 +156,20 @@ export class KubernetesStore implements SubnetStore {
     return this.damaged.list();
   }
 
-  /** The peer set from one view of Nodes and Leases; notes what cannot be read. */
-  private peerSet(nodes: NodeView[], leases: LeaseView[], now: number): NodeLease[] {
-    this.damaged.replace(unreadableObjects(nodes, leases, this.opts.namespace));
-    return publishedLeases(nodes, leases, now, this.lastGood);
+  /** The peer set from one view of Nodes and Leases (both namespaces'); notes what cannot be read. */
+  private peerSet(nodes: NodeView[], leases: LeaseView[], legacy: LeaseView[], now: number): NodeLease[] {
+    this.damaged.replace([
+      ...unreadableObjects(nodes, leases, this.opts.namespace),
+      ...unreadableObjects([], legacy, this.opts.legacyNamespace ?? ""),
+    ]);
+    return publishedLeases(nodes, withLegacy(leases, legacy), now, this.lastGood);
   }
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
     const pools = requirePools(this.opts.network);
     const node = await this.readNode(req.nodeName, "acquire a subnet");
     const name = node.name;
-    const leases = await this.listLeases();
+    const [leases, legacy] = await Promise.all([this.listLeases(), this.listLegacyLeases()]);
     const own = leases.filter((l) => l.managed && l.holder === name && l.subnet);
 
     let othersWithPodCIDRs = 0;
@@ -171,12 +190,19 @@ export class KubernetesStore implements SubnetStore {
       await Promise.allSettled(own.map((l) => this.dropLease(l.subnet!, name)));
     } else {
       const acquireTimes = new Map<string, number>();
+      const plan = legacyPlan(name, legacy, leases);
+      const moving = new Map(plan.copy.map((l) => [l.subnet!, l]));
       subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
-        own: own.map((l) => l.subnet!),
-        taken: takenByOthers(name, nodes, leases, this.now()),
+        // The old Leases first among its own: no other node takes their subnets meanwhile (plan.taken).
+        own: [...own.map((l) => l.subnet!), ...moving.keys()],
+        taken: [...takenByOthers(name, nodes, leases, this.now()), ...plan.taken],
         claim: async (subnet) => {
-          const held = await this.claimLease(subnet, node);
+          const old = moving.get(subnet);
+          const held = await this.claimLease(subnet, node, old);
           if (held) acquireTimes.set(subnet, held.acquireTime ?? this.now());
+          if (held && old) {
+            this.logger.info("Moved a subnet Lease to twill's namespace", { subnet, from: `${this.opts.legacyNamespace}/${old.name}`, to: this.opts.namespace });
+          }
           return held !== null;
         },
         drop: (subnet) => this.dropLease(subnet, name),
@@ -203,6 +229,10 @@ export class KubernetesStore implements SubnetStore {
       throw new DatastoreError(`read node "${name}"`, describeApiError(err));
     }
     const fromPodCIDRs = node.podCIDRs.length > 0 && [...node.podCIDRs].sort().join() === [...lease.subnets].sort().join();
+    if (!fromPodCIDRs && node.podCIDRs.length > 0) {
+      // Peers now read the podCIDRs, whatever the node publishes: acquiring again adopts them.
+      throw new LeaseLostError(name, `its Node has spec.podCIDRs ${node.podCIDRs.join(",")} now, which replace the leased ${lease.subnets.join(",")}`);
+    }
     if (!fromPodCIDRs) {
       for (const subnet of lease.subnets) await this.renewLease(subnet, node);
     }
@@ -212,21 +242,22 @@ export class KubernetesStore implements SubnetStore {
   }
 
   async list(): Promise<NodeLease[]> {
-    const [nodes, leases] = await Promise.all([
+    const [nodes, leases, legacy] = await Promise.all([
       this.call("list nodes", () => listInPages((limit, _continue) => this.core.listNode({ limit, _continue }))),
       this.listLeases(),
+      this.listLegacyLeases(),
     ]);
-    return this.peerSet(nodes.items.map(nodeView), leases, this.now());
+    return this.peerSet(nodes.items.map(nodeView), leases, legacy, this.now());
   }
 
   /**
-   * Two self-restarting list+watch caches (Nodes, subnet Leases). Nothing is emitted until
-   * both have listed, so a half-synced view never removes a peer; a Lease lapsing changes the
-   * set without an API event, so a timer recomputes it then.
+   * Two self-restarting list+watch caches (Nodes, subnet Leases), and a third of the legacy
+   * namespace's twill Leases while it holds any. Nothing is emitted until all have listed, so a
+   * half-synced view never removes a peer; a Lease lapsing changes the set without an API
+   * event, so a timer recomputes it then.
    */
   watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
     const { kubeConfig, namespace } = this.opts;
-    const leasesPath = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
     let stopped = false;
     let pending: NodeJS.Immediate | undefined;
     let expiryTimer: NodeJS.Timeout | undefined;
@@ -245,23 +276,32 @@ export class KubernetesStore implements SubnetStore {
       onError,
       logger: this.logger,
     });
-    const leases = new ResilientInformer<V1Lease>({
-      kubeConfig,
-      path: leasesPath,
-      list: () => listInPages<V1Lease>((limit, token) => listPage(kubeConfig, leasesPath, { labelSelector: LEASE_SELECTOR, limit, continue: token }, this.timeoutMs)),
-      labelSelector: LEASE_SELECTOR,
-      onChange: schedule,
-      onError,
-      logger: this.logger,
-    });
+    const leases = this.leaseInformer(namespace, schedule, onError);
+    // Undefined until the legacy namespace was read once; null when it holds no twill Lease.
+    let legacy: ResilientInformer<V1Lease> | null | undefined = this.legacyNamespace() === undefined ? null : undefined;
+    if (legacy === undefined) {
+      void this.legacyLeasesLeft(onError, () => stopped).then((left) => {
+        if (stopped) return;
+        // Nobody may create Leases there any more: none now means none ever.
+        legacy = left ? this.leaseInformer(this.opts.legacyNamespace!, schedule, onError) : null;
+        legacy?.start();
+        schedule();
+      });
+    }
     function emit(this: void) {
       pending = undefined;
-      if (stopped || !nodes.synced || !leases.synced) return;
+      if (stopped || !nodes.synced || !leases.synced || legacy === undefined || (legacy && !legacy.synced)) return;
       const now = clock();
       const leaseViews = leases.list().map(cachedLeaseView);
-      const set = peerSet(nodes.list().map(cachedNodeView), leaseViews, now);
+      const legacyViews = legacy ? legacy.list().map(cachedLeaseView) : [];
+      if (legacy && legacyViews.length === 0) {
+        // The operator deleted the old Leases (none can be created again): the read Role may go too.
+        legacy.stop();
+        legacy = null;
+      }
+      const set = peerSet(nodes.list().map(cachedNodeView), leaseViews, legacyViews, now);
       clearTimeout(expiryTimer);
-      const next = nextExpiry(leaseViews, now);
+      const next = nextExpiry([...leaseViews, ...legacyViews], now);
       if (next !== undefined) expiryTimer = setTimeout(schedule, Math.max(0, next - now) + 1);
       if (changed(set)) onChange(set);
     }
@@ -273,10 +313,38 @@ export class KubernetesStore implements SubnetStore {
       clearTimeout(expiryTimer);
       nodes.stop();
       leases.stop();
+      legacy?.stop();
       this.stops.delete(stop);
     };
     this.stops.add(stop);
     return stop;
+  }
+
+  private leaseInformer(namespace: string, onChange: () => void, onError: (err: Error) => void): ResilientInformer<V1Lease> {
+    const { kubeConfig } = this.opts;
+    const path = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
+    return new ResilientInformer<V1Lease>({
+      kubeConfig,
+      path,
+      list: () => listInPages<V1Lease>((limit, token) => listPage(kubeConfig, path, { labelSelector: LEASE_SELECTOR, limit, continue: token }, this.timeoutMs)),
+      labelSelector: LEASE_SELECTOR,
+      onChange,
+      onError,
+      logger: this.logger,
+    });
+  }
+
+  /** Whether the legacy namespace holds twill Leases; asked again, with backoff, until it answers. */
+  private async legacyLeasesLeft(onError: (err: Error) => void, stopped: () => boolean): Promise<boolean> {
+    for (let delay = 250; !stopped(); delay = Math.min(delay * 2, 5_000)) {
+      try {
+        return (await this.listLegacyLeases()).some((l) => l.managed);
+      } catch (err) {
+        onError(err instanceof Error ? err : new Error(errorMessage(err)));
+        await sleep(delay);
+      }
+    }
+    return false;
   }
 
   /** Deletes the node's subnet Leases and takes its annotations off the Node (when it still exists). */
@@ -314,12 +382,46 @@ export class KubernetesStore implements SubnetStore {
     }
   }
 
-  private async listLeases(): Promise<LeaseView[]> {
-    const { namespace } = this.opts;
+  private async listLeases(namespace = this.opts.namespace): Promise<LeaseView[]> {
     const list = await this.call(`list Leases in namespace "${namespace}"`, () =>
       listInPages((limit, _continue) => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue })),
     );
     return list.items.map(leaseView);
+  }
+
+  /** The twill Leases an older twilld left in the legacy namespace; none when there is none or it may not be read. */
+  private async listLegacyLeases(): Promise<LeaseView[]> {
+    const namespace = this.legacyNamespace();
+    if (namespace === undefined) return [];
+    try {
+      const list = await listInPages((limit, _continue) =>
+        this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue }),
+      );
+      return list.items.map(leaseView);
+    } catch (err) {
+      if (this.legacyUnreadable(err)) return [];
+      throw new DatastoreError(`list Leases in namespace "${namespace}"`, describeApiError(err));
+    }
+  }
+
+  private legacyNamespace(): string | undefined {
+    const { legacyNamespace, namespace } = this.opts;
+    return legacyNamespace === undefined || legacyNamespace === namespace || this.legacyForbidden ? undefined : legacyNamespace;
+  }
+
+  /**
+   * True when the legacy namespace answered 403 or 404: its read Role was removed after the
+   * upgrade, as the manifest allows. Said once; the old Leases are not honoured from then on.
+   */
+  private legacyUnreadable(err: unknown): boolean {
+    const code = statusCode(err);
+    if (code !== 403 && code !== 404) return false;
+    this.legacyForbidden = true;
+    this.logger.warn("Leases of an older twilld cannot be read; their subnets are not carried over", {
+      namespace: this.opts.legacyNamespace,
+      error: describeApiError(err),
+    });
+    return true;
   }
 
   private leaseBody(subnet: string, node: NodeView, acquireTime: number, transitions: number, resourceVersion?: string): V1Lease {
@@ -346,15 +448,19 @@ export class KubernetesStore implements SubnetStore {
     };
   }
 
-  /** Creates, renews or takes over the subnet's Lease; null when another node holds it. */
-  private async claimLease(subnet: string, node: NodeView): Promise<LeaseView | null> {
+  /**
+   * Creates, renews or takes over the subnet's Lease; null when another node holds it. `moved`:
+   * the node's Lease of this subnet in the legacy namespace, whose claim time a new one keeps.
+   */
+  private async claimLease(subnet: string, node: NodeView, moved?: LeaseView): Promise<LeaseView | null> {
     const { namespace } = this.opts;
     const name = leaseName(subnet);
     const op = `claim subnet ${subnet} (Lease ${namespace}/${name})`;
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
       const now = this.now();
       try {
-        return leaseView(await this.coordination.createNamespacedLease({ namespace, body: this.leaseBody(subnet, node, now, 0) }));
+        const body = this.leaseBody(subnet, node, moved?.acquireTime ?? now, moved?.transitions ?? 0);
+        return leaseView(await this.coordination.createNamespacedLease({ namespace, body }));
       } catch (err) {
         if (statusCode(err) !== 409) throw new DatastoreError(op, describeApiError(err));
       }
