@@ -1,8 +1,9 @@
-import { createHash } from "node:crypto";
 import type { Family } from "../../shared/net/cidr.js";
 import { addressInterval, emptyIntervals, formatIntervals, inSorted, ipBlockIntervals, normalize, type Intervals } from "./addresses.js";
+import { errorMessage } from "../errors.js";
+import { dropLogPrefix, objectComment, stableId } from "./names.js";
 import { matchesSelector } from "./selector.js";
-import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPeer, type PolicyRule, type PolicySnapshot, type Protocol } from "./types.js";
+import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPeer, type PolicyPort, type PolicyRule, type PolicySnapshot, type Protocol } from "./types.js";
 
 /**
  * NetworkPolicy (networking.k8s.io/v1) for the pods of one node, compiled to an nftables
@@ -27,9 +28,16 @@ import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPe
  * - Named ports: ingress resolves them on the selected pod (a set of pod address . protocol
  *   . port), egress on the destination pods; a pod without the name gets nothing for it.
  *
- * Traffic from the node to its own pods (kubelet probes) never reaches the forward hook: it
- * is output traffic. Bridged traffic between pods of one node reaches it through
- * br_netfilter, which the engine turns on for the pod bridge.
+ * - Egress applies to a pod's traffic to its own node too (its addresses, hostNetwork pods,
+ *   kubelet's port): a third base chain on the input hook dispatches by source address
+ *   through the same egress maps, after accepting replies, as Calico applies egress before
+ *   host traffic. Traffic from the node to its own pods (kubelet probes) is output traffic and
+ *   passes no chain of this table; the pod's replies come back through input as established.
+ *   Bridged traffic between pods of one node reaches the forward hook through br_netfilter,
+ *   which the engine turns on for the pod bridge.
+ * - Anything the apiserver accepts compiles: ipBlocks are read as the apiserver reads them
+ *   (addresses.ts), tenant names reach the ruleset's text only fitted to nft's limits
+ *   (names.ts). A policy that still cannot be compiled is refused alone, as allowing nothing.
  */
 
 export interface CompileOptions {
@@ -85,6 +93,14 @@ export interface DropCounter {
   name: string;
   pod: string;
   direction: Direction;
+  comment: string;
+}
+
+/** A policy selecting this node's pods that could not be compiled, and why. */
+export interface RefusedPolicy {
+  policy: string;
+  reason: string;
+  pods: string[];
 }
 
 export interface PolicyPlan {
@@ -96,13 +112,14 @@ export interface PolicyPlan {
   pods: EnforcedPod[];
   /** Policies selecting at least one of this node's pods. */
   policies: { policy: string; types: Direction[]; pods: string[] }[];
+  /** Compiled as allowing nothing: their pods are isolated in their directions, fail closed. */
+  refused: RefusedPolicy[];
 }
 
 const FAMILIES = [4, 6] as const;
 const PROTO: Record<Protocol, string> = { TCP: "tcp", UDP: "udp", SCTP: "sctp" };
 const SHORT: Record<Direction, string> = { ingress: "in", egress: "eg" };
-/** NF_LOG_PREFIXLEN is 128 with the terminating NUL. */
-const LOG_PREFIX_MAX = 127;
+const DIRECTIONS = ["ingress", "egress"] as const;
 
 const addrKeyword = (f: Family): string => (f === 4 ? "ip" : "ip6");
 const addrType = (f: Family): NftSet["type"] => (f === 4 ? "ipv4_addr" : "ipv6_addr");
@@ -111,40 +128,50 @@ const familyOf = (ip: string): Family => (ip.includes(":") ? 6 : 4);
 
 export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions): PolicyPlan {
   const nsLabels = new Map(snapshot.namespaces.map((n) => [n.name, n.labels]));
-  const pods = [...snapshot.pods].filter((p) => p.ips.length > 0).sort(byKey);
+  const { pods, addrs } = readPods(snapshot.pods);
   const local = pods.filter((p) => p.nodeName === opts.nodeName);
-  const policies = [...snapshot.policies].sort(byKey);
+  const policies = uniqueByKey([...snapshot.policies].sort(byKey));
 
-  const plan: PolicyPlan = { sets: [], chains: [], maps: [], counters: [], pods: [], policies: [] };
+  const plan: PolicyPlan = { sets: [], chains: [], maps: [], counters: [], pods: [], policies: [], refused: [] };
   const isolatedBy = new Map<string, { ingress: string[]; egress: string[] }>();
   const byNamespace = new Map<string, PodInfo[]>();
   for (const p of pods) byNamespace.set(p.namespace, [...(byNamespace.get(p.namespace) ?? []), p]);
   const ctx: RuleContext = {
     pods,
     byNamespace,
-    addrs: new Map(pods.map((p) => [p, p.ips.map(addressInterval)])),
+    addrs,
     addrText: { 4: new Map(), 6: new Map() },
     nsLabels,
     plan,
     setsByContent: new Map(),
     peerCache: new Map(),
   };
-  for (const p of pods) for (const ip of p.ips) {
-    const a = addressInterval(ip);
-    ctx.addrText[a.family].set(a.interval[0], ip);
-  }
+  for (const p of pods) for (const [i, a] of addrs.get(p)!.entries()) ctx.addrText[a.family].set(a.interval[0], p.ips[i]!);
 
   for (const policy of policies) {
-    const selected = local.filter((p) => p.namespace === policy.namespace && matchesSelector(policy.podSelector, p.labels));
-    if (selected.length === 0) continue;
     const key = podKey(policy);
-    plan.policies.push({ policy: key, types: [...policy.policyTypes], pods: selected.map(podKey) });
-    for (const direction of policy.policyTypes) {
+    const types = DIRECTIONS.filter((d) => policy.policyTypes.includes(d));
+    const { selected, refusal: unselectable } = selectedPods(policy, local);
+    if (selected.length === 0) continue;
+    // A policy that cannot be compiled isolates its pods and allows nothing (a deny-all in its
+    // directions): its pods fail closed, and every other policy and pod is compiled as usual.
+    let refusal = unselectable;
+    let rules: Record<Direction, string[]> = { ingress: [], egress: [] };
+    if (refusal === undefined) {
+      try {
+        rules = compilePolicyRules(ctx, policy, types, selected);
+      } catch (err) {
+        refusal = errorMessage(err);
+      }
+    }
+    if (refusal !== undefined) {
+      rules = { ingress: [], egress: [] };
+      plan.refused.push({ policy: key, reason: refusal, pods: selected.map(podKey) });
+    }
+    plan.policies.push({ policy: key, types, pods: selected.map(podKey) });
+    for (const direction of types) {
       const chain = `pol_${stableId(key)}_${SHORT[direction]}`;
-      const rules = (direction === "ingress" ? policy.ingress : policy.egress).flatMap((rule) =>
-        compileRule(ctx, { policy, direction, rule, selected }),
-      );
-      plan.chains.push({ name: chain, comment: `${key} ${direction}`, rules });
+      plan.chains.push({ name: chain, comment: objectComment(key, direction), rules: rules[direction] });
       for (const p of selected) {
         const entry = isolatedBy.get(podKey(p)) ?? { ingress: [], egress: [] };
         entry[direction].push(`${key}\u0000${chain}`);
@@ -153,32 +180,123 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
     }
   }
 
+  const owners = addressOwners(local, addrs);
   const maps: Record<string, PodMap> = {};
-  for (const d of ["ingress", "egress"] as const) for (const f of FAMILIES) maps[`${d}${f}`] = { name: `${d}${f}`, family: f, elements: [] };
+  for (const d of DIRECTIONS) for (const f of FAMILIES) maps[`${d}${f}`] = { name: `${d}${f}`, family: f, elements: [] };
   for (const p of local) {
     const by = isolatedBy.get(podKey(p));
     if (!by) continue;
-    const enforced: EnforcedPod = { pod: podKey(p), ips: p.ips };
-    for (const d of ["ingress", "egress"] as const) {
+    const owned = p.ips.filter((_, i) => owners.get(addressKey(addrs.get(p)![i]!)) === p);
+    const enforced: EnforcedPod = { pod: podKey(p), ips: owned };
+    for (const d of DIRECTIONS) {
       if (by[d].length === 0) continue;
       const chain = `pod_${stableId(podKey(p))}_${SHORT[d]}`;
       const counter = `drop_${stableId(podKey(p))}_${SHORT[d]}`;
       const names = by[d].map((x) => x.split("\u0000")[0]!);
       const rules = by[d].map((x) => `jump ${x.split("\u0000")[1]!}`);
       if (opts.logDropsPerSecond) {
-        const prefix = `twill-policy drop ${d} ${podKey(p)} by ${names.join(",")}`.slice(0, LOG_PREFIX_MAX - 2) + ": ";
-        rules.push(`limit rate ${opts.logDropsPerSecond}/second burst ${opts.logDropsPerSecond} packets log prefix "${prefix}" level info`);
+        rules.push(`limit rate ${opts.logDropsPerSecond}/second burst ${opts.logDropsPerSecond} packets log prefix "${dropLogPrefix(d, podKey(p), names)}" level info`);
       }
       rules.push(...denyRules(counter, opts.deny ?? "reject"));
-      plan.chains.push({ name: chain, comment: `${podKey(p)} ${d}`, rules });
-      plan.counters.push({ name: counter, pod: podKey(p), direction: d });
-      for (const ip of p.ips) maps[`${d}${familyOf(ip)}`]!.elements.push([ip, chain]);
+      plan.chains.push({ name: chain, comment: objectComment(podKey(p), d), rules });
+      plan.counters.push({ name: counter, pod: podKey(p), direction: d, comment: objectComment(podKey(p), d) });
+      for (const ip of owned) maps[`${d}${familyOf(ip)}`]!.elements.push([ip, chain]);
       enforced[d] = names;
     }
     plan.pods.push(enforced);
   }
   plan.maps = Object.values(maps);
   return plan;
+}
+
+type Address = { family: Family; interval: [bigint, bigint] };
+
+/**
+ * The pods the compiler can use, each with the addresses and container ports it can read, and
+ * those addresses parsed once. A pod's unreadable address or port is left out for that pod
+ * alone (it reaches the ruleset's text, where one bad item fails the whole transaction); a pod
+ * with no address left takes no part, as one the runtime has not reported yet.
+ */
+function readPods(list: readonly PodInfo[]): { pods: PodInfo[]; addrs: Map<PodInfo, Address[]> } {
+  const pods: PodInfo[] = [];
+  const addrs = new Map<PodInfo, Address[]>();
+  for (const p of uniqueByKey([...list].sort(byKey))) {
+    const parsed: Address[] = [];
+    const ips: string[] = [];
+    for (const ip of p.ips) {
+      let a: Address;
+      try {
+        a = addressInterval(ip);
+      } catch {
+        continue;
+      }
+      // The same address twice (in two spellings, say) would be one map key twice.
+      if (parsed.some((b) => b.family === a.family && b.interval[0] === a.interval[0])) continue;
+      parsed.push(a);
+      ips.push(ip);
+    }
+    if (ips.length === 0) continue;
+    const ports = p.ports.filter((c) => Number.isInteger(c.port) && c.port >= 1 && c.port <= 65535 && Object.hasOwn(PROTO, c.protocol));
+    const pod = ips.length === p.ips.length && ports.length === p.ports.length ? p : { ...p, ips, ports };
+    pods.push(pod);
+    addrs.set(pod, parsed);
+  }
+  return { pods, addrs };
+}
+
+const addressKey = (a: Address): string => `${a.family}/${a.interval[0]}`;
+
+/**
+ * Which of this node's pods each address is: nft refuses a verdict map with one key twice, and
+ * two pods may list one address for a while (a Terminating pod whose sandbox is gone keeps its
+ * status.podIPs while a new pod gets the address from IPAM). The address is the new pod's: a
+ * pod not being deleted wins over one that is, then the one created last, then the first name,
+ * so every compile picks the same.
+ */
+function addressOwners(local: readonly PodInfo[], addrs: Map<PodInfo, Address[]>): Map<string, PodInfo> {
+  const owners = new Map<string, PodInfo>();
+  for (const p of local) {
+    for (const a of addrs.get(p)!) {
+      const key = addressKey(a);
+      const other = owners.get(key);
+      owners.set(key, other ? likelierOwner(other, p) : p);
+    }
+  }
+  return owners;
+}
+
+function likelierOwner(a: PodInfo, b: PodInfo): PodInfo {
+  if (Boolean(a.terminating) !== Boolean(b.terminating)) return a.terminating ? b : a;
+  const [ta, tb] = [a.createdAt ?? 0, b.createdAt ?? 0];
+  if (ta !== tb) return ta > tb ? a : b;
+  return byKey(a, b) <= 0 ? a : b;
+}
+
+/**
+ * This node's pods a policy selects. A selector that cannot be evaluated selects every pod of
+ * the policy's namespace (a policy selects nothing outside it): they fail closed.
+ */
+function selectedPods(policy: NetworkPolicy, local: readonly PodInfo[]): { selected: PodInfo[]; refusal?: string } {
+  const own = local.filter((p) => p.namespace === policy.namespace);
+  try {
+    return { selected: own.filter((p) => matchesSelector(policy.podSelector, p.labels)) };
+  } catch (err) {
+    return { selected: own, refusal: `podSelector: ${errorMessage(err)}` };
+  }
+}
+
+/**
+ * The rules of each direction's policy chain. Everything that can be refused (a CIDR, a port)
+ * is read before any set is added to the plan, so a refused policy leaves nothing behind.
+ */
+function compilePolicyRules(ctx: RuleContext, policy: NetworkPolicy, types: Direction[], selected: PodInfo[]): Record<Direction, string[]> {
+  const prepared = types.map((direction) => {
+    const list = direction === "ingress" ? policy.ingress : policy.egress;
+    return { direction, rules: list.map((rule, i) => prepareRule(ctx, policy, rule, `${direction}[${i}]`)) };
+  });
+  const out: Record<Direction, string[]> = { ingress: [], egress: [] };
+  for (const { direction, rules } of prepared) out[direction] = rules.flatMap((r) => compileRule(ctx, { direction, selected, ...r }));
+  return out;
 }
 
 interface RuleContext {
@@ -207,10 +325,16 @@ interface Peers {
   setNames: Partial<Record<Family, string>>;
 }
 
-interface RuleInput {
-  policy: NetworkPolicy;
+/** A rule read and checked: its peers resolved, its ports split by kind. */
+interface PreparedRule {
+  /** Null: any peer. */
+  peers: Peers | null;
+  /** Null: any port and protocol. */
+  ports: Ports | null;
+}
+
+interface RuleInput extends PreparedRule {
   direction: Direction;
-  rule: PolicyRule;
   /** This node's pods the policy selects. */
   selected: PodInfo[];
 }
@@ -219,6 +343,18 @@ interface Ports {
   protoOnly: Protocol[];
   numeric: { proto: Protocol; from: number; to: number }[];
   named: { proto: Protocol; name: string }[];
+}
+
+/** Reads one rule; throws, naming the rule (`ingress[0]`) and the value, what cannot be compiled. */
+function prepareRule(ctx: RuleContext, policy: NetworkPolicy, rule: PolicyRule, where: string): PreparedRule {
+  try {
+    return {
+      peers: rule.peers && rule.peers.length > 0 ? resolvePeers(ctx, policy, rule.peers) : null,
+      ports: rule.ports && rule.ports.length > 0 ? splitPorts(rule.ports) : null,
+    };
+  } catch (err) {
+    throw new Error(`${where}: ${errorMessage(err)}`);
+  }
 }
 
 /** Adds a set with these contents unless an identical one exists; its name either way. */
@@ -234,9 +370,7 @@ function internSet(ctx: RuleContext, type: NftSet["type"], interval: boolean, el
 
 /** The nft rules of one ingress/egress rule, for a policy chain; adds the sets they use to the plan. */
 function compileRule(ctx: RuleContext, input: RuleInput): string[] {
-  const { rule, direction } = input;
-  const peers = rule.peers && rule.peers.length > 0 ? resolvePeers(ctx, input.policy, rule.peers) : null;
-  const ports = rule.ports && rule.ports.length > 0 ? splitPorts(rule) : null;
+  const { peers, ports, direction } = input;
   const side = direction === "ingress" ? "saddr" : "daddr";
   const out: string[] = [];
 
@@ -305,20 +439,28 @@ function namedPortTuples(pods: PodInfo[], named: Ports["named"], family: Family)
   return [...out].sort();
 }
 
-function splitPorts(rule: PolicyRule): Ports {
+/** A rule's ports by kind; a protocol or number nft could not take is refused. */
+function splitPorts(list: readonly PolicyPort[]): Ports {
   const out: Ports = { protoOnly: [], numeric: [], named: [] };
-  for (const p of rule.ports ?? []) {
+  for (const p of list) {
     const proto = p.protocol ?? "TCP";
+    if (!Object.hasOwn(PROTO, proto)) throw new Error(`unknown protocol ${JSON.stringify(proto)}`);
     if (p.port === undefined) {
       if (!out.protoOnly.includes(proto)) out.protoOnly.push(proto);
     } else if (typeof p.port === "number") {
+      if (!isPortNumber(p.port)) throw new Error(`invalid port ${JSON.stringify(p.port)}`);
+      if (p.endPort !== undefined && !isPortNumber(p.endPort)) throw new Error(`invalid endPort ${JSON.stringify(p.endPort)}`);
       out.numeric.push({ proto, from: p.port, to: p.endPort !== undefined && p.endPort > p.port ? p.endPort : p.port });
-    } else {
+    } else if (typeof p.port === "string") {
       out.named.push({ proto, name: p.port });
+    } else {
+      throw new Error(`invalid port ${JSON.stringify(p.port)}`);
     }
   }
   return out;
 }
+
+const isPortNumber = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
 
 /** The addresses and pods a rule's peers stand for, merged per family. */
 function resolvePeers(ctx: RuleContext, policy: NetworkPolicy, peers: PolicyPeer[]): Peers {
@@ -331,7 +473,7 @@ function resolvePeers(ctx: RuleContext, policy: NetworkPolicy, peers: PolicyPeer
   for (const peer of peers) {
     if (peer.ipBlock) {
       hasBlocks = true;
-      const block = ipBlockIntervals(peer.ipBlock.cidr, peer.ipBlock.except);
+      const block = ipBlockIntervals(peer.ipBlock.cidr, peer.ipBlock.except ?? []);
       acc[block.family].push(...block.intervals);
       continue;
     }
@@ -358,15 +500,12 @@ function peerNamespaces(ctx: RuleContext, policy: NetworkPolicy, peer: PolicyPee
   return [...ctx.nsLabels].filter(([, labels]) => matchesSelector(peer.namespaceSelector!, labels)).map(([name]) => name);
 }
 
-/**
- * A name part that depends only on what it names (a pod, a policy, a set's contents): a change
- * elsewhere renames nothing, so an update touches only what changed and counters survive it.
- */
-function stableId(text: string): string {
-  return createHash("sha256").update(text).digest("hex").slice(0, 16);
-}
-
 function byKey(a: { namespace: string; name: string }, b: { namespace: string; name: string }): number {
   if (a.namespace !== b.namespace) return a.namespace < b.namespace ? -1 : 1;
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** The first of each namespace/name in a list sorted by key: one chain and one counter per name. */
+function uniqueByKey<T extends { namespace: string; name: string }>(sorted: T[]): T[] {
+  return sorted.filter((x, i) => i === 0 || byKey(sorted[i - 1]!, x) !== 0);
 }

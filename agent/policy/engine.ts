@@ -71,6 +71,9 @@ export class PolicyEngine {
   private appliedAt: number | undefined;
   private lastRuleset: (Ruleset & { compileMs: number; applyMs: number }) | undefined;
   private readyText: string | undefined;
+  /** The policies the last compile refused, and the reasons already logged. */
+  private refused: PolicyPlan["refused"] = [];
+  private refusalsLogged = new Map<string, string>();
   /** Stats of the last apply round, for tests and the benchmark. */
   lastStats: ApplyStats | undefined;
 
@@ -136,6 +139,7 @@ export class PolicyEngine {
         ...(this.o.logDropsPerSecond ? { logDropsPerSecond: this.o.logDropsPerSecond } : {}),
         ...(this.o.deny ? { deny: this.o.deny } : {}),
       });
+      this.noteRefused(plan.refused);
       const full = renderRuleset(plan, this.table);
       const t1 = performance.now();
       const changed = full.script !== this.appliedScript;
@@ -166,6 +170,18 @@ export class PolicyEngine {
       logger.error("Applying the NetworkPolicy ruleset failed; the previous one stays in force", { error: this.lastError });
     }
     this.writeReport();
+  }
+
+  /** Logs a refused policy once per reason (not on every apply), and counts them. */
+  private noteRefused(refused: PolicyPlan["refused"]): void {
+    this.refused = refused;
+    this.o.metrics.refused.set(refused.length);
+    const now = new Map(refused.map((r) => [r.policy, r.reason]));
+    for (const r of refused) {
+      if (this.refusalsLogged.get(r.policy) === r.reason) continue;
+      this.o.logger.warn("NetworkPolicy cannot be compiled; its pods get it as allowing nothing", { policy: r.policy, reason: r.reason, pods: r.pods });
+    }
+    this.refusalsLogged = now;
   }
 
   /**
@@ -261,6 +277,7 @@ export class PolicyEngine {
     if (!plan) r.reason = this.snapshot ? "first apply pending" : "waiting for the first complete list of policies, pods and namespaces";
     if (this.appliedAt !== undefined) r.appliedAt = this.appliedAt;
     if (this.lastError !== undefined) r.error = this.lastError;
+    if (this.refused.length > 0) r.refused = this.refused;
     if (plan && plan.pods.length > 0 && !bridgeNetfilterLoaded()) {
       r.warning = "br_netfilter is not loaded: pods on this node reach each other whatever the policy says (modprobe br_netfilter)";
     }

@@ -1,4 +1,5 @@
 import type { V1LabelSelector, V1Namespace, V1NetworkPolicy, V1NetworkPolicyPeer, V1NetworkPolicyPort, V1Pod } from "@kubernetes/client-node";
+import { canonicalIp } from "./addresses.js";
 import type { Direction, LabelSelector, NamespaceInfo, NetworkPolicy, PodInfo, PolicyPeer, PolicyPort, PolicyRule, Protocol } from "./types.js";
 
 /**
@@ -31,8 +32,13 @@ export function podView(obj: V1Pod): PodInfo | null {
   const phase = obj.status?.phase;
   // A finished pod's address may already belong to a new pod.
   if (phase === "Succeeded" || phase === "Failed") return null;
-  const ips = (obj.status?.podIPs ?? []).map((p) => p.ip).filter((ip): ip is string => typeof ip === "string" && ip !== "");
-  if (ips.length === 0 && obj.status?.podIP) ips.push(obj.status.podIP);
+  const listed = (obj.status?.podIPs ?? []).map((p) => p.ip);
+  if (listed.length === 0 && obj.status?.podIP) listed.push(obj.status.podIP);
+  // The apiserver validates pod addresses as it does ipBlocks (ParseIPSloppy): one spelling
+  // per address here, so the ruleset and the IPAM store's reservations compare them as text.
+  const ips = [...new Set(listed.map((ip) => canonicalIp(ip as string)).filter((ip): ip is string => ip !== undefined))];
+  const deleted = obj.metadata?.deletionTimestamp;
+  const created = obj.metadata?.creationTimestamp ? new Date(obj.metadata.creationTimestamp).getTime() : NaN;
   return {
     namespace: obj.metadata?.namespace ?? "default",
     name: obj.metadata?.name ?? "",
@@ -43,6 +49,9 @@ export function podView(obj: V1Pod): PodInfo | null {
     ports: (obj.spec?.containers ?? []).flatMap((c) =>
       (c.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), port: p.containerPort, protocol: protocol(p.protocol) })),
     ),
+    // A listed object's dates are Dates (the client's model), a watch event's are strings.
+    ...(deleted ? { terminating: true } : {}),
+    ...(Number.isFinite(created) ? { createdAt: created } : {}),
   };
 }
 

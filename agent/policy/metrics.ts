@@ -11,6 +11,7 @@ export interface PolicyMetrics {
   rules: Gauge;
   setElements: Gauge;
   isolatedPods: Gauge;
+  refused: Gauge;
 }
 
 export function createPolicyMetrics(registry: Registry): PolicyMetrics {
@@ -36,5 +37,10 @@ export function createPolicyMetrics(registry: Registry): PolicyMetrics {
     rules: new Gauge({ name: "twill_policy_rules", help: "Rules in the policy ruleset", registers }),
     setElements: new Gauge({ name: "twill_policy_set_elements", help: "Set and map elements in the policy ruleset", registers }),
     isolatedPods: new Gauge({ name: "twill_policy_isolated_pods", help: "Local pods that at least one policy isolates", registers }),
+    refused: new Gauge({
+      name: "twill_policy_refused_policies",
+      help: "Policies selecting local pods that could not be compiled, enforced as allowing nothing (twilld status says why)",
+      registers,
+    }),
   };
 }

@@ -17,6 +17,8 @@ export interface PolicyReport {
   /** Enforcement is in place but incomplete (no br_netfilter: same-node traffic unfiltered). */
   warning?: string;
   policies: { policy: string; types: Direction[]; pods: string[] }[];
+  /** Policies that could not be compiled: their pods get them as allowing nothing. */
+  refused?: { policy: string; reason: string; pods: string[] }[];
   /** Packets dropped by policy per local pod since the agent started. */
   drops: { pod: string; ingress: number; egress: number }[];
   ruleset?: { rules: number; elements: number; bytes: number; compileMs: number; applyMs: number };
@@ -38,6 +40,9 @@ export function renderPolicyReport(r: PolicyReport | null, now: number): string[
   out.push(`NetworkPolicy: enforced (${when}${size})${r.reason ? `: ${r.reason}` : ""}`);
   if (r.error) out.push(`Warning:      the last policy apply failed: ${r.error}`);
   if (r.warning) out.push(`Warning:      ${r.warning}`);
+  for (const x of r.refused ?? []) {
+    out.push(`Refused:      ${x.policy}: ${x.reason}; enforced as allowing nothing for ${x.pods.join(",")}`);
+  }
   if (r.policies.length === 0) {
     out.push("Policies selecting this node's pods: none");
     return out;

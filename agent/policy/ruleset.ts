@@ -14,8 +14,24 @@ import type { DropCounter, NftSet, PolicyPlan } from "./compile.js";
 
 export const POLICY_TABLE = "twill-policy";
 
-/** Neighbour discovery to a pod address must pass whatever the pod's policy says (RFC 4861). */
+/**
+ * Neighbour discovery must pass whatever a pod's policy says (RFC 4861): to a pod address, and
+ * from a pod to its node (the pod resolving its gateway).
+ */
 const ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert";
+
+/**
+ * The base chains, each dispatching to the pods' chains through the maps of its direction.
+ * Packets between pods, and from pods to elsewhere, cross the forward hook; a pod's packets to
+ * its own node (its addresses, hostNetwork pods such as kubelet's) cross input instead, and
+ * egress policy covers them too. All at the filter priority: a deny in any of them is final,
+ * whatever other tables hook there.
+ */
+const BASE_CHAINS = [
+  { name: "ingress", hook: "forward", direction: "ingress" },
+  { name: "egress", hook: "forward", direction: "egress" },
+  { name: "egress-to-node", hook: "input", direction: "egress" },
+] as const;
 
 export interface Ruleset {
   script: string;
@@ -40,16 +56,16 @@ export function renderRuleset(plan: PolicyPlan, table = POLICY_TABLE): Ruleset {
     const type = m.family === 4 ? "ipv4_addr" : "ipv6_addr";
     out.push(`  map ${m.name} { type ${type} : verdict;${elementsClause(m.elements.map(([ip, chain]) => `${ip} : jump ${chain}`))} }`);
   }
-  for (const d of ["ingress", "egress"] as const) {
-    const side = d === "ingress" ? "daddr" : "saddr";
+  for (const b of BASE_CHAINS) {
+    const side = b.direction === "ingress" ? "daddr" : "saddr";
     const base = [
       "ct state established,related accept",
       `icmpv6 type { ${ND_TYPES} } accept`,
-      `ip ${side} vmap @${d}4`,
-      `ip6 ${side} vmap @${d}6`,
+      `ip ${side} vmap @${b.direction}4`,
+      `ip6 ${side} vmap @${b.direction}6`,
     ];
     rules += base.length;
-    out.push(`  chain ${d} {`, `    type filter hook forward priority filter; policy accept;`, ...base.map((r) => `    ${r}`), "  }");
+    out.push(`  chain ${b.name} {`, `    type filter hook ${b.hook} priority filter; policy accept;`, ...base.map((r) => `    ${r}`), "  }");
   }
   for (const c of plan.chains) {
     rules += c.rules.length;
@@ -112,7 +128,7 @@ export function renderUpdate(prev: PolicyPlan, next: PolicyPlan, table = POLICY_
 const setDecl = (s: NftSet, table?: string): string =>
   `set ${table ? `${table} ` : ""}${s.name} { type ${s.type};${s.interval ? " flags interval;" : ""}${elementsClause(s.elements)} }`;
 
-const counterDecl = (c: DropCounter, table?: string): string => `counter ${table ? `${table} ` : ""}${c.name} { comment "${c.pod} ${c.direction}"; }`;
+const counterDecl = (c: DropCounter, table?: string): string => `counter ${table ? `${table} ` : ""}${c.name} { comment "${c.comment}"; }`;
 
 function elementsClause(elements: readonly string[]): string {
   return elements.length === 0 ? "" : ` elements = { ${elements.join(", ")} };`;

@@ -73,6 +73,10 @@ export interface PodInfo {
    */
   ips: string[];
   ports: ContainerPort[];
+  /** metadata.deletionTimestamp is set: its address may already be a new pod's. */
+  terminating?: boolean;
+  /** metadata.creationTimestamp, Unix ms. */
+  createdAt?: number;
 }
 
 export interface NamespaceInfo {
