@@ -40,8 +40,9 @@ function engine() {
   const k = fakeKernel();
   const registry = new Registry();
   const metrics = createPolicyMetrics(registry);
-  const e = new PolicyEngine({ nodeName: "n1", ip: k.ip, bridge: "cni0", resyncMs: 60_000, logger: createLogger(() => {}), metrics });
-  return { e, k, registry };
+  const logs: Record<string, unknown>[] = [];
+  const e = new PolicyEngine({ nodeName: "n1", ip: k.ip, bridge: "cni0", resyncMs: 60_000, logger: createLogger((line) => logs.push(JSON.parse(line) as Record<string, unknown>)), metrics });
+  return { e, k, registry, logs };
 }
 const applies = (calls: string[][]) => calls.filter((c) => c[0] === "nft" && c[1] === "-f").length;
 
@@ -105,6 +106,32 @@ describe("PolicyEngine", () => {
     expect(k.state.counters!.size).toBe(0);
     const text = await registry.metrics();
     expect(text).toContain('twill_policy_dropped_packets_total{namespace="default",pod="web",direction="ingress"} 5');
+  });
+
+  it("applies every other policy when one cannot be compiled, and says so once, in the log, the report and a metric", async () => {
+    const { e, k, registry, logs } = engine();
+    const withBad = (labels: Record<string, string>): PolicySnapshot => {
+      const s = snapshot(labels);
+      s.policies.push({ namespace: "default", name: "bad", podSelector: { matchLabels: { app: "db" } }, policyTypes: ["egress"], ingress: [], egress: [{ peers: [{ ipBlock: { cidr: "10.0.0.0/99" } }] }] });
+      s.pods.push({ namespace: "default", name: "db", nodeName: "n1", labels: { app: "db" }, ips: ["10.0.0.3"], ports: [] });
+      return s;
+    };
+    e.update(withBad({ app: "web" }));
+    await e.settled();
+    e.update(withBad({ app: "web", v: "2" }));
+    await e.settled();
+    e.update(withBad({ app: "api" }));
+    await e.settled();
+    expect(applies(k.calls)).toBe(2);
+    const r = e.report();
+    expect(r.error).toBeUndefined();
+    expect(r.policies.map((p) => p.policy)).toEqual(["default/bad"]);
+    expect(r.refused).toEqual([{ policy: "default/bad", reason: 'egress[0]: invalid CIDR "10.0.0.0/99"', pods: ["default/db"] }]);
+    expect(logs.filter((l) => l.policy === "default/bad")).toHaveLength(1);
+    expect(await registry.metrics()).toContain("twill_policy_refused_policies 1");
+    const first = k.calls.find((c) => c[1] === "-f")!.at(-1)!;
+    expect(first).toMatch(/map egress4 \{ type ipv4_addr : verdict; elements = \{ 10\.0\.0\.3 : jump pod_\w+_eg \}/);
+    expect(first).toMatch(/10\.0\.0\.2 : jump pod_\w+_in/);
   });
 });
 

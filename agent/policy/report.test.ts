@@ -36,4 +36,17 @@ describe("twilld status: NetworkPolicy", () => {
       "Dropped:      default/a: 3 in, 0 out",
     ]);
   });
+
+  it("names each policy that could not be compiled, why, and the pods it denies", () => {
+    const lines = renderPolicyReport(
+      {
+        enabled: true,
+        policies: [{ policy: "shop/odd", types: ["egress"], pods: ["shop/a"] }],
+        refused: [{ policy: "shop/odd", reason: 'egress[0]: invalid CIDR "10.0.0.0/8x"', pods: ["shop/a"] }],
+        drops: [],
+      },
+      0,
+    );
+    expect(lines).toContain('Refused:      shop/odd: egress[0]: invalid CIDR "10.0.0.0/8x"; enforced as allowing nothing for shop/a');
+  });
 });
