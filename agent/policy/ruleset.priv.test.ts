@@ -75,4 +75,41 @@ describe("NetworkPolicy transactions on the real nft", () => {
       prev = plan;
     }
   });
+
+  it("takes the longest names the API allows, sloppy ipBlocks and a policy that cannot be compiled, in one transaction", async () => {
+    // A namespace is a DNS label (63), a policy or pod name a DNS subdomain (253).
+    const ns = "n".repeat(63);
+    const long = (tail: string) => `${"a".repeat(240)}.${tail}`.padEnd(253, "z");
+    const pod = (name: string, ip: string, nodeName = "n1"): PodInfo => ({ namespace: ns, name, nodeName, labels: { app: "web" }, ips: [ip], ports: [] });
+    const deny = (name: string, extra: Partial<NetworkPolicy> = {}): NetworkPolicy => ({
+      namespace: ns,
+      name,
+      podSelector: {},
+      policyTypes: ["ingress", "egress"],
+      ingress: [{ peers: [{ ipBlock: { cidr: "010.0.0.0/8", except: ["010.001.0.0/16"] } }] }],
+      egress: [{ peers: [{ ipBlock: { cidr: "10.1.2.3/16" } }] }],
+      ...extra,
+    });
+    const snapshot: PolicySnapshot = {
+      policies: [deny(long("one")), deny(long("two")), deny(long("bad"), { egress: [{ peers: [{ ipBlock: { cidr: "10.0.0.0/40" } }] }] })],
+      pods: [pod(long("pod-1"), "10.0.0.1"), pod(long("pod-2"), "10.0.0.2"), pod(long("old"), "10.0.0.2"), pod(long("remote"), "10.0.1.1", "n2")],
+      namespaces: [{ name: ns, labels: {} }],
+    };
+    const plan = compilePolicies(snapshot, { nodeName: "n1", logDropsPerSecond: 3 });
+    expect(plan.refused.map((r) => r.policy)).toEqual([`${ns}/${long("bad")}`]);
+    const ip = await netns("long");
+    await applyNftScript(ip, renderRuleset(plan).script, "apply the ruleset with the longest names");
+    // The JSON listing leaves chain comments out; the text one has them all.
+    const text = await ip.nft(["list", "table", "inet", POLICY_TABLE], "list the policy table");
+    const comments = [...text.matchAll(/comment "([^"]*)"/g)].map((m) => m[1]!);
+    expect(comments.length).toBe(plan.chains.length + plan.counters.length);
+    expect(comments.every((c) => c.length <= 128)).toBe(true);
+    expect(comments).toContain(plan.chains.find((c) => c.name.startsWith("pol_"))!.comment);
+    // And as an update from a table that had none of it.
+    const empty = compilePolicies({ policies: [], pods: [], namespaces: [] }, { nodeName: "n1" });
+    const updated = await netns("long-u");
+    await applyNftScript(updated, renderRuleset(empty).script, "apply an empty ruleset");
+    await applyNftScript(updated, renderUpdate(empty, plan).script, "update to the ruleset with the longest names");
+    expect(await listing(updated)).toEqual(await listing(ip));
+  });
 });
