@@ -1,6 +1,8 @@
 import { datapathReportPath } from "./datapath-report.js";
 import { once } from "node:events";
 import type { Server } from "node:http";
+import { dirname } from "node:path";
+import { removeOldTemporaries } from "../shared/fs.js";
 import { IpRoute } from "../shared/kernel/iproute.js";
 import type { Level, Logger } from "../shared/log.js";
 import { Agent } from "./agent.js";
@@ -15,6 +17,8 @@ import {
 } from "./ipam/cli.js";
 import { kubernetesPods, noPods, type PodSource } from "./ipam/pods.js";
 import { LeakRecovery } from "./ipam/recovery.js";
+import { leakReportPath } from "./ipam/report.js";
+import { vethProbe } from "./ipam/sandbox.js";
 import { gatherNodes, renderNodes } from "./nodes.js";
 import { startHttpServer } from "./http.js";
 import { checkNodeName } from "./leases.js";
@@ -121,6 +125,8 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
       intervalMs: o.leakIntervalMs,
       logger: log,
       metrics,
+      reportFile: leakReportPath(o.stateDir),
+      sandbox: () => vethProbe(),
     })
     : null;
   log.info(recovery ? "Recovering leaked addresses" : "Leak recovery is off", {
@@ -135,6 +141,9 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   }
   const signal = Promise.race([once(process, "SIGTERM"), once(process, "SIGINT")]);
   log.info("Starting", { datastore: o.datastore, clusterCIDRs: network.clusterCIDRs, backend: network.backend.type });
+  removeAbandonedTemporaries([dirname(o.subnetFile), o.stateDir], log);
+  // Not after the lease: each sweep checks on its own that the node name is this node's
+  // (ipam/node-identity.ts), and says why it refuses where no lease can be had (no such Node).
   recovery?.start();
   try {
     await Promise.race([agent.start(), signal]);
@@ -176,12 +185,24 @@ export async function leaveCluster(o: CommonOptions, logger: Logger): Promise<vo
   }
 }
 
+/** What writers killed between create and rename left in the agent's directories (the IPAM store's: each leak sweep). */
+function removeAbandonedTemporaries(dirs: string[], log: Logger): void {
+  for (const dir of dirs) {
+    try {
+      const files = removeOldTemporaries(dir);
+      if (files.length > 0) log.info("Removed temporaries of killed writers", { dir, files });
+    } catch (err) {
+      log.warn("Removing temporaries of killed writers failed", { dir, error: (err as Error).message });
+    }
+  }
+}
+
 /** Where the leak decision learns which pods run on this node. */
 function podSource(o: CommonOptions, nodeName: string): PodSource {
   return o.datastore === "kubernetes" ? kubernetesPods(loadKubeConfig(o.kubeconfig), nodeName) : noPods(o.datastore);
 }
 
-const ipamCli = (o: CommonOptions): IpamCliOptions => ({ storeDir: o.ipamStore, pods: podSource(o, o.nodeName), graceMs: o.leakGraceMs });
+const ipamCli = (o: CommonOptions): IpamCliOptions => ({ storeDir: o.ipamStore, pods: podSource(o, o.nodeName), graceMs: o.leakGraceMs, sandbox: vethProbe() });
 
 /** `twilld ipam list`. */
 export function printReservations(o: CommonOptions & { output: Output }, write: (s: string) => void): void {

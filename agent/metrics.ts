@@ -20,7 +20,8 @@ export interface AgentMetrics {
   ipamReservations: Gauge;
   leakSuspects: Gauge;
   leaksReleased: Counter<"reason">;
-  leakSweepsSkipped: Counter;
+  leakSweepsSkipped: Counter<"reason">;
+  ipamSkippedFiles: Gauge;
   unreadableRecords: Gauge<"kind">;
   subnetFileRepairs: Counter;
   stalePods: Gauge;
@@ -63,7 +64,13 @@ export function createMetrics(withProcessMetrics = true): AgentMetrics {
       labelNames: ["reason"],
       registers,
     }),
-    leakSweepsSkipped: new Counter({ name: "twill_ipam_leak_sweeps_skipped_total", help: "Leak sweeps that released nothing because pods could not be read", registers }),
+    leakSweepsSkipped: new Counter({
+      name: "twill_ipam_leak_sweeps_skipped_total",
+      help: "Leak sweeps that released nothing, by reason (pods-unavailable; node-unverified: the node name is not this node's)",
+      labelNames: ["reason"],
+      registers,
+    }),
+    ipamSkippedFiles: new Gauge({ name: "twill_ipam_store_skipped_files", help: "IPAM store files named like no canonical address (10.244.1.05), skipped", registers }),
     // claim: counted as taken; node: the peer's last good view is kept.
     unreadableRecords: new Gauge({ name: "twill_datastore_unreadable_records", help: "Datastore records that cannot be decoded, by kind", labelNames: ["kind"], registers }),
     subnetFileRepairs: new Counter({ name: "twill_subnet_file_repairs_total", help: "Times the subnet file was found missing or different and rewritten", registers }),

@@ -60,7 +60,9 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
         // The round-robin positions move only once every family has its address: a dual-stack
         // ADD that fails on one family leaves the store exactly as it found it.
         for (const t of taken) if (t.walked) store.setLastReserved(t.set, t.ip);
-        store.writeIndex({ ...owner, ips: taken.map((t) => t.ip), bootId: bootId(), created: new Date().toISOString(), ...(pod ? { pod } : {}) });
+        store.writeIndex({
+          ...owner, ips: taken.map((t) => t.ip), bootId: bootId(), created: new Date().toISOString(), plugin: args.conf.type, ...(pod ? { pod } : {}),
+        });
       } catch (err) {
         // A later set failed (exhausted, requested address taken): give back what earlier ones took.
         for (const t of taken) store.release(t.ip, owner);
@@ -152,6 +154,7 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
       for (const r of plan.release) attempt(() => store.release(r.ip, r));
       for (const e of plan.dropIndex) attempt(() => store.dropIndex(e));
       for (const name of junk) attempt(() => store.removeIndexFile(name));
+      attempt(() => store.removeOldTemporaries());
       log.info("Collected", {
         network: loc.network,
         released: plan.release.map((r) => r.ip),

@@ -1,11 +1,12 @@
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, Code } from "../shared/cni/errors.js";
 import { digest, hex } from "../shared/digest.js";
 import {
-  NotRegularFile, readRegularFile, removeStaleTemporaries, writeFileAtomic, writeRegularFile,
+  ABANDONED_TEMPORARY_MS, NotRegularFile, readRegularFile, removeOldTemporaries, removeStaleTemporaries, writeFileAtomic, writeRegularFile,
 } from "../shared/fs.js";
 import { nullLogger, type Logger } from "../shared/log.js";
+import { formatIp, parseIp } from "../shared/net/cidr.js";
 
 /**
  * Reservations on disk in host-local's layout, so a node moves between host-local and
@@ -23,6 +24,13 @@ import { nullLogger, type Logger } from "../shared/log.js";
  * the same next address: one create fails with EEXIST and that ADD tries the one after. Either
  * may write last_reserved_ip last; it is only where the next walk starts, so a lost update
  * costs at most a skipped or revisited address, never a shared one.
+ *
+ * Releasing is a read (whose is it?) then an unlink, and those two are not atomic: if another
+ * releaser unlinks the file between them and an ADD creates it anew for its own container, the
+ * unlink removes that ADD's reservation and the address is handed out twice. So every release
+ * holds the store's lock (`.twill.lock`, see {@link StoreLock}) from the read to the unlink.
+ * Reserving needs no lock: O_EXCL never replaces a file, so only another unlink can change
+ * what a locked releaser read.
  *
  * host-local finds an attachment's addresses by reading every file (O(n) per DEL and CHECK).
  * The index makes that one read; the walk remains for attachments without an entry
@@ -61,6 +69,11 @@ export interface IndexEntry extends Owner {
   ips: string[];
   /** Set when the runtime said which pod the attachment is for; lets the node agent find leaks. */
   pod?: PodRef;
+  /**
+   * The `type` of the network config that called the IPAM (`twill` when the twill plugin made
+   * the attachment, whose node-side veth is named from the container ID and ifname).
+   */
+  plugin?: string;
   /** The kernel boot the reservation was made in (/proc/sys/kernel/random/boot_id). */
   bootId: string;
   created: string;
@@ -71,13 +84,25 @@ const LINE_BREAK = "\r\n";
 /** host-local's flock file: its presence means host-local has used the directory. */
 const HOST_LOCAL_LOCK = "lock";
 
+/** A store file whose name is not the canonical text of an address, skipped by every reader. */
+export interface SkippedName {
+  name: string;
+  why: string;
+}
+
 export class Store {
   private indexWarned = false;
+
+  private readonly lock: StoreLock;
+  private readonly warnedNames = new Set<string>();
 
   constructor(
     readonly dir: string,
     private readonly log: Logger = nullLogger,
-  ) {}
+    lockWaitMs = LOCK_WAIT_MS,
+  ) {
+    this.lock = new StoreLock(join(dir, LOCK_NAME), lockWaitMs, () => this.ensure());
+  }
 
   /** Creates the store and index directories, readable by root only; the index ones must be real directories. */
   ensure(): void {
@@ -117,11 +142,27 @@ export class Store {
     return true;
   }
 
-  /** Frees `ip` if (and only if) the attachment holds it. */
+  /** Frees `ip` if (and only if) the attachment holds it, under the store's lock. */
   release(ip: string, owner: Owner): boolean {
-    const held = this.owner(ip);
-    if (!held || !sameAttachment(held, owner)) return false;
-    return unlinkIfExists(join(this.dir, ip));
+    return this.lock.hold(() => {
+      const held = this.owner(ip);
+      if (!held || !sameAttachment(held, owner)) return false;
+      return unlinkIfExists(join(this.dir, ip));
+    });
+  }
+
+  /**
+   * Frees `ip` if its file is still empty and was created at or before `createdBefore` (Unix
+   * ms): what an ADD killed between creating the file and writing its owner leaves. The age is
+   * checked again under the lock, so a newer empty file (a live ADD's) is never taken.
+   */
+  releaseEmpty(ip: string, createdBefore: number): boolean {
+    return this.lock.hold(() => {
+      const held = this.owner(ip);
+      const at = this.reservedAt(ip);
+      if (!held || held.containerID !== "" || at === undefined || at > createdBefore) return false;
+      return unlinkIfExists(join(this.dir, ip));
+    });
   }
 
   /** Who holds `ip`; undefined when nobody does, or when its entry is not a regular file. */
@@ -152,9 +193,41 @@ export class Store {
     }
   }
 
-  /** The reserved addresses, by file name alone (no reads). */
+  /** The reserved addresses, by file name alone (no reads); names that are no canonical address are logged and skipped. */
   reservedAddresses(): string[] {
-    return readdirIfExists(this.dir).filter(isIpName);
+    return this.reservationNames().addresses;
+  }
+
+  /**
+   * The reservation files' names: canonical addresses, and names shaped like an address that
+   * are none or not in its canonical text (`10.244.1.05`, `FD00::2`), which neither twill-ipam
+   * nor host-local writes. Those are skipped (never released, never counted as taken), so one
+   * planted or hand-made file costs nothing but a log line.
+   */
+  reservationNames(): { addresses: string[]; skipped: SkippedName[] } {
+    const addresses: string[] = [];
+    const skipped: SkippedName[] = [];
+    for (const name of readdirIfExists(this.dir)) {
+      if (!isIpName(name)) continue;
+      const why = nonCanonicalReason(name);
+      if (why === null) {
+        addresses.push(name);
+        continue;
+      }
+      skipped.push({ name, why });
+      if (!this.warnedNames.has(name)) this.log.warn("Skipped a store file whose name is no canonical address", { path: join(this.dir, name), why });
+      this.warnedNames.add(name);
+    }
+    return { addresses, skipped };
+  }
+
+  /**
+   * Removes temporaries of killed writers (index entries, the lock's) older than `olderThanMs`
+   * from the store and index directories. Returns their paths.
+   */
+  removeOldTemporaries(olderThanMs = ABANDONED_TEMPORARY_MS, now = Date.now()): string[] {
+    const dirs = [this.dir, ...(this.indexUsable() ? [join(this.dir, INDEX_DIR)] : [])];
+    return dirs.flatMap((dir) => fsOp("remove old temporaries", dir, () => removeOldTemporaries(dir, olderThanMs, now)).map((name) => join(dir, name)));
   }
 
   /** When the reservation file was last written (Unix ms): its creation, as nothing rewrites it. Never follows a symlink. */
@@ -291,7 +364,7 @@ export class Store {
   }
 
   /** Whether the index directories are absent or real directories; a symlink is warned of once. */
-  private indexUsable(): boolean {
+  indexUsable(): boolean {
     for (const dir of [join(this.dir, ".twill"), join(this.dir, INDEX_DIR)]) {
       const problem = notADirectory(dir);
       if (!problem) continue;
@@ -342,15 +415,30 @@ function indexName(o: Owner): string {
 /** 255 bytes less ".tmp-<pid>-<ms>" (at most 32), less '@'. IDs are ASCII. */
 const MAX_INDEX_NAME = 200;
 
+/** An index entry as read from its file; a pod or plugin of the wrong shape is dropped, not trusted. */
 function parseIndexEntry(text: string | undefined): IndexEntry | undefined {
   if (text === undefined) return undefined;
+  let e: Partial<Record<keyof IndexEntry, unknown>>;
   try {
-    const e = JSON.parse(text) as IndexEntry;
-    const ok = typeof e.containerID === "string" && typeof e.ifname === "string" && Array.isArray(e.ips);
-    return ok ? e : undefined;
+    e = JSON.parse(text) as typeof e;
   } catch {
     return undefined;
   }
+  if (!e || typeof e !== "object" || typeof e.containerID !== "string" || typeof e.ifname !== "string") return undefined;
+  if (!Array.isArray(e.ips) || !e.ips.every((ip) => typeof ip === "string")) return undefined;
+  const entry: IndexEntry = {
+    containerID: e.containerID,
+    ifname: e.ifname,
+    ips: e.ips as string[],
+    bootId: typeof e.bootId === "string" ? e.bootId : "",
+    created: typeof e.created === "string" ? e.created : "",
+  };
+  const pod = e.pod as Partial<PodRef> | undefined;
+  if (pod && typeof pod.namespace === "string" && typeof pod.name === "string" && typeof pod.uid === "string") {
+    entry.pod = { namespace: pod.namespace, name: pod.name, uid: pod.uid };
+  }
+  if (typeof e.plugin === "string") entry.plugin = e.plugin;
+  return entry;
 }
 
 /** host-local writes "id\r\nifname"; its versions before 0.7 wrote the ID alone. */
@@ -366,6 +454,115 @@ export const sameAttachment = (held: Owner, want: Owner): boolean =>
 /** A reservation file's name: an IPv4 or IPv6 address (not `lock`, `last_reserved_ip.0`, `.twill`). */
 export const isIpName = (name: string): boolean =>
   /^\d{1,3}(\.\d{1,3}){3}$/.test(name) || (/^[0-9a-f:.]+$/i.test(name) && name.includes(":"));
+
+/** Why `name` (shaped like an address) is not the canonical text of one; null when it is. */
+function nonCanonicalReason(name: string): string | null {
+  try {
+    const ip = parseIp(name);
+    const canonical = formatIp(ip.family, ip.value);
+    return canonical === name ? null : `not in the canonical form of ${canonical}`;
+  } catch {
+    return "not an IP address";
+  }
+}
+
+const LOCK_NAME = ".twill.lock";
+/** How long a release waits for the lock; holders keep it for one read and one unlink. */
+const LOCK_WAIT_MS = 5_000;
+/** A lock file older than this was left by a holder that died holding it. */
+const LOCK_STALE_MS = 10_000;
+const LOCK_POLL_MS = 2;
+
+/**
+ * The store's lock: a file created with O_EXCL and removed when done. Node has no flock, and
+ * a PID in the file would not tell whether its holder lives: the plugin runs in the host's PID
+ * namespace, the agent in its container's. So a lock file older than {@link LOCK_STALE_MS},
+ * which no holder keeps for more than a read and an unlink, is taken to be a dead holder's and
+ * broken: renamed away (only one breaker wins the rename) and checked to be the stale file
+ * that was seen, else put back.
+ */
+export class StoreLock {
+  private held = 0;
+
+  constructor(
+    readonly path: string,
+    private readonly waitMs: number,
+    private readonly ensureDir: () => void,
+  ) {}
+
+  hold<T>(fn: () => T): T {
+    // Re-entrant within one process: releaseAddress releases under the lock it already holds.
+    if (this.held > 0) return fn();
+    this.acquire();
+    this.held++;
+    try {
+      return fn();
+    } finally {
+      this.held--;
+      unlinkIfExists(this.path);
+    }
+  }
+
+  private acquire(): void {
+    const deadline = Date.now() + this.waitMs;
+    for (let dirMade = false; ;) {
+      try {
+        const fd = openSync(this.path, "wx", 0o600);
+        closeSync(fd);
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" && !dirMade) {
+          this.ensureDir();
+          dirMade = true;
+          continue;
+        }
+        if (code !== "EEXIST") throw ioError("create the IPAM store lock", this.path, err);
+      }
+      const seen = lstatIfExists(this.path);
+      if (seen && Date.now() - seen.mtimeMs > LOCK_STALE_MS) {
+        this.breakStale(seen.ino);
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new CniError(Code.IoFailure, `the IPAM store lock ${this.path} is held by another process (waited ${this.waitMs} ms)`);
+      }
+      sleepSync(LOCK_POLL_MS);
+    }
+  }
+
+  private breakStale(ino: number): void {
+    const moved = `${this.path}.tmp-${process.pid}-${Date.now()}`;
+    try {
+      renameSync(this.path, moved);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return; // another breaker won
+      throw ioError("break the stale IPAM store lock", this.path, err);
+    }
+    // Between lstat and rename a live holder may have taken a fresh lock: give it back.
+    if (lstatIfExists(moved)?.ino !== ino) {
+      try {
+        linkSync(moved, this.path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw ioError("restore the IPAM store lock", this.path, err);
+      }
+    }
+    unlinkIfExists(moved);
+  }
+}
+
+function lstatIfExists(path: string): { ino: number; mtimeMs: number } | undefined {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw ioError("inspect", path, err);
+  }
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/** Waits without returning to the event loop: the store's API is synchronous. */
+const sleepSync = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);
 
 let cachedBootId: string | undefined;
 

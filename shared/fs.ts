@@ -1,5 +1,5 @@
 import {
-  closeSync, constants, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
+  closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
 } from "node:fs";
 import { open } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -62,6 +62,43 @@ export function removeStaleTemporaries(path: string, alive: (pid: number) => boo
     }
   }
   return stale;
+}
+
+/** A temporary this old was abandoned: its writer would have renamed it within milliseconds. */
+export const ABANDONED_TEMPORARY_MS = 10 * 60_000;
+
+/** The names {@link writeFileAtomic} (`<name>.tmp-<pid>-<ms>`) and {@link writeTempFile} (`.tmp-<pid>-<hex>`) give temporaries. */
+const TEMPORARY_NAME = /^(?:.+\.tmp-\d+-\d+|\.tmp-\d+-[0-9a-f]+)$/;
+
+/**
+ * Removes from `dir` the temporaries of writers killed between create and rename, judged by
+ * age alone: a write takes milliseconds, so one older than `olderThanMs` was abandoned. Not by
+ * PID: the plugin runs in the host's PID namespace and the agent in its container's, so neither
+ * can tell whether the other's writer lives. Only regular files with a temporary's name are
+ * touched, never followed. Returns the names removed.
+ */
+export function removeOldTemporaries(dir: string, olderThanMs = ABANDONED_TEMPORARY_MS, now = Date.now()): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!TEMPORARY_NAME.test(name)) continue;
+    const path = join(dir, name);
+    try {
+      const st = lstatSync(path);
+      if (!st.isFile() || now - st.mtimeMs < olderThanMs) continue;
+      unlinkSync(path);
+      removed.push(name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  return removed;
 }
 
 function processAlive(pid: number): boolean {

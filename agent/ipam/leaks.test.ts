@@ -1,18 +1,21 @@
 import { describe, expect, it } from "vitest";
-import { judgeReservations, leaked, livePod, type LivePod, type PodsView } from "./leaks.js";
+import { TORN_ADD_GRACE_MS, isApiUid, judgeReservations, leaked, livePod, type LivePod, type PodsView } from "./leaks.js";
 import type { ReservationView } from "./reservations.js";
 
 const MIN = 60_000;
 const NOW = 1_000 * MIN;
 const GRACE = 15 * MIN;
 
+/** An apiserver-made UID (RFC 4122), numbered. */
+const apiUid = (n: number) => `0000000${n}-aaaa-4bbb-8ccc-000000000000`.slice(-36);
 const reservation = (ip: string, more: Partial<ReservationView> = {}): ReservationView => ({
   ip,
   containerID: `c-${ip}`,
   ifname: "eth0",
-  pod: { namespace: "default", name: `web-${ip.split(".").at(-1)}`, uid: `uid-${ip}` },
+  pod: { namespace: "default", name: `web-${ip.split(".").at(-1)}`, uid: apiUid(Number(ip.split(".").at(-1))) },
   createdAt: NOW - 60 * MIN,
   predatesBoot: false,
+  sandbox: "unknown",
   ...more,
 });
 const pod = (r: ReservationView, more: Partial<LivePod> = {}): LivePod => ({ ...r.pod!, ips: [r.ip], ...more });
@@ -33,7 +36,7 @@ describe("leak decision", () => {
   it("releases the address of a pod gone from the node once it looked leaked for the grace period", () => {
     expect(states([a, b], listed(pod(a)), GRACE)).toEqual(["held", "leaked"]);
     const [, j] = judge([a, b], listed(pod(a)), GRACE);
-    expect(j!.verdict).toMatchObject({ reason: "pod-not-on-node", why: expect.stringContaining("default/web-3 (uid-10.244.1.3) is not running on this node") });
+    expect(j!.verdict).toMatchObject({ reason: "pod-not-on-node", why: expect.stringContaining(`default/web-3 (${apiUid(3)}) is not running on this node`) });
   });
 
   it("waits inside the grace period, and says when it will release", () => {
@@ -53,10 +56,10 @@ describe("leak decision", () => {
   });
 
   it("releases the old sandbox's address when the pod restarted under a new UID, and keeps the new one", () => {
-    const renewed = reservation("10.244.1.7", { pod: { ...a.pod!, uid: "uid-new" } });
+    const renewed = reservation("10.244.1.7", { pod: { ...a.pod!, uid: apiUid(9) } });
     const judged = judge([a, renewed], listed(pod(renewed)), GRACE);
     expect(judged.map((j) => j.verdict.state)).toEqual(["leaked", "held"]);
-    expect(judged[0]!.verdict).toMatchObject({ why: expect.stringContaining("under a new UID uid-new (was uid-10.244.1.2)") });
+    expect(judged[0]!.verdict).toMatchObject({ why: expect.stringContaining(`under a new UID ${apiUid(9)} (was ${apiUid(2)})`) });
   });
 
   it("releases a reservation from before the last boot, also when its pod's UID still runs here", () => {
@@ -91,14 +94,68 @@ describe("leak decision", () => {
   });
 
   it("matches a static pod's reservation to its mirror pod", () => {
-    const mirror: LivePod = { namespace: "default", name: "web-2", uid: "uid-mirror", staticUid: "uid-10.244.1.2", ips: [] };
-    expect(states([a], listed(mirror), GRACE)).toEqual(["held"]);
+    const manifestHash = "6d1b5c0a7e6f4a3e9b0c1d2e3f4a5b6c";
+    const staticPod = reservation("10.244.1.2", { pod: { ...a.pod!, uid: manifestHash } });
+    const mirror: LivePod = { namespace: "default", name: "web-2", uid: apiUid(8), staticUid: manifestHash, ips: [] };
+    expect(states([staticPod], listed(mirror), GRACE)).toEqual(["held"]);
   });
 
   it("matches a pod recorded without a UID by namespace and name", () => {
     const noUid = reservation("10.244.1.5", { pod: { namespace: "default", name: "web-5", uid: "" } });
     expect(states([noUid], listed(pod(noUid, { uid: "any", ips: [] })), GRACE)).toEqual(["held"]);
     expect(states([noUid], listed(), GRACE)).toEqual(["leaked"]);
+  });
+});
+
+describe("leak decision: the node's identity, the sandbox, static pods and torn ADDs", () => {
+  const a = reservation("10.244.1.2");
+  const manifestHash = "6d1b5c0a7e6f4a3e9b0c1d2e3f4a5b6c";
+  const staticPod = reservation("10.244.1.6", { pod: { namespace: "kube-system", name: "etcd-node-0", uid: manifestHash } });
+
+  it("releases nothing at all while the node name is not shown to be this node's, whatever the rule", () => {
+    const old = reservation("10.244.1.4", { predatesBoot: true });
+    const empty = reservation("10.244.1.5", { containerID: "", ifname: "", torn: "empty" });
+    const { pod: _pod, ...bare } = empty;
+    const unverified: PodsView = { kind: "unverified", reason: 'no Node named "wrong" in the API' };
+    const judged = judge([a, old, bare], unverified, GRACE * 100);
+    expect(judged.map((j) => j.verdict)).toEqual([
+      expect.objectContaining({ state: "kept", cause: "node-unverified", why: expect.stringContaining('no Node named "wrong"') }),
+      expect.objectContaining({ state: "kept", cause: "node-unverified" }),
+      expect.objectContaining({ state: "kept", cause: "node-unverified" }),
+    ]);
+  });
+
+  it("never releases an address whose sandbox still has its veth on this node (a pod deleted with --force)", () => {
+    const up = reservation("10.244.1.3", { sandbox: "up" });
+    expect(states([up], listed(), GRACE * 10)).toEqual(["held"]);
+    expect(judge([up], listed(), GRACE * 10)[0]!.verdict).toMatchObject({ why: expect.stringContaining("still has its veth") });
+  });
+
+  it("keeps a static pod's address when the API shows no mirror pod, unless its sandbox is shown gone", () => {
+    expect(isApiUid(apiUid(1))).toBe(true);
+    expect(isApiUid(manifestHash)).toBe(false);
+    expect(judge([staticPod], listed(), GRACE * 10)[0]!.verdict).toMatchObject({ state: "kept", cause: "static-pod" });
+    expect(states([{ ...staticPod, sandbox: "up" }], listed(), GRACE * 10)).toEqual(["held"]);
+    expect(states([{ ...staticPod, sandbox: "gone" }], listed(), GRACE * 10)).toEqual(["leaked"]);
+    expect(states([{ ...staticPod, sandbox: "gone" }], listed(), GRACE - 1)).toEqual(["pending"]);
+    // From an earlier boot it is gone whatever the API says.
+    expect(states([{ ...staticPod, predatesBoot: true }], listed(), GRACE)).toEqual(["leaked"]);
+  });
+
+  it("releases what a killed ADD left (an empty file, an owner without its index entry) once older than the short grace", () => {
+    const { pod: _p, ...noPod } = reservation("10.244.1.8");
+    const empty: ReservationView = { ...noPod, containerID: "", ifname: "", torn: "empty", createdAt: NOW - TORN_ADD_GRACE_MS };
+    const noIndex: ReservationView = { ...noPod, torn: "no-index", createdAt: NOW - TORN_ADD_GRACE_MS + 1 };
+    const judged = judge([empty, noIndex], listed());
+    expect(judged.map((j) => j.verdict)).toEqual([
+      expect.objectContaining({ state: "leaked", reason: "torn-add", why: expect.stringContaining("empty reservation file") }),
+      expect.objectContaining({ state: "pending", reason: "torn-add", releaseAt: NOW + 1 }),
+    ]);
+    // Without pods in the datastore too: nobody was ever handed the address.
+    expect(states([empty], { kind: "none", reason: "local" })).toEqual(["leaked"]);
+    // Never one a live pod lists, never with the API away.
+    expect(states([empty], listed({ namespace: "x", name: "y", uid: apiUid(1), ips: [empty.ip] }))).toEqual(["held"]);
+    expect(states([empty], { kind: "unavailable", reason: "timeout" })).toEqual(["kept"]);
   });
 });
 

@@ -12,9 +12,16 @@ import type { ReservationView } from "./reservations.js";
  * reboot), or when the pod recorded with it is not running on this node: gone, moved to
  * another node, or restarted under a new UID. Only after it has looked leaked for the grace
  * period, so a pod being created or a lagging view never costs an address. Never leaked:
- * an address a live pod on this node lists in status.podIPs, or one whose pod UID is live
- * (from this boot). When the API cannot be read, nothing is leaked. Without the Kubernetes
- * datastore there are no pods to ask: only the boot rule applies.
+ * an address a live pod on this node lists in status.podIPs, one whose pod UID is live
+ * (from this boot), one whose sandbox's veth is still on this node (sandbox.ts), and one of a
+ * static pod the API does not show (its mirror pod refused) unless its sandbox is shown gone.
+ * When the API cannot be read, or the node name is not shown to be this node's
+ * (node-identity.ts), nothing is leaked, whatever the rule. Without the Kubernetes datastore
+ * there are no pods to ask: only the boot rule and the torn-ADD rule apply.
+ *
+ * What an ADD killed half-way left (an empty file, or an owner without its index entry) was
+ * never handed to the runtime: it is leaked once older than a short grace, which no live ADD
+ * takes between creating the file and writing its index entry.
  */
 
 /** A pod on this node that is not finished (Pending, Running, Unknown), from the API. */
@@ -62,20 +69,26 @@ export type PodsView =
   /** The API was slow or unreachable: nothing can be shown to be unused. */
   | { kind: "unavailable"; reason: string }
   /** The datastore has no pods (etcd, local): reservations from before the last boot only. */
-  | { kind: "none"; reason: string };
+  | { kind: "none"; reason: string }
+  /** The node name is not shown to be this node: its pods are not this node's, nothing is released. */
+  | { kind: "unverified"; reason: string };
 
-export type LeakReason = "earlier-boot" | "pod-not-on-node";
+export type LeakReason = "earlier-boot" | "pod-not-on-node" | "torn-add";
 
 export type Verdict =
-  | { state: "held"; by: PodRef }
+  /** In use: by a live pod (`by`), or by a sandbox still up on this node. */
+  | { state: "held"; by?: PodRef; why: string }
   | { state: "leaked"; reason: LeakReason; why: string }
   /** Looks leaked, inside the grace period: released at `releaseAt` if it still does. */
   | { state: "pending"; reason: LeakReason; why: string; releaseAt: number }
   /** Not shown to be unused (no pod recorded, the API unreadable, no pods in this datastore). */
   | { state: "kept"; cause: KeptCause; why: string };
 
-/** Why a reservation cannot be judged: the API unreadable, no pods in the datastore, no pod recorded. */
-export type KeptCause = "pods-unavailable" | "no-pods" | "no-pod-recorded";
+/**
+ * Why a reservation cannot be judged: the API unreadable, the node name not this node's, no
+ * pods in the datastore, no pod recorded, a static pod the API does not show.
+ */
+export type KeptCause = "pods-unavailable" | "node-unverified" | "no-pods" | "no-pod-recorded" | "static-pod";
 
 export interface Judged {
   reservation: ReservationView;
@@ -90,7 +103,16 @@ export interface LeakOptions {
    * later of this and the reservation's creation starts the grace period. Undefined: from now.
    */
   suspectSince: (r: ReservationView) => number | undefined;
+  /** How old a torn ADD's reservation must be to be leaked; {@link TORN_ADD_GRACE_MS} unless set. */
+  tornGraceMs?: number;
 }
+
+/**
+ * An ADD writes its reservation's owner and index entry within milliseconds of creating the
+ * file; one that has not for this long was killed (the runtime cancels a CNI ADD after its
+ * runtime-request-timeout, 2 minutes by default).
+ */
+export const TORN_ADD_GRACE_MS = 5 * 60_000;
 
 export function judgeReservations(reservations: readonly ReservationView[], pods: PodsView, o: LeakOptions): Judged[] {
   return reservations.map((reservation) => ({ reservation, verdict: judge(reservation, pods, o) }));
@@ -105,10 +127,19 @@ export const suspected = (judged: readonly Judged[]): Judged[] =>
 
 function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
   if (pods.kind === "unavailable") return { state: "kept", cause: "pods-unavailable", why: `pods cannot be read (${pods.reason}): nothing is released` };
+  if (pods.kind === "unverified") return { state: "kept", cause: "node-unverified", why: `${pods.reason}: nothing is released` };
   if (pods.kind === "listed") {
     const byAddress = pods.pods.find((p) => p.ips.includes(r.ip));
-    if (byAddress) return { state: "held", by: refOf(byAddress) };
+    if (byAddress) return { state: "held", by: refOf(byAddress), why: `pod ${podText(byAddress)} lists it in status.podIPs` };
   }
+  if (r.torn) {
+    const releaseAt = (r.createdAt ?? o.now) + (o.tornGraceMs ?? TORN_ADD_GRACE_MS);
+    const why = r.torn === "empty" ? "an empty reservation file: its ADD was killed before writing it" : "no index entry: its ADD was killed before finishing";
+    return releaseAt <= o.now ? { state: "leaked", reason: "torn-add", why } : { state: "pending", reason: "torn-add", why, releaseAt };
+  }
+  // The sandbox is up: whatever the API says (a pod deleted with --force, a static pod), its
+  // namespace still has the address.
+  if (r.sandbox === "up") return { state: "held", why: `its sandbox ${r.containerID} still has its veth on this node` };
   let suspicion: { reason: LeakReason; why: string } | null = null;
   if (r.predatesBoot) {
     suspicion = { reason: "earlier-boot", why: "reserved before the last boot" };
@@ -119,7 +150,12 @@ function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
   } else {
     const pod = r.pod;
     const live = pods.pods.find((p) => (pod.uid ? p.uid === pod.uid || p.staticUid === pod.uid : p.namespace === pod.namespace && p.name === pod.name));
-    if (live) return { state: "held", by: refOf(live) };
+    if (live) return { state: "held", by: refOf(live), why: `pod ${podText(live)} runs on this node` };
+    // A static pod is in the API only through its mirror pod, which the API may refuse (a
+    // namespace that does not exist, an admission webhook): its absence proves nothing.
+    if (pod.uid && !isApiUid(pod.uid) && r.sandbox !== "gone") {
+      return { state: "kept", cause: "static-pod", why: `static pod ${podText(pod)} (${pod.uid}) has no mirror pod in the API: only its sandbox going shows it stopped` };
+    }
     const sameName = pods.pods.find((p) => p.namespace === pod.namespace && p.name === pod.name);
     const why = sameName
       ? `pod ${podText(pod)} runs on this node under a new UID ${sameName.uid} (was ${pod.uid})`
@@ -132,6 +168,12 @@ function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
 }
 
 const refOf = (p: LivePod): PodRef => ({ namespace: p.namespace, name: p.name, uid: p.uid });
+
+/**
+ * A UID the apiserver generated (RFC 4122 text). kubelet gives a static pod (from a manifest
+ * file or URL) the hex digest of its manifest instead, and names that in CNI_ARGS.
+ */
+export const isApiUid = (uid: string): boolean => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(uid);
 
 /** The key the agent remembers a suspicion under: one attachment's one address. */
 export const reservationKey = (r: ReservationView): string => `${r.ip} ${r.containerID} ${r.ifname}`;

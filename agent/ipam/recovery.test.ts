@@ -12,6 +12,9 @@ import { viewReservations } from "./reservations.js";
 
 const MIN = 60_000;
 const BOOT = { id: "boot-now", startedAt: 0 };
+const UID_A = "0000000a-aaaa-4bbb-8ccc-000000000000";
+const UID_B = "0000000b-aaaa-4bbb-8ccc-000000000000";
+const UID_C = "0000000c-aaaa-4bbb-8ccc-000000000000";
 
 let dir: string;
 beforeEach(() => {
@@ -36,9 +39,9 @@ describe("leak recovery", () => {
   it("releases a dead pod's address only after sweeps spanning the grace period saw it unused, logs and counts it", async () => {
     const store = new Store(join(dir, "twill"));
     store.ensure();
-    reserve(store, "10.244.1.2", "live", { name: "a", uid: "uid-a" }, 0);
-    reserve(store, "10.244.1.3", "dead", { name: "b", uid: "uid-b" }, 0);
-    const live: LivePod = { namespace: "default", name: "a", uid: "uid-a", ips: ["10.244.1.2"] };
+    reserve(store, "10.244.1.2", "live", { name: "a", uid: UID_A }, 0);
+    reserve(store, "10.244.1.3", "dead", { name: "b", uid: UID_B }, 0);
+    const live: LivePod = { namespace: "default", name: "a", uid: UID_A, ips: ["10.244.1.2"] };
     let pods: PodsView = { kind: "listed", pods: [live] };
     let now = 100 * MIN;
     const lines: Record<string, unknown>[] = [];
@@ -65,17 +68,17 @@ describe("leak recovery", () => {
     expect(await verdicts()).toEqual(["10.244.1.2 held", "10.244.1.3 leaked"]);
     expect(store.reservedAddresses().sort()).toEqual(["10.244.1.2"]);
     expect(store.indexEntries().entries.map((e) => e.containerID)).toEqual(["live"]);
-    expect(lines.find((l) => l.msg === "Released leaked address")).toMatchObject({ address: "10.244.1.3", pod: "default/b", podUid: "uid-b", reason: "pod-not-on-node" });
+    expect(lines.find((l) => l.msg === "Released leaked address")).toMatchObject({ address: "10.244.1.3", pod: "default/b", podUid: UID_B, reason: "pod-not-on-node" });
     const page = await metrics.registry.metrics();
     expect(metricValue(page, 'twill_ipam_leaks_released_total{reason="pod-not-on-node"}')).toBe(1);
-    expect(metricValue(page, "twill_ipam_leak_sweeps_skipped_total")).toBe(1);
+    expect(metricValue(page, 'twill_ipam_leak_sweeps_skipped_total{reason="pods-unavailable"}')).toBe(1);
     expect(metricValue(page, "twill_ipam_leak_suspects")).toBe(0);
   });
 
   it("forgets a suspicion the pods clear (the pod showed up), and starts the grace period over", async () => {
     const store = new Store(join(dir, "twill"));
-    reserve(store, "10.244.1.4", "slow", { name: "c", uid: "uid-c" }, 0);
-    const pod: LivePod = { namespace: "default", name: "c", uid: "uid-c", ips: [] };
+    reserve(store, "10.244.1.4", "slow", { name: "c", uid: UID_C }, 0);
+    const pod: LivePod = { namespace: "default", name: "c", uid: UID_C, ips: [] };
     const views: PodsView[] = [{ kind: "listed", pods: [] }, { kind: "listed", pods: [pod] }, { kind: "listed", pods: [] }];
     let now = 100 * MIN;
     const recovery = new LeakRecovery({
@@ -107,12 +110,12 @@ describe("viewReservations", () => {
         { ip: "10.0.0.2", containerID: "a", ifname: "eth0", reservedAt: 9_000 },
       ],
       index,
-      { id: "new", startedAt: 1_000 },
+      { boot: { id: "new", startedAt: 1_000 }, indexComplete: false, sandbox: () => "unknown" },
     );
-    expect(views.map((v) => [v.ip, v.createdAt, v.predatesBoot])).toEqual([
-      ["10.0.0.2", 60_000, true],
-      ["10.0.0.10", 500, true],
-      ["fd00::2", 5_000, false],
+    expect(views.map((v) => [v.ip, v.createdAt, v.predatesBoot, v.torn])).toEqual([
+      ["10.0.0.2", 60_000, true, undefined],
+      ["10.0.0.10", 500, true, undefined],
+      ["fd00::2", 5_000, false, undefined],
     ]);
   });
 });
