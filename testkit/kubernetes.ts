@@ -36,9 +36,19 @@ export function kubeConfigFor(server: string, caFile: string, token: string): Ku
   return kc;
 }
 
-const RBAC_KINDS = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
+/** The namespace of the subnet Leases the manifest gives twilld (TWILL_KUBE_NAMESPACE of the DaemonSet). */
+export function manifestLeaseNamespace(): string {
+  const ds = manifestObjects().find((o) => o.kind === "DaemonSet") as unknown as {
+    spec: { template: { spec: { containers: { env?: { name: string; value?: string }[] }[] } } };
+  };
+  const value = ds.spec.template.spec.containers[0]?.env?.find((e) => e.name === "TWILL_KUBE_NAMESPACE")?.value;
+  if (!value) throw new Error("deploy/twill.yaml: the DaemonSet sets no TWILL_KUBE_NAMESPACE");
+  return value;
+}
 
-/** Creates the manifest's ServiceAccount and RBAC objects for real (the agent's permissions). */
+const RBAC_KINDS = new Set(["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
+
+/** Creates the manifest's namespace, ServiceAccount and RBAC objects for real (the agent's permissions). */
 export async function applyManifestRbac(admin: KubeConfig): Promise<string[]> {
   const api = KubernetesObjectApi.makeApiClient(admin);
   const applied: string[] = [];
@@ -55,7 +65,7 @@ const code = (err: unknown): number | undefined => (err as { code?: number } | n
 export class Admin {
   readonly core: CoreV1Api;
   readonly coordination: CoordinationV1Api;
-  constructor(kc: KubeConfig, readonly namespace = "kube-system") {
+  constructor(kc: KubeConfig, readonly namespace = manifestLeaseNamespace()) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.coordination = kc.makeApiClient(CoordinationV1Api);
   }

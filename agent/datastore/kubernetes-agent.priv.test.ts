@@ -12,7 +12,7 @@ import { createBackend } from "../backend/index.js";
 import { parseNetworkConfig } from "../config.js";
 import { createMetrics } from "../metrics.js";
 import { NodeNet } from "../../testkit/node-net.js";
-import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
+import { Admin, applyManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
 import { until } from "../../testkit/until.js";
 
@@ -56,7 +56,7 @@ describe.skipIf(!built)(
           new Agent({
             nodeName: node.name,
             network,
-            store: new KubernetesStore({ kubeConfig: agentKc, namespace: "kube-system", network, leaseTTLMs: 30_000 }),
+            store: new KubernetesStore({ kubeConfig: agentKc, namespace: manifestLeaseNamespace(), legacyNamespace: "kube-system", network, leaseTTLMs: 30_000 }),
             ip,
             backend: () => createBackend(network, { ip, logger: nullLogger }),
             underlay: {},

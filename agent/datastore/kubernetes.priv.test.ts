@@ -1,6 +1,15 @@
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { CoordinationV1Api, CoreV1Api, V1MicroTime, type KubeConfig, type V1Lease, type V1Node } from "@kubernetes/client-node";
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  PatchStrategy,
+  V1MicroTime,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1Lease,
+  type V1Node,
+} from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
@@ -11,7 +20,7 @@ import { parseNetworkConfig } from "../config.js";
 import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
 import { ANNOTATIONS, LEASE_SELECTOR, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations } from "./kubernetes-objects.js";
 import { ResilientInformer, listInPages, listPage } from "./kubernetes-informer.js";
-import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
+import { Admin, applyManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
 import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
 import { until } from "../../testkit/until.js";
@@ -19,13 +28,15 @@ import { until } from "../../testkit/until.js";
 const built = kubeBinariesBuilt();
 const skipReason = `skipped: no kube binaries in ${kubeCacheDir()}/bin; run scripts/setup-kube`;
 const NETWORK = parseNetworkConfig({ Network: "10.244.0.0/16", SubnetLen: 24 });
+/** Where deploy/twill.yaml lets the agent write Leases. */
+const LEASES = manifestLeaseNamespace();
 
 /**
  * A store as the agent runs it: the agent token, whose only permissions are the RBAC rules of
  * deploy/twill.yaml. Before it acquires, its Node is registered (the kubelet's job in a cluster).
  */
 function agentStore(kc: KubeConfig, admin: Admin, network: NetworkConfig, leaseTTLMs: number, logger = createLogger(() => {})): KubernetesStore {
-  const store = new KubernetesStore({ kubeConfig: kc, namespace: "kube-system", network, leaseTTLMs, logger });
+  const store = new KubernetesStore({ kubeConfig: kc, namespace: LEASES, legacyNamespace: "kube-system", network, leaseTTLMs, logger });
   const acquire = store.acquire.bind(store);
   store.acquire = async (req: AcquireRequest) => {
     await admin.ensureNode(req.nodeName);
@@ -37,15 +48,25 @@ function agentStore(kc: KubeConfig, admin: Admin, network: NetworkConfig, leaseT
 describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `kubernetes datastore (${skipReason})`, () => {
   let cp: ControlPlane;
   let admin: Admin;
+  let adminKc: KubeConfig;
   let agentKc: KubeConfig;
   const opened: SubnetStore[] = [];
 
   beforeAll(async () => {
     cp = await startControlPlane();
-    const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
+    adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
     admin = new Admin(adminKc);
     const applied = await applyManifestRbac(adminKc);
-    expect(applied).toEqual(["ServiceAccount/twill", "ClusterRole/twill", "ClusterRoleBinding/twill", "Role/twill", "RoleBinding/twill"]);
+    expect(applied).toEqual([
+      "Namespace/twill-system",
+      "ServiceAccount/twill",
+      "ClusterRole/twill",
+      "ClusterRoleBinding/twill",
+      "Role/twill",
+      "RoleBinding/twill",
+      "Role/twill",
+      "RoleBinding/twill",
+    ]);
     agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
     // RBAC reaches the authorizer's cache a moment after the objects are stored.
     const agentCore = agentKc.makeApiClient(CoreV1Api);
@@ -89,7 +110,7 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
       expect(obj?.metadata?.ownerReferences?.[0]).toMatchObject({ kind: "Node", name: l.nodeName, uid: node.metadata?.uid });
       expect(node.metadata?.annotations?.[ANNOTATIONS.subnets]).toBe(l.subnets[0]);
       expect(node.metadata?.annotations?.[ANNOTATIONS.publicIP]).toBe("192.0.2.10");
-      expect(JSON.parse(node.metadata?.annotations?.[ANNOTATIONS.backendData] ?? "{}")).toMatchObject({ vtepMAC: "02:00:00:00:00:01" });
+      expect(JSON.parse(node.metadata?.annotations?.[ANNOTATIONS.backendData] ?? "{}")).toMatchObject({ vtepMAC: request(l.nodeName).backend.vtepMAC });
       const cond = node.status?.conditions?.find((c) => c.type === "NetworkUnavailable");
       expect(cond).toMatchObject({ status: "False", reason: "TwillIsUp" });
     }
@@ -171,10 +192,10 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
     let lists = 0;
     const informer = new ResilientInformer<V1Lease>({
       kubeConfig: agentKc,
-      path: "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+      path: `/apis/coordination.k8s.io/v1/namespaces/${LEASES}/leases`,
       list: () => {
         lists++;
-        return listInPages((limit, _continue) => coordination.listNamespacedLease({ namespace: "kube-system", labelSelector: LEASE_SELECTOR, limit, _continue }));
+        return listInPages((limit, _continue) => coordination.listNamespacedLease({ namespace: LEASES, labelSelector: LEASE_SELECTOR, limit, _continue }));
       },
       labelSelector: LEASE_SELECTOR,
       onChange: () => {},
@@ -203,7 +224,7 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
     const small = parseNetworkConfig({ Network: "10.5.0.0/23", SubnetLen: 24 });
     // Lapsed long ago, but its subnet annotation is garbage: nobody can tell whose it is.
     await admin.coordination.createNamespacedLease({
-      namespace: "kube-system",
+      namespace: LEASES,
       body: {
         metadata: { name: "twill-10-5-0-0-24", labels: { "app.kubernetes.io/managed-by": "twilld" }, annotations: { [LEASE_SUBNET_ANNOTATION]: "garb" } },
         spec: { holderIdentity: "node-live", leaseDurationSeconds: 1, renewTime: new V1MicroTime(Date.now() - 3_600_000) },
@@ -216,7 +237,73 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
     const held = (await admin.twillLeases()).find((l) => l.metadata?.name === "twill-10-5-0-0-24");
     expect(held?.spec?.holderIdentity).toBe("node-live");
     await a.list();
-    expect(a.unreadable()).toEqual([{ kind: "claim", key: "Lease kube-system/twill-10-5-0-0-24", reason: expect.stringMatching(/not a CIDR/) }]);
+    expect(a.unreadable()).toEqual([{ kind: "claim", key: `Lease ${LEASES}/twill-10-5-0-0-24`, reason: expect.stringMatching(/not a CIDR/) }]);
+  });
+
+  it("carries a node's subnet over from a Lease an older twilld left in kube-system, and never hands it to another node", async () => {
+    await admin.wipe();
+    const legacyAdmin = new Admin(adminKc, "kube-system");
+    await legacyAdmin.wipe();
+    const small = parseNetworkConfig({ Network: "10.244.4.0/22", SubnetLen: 24 });
+    const oldLease = (subnet: string, holder: string, renewedAgoMs: number) =>
+      admin.coordination.createNamespacedLease({
+        namespace: "kube-system",
+        body: {
+          metadata: { name: leaseName(subnet), labels: { "app.kubernetes.io/managed-by": "twilld" }, annotations: { [LEASE_SUBNET_ANNOTATION]: subnet } },
+          spec: {
+            holderIdentity: holder,
+            leaseDurationSeconds: 3600,
+            acquireTime: new V1MicroTime(Date.now() - 86_400_000),
+            renewTime: new V1MicroTime(Date.now() - renewedAgoMs),
+            leaseTransitions: 2,
+          },
+        },
+      });
+    // What the older twilld of node-old left: its live Lease and its Node's annotations. A node
+    // gone for a while left a lapsed one.
+    await oldLease("10.244.7.0/24", "node-old", 60_000);
+    await oldLease("10.244.6.0/24", "node-gone", 7_200_000);
+    await admin.ensureNode("node-old");
+    const published = nodeAnnotations("192.0.2.10", request("node-old").backend, ["10.244.7.0/24"]);
+    await admin.core.patchNode(
+      { name: "node-old", body: { metadata: { annotations: published } } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+    const before = await admin.coordination.readNamespacedLease({ namespace: "kube-system", name: leaseName("10.244.7.0/24") });
+
+    // Upgraded nodes see node-old, not upgraded yet, by its old Lease.
+    const watcher = follow(open(small));
+    try {
+      await until("seeing node-old by its old Lease", () => watcher.leases().find((l) => l.nodeName === "node-old")?.subnets.join() === "10.244.7.0/24" || undefined);
+
+      // Other nodes, even asking for them, never get the old Leases' subnets, lapsed or live.
+      const other = await open(small).acquire({ ...request("node-other"), preferredSubnets: ["10.244.7.0/24"] });
+      const third = await open(small).acquire({ ...request("node-third"), preferredSubnets: ["10.244.6.0/24"] });
+      expect([other.subnets, third.subnets].flat().sort()).toEqual(["10.244.4.0/24", "10.244.5.0/24"]);
+      await expect(open(small).acquire(request("node-fourth"))).rejects.toThrow(/no free \/24 subnet/);
+
+      // node-old restarts with this version: the same subnet, now held in twill's namespace
+      // with the old claim time, and the old Lease untouched (the agent may not write there).
+      const moved = await open(small).acquire(request("node-old"));
+      expect(moved.subnets).toEqual(["10.244.7.0/24"]);
+      const held = (await admin.twillLeases()).find((l) => l.metadata?.name === leaseName("10.244.7.0/24"));
+      expect(held?.spec?.holderIdentity).toBe("node-old");
+      expect(held?.spec?.leaseTransitions).toBe(2);
+      expect(held?.spec?.acquireTime?.getTime()).toBe(before.spec?.acquireTime?.getTime());
+      const after = await admin.coordination.readNamespacedLease({ namespace: "kube-system", name: leaseName("10.244.7.0/24") });
+      expect(after.metadata?.resourceVersion).toBe(before.metadata?.resourceVersion);
+      await until("seeing node-old by its new Lease", () => {
+        const l = watcher.leases().find((x) => x.nodeName === "node-old");
+        return l?.subnets.join() === "10.244.7.0/24" && l.expiresAt !== undefined && l.expiresAt < Date.now() + 120_000 ? true : undefined;
+      });
+
+      // Its old Lease deleted (the operator's clean-up), its subnet stays node-old's.
+      await legacyAdmin.deleteLease(leaseName("10.244.7.0/24"));
+      await expect(open(small).acquire({ ...request("node-fifth"), preferredSubnets: ["10.244.7.0/24"] })).rejects.toThrow(/no free \/24 subnet/);
+    } finally {
+      watcher.stop();
+      await legacyAdmin.wipe();
+    }
   });
 
   it("refuses what deploy/twill.yaml does not grant the agent", async () => {
@@ -226,9 +313,24 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
     expect(await status(core.deleteNode({ name: "node-x" }))).toBe(403);
     expect(await status(core.listSecretForAllNamespaces())).toBe(403);
     expect(await status(core.createNode({ body: { metadata: { name: "node-y" } } }))).toBe(403);
-    // Leases outside kube-system are not the agent's.
-    const elsewhere = new KubernetesStore({ kubeConfig: agentKc, namespace: "default", network: NETWORK, leaseTTLMs: 60_000 });
-    await expect(elsewhere.acquire(request("node-x"))).rejects.toThrow(/403/);
+    // Leases outside twill's namespace are not the agent's: in kube-system (leader election of
+    // the controller-manager and the scheduler) it may only read them.
+    for (const namespace of ["default", "kube-system"]) {
+      const elsewhere = new KubernetesStore({ kubeConfig: agentKc, namespace, network: NETWORK, leaseTTLMs: 60_000 });
+      await expect(elsewhere.acquire(request("node-x"))).rejects.toThrow(/403/);
+    }
+    const coordination = agentKc.makeApiClient(CoordinationV1Api);
+    await admin.coordination.createNamespacedLease({ namespace: "kube-system", body: { metadata: { name: "kube-scheduler" }, spec: { holderIdentity: "scheduler-1" } } });
+    try {
+      expect(await status(coordination.listNamespacedLease({ namespace: "kube-system" }))).toBe(200);
+      expect(await status(coordination.readNamespacedLease({ namespace: "kube-system", name: "kube-scheduler" }))).toBe(403);
+      const body = { metadata: { name: "kube-scheduler" }, spec: { holderIdentity: "node-x" } };
+      expect(await status(coordination.replaceNamespacedLease({ namespace: "kube-system", name: "kube-scheduler", body }))).toBe(403);
+      expect(await status(coordination.deleteNamespacedLease({ namespace: "kube-system", name: "kube-scheduler" }))).toBe(403);
+      expect(await status(coordination.createNamespacedLease({ namespace: "kube-system", body: { metadata: { name: "x" } } }))).toBe(403);
+    } finally {
+      await admin.coordination.deleteNamespacedLease({ namespace: "kube-system", name: "kube-scheduler" });
+    }
   });
 
   it("resumes its watch after the connection breaks and after an apiserver restart, relisting on 410 Gone", async () => {
@@ -330,7 +432,7 @@ describe.skipIf(!built)(built ? "kubernetes datastore with kube-controller-manag
     await podCIDROf("kcm-d");
     const wrong = new KubernetesStore({
       kubeConfig: agentKc,
-      namespace: "kube-system",
+      namespace: LEASES,
       network: parseNetworkConfig({ Network: "10.50.0.0/16" }),
       leaseTTLMs: 60_000,
     });
@@ -346,7 +448,7 @@ describe("kubernetes datastore against an apiserver that never answers", () => {
     const port = (silent.address() as AddressInfo).port;
     try {
       const kc = kubeConfigFor(`https://127.0.0.1:${port}`, "/dev/null", "token");
-      const store = new KubernetesStore({ kubeConfig: kc, namespace: "kube-system", network: NETWORK, leaseTTLMs: 60_000, requestTimeoutMs: 500 });
+      const store = new KubernetesStore({ kubeConfig: kc, namespace: LEASES, network: NETWORK, leaseTTLMs: 60_000, requestTimeoutMs: 500 });
       await expect(store.list()).rejects.toThrow(/datastore: failed to list nodes: .*(timeout|aborted)/i);
     } finally {
       for (const s of sockets) s.destroy();
