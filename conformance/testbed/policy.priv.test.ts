@@ -7,7 +7,7 @@ import type { NetworkPolicy, PodInfo, PolicySnapshot } from "../../agent/policy/
 import { nullLogger } from "../../shared/log.js";
 import { sysctls } from "../../testkit/netns.js";
 import { Testbed, type Pod } from "./testbed.js";
-import { ECHO_PORT, ping, tcpProbe } from "./traffic.js";
+import { ECHO_PORT, ping, startEcho, tcpProbe, type EchoServer } from "./traffic.js";
 
 // NetworkPolicy on the testbed: the policy engine of each node applies real nft rules in the
 // node's namespace, fed plain objects through the seam the Kubernetes watch uses; pods are
@@ -15,8 +15,10 @@ import { ECHO_PORT, ping, tcpProbe } from "./traffic.js";
 
 let tb: Testbed | null = null;
 const engines: PolicyEngine[] = [];
+const servers: EchoServer[] = [];
 afterEach(async () => {
   for (const e of engines.splice(0)) await e.stop();
+  for (const s of servers.splice(0)) await s.stop().catch(() => undefined);
   await tb?.destroy();
   tb = null;
 });
@@ -190,5 +192,37 @@ describe("NetworkPolicy on the testbed (vxlan, dual-stack, 2 nodes)", () => {
     expect(await reach(friend, [v4(late)])).toEqual({ [v4(late)]: true });
     expect(await reach(remote, [v4(late), v6(late)])).toEqual({ [v4(late)]: false, [v6(late)]: false });
     console.log(`policy window for a new pod (event to rules applied, node-2): ${windowMs.toFixed(1)} ms`);
+  });
+
+  it("egress deny-all stops a pod at its own node's addresses too, and the node still reaches the pod (kubelet probes)", async () => {
+    const c = await cluster([2, 1]);
+    const [client, free] = c.t.pods as [Pod, Pod];
+    const node1 = c.t.nodes[0]!;
+    // Something on the node as kubelet listens on 10250: every address of the node namespace.
+    const KUBELET_PORT = 10250;
+    servers.push(await startEcho(node1.ns, KUBELET_PORT));
+    const addrs = await c.t.ip(node1).json<{ ifname: string; addr_info: { family: string; local: string; scope: string }[] }[]>(["addr", "show"], "list node addresses");
+    const gateway = (fam: string) => addrs.find((l) => l.ifname === "cni0")!.addr_info.find((a) => a.family === fam && a.scope === "global")!.local;
+    const nodeAddrs = [node1.ip, gateway("inet"), gateway("inet6")];
+    const toNode = async (from: Pod) => Object.values(Object.fromEntries((await tcpProbe(from.ns, nodeAddrs, KUBELET_PORT)).map((r) => [r.target, r.ok])));
+    expect(await toNode(client)).toEqual([true, true, true]);
+
+    c.labels.set(client, { app: "locked" });
+    c.policies.push({ namespace: "default", name: "deny-all", podSelector: { matchLabels: { app: "locked" } }, policyTypes: ["ingress", "egress"], ingress: [], egress: [] });
+    await c.sync();
+    expect(await toNode(client)).toEqual([false, false, false]);
+    // A pod no policy selects still reaches its node; the node reaches the locked pod, by TCP
+    // and ping, on both families: its packets leave through output, the replies come back
+    // through input as established (over IPv6 only if the pod's neighbour discovery to the
+    // node passes too).
+    expect(await toNode(free)).toEqual([true, true, true]);
+    expect(await reach(node1.ns, [v4(client), v6(client)])).toEqual({ [v4(client)]: true, [v6(client)]: true });
+    expect((await ping(node1.ns, v4(client))).ok).toBe(true);
+    expect((await ping(node1.ns, v6(client))).ok).toBe(true);
+    // The pod's own pings to its node are egress as well; its drops are counted.
+    expect((await ping(client.ns, gateway("inet"))).ok).toBe(false);
+    const engine = c.engines.get(node1.name)!;
+    await (engine as unknown as { collectDrops(): Promise<void> }).collectDrops();
+    expect(engine.report().drops.find((d) => d.pod === `default/${client.name}`)!.egress).toBeGreaterThan(0);
   });
 });
