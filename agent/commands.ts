@@ -10,6 +10,7 @@ import { createBackend } from "./backend/index.js";
 import { readNetworkConfig } from "./config.js";
 import { ConfigError } from "./errors.js";
 import { createStore, type DatastoreKind } from "./datastore/index.js";
+import type { EtcdTlsFiles } from "./datastore/etcd-client.js";
 import { loadKubeConfig } from "./datastore/kubernetes.js";
 import {
   checkReservations, listReservations, releaseAddress, releaseLeaked, renderCheck, renderRelease, renderReservations,
@@ -36,6 +37,8 @@ export interface CommonOptions {
   storeDir: string;
   etcdEndpoints: string[];
   etcdPrefix: string;
+  /** For https:// etcd endpoints: --etcd-cafile, --etcd-certfile, --etcd-keyfile. */
+  etcdTls?: EtcdTlsFiles;
   kubeconfig?: string;
   kubeNamespace: string;
   subnetFile: string;
@@ -73,7 +76,7 @@ const storeOptions = (o: CommonOptions, logger: Logger) => ({
   leaseTTLMs: o.leaseTTLMs,
   logger,
   local: { dir: o.storeDir },
-  etcd: { endpoints: o.etcdEndpoints, prefix: o.etcdPrefix },
+  etcd: { endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, ...(o.etcdTls ? { tls: o.etcdTls } : {}) },
   kubernetes: { ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}), namespace: o.kubeNamespace },
 });
 

@@ -1,11 +1,70 @@
-import { DatastoreError, errorMessage } from "../errors.js";
+import { readFileSync } from "node:fs";
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { ConfigError, DatastoreError, errorMessage } from "../errors.js";
 
 /**
- * A small etcd v3 client over etcd's gRPC JSON gateway (plain HTTP + fetch, so no gRPC
- * dependency in the agent's bundle). Keys and values travel base64-encoded; 64-bit numbers
+ * A small etcd v3 client over etcd's gRPC JSON gateway (HTTP or HTTPS with node:http, so no
+ * gRPC dependency in the agent's bundle). Keys and values travel base64-encoded; 64-bit numbers
  * (revisions, lease IDs) travel as decimal strings and fields equal to their zero value are
  * left out (a PUT event has no "type", a failed txn no "succeeded", a lapsed lease no "TTL").
  */
+
+/** The PEM files of --etcd-cafile, --etcd-certfile and --etcd-keyfile. */
+export interface EtcdTlsFiles {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+/** TLS settings for https:// endpoints, as PEM text. */
+export interface EtcdTls {
+  /** Trusted instead of the system's CAs for etcd's server certificate. */
+  ca?: string;
+  /** The client certificate and its key, for an etcd with --client-cert-auth. */
+  cert?: string;
+  key?: string;
+}
+
+/** Reads the TLS files once, at start-up: a missing or unreadable file is a config error naming its flag. */
+export function readEtcdTls(files: EtcdTlsFiles): EtcdTls {
+  if (Boolean(files.certFile) !== Boolean(files.keyFile)) {
+    throw new ConfigError("--etcd-certfile and --etcd-keyfile go together: a client certificate needs its key");
+  }
+  const read = (file: string | undefined, flag: string): string | undefined => {
+    if (!file) return undefined;
+    try {
+      return readFileSync(file, "utf8");
+    } catch (err) {
+      throw new ConfigError(`${flag} ${file}: ${errorMessage(err)}`);
+    }
+  };
+  const tls = { ca: read(files.caFile, "--etcd-cafile"), cert: read(files.certFile, "--etcd-certfile"), key: read(files.keyFile, "--etcd-keyfile") };
+  return Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) as EtcdTls;
+}
+
+/**
+ * The endpoints as URLs: http:// or https://; TLS settings only with https:// ones (over plain
+ * HTTP a client certificate would silently never be sent).
+ */
+export function checkEndpoints(endpoints: readonly string[], tls: EtcdTls): string[] {
+  if (endpoints.length === 0) throw new DatastoreError("connect to etcd", "no endpoints given");
+  return endpoints.map((e) => {
+    let url: URL;
+    try {
+      url = new URL(e);
+    } catch {
+      throw new ConfigError(`etcd endpoint ${JSON.stringify(e)} is not a URL (http://HOST:2379 or https://HOST:2379)`);
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new ConfigError(`etcd endpoint ${e}: only http:// and https:// are supported`);
+    }
+    if (url.protocol === "http:" && Object.keys(tls).length > 0) {
+      throw new ConfigError(`etcd endpoint ${e} is plain HTTP but TLS files are given (--etcd-cafile, --etcd-certfile, --etcd-keyfile): use https://`);
+    }
+    return e.replace(/\/+$/, "");
+  });
+}
 
 export interface KeyValue {
   key: string;
@@ -72,13 +131,27 @@ const decodeKv = (kv: RawKv): KeyValue => ({
 });
 
 export class EtcdClient {
+  readonly endpoints: readonly string[];
   private current = 0;
+  private readonly hasClientCert: boolean;
+  /** Connections kept open between calls; the watch holds one of its own. */
+  private readonly httpAgent = new HttpAgent({ keepAlive: true });
+  private readonly httpsAgent: HttpsAgent;
 
   constructor(
-    readonly endpoints: readonly string[],
+    endpoints: readonly string[],
     private readonly timeoutMs = 5000,
+    tls: EtcdTls = {},
   ) {
-    if (endpoints.length === 0) throw new DatastoreError("connect to etcd", "no endpoints given");
+    this.endpoints = checkEndpoints(endpoints, tls);
+    this.hasClientCert = tls.cert !== undefined;
+    this.httpsAgent = new HttpsAgent({ keepAlive: true, ...tls });
+  }
+
+  /** Closes the connections kept open. */
+  close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
   }
 
   async range(key: string, rangeEnd?: string): Promise<{ kvs: KeyValue[]; revision: number }> {
@@ -142,15 +215,12 @@ export class EtcdClient {
     const body = JSON.stringify({
       create_request: { key: b64(prefix), range_end: rawB64(prefixEnd(prefix)), start_revision: String(startRevision) },
     });
-    const res = await this.fetchAny("/v3/watch", body, signal, `watch ${prefix}`);
-    if (!res.body) throw new DatastoreError(`watch ${prefix}`, "no response body");
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    const res = await this.postAny("/v3/watch", body, signal, `watch ${prefix}`);
+    res.setEncoding("utf8");
     let buffered = "";
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffered += value;
+      for await (const chunk of res as AsyncIterable<string>) {
+        buffered += chunk;
         let nl: number;
         while ((nl = buffered.indexOf("\n")) >= 0) {
           const line = buffered.slice(0, nl).trim();
@@ -162,7 +232,7 @@ export class EtcdClient {
       if (signal.aborted) return;
       throw err instanceof DatastoreError || err instanceof WatchCompacted ? err : new DatastoreError(`watch ${prefix}`, errorMessage(err));
     } finally {
-      reader.releaseLock();
+      res.destroy();
     }
     if (!signal.aborted) throw new DatastoreError(`watch ${prefix}`, "the stream ended");
   }
@@ -193,8 +263,11 @@ export class EtcdClient {
   }
 
   private async call<T>(path: string, body: unknown, what: string): Promise<T> {
-    const res = await this.fetchAny(path, JSON.stringify(body), AbortSignal.timeout(this.timeoutMs), what);
-    const text = await res.text();
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    const res = await this.postAny(path, JSON.stringify(body), signal, what);
+    const text = await readBody(res).catch((err: unknown) => {
+      throw new DatastoreError(what, `etcd's answer broke off: ${errorMessage(err)}`);
+    });
     try {
       return JSON.parse(text) as T;
     } catch {
@@ -203,21 +276,22 @@ export class EtcdClient {
   }
 
   /** POSTs to the endpoint that answered last, moving on to the next while one is unreachable. */
-  private async fetchAny(path: string, body: string, signal: AbortSignal, what: string): Promise<Response> {
+  private async postAny(path: string, body: string, signal: AbortSignal, what: string): Promise<IncomingMessage> {
     let lastError = "";
     for (let tries = 0; tries < this.endpoints.length; tries++) {
-      const endpoint = this.endpoints[this.current]!.replace(/\/+$/, "");
-      let res: Response;
+      const endpoint = this.endpoints[this.current]!;
+      let res: IncomingMessage;
       try {
-        res = await fetch(endpoint + path, { method: "POST", body, signal, headers: { "content-type": "application/json" } });
+        res = await this.post(endpoint + path, body, signal);
       } catch (err) {
         if (signal.aborted) throw new DatastoreError(what, `no answer from ${endpoint}: ${errorMessage(err)}`);
-        lastError = `${endpoint}: ${causeOf(err)}`;
+        lastError = `${endpoint}: ${connectFailure(err, this.hasClientCert)}`;
         this.current = (this.current + 1) % this.endpoints.length;
         continue;
       }
-      if (!res.ok) {
-        const text = await res.text().catch(() => "");
+      const status = res.statusCode ?? 0;
+      if (status < 200 || status > 299) {
+        const text = await readBody(res).catch(() => "");
         let message = text;
         try {
           const e = JSON.parse(text) as { message?: string; error?: string };
@@ -225,11 +299,26 @@ export class EtcdClient {
         } catch {
           // not JSON: keep the text
         }
-        throw new DatastoreError(what, `etcd ${endpoint} answered ${res.status}: ${message.trim()}`);
+        throw new DatastoreError(what, `etcd ${endpoint} answered ${status}: ${message.trim()}`);
       }
       return res;
     }
-    throw new DatastoreError(what, `no etcd endpoint reachable (${lastError})`);
+    throw new DatastoreError(what, `no etcd endpoint answered (${lastError})`);
+  }
+
+  /** One POST; resolves with the response once its headers are in, its body still to read. */
+  private post(url: string, body: string, signal: AbortSignal): Promise<IncomingMessage> {
+    const https = url.startsWith("https:");
+    return new Promise((resolve, reject) => {
+      const req = (https ? httpsRequest : httpRequest)(url, {
+        method: "POST",
+        agent: https ? this.httpsAgent : this.httpAgent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        signal,
+      }, resolve);
+      req.on("error", reject);
+      req.end(body);
+    });
   }
 }
 
@@ -243,8 +332,27 @@ function rawOp(op: Op): unknown {
 /** base64 of a key bound that may hold bytes that are not UTF-8 (prefixEnd's latin1 string). */
 const rawB64 = (s: string): string => Buffer.from(s, "latin1").toString("base64");
 
-/** fetch hides the reason (ECONNREFUSED, ...) in `cause`. */
-function causeOf(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? errorMessage(err);
+function readBody(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    res.on("error", reject);
+  });
+}
+
+/** Why a connection failed, with what to do about it when that is a TLS setting. */
+export function connectFailure(err: unknown, hasClientCert: boolean): string {
+  const code = (err as { code?: string }).code ?? "";
+  const reason = code && !errorMessage(err).includes(code) ? `${errorMessage(err)} (${code})` : errorMessage(err);
+  if (/CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|alert number (42|46|48|116)\b/.test(`${code} ${reason}`)) {
+    return `etcd refused the TLS connection: ${hasClientCert
+      ? "it does not accept this client certificate (--etcd-certfile, --etcd-keyfile)"
+      : "it asks for a client certificate (give --etcd-certfile and --etcd-keyfile)"}: ${reason}`;
+  }
+  if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_UNTRUSTED|CERT_HAS_EXPIRED/.test(code)) {
+    return `etcd's server certificate is not trusted (give its CA with --etcd-cafile): ${reason}`;
+  }
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID") return `etcd's server certificate does not name this endpoint's host: ${reason}`;
+  return reason;
 }

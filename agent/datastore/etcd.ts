@@ -7,7 +7,7 @@ import { claimAge, checkNodeName, decodeLease, leaseKey, leaseSetFilter } from "
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
 import { UnreadableRecords } from "./unreadable.js";
-import { EtcdClient, WatchCompacted, type KeyValue } from "./etcd-client.js";
+import { EtcdClient, WatchCompacted, readEtcdTls, type EtcdTlsFiles, type KeyValue } from "./etcd-client.js";
 
 /**
  * The `etcd` datastore. Keys under the prefix (default /twill/):
@@ -29,6 +29,8 @@ import { EtcdClient, WatchCompacted, type KeyValue } from "./etcd-client.js";
 export interface EtcdStoreOptions {
   endpoints: string[];
   prefix: string;
+  /** For https:// endpoints: the CA, and the client certificate of an etcd with --client-cert-auth. */
+  tls?: EtcdTlsFiles;
   network?: NetworkConfig;
   leaseTTLMs: number;
   logger?: Logger;
@@ -110,7 +112,7 @@ export class EtcdStore implements SubnetStore {
 
   constructor(private readonly opts: EtcdStoreOptions) {
     if (!opts.prefix.endsWith("/")) throw new DatastoreError("use etcd prefix", `"${opts.prefix}" must end with "/"`);
-    this.client = new EtcdClient(opts.endpoints);
+    this.client = new EtcdClient(opts.endpoints, undefined, readEtcdTls(opts.tls ?? {}));
     this.logger = opts.logger ?? nullLogger;
     this.now = opts.now ?? Date.now;
     this.ttlSeconds = Math.max(2, Math.ceil(opts.leaseTTLMs / 1000));
@@ -291,6 +293,7 @@ export class EtcdStore implements SubnetStore {
 
   async close(): Promise<void> {
     for (const stop of [...this.stops]) stop();
+    this.client.close();
   }
 
   /** The etcd lease the node's keys already hang on when it is still alive, else a new one. */

@@ -1,6 +1,7 @@
 import type { Logger } from "../../shared/log.js";
 import type { NetworkConfig, SubnetStore } from "../types.js";
 import { EtcdStore } from "./etcd.js";
+import type { EtcdTlsFiles } from "./etcd-client.js";
 import { LEGACY_LEASE_NAMESPACE } from "./kubernetes-objects.js";
 import { KubernetesStore, loadKubeConfig } from "./kubernetes.js";
 import { LocalStore } from "./local.js";
@@ -16,7 +17,7 @@ export interface DatastoreOptions {
   leaseTTLMs: number;
   logger: Logger;
   local: { dir: string; rescanMs?: number };
-  etcd: { endpoints: string[]; prefix: string };
+  etcd: { endpoints: string[]; prefix: string; tls?: EtcdTlsFiles };
   /**
    * Default: KUBECONFIG, ~/.kube/config or the in-cluster service account; Leases in kube-system.
    * In any other namespace (deploy/twill.yaml: twill-system), the Leases an older twilld left in
