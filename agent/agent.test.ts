@@ -245,7 +245,7 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     await h.other().acquire(request("node-b"));
     await h.clock.advance(0);
     await h.other().release("node-b");
-    await h.other().acquire(request("node-c", "02:00:00:00:00:03"));
+    await h.other().acquire(request("node-c"));
     await h.clock.advance(0);
     expect(h.backend.calls).toHaveLength(1);
 
@@ -253,6 +253,30 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     await h.clock.advance(0);
     expect(h.backend.calls.slice(1)).toEqual([{ kind: "peers", local: h.subnets(), peers: ["node-c"], changed: ["node-b", "node-c"] }]);
     expect(h.backend.maxInFlight).toBe(1);
+  });
+
+  it("a peer record that cannot be a peer is refused for that peer alone: logged once, counted, never reconciled", async () => {
+    const h = await started();
+    await h.other().acquire(request("node-b"));
+    // A node publishing another node's VTEP MAC, and one on a public IP inside the pod network.
+    await h.other().acquire({ ...request("evil-mac"), backend: { ...request("evil-mac").backend, vtepMAC: request("node-b").backend.vtepMAC } });
+    await h.other().acquire({ ...request("evil-ip"), publicIP: "10.6.200.1" });
+    await h.other().acquire(request("node-c"));
+    await h.clock.advance(RESYNC_MS);
+    await h.clock.advance(RESYNC_MS);
+    expect(h.backend.calls.at(-1)).toEqual({ kind: "full", local: h.subnets(), peers: ["node-b", "node-c"] });
+    expect(h.backend.calls.every((c) => !c.peers.some((p) => p.startsWith("evil")))).toBe(true);
+    const refused = h.logs.filter((l) => l.msg === "Refused peer record; not routed");
+    expect(refused.map((l) => [l.peer, l.reason]).sort()).toEqual([
+      ["evil-ip", "public IP 10.6.200.1 lies inside the cluster CIDR 10.6.0.0/16"],
+      ["evil-mac", expect.stringMatching(/^VTEP MAC \S+ is not the one of node evil-mac on VNI 1/)],
+    ]);
+    expect(await h.metrics.registry.getSingleMetricAsString("twill_datastore_unreadable_records")).toMatch(/kind="peer"\} 2\b/);
+
+    await h.other().release("evil-ip");
+    await h.clock.advance(0);
+    expect(h.logs.filter((l) => l.msg === "Peer record no longer refused").map((l) => l.peer)).toEqual(["evil-ip"]);
+    expect(await h.metrics.registry.getSingleMetricAsString("twill_datastore_unreadable_records")).toMatch(/kind="peer"\} 1\b/);
   });
 
   it("a full reconcile asked for during a reconcile absorbs the peer events pending", async () => {
@@ -263,7 +287,7 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     expect(h.backend.calls.at(-1)).toMatchObject({ kind: "peers", changed: ["node-b"] });
 
     // While that one runs: a peer joins, then the resync timer asks for a full reconcile.
-    await h.other().acquire(request("node-c", "02:00:00:00:00:03"));
+    await h.other().acquire(request("node-c"));
     await h.clock.advance(RESYNC_MS);
     const before = h.backend.calls.length;
     release();

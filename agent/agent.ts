@@ -5,12 +5,13 @@ import { readSubnetFile, validateSubnetInfo, writeSubnetFile, type SubnetInfo } 
 import { systemClock, type Clock } from "./clock.js";
 import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
-import { diffLeases, isEmptyDiff, peersOf, withoutExpiry } from "./leases.js";
+import { diffLeases, isEmptyDiff, sortLeases, withoutExpiry } from "./leases.js";
 import { Masquerade } from "./masquerade.js";
 import { MASQ_TABLE } from "../shared/kernel/masq.js";
 import { NftTableChanges } from "../shared/kernel/monitor.js";
 import type { AgentMetrics } from "./metrics.js";
-import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
+import { PeerAdmission } from "./peers.js";
+import type { Backend, BackendData, NetworkConfig, NodeLease, PeerError, SubnetStore } from "./types.js";
 import { findStalePods } from "./stale-subnet.js";
 import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.js";
 
@@ -56,6 +57,14 @@ export class Agent {
   private stalePodsKey = "";
   private notReadyReason = "starting";
   private peers: NodeLease[] = [];
+  /** The watch's last view, before admission: admitted again when this node's own lease changes. */
+  private lastView: NodeLease[] | null = null;
+  private readonly admission: PeerAdmission;
+  /** Peer records refused by admission, as of the last view. */
+  private refused: PeerError[] = [];
+  private refusedKey = "[]";
+  /** The last datapath report written, rewritten with the refused records when only those change. */
+  private lastReport: DatapathReport | null = null;
   private backend: Backend | null = null;
   private backendData: BackendData | null = null;
   private readonly abort = new AbortController();
@@ -73,6 +82,7 @@ export class Agent {
 
   constructor(private readonly o: AgentOptions) {
     this.clock = o.clock ?? systemClock;
+    this.admission = new PeerAdmission(o.network);
     this.masquerade = o.masquerade ?? new Masquerade(o.network, o.ip, o.logger, new NftTableChanges(o.ip, "inet", MASQ_TABLE));
   }
 
@@ -195,12 +205,16 @@ export class Agent {
   }
 
   private onLeases(all: NodeLease[]): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.lease) return;
+    this.lastView = all;
     this.reportUnreadable();
+    // Only admitted records reach the datapath: a bad or forged one is refused for that peer alone.
+    const { admitted, refused } = this.admission.admit(all, this.lease);
+    this.noteRefused(refused);
     // The watch is the authority on liveness: it drops a lapsed lease itself, and it reports
     // no event for a renewal (only the expiry moves). A copy's expiresAt would go stale and
     // make the datapath drop a live peer, so it is not kept.
-    const peers = peersOf(all, this.o.nodeName).map(withoutExpiry);
+    const peers = sortLeases(admitted).map(withoutExpiry);
     const diff = diffLeases(this.peers, peers);
     this.peers = peers;
     this.o.metrics.peers.set(peers.length);
@@ -221,6 +235,22 @@ export class Agent {
     if (first) return this.scheduleReconcile();
     for (const l of [...diff.added, ...diff.removed, ...diff.changed]) this.changedPeers.add(l.nodeName);
     this.scheduleReconcile("peers");
+  }
+
+  /** Logs each refused record once (again when its reason changes), counts them, and shows them in the report. */
+  private noteRefused(refused: PeerError[]): void {
+    const key = JSON.stringify(refused);
+    if (key === this.refusedKey) return;
+    const before = new Map(this.refused.map((r) => [r.peer, r.message]));
+    for (const r of refused) {
+      if (before.get(r.peer) !== r.message) this.o.logger.warn("Refused peer record; not routed", { peer: r.peer, reason: r.message });
+      before.delete(r.peer);
+    }
+    for (const peer of before.keys()) this.o.logger.info("Peer record no longer refused", { peer });
+    this.refused = refused;
+    this.refusedKey = key;
+    this.o.metrics.unreadableRecords.set({ kind: "peer" }, refused.length);
+    if (this.lastReport) this.recordDatapath(this.lastReport);
   }
 
   /**
@@ -337,9 +367,10 @@ export class Agent {
   }
 
   private recordDatapath(report: DatapathReport): void {
+    this.lastReport = report;
     if (!this.o.datapathReportFile) return;
     try {
-      writeDatapathReport(this.o.datapathReportFile, report);
+      writeDatapathReport(this.o.datapathReportFile, { ...report, refused: this.refused });
     } catch (err) {
       this.o.logger.warn("Writing the datapath report failed", { path: this.o.datapathReportFile, error: errorMessage(err) });
     }
@@ -380,6 +411,10 @@ export class Agent {
       if (!lease) return;
       try {
         this.adoptLease(lease, underlay, previous);
+        // Admission depends on this node's own subnets: the peers are judged again, and the
+        // full reconcile asked for below absorbs what that changes.
+        this.fullPending = true;
+        if (this.lastView) this.onLeases(this.lastView);
       } catch (writeErr) {
         // The lease is held but the plugin cannot see it: not ready until the next renewal writes it.
         this.subnetFileWritten = false;

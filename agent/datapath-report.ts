@@ -16,6 +16,8 @@ export interface DatapathReport {
   errors: PeerError[];
   /** Set when the reconcile itself failed. */
   failed?: string;
+  /** Peer records refused by admission (agent/peers.ts): never programmed. */
+  refused?: PeerError[];
 }
 
 export const datapathReportPath = (stateDir: string) => `${stateDir}/datapath.json`;

@@ -109,12 +109,15 @@ function canonicalBackend(b: BackendData): unknown[] {
     .map((k) => [k, (b as unknown as Record<string, unknown>)[k]]);
 }
 
+/** A Kubernetes node name (a DNS subdomain). */
+export const isNodeName = (name: string): boolean => /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name);
+
 /**
  * Node names become file names and key suffixes: the Kubernetes rules for a node name
  * (DNS subdomain) keep them safe for both.
  */
 export function checkNodeName(name: string): string {
-  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name)) {
+  if (!isNodeName(name)) {
     throw new Error(`node name ${JSON.stringify(name)} is not a valid DNS subdomain (lower-case letters, digits, "-", ".")`);
   }
   return name;

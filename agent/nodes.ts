@@ -33,6 +33,7 @@ export interface NodesReport {
 export function buildNodes(nodeName: string, leases: readonly NodeLease[], datapath: DatapathReport | null, datastoreError?: string): NodesReport {
   const unreachable = new Map<string, string[]>();
   for (const e of datapath?.errors ?? []) unreachable.set(e.peer, [...(unreachable.get(e.peer) ?? []), e.message]);
+  for (const e of datapath?.refused ?? []) unreachable.set(e.peer, [...(unreachable.get(e.peer) ?? []), `record refused: ${e.message}`]);
   const nodes = [...leases]
     .sort((a, b) => a.nodeName.localeCompare(b.nodeName))
     .map((l): NodeRow => {

@@ -53,6 +53,21 @@ describe("renderStatus", () => {
     expect(failed.warnings).toEqual(["the last datapath reconcile failed: RTNETLINK answers: Operation not permitted"]);
   });
 
+  it("names each peer record the agent refused, with the reason, and marks it in the table", () => {
+    const leases = [
+      lease("node-a", "10.244.1.0/24", "192.0.2.11", 90_000),
+      lease("node-b", "10.244.2.0/24", "192.0.2.12", 60_000),
+      lease("forged", "192.0.2.0/24", "192.0.2.66", 60_000),
+    ];
+    const why = "subnet 192.0.2.0/24 lies outside the cluster CIDR 10.244.0.0/16";
+    const datapath = { backend: "vxlan", at: NOW, changes: 0, errors: [], refused: [{ peer: "forged", message: why }] };
+    const r = buildStatus("node-a", { path: "/f", info: info("10.244.1.0/24") }, leases, undefined, datapath);
+    expect(r.warnings).toEqual([`refused peer record forged: ${why}; not routed`]);
+    const text = renderStatus(r, NOW);
+    expect(text).toMatch(/^forged .* REFUSED +1m$/m);
+    expect(text).toMatch(/^node-b .* ok +1m$/m);
+  });
+
   it("warns when the subnet file disagrees with the lease, and when there is no lease", () => {
     const r = buildStatus("node-a", { path: "/f", info: info("10.244.9.0/24") }, [lease("node-a", "10.244.1.0/24", "192.0.2.11", 0)]);
     expect(renderStatus(r, NOW)).toMatch(/Warning: +subnet file lists 10.244.9.0\/24 but the lease holds 10.244.1.0\/24/);

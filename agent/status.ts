@@ -87,6 +87,7 @@ export function buildStatus(
     );
   }
   if (datapath?.failed) warnings.push(`the last datapath reconcile failed: ${datapath.failed}`);
+  for (const r of datapath?.refused ?? []) warnings.push(`refused peer record ${r.peer}: ${r.message}; not routed`);
   for (const r of unreadable) {
     warnings.push(
       r.kind === "claim"
@@ -135,6 +136,7 @@ export function renderStatus(r: StatusReport, now: number): string {
   }
   out.push(`Peers (${r.peers.length}):`);
   const unreachable = new Map((r.datapath?.errors ?? []).map((e) => [e.peer, e.message]));
+  const refused = new Set((r.datapath?.refused ?? []).map((e) => e.peer));
   const rows = [
     ["NAME", "PUBLIC IP", "SUBNETS", "BACKEND", "DATAPATH", "AGE"],
     ...r.peers.map((p) => [
@@ -142,7 +144,7 @@ export function renderStatus(r: StatusReport, now: number): string {
       p.publicIP,
       p.subnets.join(","),
       backendText(p),
-      r.datapath ? (unreachable.has(p.nodeName) ? "UNREACHABLE" : "ok") : "-",
+      !r.datapath ? "-" : refused.has(p.nodeName) ? "REFUSED" : unreachable.has(p.nodeName) ? "UNREACHABLE" : "ok",
       p.acquiredAt === undefined ? "-" : formatDuration(now - p.acquiredAt),
     ]),
   ];

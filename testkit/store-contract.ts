@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, expect, it } from "vitest";
+import { stableVtepMac } from "../shared/kernel/vxlan.js";
 import { covers, parseCidr } from "../shared/net/cidr.js";
 import { parseNetworkConfig } from "../agent/config.js";
 import { LeaseLostError, PoolExhaustedError } from "../agent/errors.js";
@@ -21,7 +22,8 @@ const LONG_TTL = 60_000;
 /** A contract test waits on lease expiry and watches in real time: longer than a unit test's default. */
 const CONTRACT_TEST_MS = 60_000;
 
-export const request = (nodeName: string, mac = "02:00:00:00:00:01"): AcquireRequest => ({
+/** A node's request; its VTEP MAC the one derived from its name, as a real agent's is. */
+export const request = (nodeName: string, mac = stableVtepMac(nodeName, 1)): AcquireRequest => ({
   nodeName,
   publicIP: "192.0.2.10",
   backend: { type: "vxlan", vtepMAC: mac, vni: 1, port: 4789 },

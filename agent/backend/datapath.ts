@@ -4,6 +4,7 @@ import { DatapathChanges } from "../../shared/kernel/monitor.js";
 import { listPermanentNeighbors } from "../../shared/kernel/neigh.js";
 import { connectedPrefixes, listOwnedRoutes } from "../../shared/kernel/routes.js";
 import type { Logger } from "../../shared/log.js";
+import { errorMessage } from "../errors.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
 import { staleAddresses } from "../stale-subnet.js";
 import {
@@ -11,6 +12,30 @@ import {
 } from "./incremental.js";
 import { underlayAddresses, type BackendKind, type DeviceContext, type NodeView } from "./paths.js";
 import { planDatapath, toBatches, type Change, type DatapathState } from "./plan.js";
+
+/**
+ * The changes a forced batch failed on, with the kernel's reason, from its "Command failed -:N"
+ * lines; null when the failure names no line (the tool itself failed, or a line could not be
+ * written), which then counts against the whole batch.
+ */
+export function failedChanges(err: unknown, changes: readonly Change[]): { change: Change; reason: string }[] | null {
+  if (!(err instanceof KernelError)) return null;
+  const out: { change: Change; reason: string }[] = [];
+  let reason: string[] = [];
+  for (const line of err.stderr.split("\n")) {
+    const m = /^Command failed -:(\d+)$/.exec(line.trim());
+    if (!m) {
+      // -json documents a line printed are not errors.
+      if (line.trim() !== "" && !/^[[{]/.test(line.trim())) reason.push(line.trim());
+      continue;
+    }
+    const change = changes[Number(m[1]) - 1];
+    if (!change) return null;
+    out.push({ change, reason: reason.join("; ") || "refused" });
+    reason = [];
+  }
+  return out.length > 0 && reason.length === 0 ? out : null;
+}
 
 /** A full reconcile reads the kernel at least every this many rounds, whatever the monitor says. */
 const READ_EVERY = 30;
@@ -124,17 +149,30 @@ export class Datapath implements Backend {
 
   /**
    * Applies a plan in one `bridge -batch` and one `ip -batch`, side by side (FDB entries and
-   * routes do not depend on each other); returns the failures.
+   * routes do not depend on each other). Both are forced: a line the kernel refuses keeps no
+   * other line out. A refused line of a peer's entry is that peer's error (its entries are
+   * planned afresh next round); returns the failures no peer owns.
    */
   private async apply(plan: Change[], programmed: Programmed): Promise<string[]> {
     const ip = this.deps.ip;
     const batches = toBatches(plan);
+    const refused: { change: Change; reason: string }[] = [];
     const failures: string[] = [];
-    // -force: one bad entry must not keep the other peers' entries out; failures are reported.
+    const run = async (lines: typeof batches.ip, changes: Change[], apply: () => Promise<void>) => {
+      if (lines.length === 0) return;
+      try {
+        await apply();
+      } catch (err) {
+        const lost = failedChanges(err, changes);
+        if (lost) refused.push(...lost);
+        else failures.push(errorMessage(err));
+      }
+    };
     await Promise.all([
-      ip.bridgeBatch(batches.bridge, "update VXLAN FDB", true).catch((e: unknown) => failures.push(String((e as Error).message))),
-      ip.batch(batches.ip, "update peer routes and neighbors", true).catch((e: unknown) => failures.push(String((e as Error).message))),
+      run(batches.bridge, batches.bridgeChanges, () => ip.bridgeBatch(batches.bridge, "update VXLAN FDB", true)),
+      run(batches.ip, batches.ipChanges, () => ip.batch(batches.ip, "update peer routes and neighbors", true)),
     ]);
+    if (refused.length) failures.push(...this.blamePeers(refused, programmed));
     this.programmed = programmed;
     if (plan.length) {
       this.deps.logger.info("Reconciled peer datapath", {
@@ -151,6 +189,32 @@ export class Datapath implements Backend {
       this.lastErrors = errorsText;
     }
     return failures;
+  }
+
+  /**
+   * Refused lines become errors of the peers whose entries they are; those peers' entries are
+   * dropped from the programmed view, so the next round plans them again. Returns the refused
+   * lines no current peer owns (a stale entry's deletion).
+   */
+  private blamePeers(refused: { change: Change; reason: string }[], programmed: Programmed): string[] {
+    const owner = new Map<unknown, string>();
+    for (const [peer, state] of programmed.entries) {
+      for (const e of [...state.routes, ...state.neighbors, ...state.fdb]) owner.set(e, peer);
+    }
+    const unowned: string[] = [];
+    for (const { change, reason } of refused) {
+      const peer = owner.get(change.entry);
+      if (peer === undefined) {
+        unowned.push(`${change.op} ${change.kind} ${JSON.stringify(change.entry)}: ${reason}`);
+        continue;
+      }
+      programmed.entries.delete(peer);
+      const errors = programmed.errors.get(peer) ?? [];
+      programmed.errors.set(peer, [...errors, { peer, message: `the kernel refused its ${change.kind} entry ${JSON.stringify(change.entry)}: ${reason}` }]);
+    }
+    // Forget what the kernel may hold: the next full reconcile reads it.
+    if (refused.length > unowned.length) this.readsSkipped = READ_EVERY;
+    return unowned;
   }
 
   /** Takes addresses of subnets this node no longer holds off its interfaces (the bridge's old gateway). */

@@ -188,3 +188,13 @@ describe("the MTU overhead of each backend", () => {
     expect([vxlan.overhead(4), vxlan.overhead(6), hostGw.overhead(4), auto.overhead(6)]).toEqual([50, 70, 0, 70]);
   });
 });
+
+describe("desiredDatapath with a record that breaks its path finder", () => {
+  it("fails that peer alone; every other peer is programmed", () => {
+    const broken = { ...lease("node-x", "192.168.1.9", ["not a cidr"], "02:00:00:00:00:09") };
+    const out = desiredDatapath([adjacent, broken, remote], view, vxlanPath, 0);
+    expect(out.routes).toEqual({ "node-b": "vxlan", "node-c": "vxlan", "node-x": null });
+    expect(out.state.routes.map((r) => r.dst)).toEqual(["10.244.2.0/24", "fd00:0:0:2::/64", "10.244.3.0/24"]);
+    expect(out.errors).toEqual([{ peer: "node-x", message: 'peer node-x: invalid CIDR "not a cidr"' }]);
+  });
+});

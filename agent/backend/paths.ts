@@ -95,15 +95,13 @@ export function desiredDatapath(peers: readonly NodeLease[], view: NodeView, fin
     if (peer.nodeName === view.lease.nodeName || seen.has(peer.nodeName)) continue;
     if (peer.expiresAt !== undefined && peer.expiresAt <= now) continue;
     seen.add(peer.nodeName);
-    // A peer listing a subnet this node holds: one of the two leases is stale (this node's own
-    // loss not yet noticed). Routing it would shadow local pods; wait for the leases to settle.
-    const clash = peer.subnets.find((sub) => view.lease.subnets.some((own) => overlaps(parseCidr(own), parseCidr(sub))));
-    if (clash) {
-      out.routes[peer.nodeName] = null;
-      out.errors.push({ peer: peer.nodeName, message: `peer ${peer.nodeName} lists ${clash}, which overlaps this node's own subnet: not routed until one lease gives way` });
-      continue;
+    let path: PeerPath;
+    try {
+      path = clashPath(peer, view) ?? find(peer, view);
+    } catch (err) {
+      // Admission keeps malformed records out; should one get through, it fails for itself alone.
+      path = { route: null, entries: emptyState(), errors: [`peer ${peer.nodeName}: ${err instanceof Error ? err.message : String(err)}`] };
     }
-    const path = find(peer, view);
     out.routes[peer.nodeName] = path.route;
     out.state.routes.push(...path.entries.routes);
     out.state.neighbors.push(...path.entries.neighbors);
@@ -111,6 +109,20 @@ export function desiredDatapath(peers: readonly NodeLease[], view: NodeView, fin
     for (const message of path.errors) out.errors.push({ peer: peer.nodeName, message });
   }
   return out;
+}
+
+/**
+ * A peer listing a subnet this node holds: one of the two leases is stale (this node's own loss
+ * not yet noticed). Routing it would shadow local pods; wait for the leases to settle.
+ */
+function clashPath(peer: NodeLease, view: NodeView): PeerPath | null {
+  const clash = peer.subnets.find((sub) => view.lease.subnets.some((own) => overlaps(parseCidr(own), parseCidr(sub))));
+  if (!clash) return null;
+  return {
+    route: null,
+    entries: emptyState(),
+    errors: [`peer ${peer.nodeName} lists ${clash}, which overlaps this node's own subnet: not routed until one lease gives way`],
+  };
 }
 
 /** A subnet as a route destination: host bits clear. */

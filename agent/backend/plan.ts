@@ -75,20 +75,33 @@ function diff<T>(desired: T[], actual: T[], key: (t: T) => string, same: (a: T, 
 /**
  * The changes as command lines: FDB entries (the `bridge` tool) and the rest (`ip`). Within
  * the `ip` batch, stale routes go first and new routes last, after the neighbors they need,
- * so a route never points at a neighbor that is not there yet.
+ * so a route never points at a neighbor that is not there yet. `bridgeChanges` and
+ * `ipChanges` are the changes in line order, so a failed line names its change.
  */
-export function toBatches(changes: readonly Change[]): { bridge: BatchLine[]; ip: BatchLine[] } {
-  const bridge: BatchLine[] = [];
-  const routeDels: BatchLine[] = [];
-  const neighs: BatchLine[] = [];
-  const routeAdds: BatchLine[] = [];
+export function toBatches(changes: readonly Change[]): { bridge: BatchLine[]; ip: BatchLine[]; bridgeChanges: Change[]; ipChanges: Change[] } {
+  const bridgeChanges: Change[] = [];
+  const routeDels: Change[] = [];
+  const neighs: Change[] = [];
+  const routeAdds: Change[] = [];
   for (const c of changes) {
-    if (c.kind === "fdb") bridge.push(c.op === "del" ? fdbDelLine(c.entry) : fdbReplaceLine(c.entry));
-    else if (c.kind === "neigh") neighs.push(c.op === "del" ? neighDelLine(c.entry) : neighReplaceLine(c.entry));
-    else if (c.op === "del") routeDels.push(routeDelLine(c.entry));
-    else routeAdds.push(routeReplaceLine(c.entry));
+    if (c.kind === "fdb") bridgeChanges.push(c);
+    else if (c.kind === "neigh") neighs.push(c);
+    else if (c.op === "del") routeDels.push(c);
+    else routeAdds.push(c);
   }
-  return { bridge, ip: [...routeDels, ...neighs, ...routeAdds] };
+  const ipChanges = [...routeDels, ...neighs, ...routeAdds];
+  return { bridge: bridgeChanges.map(changeLine), ip: ipChanges.map(changeLine), bridgeChanges, ipChanges };
+}
+
+function changeLine(c: Change): BatchLine {
+  switch (c.kind) {
+    case "fdb":
+      return c.op === "del" ? fdbDelLine(c.entry) : fdbReplaceLine(c.entry);
+    case "neigh":
+      return c.op === "del" ? neighDelLine(c.entry) : neighReplaceLine(c.entry);
+    case "route":
+      return c.op === "del" ? routeDelLine(c.entry) : routeReplaceLine(c.entry);
+  }
 }
 
 /** Canonical address text, remembered: a resync at thousands of peers keys every neighbor. */

@@ -19,6 +19,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { IpRoute } from "../../../shared/kernel/iproute.js";
+import { stableVtepMac } from "../../../shared/kernel/vxlan.js";
 import { programmedFrom, programmedState } from "../../../agent/backend/incremental.js";
 import { hostGwPath } from "../../../agent/backend/host-gw.js";
 import type { NodeView } from "../../../agent/backend/paths.js";
@@ -59,7 +60,8 @@ const NETWORK = { Network: "10.128.0.0/9", SubnetLen: 24, Backend: { Type: backe
 const NODE_IP = "172.16.0.1";
 
 const ipOf = (i: number) => `172.16.${(i + 1) >> 8}.${(i + 1) & 255}`;
-const macOf = (i: number) => `02:00:00:${((i >> 16) & 255).toString(16).padStart(2, "0")}:${((i >> 8) & 255).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
+/** The VTEP MAC a real peer publishes: twilld refuses any other. */
+const macOf = (i: number) => stableVtepMac(`peer-${i}`, 1);
 const subnetOf = (i: number) => `10.${128 + (i >> 8)}.${i & 255}.0/24`;
 function peerLease(i: number): NodeLease {
   const backendData = backend === "vxlan" ? { type: "vxlan", vtepMAC: macOf(i), vni: 1, port: 4789, underlayMTU: 1500 } : { type: "host-gw", underlayMTU: 1500 };
