@@ -140,7 +140,7 @@ export class KubernetesStore implements SubnetStore {
   private readonly damaged: UnreadableRecords;
   private readonly lastGood = new Map<string, NodeLease>();
   private readonly timeoutMs: number;
-  private legacyForbidden = false;
+  private saidLegacyUnreadable = false;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
     this.timeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -193,7 +193,7 @@ export class KubernetesStore implements SubnetStore {
       const plan = legacyPlan(name, legacy, leases);
       const moving = new Map(plan.copy.map((l) => [l.subnet!, l]));
       subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
-        // The old Leases first among its own: no other node takes their subnets meanwhile (plan.taken).
+        // Its old Leases are its own too, tried before any free subnet; no other node takes them (plan.taken).
         own: [...own.map((l) => l.subnet!), ...moving.keys()],
         taken: [...takenByOthers(name, nodes, leases, this.now()), ...plan.taken],
         claim: async (subnet) => {
@@ -278,12 +278,13 @@ export class KubernetesStore implements SubnetStore {
     });
     const leases = this.leaseInformer(namespace, schedule, onError);
     // Undefined until the legacy namespace was read once; null when it holds no twill Lease.
-    let legacy: ResilientInformer<V1Lease> | null | undefined = this.legacyNamespace() === undefined ? null : undefined;
+    const { legacyNamespace } = this.opts;
+    let legacy: ResilientInformer<V1Lease> | null | undefined = legacyNamespace === undefined || legacyNamespace === namespace ? null : undefined;
     if (legacy === undefined) {
       void this.legacyLeasesLeft(onError, () => stopped).then((left) => {
         if (stopped) return;
         // Nobody may create Leases there any more: none now means none ever.
-        legacy = left ? this.leaseInformer(this.opts.legacyNamespace!, schedule, onError) : null;
+        legacy = left ? this.leaseInformer(legacyNamespace!, schedule, onError) : null;
         legacy?.start();
         schedule();
       });
@@ -382,46 +383,35 @@ export class KubernetesStore implements SubnetStore {
     }
   }
 
-  private async listLeases(namespace = this.opts.namespace): Promise<LeaseView[]> {
-    const list = await this.call(`list Leases in namespace "${namespace}"`, () =>
-      listInPages((limit, _continue) => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue })),
-    );
+  private async leasesIn(namespace: string): Promise<LeaseView[]> {
+    const list = await listInPages((limit, _continue) => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue }));
     return list.items.map(leaseView);
   }
 
-  /** The twill Leases an older twilld left in the legacy namespace; none when there is none or it may not be read. */
-  private async listLegacyLeases(): Promise<LeaseView[]> {
-    const namespace = this.legacyNamespace();
-    if (namespace === undefined) return [];
-    try {
-      const list = await listInPages((limit, _continue) =>
-        this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue }),
-      );
-      return list.items.map(leaseView);
-    } catch (err) {
-      if (this.legacyUnreadable(err)) return [];
-      throw new DatastoreError(`list Leases in namespace "${namespace}"`, describeApiError(err));
-    }
-  }
-
-  private legacyNamespace(): string | undefined {
-    const { legacyNamespace, namespace } = this.opts;
-    return legacyNamespace === undefined || legacyNamespace === namespace || this.legacyForbidden ? undefined : legacyNamespace;
+  private listLeases(): Promise<LeaseView[]> {
+    const { namespace } = this.opts;
+    return this.call(`list Leases in namespace "${namespace}"`, () => this.leasesIn(namespace));
   }
 
   /**
-   * True when the legacy namespace answered 403 or 404: its read Role was removed after the
-   * upgrade, as the manifest allows. Said once; the old Leases are not honoured from then on.
+   * The twill Leases an older twilld left in the legacy namespace; none when there is no such
+   * namespace or it may not be read (403: its read Role was removed after the upgrade, as the
+   * manifest allows; said once, and the old Leases are not honoured while it lasts).
    */
-  private legacyUnreadable(err: unknown): boolean {
-    const code = statusCode(err);
-    if (code !== 403 && code !== 404) return false;
-    this.legacyForbidden = true;
-    this.logger.warn("Leases of an older twilld cannot be read; their subnets are not carried over", {
-      namespace: this.opts.legacyNamespace,
-      error: describeApiError(err),
-    });
-    return true;
+  private async listLegacyLeases(): Promise<LeaseView[]> {
+    const { legacyNamespace: namespace } = this.opts;
+    if (namespace === undefined || namespace === this.opts.namespace) return [];
+    try {
+      return await this.leasesIn(namespace);
+    } catch (err) {
+      const code = statusCode(err);
+      if (code !== 403 && code !== 404) throw new DatastoreError(`list Leases in namespace "${namespace}"`, describeApiError(err));
+      if (!this.saidLegacyUnreadable) {
+        this.logger.warn("Leases of an older twilld cannot be read; their subnets are not carried over", { namespace, error: describeApiError(err) });
+      }
+      this.saidLegacyUnreadable = true;
+      return [];
+    }
   }
 
   private leaseBody(subnet: string, node: NodeView, acquireTime: number, transitions: number, resourceVersion?: string): V1Lease {
