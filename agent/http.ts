@@ -1,9 +1,13 @@
 import { createServer, type Server } from "node:http";
+import { isIP } from "node:net";
 import type { Registry } from "prom-client";
+import { ConfigError } from "./errors.js";
 
 /**
  * /healthz (the process serves), /readyz (lease held and subnet file written; 503 with the
- * reason otherwise) and /metrics, on --metrics-addr.
+ * reason otherwise) and /metrics, on --metrics-addr. twilld runs in the host's network
+ * namespace: an address left out (Go's `:9402`) would serve every interface of the node,
+ * the public one too, so the address is always named, and every-address is spelled out.
  */
 
 export interface Readiness {
@@ -14,8 +18,14 @@ export interface Readiness {
 export function parseListenAddress(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new Error(`--metrics-addr ${JSON.stringify(text)} is not HOST:PORT (e.g. 127.0.0.1:9402, [::1]:9402)`);
-  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+  const host = m?.[1] ?? m?.[2] ?? "";
+  if (!m || port > 65535 || isIP(host) !== (m[1] === undefined ? 4 : 6)) {
+    throw new ConfigError(
+      `--metrics-addr ${JSON.stringify(text)} is not IP:PORT (127.0.0.1:9402 this node only, NODE_IP:9402 for Prometheus, ` +
+        "0.0.0.0:9402 or [::]:9402 every address)",
+    );
+  }
+  return { host, port };
 }
 
 export function startHttpServer(address: string, registry: Registry, readiness: () => Readiness): Promise<Server> {

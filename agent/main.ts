@@ -38,7 +38,7 @@ const runFlags = {
   "net-conf": { type: "string", default: "/etc/twill/net-conf.json", describe: 'Cluster network config (JSON: {"Network", "SubnetLen", "Backend": {"Type"}, ...})' },
   iface: { type: "string", describe: "Underlay interface [default: the default route's device]" },
   "public-ip": { type: "string", describe: "Address peers reach this node on [default: --iface's or the default route's source]" },
-  "metrics-addr": { type: "string", default: "127.0.0.1:9402", describe: 'HOST:PORT for /healthz, /readyz, /metrics ("" disables)' },
+  "metrics-addr": { type: "string", default: "127.0.0.1:9402", describe: 'IP:PORT for /healthz, /readyz, /metrics: loopback serves this node only, the node IP Prometheus too, 0.0.0.0 or [::] every address ("" disables)' },
   resync: { type: "string", default: "10s", describe: "Reconcile the datapath at least this often" },
   "leak-interval": { type: "string", default: "1m", describe: 'How often to look for leaked addresses in --ipam-store ("0" turns leak recovery off)' },
   "network-policy": { type: "boolean", default: true, describe: "Enforce NetworkPolicy for this node's pods (kubernetes datastore)" },
