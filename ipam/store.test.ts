@@ -1,7 +1,9 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { CniError } from "../shared/cni/errors.js";
+import { createLogger } from "../shared/log.js";
 import { planGc } from "./gc.js";
 import { Store, bootId, isIpName, parseOwner, sameAttachment, type IndexEntry, type Reservation } from "./store.js";
 
@@ -122,6 +124,94 @@ describe("store", () => {
     writeFileSync(join(store.dir, ".twill", "by-id", "x@eth0"), "{");
     writeFileSync(join(store.dir, ".twill", "by-id", "x@eth0.tmp-1-2"), JSON.stringify(entry({ containerID: "x", ifname: "eth0" }, [])));
     expect(store.indexEntries()).toEqual({ entries: [], junk: ["x@eth0", "x@eth0.tmp-1-2"] });
+  });
+});
+
+describe("store: races, killed writers and odd names", () => {
+  const ago = (path: string, ms: number) => utimesSync(path, (Date.now() - ms) / 1000, (Date.now() - ms) / 1000);
+
+  it("holds the lock from reading the owner to unlinking: another releaser cannot free the address and an ADD take it in between", () => {
+    store.reserve("10.0.0.2", a);
+    // A second process (its own Store), which does not wait for the lock.
+    const other = new Store(store.dir, undefined, 0);
+    let handedToB = false;
+    let refused: unknown;
+    class Interleaved extends Store {
+      override owner(ip: string) {
+        const held = super.owner(ip);
+        // Between this read and the unlink: a concurrent release of the same attachment, and an ADD of b.
+        try {
+          if (other.release(ip, a)) handedToB = other.reserve(ip, b);
+        } catch (err) {
+          refused = err;
+        }
+        return held;
+      }
+    }
+    expect(new Interleaved(store.dir).release("10.0.0.2", a)).toBe(true);
+    // Had the other release gone through, b's reservation must have survived.
+    if (handedToB) expect(store.owner("10.0.0.2")).toEqual(b);
+    expect(refused).toBeInstanceOf(CniError);
+    expect(String(refused)).toMatch(/IPAM store lock .*\.twill\.lock is held by another process/);
+    expect(existsSync(join(store.dir, ".twill.lock"))).toBe(false);
+  });
+
+  it("waits for a live holder's lock, and breaks one a dead holder left", () => {
+    store.reserve("10.0.0.2", a);
+    const lock = join(store.dir, ".twill.lock");
+    writeFileSync(lock, "");
+    expect(() => new Store(store.dir, undefined, 20).release("10.0.0.2", a)).toThrow(/is held by another process \(waited 20 ms\)/);
+    expect(store.owner("10.0.0.2")).toEqual(a);
+    ago(lock, 60_000);
+    expect(new Store(store.dir, undefined, 20).release("10.0.0.2", a)).toBe(true);
+    expect(readdirSync(store.dir).sort()).toEqual([".twill"]);
+  });
+
+  it("frees an empty reservation file (an ADD killed before writing its owner) only while empty and old enough", () => {
+    writeFileSync(join(store.dir, "10.0.0.7"), "");
+    expect(store.owner("10.0.0.7")).toEqual({ containerID: "", ifname: "" });
+    expect(store.releaseEmpty("10.0.0.7", Date.now() - 60_000)).toBe(false); // too young: a live ADD's
+    ago(join(store.dir, "10.0.0.7"), 120_000);
+    store.reserve("10.0.0.8", a);
+    ago(join(store.dir, "10.0.0.8"), 120_000);
+    expect(store.releaseEmpty("10.0.0.8", Date.now() - 60_000)).toBe(false); // has an owner
+    expect(store.releaseEmpty("10.0.0.7", Date.now() - 60_000)).toBe(true);
+    expect(store.reservedAddresses()).toEqual(["10.0.0.8"]);
+  });
+
+  it("skips names that are no address in canonical text, logging each once, and never releases them", () => {
+    const lines: Record<string, unknown>[] = [];
+    const logged = new Store(store.dir, createLogger((l) => lines.push(JSON.parse(l))));
+    for (const f of ["10.0.0.2", "10.244.1.05", "FD00::2", "fd00:0::3", "999.0.0.1"]) writeFileSync(join(store.dir, f), "ctr-a\r\neth0");
+    const { addresses, skipped } = logged.reservationNames();
+    expect(addresses).toEqual(["10.0.0.2"]);
+    expect(skipped.sort((x, y) => (x.name < y.name ? -1 : 1))).toEqual([
+      { name: "10.244.1.05", why: "not in the canonical form of 10.244.1.5" },
+      { name: "999.0.0.1", why: "not an IP address" },
+      { name: "FD00::2", why: "not in the canonical form of fd00::2" },
+      { name: "fd00:0::3", why: "not in the canonical form of fd00::3" },
+    ]);
+    logged.reservedAddresses();
+    expect(lines.filter((l) => l.msg === "Skipped a store file whose name is no canonical address")).toHaveLength(4);
+    expect(logged.releaseAttachment(a)).toEqual(["10.0.0.2"]);
+    expect(readdirSync(store.dir).filter((n) => n !== ".twill").sort()).toEqual(["10.244.1.05", "999.0.0.1", "FD00::2", "fd00:0::3"]);
+  });
+
+  it("takes an index entry's pod only when it has the right shape, and keeps the plugin that made it", () => {
+    const path = join(store.dir, ".twill", "by-id", "ctr-a@eth0");
+    writeFileSync(path, JSON.stringify({ ...entry(a, ["10.0.0.2"]), pod: { namespace: 5, name: "x" }, plugin: "twill" }));
+    expect(store.indexEntry(a)).toEqual({ ...entry(a, ["10.0.0.2"]), plugin: "twill" });
+    writeFileSync(path, JSON.stringify({ ...entry(a, []), ips: [7] }));
+    expect(store.indexEntry(a)).toBeUndefined();
+  });
+
+  it("removes old temporaries of killed writers from the store and the index, nothing else", () => {
+    const index = join(store.dir, ".twill", "by-id");
+    for (const n of ["ctr-a@eth0.tmp-1-2", "ctr-b@eth0.tmp-3-4"]) writeFileSync(join(index, n), "{");
+    for (const n of [".twill.lock.tmp-5-6", "10.0.0.2", "10.0.0.3.tmp-7-8x"]) writeFileSync(join(store.dir, n), "");
+    for (const n of [join(index, "ctr-a@eth0.tmp-1-2"), join(store.dir, ".twill.lock.tmp-5-6"), join(store.dir, "10.0.0.2"), join(store.dir, "10.0.0.3.tmp-7-8x")]) ago(n, 3_600_000);
+    expect(store.removeOldTemporaries().sort()).toEqual([join(store.dir, ".twill.lock.tmp-5-6"), join(index, "ctr-a@eth0.tmp-1-2")]);
+    expect(readdirSync(index)).toEqual(["ctr-b@eth0.tmp-3-4"]);
   });
 });
 

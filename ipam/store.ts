@@ -457,8 +457,10 @@ export const isIpName = (name: string): boolean =>
 
 /** Why `name` (shaped like an address) is not the canonical text of one; null when it is. */
 function nonCanonicalReason(name: string): string | null {
+  // Leading zeros are refused by the parser (they once meant octal); say which address was meant.
+  const text = /^[\d.]+$/.test(name) ? name.split(".").map((o) => String(Number(o))).join(".") : name;
   try {
-    const ip = parseIp(name);
+    const ip = parseIp(text);
     const canonical = formatIp(ip.family, ip.value);
     return canonical === name ? null : `not in the canonical form of ${canonical}`;
   } catch {

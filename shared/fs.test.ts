@@ -1,9 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, lutimesSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { NotRegularFile, appendRegularFile, readRegularFile, removeStaleTemporaries, writeRegularFile } from "./fs.js";
+import { NotRegularFile, appendRegularFile, readRegularFile, removeOldTemporaries, removeStaleTemporaries, writeRegularFile } from "./fs.js";
 
 let dir: string;
 beforeEach(() => {
@@ -43,5 +43,22 @@ describe("removeStaleTemporaries", () => {
     for (const n of names) writeFileSync(join(dir, n), "");
     expect(removeStaleTemporaries(join(dir, "e"), (pid) => pid === 200)).toEqual(["e.tmp-100-1"]);
     expect(readdirSync(dir).sort()).toEqual(names.filter((n) => n !== "e.tmp-100-1").sort());
+  });
+});
+
+describe("removeOldTemporaries", () => {
+  it("removes temporaries of either writer older than the age given, by age alone, and nothing named otherwise", () => {
+    const now = Date.now();
+    const old = ["subnet.json.tmp-100-1700000000000", ".tmp-200-9fa3c1", "policy.json.tmp-1-2"];
+    const kept = ["subnet.json", "subnet.json.tmp-300-1", "x.tmp", ".tmp-1-xyz", "tmp-1-2"];
+    for (const n of [...old, ...kept]) writeFileSync(join(dir, n), "");
+    for (const n of [...old, "subnet.json", "x.tmp", ".tmp-1-xyz", "tmp-1-2"]) utimesSync(join(dir, n), (now - 3_600_000) / 1000, (now - 3_600_000) / 1000);
+    symlinkSync("/etc/hostname", join(dir, "link.tmp-1-2"));
+    mkdirSync(join(dir, "d.tmp-1-2"));
+    lutimesSync(join(dir, "link.tmp-1-2"), (now - 3_600_000) / 1000, (now - 3_600_000) / 1000);
+    utimesSync(join(dir, "d.tmp-1-2"), (now - 3_600_000) / 1000, (now - 3_600_000) / 1000);
+    expect(removeOldTemporaries(dir, 600_000, now).sort()).toEqual([...old].sort());
+    expect(readdirSync(dir).sort()).toEqual([...kept, "d.tmp-1-2", "link.tmp-1-2"].sort());
+    expect(removeOldTemporaries(join(dir, "absent"))).toEqual([]);
   });
 });
