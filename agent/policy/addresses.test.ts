@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { formatCidr } from "../../shared/net/cidr.js";
-import { canonicalIp, ipBlockIntervals, parseCidrSloppy } from "./addresses.js";
+import { ipBlockIntervals, parseCidrSloppy, readPodIp } from "./addresses.js";
 
 // k8s.io/utils/net ParseCIDRSloppy is Go's net.ParseCIDR of Go 1.16 (kubernetes#100895): the
 // cases below are those of its forked ip_test.go and what ValidateIPBlock lets through.
@@ -33,10 +33,12 @@ describe("ipBlock CIDRs as the apiserver reads them", () => {
     expect(ipBlockIntervals("010.0.0.0/8", ["010.000.000.000/9"]).intervals).toEqual([[0x0a800000n, 0x0affffffn]]);
   });
 
-  it("writes pod addresses in one canonical spelling", () => {
-    expect(canonicalIp("010.000.000.005")).toBe("10.0.0.5");
-    expect(canonicalIp("FD00:0::0005")).toBe("fd00::5");
-    expect(canonicalIp("10.0.0.5 ")).toBeUndefined();
-    expect(canonicalIp("nope")).toBeUndefined();
+  it("reads pod addresses as the apiserver does, rewriting only what the strict parser refuses", () => {
+    expect(readPodIp("010.000.000.005")).toBe("10.0.0.5");
+    expect(readPodIp("fd00:0::00005")).toBe("fd00:0::5");
+    expect(readPodIp("fd00::5")).toBe("fd00::5");
+    expect(readPodIp("10.0.0.5 ")).toBeUndefined();
+    expect(readPodIp('10.0.0.5" ; flush')).toBeUndefined();
+    expect(readPodIp("nope")).toBeUndefined();
   });
 });

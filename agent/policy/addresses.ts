@@ -75,13 +75,29 @@ export function parseCidrSloppy(text: string): Cidr {
   return parseCidr(`${address}/${prefix}`);
 }
 
-/** An address as the apiserver reads a pod's or an ipBlock's (ParseIPSloppy), in canonical text; undefined if it is none. */
-export function canonicalIp(text: string): string | undefined {
-  const canonical = typeof text === "string" ? canonicalIpText(text) : undefined;
-  if (canonical === undefined) return undefined;
-  const ip = parseIp(canonical);
-  return formatIp(ip.family, ip.value);
+/**
+ * A pod's address as the apiserver reads it (ParseIPSloppy): as written when the strict parser
+ * takes it, else without the leading zeros Go allowed; undefined if it is no address.
+ */
+export function readPodIp(text: string): string | undefined {
+  if (typeof text !== "string") return undefined;
+  // Every snapshot reads every pod's addresses again, and they rarely change: each text is
+  // parsed once (the bound only keeps churn from growing the map for ever).
+  if (podIps.has(text)) return podIps.get(text);
+  if (podIps.size >= POD_IPS_KEPT) podIps.clear();
+  let read: string | undefined;
+  try {
+    parseIp(text);
+    read = text;
+  } catch {
+    read = canonicalIpText(text);
+  }
+  podIps.set(text, read);
+  return read;
 }
+
+const POD_IPS_KEPT = 200_000;
+const podIps = new Map<string, string | undefined>();
 
 /**
  * `text` with the leading zeros Go's old parser allowed taken out, so the strict parser reads

@@ -66,10 +66,10 @@ describe("NetworkPolicy objects", () => {
     expect(namespaceView({ metadata: { name: "a", labels: { team: "x" } } })).toEqual({ name: "a", labels: { team: "x" } });
   });
 
-  it("writes a pod's addresses in one spelling, drops what is no address, and tells a pod being deleted and its age", () => {
+  it("reads a pod's addresses as the apiserver does, drops what is no address, and tells a pod being deleted and its age", () => {
     const raw = JSON.parse(
       '{"metadata":{"namespace":"a","name":"web","creationTimestamp":"2026-01-02T03:04:05Z","deletionTimestamp":"2026-01-02T04:00:00Z"},' +
-        '"spec":{"nodeName":"n1"},"status":{"phase":"Running","podIPs":[{"ip":"010.0.0.05"},{"ip":"FD00:0::5"},{"ip":"10.0.0.5"},{"ip":"10.0.0.5\\"; flush"}]}}',
+        '"spec":{"nodeName":"n1"},"status":{"phase":"Running","podIPs":[{"ip":"010.0.0.05"},{"ip":"fd00::5"},{"ip":"10.0.0.5"},{"ip":"10.0.0.5\\"; flush"}]}}',
     );
     const view = podView(raw)!;
     expect(view.ips).toEqual(["10.0.0.5", "fd00::5"]);

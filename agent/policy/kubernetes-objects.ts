@@ -1,5 +1,5 @@
 import type { V1LabelSelector, V1Namespace, V1NetworkPolicy, V1NetworkPolicyPeer, V1NetworkPolicyPort, V1Pod } from "@kubernetes/client-node";
-import { canonicalIp } from "./addresses.js";
+import { readPodIp } from "./addresses.js";
 import type { Direction, LabelSelector, NamespaceInfo, NetworkPolicy, PodInfo, PolicyPeer, PolicyPort, PolicyRule, Protocol } from "./types.js";
 
 /**
@@ -34,9 +34,9 @@ export function podView(obj: V1Pod): PodInfo | null {
   if (phase === "Succeeded" || phase === "Failed") return null;
   const listed = (obj.status?.podIPs ?? []).map((p) => p.ip);
   if (listed.length === 0 && obj.status?.podIP) listed.push(obj.status.podIP);
-  // The apiserver validates pod addresses as it does ipBlocks (ParseIPSloppy): one spelling
-  // per address here, so the ruleset and the IPAM store's reservations compare them as text.
-  const ips = [...new Set(listed.map((ip) => canonicalIp(ip as string)).filter((ip): ip is string => ip !== undefined))];
+  // The apiserver validates pod addresses as it does ipBlocks (ParseIPSloppy); what is no
+  // address at all is left out here, before it can reach the ruleset's text.
+  const ips = [...new Set(listed.map((ip) => readPodIp(ip as string)).filter((ip): ip is string => ip !== undefined))];
   const deleted = obj.metadata?.deletionTimestamp;
   const created = obj.metadata?.creationTimestamp ? new Date(obj.metadata.creationTimestamp).getTime() : NaN;
   return {
