@@ -1,6 +1,6 @@
 import type { Family } from "../../shared/net/cidr.js";
-import { addressInterval, emptyIntervals, formatIntervals, inSorted, ipBlockIntervals, normalize, type Intervals } from "./addresses.js";
 import { errorMessage } from "../errors.js";
+import { addressInterval, emptyIntervals, formatIntervals, inSorted, ipBlockIntervals, normalize, type Intervals } from "./addresses.js";
 import { dropLogPrefix, objectComment, stableId } from "./names.js";
 import { matchesSelector } from "./selector.js";
 import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPeer, type PolicyPort, type PolicyRule, type PolicySnapshot, type Protocol } from "./types.js";
@@ -17,6 +17,12 @@ import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPe
  *   Separate base chains because `accept` ends only its own base chain: a packet from one
  *   local pod to another passes the sender's egress chain and then the receiver's ingress
  *   chain. A deny in either is final.
+ * - Egress applies to a pod's traffic to its own node too (its addresses, hostNetwork pods,
+ *   kubelet's port), as Calico applies egress before host traffic: a third base chain, on
+ *   the input hook, dispatches by source address through the same egress maps after
+ *   accepting replies. Traffic from the node to its own pods (kubelet probes) is output
+ *   traffic and passes no chain of this table; the pod's replies come back through input as
+ *   established.
  * - Names of sets, chains and counters depend only on what they stand for (see stableId).
  * - A pod chain jumps to the chain of every policy that selects the pod, in that direction,
  *   and denies (counts, optionally logs, then rejects or drops) what none accepted. Policies
@@ -27,17 +33,13 @@ import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicyPe
  *   interval sets far more slowly); only ipBlocks make interval sets.
  * - Named ports: ingress resolves them on the selected pod (a set of pod address . protocol
  *   . port), egress on the destination pods; a pod without the name gets nothing for it.
- *
- * - Egress applies to a pod's traffic to its own node too (its addresses, hostNetwork pods,
- *   kubelet's port): a third base chain on the input hook dispatches by source address
- *   through the same egress maps, after accepting replies, as Calico applies egress before
- *   host traffic. Traffic from the node to its own pods (kubelet probes) is output traffic and
- *   passes no chain of this table; the pod's replies come back through input as established.
- *   Bridged traffic between pods of one node reaches the forward hook through br_netfilter,
- *   which the engine turns on for the pod bridge.
  * - Anything the apiserver accepts compiles: ipBlocks are read as the apiserver reads them
  *   (addresses.ts), tenant names reach the ruleset's text only fitted to nft's limits
- *   (names.ts). A policy that still cannot be compiled is refused alone, as allowing nothing.
+ *   (names.ts). A policy that still cannot be compiled is refused alone, as allowing nothing
+ *   (its pods fail closed); a pod's unreadable address is left out for that pod alone.
+ *
+ * Bridged traffic between pods of one node reaches the forward hook through br_netfilter,
+ * which the engine turns on for the pod bridge.
  */
 
 export interface CompileOptions {
