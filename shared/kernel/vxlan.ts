@@ -143,8 +143,9 @@ export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResu
 
 /**
  * Turns VTEP_OFFLOADS_OFF off on a VTEP not seen to before. A failure (no ethtool, a driver
- * that refuses) is reported, not thrown: the tunnel works without it on most kernels, and a
- * missing VTEP would cut the node off on all of them. It is not retried on that device.
+ * that refuses) is reported, not thrown: with the offload on, the tunnel still works on most
+ * kernels, while failing here would leave the node without a VTEP on all of them. It is not
+ * retried on that device.
  */
 async function ensureVtepOffloads(ip: IpRoute, dev: string, ifindex: number): Promise<{ changes: number; warning?: string }> {
   let seen = offloadsSeen.get(ip);
