@@ -256,6 +256,125 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     await expectReaches("twill-b", a);
   });
 
+  it("refuses hostile Node records for themselves alone: pods still reach each other, no route outside the cluster CIDRs", async () => {
+    // Three Node objects no kubelet runs, as a buggy or compromised node (or a hand edit) could
+    // write them: backend data that does not decode, a pod CIDR over the underlay, and node-1's
+    // VTEP MAC on an address of the writer's.
+    const node1Data = JSON.parse(JSON.parse(await kubectl("get", "node", "node-1", "-o", "json")).metadata.annotations["twill.dev/backend-data"]) as Record<string, unknown>;
+    const hostile = (name: string, podCIDRs: string[] | null, backendData: string) => ({
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: {
+        name,
+        labels: { "twill.dev/test": "hostile" },
+        annotations: { "twill.dev/public-ip": "192.168.90.99", "twill.dev/backend-type": "vxlan", "twill.dev/backend-data": backendData },
+      },
+      spec: podCIDRs ? { podCIDR: podCIDRs[0], podCIDRs } : {},
+    });
+    const nodes = [
+      hostile("hostile-garbage", ["10.244.251.0/24"], JSON.stringify({ ...node1Data, vtepMAC: 5 })),
+      hostile("hostile-underlay", ["192.168.90.0/24"], JSON.stringify({ type: "vxlan", vni: 1, port: 4789 })),
+      hostile("hostile-mac", ["10.244.250.0/24"], JSON.stringify({ type: "vxlan", vni: 1, port: 4789, vtepMAC: node1Data.vtepMAC })),
+    ];
+    const apply = await execa(join(REPO, "scripts/cluster"), ["kubectl", "apply", "-f", "-"], { env, input: JSON.stringify({ apiVersion: "v1", kind: "List", items: nodes }), reject: false });
+    expect(apply.exitCode, apply.stderr).toBe(0);
+    try {
+      const status = async (node: string) => {
+        const pod = (await kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=twill", "--field-selector", `spec.nodeName=${node}`, "-o", "name")).trim();
+        return kubectl("-n", "kube-system", "exec", pod.replace(/^pod\//, ""), "-c", "twilld", "--", "/opt/twill/bin/twilld", "status");
+      };
+      for (const node of ["node-1", "node-2"]) {
+        await until(`${node}'s twilld status names the three hostile records`, async () => {
+          const text = await status(node).catch(() => "");
+          return ["hostile-garbage", "hostile-underlay", "hostile-mac"].every((n) => text.includes(n) && new RegExp(`(refused peer record|unreadable node record Node) ${n}`).test(text));
+        }, 60_000);
+      }
+      const text = await status("node-2");
+      console.log(`twilld status on node-2 with hostile Node records:\n${text}`);
+      expect(text).toMatch(/unreadable node record Node hostile-garbage \(.*vtepMAC/);
+      expect(text).toMatch(/refused peer record hostile-underlay: subnet 192\.168\.90\.0\/24 lies outside the cluster CIDR 10\.244\.0\.0\/16/);
+      expect(text).toMatch(/refused peer record hostile-mac: VTEP MAC \S+ is not the one of node hostile-mac on VNI 1/);
+      // No route of twill's outside the cluster CIDRs, and the underlay's connected route in place.
+      for (const node of ["node-1", "node-2"]) {
+        for (const family of ["-4", "-6"]) {
+          const r = await cluster("node", node, "ip", "-j", family, "route", "show", "proto", "150");
+          const dsts = (JSON.parse(r.stdout || "[]") as { dst: string }[]).map((x) => x.dst);
+          expect(dsts.length, `${node} ${family}`).toBeGreaterThan(0);
+          for (const dst of dsts) expect(CLUSTER_CIDRS.some((c) => covers(parseCidr(c), parseCidr(dst))), `${node} route ${dst}`).toBe(true);
+        }
+        const connected = await cluster("node", node, "ip", "-4", "route", "show", "192.168.90.0/24");
+        expect(connected.stdout, node).toMatch(/proto kernel/);
+      }
+      await expectReaches("twill-a", b);
+      await expectReaches("twill-b", a);
+    } finally {
+      await kubectl("delete", "node", "-l", "twill.dev/test=hostile", "--wait=true");
+    }
+  });
+
+  it("enforces a NetworkPolicy with a 253-character name like any other; egress deny-all stops at the node while kubelet probes pass", async () => {
+    // The longest name the API takes (a DNS subdomain): its chain and counter comments are over
+    // nft's 128 bytes unless shortened, which once failed the node's whole ruleset.
+    const name = `${"deny-".repeat(49)}${"x".repeat(8)}`;
+    expect(name).toHaveLength(253);
+    const apply = async (obj: object) => {
+      const r = await execa(join(REPO, "scripts/cluster"), ["kubectl", "apply", "-f", "-"], { env, input: JSON.stringify(obj), reject: false });
+      if (r.exitCode !== 0) throw new Error(`kubectl apply: ${r.stderr}`);
+    };
+    await apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "twill-locked", namespace: "default", labels: { "twill-test": "locked" } },
+      spec: {
+        nodeName: "node-1",
+        terminationGracePeriodSeconds: 1,
+        containers: [{
+          name: "c",
+          image: "docker.io/library/busybox:1.29",
+          command: ["httpd", "-f", "-p", "8080"],
+          // kubelet connects from the node: output there, the replies come back through input.
+          readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1, failureThreshold: 1 },
+        }],
+      },
+    });
+    await startPod("twill-peer", "node-2");
+    type WithConditions = PodJson & { status: { conditions?: { type: string; status: string }[] } };
+    const isReady = (p: WithConditions) => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
+    let target!: PodJson;
+    await until("twill-locked ready", async () => {
+      const p = (await getPod("twill-locked").catch(() => undefined)) as WithConditions | undefined;
+      if (p && isReady(p)) target = p;
+      return target !== undefined;
+    }, 120_000);
+    const nodeIP = (await kubectl("get", "node", "node-1", "-o", 'jsonpath={.status.addresses[?(@.type=="InternalIP")].address}')).trim().split(" ")[0]!;
+    await expectReaches("twill-peer", target);
+    expect((await ping("twill-locked", nodeIP)).exitCode).toBe(0);
+
+    await apply({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: { name, namespace: "default" },
+      spec: { podSelector: { matchLabels: { "twill-test": "locked" } }, policyTypes: ["Ingress", "Egress"] },
+    });
+    try {
+      // Enforced like any other: no peer gets in, and the pod gets out to nothing, its node included.
+      await until("the 253-character policy in force", async () => {
+        for (const ip of podIPs(target)) if ((await ping("twill-peer", ip)).exitCode === 0) return false;
+        return (await ping("twill-locked", nodeIP)).exitCode !== 0;
+      }, 60_000);
+      // kubelet's probes still pass: Ready over several probe periods.
+      await sleep(5_000);
+      expect(isReady((await getPod("twill-locked")) as WithConditions)).toBe(true);
+      const agent = (await kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=twill", "--field-selector", "spec.nodeName=node-1", "-o", "name")).trim();
+      expect(await kubectl("-n", "kube-system", "logs", agent, "-c", "twilld")).not.toContain("Applying the NetworkPolicy ruleset failed");
+    } finally {
+      await kubectl("delete", "networkpolicy", name, "--wait=true");
+    }
+    // The deletion is applied too: the node's ruleset is not frozen.
+    await until("the policy lifted", async () => (await ping("twill-peer", podIPs(target)[0]!)).exitCode === 0, 60_000);
+    await kubectl("delete", "pod", "twill-locked", "twill-peer", "--wait=true", "--timeout=120s");
+  });
+
   it("releases a pod's addresses when the pod is deleted through the API", async () => {
     expect(reservations("node-1")).toEqual(expect.arrayContaining(podIPs(a)));
     expect(reservations("node-2")).toEqual(expect.arrayContaining(podIPs(b)));
