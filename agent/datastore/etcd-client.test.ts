@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../errors.js";
-import { checkEndpoints, connectFailure, readEtcdTls } from "./etcd-client.js";
+import { EtcdClient, checkEndpoints, connectFailure, readEtcdTls } from "./etcd-client.js";
 
 describe("checkEndpoints", () => {
   it("takes http:// and https:// URLs, without a trailing slash", () => {
@@ -43,5 +45,26 @@ describe("connectFailure", () => {
     expect(connectFailure(required, true)).toMatch(/does not accept this client certificate/);
     expect(connectFailure(err("self-signed certificate in certificate chain", "SELF_SIGNED_CERT_IN_CHAIN"), false)).toMatch(/not trusted \(give its CA with --etcd-cafile\)/);
     expect(connectFailure(err("connect ECONNREFUSED 127.0.0.1:2379", "ECONNREFUSED"), false)).toBe("connect ECONNREFUSED 127.0.0.1:2379");
+  });
+});
+
+describe("EtcdClient's kept-alive connections", () => {
+  it("sends a request again on a new connection when etcd closed the kept-alive one unread", async () => {
+    // A gateway that answers one request per connection and drops the connection on the next,
+    // as etcd does when it closed an idle one while the client was reusing it.
+    const served = new WeakSet<Socket>();
+    const server: Server = createServer((req, res) => {
+      if (served.has(req.socket)) return req.socket.destroy();
+      served.add(req.socket);
+      req.resume().on("end", () => res.end(JSON.stringify({ header: { revision: "7" } })));
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    const client = new EtcdClient([`http://127.0.0.1:${(server.address() as AddressInfo).port}`]);
+    try {
+      for (let i = 0; i < 3; i++) expect((await client.range("k")).revision).toBe(7);
+    } finally {
+      client.close();
+      server.close();
+    }
   });
 });

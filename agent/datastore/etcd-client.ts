@@ -306,8 +306,12 @@ export class EtcdClient {
     throw new DatastoreError(what, `no etcd endpoint answered (${lastError})`);
   }
 
-  /** One POST; resolves with the response once its headers are in, its body still to read. */
-  private post(url: string, body: string, signal: AbortSignal): Promise<IncomingMessage> {
+  /**
+   * One POST; resolves with the response once its headers are in, its body still to read. A
+   * kept-alive connection etcd closed while idle fails at once with ECONNRESET, before etcd
+   * read anything: that one is sent again on a new connection.
+   */
+  private post(url: string, body: string, signal: AbortSignal, retry = true): Promise<IncomingMessage> {
     const https = url.startsWith("https:");
     return new Promise((resolve, reject) => {
       const req = (https ? httpsRequest : httpRequest)(url, {
@@ -316,7 +320,10 @@ export class EtcdClient {
         headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
         signal,
       }, resolve);
-      req.on("error", reject);
+      req.on("error", (err: NodeJS.ErrnoException) => {
+        if (retry && req.reusedSocket && err.code === "ECONNRESET" && !signal.aborted) resolve(this.post(url, body, signal, false));
+        else reject(err);
+      });
       req.end(body);
     });
   }
