@@ -209,7 +209,7 @@ const ipamCli = (o: CommonOptions): IpamCliOptions => ({ storeDir: o.ipamStore, 
 
 /** `twilld ipam list`. */
 export function printReservations(o: CommonOptions & { output: Output }, write: (s: string) => void): void {
-  const rs = listReservations({ storeDir: o.ipamStore });
+  const rs = listReservations({ storeDir: o.ipamStore, sandbox: vethProbe() });
   write(o.output === "json" ? JSON.stringify(rs, null, 2) + "\n" : renderReservations(rs, Date.now()));
 }
 

@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { execa } from "execa";
@@ -12,11 +13,13 @@ import { writeSubnetFile } from "../../shared/subnet-file.js";
 import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
 import { until } from "../../testkit/until.js";
 import { createMetrics } from "../metrics.js";
-import { NodeNet, TWILLD, type SimNode } from "../../testkit/node-net.js";
+import { NodeNet, TWILLD, metricValue, type SimNode } from "../../testkit/node-net.js";
+import { removeNetns } from "../../testkit/netns.js";
 import type { ReservationView } from "./reservations.js";
 import type { CheckReport } from "./cli.js";
 import { kubernetesPods } from "./pods.js";
 import { LeakRecovery } from "./recovery.js";
+import { leakReportPath, readLeakReport } from "./report.js";
 
 /**
  * `twilld ipam list|check|release` (the real dist/bin/twilld) on a node namespace whose pods
@@ -81,15 +84,17 @@ describe("twilld ipam", () => {
     const table = await twilld(node, ["ipam", "list", ...local]);
     expect(table.out).toMatch(new RegExp(`^${pods[1]!.ip.replace(/\./g, "\\.")}\\s+sandbox-web-1\\s+eth0\\s+default/web-1\\s+\\d+s\\s+no$`, "m"));
 
-    // A sandbox of the previous boot: its index entry names another boot.
+    // A sandbox of the previous boot: its index entry names another boot, and its namespace is gone.
     const store = new Store(storeDir);
     const stale = store.indexEntry({ containerID: pods[0]!.containerId, ifname: "eth0" })!;
     store.writeIndex({ ...stale, bootId: "an-earlier-boot" });
+    await removeNetns(pods[0]!.ns);
 
     const check = json<CheckReport>(await twilld(node, ["ipam", "check", "-o", "json", "--leak-grace=1ms", ...local]));
     expect(check.pods).toBe("none");
     expect(check.note).toMatch(/local datastore has no pods/);
-    expect(check.reservations.map((j) => j.verdict.state)).toEqual(["leaked", "kept", "kept"]);
+    // The other two sandboxes are up: their veths are on the node.
+    expect(check.reservations.map((j) => j.verdict.state)).toEqual(["leaked", "held", "held"]);
     expect(store.reservedAddresses()).toHaveLength(3); // check releases nothing
 
     // A reservation of this boot cannot be shown unused without pods: refused unless forced.
@@ -114,11 +119,31 @@ describe("twilld ipam", () => {
     expect(unknown.out).toMatch(/no reservation of 10\.244\.7\.200/);
   });
 
-  it("twilld run releases a reservation from before the last boot, logs it with its pod and counts it in /metrics", async () => {
+  it("tells each sandbox up by its veth on the node, and gone once its network namespace is", async () => {
+    const { node, pods, storeDir } = await nodeWithPods(["web-0", "web-1"], ["uid-0", "uid-1"]);
+    const local = [`--datastore=local`, `--store-dir=${join(node.dir, "store")}`, `--ipam-store=${storeDir}`];
+    const sandboxes = async () => json<ReservationView[]>(await twilld(node, ["ipam", "list", "-o", "json", ...local])).map((r) => [r.containerID, r.sandbox]);
+    expect(await sandboxes()).toEqual([[pods[0]!.containerId, "up"], [pods[1]!.containerId, "up"]]);
+    // The sandbox dies without a CNI DEL: its namespace, and with it both ends of the veth, are gone.
+    await removeNetns(pods[0]!.ns);
+    expect(await sandboxes()).toEqual([[pods[0]!.containerId, "gone"], [pods[1]!.containerId, "up"]]);
+  });
+
+  it("twilld run releases a reservation from before the last boot and what a killed ADD left, logs it with its pod and counts it in /metrics", async () => {
     const { node, pods, storeDir } = await nodeWithPods(["web-0", "web-1"], ["uid-0", "uid-1"]);
     const store = new Store(storeDir);
     const stale = store.indexEntry({ containerID: pods[0]!.containerId, ifname: "eth0" })!;
     store.writeIndex({ ...stale, bootId: "an-earlier-boot" });
+    await removeNetns(pods[0]!.ns);
+    // An ADD killed between creating its file and writing the owner; a hand-made name; a
+    // killed writer's temporary of an index entry.
+    const hourAgo = (Date.now() - 3_600_000) / 1000;
+    const killed = join(storeDir, "10.244.7.200");
+    writeFileSync(killed, "");
+    const temporary = join(storeDir, ".twill", "by-id", "gone@eth0.tmp-1-2");
+    writeFileSync(temporary, "{");
+    for (const path of [killed, temporary]) utimesSync(path, hourAgo, hourAgo);
+    writeFileSync(join(storeDir, "10.244.7.05"), "by-hand\r\neth0");
     const conf = join(node.dir, "net-conf.json");
     writeFileSync(conf, JSON.stringify({ Network: "10.244.0.0/16", SubnetLen: 24, Backend: { Type: "host-gw" } }));
     const agent = net!.twilld(node, [
@@ -136,14 +161,22 @@ describe("twilld ipam", () => {
     try {
       await until("the stale reservation released", () => (store.owner(pods[0]!.ip) === undefined ? true : agent.exited() ? true : undefined));
       expect(agent.exited(), agent.logTail()).toBeUndefined();
-      const released = await until("the release logged", () => agent.logTail(200).split("\n").find((l) => l.includes('"msg":"Released leaked address"')));
+      const released = await until("the release logged", () => agent.logTail(200).split("\n").find((l) => l.includes('"msg":"Released leaked address"') && l.includes(`"address":"${pods[0]!.ip}"`)));
       expect(JSON.parse(released)).toMatchObject({ address: pods[0]!.ip, containerId: pods[0]!.containerId, pod: "default/web-0", podUid: "uid-0", reason: "earlier-boot" });
+      await until("the killed ADD's file released", () => (store.owner("10.244.7.200") === undefined ? true : undefined));
+      expect(agent.logTail(200)).toMatch(/"msg":"Released leaked address".*"address":"10\.244\.7\.200".*"reason":"torn-add"/);
+      expect(agent.logTail(200)).toMatch(/"msg":"Skipped a store file whose name is no canonical address".*10\.244\.7\.05.*"why":"not in the canonical form of 10\.244\.7\.5"/);
+      expect(agent.logTail(200)).toMatch(/"msg":"Removed temporaries of killed writers".*gone@eth0\.tmp-1-2/);
+      expect(readFileSync(join(storeDir, "10.244.7.05"), "utf8")).toBe("by-hand\r\neth0");
+      expect(readLeakReport(leakReportPath(node.dir))).toMatchObject({ state: "boot-only", skipped: [{ name: "10.244.7.05" }] });
       expect(agent.logTail(200)).toMatch(/"msg":"Recovering leaked addresses".*"only":"reservations from before the last boot: the datastore has no pods"/);
       const page = await until("metrics served", async () => {
         const r = await net!.get(node, "/metrics");
         return r.status === 200 ? r.body : undefined;
       });
       expect(page).toMatch(/^twill_ipam_leaks_released_total\{reason="earlier-boot"\} 1$/m);
+      expect(metricValue(page, "twill_ipam_store_skipped_files")).toBe(1);
+      expect(page).toMatch(/^twill_ipam_leaks_released_total\{reason="torn-add"\} 1$/m);
       // The pod of this boot keeps its address: the local datastore has no pods to judge it by.
       expect(store.owner(pods[1]!.ip)?.containerID).toBe(pods[1]!.containerId);
     } finally {
@@ -187,6 +220,17 @@ describe("twilld ipam", () => {
       await cp?.stop();
     });
 
+    /**
+     * The Node this process runs on, as kubelet registers it: its InternalIP is an address of
+     * this namespace's interfaces, which the leak recovery checks the node name against.
+     */
+    async function registerNodeHere(name: string): Promise<void> {
+      await admin.ensureNode(name);
+      const own = Object.values(networkInterfaces()).flatMap((addrs) => (addrs ?? []).filter((a) => !a.internal)).map((a) => a.address.split("%")[0]!);
+      const node = await admin.core.readNode({ name });
+      await admin.core.replaceNodeStatus({ name, body: { ...node, status: { ...node.status, addresses: own.map((address) => ({ type: "InternalIP", address })) } } });
+    }
+
     /** A Pod bound to `nodeName` as the scheduler would (no kubelet: it stays Pending, which is live). */
     async function createPod(name: string, nodeName: string): Promise<string> {
       const pod = await admin.core.createNamespacedPod({
@@ -214,8 +258,9 @@ describe("twilld ipam", () => {
       });
     }
 
-    it("releases the addresses of pods gone, moved or restarted under a new UID, never a live pod's; nothing with the API away", async () => {
-      await admin.ensureNode("node-0");
+    it("releases the addresses of pods gone, moved or restarted under a new UID, never a live pod's; nothing with the API away or under a wrong node name", async () => {
+      await registerNodeHere("node-0");
+      await admin.ensureNode("node-other"); // another node's Node: none of this host's addresses
       const names = ["live", "gone", "moved", "renewed"];
       const uids: string[] = [];
       for (const name of names) uids.push(await createPod(name, "node-0"));
@@ -229,8 +274,21 @@ describe("twilld ipam", () => {
 
       const kubeconfig = join(node.dir, "kubeconfig");
       writeFileSync(kubeconfig, agentKc.exportConfig());
-      const kubeWith = (file: string) => ["--datastore=kubernetes", `--kubeconfig=${file}`, `--node-name=node-0`, `--ipam-store=${storeDir}`];
+      const kubeWith = (file: string, nodeName = "node-0") => ["--datastore=kubernetes", `--kubeconfig=${file}`, `--node-name=${nodeName}`, `--ipam-store=${storeDir}`];
       const kube = kubeWith(kubeconfig);
+
+      // Under a name that is no Node (the host name), or another node's: nothing, and why.
+      for (const [wrong, why] of [["my-host-name", /no Node named "my-host-name" in the API/], ["node-other", /Node "node-other" is not this host/]] as const) {
+        const refused = await twilldHere(["ipam", "release", "--leaked", "--leak-grace=1ms", ...kubeWith(kubeconfig, wrong)]);
+        expect(refused.code, refused.err).toBe(0);
+        expect(refused.out).toMatch(why);
+        expect(refused.out).toMatch(/Nothing to release\./);
+        const checked = await twilldHere(["ipam", "check", "--leak-grace=1ms", ...kubeWith(kubeconfig, wrong)]);
+        expect(checked.out).toMatch(/^REFUSED: .*nothing would be released\.$/m);
+        const sweeps = new LeakRecovery({ storeDir, pods: kubernetesPods(agentKc, wrong), graceMs: 0, intervalMs: 60_000, logger: nullLogger, metrics: createMetrics(false) });
+        for (let i = 0; i < 3; i++) expect(new Set((await sweeps.sweep()).map((j) => j.verdict.state))).toEqual(new Set(["kept"]));
+      }
+      expect(new Store(storeDir).reservedAddresses()).toHaveLength(4);
 
       const check = json<CheckReport>(await twilldHere(["ipam", "check", "-o", "json", "--leak-grace=1ms", ...kube]));
       expect(check.pods).toBe("listed");
