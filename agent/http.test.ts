@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
-import { parseListenAddress, startHttpServer } from "./http.js";
+import { checkListenAddress, parseListenAddress, startHttpServer } from "./http.js";
 
 describe("parseListenAddress", () => {
   it("takes an IPv4 or bracketed IPv6 address with a port, the wildcard only when spelled out", () => {
@@ -18,6 +18,14 @@ describe("parseListenAddress", () => {
 
   it.each(["localhost:9402", "node-a:9402", "::1:9402", "[127.0.0.1]:9402", "127.0.0.1", "127.0.0.1:65536", "127.0.0.1:x"])("refuses %s", (text) => {
     expect(() => parseListenAddress(text)).toThrow(/is not IP:PORT/);
+  });
+});
+
+describe("checkListenAddress", () => {
+  it("passes an empty address (serving off) and a valid one, refuses the rest", () => {
+    expect(checkListenAddress("")).toBe("");
+    expect(checkListenAddress("127.0.0.1:9402")).toBe("127.0.0.1:9402");
+    expect(() => checkListenAddress(":9402")).toThrow(/is not IP:PORT/);
   });
 });
 

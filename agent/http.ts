@@ -28,6 +28,12 @@ export function parseListenAddress(text: string): { host: string; port: number }
   return { host, port };
 }
 
+/** `text` when it is empty (serving off) or a valid listen address; checked before twilld starts anything. */
+export function checkListenAddress(text: string): string {
+  if (text !== "") parseListenAddress(text);
+  return text;
+}
+
 export function startHttpServer(address: string, registry: Registry, readiness: () => Readiness): Promise<Server> {
   const { host, port } = parseListenAddress(address);
   const server = createServer((req, res) => {

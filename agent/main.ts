@@ -9,6 +9,7 @@ import { DATASTORE_KINDS, type DatastoreKind } from "./datastore/index.js";
 import { parseDuration } from "./durations.js";
 import { ignoredEnv, withEnvDefaults } from "./env.js";
 import { errorMessage } from "./errors.js";
+import { checkListenAddress } from "./http.js";
 
 // twilld: the node agent (`run`) and its admin CLI. Flags wire into agent/commands.ts; every
 // flag can also come from the environment as TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_DATASTORE, ...);
@@ -107,7 +108,7 @@ async function main(): Promise<number> {
             netConf: a["net-conf"],
             ...(a.iface ? { iface: a.iface } : {}),
             ...(a["public-ip"] ? { publicIP: a["public-ip"] } : {}),
-            metricsAddr: a["metrics-addr"],
+            metricsAddr: checkListenAddress(a["metrics-addr"]),
             resyncMs: parseDuration(a.resync, "--resync"),
             networkPolicy: a["network-policy"],
             bridge: a.bridge,
