@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -220,6 +220,20 @@ describe("GC", () => {
     expect(lines.at(-1)).toMatchObject({ msg: "Collected", released: ["10.0.0.3", "10.0.0.50"], releasedFromEarlierBoot: 0 });
     await ipam.gc(call(c), []);
     expect(files()).toEqual([]);
+  });
+
+  it("releases an empty reservation file (an ADD killed before writing it) only once it is old, never a live ADD's", async () => {
+    const c = v4("10.0.0.0/24");
+    await ipam.add(call(c, "keep"));
+    // The index names the plugin that made the attachment (twill's veth tells its sandbox up).
+    expect(new Store(storeDir()).indexEntry({ containerID: "keep", ifname: "eth0" })?.plugin).toBe("twill");
+    const young = join(storeDir(), "10.0.0.20");
+    const old = join(storeDir(), "10.0.0.21");
+    for (const path of [young, old]) writeFileSync(path, "");
+    utimesSync(old, (Date.now() - 3_600_000) / 1000, (Date.now() - 3_600_000) / 1000);
+    await ipam.gc(call(c), [{ containerID: "keep", ifname: "eth0" }]);
+    expect(files()).toEqual(["10.0.0.2", "10.0.0.20"]);
+    expect(lines.at(-1)).toMatchObject({ msg: "Collected", released: ["10.0.0.21"] });
   });
 
   it("counts reservations from before the reboot, and keeps a listed one all the same", async () => {

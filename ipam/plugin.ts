@@ -14,7 +14,7 @@ import {
 import { IpamCode } from "./errors.js";
 import { planGc } from "./gc.js";
 import { capacity, cidrField, familyOf, setContains, setText, type Range, type RangeSet } from "./range.js";
-import { Store, bootId, podText, type Owner, type PodRef } from "./store.js";
+import { Store, TORN_ADD_GRACE_MS, bootId, podText, type Owner, type PodRef, type Reservation } from "./store.js";
 
 export { IpamCode } from "./errors.js";
 
@@ -151,13 +151,16 @@ export function createIpamPlugin(opts: { logger?: Logger } = {}): Plugin {
           failures.push((err as Error).message);
         }
       };
-      for (const r of plan.release) attempt(() => store.release(r.ip, r));
+      const released: string[] = [];
+      // An empty file (no owner yet) may be a live ADD's between create and write: only an old one goes.
+      const release = (r: Reservation) => (r.containerID === "" ? store.releaseEmpty(r.ip, Date.now() - TORN_ADD_GRACE_MS) : store.release(r.ip, r));
+      for (const r of plan.release) attempt(() => release(r) && released.push(r.ip));
       for (const e of plan.dropIndex) attempt(() => store.dropIndex(e));
       for (const name of junk) attempt(() => store.removeIndexFile(name));
       attempt(() => store.removeOldTemporaries());
       log.info("Collected", {
         network: loc.network,
-        released: plan.release.map((r) => r.ip),
+        released,
         releasedFromEarlierBoot: plan.releasedFromEarlierBoot,
       });
       if (plan.keptFromEarlierBoot.length > 0) {

@@ -84,6 +84,13 @@ const LINE_BREAK = "\r\n";
 /** host-local's flock file: its presence means host-local has used the directory. */
 const HOST_LOCAL_LOCK = "lock";
 
+/**
+ * An ADD writes its reservation's owner and index entry within milliseconds of creating the
+ * file; one that has not for this long was killed (the runtime cancels a CNI ADD after its
+ * runtime-request-timeout, 2 minutes by default). Younger, an empty file may be a live ADD's.
+ */
+export const TORN_ADD_GRACE_MS = 5 * 60_000;
+
 /** A store file whose name is not the canonical text of an address, skipped by every reader. */
 export interface SkippedName {
   name: string;
@@ -469,10 +476,13 @@ function nonCanonicalReason(name: string): string | null {
 }
 
 const LOCK_NAME = ".twill.lock";
-/** How long a release waits for the lock; holders keep it for one read and one unlink. */
-const LOCK_WAIT_MS = 5_000;
+/**
+ * How long a release waits for the lock: holders keep it for one read and one unlink, and a
+ * dead holder's lock is broken within the wait.
+ */
+const LOCK_WAIT_MS = 6_000;
 /** A lock file older than this was left by a holder that died holding it. */
-const LOCK_STALE_MS = 10_000;
+const LOCK_STALE_MS = 4_000;
 const LOCK_POLL_MS = 2;
 
 /**

@@ -1,4 +1,4 @@
-import { podText, type PodRef } from "../../ipam/store.js";
+import { TORN_ADD_GRACE_MS, podText, type PodRef } from "../../ipam/store.js";
 import type { ReservationView } from "./reservations.js";
 
 /**
@@ -107,12 +107,7 @@ export interface LeakOptions {
   tornGraceMs?: number;
 }
 
-/**
- * An ADD writes its reservation's owner and index entry within milliseconds of creating the
- * file; one that has not for this long was killed (the runtime cancels a CNI ADD after its
- * runtime-request-timeout, 2 minutes by default).
- */
-export const TORN_ADD_GRACE_MS = 5 * 60_000;
+export { TORN_ADD_GRACE_MS };
 
 export function judgeReservations(reservations: readonly ReservationView[], pods: PodsView, o: LeakOptions): Judged[] {
   return reservations.map((reservation) => ({ reservation, verdict: judge(reservation, pods, o) }));
