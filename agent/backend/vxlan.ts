@@ -54,6 +54,7 @@ export const vtepDevice: Pick<BackendKind, "prepare" | "ensureDevice"> = {
     const spec = vtepSpec(ctx, undefined);
     const result = await ensureVtep(ctx.ip, spec);
     if (result.recreated) ctx.logger.warn("Recreated VXLAN device with other settings", { device: spec.name, reason: result.recreated });
+    warnOffload(ctx, spec.name, result.offloadWarning);
     return { vtepMAC: spec.mac, vni: spec.vni, port: spec.port };
   },
   async ensureDevice(ctx, subnets) {
@@ -62,9 +63,15 @@ export const vtepDevice: Pick<BackendKind, "prepare" | "ensureDevice"> = {
     // same MAC, so peers' entries stay right) and its routes with it.
     const result = await ensureVtep(ctx.ip, spec);
     if (result.created) ctx.logger.warn("Created missing VXLAN device", { device: spec.name, ...(result.recreated ? { reason: result.recreated } : {}) });
+    warnOffload(ctx, spec.name, result.offloadWarning);
     return { vtep: { dev: spec.name, vni: spec.vni, port: spec.port }, changes: result.changes };
   },
 };
+
+/** The VTEP works with the offload on; only kernels before 5.7 stall on it (README). */
+function warnOffload(ctx: DeviceContext, device: string, warning: string | undefined): void {
+  if (warning) ctx.logger.warn("Could not turn off TX checksum offload on the VXLAN device", { device, error: warning });
+}
 
 export const vxlan: BackendKind = { type: "vxlan", overhead: vxlanOverhead, reach: vxlanPath, ...vtepDevice };
 
