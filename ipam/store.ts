@@ -108,7 +108,7 @@ export class Store {
     private readonly log: Logger = nullLogger,
     lockWaitMs = LOCK_WAIT_MS,
   ) {
-    this.lock = new StoreLock(join(dir, LOCK_NAME), lockWaitMs, () => this.ensure());
+    this.lock = new StoreLock(join(dir, LOCK_NAME), lockWaitMs);
   }
 
   /** Creates the store and index directories, readable by root only; the index ones must be real directories. */
@@ -494,41 +494,31 @@ const LOCK_POLL_MS = 2;
  * that was seen, else put back.
  */
 export class StoreLock {
-  private held = 0;
-
   constructor(
     readonly path: string,
     private readonly waitMs: number,
-    private readonly ensureDir: () => void,
   ) {}
 
   hold<T>(fn: () => T): T {
-    // Re-entrant within one process: releaseAddress releases under the lock it already holds.
-    if (this.held > 0) return fn();
-    this.acquire();
-    this.held++;
+    // No store directory: nothing in it to release, and nothing to lock.
+    if (!this.acquire()) return fn();
     try {
       return fn();
     } finally {
-      this.held--;
       unlinkIfExists(this.path);
     }
   }
 
-  private acquire(): void {
+  /** Takes the lock; false when the store's directory does not exist. */
+  private acquire(): boolean {
     const deadline = Date.now() + this.waitMs;
-    for (let dirMade = false; ;) {
+    for (;;) {
       try {
-        const fd = openSync(this.path, "wx", 0o600);
-        closeSync(fd);
-        return;
+        closeSync(openSync(this.path, "wx", 0o600));
+        return true;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code === "ENOENT" && !dirMade) {
-          this.ensureDir();
-          dirMade = true;
-          continue;
-        }
+        if (code === "ENOENT") return false;
         if (code !== "EEXIST") throw ioError("create the IPAM store lock", this.path, err);
       }
       const seen = lstatIfExists(this.path);

@@ -151,8 +151,11 @@ describe("leak decision: the node's identity, the sandbox, static pods and torn 
       expect.objectContaining({ state: "leaked", reason: "torn-add", why: expect.stringContaining("empty reservation file") }),
       expect.objectContaining({ state: "pending", reason: "torn-add", releaseAt: NOW + 1 }),
     ]);
-    // Without pods in the datastore too: nobody was ever handed the address.
-    expect(states([empty], { kind: "none", reason: "local" })).toEqual(["leaked"]);
+    // Without pods in the datastore an empty file too (nobody was ever handed the address), but
+    // not an owner without its entry: a twill-ipam without the index made those.
+    expect(states([empty, { ...noIndex, createdAt: 0 }], { kind: "none", reason: "local" })).toEqual(["leaked", "kept"]);
+    // The same sandbox's retried ADD took another address and runs: kept until its veth goes.
+    expect(states([{ ...noIndex, createdAt: 0, sandbox: "up" }], listed())).toEqual(["held"]);
     // Never one a live pod lists, never with the API away.
     expect(states([empty], listed({ namespace: "x", name: "y", uid: apiUid(1), ips: [empty.ip] }))).toEqual(["held"]);
     expect(states([empty], { kind: "unavailable", reason: "timeout" })).toEqual(["kept"]);

@@ -21,7 +21,8 @@ import type { ReservationView } from "./reservations.js";
  *
  * What an ADD killed half-way left (an empty file, or an owner without its index entry) was
  * never handed to the runtime: it is leaked once older than a short grace, which no live ADD
- * takes between creating the file and writing its index entry.
+ * takes between creating the file and writing its index entry (an owner without its entry
+ * only where pods can be asked, as a twill-ipam without the index left those too).
  */
 
 /** A pod on this node that is not finished (Pending, Running, Unknown), from the API. */
@@ -127,14 +128,16 @@ function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
     const byAddress = pods.pods.find((p) => p.ips.includes(r.ip));
     if (byAddress) return { state: "held", by: refOf(byAddress), why: `pod ${podText(byAddress)} lists it in status.podIPs` };
   }
-  if (r.torn) {
+  // The sandbox is up: whatever the API says (a pod deleted with --force, a static pod), its
+  // namespace still has the address.
+  if (r.sandbox === "up") return { state: "held", why: `its sandbox ${r.containerID} still has its veth on this node` };
+  // An owner without its index entry is also what a twill-ipam without the index left: only
+  // the pods' own addresses show that nobody uses it, so not without pods to ask.
+  if (r.torn === "empty" || (r.torn === "no-index" && pods.kind === "listed")) {
     const releaseAt = (r.createdAt ?? o.now) + (o.tornGraceMs ?? TORN_ADD_GRACE_MS);
     const why = r.torn === "empty" ? "an empty reservation file: its ADD was killed before writing it" : "no index entry: its ADD was killed before finishing";
     return releaseAt <= o.now ? { state: "leaked", reason: "torn-add", why } : { state: "pending", reason: "torn-add", why, releaseAt };
   }
-  // The sandbox is up: whatever the API says (a pod deleted with --force, a static pod), its
-  // namespace still has the address.
-  if (r.sandbox === "up") return { state: "held", why: `its sandbox ${r.containerID} still has its veth on this node` };
   let suspicion: { reason: LeakReason; why: string } | null = null;
   if (r.predatesBoot) {
     suspicion = { reason: "earlier-boot", why: "reserved before the last boot" };

@@ -23,7 +23,7 @@ export interface ReservationView {
    * What an ADD killed half-way left: "empty", a file without its owner (killed between
    * creating and writing it); "no-index", an owner without its index entry where every
    * reservation has one (host-local never used the store). Either ADD failed, so the runtime
-   * never got the address: nobody uses it.
+   * never got the address; a retried ADD of the same sandbox took another (leaks.ts).
    */
   torn?: "empty" | "no-index";
   /** Whether the attachment's sandbox is up, by its veth on this node (sandbox.ts). */
@@ -59,7 +59,7 @@ export function viewReservations(
       // The boot ID decides when the entry has one; else the time against the boot's start.
       const predatesBoot = entry?.bootId ? entry.bootId !== o.boot.id : createdAt !== undefined && createdAt < o.boot.startedAt;
       const torn = r.containerID === "" ? "empty" : !entry && o.indexComplete ? "no-index" : undefined;
-      const sandbox = torn ? "unknown" : o.sandbox({ containerID: r.containerID, ifname: r.ifname, ...(entry?.plugin ? { plugin: entry.plugin } : {}) });
+      const sandbox = o.sandbox({ containerID: r.containerID, ifname: r.ifname, ...(entry?.plugin ? { plugin: entry.plugin } : {}) });
       const view: ReservationView = { ip: r.ip, containerID: r.containerID, ifname: r.ifname, predatesBoot, sandbox };
       if (entry?.pod) view.pod = entry.pod;
       if (createdAt !== undefined) view.createdAt = createdAt;
