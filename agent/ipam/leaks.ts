@@ -13,8 +13,8 @@ import type { ReservationView } from "./reservations.js";
  * another node, or restarted under a new UID. Only after it has looked leaked for the grace
  * period, so a pod being created or a lagging view never costs an address. Never leaked:
  * an address a live pod on this node lists in status.podIPs, one whose pod UID is live
- * (from this boot), one whose sandbox's veth is still on this node (sandbox.ts), and one of a
- * static pod the API does not show (its mirror pod refused) unless its sandbox is shown gone.
+ * (from this boot), and one of a static pod the API does not show (its mirror pod refused)
+ * unless its sandbox is shown gone (its veth, sandbox.ts).
  * When the API cannot be read, or the node name is not shown to be this node's
  * (node-identity.ts), nothing is leaked, whatever the rule. Without the Kubernetes datastore
  * there are no pods to ask: only the boot rule and the torn-ADD rule apply.
@@ -77,7 +77,7 @@ export type PodsView =
 export type LeakReason = "earlier-boot" | "pod-not-on-node" | "torn-add";
 
 export type Verdict =
-  /** In use: by a live pod (`by`), or by a sandbox still up on this node. */
+  /** In use: by a live pod (`by`), or by a static pod's sandbox still up on this node. */
   | { state: "held"; by?: PodRef; why: string }
   | { state: "leaked"; reason: LeakReason; why: string }
   /** Looks leaked, inside the grace period: released at `releaseAt` if it still does. */
@@ -128,9 +128,6 @@ function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
     const byAddress = pods.pods.find((p) => p.ips.includes(r.ip));
     if (byAddress) return { state: "held", by: refOf(byAddress), why: `pod ${podText(byAddress)} lists it in status.podIPs` };
   }
-  // The sandbox is up: whatever the API says (a pod deleted with --force, a static pod), its
-  // namespace still has the address.
-  if (r.sandbox === "up") return { state: "held", why: `its sandbox ${r.containerID} still has its veth on this node` };
   // An owner without its index entry is also what a twill-ipam without the index left: only
   // the pods' own addresses show that nobody uses it, so not without pods to ask.
   if (r.torn === "empty" || (r.torn === "no-index" && pods.kind === "listed")) {
@@ -150,9 +147,15 @@ function judge(r: ReservationView, pods: PodsView, o: LeakOptions): Verdict {
     const live = pods.pods.find((p) => (pod.uid ? p.uid === pod.uid || p.staticUid === pod.uid : p.namespace === pod.namespace && p.name === pod.name));
     if (live) return { state: "held", by: refOf(live), why: `pod ${podText(live)} runs on this node` };
     // A static pod is in the API only through its mirror pod, which the API may refuse (a
-    // namespace that does not exist, an admission webhook): its absence proves nothing.
-    if (pod.uid && !isApiUid(pod.uid) && r.sandbox !== "gone") {
-      return { state: "kept", cause: "static-pod", why: `static pod ${podText(pod)} (${pod.uid}) has no mirror pod in the API: only its sandbox going shows it stopped` };
+    // namespace that does not exist, an admission webhook): its absence proves nothing, and
+    // only its sandbox's veth going does. Not for other pods: a sandbox the runtime lost
+    // leaves its network namespace (and veth) mounted with nothing in it, the very leak this
+    // recovers, and an API pod's absence for the grace period is the better proof.
+    if (pod.uid && !isApiUid(pod.uid)) {
+      if (r.sandbox === "up") return { state: "held", why: `static pod ${podText(pod)}: its sandbox ${r.containerID} still has its veth on this node` };
+      if (r.sandbox !== "gone") {
+        return { state: "kept", cause: "static-pod", why: `static pod ${podText(pod)} (${pod.uid}) has no mirror pod in the API: only its sandbox going shows it stopped` };
+      }
     }
     const sameName = pods.pods.find((p) => p.namespace === pod.namespace && p.name === pod.name);
     const why = sameName

@@ -26,7 +26,7 @@ export interface ReservationView {
    * never got the address; a retried ADD of the same sandbox took another (leaks.ts).
    */
   torn?: "empty" | "no-index";
-  /** Whether the attachment's sandbox is up, by its veth on this node (sandbox.ts). */
+  /** Whether the attachment's sandbox's network namespace is up, by its veth on this node (sandbox.ts). */
   sandbox: SandboxState;
 }
 

@@ -12,8 +12,9 @@ import { hostVethName } from "../../plugins/twill/names.js";
  * container ID (the CNI container ID is the runtime's sandbox ID) and the interface name
  * (plugins/twill/names.ts), and a veth pair lives exactly as long as both its namespaces: the
  * sandbox's network namespace going away deletes it. So the node end present means the
- * sandbox's namespace is alive; absent, for an attachment the twill plugin made (recorded in
- * the index), means it is gone. The network namespace's own file (/var/run/netns/cni-...) would
+ * sandbox's namespace is alive (not that anything runs in it: the namespace of a sandbox the
+ * runtime lost stays mounted, which is why leaks.ts asks this for static pods only); absent,
+ * for an attachment the twill plugin made (recorded in the index), means it is gone. The network namespace's own file (/var/run/netns/cni-...) would
  * say the same but is not mounted where twilld runs, and other runtimes keep it elsewhere;
  * links are visible to twilld wherever it runs, as it shares the node's network namespace.
  * For attachments of other plugins (their veth names are random) absence says nothing.
