@@ -68,6 +68,15 @@ describe("renderStatus", () => {
     expect(text).toMatch(/^node-b .* ok +1m$/m);
   });
 
+  it("says when leak recovery refuses to release anything, and why", () => {
+    const leases = [lease("node-a", "10.244.1.0/24", "192.0.2.11", 90_000)];
+    const r = buildStatus("node-a", { path: "/f", info: info("10.244.1.0/24") }, leases);
+    const leaks = { at: NOW - 20_000, since: NOW - 7_200_000, state: "refused" as const, reason: 'no Node named "my-host" in the API', reservations: 4, suspects: 0, skipped: [] };
+    const text = renderStatus({ ...r, leaks }, NOW);
+    expect(text).toContain("Leak recovery: REFUSING to release anything (4 reservations, 0 suspected; last sweep 20s ago)");
+    expect(text).toContain('  why: no Node named "my-host" in the API (for 2h)');
+  });
+
   it("warns when the subnet file disagrees with the lease, and when there is no lease", () => {
     const r = buildStatus("node-a", { path: "/f", info: info("10.244.9.0/24") }, [lease("node-a", "10.244.1.0/24", "192.0.2.11", 0)]);
     expect(renderStatus(r, NOW)).toMatch(/Warning: +subnet file lists 10.244.9.0\/24 but the lease holds 10.244.1.0\/24/);

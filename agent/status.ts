@@ -3,6 +3,7 @@ import { readDatapathReport, type DatapathReport } from "./datapath-report.js";
 import { formatDuration } from "./durations.js";
 import { errorMessage } from "./errors.js";
 import { peersOf } from "./leases.js";
+import { readLeakReport, renderLeakReport, type LeakReport } from "./ipam/report.js";
 import { readPolicyReport, renderPolicyReport, type PolicyReport } from "./policy/report.js";
 import { renderTable } from "./table.js";
 import { findStalePods, type StalePod } from "./stale-subnet.js";
@@ -24,6 +25,8 @@ export interface StatusReport {
   datapath: DatapathReport | null;
   /** What NetworkPolicy the running agent enforces; null when it wrote no report. */
   policy?: PolicyReport | null;
+  /** The running agent's last leak sweep; null when it wrote none. */
+  leaks?: LeakReport | null;
   /** Datastore records that cannot be decoded (claims count as taken). */
   unreadable: UnreadableRecord[];
   /** Pods whose addresses lie outside the node's current subnets: they need a restart. */
@@ -44,6 +47,7 @@ export async function gatherStatus(
   datapathPath?: string,
   policyPath?: string,
   ipamDir?: string,
+  leakPath?: string,
 ): Promise<StatusReport> {
   let info: SubnetInfo | null = null;
   let fileError: string | undefined;
@@ -65,7 +69,11 @@ export async function gatherStatus(
     unreadable: store.unreadable(),
     stalePods,
   });
-  return policyPath ? { ...report, policy: readPolicyReport(policyPath) } : report;
+  return {
+    ...report,
+    ...(policyPath ? { policy: readPolicyReport(policyPath) } : {}),
+    ...(leakPath ? { leaks: readLeakReport(leakPath) } : {}),
+  };
 }
 
 export function buildStatus(
@@ -129,6 +137,7 @@ export function renderStatus(r: StatusReport, now: number): string {
   if (r.datastoreError) out.push(`Datastore:    unreachable: ${r.datastoreError}`);
   for (const w of r.warnings) out.push(`Warning:      ${w}`);
   if (r.policy !== undefined) out.push(...renderPolicyReport(r.policy, now));
+  if (r.leaks) out.push(...renderLeakReport(r.leaks, now));
   out.push("");
   if (r.peers.length === 0) {
     out.push(r.datastoreError ? "Peers: unknown" : "Peers: none");
