@@ -26,4 +26,9 @@ describe("twilld nodes", () => {
     expect(buildNodes("a", leases, null).nodes.map((n) => n.reach)).toEqual(["self", "unknown", "unknown"]);
     expect(renderNodes(buildNodes("a", [], null, "connection refused"), NOW)).toBe("Datastore unreachable: connection refused\n");
   });
+
+  it("marks a peer whose record the agent refused as not reached, with the reason", () => {
+    const report = buildNodes("a", leases, { backend: "host-gw", at: NOW, changes: 0, errors: [], refused: [{ peer: "c", message: "subnet 10.244.3.0/24 is claimed by this node" }] });
+    expect(report.nodes.map((n) => [n.name, n.reach, n.why])).toEqual([["a", "self", undefined], ["b", "yes", undefined], ["c", "no", "record refused: subnet 10.244.3.0/24 is claimed by this node"]]);
+  });
 });
