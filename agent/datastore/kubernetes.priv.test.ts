@@ -18,7 +18,7 @@ import { startTcpProxy } from "../../testkit/tcp-proxy.js";
 import { createLogger } from "../../shared/log.js";
 import { parseNetworkConfig } from "../config.js";
 import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
-import { ANNOTATIONS, LEASE_SELECTOR, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations } from "./kubernetes-objects.js";
+import { ANNOTATIONS, LEASE_SELECTOR, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations, timeOf } from "./kubernetes-objects.js";
 import { ResilientInformer, listInPages, listPage } from "./kubernetes-informer.js";
 import { Admin, applyManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
@@ -289,13 +289,15 @@ describe.skipIf(!built)(built ? "kubernetes datastore on a real apiserver" : `ku
       const held = (await admin.twillLeases()).find((l) => l.metadata?.name === leaseName("10.244.7.0/24"));
       expect(held?.spec?.holderIdentity).toBe("node-old");
       expect(held?.spec?.leaseTransitions).toBe(2);
-      expect(held?.spec?.acquireTime?.getTime()).toBe(before.spec?.acquireTime?.getTime());
+      expect(timeOf(held?.spec?.acquireTime)).toBe(timeOf(before.spec?.acquireTime));
+      expect(timeOf(held?.spec?.acquireTime)).toBeDefined();
       const after = await admin.coordination.readNamespacedLease({ namespace: "kube-system", name: leaseName("10.244.7.0/24") });
       expect(after.metadata?.resourceVersion).toBe(before.metadata?.resourceVersion);
-      await until("seeing node-old by its new Lease", () => {
-        const l = watcher.leases().find((x) => x.nodeName === "node-old");
-        return l?.subnets.join() === "10.244.7.0/24" && l.expiresAt !== undefined && l.expiresAt < Date.now() + 120_000 ? true : undefined;
-      });
+      // Peers read it from the new Lease (its TTL, not the old one's hour); watchers see no change.
+      const listed = (await open(small).list()).find((l) => l.nodeName === "node-old");
+      expect(listed?.subnets).toEqual(["10.244.7.0/24"]);
+      expect(listed?.expiresAt).toBeLessThan(Date.now() + 120_000);
+      expect(watcher.leases().find((l) => l.nodeName === "node-old")?.subnets).toEqual(["10.244.7.0/24"]);
 
       // Its old Lease deleted (the operator's clean-up), its subnet stays node-old's.
       await legacyAdmin.deleteLease(leaseName("10.244.7.0/24"));
@@ -422,6 +424,31 @@ describe.skipIf(!built)(built ? "kubernetes datastore with kube-controller-manag
       const renewed = await stores[0]!.renew({ ...leases[0]!, backend: { ...leases[0]!.backend, vtepMAC: "02:00:00:00:00:07" } });
       expect(renewed.subnets).toEqual(leases[0]!.subnets);
       await until("seeing the new MAC", () => watcher.leases().find((l) => l.nodeName === "kcm-a")?.backend.vtepMAC === "02:00:00:00:00:07");
+    } finally {
+      watcher.stop();
+    }
+  });
+
+  it("reads a Node by its spec.podCIDRs whatever its twill.dev/subnets says, skips one whose backend data has a wrong type, and names both", async () => {
+    const annotate = (name: string, annotations: Record<string, string | null>) =>
+      admin.core.patchNode({ name, body: { metadata: { annotations } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+    for (const n of ["kcm-forged", "kcm-typed"]) await admin.ensureNode(n);
+    const [forgedCIDR] = await Promise.all(["kcm-forged", "kcm-typed"].map(podCIDROf));
+    // A hand (or a stolen token) claims the whole cluster CIDR for one node.
+    await annotate("kcm-forged", nodeAnnotations("192.0.2.21", request("kcm-forged").backend, ["10.244.0.0/16"]));
+    await annotate("kcm-typed", { ...nodeAnnotations("192.0.2.22", request("kcm-typed").backend, null), [ANNOTATIONS.backendData]: JSON.stringify({ type: "vxlan", vtepMAC: 5 }) });
+    const store = agentStore(agentKc, admin, NETWORK, 60_000);
+    stores.push(store);
+    const watcher = follow(store);
+    try {
+      await until("seeing kcm-forged by its podCIDR", () => watcher.leases().find((l) => l.nodeName === "kcm-forged")?.subnets.join() === forgedCIDR || undefined);
+      expect(watcher.names()).not.toContain("kcm-typed");
+      expect(store.unreadable()).toEqual(
+        expect.arrayContaining([
+          { kind: "node", key: "Node kcm-forged", reason: `twill.dev/subnets "10.244.0.0/16" ignored: the Node's spec.podCIDRs ${forgedCIDR} are its subnets` },
+          { kind: "node", key: "Node kcm-typed", reason: 'twill.dev/backend-data field "vtepMAC" is 5, not a string' },
+        ]),
+      );
     } finally {
       watcher.stop();
     }

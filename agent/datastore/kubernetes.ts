@@ -13,6 +13,7 @@ import {
   type V1Node,
 } from "@kubernetes/client-node";
 import { nullLogger, type Logger } from "../../shared/log.js";
+import { overlaps, parseCidr } from "../../shared/net/cidr.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
 import { leaseSetFilter } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
@@ -197,6 +198,10 @@ export class KubernetesStore implements SubnetStore {
         own: [...own.map((l) => l.subnet!), ...moving.keys()],
         taken: [...takenByOthers(name, nodes, leases, this.now()), ...plan.taken],
         claim: async (subnet) => {
+          // A hinted subnet is claimed without a look at `taken`: in twill's namespace the
+          // create's 409 guards it, but an old Lease is elsewhere and must be checked here.
+          const wanted = parseCidr(subnet);
+          if (plan.taken.some((c) => overlaps(c, wanted))) return false;
           const old = moving.get(subnet);
           const held = await this.claimLease(subnet, node, old);
           if (held) acquireTimes.set(subnet, held.acquireTime ?? this.now());
