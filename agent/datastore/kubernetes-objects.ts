@@ -229,7 +229,7 @@ export const clearedAnnotations = (): Record<string, null> =>
  */
 const backendOf = oncePer((node: NodeView) => decodeBackend(node.annotations));
 
-/** A Node's published backend data, or why it cannot be read; null when the Node published none. */
+/** A Node's published backend data, or why it cannot be read. */
 export type BackendDecode = { ok: true; backend: BackendData } | { ok: false; reason: string };
 
 const intIn = (v: unknown, min: number, max: number): boolean => typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
@@ -253,7 +253,7 @@ const shown = (v: unknown): string => {
  * reason naming the first field that does not: anyone who may patch Nodes can write them, and
  * a `"vtepMAC": 5` handed on would throw deep in the datapath, for every peer at once. The
  * meaning of the values (the MAC derived from the name, the subnets inside the cluster) is the
- * agent's peer admission; this is only their shape.
+ * agent's peer admission; this is only their shape. Null when the Node published no backend.
  */
 export function decodeBackend(annotations: Record<string, string>): BackendDecode | null {
   const type = annotations[ANNOTATIONS.backendType];
