@@ -212,8 +212,11 @@ describe("twilld ipam", () => {
       await admin.core.createNamespacedServiceAccount({ namespace: "default", body: { metadata: { name: "default" } } }).catch((err: { code?: number }) => {
         if (err.code !== 409) throw err;
       });
-      // RBAC reaches the authorizer a moment after the objects are stored.
-      await until("the agent allowed to list pods", async () => ((await kubernetesPods(agentKc, "node-0").view()).kind === "listed" ? true : undefined));
+      // The node this process runs on, as kubelet registers it: the recovery lists pods only
+      // for a Node that is this host. RBAC reaches the authorizer a moment after the objects
+      // are stored.
+      await registerNodeHere("node-0");
+      await until("the agent allowed to read its Node and list its pods", async () => ((await kubernetesPods(agentKc, "node-0").view()).kind === "listed" ? true : undefined));
     });
     afterAll(async () => {
       await cp?.stop();
@@ -306,7 +309,7 @@ describe("twilld ipam", () => {
       writeFileSync(away, kubeConfigFor("https://127.0.0.1:1", cp.caFile, cp.agentToken).exportConfig());
       const blind = await twilldHere(["ipam", "release", "--leaked", "--leak-grace=1ms", ...kubeWith(away)]);
       expect(blind.code, blind.err).toBe(0);
-      expect(blind.out).toMatch(/Note: list pods of node "node-0"/);
+      expect(blind.out).toMatch(/Note: read Node "node-0"/);
       expect(new Store(storeDir).reservedAddresses()).toHaveLength(4);
 
       // The agent's sweep, with the agent's own token and the manifest's RBAC (pods list by node).
