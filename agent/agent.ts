@@ -205,8 +205,10 @@ export class Agent {
   }
 
   private onLeases(all: NodeLease[]): void {
-    if (this.stopped || !this.lease) return;
+    if (this.stopped) return;
+    // Kept also while no lease is held: the next lease's admission judges the latest view.
     this.lastView = all;
+    if (!this.lease) return;
     this.reportUnreadable();
     // Only admitted records reach the datapath: a bad or forged one is refused for that peer alone.
     const { admitted, refused } = this.admission.admit(all, this.lease);
