@@ -1,5 +1,5 @@
 import { stableVtepMac } from "../shared/kernel/vxlan.js";
-import { contains, covers, formatCidr, parseCidr, parseIp, type Cidr, type Family, type Ip } from "../shared/net/cidr.js";
+import { canonicalCidrOrSelf, contains, covers, formatCidr, isLinkLocal6, parseCidr, parseIp, type Cidr, type Family, type Ip } from "../shared/net/cidr.js";
 import { isNodeName } from "./leases.js";
 import type { NetworkConfig, NodeLease, PeerError } from "./types.js";
 
@@ -55,7 +55,7 @@ export class PeerAdmission {
       if (problem) refused.push({ peer: lease.nodeName, message: problem });
       else sound.push(lease);
     }
-    const claimed = new Map<string, string>(own.subnets.map((s) => [canonicalOr(s), own.nodeName]));
+    const claimed = new Map<string, string>(own.subnets.map((s) => [canonicalCidrOrSelf(s), own.nodeName]));
     const admitted: NodeLease[] = [];
     for (const lease of sound.sort(claimOrder)) {
       const clash = lease.subnets.find((s) => claimed.has(s));
@@ -93,14 +93,6 @@ function claimOrder(a: NodeLease, b: NodeLease): number {
   const tb = b.acquiredAt ?? Infinity;
   if (ta !== tb) return ta < tb ? -1 : 1;
   return a.nodeName < b.nodeName ? -1 : a.nodeName > b.nodeName ? 1 : 0;
-}
-
-function canonicalOr(text: string): string {
-  try {
-    return formatCidr(parseCidr(text));
-  } catch {
-    return text;
-  }
 }
 
 const quote = (v: unknown): string => {
@@ -170,7 +162,6 @@ const SPECIAL: Record<Family, Cidr[]> = {
   4: ["0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3"].map(parseCidr),
   6: ["::/127", "ff00::/8", "::ffff:0:0/96"].map(parseCidr),
 };
-const LINK_LOCAL6 = parseCidr("fe80::/10");
 
 /** Why `value` cannot be a node's underlay address; link-local IPv6 only where `linkLocal` (host-gw next hops). */
 function unicastProblem(what: string, value: unknown, clusters: readonly Cidr[], linkLocal = false): string | null {
@@ -181,7 +172,7 @@ function unicastProblem(what: string, value: unknown, clusters: readonly Cidr[],
     return `${what} ${quote(value)} is not an IP address`;
   }
   if (SPECIAL[ip.family].some((c) => contains(c, ip))) return `${what} ${value as string} is not a unicast address`;
-  if (!linkLocal && contains(LINK_LOCAL6, ip)) return `${what} ${value as string} is link-local`;
+  if (!linkLocal && isLinkLocal6(ip)) return `${what} ${value as string} is link-local`;
   const inside = clusters.find((c) => contains(c, ip));
   if (inside) return `${what} ${value as string} lies inside the cluster CIDR ${formatCidr(inside)}`;
   return null;

@@ -1,4 +1,4 @@
-import { contains, familyOfText, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
+import { familyOfText, isLinkLocal6, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
 import { vtepName } from "../../shared/kernel/vxlan.js";
 import type { NodeLease } from "../types.js";
 import { canonical, onLinkPrefix, type BackendKind, type NodeView, type PathFinder, type PeerPath } from "./paths.js";
@@ -62,8 +62,4 @@ function nextHop(peer: NodeLease, family: Family): string | null {
   return peer.backend.underlayIPs?.find((a) => familyOfText(a) === family) ?? null;
 }
 
-const LINK_LOCAL6 = parseCidr("fe80::/10");
-const isLinkLocal = (ip: string): boolean => {
-  const a = parseIp(ip);
-  return a.family === 6 && contains(LINK_LOCAL6, a);
-};
+const isLinkLocal = (ip: string): boolean => isLinkLocal6(parseIp(ip));

@@ -1,4 +1,4 @@
-import { covers, formatCidr, parseCidr, type Cidr } from "../../shared/net/cidr.js";
+import { canonicalCidrOrSelf, covers, formatCidr, parseCidr, type Cidr } from "../../shared/net/cidr.js";
 import { DatastoreError } from "../errors.js";
 import { oncePer } from "../../shared/memo.js";
 import type { BackendData, NetworkConfig, NodeLease, UnreadableRecord } from "../types.js";
@@ -101,21 +101,13 @@ export function timeOf(value: unknown): number | undefined {
   return undefined;
 }
 
-function canonicalOrSelf(text: string): string {
-  try {
-    return formatCidr(parseCidr(text));
-  } catch {
-    return text;
-  }
-}
-
 export function nodeView(raw: RawNode): NodeView {
   const spec = raw.spec ?? {};
   const cidrs = spec.podCIDRs && spec.podCIDRs.length > 0 ? spec.podCIDRs : spec.podCIDR ? [spec.podCIDR] : [];
   const condition = raw.status?.conditions?.find((c) => c.type === NETWORK_UNAVAILABLE);
   const view: NodeView = {
     name: raw.metadata?.name ?? "",
-    podCIDRs: cidrs.map(canonicalOrSelf),
+    podCIDRs: cidrs.map(canonicalCidrOrSelf),
     annotations: { ...(raw.metadata?.annotations ?? {}) },
   };
   if (raw.metadata?.uid) view.uid = raw.metadata.uid;
@@ -136,7 +128,7 @@ export function leaseView(raw: RawLease): LeaseView {
     durationSeconds: spec.leaseDurationSeconds ?? 0,
     transitions: spec.leaseTransitions ?? 0,
   };
-  if (subnet) view.subnet = canonicalOrSelf(subnet);
+  if (subnet) view.subnet = canonicalCidrOrSelf(subnet);
   if (spec.holderIdentity) view.holder = spec.holderIdentity;
   const acquired = timeOf(spec.acquireTime);
   if (acquired !== undefined) view.acquireTime = acquired;
@@ -344,7 +336,7 @@ export function publishedLeases(
 }
 
 /** The subnets a Node's annotation lists, canonical; parsed once per view. */
-const leasedSubnetsOf = oncePer((node: NodeView) => (node.annotations[ANNOTATIONS.subnets] ?? "").split(",").filter(Boolean).map(canonicalOrSelf));
+const leasedSubnetsOf = oncePer((node: NodeView) => (node.annotations[ANNOTATIONS.subnets] ?? "").split(",").filter(Boolean).map(canonicalCidrOrSelf));
 
 /** Field by field; the backend by identity, as backendOf hands out one object per Node view. */
 function sameLease(a: NodeLease, b: NodeLease): boolean {

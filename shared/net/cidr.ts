@@ -147,3 +147,17 @@ export function subnetAt(parent: Cidr, prefix: number, index: bigint): Cidr {
 export const bits = (family: Family): number => BITS[family];
 
 export const familyOfText = (text: string): Family => (text.includes(":") ? 6 : 4);
+
+/** `text` as a canonical CIDR (`network/prefix`), or as written when it is none. */
+export function canonicalCidrOrSelf(text: string): string {
+  try {
+    return formatCidr(parseCidr(text));
+  } catch {
+    return text;
+  }
+}
+
+const LINK_LOCAL6 = parseCidr("fe80::/10");
+
+/** An IPv6 link-local address (fe80::/10). */
+export const isLinkLocal6 = (ip: Ip): boolean => contains(LINK_LOCAL6, ip);
