@@ -1,28 +1,39 @@
-// ./scripts/bench cni: twill against the reference bridge + host-local, side by side in one run.
+// ./scripts/bench cni: twill against Flannel's chain (flannel → bridge → host-local) and the
+// reference bridge + host-local, side by side in one run.
 //
-// For each ipMasq setting: a fresh node namespace holding both plugins (each its own bridge and
+// For each ipMasq setting: a fresh node namespace holding the three (each its own bridge and
 // subnet) and 100 pod namespaces per plugin. ADD, then DEL, of every pod one after another with
 // the plugins and the start floor (dist/bin/noop, compiled like twill) taking turns on each
-// pod, so a change in machine load hits all of them alike; then each plugin 8 at a time. Median
-// and p95 latency, pods per second, the peak RSS of one invocation. Plugins start with a clean
+// pod, so a change in machine load hits all of them alike; then each plugin, and the floor, 8
+// at a time; then VERSION by all in turns (start-up cost alone). Median and p95 latency, pods
+// per second, CPU per invocation (the plugin and every process it waited for), the peak RSS of
+// one invocation, and twill's own phase timings from its log. Plugins start with a clean
 // environment, as a runtime starts them. The timing loop runs inside the node namespace (the
 // script re-runs itself there), so no `ip netns exec` or nsenter sits between clock and plugin.
 //
+// All three do the same work per pod: a veth into the node's bridge (hairpin on, as both
+// deployments set it), an address from a /16, the bridge as default gateway, MTU 1450, and
+// masquerading as the run's ipMasq says. Flannel's chain also routes its cluster network
+// (FLANNEL_NETWORK) through the gateway: one more route in every pod, as Flannel always adds.
+//
 // Options: --pods N (100), --parallel N (8), --masq only|none|both (both), --twill-ipam NAME
 // (twill-ipam when ipam/plugin.ts exists in the build, else host-local through delegation),
-// --twill PATH (another build of the twill executable, to compare build options).
-import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+// --twill PATH (another build of the twill executable, to compare build options),
+// --flannel-src PATH (Flannel's CNI plugin source, ../shared/peers/flannel-cni-plugin-src.tar.xz).
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { addNetns, deleteNetnsSync, netnsPath } from "../../../testkit/netns.js";
+import { phaseMedians, report, stats, type Run, type RunStats } from "./cni/report.js";
+import { ensureFlannelPlugin, flannelConf, flannelSubnetEnv } from "./cni/flannel.js";
+import { invoke, rssKb, type Sample, type Target } from "./cni/invoke.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = resolve(dirname(SELF), "../../..");
 const BIN = join(ROOT, "dist/bin");
 const REF = "/usr/lib/cni";
-const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 interface Options {
   pods: number;
@@ -30,37 +41,19 @@ interface Options {
   masq: boolean[];
   twillIpam: string;
   twill: string;
-}
-
-interface Sample {
-  ms: number;
-  ok: boolean;
-  out: string;
-}
-
-interface PhaseStats {
-  median: number;
-  p95: number;
-  perSecond: number;
-  failures: number;
-}
-
-interface RunStats {
-  seqAdd: PhaseStats;
-  seqDel: PhaseStats;
-  parAdd: PhaseStats;
-  parDel: PhaseStats;
-  rssAddKb: number;
-  rssDelKb: number;
-  firstError?: string;
+  flannelSrc: string;
 }
 
 interface Plugin {
   label: string;
   binary: string;
   cniPath: string;
-  /** `k`: the target's index, which picks its bridge and subnet in the shared node namespace. */
+  /** `k`: the plugin's index, which picks its bridge and subnet in the shared node namespace. */
   conf: (masq: boolean, dataDir: string, k: number) => object;
+  /** Files the plugin reads from its data dir, by name (Flannel's subnet file). */
+  files?: (masq: boolean, k: number) => Record<string, string>;
+  /** Its own log, relative to its data dir, with phase timings on each closing line. */
+  log?: string;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -76,20 +69,27 @@ function parseOptions(argv: string[]): Options {
     masq: masq === "only" ? [true] : masq === "none" ? [false] : [false, true],
     twillIpam: get("twill-ipam", defaultIpam),
     twill: resolve(get("twill", join(BIN, "twill"))),
+    flannelSrc: resolve(get("flannel-src", join(ROOT, "../shared/peers/flannel-cni-plugin-src.tar.xz"))),
   };
 }
 
+/** Each plugin's node subnet; the cluster network (Flannel's FLANNEL_NETWORK) holds them all. */
 const subnet = (k: number) => `10.${88 + k}.0.0/16`;
+const gateway = (k: number) => `10.${88 + k}.0.1`;
+const CLUSTER = "10.88.0.0/13";
+const MTU = 1450;
 
-function plugins(opts: Options): Plugin[] {
+/** twill, Flannel's chain, bridge + host-local: the report's columns, in this order. */
+function plugins(opts: Options, flannel: { binary: string; hash: string }): Plugin[] {
   const common = (type: string, masq: boolean, k: number) => ({
     cniVersion: "1.0.0",
     name: `bench${k}`,
     type,
     bridge: `cni${k}`,
+    hairpinMode: true,
     isDefaultGateway: true,
     ipMasq: masq,
-    mtu: 1450,
+    mtu: MTU,
   });
   return [
     {
@@ -101,6 +101,14 @@ function plugins(opts: Options): Plugin[] {
         logFile: join(dataDir, "twill.log"),
         ipam: { type: opts.twillIpam, ranges: [[{ subnet: subnet(k) }]], dataDir },
       }),
+      log: "twill.log",
+    },
+    {
+      label: `flannel (${flannel.hash}) → bridge → host-local`,
+      binary: flannel.binary,
+      cniPath: REF,
+      conf: (_masq, dataDir, k) => flannelConf(`bench${k}`, `cni${k}`, dataDir),
+      files: (masq, k) => ({ "subnet.env": flannelSubnetEnv({ network: CLUSTER, subnet: subnet(k), gateway: gateway(k), mtu: MTU, ipMasq: masq }) }),
     },
     {
       label: "reference bridge + host-local",
@@ -113,52 +121,26 @@ function plugins(opts: Options): Plugin[] {
 
 // ---------------------------------------------------------------- inside the node namespace
 
-interface Target {
-  binary: string;
-  cniPath: string;
-  conf: object;
-  pods: string[];
-}
-
 /** Every plugin of a run shares one node namespace (own bridge, own subnet) and one clock. */
 interface WorkerJob {
   targets: Target[];
-  /** Invocations of dist/bin/noop interleaved with the sequential phases: the start floor under the same load. */
+  /** dist/bin/noop, run in the same turns and the same way as the plugins: the start floor under the same load. */
   floor: Target;
   parallel: number;
 }
 
 interface WorkerOut {
   stats: RunStats[];
-  floor: { median: number; rssKb: number };
+  floor: RunStats;
 }
 
-async function invoke(t: Target, command: string, i: number): Promise<Sample> {
-  const env = {
-    PATH,
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: `bench-${i}`,
-    CNI_NETNS: t.pods[i] ?? "",
-    CNI_IFNAME: "eth0",
-    CNI_PATH: t.cniPath,
-  };
-  const stdin = JSON.stringify(t.conf);
-  const started = performance.now();
-  return new Promise((done) => {
-    const child = spawn(t.binary, [], { env, stdio: ["pipe", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", () => {});
-    child.on("close", (code) =>
-      done({ ms: performance.now() - started, ok: code === 0, out: Buffer.concat(out).toString("utf8") }),
-    );
-    child.stdin.on("error", () => {}); // a plugin may exit without reading its config
-    child.stdin.end(stdin);
-  });
+interface Phase {
+  samples: Sample[];
+  wallMs: number;
 }
 
 /** One pod after the other, the targets taking turns on each pod, so load changes hit all alike. */
-async function sequential(targets: Target[], command: string, n: number): Promise<{ samples: Sample[]; wallMs: number }[]> {
+async function sequential(targets: Target[], command: string, n: number): Promise<Phase[]> {
   const out = targets.map(() => ({ samples: [] as Sample[], wallMs: 0 }));
   for (let i = 0; i < n; i++) {
     for (let k = 0; k < targets.length; k++) {
@@ -170,13 +152,13 @@ async function sequential(targets: Target[], command: string, n: number): Promis
   return out;
 }
 
-/** `parallel` invocations at a time for one target. */
-async function concurrent(t: Target, command: string, parallel: number): Promise<{ samples: Sample[]; wallMs: number }> {
-  const samples: Sample[] = new Array(t.pods.length);
+/** `n` invocations, `parallel` at a time, of one target. */
+async function concurrent(t: Target, command: string, parallel: number, n: number): Promise<Phase> {
+  const samples: Sample[] = new Array(n);
   let next = 0;
   const started = performance.now();
   const lane = async () => {
-    while (next < t.pods.length) {
+    while (next < n) {
       const i = next++;
       samples[i] = await invoke(t, command, i);
     }
@@ -185,54 +167,45 @@ async function concurrent(t: Target, command: string, parallel: number): Promise
   return { samples, wallMs: performance.now() - started };
 }
 
-function stats(samples: Sample[], wallMs: number): PhaseStats {
-  const ms = samples.map((s) => s.ms).sort((a, b) => a - b);
-  const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
-  return { median: at(0.5), p95: at(0.95), perSecond: (samples.length * 1000) / wallMs, failures: samples.filter((s) => !s.ok).length };
-}
-
-/** Peak RSS of one invocation, measured apart from the timing (GNU time forks and waits). */
-function rssKb(t: Target, command: string, i: number): number {
-  const r = spawnSync("/usr/bin/time", ["-f", "%M", t.binary], {
-    input: JSON.stringify(t.conf),
-    env: { PATH, CNI_COMMAND: command, CNI_CONTAINERID: `bench-${i}`, CNI_NETNS: t.pods[i] ?? "", CNI_IFNAME: "eth0", CNI_PATH: t.cniPath },
-    encoding: "utf8",
-  });
-  const lines = r.stderr.trim().split("\n");
-  return Number(lines[lines.length - 1]);
-}
-
 async function worker(job: WorkerJob): Promise<WorkerOut> {
   const n = job.targets[0]!.pods.length;
   const all = [...job.targets, job.floor];
   const seqAdd = await sequential(all, "ADD", n);
   const seqDel = await sequential(all, "DEL", n);
-  const stats_: RunStats[] = [];
-  for (const [k, t] of job.targets.entries()) {
-    const parAdd = await concurrent(t, "ADD", job.parallel);
-    const parDel = await concurrent(t, "DEL", job.parallel);
+  // Read now: the log holds the one-by-one operations only.
+  const phases = job.targets.map((t) => (t.log && existsSync(t.log) ? phaseMedians(readFileSync(t.log, "utf8")) : undefined));
+  const par: { add: Phase; del: Phase }[] = [];
+  for (const t of all) {
+    const add = await concurrent(t, "ADD", job.parallel, n);
+    const del = t === job.floor ? add : await concurrent(t, "DEL", job.parallel, n);
+    par.push({ add, del });
+  }
+  const version = await sequential(all, "VERSION", n);
+  const out = all.map((t, k): RunStats => {
     // One more ADD and DEL of the first pod, under GNU time.
-    const rssAddKb = rssKb(t, "ADD", 0);
-    const rssDelKb = rssKb(t, "DEL", 0);
-    const err = [seqAdd[k]!, seqDel[k]!, parAdd, parDel].flatMap((p) => p.samples).find((x) => !x.ok)?.out;
-    stats_.push({
+    const rssAddKb = rssKb(t, t === job.floor ? "VERSION" : "ADD", 0);
+    const rssDelKb = t === job.floor ? rssAddKb : rssKb(t, "DEL", 0);
+    const phasesOf = [seqAdd[k]!, seqDel[k]!, par[k]!.add, par[k]!.del, version[k]!];
+    const err = phasesOf.flatMap((p) => p.samples).find((x) => !x.ok)?.out;
+    return {
       seqAdd: stats(seqAdd[k]!.samples, seqAdd[k]!.wallMs),
       seqDel: stats(seqDel[k]!.samples, seqDel[k]!.wallMs),
-      parAdd: stats(parAdd.samples, parAdd.wallMs),
-      parDel: stats(parDel.samples, parDel.wallMs),
+      parAdd: stats(par[k]!.add.samples, par[k]!.add.wallMs),
+      parDel: stats(par[k]!.del.samples, par[k]!.del.wallMs),
+      version: stats(version[k]!.samples, version[k]!.wallMs),
       rssAddKb,
       rssDelKb,
       ...(err ? { firstError: err.trim().slice(0, 300) } : {}),
-    });
-  }
-  const floorSamples = [...seqAdd[all.length - 1]!.samples, ...seqDel[all.length - 1]!.samples];
-  return { stats: stats_, floor: { median: stats(floorSamples, 1).median, rssKb: rssKb(job.floor, "VERSION", 0) } };
+      ...(phases[k] ? { phases: phases[k] } : {}),
+    };
+  });
+  return { stats: out.slice(0, -1), floor: out[out.length - 1]! };
 }
 
 // ---------------------------------------------------------------- orchestration (root namespace)
 
 const run = (argv: string[], input?: string) => {
-  const r = spawnSync(argv[0]!, argv.slice(1), { input, encoding: "utf8" });
+  const r = spawnSync(argv[0]!, argv.slice(1), { input, encoding: "utf8", maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr}`);
   return r.stdout;
 };
@@ -244,6 +217,9 @@ async function main() {
   }
   const opts = parseOptions(process.argv.slice(2));
   for (const f of ["twill", "noop"]) if (!existsSync(join(BIN, f))) throw new Error(`dist/bin/${f} is missing: run ./scripts/build`);
+  // Before any namespace exists: a failed build leaves nothing behind.
+  const flannel = ensureFlannelPlugin(opts.flannelSrc, join(ROOT, "dist/peers"));
+  const started = performance.now();
   const prefix = `twbench${process.pid}`;
   const namespaces: string[] = [];
   const dirs: string[] = [];
@@ -254,27 +230,31 @@ async function main() {
   };
   const cleanup = () => {
     for (const ns of namespaces.reverse()) deleteNetnsSync(ns);
+    namespaces.length = 0;
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   };
-  process.on("SIGINT", () => {
-    cleanup();
-    process.exit(130);
-  });
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    process.on(signal, () => {
+      cleanup();
+      process.exit(code);
+    });
+  }
   try {
-    const ps = plugins(opts);
+    const ps = plugins(opts, flannel);
     const pods: string[][] = [];
     for (let k = 0; k < ps.length; k++) {
       pods.push([]);
       for (let i = 0; i < opts.pods; i++) pods[k]!.push(await addNs(`${prefix}-${k}p${i}`));
     }
-    const results: { masq: boolean; floor: WorkerOut["floor"]; labels: string[]; stats: RunStats[] }[] = [];
+    const runs: Run[] = [];
     for (const masq of opts.masq) {
-      const node = `${prefix}-n${results.length}`;
+      const node = `${prefix}-n${runs.length}`;
       await addNs(node);
-      const targets = ps.map((p, k) => {
+      const targets = ps.map((p, k): Target => {
         const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
         dirs.push(dataDir);
-        return { binary: p.binary, cniPath: p.cniPath, conf: p.conf(masq, dataDir, k), pods: pods[k]! };
+        for (const [name, text] of Object.entries(p.files?.(masq, k) ?? {})) writeFileSync(join(dataDir, name), text);
+        return { binary: p.binary, cniPath: p.cniPath, conf: p.conf(masq, dataDir, k), pods: pods[k]!, ...(p.log ? { log: join(dataDir, p.log) } : {}) };
       });
       const job: WorkerJob = {
         targets,
@@ -282,46 +262,17 @@ async function main() {
         parallel: opts.parallel,
       };
       const out = JSON.parse(run(["ip", "netns", "exec", node, process.execPath, SELF, "--worker", JSON.stringify(job)])) as WorkerOut;
-      results.push({ masq, floor: out.floor, labels: ps.map((p) => p.label), stats: out.stats });
+      runs.push({ masq, columns: ps.map((p, k) => ({ label: p.label, stats: out.stats[k]! })), floor: out.floor });
     }
-    report(opts, results);
+    const header = [
+      ...ps.map((p) => `${p.label}: ${p.binary}`),
+      `noop floor: ${join(BIN, "noop")} (compiled like twill, does nothing)`,
+      `times in ms, median / p95; CPU is user + system of the plugin and the processes it waited for`,
+    ];
+    console.log(report(runs, { pods: opts.pods, parallel: opts.parallel, header }));
+    console.log(`wall time of the benchmark: ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     cleanup();
-  }
-}
-
-function report(opts: Options, results: { masq: boolean; floor: WorkerOut["floor"]; labels: string[]; stats: RunStats[] }[]) {
-  const f = (x: number) => x.toFixed(1);
-  console.log(`CNI benchmark: ${opts.pods} pods, sequential (plugins taking turns) and ${opts.parallel} at a time; times in ms (median / p95)\n`);
-  for (const run of results) {
-    const fl = run.floor;
-    const [t, r] = run.stats.map((s, k) => ({ s, label: run.labels[k]! }));
-    if (!t || !r) continue;
-    console.log(`ipMasq ${run.masq}; start floor (dist/bin/noop, same turns): ${f(fl.median)} ms, peak RSS ${fl.rssKb} KB`);
-    const rows: [string, (s: RunStats) => string, (s: RunStats) => number][] = [
-      ["ADD sequential", (s) => `${f(s.seqAdd.median)} / ${f(s.seqAdd.p95)}`, (s) => s.seqAdd.median],
-      ["ADD minus floor", (s) => f(s.seqAdd.median - fl.median), (s) => s.seqAdd.median - fl.median],
-      ["DEL sequential", (s) => `${f(s.seqDel.median)} / ${f(s.seqDel.p95)}`, (s) => s.seqDel.median],
-      ["DEL minus floor", (s) => f(s.seqDel.median - fl.median), (s) => s.seqDel.median - fl.median],
-      [`ADD x${opts.parallel}`, (s) => `${f(s.parAdd.median)} / ${f(s.parAdd.p95)}`, (s) => s.parAdd.median],
-      [`DEL x${opts.parallel}`, (s) => `${f(s.parDel.median)} / ${f(s.parDel.p95)}`, (s) => s.parDel.median],
-      ["ADD pods/s sequential", (s) => f(s.seqAdd.perSecond), (s) => s.seqAdd.perSecond],
-      [`ADD pods/s x${opts.parallel}`, (s) => f(s.parAdd.perSecond), (s) => s.parAdd.perSecond],
-      [`DEL pods/s x${opts.parallel}`, (s) => f(s.parDel.perSecond), (s) => s.parDel.perSecond],
-      ["peak RSS ADD (KB)", (s) => String(s.rssAddKb), (s) => s.rssAddKb],
-      ["peak RSS DEL (KB)", (s) => String(s.rssDelKb), (s) => s.rssDelKb],
-    ];
-    const w = 24;
-    console.log(`  ${"".padEnd(w)}${t.label.padEnd(34)}${r.label.padEnd(34)}twill/ref`);
-    for (const [name, show, value] of rows) {
-      const ratio = value(r.s) !== 0 ? (value(t.s) / value(r.s)).toFixed(2) : "-";
-      console.log(`  ${name.padEnd(w)}${show(t.s).padEnd(34)}${show(r.s).padEnd(34)}${ratio}`);
-    }
-    for (const x of [t, r]) {
-      const failures = x.s.seqAdd.failures + x.s.seqDel.failures + x.s.parAdd.failures + x.s.parDel.failures;
-      if (failures > 0) console.log(`  ${x.label}: ${failures} failed invocations; first: ${x.s.firstError ?? "?"}`);
-    }
-    console.log("");
   }
 }
 
