@@ -8,14 +8,14 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["{shared,ipam,plugins,agent,conformance,testkit}/**/*.test.ts"],
+          include: ["{cmd,shared,ipam,plugins,agent,conformance,testkit}/**/*.test.ts"],
           exclude: ["**/*.priv.test.ts", "**/node_modules/**"],
         },
       },
       {
         test: {
           name: "privileged",
-          include: ["{shared,ipam,plugins,agent,conformance,testkit}/**/*.priv.test.ts"],
+          include: ["{cmd,shared,ipam,plugins,agent,conformance,testkit}/**/*.priv.test.ts"],
           exclude: ["**/node_modules/**"],
           // Namespaces, daemons and real clusters: slow by nature, and the machine has 2 cores.
           testTimeout: 120_000,

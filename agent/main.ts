@@ -1,3 +1,4 @@
+import { writeSync } from "node:fs";
 import { hostname } from "node:os";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
@@ -83,10 +84,12 @@ function commonOptions(a: CommonArgv): CommonOptions {
   };
 }
 
-async function main(): Promise<number> {
+async function runCommand(): Promise<number> {
   let exitCode = 0;
   const env = process.env;
-  const write = (s: string) => process.stdout.write(s);
+  // Synchronous: a table or JSON larger than the pipe's buffer is whole before process.exit,
+  // which drops what a stream still holds (Node and Bun alike).
+  const write = (s: string) => void writeSync(1, s);
   await yargs(hideBin(process.argv))
     .scriptName("twilld")
     .strict()
@@ -186,10 +189,12 @@ async function main(): Promise<number> {
   return exitCode;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    stderrLogger().error("twilld failed", { error: errorMessage(err), ...(err && typeof err === "object" && "code" in err ? { code: (err as { code: unknown }).code } : {}) });
-    process.exit(1);
-  },
-);
+/** The `twilld` executable: runs the command, then exits with its status (1 when it threw). */
+export const main = (): Promise<never> =>
+  runCommand().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      stderrLogger().error("twilld failed", { error: errorMessage(err), ...(err && typeof err === "object" && "code" in err ? { code: (err as { code: unknown }).code } : {}) });
+      process.exit(1);
+    },
+  );

@@ -1,10 +1,14 @@
 import { runPlugin } from "../shared/cni/skel.js";
-import { fileLogger } from "../shared/log.js";
-import { createIpamPlugin } from "./plugin.js";
 
-/** twill-ipam as its own process, for the reference bridge or any plugin that delegates. */
+/**
+ * twill-ipam as its own process, for the reference bridge or any plugin that delegates. Its
+ * modules are imported only for a command that needs them.
+ */
 export const main = () =>
   runPlugin(
-    createIpamPlugin({ logger: fileLogger(process.env.TWILL_LOG_FILE || "/var/log/twill/twill.log").with({ plugin: "twill-ipam" }) }),
+    async () => {
+      const [{ createIpamPlugin }, { fileLogger }] = await Promise.all([import("./plugin.js"), import("../shared/log.js")]);
+      return createIpamPlugin({ logger: fileLogger(process.env.TWILL_LOG_FILE || "/var/log/twill/twill.log").with({ plugin: "twill-ipam" }) });
+    },
     "twill-ipam: cluster-unique pod addresses in host-local's store layout",
   );

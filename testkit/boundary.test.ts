@@ -2,11 +2,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 
-// What ships (agent, plugins, ipam, shared) must not depend on test support: the kit and the
+// What ships (cmd, agent, plugins, ipam, shared) must not depend on test support: the kit and the
 // conformance tools are built for tests and may change with them. Product tests take their
 // support from the kit only, never from conformance/.
 const REPO = resolve(import.meta.dirname, "..");
-const PRODUCT = ["agent", "plugins", "ipam", "shared"];
+const PRODUCT = ["cmd", "agent", "plugins", "ipam", "shared"];
 const TEST_ONLY = ["testkit", "conformance"];
 
 const isTest = (file: string): boolean => file.endsWith(".test.ts");

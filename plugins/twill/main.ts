@@ -1,11 +1,15 @@
-import { createIpamPlugin } from "../../ipam/plugin.js";
 import { runPlugin } from "../../shared/cni/skel.js";
-import { createTwillPlugin } from "./plugin.js";
 
-/** The `twill` executable: wires the process to the plugin, nothing else. */
+/**
+ * The `twill` executable: wires the process to the plugin, nothing else. The plugin's modules
+ * (and twill-ipam's, run in-process) are imported only for a command that needs them.
+ */
 export const main = () =>
   runPlugin(
-    createTwillPlugin({ env: process.env, localIpam: (logger) => createIpamPlugin({ logger }) }),
+    async () => {
+      const [{ createTwillPlugin }, { createIpamPlugin }] = await Promise.all([import("./plugin.js"), import("../../ipam/plugin.js")]);
+      return createTwillPlugin({ env: process.env, localIpam: (logger) => createIpamPlugin({ logger }) });
+    },
     "twill: Kubernetes pod networking on a Linux bridge",
     { checkNetns: true },
   );

@@ -33,7 +33,7 @@ async function invoke(plugin: Plugin, e: Record<string, string>, stdin: string, 
   let err = "";
   const io: PluginIO = { env: e, stdin, stdout: (t) => (out += t), stderr: (t) => (err += t) };
   if (netns) io.inspectNetns = () => netns;
-  const code = await dispatch(plugin, io, "twill test");
+  const code = await dispatch(() => plugin, io, "twill test");
   return { code, out, err, json: out ? JSON.parse(out) : undefined };
 }
 
@@ -44,6 +44,30 @@ describe("dispatch", () => {
     expect(r.code).toBe(0);
     expect(r.json).toEqual({ cniVersion: "0.4.0", supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] });
     expect(calls).toEqual([]);
+  });
+
+  it("loads the plugin only for a command that needs it", async () => {
+    let loads = 0;
+    const { plugin, calls } = recorder();
+    const load = () => {
+      loads++;
+      return plugin;
+    };
+    const io = (e: Record<string, string>, stdin = "") => ({ env: e, stdin, stdout: () => {}, stderr: () => {} });
+    expect(await dispatch(load, io({ CNI_COMMAND: "VERSION" }), "twill test")).toBe(0);
+    expect(await dispatch(load, io({}), "twill test")).toBe(0);
+    expect(loads).toBe(0);
+    expect(await dispatch(load, io(env(), conf()), "twill test")).toBe(0);
+    expect(loads).toBe(1);
+    expect(calls).toEqual(["add abc123"]);
+  });
+
+  it("answers a plugin that fails to load with a CNI error", async () => {
+    let out = "";
+    const io: PluginIO = { env: env(), stdin: conf(), stdout: (t) => (out += t), stderr: () => {} };
+    const code = await dispatch(() => Promise.reject(new Error("no such module")), io, "twill test");
+    expect(code).toBe(1);
+    expect(JSON.parse(out)).toMatchObject({ cniVersion: "1.0.0", code: 999, msg: expect.stringMatching(/no such module/) });
   });
 
   it("prints the about text on stderr when no command is set", async () => {

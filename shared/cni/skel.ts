@@ -62,8 +62,12 @@ const REQUIRED_ENV: Record<Command, readonly string[]> = {
   VERSION: [],
 };
 
-/** Runs one CNI invocation and returns the process exit status. */
-export async function dispatch(plugin: Plugin, io: PluginIO, about: string): Promise<number> {
+/**
+ * Runs one CNI invocation and returns the process exit status. The plugin is loaded only for a
+ * command that needs it: VERSION and the about text answer from this module alone, so a
+ * runtime's probe does not evaluate the plugin's modules.
+ */
+export async function dispatch(load: () => Plugin | Promise<Plugin>, io: PluginIO, about: string): Promise<number> {
   let version = CURRENT_VERSION;
   try {
     const command = io.env.CNI_COMMAND;
@@ -84,6 +88,7 @@ export async function dispatch(plugin: Plugin, io: PluginIO, about: string): Pro
     if (io.inspectNetns && (args.command === "ADD" || args.command === "CHECK")) {
       requirePodNetns(args.netns, netnsOverride(io.env.CNI_NETNS_OVERRIDE), io.inspectNetns);
     }
+    const plugin = await load();
     switch (args.command) {
       case "ADD": {
         const result = await plugin.add(args);
@@ -230,8 +235,8 @@ export function validAttachments(conf: NetConf): Attachment[] {
   });
 }
 
-/** Wires a plugin to the real process: env, stdin, stdout, exit status. */
-export async function runPlugin(plugin: Plugin, about: string, opts: { checkNetns?: boolean } = {}): Promise<never> {
+/** Wires a plugin to the real process: env, stdin, stdout, exit status. `load` as dispatch's. */
+export async function runPlugin(load: () => Plugin | Promise<Plugin>, about: string, opts: { checkNetns?: boolean } = {}): Promise<never> {
   const { fstatSync, readFileSync, writeSync } = await import("node:fs");
   const command = process.env.CNI_COMMAND;
   // VERSION may come with no stdin at all; a terminal on stdin is no config either. A character
@@ -239,7 +244,7 @@ export async function runPlugin(plugin: Plugin, about: string, opts: { checkNetn
   // process.stdin.isTTY builds a stream: ~11 ms of every compiled plugin start under Bun.
   const stdin = command && !isCharacterDevice(() => fstatSync(0)) ? readFileSync(0, "utf8") : "";
   const code = await dispatch(
-    plugin,
+    load,
     {
       env: process.env,
       stdin,

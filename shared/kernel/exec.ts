@@ -17,23 +17,20 @@ export interface ExecOptions {
 export type Runner = (argv: readonly string[], opts?: ExecOptions) => Promise<ExecResult>;
 
 /**
- * In the Bun-compiled plugin, Bun's own spawn: the first node:child_process spawn there costs
- * ~3 ms of set-up (0.25 ms for Bun.spawn), and the plugin starts processes on every pod
- * operation. Everywhere else (tests, the agent under Node), node:child_process.
+ * Under Bun (the compiled executable: the plugin and the agent), Bun's own spawn: the first
+ * node:child_process spawn there costs several times a Bun.spawn, and the plugin starts
+ * processes on every pod operation. Under Node (tests), node:child_process.
  */
 export const run: Runner = (argv, opts = {}) => {
   const bun = (globalThis as { Bun?: BunSpawner }).Bun;
   return bun ? runBun(bun, argv, opts) : runNode(argv, opts);
 };
 
-/**
- * node:child_process, loaded on first use: the Bun-compiled plugin never loads it. Not through
- * import(), which a Node single executable with a code cache (twilld) cannot run.
- */
-const nodeChildProcess = () => process.getBuiltinModule("node:child_process") as typeof import("node:child_process");
+/** node:child_process, imported on first use: loading it is a cost the plugin's ADD never pays. */
+const nodeChildProcess = () => import("node:child_process");
 
 async function runNode(argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
-  const { spawn } = nodeChildProcess();
+  const { spawn } = await nodeChildProcess();
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
@@ -98,11 +95,11 @@ export interface InteractiveHandlers {
 
 /**
  * Starts `argv` with stderr joined to stdout (through `sh -c 'exec "$@" 2>&1'`: two pipes read
- * apart would lose the order of an error against the output around it). Node only: the agent
- * is the one long-lived user.
+ * apart would lose the order of an error against the output around it). node:child_process
+ * under Bun too: the agent is the one long-lived user, and pays its load once.
  */
 export async function startInteractive(argv: readonly string[], on: InteractiveHandlers): Promise<Interactive> {
-  const { spawn } = nodeChildProcess();
+  const { spawn } = await nodeChildProcess();
   const child = spawn("sh", ["-c", 'exec "$@" 2>&1', "sh", ...argv], { stdio: ["pipe", "pipe", "ignore"] });
   let exited = false;
   child.stdout!.setEncoding("utf8");
