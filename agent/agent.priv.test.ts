@@ -1,8 +1,9 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { IpRoute } from "../shared/kernel/iproute.js";
-import { ipIn } from "../testkit/netns.js";
+import type { NodeKernel } from "../shared/kernel/node-kernel.js";
+import type { IpRoute } from "../testkit/iproute.js";
+import { ipIn, kernelIn } from "../testkit/netns.js";
 import { createLogger, type Logger } from "../shared/log.js";
 import { contains, parseCidr, parseIp, formatIp } from "../shared/net/cidr.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
@@ -24,8 +25,10 @@ import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
 describe("Agent", () => {
   let net: NodeNet | null = null;
   const agents: Agent[] = [];
+  const kernels: NodeKernel[] = [];
   afterEach(async () => {
     await Promise.all(agents.splice(0).map((a) => a.stop()));
+    for (const k of kernels.splice(0)) k.close();
     await net?.destroy();
     net = null;
   });
@@ -48,7 +51,8 @@ describe("Agent", () => {
     const node = net.nodes[0]!;
     mkdirSync(node.dir, { recursive: true });
     const dir = join(net.dir, "store");
-    const ip = ipIn(node.ns);
+    const kernel = kernelIn(node.ns);
+    kernels.push(kernel);
     const metrics = createMetrics(false);
     const logs: Running["logs"] = [];
     const logger: Logger = createLogger((line) => logs.push(JSON.parse(line)));
@@ -56,8 +60,8 @@ describe("Agent", () => {
       nodeName: node.name,
       network,
       store: new LocalStore({ dir, network, leaseTTLMs: 30_000 }),
-      ip,
-      backend: () => createBackend(network, { ip, logger }),
+      kernel,
+      backend: () => createBackend(network, { kernel, logger }),
       underlay: {},
       subnetFile: node.subnetFile,
       ipamDir,
@@ -70,7 +74,7 @@ describe("Agent", () => {
     await agent.start();
     expect(agent.readiness().ready).toBe(true);
     const metric = async (name: string) => metricValue(await metrics.registry.metrics(), name);
-    return { agent, node, ip, dir, ipamDir, metrics, logs, metric };
+    return { agent, node, ip: ipIn(node.ns), dir, ipamDir, metrics, logs, metric };
   }
 
   /** An operator releases the node and another node takes exactly its subnet. */

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { IpRoute } from "../shared/kernel/iproute.js";
+import type { NodeKernel } from "../shared/kernel/node-kernel.js";
 import { createLogger } from "../shared/log.js";
 import { formatIp, parseCidr } from "../shared/net/cidr.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
@@ -82,12 +82,12 @@ class RecordingBackend implements Backend {
 
 const names = (leases: readonly NodeLease[]) => leases.map((l) => l.nodeName).sort();
 
-/** The node's underlay as iproute2 would show it: eth0 192.0.2.10/24 with the default route. */
-const underlayIp = {
-  routes: async (family: 4 | 6) => (family === 4 ? [{ dst: "default", gateway: "192.0.2.1", dev: "eth0" }] : []),
+/** The node's underlay: eth0 192.0.2.10/24 with the default route. */
+const underlayKernel = {
+  defaultRoutes: async (family: 4 | 6) => (family === 4 ? [{ dst: "default", gateway: "192.0.2.1", dev: "eth0" }] : []),
   links: async () => [{ ifindex: 2, ifname: "eth0", flags: ["UP"], mtu: 1500 }],
   addrs: async () => [{ ifindex: 2, ifname: "eth0", addr_info: [{ family: "inet", local: "192.0.2.10", prefixlen: 24 }] }],
-} as unknown as IpRoute;
+} as unknown as NodeKernel;
 
 interface Harness {
   agent: Agent;
@@ -131,7 +131,7 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
       nodeName: "node-a",
       network,
       store: db.open(network, TTL_MS),
-      ip: underlayIp,
+      kernel: underlayKernel,
       // The node's masquerade is agent/masquerade.test.ts's; here it has nothing to change.
       masquerade: { reconcile: async () => 0 },
       backend: () => backend,

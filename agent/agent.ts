@@ -1,5 +1,5 @@
 import { writeDatapathReport, type DatapathReport } from "./datapath-report.js";
-import type { IpRoute } from "../shared/kernel/iproute.js";
+import type { NodeKernel } from "../shared/kernel/node-kernel.js";
 import type { Logger } from "../shared/log.js";
 import { readSubnetFile, validateSubnetInfo, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
 import { systemClock, type Clock } from "./clock.js";
@@ -8,7 +8,6 @@ import type { Readiness } from "./http.js";
 import { diffLeases, isEmptyDiff, sortLeases, withoutExpiry } from "./leases.js";
 import { Masquerade } from "./masquerade.js";
 import { MASQ_TABLE } from "../shared/kernel/masq.js";
-import { NftTableChanges } from "../shared/kernel/monitor.js";
 import type { AgentMetrics } from "./metrics.js";
 import { PeerAdmission } from "./peers.js";
 import type { Backend, BackendData, NetworkConfig, NodeLease, PeerError, SubnetStore } from "./types.js";
@@ -28,10 +27,10 @@ export interface AgentOptions {
   nodeName: string;
   network: NetworkConfig;
   store: SubnetStore;
-  /** iproute2 bound to the node's namespace. */
-  ip: IpRoute;
+  /** The node namespace's kernel. */
+  kernel: NodeKernel;
   backend: (underlay: Underlay) => Backend;
-  /** The node's masquerade; by default the `inet twill` table through `ip`, watched by `nft monitor`. */
+  /** The node's masquerade; by default the `inet twill` table through `nft`, watched through nfnetlink. */
   masquerade?: Pick<Masquerade, "reconcile"> & Partial<Pick<Masquerade, "close">>;
   underlay: UnderlayWanted;
   subnetFile: string;
@@ -83,7 +82,7 @@ export class Agent {
   constructor(private readonly o: AgentOptions) {
     this.clock = o.clock ?? systemClock;
     this.admission = new PeerAdmission(o.network);
-    this.masquerade = o.masquerade ?? new Masquerade(o.network, o.ip, o.logger, new NftTableChanges(o.ip, "inet", MASQ_TABLE));
+    this.masquerade = o.masquerade ?? new Masquerade(o.network, o.kernel, o.logger, o.kernel.watchTable("inet", MASQ_TABLE));
   }
 
   readiness(): Readiness {
@@ -98,7 +97,7 @@ export class Agent {
   /** Runs until stop(); throws only on what retrying cannot fix (no underlay, a broken backend). */
   async start(): Promise<void> {
     const { logger, metrics } = this.o;
-    const underlay = await detectUnderlay(this.o.ip, this.o.underlay);
+    const underlay = await detectUnderlay(this.o.kernel, this.o.underlay);
     logger.info("Detected underlay", { ...underlay });
     const backend = this.o.backend(underlay);
     this.backendData = await backend.prepare({

@@ -3,7 +3,8 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import { dirname } from "node:path";
 import { removeOldTemporaries } from "../shared/fs.js";
-import { IpRoute } from "../shared/kernel/iproute.js";
+import { libc } from "../shared/kernel/netlink/libc.js";
+import { nodeKernel } from "../shared/kernel/netlink/node.js";
 import type { Level, Logger } from "../shared/log.js";
 import { Agent } from "./agent.js";
 import { createBackend } from "./backend/index.js";
@@ -87,14 +88,13 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   const log = logger.with({ node: nodeName });
   const metrics = createMetrics();
   const store = createStore({ ...storeOptions(o, log), network });
-  // Persistent ip/bridge processes: a resync at thousands of peers reads and writes through them.
-  const ip = new IpRoute(null, undefined, { persistent: true });
+  const kernel = nodeKernel(libc);
   const agent = new Agent({
     nodeName,
     network,
     store,
-    ip,
-    backend: () => createBackend(network, { ip, logger: log }),
+    kernel,
+    backend: () => createBackend(network, { kernel, logger: log }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,
     ipamDir: o.ipamDir,
@@ -116,7 +116,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     logDropsPerSecond: o.policyLogDropsPerSecond,
     deny: o.policyDeny,
     resyncMs: o.resyncMs,
-    ip,
+    ip: kernel,
     registry: metrics.registry,
     logger: log,
   });
@@ -155,7 +155,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   } finally {
     await recovery?.stop();
     await Promise.all([agent.stop(), policy.stop()]);
-    ip.close();
+    kernel.close();
     server?.close();
   }
 }

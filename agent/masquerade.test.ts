@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { KernelError, type IpRoute } from "../shared/kernel/iproute.js";
+import { KernelError } from "../shared/kernel/types.js";
+import { type IpRoute } from "../testkit/iproute.js";
 import { nullLogger } from "../shared/log.js";
 import { parseNetworkConfig } from "./config.js";
 import { Masquerade } from "./masquerade.js";

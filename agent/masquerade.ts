@@ -1,7 +1,7 @@
-import type { IpRoute } from "../shared/kernel/iproute.js";
+import type { TableWatch } from "../shared/kernel/node-kernel.js";
+import type { NetTools } from "../shared/kernel/tools.js";
 import { deleteMasqueradeTable, MASQ_TABLE, readMasqueradeTable, replaceMasqueradeTable } from "../shared/kernel/masq.js";
 import type { Logger } from "../shared/log.js";
-import type { NftTableChanges } from "../shared/kernel/monitor.js";
 import type { NetworkConfig } from "./types.js";
 
 /**
@@ -16,10 +16,10 @@ export class Masquerade {
 
   constructor(
     private readonly network: NetworkConfig,
-    private readonly ip: IpRoute,
+    private readonly ip: Pick<NetTools, "nft">,
     private readonly logger: Logger,
-    /** Tells when the table may have changed (nft monitor); without it, every round lists it. */
-    private readonly changes?: Pick<NftTableChanges, "sinceLast" | "close">,
+    /** Tells when the table may have changed; without it, every round lists it. */
+    private readonly changes?: TableWatch,
   ) {}
 
   /** Brings the table in line; returns the number of changes (0 or 1). */

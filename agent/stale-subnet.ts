@@ -1,6 +1,6 @@
 import { closeSync, constants, openSync, readSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { LinkAddrs } from "../shared/kernel/iproute.js";
+import type { LinkAddrs } from "../shared/kernel/types.js";
 import { contains, formatAddress, parseCidr, parseIp, type Cidr } from "../shared/net/cidr.js";
 
 /**

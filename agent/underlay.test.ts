@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Link, LinkAddrs } from "../shared/kernel/iproute.js";
+import type { Link, LinkAddrs } from "../shared/kernel/types.js";
 import { chooseUnderlay, type UnderlayView } from "./underlay.js";
 
 const link = (ifname: string, mtu: number): Link => ({ ifindex: 0, ifname, flags: ["UP"], mtu });

@@ -1,4 +1,5 @@
-import type { IpRoute, Link, LinkAddrs, RouteEntry } from "../shared/kernel/iproute.js";
+import type { NodeKernel } from "../shared/kernel/node-kernel.js";
+import type { Link, LinkAddrs, RouteEntry } from "../shared/kernel/types.js";
 import { sameIp } from "../shared/kernel/routes.js";
 import { familyOfText, parseIp } from "../shared/net/cidr.js";
 import { UnderlayError } from "./errors.js";
@@ -29,12 +30,12 @@ export interface UnderlayWanted {
   publicIP?: string;
 }
 
-export async function readUnderlayView(ip: IpRoute): Promise<UnderlayView> {
+export async function readUnderlayView(kernel: NodeKernel): Promise<UnderlayView> {
   const [routes4, routes6, links, addrs] = await Promise.all([
-    ip.routes(4, ["default"]),
-    ip.routes(6, ["default"]),
-    ip.links(),
-    ip.addrs(),
+    kernel.defaultRoutes(4),
+    kernel.defaultRoutes(6),
+    kernel.links(),
+    kernel.addrs(),
   ]);
   return { routes4, routes6, links, addrs };
 }
@@ -83,6 +84,6 @@ export function chooseUnderlay(view: UnderlayView, want: UnderlayWanted): Underl
   throw new UnderlayError("no default route in this network namespace: give --iface or --public-ip");
 }
 
-export async function detectUnderlay(ip: IpRoute, want: UnderlayWanted): Promise<Underlay> {
-  return chooseUnderlay(await readUnderlayView(ip), want);
+export async function detectUnderlay(kernel: NodeKernel, want: UnderlayWanted): Promise<Underlay> {
+  return chooseUnderlay(await readUnderlayView(kernel), want);
 }

@@ -1,6 +1,10 @@
 import { execFileSync } from "node:child_process";
 import { execa, type Options } from "execa";
-import { IpRoute, KernelError } from "../shared/kernel/iproute.js";
+import { KernelError } from "../shared/kernel/types.js";
+import { libc } from "../shared/kernel/netlink/libc.js";
+import { nodeKernel } from "../shared/kernel/netlink/node.js";
+import type { NodeKernel } from "../shared/kernel/node-kernel.js";
+import { IpRoute } from "./iproute.js";
 
 /**
  * Named network namespaces for tests, the testbed, the suite and benchmarks. Everything here
@@ -10,8 +14,11 @@ import { IpRoute, KernelError } from "../shared/kernel/iproute.js";
 
 export const netnsPath = (name: string): string => `/run/netns/${name}`;
 
-/** iproute2 bound to a test namespace. */
+/** iproute2 bound to a test namespace: the tests' own view of it. */
 export const ipIn = (ns: string): IpRoute => new IpRoute(netnsPath(ns));
+
+/** twill's node kernel (netlink) bound to a test namespace; needs the Bun runtime, as twilld does. */
+export const kernelIn = (ns: string): NodeKernel => nodeKernel(libc, netnsPath(ns));
 
 const root = new IpRoute(null);
 

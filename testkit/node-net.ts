@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { IpRoute } from "../shared/kernel/iproute.js";
+import { IpRoute } from "./iproute.js";
 import { httpGet, startDaemon, type Daemon, type HttpAnswer } from "./daemon.js";
 import { addNetns, deleteNetns, inNetns, ipIn } from "./netns.js";
 

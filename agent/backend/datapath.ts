@@ -1,8 +1,6 @@
-import { listFdb } from "../../shared/kernel/fdb.js";
-import { KernelError, type IpRoute } from "../../shared/kernel/iproute.js";
-import { DatapathChanges } from "../../shared/kernel/monitor.js";
-import { listPermanentNeighbors } from "../../shared/kernel/neigh.js";
-import { connectedPrefixes, listOwnedRoutes } from "../../shared/kernel/routes.js";
+import type { DatapathWatch, NodeKernel, RefusedChange } from "../../shared/kernel/node-kernel.js";
+import { connectedPrefixes } from "../../shared/kernel/routes.js";
+import { KernelError } from "../../shared/kernel/types.js";
 import type { Logger } from "../../shared/log.js";
 import { errorMessage } from "../errors.js";
 import type { Backend, BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, ReconcileReport } from "../types.js";
@@ -11,38 +9,16 @@ import {
   PeerPaths, emptyProgrammed, planPeerUpdate, planProgrammedChange, programmedErrors, programmedFrom, programmedState, type Programmed,
 } from "./incremental.js";
 import { underlayAddresses, type BackendKind, type DeviceContext, type NodeView } from "./paths.js";
-import { planDatapath, toBatches, type Change, type DatapathState } from "./plan.js";
+import { planDatapath, type Change, type DatapathState } from "./plan.js";
 
-/**
- * The changes a forced batch failed on, with the kernel's reason, from its "Command failed -:N"
- * lines; null when the failure names no line (the tool itself failed, or a line could not be
- * written), which then counts against the whole batch.
- */
-export function failedChanges(err: unknown, changes: readonly Change[]): { change: Change; reason: string }[] | null {
-  if (!(err instanceof KernelError)) return null;
-  const out: { change: Change; reason: string }[] = [];
-  let reason: string[] = [];
-  for (const line of err.stderr.split("\n")) {
-    const m = /^Command failed -:(\d+)$/.exec(line.trim());
-    if (!m) {
-      // -json documents a line printed are not errors.
-      if (line.trim() !== "" && !/^[[{]/.test(line.trim())) reason.push(line.trim());
-      continue;
-    }
-    const change = changes[Number(m[1]) - 1];
-    if (!change) return null;
-    out.push({ change, reason: reason.join("; ") || "refused" });
-    reason = [];
-  }
-  return out.length > 0 && reason.length === 0 ? out : null;
-}
+const EADDRNOTAVAIL = 99;
 
 /** A full reconcile reads the kernel at least every this many rounds, whatever the monitor says. */
 const READ_EVERY = 30;
 
 export interface BackendDeps {
-  /** iproute2 bound to the node's namespace. */
-  ip: IpRoute;
+  /** The node namespace's kernel. */
+  kernel: NodeKernel;
   logger: Logger;
   /** The clock, for lease expiry; Date.now by default. */
   now?: () => number;
@@ -50,8 +26,8 @@ export interface BackendDeps {
 
 /**
  * The datapath every backend shares: read what twill owns in the kernel, plan against the peer
- * set with the backend's per-peer decision, apply in one `bridge -batch` (FDB) and one
- * `ip -batch` (neighbors, routes). What a backend decides is in its own file (host-gw.ts,
+ * set with the backend's per-peer decision, apply every change on its own, so one the kernel
+ * refuses fails its peer alone. What a backend decides is in its own file (host-gw.ts,
  * vxlan.ts, auto.ts); masquerade is not a peer concern and has its own reconciler
  * (agent/masquerade.ts).
  */
@@ -64,7 +40,7 @@ export class Datapath implements Backend {
   private programmed: Programmed = emptyProgrammed();
   private readonly paths: PeerPaths;
   private readonly now: () => number;
-  private readonly kernelChanges: DatapathChanges;
+  private readonly kernelChanges: DatapathWatch;
   /** Full reconciles in a row that trusted the monitor instead of reading the kernel. */
   private readsSkipped = 0;
   /** The VTEP the last round found or made: its deletion is watched for. */
@@ -78,7 +54,7 @@ export class Datapath implements Backend {
     this.type = kind.type;
     this.paths = new PeerPaths(kind.reach);
     this.now = deps.now ?? Date.now;
-    this.kernelChanges = new DatapathChanges(deps.ip);
+    this.kernelChanges = deps.kernel.watchDatapath();
   }
 
   close(): void {
@@ -91,7 +67,7 @@ export class Datapath implements Backend {
 
   async prepare(local: LocalNode): Promise<BackendData> {
     this.local = local;
-    const [link] = await this.deps.ip.addrs(local.underlayDev);
+    const [link] = await this.deps.kernel.addrs(local.underlayDev);
     const data: BackendData = {
       type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addr_info ?? []),
     };
@@ -101,16 +77,15 @@ export class Datapath implements Backend {
   async reconcile(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
     const local = this.local;
     if (!local) throw new Error(`${this.type} backend: reconcile before prepare`);
-    const ip = this.deps.ip;
+    const kernel = this.deps.kernel;
     const moved = await this.kernelChanges.sinceLast(this.vtepDev, [local.underlayDev]);
-    if (moved.devicesDeleted) ip.close(); // names resolve afresh in new processes
     const device = await this.kind.ensureDevice(this.context(local), lease.subnets);
     let changes = device.changes;
     const vtep = device.vtep;
     this.vtepDev = vtep?.dev ?? null;
     // Before routes: a gateway address of a subnet the node lost shadows the route to its new owner.
     changes += await this.removeStaleAddresses(lease, [vtep?.dev, local.underlayDev]);
-    const view: NodeView = { local, lease, vtep, underlayPrefixes: await connectedPrefixes(ip, local.underlayDev) };
+    const view: NodeView = { local, lease, vtep, underlayPrefixes: await connectedPrefixes(kernel, local.underlayDev) };
     // The kernel holds what was programmed when the last round succeeded and the monitor saw
     // nothing since; it is read anyway every READ_EVERY rounds.
     const trusted = !moved.entries && changes === 0 && this.view !== null && this.readsSkipped < READ_EVERY - 1;
@@ -148,30 +123,20 @@ export class Datapath implements Backend {
   }
 
   /**
-   * Applies a plan in one `bridge -batch` and one `ip -batch`, side by side (FDB entries and
-   * routes do not depend on each other). Both are forced: a line the kernel refuses keeps no
-   * other line out. A refused line of a peer's entry is that peer's error (its entries are
-   * planned afresh next round); returns the failures no peer owns.
+   * Applies a plan, every change on its own: a change the kernel refuses keeps no other out,
+   * and is the error of the peer whose entry it is (its entries are planned afresh next
+   * round). Returns the failures no peer owns.
    */
   private async apply(plan: Change[], programmed: Programmed): Promise<string[]> {
-    const ip = this.deps.ip;
-    const batches = toBatches(plan);
-    const refused: { change: Change; reason: string }[] = [];
     const failures: string[] = [];
-    const run = async (lines: typeof batches.ip, changes: Change[], apply: () => Promise<void>) => {
-      if (lines.length === 0) return;
+    let refused: RefusedChange[] = [];
+    if (plan.length > 0) {
       try {
-        await apply();
+        refused = await this.deps.kernel.applyDatapath(plan);
       } catch (err) {
-        const lost = failedChanges(err, changes);
-        if (lost) refused.push(...lost);
-        else failures.push(errorMessage(err));
+        failures.push(errorMessage(err));
       }
-    };
-    await Promise.all([
-      run(batches.bridge, batches.bridgeChanges, () => ip.bridgeBatch(batches.bridge, "update VXLAN FDB", true)),
-      run(batches.ip, batches.ipChanges, () => ip.batch(batches.ip, "update peer routes and neighbors", true)),
-    ]);
+    }
     if (refused.length) failures.push(...this.blamePeers(refused, programmed));
     this.programmed = programmed;
     if (plan.length) {
@@ -192,25 +157,25 @@ export class Datapath implements Backend {
   }
 
   /**
-   * Refused lines become errors of the peers whose entries they are; those peers' entries are
-   * dropped from the programmed view, so the next round plans them again. Returns the refused
-   * lines no current peer owns (a stale entry's deletion).
+   * Refused changes become errors of the peers whose entries they are; those peers' entries
+   * are dropped from the programmed view, so the next round plans them again. Returns the
+   * refused changes no current peer owns (a stale entry's deletion).
    */
-  private blamePeers(refused: { change: Change; reason: string }[], programmed: Programmed): string[] {
+  private blamePeers(refused: RefusedChange[], programmed: Programmed): string[] {
     const owner = new Map<unknown, string>();
     for (const [peer, state] of programmed.entries) {
       for (const e of [...state.routes, ...state.neighbors, ...state.fdb]) owner.set(e, peer);
     }
     const unowned: string[] = [];
-    for (const { change, reason } of refused) {
+    for (const { change, error } of refused) {
       const peer = owner.get(change.entry);
       if (peer === undefined) {
-        unowned.push(`${change.op} ${change.kind} ${JSON.stringify(change.entry)}: ${reason}`);
+        unowned.push(error.message);
         continue;
       }
       programmed.entries.delete(peer);
       const errors = programmed.errors.get(peer) ?? [];
-      programmed.errors.set(peer, [...errors, { peer, message: `the kernel refused its ${change.kind} entry ${JSON.stringify(change.entry)}: ${reason}` }]);
+      programmed.errors.set(peer, [...errors, { peer, message: `the kernel refused to ${error.op}: ${error.reason}` }]);
     }
     // Forget what the kernel may hold: the next full reconcile reads it.
     if (refused.length > unowned.length) this.readsSkipped = READ_EVERY;
@@ -219,30 +184,31 @@ export class Datapath implements Backend {
 
   /** Takes addresses of subnets this node no longer holds off its interfaces (the bridge's old gateway). */
   private async removeStaleAddresses(lease: NodeLease, skip: (string | undefined)[]): Promise<number> {
-    const stale = staleAddresses(await this.deps.ip.addrs(), this.network.clusterCIDRs, lease.subnets, skip);
+    const stale = staleAddresses(await this.deps.kernel.addrs(), this.network.clusterCIDRs, lease.subnets, skip);
     if (stale.length === 0) return 0;
-    await this.deps.ip.batch(
-      stale.map((a) => ["addr", "del", a.address, "dev", a.dev]),
-      "remove addresses of a subnet this node no longer holds",
-      true,
-    );
     for (const a of stale) {
+      try {
+        await this.deps.kernel.deleteAddress(a.dev, a.address, `remove address ${a.address} of a subnet this node no longer holds from "${a.dev}"`);
+      } catch (err) {
+        // Gone meanwhile (with its device, or by another hand): nothing to remove.
+        if (!(err instanceof KernelError && (err.notFound || err.errno === EADDRNOTAVAIL))) throw err;
+      }
       this.deps.logger.warn("Removed the address of a subnet this node no longer holds", { dev: a.dev, address: a.address, subnets: lease.subnets });
     }
     return stale.length;
   }
 
   private async readOwned(vtepDev: string | null): Promise<DatapathState> {
-    const ip = this.deps.ip;
+    const kernel = this.deps.kernel;
     const [routes, neighbors, fdb] = await Promise.all([
-      listOwnedRoutes(ip),
-      vtepDev ? listPermanentNeighbors(ip, vtepDev) : [],
-      vtepDev ? listFdb(ip, vtepDev) : [],
+      kernel.ownedRoutes(),
+      vtepDev ? kernel.permanentNeighbors(vtepDev) : [],
+      vtepDev ? kernel.fdb(vtepDev) : [],
     ]);
     return { routes, neighbors, fdb };
   }
 
   private context(local: LocalNode): DeviceContext {
-    return { ip: this.deps.ip, logger: this.deps.logger, network: this.network, local };
+    return { kernel: this.deps.kernel, logger: this.deps.logger, network: this.network, local };
   }
 }

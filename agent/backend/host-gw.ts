@@ -41,10 +41,10 @@ export const hostGw: BackendKind = {
   type: "host-gw",
   overhead: () => 0,
   reach: hostGwPath,
-  async prepare({ ip, logger, network }) {
+  async prepare({ kernel, logger, network }) {
     // A node switched from vxlan: its VTEP would keep answering for routes host-gw now owns.
     const name = vtepName(network.backend.vni);
-    if (await ip.deleteLink(name, "VTEP")) logger.info("Deleted VXLAN device left by another backend", { device: name });
+    if (await kernel.deleteLink(name, "VTEP")) logger.info("Deleted VXLAN device left by another backend", { device: name });
     return {};
   },
   ensureDevice: async () => ({ vtep: null, changes: 0 }),

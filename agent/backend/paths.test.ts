@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
-import type { AddrInfo } from "../../shared/kernel/iproute.js";
+import type { AddrInfo } from "../../shared/kernel/types.js";
 import { auto, autoPath } from "./auto.js";
 import { hostGw, hostGwPath } from "./host-gw.js";
 import { desiredDatapath, onLinkPrefix, underlayAddresses, type NodeView } from "./paths.js";

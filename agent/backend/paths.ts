@@ -1,5 +1,6 @@
 import { contains, familyOfText, formatCidr, overlaps, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
-import type { AddrInfo, IpRoute } from "../../shared/kernel/iproute.js";
+import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
+import type { AddrInfo } from "../../shared/kernel/types.js";
 import type { Logger } from "../../shared/log.js";
 import type { BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, PeerError } from "../types.js";
 import { emptyState, type DatapathState } from "./plan.js";
@@ -35,7 +36,7 @@ export type PathFinder = (peer: NodeLease, view: NodeView) => PeerPath;
 
 /** What a backend's node device hooks get. */
 export interface DeviceContext {
-  ip: IpRoute;
+  kernel: NodeKernel;
   logger: Logger;
   network: NetworkConfig;
   local: LocalNode;

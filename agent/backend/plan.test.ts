@@ -1,7 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { KernelError } from "../../shared/kernel/iproute.js";
-import { failedChanges } from "./datapath.js";
-import { emptyState, planDatapath, toBatches, type DatapathState } from "./plan.js";
+import { emptyState, planDatapath, type DatapathState } from "./plan.js";
 
 const route = (dst: string, via: string, dev = "twill.1", onlink = true) => ({ dst, via, dev, onlink });
 const neigh = (ip: string, mac: string) => ({ ip, mac, dev: "twill.1" });
@@ -74,31 +72,5 @@ describe("planDatapath", () => {
   it("deletes the extra destinations of one MAC and keeps the wanted one", () => {
     const actual: DatapathState = { ...peerB, fdb: [fdb("02:00:00:00:00:02", "192.168.77.8"), ...peerB.fdb] };
     expect(planDatapath(peerB, actual)).toEqual([{ op: "del", kind: "fdb", entry: actual.fdb[0] }]);
-  });
-});
-
-describe("toBatches", () => {
-  it("puts FDB lines in the bridge batch, stale routes first and new routes after their neighbors", () => {
-    const actual: DatapathState = { routes: [route("10.244.9.0/24", "10.244.9.0")], neighbors: [], fdb: [] };
-    const { bridge, ip } = toBatches(planDatapath(peerB, actual));
-    expect(bridge).toEqual([["fdb", "replace", "02:00:00:00:00:02", "dev", "twill.1", "dst", "192.168.77.3", "self", "permanent"]]);
-    expect(ip.map((l) => l.slice(0, 2).join(" "))).toEqual(["route del", "neigh replace", "route replace"]);
-    expect(ip[2]).toEqual(["route", "replace", "10.244.2.0/24", "via", "10.244.2.0", "dev", "twill.1", "onlink", "proto", 150]);
-  });
-});
-
-describe("failedChanges", () => {
-  const changes = planDatapath(peerB, emptyState());
-  const { ipChanges } = toBatches(changes);
-
-  it("names the change of each line a forced batch failed on, with the kernel's reason", () => {
-    const err = new KernelError("update peer routes", "Error: Nexthop has invalid gateway.\nCommand failed -:2\n");
-    expect(failedChanges(err, ipChanges)).toEqual([{ change: ipChanges[1], reason: "Error: Nexthop has invalid gateway." }]);
-  });
-
-  it("is null when the failure names no line: the tool itself failed", () => {
-    expect(failedChanges(new KernelError("update", "Usage: bridge fdb ...\n(bridge exited with code 255)"), ipChanges)).toBeNull();
-    expect(failedChanges(new KernelError("update", "Error\nCommand failed -:9\n"), ipChanges)).toBeNull();
-    expect(failedChanges(new Error("invalid ip batch argument"), ipChanges)).toBeNull();
   });
 });

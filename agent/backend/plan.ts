@@ -1,8 +1,8 @@
 import { formatIp, parseIp } from "../../shared/net/cidr.js";
-import type { BatchLine } from "../../shared/kernel/iproute.js";
-import { fdbDelLine, fdbReplaceLine, type FdbSpec } from "../../shared/kernel/fdb.js";
-import { neighDelLine, neighReplaceLine, type NeighSpec } from "../../shared/kernel/neigh.js";
-import { routeDelLine, routeReplaceLine, sameIp, sameRoute, type RouteSpec } from "../../shared/kernel/routes.js";
+import type { FdbSpec } from "../../shared/kernel/fdb.js";
+import type { NeighSpec } from "../../shared/kernel/neigh.js";
+import type { DatapathChange } from "../../shared/kernel/node-kernel.js";
+import { sameIp, sameRoute, type RouteSpec } from "../../shared/kernel/routes.js";
 
 /**
  * The shared reconcile of every backend: the kernel state twill wants for the current peer set
@@ -17,10 +17,7 @@ export interface DatapathState {
   fdb: FdbSpec[];
 }
 
-export type Change =
-  | { op: "replace" | "del"; kind: "route"; entry: RouteSpec }
-  | { op: "replace" | "del"; kind: "neigh"; entry: NeighSpec }
-  | { op: "replace" | "del"; kind: "fdb"; entry: FdbSpec };
+export type Change = DatapathChange;
 
 export const emptyState = (): DatapathState => ({ routes: [], neighbors: [], fdb: [] });
 
@@ -70,38 +67,6 @@ function diff<T>(desired: T[], actual: T[], key: (t: T) => string, same: (a: T, 
     if (!(have.get(k) ?? []).some((e) => same(w, e))) out.push({ op: "replace", entry: w });
   }
   return out;
-}
-
-/**
- * The changes as command lines: FDB entries (the `bridge` tool) and the rest (`ip`). Within
- * the `ip` batch, stale routes go first and new routes last, after the neighbors they need,
- * so a route never points at a neighbor that is not there yet. `bridgeChanges` and
- * `ipChanges` are the changes in line order, so a failed line names its change.
- */
-export function toBatches(changes: readonly Change[]): { bridge: BatchLine[]; ip: BatchLine[]; bridgeChanges: Change[]; ipChanges: Change[] } {
-  const bridgeChanges: Change[] = [];
-  const routeDels: Change[] = [];
-  const neighs: Change[] = [];
-  const routeAdds: Change[] = [];
-  for (const c of changes) {
-    if (c.kind === "fdb") bridgeChanges.push(c);
-    else if (c.kind === "neigh") neighs.push(c);
-    else if (c.op === "del") routeDels.push(c);
-    else routeAdds.push(c);
-  }
-  const ipChanges = [...routeDels, ...neighs, ...routeAdds];
-  return { bridge: bridgeChanges.map(changeLine), ip: ipChanges.map(changeLine), bridgeChanges, ipChanges };
-}
-
-function changeLine(c: Change): BatchLine {
-  switch (c.kind) {
-    case "fdb":
-      return c.op === "del" ? fdbDelLine(c.entry) : fdbReplaceLine(c.entry);
-    case "neigh":
-      return c.op === "del" ? neighDelLine(c.entry) : neighReplaceLine(c.entry);
-    case "route":
-      return c.op === "del" ? routeDelLine(c.entry) : routeReplaceLine(c.entry);
-  }
 }
 
 /** Canonical address text, remembered: a resync at thousands of peers keys every neighbor. */

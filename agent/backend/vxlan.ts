@@ -52,7 +52,7 @@ export const vxlanPath: PathFinder = (peer, view) => {
 export const vtepDevice: Pick<BackendKind, "prepare" | "ensureDevice"> = {
   async prepare(ctx) {
     const spec = vtepSpec(ctx, undefined);
-    const result = await ensureVtep(ctx.ip, spec);
+    const result = await ensureVtep(ctx.kernel, spec);
     if (result.recreated) ctx.logger.warn("Recreated VXLAN device with other settings", { device: spec.name, reason: result.recreated });
     warnOffload(ctx, spec.name, result.offloadWarning);
     return { vtepMAC: spec.mac, vni: spec.vni, port: spec.port };
@@ -61,7 +61,7 @@ export const vtepDevice: Pick<BackendKind, "prepare" | "ensureDevice"> = {
     const spec = vtepSpec(ctx, subnets);
     // Each round, so a VTEP deleted or altered under a running agent comes back (with the
     // same MAC, so peers' entries stay right) and its routes with it.
-    const result = await ensureVtep(ctx.ip, spec);
+    const result = await ensureVtep(ctx.kernel, spec);
     if (result.created) ctx.logger.warn("Created missing VXLAN device", { device: spec.name, ...(result.recreated ? { reason: result.recreated } : {}) });
     warnOffload(ctx, spec.name, result.offloadWarning);
     return { vtep: { dev: spec.name, vni: spec.vni, port: spec.port }, changes: result.changes };

@@ -3,8 +3,9 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
-import type { IpRoute } from "../../shared/kernel/iproute.js";
-import { ipIn } from "../../testkit/netns.js";
+import type { IpRoute } from "../../testkit/iproute.js";
+import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
+import { ipIn, kernelIn } from "../../testkit/netns.js";
 import { nullLogger } from "../../shared/log.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import { Agent } from "../agent.js";
@@ -30,6 +31,7 @@ describe.skipIf(!built)(
     let admin: Admin;
     let net: NodeNet | null = null;
     const agents: Agent[] = [];
+    const kernels: NodeKernel[] = [];
 
     beforeAll(async () => {
       cp = await startControlPlane();
@@ -39,6 +41,7 @@ describe.skipIf(!built)(
     });
     afterAll(async () => {
       await Promise.all(agents.splice(0).map((a) => a.stop()));
+      for (const k of kernels.splice(0)) k.close();
       await net?.destroy();
       await cp?.stop();
     });
@@ -48,17 +51,18 @@ describe.skipIf(!built)(
       const network = parseNetworkConfig({ Network: "10.244.0.0/16", SubnetLen: 24, Backend: { Type: "vxlan" } });
       const agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
       const ips = net.nodes.map((n) => ipIn(n.ns));
-      for (const [i, node] of net.nodes.entries()) {
+      for (const node of net.nodes) {
         mkdirSync(node.dir, { recursive: true });
         await admin.ensureNode(node.name);
-        const ip = ips[i]!;
+        const kernel = kernelIn(node.ns);
+        kernels.push(kernel);
         agents.push(
           new Agent({
             nodeName: node.name,
             network,
             store: new KubernetesStore({ kubeConfig: agentKc, namespace: manifestLeaseNamespace(), legacyNamespace: "kube-system", network, leaseTTLMs: 30_000 }),
-            ip,
-            backend: () => createBackend(network, { ip, logger: nullLogger }),
+            kernel,
+            backend: () => createBackend(network, { kernel, logger: nullLogger }),
             underlay: {},
             subnetFile: node.subnetFile,
             resyncMs: 1_000,

@@ -1,7 +1,7 @@
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import type { ExecResult } from "../../shared/kernel/exec.js";
-import { IpRoute } from "../../shared/kernel/iproute.js";
+import { IpRoute } from "../../testkit/iproute.js";
 import { createLogger } from "../../shared/log.js";
 import { PolicyEngine } from "./engine.js";
 import { createPolicyMetrics } from "./metrics.js";

@@ -1,5 +1,5 @@
 import { bridgeNetfilterLoaded, ensureBridgeNetfilter } from "../../shared/kernel/bridge.js";
-import type { IpRoute } from "../../shared/kernel/iproute.js";
+import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
 import { applyNftScript, readNftCounters } from "../../shared/kernel/nft.js";
 import type { Logger } from "../../shared/log.js";
 import { writePolicyReady } from "../../shared/policy-ready.js";
@@ -24,7 +24,7 @@ import type { PolicySnapshot } from "./types.js";
 export interface PolicyEngineOptions {
   nodeName: string;
   /** nft and iproute2 bound to the node's namespace. */
-  ip: IpRoute;
+  ip: Pick<NodeKernel, "nft" | "bridgeNetfilter">;
   /** The pod bridge whose bridged traffic must pass netfilter (same-node pod to pod). */
   bridge: string;
   logDropsPerSecond?: number;

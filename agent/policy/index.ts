@@ -1,5 +1,5 @@
 import type { Registry } from "prom-client";
-import type { IpRoute } from "../../shared/kernel/iproute.js";
+import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
 import type { Logger } from "../../shared/log.js";
 import type { DatastoreKind } from "../datastore/index.js";
 import { loadKubeConfig } from "../datastore/kubernetes.js";
@@ -34,7 +34,7 @@ export interface NetworkPolicyOptions {
   logDropsPerSecond?: number;
   deny?: DenyMode;
   resyncMs: number;
-  ip: IpRoute;
+  ip: Pick<NodeKernel, "nft" | "bridgeNetfilter">;
   registry: Registry;
   logger: Logger;
 }

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { IpRoute } from "../../shared/kernel/iproute.js";
+import type { IpRoute } from "../../testkit/iproute.js";
 import { addNetns, ipIn, removeNetns } from "../../testkit/netns.js";
 import { applyNftScript } from "../../shared/kernel/nft.js";
 import { compilePolicies, type PolicyPlan } from "./compile.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Link } from "../../shared/kernel/iproute.js";
+import type { Link } from "../../shared/kernel/types.js";
 import { attachmentProblems, hostInterfaces, hostSide, leftoverProblems, remainingProblems, routeKey, type NsState } from "./attachment.js";
 
 const link = (ifname: string, ifindex: number, extra: Partial<Link> = {}): Link => ({ ifname, ifindex, flags: ["UP"], mtu: 1500, ...extra });

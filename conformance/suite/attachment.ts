@@ -1,4 +1,4 @@
-import type { LinkAddrs, Link, RouteEntry } from "../../shared/kernel/iproute.js";
+import type { LinkAddrs, Link, RouteEntry } from "../../shared/kernel/types.js";
 import { parseCidr, formatIp } from "../../shared/net/cidr.js";
 import { isObject } from "./config.js";
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { atLeast } from "../../shared/cni/version.js";
 import { attachmentProblems, hostSide, remainingProblems, type NsState } from "./attachment.js";
-import type { Link } from "../../shared/kernel/iproute.js";
+import type { Link } from "../../shared/kernel/types.js";
 import { shrinkPool, withPrevResult, withTempPaths, withVersion, type Conf } from "./config.js";
 import { invoke, type Outcome } from "./invoke.js";
 import { netnsPath } from "../../testkit/netns.js";

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { listOwnedRoutes } from "../../shared/kernel/routes.js";
+import { listOwnedRoutes } from "../../testkit/iproute.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import { failures, podAddress, podsToNodes, reachability } from "./matrix.js";
 import type { PluginKind } from "../../testkit/pods.js";

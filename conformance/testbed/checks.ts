@@ -1,6 +1,4 @@
-import { listFdb } from "../../shared/kernel/fdb.js";
-import { listPermanentNeighbors } from "../../shared/kernel/neigh.js";
-import { listOwnedRoutes } from "../../shared/kernel/routes.js";
+import { listFdb, listOwnedRoutes, listPermanentNeighbors } from "../../testkit/iproute.js";
 import { stableVtepMac, vtepName } from "../../shared/kernel/vxlan.js";
 import { ipIn } from "../../testkit/netns.js";
 import type { TestNode } from "./testbed.js";

@@ -3,9 +3,10 @@ import { createBackend } from "../../agent/backend/index.js";
 import { errorMessage } from "../../agent/errors.js";
 import { createMetrics } from "../../agent/metrics.js";
 import type { Backend, NetworkConfig, NodeLease, ReconcileReport } from "../../agent/types.js";
+import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
 import type { Logger } from "../../shared/log.js";
 import { MemoryDatastore } from "../../testkit/memory-store.js";
-import { ipIn } from "../../testkit/netns.js";
+import { kernelIn } from "../../testkit/netns.js";
 import { podIpamStore } from "../../testkit/pods.js";
 import { until } from "../../testkit/until.js";
 
@@ -28,6 +29,7 @@ export interface InprocNode {
 
 interface Running {
   agent: Agent;
+  kernel: NodeKernel;
   /** The last reconcile's report, or its error, and the peers it was given. */
   report: ReconcileReport | null;
   error: string | null;
@@ -54,15 +56,15 @@ export class InprocAgents {
   /** Starts a node's agent; returns once it holds its lease and wrote its subnet file. */
   async start(node: InprocNode): Promise<string[]> {
     if (this.running.has(node.name)) throw new Error(`agent of ${node.name} is already running`);
-    const ip = ipIn(node.ns);
+    const kernel = kernelIn(node.ns);
     const logger = this.logger.with({ node: node.name });
-    const run: Running = { agent: null!, report: null, error: null, peers: null, inFlight: 0 };
+    const run: Running = { agent: null!, kernel, report: null, error: null, peers: null, inFlight: 0 };
     run.agent = new Agent({
       nodeName: node.name,
       network: this.network,
       store: this.db.open(this.network, LEASE_TTL_MS),
-      ip,
-      backend: () => recording(createBackend(this.network, { ip, logger }), run),
+      kernel,
+      backend: () => recording(createBackend(this.network, { kernel, logger }), run),
       underlay: { iface: "eth0", publicIP: node.ip },
       subnetFile: node.subnetFile,
       ipamDir: podIpamStore(node),
@@ -84,6 +86,7 @@ export class InprocAgents {
     if (!run) return;
     this.running.delete(name);
     await run.agent.stop();
+    run.kernel.close();
   }
 
   /** The node leaves the cluster: agent stopped and its lease released; the others are told. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Result } from "../../shared/cni/types.js";
-import type { Link, LinkAddrs, RouteEntry } from "../../shared/kernel/iproute.js";
+import type { Link, LinkAddrs, RouteEntry } from "../../shared/kernel/types.js";
 import { expectedFromResult, nodeProblems, podProblems, routeMatches } from "./check.js";
 
 const at = { containerId: "c1", ifname: "eth0", netns: "/var/run/netns/p1" };

@@ -1,6 +1,6 @@
 import { invalidConfig } from "../../shared/cni/errors.js";
 import type { Result, Route } from "../../shared/cni/types.js";
-import { wrongKind, type LinkAddrs, type Link, type RouteEntry } from "../../shared/kernel/iproute.js";
+import { wrongKind, type LinkAddrs, type Link, type RouteEntry } from "../../shared/kernel/types.js";
 import { sameIp } from "../../shared/kernel/routes.js";
 import { parseCidr, type Family } from "../../shared/net/cidr.js";
 import type { Attachment } from "./plan.js";

@@ -1,6 +1,6 @@
 import type { Interface, IpConfig, Result, Route } from "../../shared/cni/types.js";
 import { bridgeAddressStep, bridgeSettingsStep, type BridgeSpec } from "../../shared/kernel/bridge.js";
-import type { AddrInfo } from "../../shared/kernel/iproute.js";
+import type { AddrInfo } from "../../shared/kernel/types.js";
 import type { NetStep } from "../../shared/kernel/pod-kernel.js";
 import { sameIp } from "../../shared/kernel/routes.js";
 import type { VethSpec } from "../../shared/kernel/veth.js";

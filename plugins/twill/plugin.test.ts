@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { CniError, Code } from "../../shared/cni/errors.js";
 import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { NetConf, Result } from "../../shared/cni/types.js";
-import { KernelError } from "../../shared/kernel/iproute.js";
+import { KernelError } from "../../shared/kernel/types.js";
 import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
 import { nullLogger } from "../../shared/log.js";
 import { hostVethName } from "./names.js";
@@ -40,7 +40,6 @@ function setUp(faults: Faults = {}) {
     ifindex: 2, ifname: "cni0", flags: ["UP"], mtu: 1450, address: "02:00:00:00:00:01", linkinfo: { info_kind: "bridge" }, addr_info: [],
   };
   const kernel: PodKernel = {
-    kind: "netlink",
     async apply(ns, steps, op) {
       calls.push(`apply ${ns === null ? "node" : "pod"} ${steps.map((s) => s.op).join(",")}`);
       if (ns !== null && faults.pod) throw new KernelError(op, faults.pod, { step: 2 });

@@ -4,8 +4,8 @@ import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";
 import { parseResult } from "../../shared/cni/version.js";
 import { bridgeMismatch, ensureBridge } from "../../shared/kernel/bridge.js";
-import { KernelError, wrongKind } from "../../shared/kernel/iproute.js";
-import { choosePodKernel } from "../../shared/kernel/netlink/kernel.js";
+import { KernelError, wrongKind } from "../../shared/kernel/types.js";
+import { podKernel } from "../../shared/kernel/netlink/kernel.js";
 import type { BridgeState, PodKernel } from "../../shared/kernel/pod-kernel.js";
 import { fileLogger, PhaseTimer, type Logger } from "../../shared/log.js";
 import { readSubnetFileFor } from "../../shared/subnet-file.js";
@@ -42,7 +42,7 @@ export interface TwillDeps {
 const CONFIG_CODES: ReadonlySet<number> = new Set([Code.IncompatibleVersion, Code.UnsupportedField, Code.InvalidEnv, Code.DecodeFailure, Code.InvalidConfig]);
 
 export function createTwillPlugin(deps: TwillDeps): Plugin {
-  const kernelFor = deps.kernel ?? (() => choosePodKernel(deps.env));
+  const kernelFor = deps.kernel ?? podKernel;
   const loggerFor = (conf: TwillConf, args: CmdArgs): Logger =>
     (deps.logger ?? fileLogger)(conf.logFile ?? deps.env.TWILL_LOG_FILE ?? DEFAULT_LOG_FILE).with({
       network: conf.network,
@@ -104,7 +104,6 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
           netns: at.netns,
           hostVeth: nodePlan.veth.name,
           ips: podPlan.ips.map((i) => i.address),
-          kernel: kernel.kind,
           ...timer.fields(),
           // What the runtime asked with: an operator comparing runtimes (containerd, CRI-O,
           // cnitool) sees the version, capabilities and pod identity it passed.
@@ -139,7 +138,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         ]);
         if (link.status === "rejected") throw link.reason;
         if (released.status === "rejected") throw released.reason;
-        log.info("Deleted pod", { hostVeth, removed: link.value, kernel: kernel.kind, ...timer.fields() });
+        log.info("Deleted pod", { hostVeth, removed: link.value, ...timer.fields() });
       } finally {
         kernel.close();
       }
@@ -239,7 +238,7 @@ async function setUpNode(kernel: PodKernel, plan: NodePlan, at: Attachment): Pro
   try {
     bridge = await kernel.applyAndReadBridge(steps, plan.bridge.name, op);
   } catch (err) {
-    if (!(err instanceof KernelError && err.batchLine === 1 && err.notFound)) throw await nodeStepError(kernel, err, plan, at);
+    if (!(err instanceof KernelError && err.failedStep === 1 && err.notFound)) throw await nodeStepError(kernel, err, plan, at);
     await ensureBridge(kernel, plan.bridge);
     try {
       bridge = await kernel.applyAndReadBridge(steps, plan.bridge.name, op);
@@ -254,7 +253,7 @@ async function setUpNode(kernel: PodKernel, plan: NodePlan, at: Attachment): Pro
 /** Names the node step that failed, and whether the veth was made before it. */
 async function nodeStepError(kernel: PodKernel, err: unknown, plan: NodePlan, at: Attachment): Promise<Error> {
   if (!(err instanceof KernelError)) return new NodeSetupError((err as Error).message, true);
-  const index = err.batchLine === null ? null : err.batchLine - 1;
+  const index = err.failedStep === null ? null : err.failedStep - 1;
   const vethCreated = index === null || index > plan.vethStep;
   const step = index === null ? undefined : plan.steps[index];
   if (index === plan.vethStep && err.exists) {
@@ -282,7 +281,7 @@ async function applySteps(kernel: PodKernel, netns: string, steps: Step[], op: s
     await kernel.apply(netns, steps.map((s) => s.step), op);
   } catch (err) {
     if (!(err instanceof KernelError)) throw err;
-    const step = err.batchLine === null ? undefined : steps[err.batchLine - 1];
+    const step = err.failedStep === null ? undefined : steps[err.failedStep - 1];
     throw new Error(`failed to ${step?.what ?? op}: ${err.reason}`);
   }
 }

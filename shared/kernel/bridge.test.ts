@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { bridgeMismatch } from "./bridge.js";
-import type { Link } from "./iproute.js";
+import type { Link } from "./types.js";
 import { stepLine } from "./pod-kernel.js";
 
 describe("bridge and veth", () => {

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { KernelError, wrongKind, type IpRoute, type Link } from "./iproute.js";
+import type { NodeKernel } from "./node-kernel.js";
+import { KernelError, wrongKind, type Link } from "./types.js";
 import type { NetStep, PodKernel } from "./pod-kernel.js";
 
 /**
@@ -67,15 +68,7 @@ export async function ensureBridge(kernel: PodKernel, spec: BridgeSpec): Promise
  * net.bridge.bridge-nf-call-* sysctls: nothing else on the node changes. Needs br_netfilter
  * in the kernel. False when the bridge does not exist (yet).
  */
-export async function ensureBridgeNetfilter(ip: IpRoute, name: string): Promise<boolean> {
-  try {
-    await ip.exec(["link", "set", "dev", name, "type", "bridge", "nf_call_iptables", 1, "nf_call_ip6tables", 1], `pass bridged traffic of "${name}" through netfilter`);
-    return true;
-  } catch (err) {
-    if (err instanceof KernelError && err.notFound) return false;
-    throw err;
-  }
-}
+export const ensureBridgeNetfilter = (kernel: Pick<NodeKernel, "bridgeNetfilter">, name: string): Promise<boolean> => kernel.bridgeNetfilter(name);
 
 /**
  * Is br_netfilter in the kernel? Without it the bridge's nf_call_* options do nothing and

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { Runner } from "./exec.js";
 import { ensureFeaturesOff, parseFeatures, planFeaturesOff } from "./ethtool.js";
-import { IpRoute, KernelError } from "./iproute.js";
+import { KernelError } from "./types.js";
+import { IpRoute } from "../../testkit/iproute.js";
 
 const listing = (generic: string) => `Features for twill.1:
 rx-checksumming: on

@@ -1,8 +1,9 @@
-import { KernelError, type IpRoute } from "./iproute.js";
+import type { NetTools } from "./tools.js";
+import { KernelError } from "./types.js";
 
 /**
  * A device's offload features through `ethtool -k` (read) and `-K` (change), run in the
- * namespace of the IpRoute handle like every other kernel tool. The plain-text listing, not
+ * node's namespace, like nft. The plain-text listing, not
  * `--json`: older ethtool releases print no JSON for features.
  */
 
@@ -43,7 +44,7 @@ export function planFeaturesOff(features: ReadonlyMap<string, Feature>, names: r
  * Turns `names` off on `dev` when they are on. Returns the features it turned off; throws a
  * KernelError when ethtool fails or a feature is on and fixed.
  */
-export async function ensureFeaturesOff(ip: IpRoute, dev: string, names: readonly string[]): Promise<string[]> {
+export async function ensureFeaturesOff(ip: Pick<NetTools, "ethtool">, dev: string, names: readonly string[]): Promise<string[]> {
   const listing = await ip.ethtool(["-k", dev], `read offload features of "${dev}"`);
   const plan = planFeaturesOff(parseFeatures(listing), names);
   if (plan.fixedOn.length > 0) {

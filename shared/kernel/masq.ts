@@ -1,5 +1,6 @@
 import { parseCidr, formatCidr } from "../net/cidr.js";
-import { KernelError, type IpRoute } from "./iproute.js";
+import type { NetTools } from "./tools.js";
+import { KernelError } from "./types.js";
 import { readNftTable } from "./nft.js";
 
 /**
@@ -33,17 +34,17 @@ export function masqueradeRuleset(clusterCIDRs: readonly string[]): string {
 }
 
 /** The table as nft lists it, or null when it does not exist. */
-export const readMasqueradeTable = (ip: IpRoute): Promise<string | null> => readNftTable(ip, MASQ_TABLE);
+export const readMasqueradeTable = (ip: Pick<NetTools, "nft">): Promise<string | null> => readNftTable(ip, MASQ_TABLE);
 
 /** Replaces the table atomically; returns the listing the kernel then holds. */
-export async function replaceMasqueradeTable(ip: IpRoute, clusterCIDRs: readonly string[]): Promise<string> {
+export async function replaceMasqueradeTable(ip: Pick<NetTools, "nft">, clusterCIDRs: readonly string[]): Promise<string> {
   // `table ... {}` first makes the delete valid when the table does not exist yet.
   const script = `table inet ${MASQ_TABLE} {}\ndelete table inet ${MASQ_TABLE}\n${masqueradeRuleset(clusterCIDRs)}`;
   await ip.nft(["-f", "-"], `install nftables table inet ${MASQ_TABLE}`, script);
   return (await readMasqueradeTable(ip)) ?? "";
 }
 
-export async function deleteMasqueradeTable(ip: IpRoute): Promise<void> {
+export async function deleteMasqueradeTable(ip: Pick<NetTools, "nft">): Promise<void> {
   try {
     await ip.nft(["delete", "table", "inet", MASQ_TABLE], `delete nftables table inet ${MASQ_TABLE}`);
   } catch (err) {

@@ -1,5 +1,6 @@
 import { formatCidr, lastAddress, parseCidr, parseIp } from "../net/cidr.js";
-import { KernelError, type IpRoute } from "./iproute.js";
+import type { NetTools } from "./tools.js";
+import { KernelError } from "./types.js";
 
 /**
  * Pod -> outside masquerade for one CNI network (the plugin's `ipMasq`). One nftables table per
@@ -123,7 +124,7 @@ function covered(intervals: [bigint, bigint][], cidr: string): boolean {
 }
 
 /** `nft list table inet NAME`, or null when the table does not exist. */
-export async function readNftTable(ip: IpRoute, name: string): Promise<string | null> {
+export async function readNftTable(ip: Pick<NetTools, "nft">, name: string): Promise<string | null> {
   try {
     return await ip.nft(["list", "table", "inet", name], `read nftables table inet ${name}`);
   } catch (err) {
@@ -133,13 +134,13 @@ export async function readNftTable(ip: IpRoute, name: string): Promise<string | 
 }
 
 /** What the network's masquerade table holds, or null when it does not exist. */
-export async function readMasquerade(ip: IpRoute, network: string): Promise<MasqState | null> {
+export async function readMasquerade(ip: Pick<NetTools, "nft">, network: string): Promise<MasqState | null> {
   const text = await readNftTable(ip, masqTableName(network));
   return text === null ? null : parseMasqTable(text);
 }
 
 /** Completes the network's masquerade in one nft transaction when `have` lacks anything. */
-export async function ensureMasquerade(ip: IpRoute, spec: MasqSpec, have: MasqState | null): Promise<boolean> {
+export async function ensureMasquerade(ip: Pick<NetTools, "nft">, spec: MasqSpec, have: MasqState | null): Promise<boolean> {
   const script = masqScript(spec, have);
   if (script === null) return false;
   await ip.nft(["-f", "-"], `set up masquerade in nftables table inet ${masqTableName(spec.network)}`, script);
@@ -149,12 +150,12 @@ export async function ensureMasquerade(ip: IpRoute, spec: MasqSpec, have: MasqSt
 const unique = (xs: string[]): string[] => [...new Set(xs)];
 
 /** Runs one `nft -f -` transaction: the kernel applies all of `script` or none of it. */
-export async function applyNftScript(ip: IpRoute, script: string, op: string): Promise<void> {
+export async function applyNftScript(ip: Pick<NetTools, "nft">, script: string, op: string): Promise<void> {
   await ip.nft(["-f", "-"], op, script);
 }
 
 /** Named counters of an inet table, name -> packets; null when the table does not exist. */
-export async function readNftCounters(ip: IpRoute, table: string): Promise<Map<string, number> | null> {
+export async function readNftCounters(ip: Pick<NetTools, "nft">, table: string): Promise<Map<string, number> | null> {
   let text: string;
   try {
     text = await ip.nft(["-j", "list", "counters", "table", "inet", table], `read the counters of nftables table inet ${table}`);

@@ -1,15 +1,15 @@
 import type { BridgeSpec } from "./bridge.js";
-import { IpRoute, KernelError, type AddrInfo, type BatchLine, type Link, type LinkAddrs, type RouteEntry } from "./iproute.js";
-import { ensureMasquerade, readMasquerade, type MasqSpec, type MasqState } from "./nft.js";
+import { ensureMasquerade, type MasqSpec, type MasqState } from "./nft.js";
 import { ensureSysctl } from "./sysctl.js";
-import { localLinkNames, type VethSpec } from "./veth.js";
+import { netTools } from "./tools.js";
+import { KernelError, type AddrInfo, type Link, type LinkAddrs, type RouteEntry } from "./types.js";
+import type { VethSpec } from "./veth.js";
 
 /**
  * The kernel as the per-pod plugin sees it: a few kinds of change applied in order in one
- * namespace, and reads of links, addresses and routes. Two implementations make the same
- * changes: netlink spoken in-process (the compiled plugin: no process start) and iproute2
- * (`ip -batch` and `nft list`, where Bun's FFI is not available). Plans are built from NetSteps, so what ADD
- * does is decided once, whichever way it reaches the kernel.
+ * namespace, and reads of links, addresses and routes, spoken over netlink in-process
+ * (netlink/kernel.ts: no process start). Plans are built from NetSteps, pure data, so what ADD
+ * does is decided and tested apart from the kernel.
  */
 
 export type NetStep =
@@ -34,7 +34,6 @@ export interface PodState {
 }
 
 export interface PodKernel {
-  readonly kind: "netlink" | "iproute2";
   /**
    * Applies `steps` in order in `netns` (null: the node's, the one the plugin runs in) and
    * stops at the first failure: a KernelError whose batchLine is the failed step (1-based).
@@ -60,8 +59,8 @@ export interface PodKernel {
   close(): void;
 }
 
-/** A step as an `ip -batch` line. */
-export function stepLine(s: NetStep): BatchLine {
+/** A step in `ip`'s words, for logs and tests: what it does, as an operator would type it. */
+export function stepLine(s: NetStep): readonly (string | number)[] {
   switch (s.op) {
     case "set-link":
       return [
@@ -89,47 +88,10 @@ export function stepLine(s: NetStep): BatchLine {
   }
 }
 
-/** What both kernels do the same way: `nft -f` (a process either way) and /proc/sys. */
+/** What is not netlink: `nft -f` (a process) and /proc/sys. */
 export const nodeWrites: Pick<PodKernel, "writeMasquerade" | "setSysctl"> = {
-  writeMasquerade: (spec, have) => ensureMasquerade(new IpRoute(null), spec, have),
+  writeMasquerade: (spec, have) => ensureMasquerade(netTools(null), spec, have),
   setSysctl: ensureSysctl,
 };
-
-/** The plugin's kernel through `ip` processes: one `ip -batch` per namespace and change set. */
-export function iprouteKernel(): PodKernel {
-  const node = new IpRoute(null);
-  return {
-    kind: "iproute2",
-    apply: (netns, steps, op) => new IpRoute(netns).batch(steps.map(stepLine), op),
-    async applyAndReadBridge(steps, bridge, op) {
-      const out = await node.batchRead([...steps.map(stepLine), ["addr", "show", "dev", bridge]], op);
-      return (out[0] as BridgeState[] | undefined)?.[0] ?? null;
-    },
-    async createBridge(spec) {
-      await node.exec(
-        ["link", "add", "name", spec.name, "address", spec.mac, ...(spec.mtu !== undefined ? ["mtu", spec.mtu] : []), "type", "bridge"],
-        `create bridge "${spec.name}"`,
-      );
-    },
-    link: (netns, name) => (netns === null ? node : new IpRoute(netns)).link(name),
-    links: (netns) => (netns === null ? node : new IpRoute(netns)).links(),
-    async podState(netns) {
-      const out = await new IpRoute(netns).batchRead(
-        [["link", "show"], ["addr", "show"], ["route", "show", "table", "all"]],
-        `read the pod network in ${netns}`,
-      );
-      const [links, addrs, routes] = out as [Link[], LinkAddrs[], RouteEntry[]];
-      return { links, addrs, routes };
-    },
-    readMasquerade: (network) => readMasquerade(node, network),
-    ...nodeWrites,
-    async deleteLink(name, what) {
-      // /proc tells for free when there is nothing to delete: no `ip` start on a repeated DEL.
-      if (localLinkNames()?.has(name) === false) return false;
-      return node.deleteLink(name, what);
-    },
-    close() {},
-  };
-}
 
 export { KernelError };

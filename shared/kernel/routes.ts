@@ -1,5 +1,5 @@
 import { formatCidr, parseCidr, parseIp } from "../net/cidr.js";
-import type { BatchLine, IpRoute, RouteEntry } from "./iproute.js";
+import type { NodeKernel } from "./node-kernel.js";
 
 /**
  * twill's routes to peer pod subnets. Every one carries twill's own route protocol number, so
@@ -22,35 +22,11 @@ export interface RouteSpec {
   onlink: boolean;
 }
 
-/** Every route twill owns in the main table, both families. */
-export async function listOwnedRoutes(ip: IpRoute): Promise<RouteSpec[]> {
-  const filter = ["proto", String(TWILL_ROUTE_PROTO)];
-  const [v4, v6] = await Promise.all([ip.routes(4, filter), ip.routes(6, filter)]);
-  return [...v4, ...v6].map(toRouteSpec);
-}
-
-export function toRouteSpec(r: RouteEntry): RouteSpec {
-  return {
-    dst: normalizeDst(r.dst),
-    via: r.gateway ?? "",
-    dev: r.dev ?? "",
-    onlink: r.flags?.includes("onlink") ?? false,
-  };
-}
-
 /** Same route: the key (dst) and every attribute compare equal, addresses by value. */
 export const sameRoute = (a: RouteSpec, b: RouteSpec): boolean =>
   a.dst === b.dst && a.dev === b.dev && a.onlink === b.onlink && sameIp(a.via, b.via);
 
-export const routeReplaceLine = (r: RouteSpec): BatchLine => [
-  "route", "replace", r.dst, "via", r.via, "dev", r.dev, ...(r.onlink ? ["onlink"] : []), "proto", TWILL_ROUTE_PROTO,
-];
-
-export const routeDelLine = (r: RouteSpec): BatchLine => [
-  "route", "del", r.dst, ...(r.via ? ["via", r.via] : []), ...(r.dev ? ["dev", r.dev] : []), "proto", TWILL_ROUTE_PROTO,
-];
-
-/** `ip` prints a host route without its length; keys always carry one, in canonical form. */
+/** A route's destination as a key: always with its length (a host route read back has none), canonical. */
 export function normalizeDst(dst: string): string {
   if (dst.includes("/")) return formatCidr(parseCidr(dst));
   const ip = parseIp(dst);
@@ -72,8 +48,8 @@ export function sameIp(a: string, b: string): boolean {
  * The prefixes directly connected on `dev` (from its addresses): a next hop inside one of
  * them is reachable without a router, which is what host-gw needs.
  */
-export async function connectedPrefixes(ip: IpRoute, dev: string): Promise<string[]> {
-  const [link] = await ip.addrs(dev);
+export async function connectedPrefixes(kernel: Pick<NodeKernel, "addrs">, dev: string): Promise<string[]> {
+  const [link] = await kernel.addrs(dev);
   return (link?.addr_info ?? [])
     .filter((a) => a.scope !== "host" && a.prefixlen < (a.family === "inet" ? 32 : 128))
     .filter((a) => !(a.family === "inet6" && a.scope === "link"))

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { addNetns, deleteNetns, inNetns, netnsPath } from "../../testkit/netns.js";
 import { run, type Runner } from "./exec.js";
-import { IpRoute } from "./iproute.js";
+import { IpRoute } from "../../testkit/iproute.js";
+import { libc } from "./netlink/libc.js";
+import { netlinkNode } from "./netlink/node.js";
+import type { NodeKernel } from "./node-kernel.js";
 import { ensureVtep, type VxlanSpec } from "./vxlan.js";
 
 const ns = `twvx${process.pid.toString(36)}`;
@@ -15,6 +18,8 @@ const recording: Runner = (argv, opts) => {
   calls.push([...argv]);
   return noEthtool && argv.includes("ethtool") ? run(["/nonexistent/ethtool", ...argv.slice(1)], opts) : run(argv, opts);
 };
+/** twill's kernel in the test namespace, its processes recorded. */
+const kernel = (): NodeKernel => netlinkNode(libc()!, netnsPath(ns), recording);
 const ethtoolCalls = () => calls.filter((argv) => argv.includes("ethtool"));
 const txChecksum = async (): Promise<string> => {
   const r = await inNetns(ns, ["ethtool", "-k", spec.name]);
@@ -36,12 +41,20 @@ beforeEach(async () => {
   await new IpRoute(netnsPath(ns)).deleteLink(spec.name);
 });
 
-describe("the VTEP's TX checksum offload", () => {
+describe("the VTEP over netlink, and its TX checksum offload", () => {
   it("is off on a VTEP ensureVtep creates, and read once per device, not on every round", async () => {
-    const ip = new IpRoute(netnsPath(ns), recording);
+    const ip = kernel();
     const first = await ensureVtep(ip, spec);
     expect(first.created).toBe(true);
     expect(first.offloadWarning).toBeUndefined();
+    // What iproute2 sees of the device netlink made: the settings peers depend on.
+    const [shown] = await new IpRoute(netnsPath(ns)).json<{ address: string; mtu: number; flags: string[]; linkinfo: { info_data: Record<string, unknown> } }[]>(
+      ["-details", "link", "show", "dev", spec.name], "read the VTEP",
+    );
+    expect(shown).toMatchObject({ address: spec.mac, mtu: spec.mtu, linkinfo: { info_data: { id: 7, port: 4789, local: "10.77.0.1", link: "u0", learning: false } } });
+    expect(shown!.flags).toContain("UP");
+    const [addrs] = await new IpRoute(netnsPath(ns)).addrs(spec.name);
+    expect(addrs!.addr_info.map((a) => `${a.local}/${a.prefixlen}`)).toEqual(["10.244.3.0/32"]);
     expect(await txChecksum()).toBe("off");
     expect(ethtoolCalls().map((argv) => argv.slice(-4).join(" "))).toEqual([
       expect.stringMatching(/-k twill\.7$/),
@@ -53,7 +66,7 @@ describe("the VTEP's TX checksum offload", () => {
   });
 
   it("is turned off on a VTEP ensureVtep finds with it on, and again on one recreated under it", async () => {
-    const ip = new IpRoute(netnsPath(ns), recording);
+    const ip = kernel();
     const byHand = ["link", "add", spec.name, "address", spec.mac, "mtu", spec.mtu, "type", "vxlan", "id", spec.vni, "dstport", spec.port, "local", spec.local, "dev", spec.dev, "nolearning"];
     await new IpRoute(netnsPath(ns)).exec(byHand, "create the VTEP by hand");
     expect(await txChecksum()).toBe("on");
@@ -70,7 +83,7 @@ describe("the VTEP's TX checksum offload", () => {
 
   it("leaves a VTEP that works when ethtool cannot run, with a warning", async () => {
     noEthtool = true;
-    const result = await ensureVtep(new IpRoute(netnsPath(ns), recording), spec);
+    const result = await ensureVtep(kernel(), spec);
     expect(result.created).toBe(true);
     expect(result.offloadWarning).toMatch(/ethtool/);
     expect(await txChecksum()).toBe("on");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Link } from "./iproute.js";
+import type { Link } from "./types.js";
 import { planVtepSettings, stableVtepMac, vtepAddress, vtepMismatch, type VxlanSpec } from "./vxlan.js";
 
 const spec: VxlanSpec = {
@@ -41,9 +41,9 @@ describe("planVtepSettings", () => {
   it("sets MAC, MTU, addresses and up on a bare device and nothing on a right one", () => {
     const bare = link({}, { flags: ["BROADCAST"], mtu: 1500, address: "aa:bb:cc:dd:ee:ff" });
     expect(planVtepSettings(bare, [], spec)).toEqual([
-      ["link", "set", "dev", "twill.1", "address", "02:11:22:33:44:55", "mtu", 1450],
-      ["link", "set", "dev", "twill.1", "up"],
-      ["addr", "replace", "10.244.3.0/32", "dev", "twill.1"],
+      { op: "set-link", settings: { dev: "twill.1", mac: "02:11:22:33:44:55", mtu: 1450 } },
+      { op: "set-link", settings: { dev: "twill.1", up: true } },
+      { op: "add-address", cidr: "10.244.3.0/32" },
     ]);
     expect(planVtepSettings(link({}), [{ family: "inet", local: "10.244.3.0", prefixlen: 32 }], spec)).toEqual([]);
   });
@@ -57,8 +57,8 @@ describe("planVtepSettings", () => {
       { family: "inet6" as const, local: "fe80::1", prefixlen: 64, scope: "link" },
     ];
     expect(planVtepSettings(link({}), addrs, spec)).toEqual([
-      ["addr", "del", "10.244.9.0/32", "dev", "twill.1"],
-      ["addr", "replace", "10.244.3.0/32", "dev", "twill.1"],
+      { op: "del-address", cidr: "10.244.9.0/32" },
+      { op: "add-address", cidr: "10.244.3.0/32" },
     ]);
   });
 });

@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { localMac } from "../digest.js";
 import { formatAddress, formatIp, parseCidr } from "../net/cidr.js";
 import { ensureFeaturesOff } from "./ethtool.js";
-import { KernelError, wrongKind, type AddrInfo, type BatchLine, type IpRoute, type Link } from "./iproute.js";
+import type { LinkSettings, NodeKernel } from "./node-kernel.js";
+import { KernelError, wrongKind, type AddrInfo, type Link } from "./types.js";
 import { sameIp } from "./routes.js";
 
 /**
@@ -55,22 +56,32 @@ export function vtepMismatch(link: Link, spec: VxlanSpec): string | null {
   return null;
 }
 
+/** One change that brings an existing VTEP towards its spec. */
+export type VtepChange = { op: "set-link"; settings: LinkSettings } | { op: "del-address" | "add-address"; cidr: string };
+
 /** The changes that bring an existing, compatible VTEP to `spec`: MAC, MTU, addresses, up. */
-export function planVtepSettings(link: Link, addrs: readonly AddrInfo[], spec: VxlanSpec): BatchLine[] {
-  const lines: BatchLine[] = [];
-  const set: (string | number)[] = [];
-  if (link.address?.toLowerCase() !== spec.mac) set.push("address", spec.mac);
-  if (link.mtu !== spec.mtu) set.push("mtu", spec.mtu);
-  if (set.length) lines.push(["link", "set", "dev", spec.name, ...set]);
-  if (!link.flags.includes("UP")) lines.push(["link", "set", "dev", spec.name, "up"]);
-  if (!spec.addresses) return lines;
+export function planVtepSettings(link: Link, addrs: readonly AddrInfo[], spec: VxlanSpec): VtepChange[] {
+  const changes: VtepChange[] = [];
+  const settings: LinkSettings = { dev: spec.name };
+  if (link.address?.toLowerCase() !== spec.mac) settings.mac = spec.mac;
+  if (link.mtu !== spec.mtu) settings.mtu = spec.mtu;
+  if (settings.mac !== undefined || settings.mtu !== undefined) changes.push({ op: "set-link", settings });
+  if (!link.flags.includes("UP")) changes.push({ op: "set-link", settings: { dev: spec.name, up: true } });
+  if (!spec.addresses) return changes;
   const want = new Set(spec.addresses.map(canonicalAddress));
   const have = new Set(
     addrs.filter((a) => a.scope !== "link").map((a) => canonicalAddress(`${a.local}/${a.prefixlen}`)),
   );
-  for (const a of have) if (!want.has(a)) lines.push(["addr", "del", a, "dev", spec.name]);
-  for (const a of want) if (!have.has(a)) lines.push(["addr", "replace", a, "dev", spec.name]);
-  return lines;
+  for (const a of have) if (!want.has(a)) changes.push({ op: "del-address", cidr: a });
+  for (const a of want) if (!have.has(a)) changes.push({ op: "add-address", cidr: a });
+  return changes;
+}
+
+async function applyVtepChange(kernel: NodeKernel, dev: string, c: VtepChange): Promise<void> {
+  const op = `configure VXLAN device "${dev}"`;
+  if (c.op === "set-link") return kernel.setLink(c.settings, op);
+  if (c.op === "del-address") return kernel.deleteAddress(dev, c.cidr, op);
+  return kernel.replaceAddress(dev, c.cidr, op);
 }
 
 export interface VtepResult {
@@ -96,45 +107,41 @@ export const VTEP_OFFLOADS_OFF = ["tx-checksum-ip-generic"] as const;
  * The ifindex of the VTEP whose offloads were last seen to, per handle and device name: the
  * features live as long as the device, so they are read once per device, not once per round.
  */
-const offloadsSeen = new WeakMap<IpRoute, Map<string, number>>();
+const offloadsSeen = new WeakMap<NodeKernel, Map<string, number>>();
 
 /** Creates the VTEP or brings it to `spec`, recreating it when it cannot be changed in place. */
-export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResult> {
-  let link = await ip.link(spec.name);
+export async function ensureVtep(kernel: NodeKernel, spec: VxlanSpec): Promise<VtepResult> {
+  let link = await kernel.link(spec.name);
   let recreated: string | undefined;
   let created = false;
   let changes = 0;
   if (link) {
     recreated = vtepMismatch(link, spec) ?? undefined;
     if (recreated) {
-      await ip.deleteLink(spec.name, "VTEP");
+      await kernel.deleteLink(spec.name, "VTEP");
       link = null;
       changes++;
     }
   }
   if (!link) {
     try {
-      await ip.exec(
-        ["link", "add", spec.name, "address", spec.mac, "mtu", spec.mtu, "type", "vxlan", "id", spec.vni,
-          "dstport", spec.port, "local", spec.local, "dev", spec.dev, "nolearning"],
-        `create VXLAN device "${spec.name}"`,
-      );
+      await kernel.createVxlan(spec);
       created = true;
       changes++;
     } catch (err) {
       // Another writer made it first: fine if it is what we want, checked below.
       if (!(err instanceof KernelError && err.exists)) throw err;
     }
-    link = await ip.link(spec.name);
+    link = await kernel.link(spec.name);
     if (!link) throw new KernelError(`read VXLAN device "${spec.name}"`, "device vanished after create");
     const still = vtepMismatch(link, spec);
     if (still) throw new KernelError(`create VXLAN device "${spec.name}"`, `device exists with other settings: ${still}`);
   }
-  const [addrs] = await ip.addrs(spec.name);
-  const lines = planVtepSettings(link, addrs?.addr_info ?? [], spec);
-  await ip.batch(lines, `configure VXLAN device "${spec.name}"`);
-  changes += lines.length;
-  const offload = await ensureVtepOffloads(ip, spec.name, link.ifindex);
+  const [addrs] = await kernel.addrs(spec.name);
+  const settings = planVtepSettings(link, addrs?.addr_info ?? [], spec);
+  for (const c of settings) await applyVtepChange(kernel, spec.name, c);
+  changes += settings.length;
+  const offload = await ensureVtepOffloads(kernel, spec.name, link.ifindex);
   changes += offload.changes;
   return {
     changes, created, ...(recreated ? { recreated } : {}), ...(offload.warning ? { offloadWarning: offload.warning } : {}),
@@ -147,13 +154,13 @@ export async function ensureVtep(ip: IpRoute, spec: VxlanSpec): Promise<VtepResu
  * kernels, while failing here would leave the node without a VTEP on all of them. It is not
  * retried on that device.
  */
-async function ensureVtepOffloads(ip: IpRoute, dev: string, ifindex: number): Promise<{ changes: number; warning?: string }> {
-  let seen = offloadsSeen.get(ip);
-  if (!seen) offloadsSeen.set(ip, (seen = new Map()));
+async function ensureVtepOffloads(kernel: NodeKernel, dev: string, ifindex: number): Promise<{ changes: number; warning?: string }> {
+  let seen = offloadsSeen.get(kernel);
+  if (!seen) offloadsSeen.set(kernel, (seen = new Map()));
   if (seen.get(dev) === ifindex) return { changes: 0 };
   seen.set(dev, ifindex);
   try {
-    return { changes: (await ensureFeaturesOff(ip, dev, VTEP_OFFLOADS_OFF)).length };
+    return { changes: (await ensureFeaturesOff(kernel, dev, VTEP_OFFLOADS_OFF)).length };
   } catch (err) {
     return { changes: 0, warning: err instanceof Error ? err.message : String(err) };
   }

@@ -1,4 +1,4 @@
-import type { Link } from "../../../shared/kernel/iproute.js";
+import type { Link } from "../../../shared/kernel/types.js";
 import { fail, type Case, type CaseContext, type Pod } from "../context.js";
 import { ipIn } from "../../../testkit/netns.js";
 import { addStandIn } from "../namespaces.js";

@@ -18,15 +18,15 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { IpRoute } from "../../../shared/kernel/iproute.js";
+import { IpRoute } from "../../../testkit/iproute.js";
 import { stableVtepMac } from "../../../shared/kernel/vxlan.js";
 import { programmedFrom, programmedState } from "../../../agent/backend/incremental.js";
 import { hostGwPath } from "../../../agent/backend/host-gw.js";
 import type { NodeView } from "../../../agent/backend/paths.js";
 import { vxlanPath } from "../../../agent/backend/vxlan.js";
-import { emptyState, planDatapath, toBatches } from "../../../agent/backend/plan.js";
+import { emptyState, planDatapath } from "../../../agent/backend/plan.js";
 import { subnetFileName } from "../../../agent/datastore/local.js";
-import { addNetns, deleteNetns, ipIn } from "../../../testkit/netns.js";
+import { addNetns, deleteNetns, ipIn, kernelIn } from "../../../testkit/netns.js";
 import { startEtcdServer } from "../../../testkit/etcd.js";
 import { startControlPlane } from "../../../testkit/kube/control-plane.js";
 import { createInterface } from "node:readline";
@@ -279,7 +279,7 @@ const quantile = (xs: number[], q: number) => {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
 
-/** One `bridge -batch` and one `ip -batch` programming the same entries from empty, in a fresh namespace. */
+/** The same entries programmed from empty in one netlink batch, in a fresh namespace: the kernel's own cost. */
 async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: number }> {
   await addNamespace(floorNs);
   const ip = ipIn(floorNs);
@@ -298,11 +298,15 @@ async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: n
   };
   const desired = programmedState(programmedFrom(leases, view, backend === "vxlan" ? vxlanPath : hostGwPath, Date.now()));
   const plan = planDatapath(desired, emptyState());
-  const batches = toBatches(plan);
-  const t0 = performance.now();
-  await ip.bridgeBatch(batches.bridge, "floor FDB");
-  await ip.batch(batches.ip, "floor routes and neighbors");
-  return { ms: performance.now() - t0, entries: plan.length };
+  const kernel = kernelIn(floorNs);
+  try {
+    const t0 = performance.now();
+    const refused = await kernel.applyDatapath(plan);
+    if (refused.length) throw new Error(`floor: the kernel refused ${refused.length} entries, first: ${refused[0]!.error.message}`);
+    return { ms: performance.now() - t0, entries: plan.length };
+  } finally {
+    kernel.close();
+  }
 }
 
 /** twilld as one JavaScript file, for node's profiler (the executable cannot take node flags). */

@@ -17,7 +17,7 @@ import { PolicyEngine } from "../../../agent/policy/engine.js";
 import { createPolicyMetrics } from "../../../agent/policy/metrics.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "../../../agent/policy/types.js";
 import { nullLogger } from "../../../shared/log.js";
-import { addNetns, deleteNetns, ipIn } from "../../../testkit/netns.js";
+import { addNetns, deleteNetns, kernelIn } from "../../../testkit/netns.js";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
@@ -73,7 +73,7 @@ await addNetns(netns);
 try {
   execFileSync("ip", ["-n", netns, "link", "add", "cni0", "type", "bridge"]);
   const newEngine = () =>
-    new PolicyEngine({ nodeName: NODE, ip: ipIn(netns), bridge: "cni0", resyncMs: 3_600_000, logger: nullLogger, metrics: createPolicyMetrics(new Registry()) });
+    new PolicyEngine({ nodeName: NODE, ip: kernelIn(netns), bridge: "cni0", resyncMs: 3_600_000, logger: nullLogger, metrics: createPolicyMetrics(new Registry()) });
   const base = cluster();
 
   // Whole-table applies: a fresh engine knows nothing of the kernel and replaces the table

@@ -29,9 +29,14 @@ export const RTM = {
   GETLINK: 18,
   SETLINK: 19,
   NEWADDR: 20,
+  DELADDR: 21,
   GETADDR: 22,
   NEWROUTE: 24,
+  DELROUTE: 25,
   GETROUTE: 26,
+  NEWNEIGH: 28,
+  DELNEIGH: 29,
+  GETNEIGH: 30,
 } as const;
 
 export const AF = { UNSPEC: 0, INET: 2, BRIDGE: 7, INET6: 10 } as const;
@@ -56,13 +61,30 @@ export const IFLA = {
   ADDRESS: 1, IFNAME: 3, MTU: 4, LINK: 5, MASTER: 10, PROTINFO: 12, OPERSTATE: 16, LINKINFO: 18, NET_NS_FD: 28, EXT_MASK: 29,
 } as const;
 export const IFLA_INFO = { KIND: 1, DATA: 2, SLAVE_KIND: 4 } as const;
+/** IFLA_VXLAN_*: a VXLAN device's settings inside IFLA_INFO_DATA. PORT is in network order. */
+export const IFLA_VXLAN = { ID: 1, LINK: 3, LOCAL: 4, LEARNING: 7, PORT: 15, LOCAL6: 17 } as const;
+/** IFLA_BR_*: a bridge's settings inside IFLA_INFO_DATA. */
+export const IFLA_BR = { NF_CALL_IPTABLES: 36, NF_CALL_IP6TABLES: 37 } as const;
 export const VETH_INFO = { PEER: 1 } as const;
 export const IFLA_BRPORT = { MODE: 4 } as const;
 export const IFA = { ADDRESS: 1, LOCAL: 2, FLAGS: 8 } as const;
 export const IFA_F = { NODAD: 0x02 } as const;
 export const RTA = { DST: 1, OIF: 4, GATEWAY: 5, PRIORITY: 6, PREFSRC: 7, TABLE: 15 } as const;
-export const RT_SCOPE = { UNIVERSE: 0, LINK: 253, HOST: 254 } as const;
+export const RT_SCOPE = { UNIVERSE: 0, LINK: 253, HOST: 254, NOWHERE: 255 } as const;
 export const RTPROT = { BOOT: 3 } as const;
+/** rtm_flags: the next hop is on the device whether or not a prefix there covers it. */
+export const RTNH_F_ONLINK = 4;
+/** NDA_*: a neighbour's or FDB entry's attributes. */
+export const NDA = { DST: 1, LLADDR: 2 } as const;
+/** ndm_state and ndm_flags values. */
+export const NUD_NOARP = 0x40;
+export const NUD_PERMANENT = 0x80;
+export const NTF_SELF = 0x02;
+/**
+ * rtnetlink multicast groups as bind() bits (RTMGRP_*): link, neighbour, and each family's
+ * addresses and routes.
+ */
+export const RTMGRP = { LINK: 0x1, NEIGH: 0x4, IPV4_IFADDR: 0x10, IPV4_ROUTE: 0x40, IPV6_IFADDR: 0x100, IPV6_ROUTE: 0x400 } as const;
 export const RT_TABLE_MAIN = 254;
 /** IFLA_EXT_MASK value: leave the statistics out of link replies. */
 export const RTEXT_FILTER_SKIP_STATS = 8;
@@ -74,6 +96,8 @@ export const RTN_UNICAST = 1;
 export type AttrValue =
   | { u8: number }
   | { u16: number }
+  /** A 16-bit number in network order (a UDP port). */
+  | { be16: number }
   | { u32: number }
   | { str: string }
   | { bytes: Uint8Array }
@@ -82,6 +106,7 @@ export type Attr = [type: number, value: AttrValue];
 
 export const u8 = (type: number, v: number): Attr => [type, { u8: v }];
 export const u32 = (type: number, v: number): Attr => [type, { u32: v }];
+export const be16 = (type: number, v: number): Attr => [type, { be16: v }];
 export const str = (type: number, v: string): Attr => [type, { str: v }];
 export const bytes = (type: number, v: Uint8Array): Attr => [type, { bytes: v }];
 export const nested = (type: number, attrs: Attr[]): Attr => [type, { nested: attrs }];
@@ -90,7 +115,7 @@ const utf8 = new TextEncoder();
 
 function payloadLength(v: AttrValue): number {
   if ("u8" in v) return 1;
-  if ("u16" in v) return 2;
+  if ("u16" in v || "be16" in v) return 2;
   if ("u32" in v) return 4;
   if ("str" in v) return utf8.encode(v.str).length + 1;
   if ("bytes" in v) return v.bytes.length;
@@ -110,6 +135,7 @@ export function writeAttrs(view: DataView, offset: number, attrs: readonly Attr[
     const at = offset + NLA_HDRLEN;
     if ("u8" in v) view.setUint8(at, v.u8);
     else if ("u16" in v) view.setUint16(at, v.u16, true);
+    else if ("be16" in v) view.setUint16(at, v.be16, false);
     else if ("u32" in v) view.setUint32(at, v.u32 >>> 0, true);
     else if ("str" in v) new Uint8Array(view.buffer, view.byteOffset + at).set(utf8.encode(v.str));
     else if ("bytes" in v) new Uint8Array(view.buffer, view.byteOffset + at).set(v.bytes);
@@ -149,6 +175,12 @@ export class Attrs {
   u32(type: number): number | undefined {
     const b = this.byType.get(type);
     return b && b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true) : undefined;
+  }
+
+  /** A 16-bit attribute in network order (a port). */
+  u16be(type: number): number | undefined {
+    const b = this.byType.get(type);
+    return b && b.length >= 2 ? new DataView(b.buffer, b.byteOffset, 2).getUint16(0, false) : undefined;
   }
 
   /** A 32-bit attribute in network order, as nftables writes its numbers. */
@@ -207,15 +239,24 @@ export interface RtMsg {
   flags: number;
 }
 
+/** struct ndmsg (12 bytes): a neighbour or, with family AF_BRIDGE, an FDB entry. */
+export interface NdMsg {
+  family: number;
+  index: number;
+  state: number;
+  flags: number;
+}
+
 /** struct nfgenmsg (4 bytes): nfnetlink's header, for nftables. */
 export interface NfGen {
   family: number;
 }
 
-export type Body = { ifinfo: IfInfo } | { ifaddr: IfAddr } | { rtmsg: RtMsg } | { rtgen: number } | { nfgen: NfGen };
+export type Body = { ifinfo: IfInfo } | { ifaddr: IfAddr } | { rtmsg: RtMsg } | { ndmsg: NdMsg } | { rtgen: number } | { nfgen: NfGen };
 
 export const IFINFO_LEN = 16;
-const bodyLength = (b: Body): number => ("ifinfo" in b ? IFINFO_LEN : "ifaddr" in b ? 8 : "rtmsg" in b ? 12 : 4);
+export const NDMSG_LEN = 12;
+const bodyLength = (b: Body): number => ("ifinfo" in b ? IFINFO_LEN : "ifaddr" in b ? 8 : "rtmsg" in b || "ndmsg" in b ? 12 : 4);
 
 function writeBody(view: DataView, at: number, b: Body): void {
   if ("ifinfo" in b) writeIfInfo(view, at, b.ifinfo);
@@ -230,6 +271,12 @@ function writeBody(view: DataView, at: number, b: Body): void {
     const r = b.rtmsg;
     [r.family, r.dstLen, r.srcLen, r.tos, r.table, r.protocol, r.scope, r.type].forEach((v, i) => view.setUint8(at + i, v));
     view.setUint32(at + 8, r.flags, true);
+  } else if ("ndmsg" in b) {
+    const n = b.ndmsg;
+    view.setUint8(at, n.family);
+    view.setInt32(at + 4, n.index, true);
+    view.setUint16(at + 8, n.state, true);
+    view.setUint8(at + 10, n.flags);
   } else if ("nfgen" in b) {
     // version NFNETLINK_V0, res_id 0
     view.setUint8(at, b.nfgen.family);
@@ -260,6 +307,11 @@ export function readRtMsg(b: Uint8Array): RtMsg {
     family: v.getUint8(0), dstLen: v.getUint8(1), srcLen: v.getUint8(2), tos: v.getUint8(3),
     table: v.getUint8(4), protocol: v.getUint8(5), scope: v.getUint8(6), type: v.getUint8(7), flags: v.getUint32(8, true),
   };
+}
+
+export function readNdMsg(b: Uint8Array): NdMsg {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return { family: v.getUint8(0), index: v.getInt32(4, true), state: v.getUint16(8, true), flags: v.getUint8(10) };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { closeSync, openSync } from "node:fs";
-import { KernelError } from "../iproute.js";
-import { iprouteKernel, nodeWrites, type NetStep, type PodKernel } from "../pod-kernel.js";
+import { KernelError } from "../types.js";
+import { nodeWrites, type NetStep, type PodKernel } from "../pod-kernel.js";
 import { errnoText, libc, type Libc } from "./libc.js";
 import { Rtnl } from "./rtnl.js";
 import { readMasqueradeNetlink } from "./nftables.js";
@@ -37,7 +37,6 @@ export function netlinkKernel(c: Libc): PodKernel {
   };
 
   return {
-    kind: "netlink",
     apply,
     async applyAndReadBridge(steps, bridge, op) {
       await apply(null, steps, op);
@@ -95,7 +94,7 @@ function applyStep(nl: Rtnl, s: NetStep, op: string): void {
   }
 }
 
-function asKernelError(err: unknown, op: string, step: number | undefined): Error {
+export function asKernelError(err: unknown, op: string, step: number | undefined): Error {
   if (err instanceof KernelError) return err;
   const detail = step === undefined ? {} : { step };
   if (err instanceof NetlinkError) {
@@ -108,13 +107,9 @@ function asKernelError(err: unknown, op: string, step: number | undefined): Erro
   return err as Error;
 }
 
-/**
- * The kernel interface for this process: netlink when libc can be reached (the compiled
- * plugin), else iproute2. `TWILL_KERNEL=iproute2` picks iproute2 anyway, for a kernel or
- * runtime where netlink misbehaves, and for tests that compare the two.
- */
-export function choosePodKernel(env: Record<string, string | undefined>): PodKernel {
-  if (env.TWILL_KERNEL === "iproute2") return iprouteKernel();
+/** The plugin's kernel: netlink; an error where this runtime cannot reach libc (only Bun can). */
+export function podKernel(): PodKernel {
   const c = libc();
-  return c ? netlinkKernel(c) : iprouteKernel();
+  if (!c) throw new Error("twill reaches the kernel through netlink, which needs the Bun runtime (bun:ffi); this runtime has none");
+  return netlinkKernel(c);
 }

@@ -9,6 +9,7 @@ export interface Libc {
   send(fd: number, buf: Uint8Array, len: number, flags: number): number;
   recv(fd: number, buf: Uint8Array, len: number, flags: number): number;
   setns(fd: number, nstype: number): number;
+  bind(fd: number, addr: Uint8Array, len: number): number;
   close(fd: number): number;
   /** errno of the last failed call on this thread. */
   errno(): number;
@@ -29,6 +30,7 @@ export function libc(): Libc | null {
       send: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
       recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
       setns: { args: ["i32", "i32"], returns: "i32" },
+      bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
       close: { args: ["i32"], returns: "i32" },
       __errno_location: { args: [], returns: "ptr" },
     });
@@ -37,6 +39,7 @@ export function libc(): Libc | null {
       send: (fd, buf, len, flags) => Number(symbols.send(fd, buf, len, flags)),
       recv: (fd, buf, len, flags) => Number(symbols.recv(fd, buf, len, flags)),
       setns: (fd, t) => symbols.setns(fd, t) as number,
+      bind: (fd, addr, len) => symbols.bind(fd, addr, len) as number,
       close: (fd) => symbols.close(fd) as number,
       errno: () => ffi.read.i32(symbols.__errno_location() as number, 0),
     };
@@ -58,6 +61,7 @@ const ERRNO: Record<number, [string, string]> = {
   2: ["ENOENT", "No such file or directory"],
   3: ["ESRCH", "No such process"],
   9: ["EBADF", "Bad file descriptor"],
+  11: ["EAGAIN", "Resource temporarily unavailable"],
   12: ["ENOMEM", "Cannot allocate memory"],
   13: ["EACCES", "Permission denied"],
   16: ["EBUSY", "Device or resource busy"],
@@ -69,6 +73,8 @@ const ERRNO: Record<number, [string, string]> = {
   97: ["EAFNOSUPPORT", "Address family not supported by protocol"],
   99: ["EADDRNOTAVAIL", "Cannot assign requested address"],
   101: ["ENETUNREACH", "Network is unreachable"],
+  105: ["ENOBUFS", "No buffer space available"],
+  113: ["EHOSTUNREACH", "No route to host"],
 };
 
 export const errnoName = (errno: number): string => ERRNO[errno]?.[0] ?? `errno ${errno}`;

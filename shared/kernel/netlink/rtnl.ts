@@ -1,9 +1,10 @@
 import { formatIp, parseCidr, parseIp, type Family } from "../../net/cidr.js";
-import type { AddrInfo, Link, LinkAddrs, RouteEntry } from "../iproute.js";
+import type { AddrInfo, Link, LinkAddrs, RouteEntry } from "../types.js";
 import {
-  AF, IFA, IFA_F, IFF, IFINFO_LEN, IFLA, IFLA_BRPORT, IFLA_INFO, NLM_F, RT_SCOPE, RT_TABLE_MAIN, RTA, RTEXT_FILTER_SKIP_STATS, RTM,
-  RTN_UNICAST, RTPROT, VETH_INFO, attrsAfter, bytes, formatMac, ifInfoWithAttrs, macBytes, nested, readIfAddr, readIfInfo,
-  readRtMsg, str, u32, u8, type Attr, type Attrs, type Message,
+  AF, IFA, IFA_F, IFF, IFINFO_LEN, IFLA, IFLA_BR, IFLA_BRPORT, IFLA_INFO, IFLA_VXLAN, NDA, NDMSG_LEN, NLM_F, NTF_SELF, NUD_NOARP, NUD_PERMANENT,
+  RT_SCOPE, RT_TABLE_MAIN, RTA, RTEXT_FILTER_SKIP_STATS, RTM, RTN_UNICAST, RTNH_F_ONLINK, RTPROT, VETH_INFO, attrsAfter, be16, bytes,
+  formatMac, ifInfoWithAttrs, macBytes, nested, readIfAddr, readIfInfo, readNdMsg, readRtMsg, str, u32, u8, type Attr, type Attrs,
+  type Message, type Request,
 } from "./codec.js";
 import { NetlinkError, type NetlinkSocket } from "./socket.js";
 
@@ -50,6 +51,8 @@ export class Rtnl {
     }
     const link = msgs[0] ? toLink(msgs[0]) : null;
     if (link && link.master !== undefined) link.master = this.nameOf(Number(link.master));
+    const under = link?.linkinfo?.info_data?.link;
+    if (link && typeof under === "number") link.linkinfo!.info_data!.link = this.nameOf(under);
     return link;
   }
 
@@ -60,7 +63,11 @@ export class Rtnl {
       .filter((m) => m.type === RTM.NEWLINK)
       .map(toLink);
     const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
-    for (const l of links) if (l.master !== undefined) l.master = names.get(Number(l.master)) ?? l.master;
+    for (const l of links) {
+      if (l.master !== undefined) l.master = names.get(Number(l.master)) ?? l.master;
+      const under = l.linkinfo?.info_data?.link;
+      if (typeof under === "number") l.linkinfo!.info_data!.link = names.get(under) ?? String(under);
+    }
     return links;
   }
 
@@ -157,18 +164,7 @@ export class Rtnl {
    * without DAD. `replace` succeeds when it is there already.
    */
   addAddress(dev: string, cidr: string, replace: boolean, op: string): void {
-    const c = parseCidr(cidr);
-    const ip = ipBytes(c.family, c.ip);
-    const flags = c.family === 6 ? IFA_F.NODAD : 0;
-    this.sock.request(
-      {
-        type: RTM.NEWADDR,
-        flags: ACK | NLM_F.CREATE | (replace ? NLM_F.REPLACE : NLM_F.EXCL),
-        body: { ifaddr: { family: c.family === 4 ? AF.INET : AF.INET6, prefixlen: c.prefix, flags, scope: RT_SCOPE.UNIVERSE, index: this.indexOf(dev, op) } },
-        attrs: [bytes(IFA.LOCAL, ip), bytes(IFA.ADDRESS, ip), ...(flags ? [u32(IFA.FLAGS, flags)] : [])],
-      },
-      op,
-    );
+    this.sock.request(addressRequest(RTM.NEWADDR, ACK | NLM_F.CREATE | (replace ? NLM_F.REPLACE : NLM_F.EXCL), this.indexOf(dev, op), cidr), op);
   }
 
   /** A route in the main table as `ip route add` makes it: protocol boot, link scope without a gateway. */
@@ -196,6 +192,112 @@ export class Rtnl {
     );
   }
 
+  /** The routes of one family in the main table with protocol `protocol`. */
+  routesOf(family: Family, protocol: number | null, links: readonly Link[] = this.links()): RouteEntry[] {
+    const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
+    const msgs = this.sock.request(
+      { type: RTM.GETROUTE, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { rtmsg: { family: family === 4 ? AF.INET : AF.INET6, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 } } },
+      `list IPv${family} routes`,
+    );
+    const out: RouteEntry[] = [];
+    for (const m of msgs) {
+      if (m.type !== RTM.NEWROUTE) continue;
+      const r = readRtMsg(m.payload);
+      if (protocol !== null && r.protocol !== protocol) continue;
+      const route = toRoute(m, names);
+      if (route.table === undefined) out.push(route);
+    }
+    return out;
+  }
+
+  /** Neighbors of both IP families on link `index` in state `state` (a NUD_* bit). */
+  neighbors(index: number, state: number, op: string): { ip: string; mac: string }[] {
+    const msgs = this.sock.request({ type: RTM.GETNEIGH, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { ndmsg: { family: AF.UNSPEC, index: 0, state: 0, flags: 0 } } }, op);
+    const out: { ip: string; mac: string }[] = [];
+    for (const m of msgs) {
+      if (m.type !== RTM.NEWNEIGH) continue;
+      const n = readNdMsg(m.payload);
+      if (n.index !== index || !(n.state & state) || (n.family !== AF.INET && n.family !== AF.INET6)) continue;
+      const a = attrsAfter(m.payload, NDMSG_LEN);
+      const dst = a.raw(NDA.DST);
+      const mac = a.raw(NDA.LLADDR);
+      if (dst && mac) out.push({ ip: formatIpBytes(dst), mac: formatMac(mac) });
+    }
+    return out;
+  }
+
+  /** The forwarding entries of link `index` that send to a remote address (a VXLAN device's peers). */
+  remoteFdb(index: number, op: string): { mac: string; dst: string }[] {
+    const msgs = this.sock.request({ type: RTM.GETNEIGH, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { ndmsg: { family: AF.BRIDGE, index: 0, state: 0, flags: 0 } } }, op);
+    const out: { mac: string; dst: string }[] = [];
+    for (const m of msgs) {
+      if (m.type !== RTM.NEWNEIGH) continue;
+      const n = readNdMsg(m.payload);
+      if (n.index !== index) continue;
+      const a = attrsAfter(m.payload, NDMSG_LEN);
+      const dst = a.raw(NDA.DST);
+      const mac = a.raw(NDA.LLADDR);
+      if (dst && mac) out.push({ mac: formatMac(mac), dst: formatIpBytes(dst) });
+    }
+    return out;
+  }
+
+  /** Runs change requests, each on its own (see NetlinkSocket.requestMany): each one's errno. */
+  changeMany(reqs: readonly Omit<Request, "seq">[], op: string): number[] {
+    return this.sock.requestMany(reqs, op);
+  }
+
+  /** A VXLAN device, down: VNI, UDP port, source address and underlay device fixed; no learning. */
+  addVxlan(v: { name: string; mac: string; mtu: number; vni: number; port: number; local: string; dev: string }, op: string): void {
+    const local = parseIp(v.local);
+    this.sock.request(
+      {
+        type: RTM.NEWLINK,
+        flags: CREATE,
+        body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } },
+        attrs: [
+          str(IFLA.IFNAME, v.name), bytes(IFLA.ADDRESS, macBytes(v.mac)), u32(IFLA.MTU, v.mtu),
+          nested(IFLA.LINKINFO, [
+            str(IFLA_INFO.KIND, "vxlan"),
+            nested(IFLA_INFO.DATA, [
+              u32(IFLA_VXLAN.ID, v.vni), be16(IFLA_VXLAN.PORT, v.port), u32(IFLA_VXLAN.LINK, this.indexOf(v.dev, op)),
+              bytes(local.family === 4 ? IFLA_VXLAN.LOCAL : IFLA_VXLAN.LOCAL6, ipBytes(local.family, local.value)), u8(IFLA_VXLAN.LEARNING, 0),
+            ]),
+          ]),
+        ],
+      },
+      op,
+    );
+  }
+
+  /** Bridged traffic of bridge `name` through the IPv4 and IPv6 netfilter hooks (ENODEV when there is none). */
+  bridgeNetfilter(name: string, op: string): void {
+    this.sock.request(
+      {
+        type: RTM.NEWLINK,
+        flags: ACK,
+        body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } },
+        attrs: [
+          str(IFLA.IFNAME, name),
+          nested(IFLA.LINKINFO, [str(IFLA_INFO.KIND, "bridge"), nested(IFLA_INFO.DATA, [u8(IFLA_BR.NF_CALL_IPTABLES, 1), u8(IFLA_BR.NF_CALL_IP6TABLES, 1)])]),
+        ],
+      },
+      op,
+    );
+  }
+
+  /** Deletes an address (`10.1.0.5/24`) from `dev`. */
+  deleteAddress(dev: string, cidr: string, op: string): void {
+    this.sock.request(addressRequest(RTM.DELADDR, ACK, this.indexOf(dev, op), cidr), op);
+  }
+
+  /** The index of link `name`; ENODEV naming it when there is none. */
+  indexOf(name: string, op: string): number {
+    const link = this.link(name);
+    if (!link) throw new NetlinkError(op, 19, `no link "${name}"`);
+    return link.ifindex;
+  }
+
   /** Deletes a link by name; false when there is none. */
   deleteLink(name: string, op: string): boolean {
     try {
@@ -207,12 +309,6 @@ export class Rtnl {
     }
   }
 
-  private indexOf(name: string, op: string): number {
-    const link = this.link(name);
-    if (!link) throw new NetlinkError(op, 19, `no link "${name}"`);
-    return link.ifindex;
-  }
-
   private nameOf(index: number): string {
     const msgs = this.sock.request(
       { type: RTM.GETLINK, flags: NLM_F.REQUEST, body: { ifinfo: { family: AF.UNSPEC, index, flags: 0, change: 0 } }, attrs: [SKIP_STATS] },
@@ -220,6 +316,75 @@ export class Rtnl {
     );
     return (msgs[0] && toLink(msgs[0]).ifname) ?? String(index);
   }
+}
+
+/** An address request (new or delete) for `cidr` on link `index`: IFA_LOCAL and IFA_ADDRESS, IPv6 without DAD. */
+function addressRequest(type: number, flags: number, index: number, cidr: string): Omit<Request, "seq"> {
+  const c = parseCidr(cidr);
+  const ip = ipBytes(c.family, c.ip);
+  const ifaFlags = c.family === 6 ? IFA_F.NODAD : 0;
+  return {
+    type,
+    flags,
+    body: { ifaddr: { family: c.family === 4 ? AF.INET : AF.INET6, prefixlen: c.prefix, flags: ifaFlags, scope: RT_SCOPE.UNIVERSE, index } },
+    attrs: [bytes(IFA.LOCAL, ip), bytes(IFA.ADDRESS, ip), ...(ifaFlags ? [u32(IFA.FLAGS, ifaFlags)] : [])],
+  };
+}
+
+/**
+ * A route of twill's (`protocol`) through `via` on link `index`: `replace` makes or changes it
+ * in place, `del` removes it (matching on what is given).
+ */
+export function routeRequest(op: "replace" | "del", r: { dst: string; via: string; onlink: boolean }, index: number | null, protocol: number): Omit<Request, "seq"> {
+  const dst = parseCidr(r.dst);
+  const via = r.via ? parseIp(r.via) : null;
+  if (via && via.family !== dst.family) throw new Error(`gateway ${r.via} is not of the family of ${r.dst}`);
+  const attrs: Attr[] = [];
+  if (dst.prefix > 0) attrs.push(bytes(RTA.DST, ipBytes(dst.family, dst.network)));
+  if (via) attrs.push(bytes(RTA.GATEWAY, ipBytes(via.family, via.value)));
+  if (index !== null) attrs.push(u32(RTA.OIF, index));
+  const family = dst.family === 4 ? AF.INET : AF.INET6;
+  return op === "replace"
+    ? {
+        type: RTM.NEWROUTE,
+        flags: ACK | NLM_F.CREATE | NLM_F.REPLACE,
+        body: { rtmsg: { family, dstLen: dst.prefix, srcLen: 0, tos: 0, table: RT_TABLE_MAIN, protocol, scope: RT_SCOPE.UNIVERSE, type: RTN_UNICAST, flags: r.onlink ? RTNH_F_ONLINK : 0 } },
+        attrs,
+      }
+    : {
+        type: RTM.DELROUTE,
+        flags: ACK,
+        body: { rtmsg: { family, dstLen: dst.prefix, srcLen: 0, tos: 0, table: RT_TABLE_MAIN, protocol, scope: RT_SCOPE.NOWHERE, type: 0, flags: 0 } },
+        attrs,
+      };
+}
+
+/** A permanent neighbor (`replace`) or its removal (`del`) on link `index`. */
+export function neighborRequest(op: "replace" | "del", n: { ip: string; mac: string }, index: number): Omit<Request, "seq"> {
+  const ip = parseIp(n.ip);
+  const family = ip.family === 4 ? AF.INET : AF.INET6;
+  return op === "replace"
+    ? {
+        type: RTM.NEWNEIGH,
+        flags: ACK | NLM_F.CREATE | NLM_F.REPLACE,
+        body: { ndmsg: { family, index, state: NUD_PERMANENT, flags: 0 } },
+        attrs: [bytes(NDA.DST, ipBytes(ip.family, ip.value)), bytes(NDA.LLADDR, macBytes(n.mac))],
+      }
+    : { type: RTM.DELNEIGH, flags: ACK, body: { ndmsg: { family, index, state: 0, flags: 0 } }, attrs: [bytes(NDA.DST, ipBytes(ip.family, ip.value))] };
+}
+
+/**
+ * A VXLAN device's forwarding entry, MAC -> remote underlay address, on the device itself
+ * (NTF_SELF), permanent: `replace` moves an entry with the same MAC to the new address in place.
+ */
+export function fdbRequest(op: "replace" | "del", f: { mac: string; dst: string }, index: number): Omit<Request, "seq"> {
+  const dst = parseIp(f.dst);
+  return {
+    type: op === "replace" ? RTM.NEWNEIGH : RTM.DELNEIGH,
+    flags: op === "replace" ? ACK | NLM_F.CREATE | NLM_F.REPLACE : ACK,
+    body: { ndmsg: { family: AF.BRIDGE, index, state: op === "replace" ? NUD_NOARP | NUD_PERMANENT : 0, flags: NTF_SELF } },
+    attrs: [bytes(NDA.LLADDR, macBytes(f.mac)), bytes(NDA.DST, ipBytes(dst.family, dst.value))],
+  };
 }
 
 // ---- replies in `ip -json`'s shapes ---------------------------------------------------------
@@ -259,6 +424,26 @@ function kindOf(linkinfo: Attrs): NonNullable<Link["linkinfo"]> {
   const slave = linkinfo.str(IFLA_INFO.SLAVE_KIND);
   if (kind !== undefined) out.info_kind = kind;
   if (slave !== undefined) out.info_slave_kind = slave;
+  const data = linkinfo.nested(IFLA_INFO.DATA);
+  if (kind === "vxlan" && data) out.info_data = vxlanData(data);
+  return out;
+}
+
+/** A VXLAN device's settings: VNI, UDP port, source address, underlay (an index until resolved), learning. */
+function vxlanData(d: Attrs): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const id = d.u32(IFLA_VXLAN.ID);
+  if (id !== undefined) out.id = id;
+  const port = d.u16be(IFLA_VXLAN.PORT);
+  if (port !== undefined) out.port = port;
+  const local = d.raw(IFLA_VXLAN.LOCAL);
+  if (local) out.local = formatIpBytes(local);
+  const local6 = d.raw(IFLA_VXLAN.LOCAL6);
+  if (local6) out.local6 = formatIpBytes(local6);
+  const link = d.u32(IFLA_VXLAN.LINK);
+  if (link !== undefined) out.link = link;
+  const learning = d.u8(IFLA_VXLAN.LEARNING);
+  if (learning !== undefined) out.learning = learning !== 0;
   return out;
 }
 

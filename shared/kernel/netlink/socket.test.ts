@@ -24,6 +24,7 @@ function fakeLibc(reply: (request: Uint8Array) => Uint8Array[]): Libc & { sent: 
       return d.length;
     },
     setns: () => 0,
+    bind: () => 0,
     close: () => 0,
     errno: () => 0,
   };

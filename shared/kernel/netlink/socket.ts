@@ -1,5 +1,5 @@
 import { closeSync, openSync } from "node:fs";
-import { decode, encode, outcome, type Message, type Request } from "./codec.js";
+import { NLMSG, decode, encode, errorCode, outcome, type Message, type Request } from "./codec.js";
 import { errnoText, type Libc } from "./libc.js";
 
 const AF_NETLINK = 16;
@@ -9,6 +9,11 @@ const SOCK_CLOEXEC = 0x80000;
 export const NETLINK = { ROUTE: 0, NETFILTER: 12 } as const;
 const CLONE_NEWNET = 0x40000000;
 const MSG_TRUNC = 0x20;
+const MSG_DONTWAIT = 0x40;
+const EAGAIN = 11;
+const ENOBUFS = 105;
+/** How many bytes of requests one send carries in a batch: the acks of one send fit the buffer. */
+const BATCH_SEND_BYTES = 16 * 1024;
 /** Big enough for any dump part the kernel sends (it caps them at 32 KiB). */
 const RECV_BUFFER = 64 * 1024;
 
@@ -46,32 +51,8 @@ export class NetlinkSocket {
    * fatal, as the process would otherwise act on the wrong namespace.
    */
   static open(c: Libc, netns: string | null, protocol: number = NETLINK.ROUTE): NetlinkSocket {
-    if (netns === null) return new NetlinkSocket(c, socketOrThrow(c, "open a netlink socket", protocol));
-    const home = openSync("/proc/thread-self/ns/net", "r");
-    let target: number;
-    try {
-      target = openSync(netns, "r");
-    } catch (err) {
-      closeSync(home);
-      throw err;
-    }
-    try {
-      if (c.setns(target, CLONE_NEWNET) !== 0) throw new NetlinkError(`enter network namespace ${netns}`, c.errno());
-      let fd: number;
-      try {
-        fd = socketOrThrow(c, `open a netlink socket in ${netns}`, protocol);
-      } finally {
-        if (c.setns(home, CLONE_NEWNET) !== 0) {
-          const errno = c.errno();
-          process.stderr.write(`twill: cannot return to its own network namespace: ${errnoText(errno)}\n`);
-          process.exit(70);
-        }
-      }
-      return new NetlinkSocket(c, fd);
-    } finally {
-      closeSync(target);
-      closeSync(home);
-    }
+    const where = netns === null ? "" : ` in ${netns}`;
+    return new NetlinkSocket(c, inNamespace(c, netns, () => socketOrThrow(c, `open a netlink socket${where}`, protocol)));
   }
 
   /**
@@ -98,9 +79,146 @@ export class NetlinkSocket {
     }
   }
 
+  /**
+   * Sends many change requests (each with NLM_F_ACK), several to a send, and returns each
+   * one's errno in order (0: done). The kernel handles every message of a send on its own, so
+   * one refused request keeps no other out, as `ip -force -batch` did, without a process.
+   */
+  requestMany(reqs: readonly Omit<Request, "seq">[], op: string): number[] {
+    if (this.fd < 0) throw new Error(`${op}: netlink socket is closed`);
+    const errnos: number[] = new Array(reqs.length).fill(-1);
+    let i = 0;
+    while (i < reqs.length) {
+      const first = this.seq;
+      const parts: Uint8Array[] = [];
+      let size = 0;
+      while (i < reqs.length && (parts.length === 0 || size < BATCH_SEND_BYTES)) {
+        const bytes = encode({ ...reqs[i], seq: this.seq++ });
+        parts.push(bytes);
+        size += bytes.length;
+        i++;
+      }
+      const out = new Uint8Array(size);
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+      if (this.c.send(this.fd, out, out.length, 0) < 0) throw new NetlinkError(op, this.c.errno());
+      let pending = parts.length;
+      while (pending > 0) {
+        const n = this.c.recv(this.fd, this.buf, this.buf.length, MSG_TRUNC);
+        if (n < 0) throw new NetlinkError(op, this.c.errno());
+        if (n > this.buf.length) throw new Error(`${op}: a netlink reply of ${n} bytes did not fit the buffer`);
+        for (const m of decode(this.buf.slice(0, n))) {
+          const k = m.seq - first;
+          if (m.type !== NLMSG.ERROR || k < 0 || k >= parts.length || errnos[i - parts.length + k] !== -1) continue;
+          errnos[i - parts.length + k] = errorCode(m);
+          pending--;
+        }
+      }
+    }
+    return errnos;
+  }
+
   close(): void {
     if (this.fd >= 0) this.c.close(this.fd);
     this.fd = -1;
+  }
+}
+
+/**
+ * A socket that receives a netlink family's change notifications (its multicast groups) and
+ * is read without blocking: whoever wants to know what changed since it last looked drains
+ * it. A queue that overflowed (ENOBUFS: more changes than the socket buffer holds) is
+ * reported, as then some notifications were lost.
+ */
+export class NetlinkSubscription {
+  private readonly buf = new Uint8Array(RECV_BUFFER);
+
+  private constructor(
+    private readonly c: Libc,
+    private fd: number,
+  ) {}
+
+  /** Subscribed to `groups` (a bind() bitmask) of `protocol` in the caller's namespace. */
+  static open(c: Libc, netns: string | null, protocol: number, groups: number, op: string): NetlinkSubscription {
+    const fd = inNamespace(c, netns, () => socketOrThrow(c, op, protocol));
+    // struct sockaddr_nl: family, pad, pid (0: the kernel picks), groups.
+    const addr = new Uint8Array(12);
+    const v = new DataView(addr.buffer);
+    v.setUint16(0, AF_NETLINK, true);
+    v.setUint32(8, groups >>> 0, true);
+    if (c.bind(fd, addr, addr.length) !== 0) {
+      const errno = c.errno();
+      c.close(fd);
+      throw new NetlinkError(op, errno);
+    }
+    return new NetlinkSubscription(c, fd);
+  }
+
+  /**
+   * Hands every queued notification to `on`, without waiting for more; true when some were
+   * lost to an overflow since the last drain.
+   */
+  drain(on: (m: Message) => void, op: string): boolean {
+    if (this.fd < 0) throw new Error(`${op}: netlink socket is closed`);
+    let lost = false;
+    for (;;) {
+      const n = this.c.recv(this.fd, this.buf, this.buf.length, MSG_TRUNC | MSG_DONTWAIT);
+      if (n < 0) {
+        const errno = this.c.errno();
+        if (errno === EAGAIN) return lost;
+        if (errno === ENOBUFS) {
+          lost = true;
+          continue;
+        }
+        throw new NetlinkError(op, errno);
+      }
+      if (n > this.buf.length) {
+        lost = true;
+        continue;
+      }
+      for (const m of decode(this.buf.slice(0, n))) on(m);
+    }
+  }
+
+  close(): void {
+    if (this.fd >= 0) this.c.close(this.fd);
+    this.fd = -1;
+  }
+}
+
+/**
+ * Runs `fn` (which creates a socket) inside the namespace at `netns` (null: the caller's).
+ * setns acts on the calling thread only, so the thread enters the namespace, creates the
+ * socket and returns before anything else runs on it; the way back is taken on every path, and
+ * a failed return is fatal, as the process would otherwise act on the wrong namespace.
+ */
+function inNamespace(c: Libc, netns: string | null, fn: () => number): number {
+  if (netns === null) return fn();
+  const home = openSync("/proc/thread-self/ns/net", "r");
+  let target: number;
+  try {
+    target = openSync(netns, "r");
+  } catch (err) {
+    closeSync(home);
+    throw err;
+  }
+  try {
+    if (c.setns(target, CLONE_NEWNET) !== 0) throw new NetlinkError(`enter network namespace ${netns}`, c.errno());
+    try {
+      return fn();
+    } finally {
+      if (c.setns(home, CLONE_NEWNET) !== 0) {
+        const errno = c.errno();
+        process.stderr.write(`twill: cannot return to its own network namespace: ${errnoText(errno)}\n`);
+        process.exit(70);
+      }
+    }
+  } finally {
+    closeSync(target);
+    closeSync(home);
   }
 }
 
