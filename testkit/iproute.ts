@@ -67,6 +67,18 @@ export class IpRoute {
     return this.tool("nft", args, op, input);
   }
 
+  /** Named counters of table `inet TABLE`, name -> packets, as `nft -j` lists them; null when there is no such table. */
+  async nftCounters(table: string): Promise<Map<string, number> | null> {
+    let text: string;
+    try {
+      text = await this.nft(["-j", "list", "counters", "table", "inet", table], `read the counters of nftables table inet ${table}`);
+    } catch (err) {
+      if (err instanceof KernelError && err.notFound) return null;
+      throw err;
+    }
+    return parseNftCounters(text);
+  }
+
   /** Runs `ethtool ARGS` in the same namespace. */
   ethtool(args: readonly string[], op: string): Promise<string> {
     return this.tool("ethtool", args, op);
@@ -165,6 +177,14 @@ export async function listPermanentNeighbors(ip: IpRoute, dev: string): Promise<
     throw err;
   }
   return entries.filter((n) => n.lladdr).map((n) => ({ ip: n.dst, mac: n.lladdr!.toLowerCase(), dev }));
+}
+
+/** `nft -j list counters` output, name -> packets. Pure. */
+export function parseNftCounters(json: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const doc = JSON.parse(json) as { nftables?: { counter?: { name: string; packets: number } }[] };
+  for (const item of doc.nftables ?? []) if (item.counter) out.set(item.counter.name, item.counter.packets);
+  return out;
 }
 
 /** The argv that runs `ip` inside `netns` (null: the current namespace). */

@@ -1,6 +1,6 @@
 import { bridgeNetfilterLoaded, ensureBridgeNetfilter } from "../../shared/kernel/bridge.js";
 import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
-import { applyNftScript, readNftCounters } from "../../shared/kernel/nft.js";
+import { applyNftScript } from "../../shared/kernel/nft.js";
 import type { Logger } from "../../shared/log.js";
 import { writePolicyReady } from "../../shared/policy-ready.js";
 import { errorMessage } from "../errors.js";
@@ -24,7 +24,7 @@ import type { PolicySnapshot } from "./types.js";
 export interface PolicyEngineOptions {
   nodeName: string;
   /** nft and iproute2 bound to the node's namespace. */
-  ip: Pick<NodeKernel, "nft" | "bridgeNetfilter">;
+  ip: Pick<NodeKernel, "nft" | "nftCounters" | "bridgeNetfilter">;
   /** The pod bridge whose bridged traffic must pass netfilter (same-node pod to pod). */
   bridge: string;
   logDropsPerSecond?: number;
@@ -226,7 +226,7 @@ export class PolicyEngine {
   /** Adds what the kernel's drop counters gained since the last read to the metrics. */
   private async collectDrops(): Promise<void> {
     if (!this.plan || this.plan.counters.length === 0) return;
-    const counters = await readNftCounters(this.o.ip, this.table);
+    const counters = await this.o.ip.nftCounters(this.table);
     if (!counters) return;
     for (const c of this.plan.counters) {
       const packets = counters.get(c.name) ?? 0;
@@ -249,7 +249,7 @@ export class PolicyEngine {
       return;
     }
     try {
-      const present = await readNftCounters(this.o.ip, this.table);
+      const present = await this.o.ip.nftCounters(this.table);
       if (!present) {
         this.o.logger.warn("The NetworkPolicy table is gone; applying it again", { table: this.table });
         this.appliedScript = null;

@@ -34,7 +34,7 @@ export interface NetworkPolicyOptions {
   logDropsPerSecond?: number;
   deny?: DenyMode;
   resyncMs: number;
-  ip: Pick<NodeKernel, "nft" | "bridgeNetfilter">;
+  ip: Pick<NodeKernel, "nft" | "nftCounters" | "bridgeNetfilter">;
   registry: Registry;
   logger: Logger;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { masqScript, masqTableName, parseMasqTable, parseNftCounters, wantedElements } from "./nft.js";
+import { masqScript, masqTableName, parseMasqTable, wantedElements } from "./nft.js";
 
 const spec = { network: "pods", sources: ["10.1.0.5/24"], keep: ["10.1.0.0/16"] };
 
@@ -83,18 +83,5 @@ describe("masquerade table", () => {
       expect(script).toContain("flush chain");
       expect(script).not.toContain("add element");
     }
-  });
-});
-
-describe("parseNftCounters", () => {
-  it("reads named counters from nft's JSON", () => {
-    const json = JSON.stringify({
-      nftables: [
-        { metainfo: { version: "1.0.6" } },
-        { counter: { family: "inet", name: "drop_0_in", table: "twill-policy", handle: 4, packets: 7, bytes: 420 } },
-        { counter: { family: "inet", name: "drop_0_eg", table: "twill-policy", handle: 5, packets: 0, bytes: 0 } },
-      ],
-    });
-    expect([...parseNftCounters(json)]).toEqual([["drop_0_in", 7], ["drop_0_eg", 0]]);
   });
 });

@@ -154,22 +154,3 @@ export async function applyNftScript(ip: Pick<NetTools, "nft">, script: string, 
   await ip.nft(["-f", "-"], op, script);
 }
 
-/** Named counters of an inet table, name -> packets; null when the table does not exist. */
-export async function readNftCounters(ip: Pick<NetTools, "nft">, table: string): Promise<Map<string, number> | null> {
-  let text: string;
-  try {
-    text = await ip.nft(["-j", "list", "counters", "table", "inet", table], `read the counters of nftables table inet ${table}`);
-  } catch (err) {
-    if (err instanceof KernelError && err.notFound) return null;
-    throw err;
-  }
-  return parseNftCounters(text);
-}
-
-/** `nft -j list counters` output, name -> packets. Pure. */
-export function parseNftCounters(json: string): Map<string, number> {
-  const out = new Map<string, number>();
-  const doc = JSON.parse(json) as { nftables?: { counter?: { name: string; packets: number } }[] };
-  for (const item of doc.nftables ?? []) if (item.counter) out.set(item.counter.name, item.counter.packets);
-  return out;
-}

@@ -82,6 +82,8 @@ export interface NodeKernel extends NetTools {
   bridgeNetfilter(name: string): Promise<boolean>;
   /** Deletes a link; false when it was not there. */
   deleteLink(name: string, what: string): Promise<boolean>;
+  /** The named counters of nftables table `inet TABLE`, name -> packets; null when there is no such table. */
+  nftCounters(table: string): Promise<Map<string, number> | null>;
   /** A watch of links, addresses, routes and the VTEP's neighbors and FDB. */
   watchDatapath(): DatapathWatch;
   /** A watch of one nftables table. */

@@ -9,7 +9,11 @@ import { NetlinkError, type NetlinkSocket } from "./socket.js";
  */
 
 const NFNL_SUBSYS_NFTABLES = 10;
-const NFT_MSG = { GETRULE: 7, GETSETELEM: 13 } as const;
+const NFT_MSG = { GETTABLE: 1, GETRULE: 7, GETSETELEM: 13, GETOBJ: 19 } as const;
+const NFTA_TABLE_NAME = 1;
+const NFTA_OBJ = { TABLE: 1, NAME: 2, TYPE: 3, DATA: 4 } as const;
+const NFT_OBJECT_COUNTER = 1;
+const NFTA_COUNTER_PACKETS = 2;
 const NFPROTO_INET = 1;
 const NFTA_RULE = { TABLE: 1, CHAIN: 2, EXPRESSIONS: 4, USERDATA: 7 } as const;
 const NFTA_LIST_ELEM = 1;
@@ -51,6 +55,34 @@ export function readMasqueradeNetlink(sock: NetlinkSocket, network: string): Mas
     }
   }
   return { rules: shapes.length === 2 && shapes.join("|") === [...WANTED_RULES].sort().join("|"), sets };
+}
+
+/**
+ * The named counters of table `inet TABLE`, name -> packets, over nfnetlink (no `nft` process);
+ * null when the table does not exist.
+ */
+export function readCountersNetlink(sock: NetlinkSocket, table: string): Map<string, number> | null {
+  const op = `read the counters of nftables table inet ${table}`;
+  try {
+    sock.request({ type: (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG.GETTABLE, flags: NLM_F.REQUEST | NLM_F.ACK, body: { nfgen: { family: NFPROTO_INET } }, attrs: [str(NFTA_TABLE_NAME, table)] }, op);
+  } catch (err) {
+    if (err instanceof NetlinkError && err.errno === 2) return null;
+    throw err;
+  }
+  return countersOf(dump(sock, NFT_MSG.GETOBJ, [str(NFTA_OBJ.TABLE, table)], op));
+}
+
+/** Counter objects' packets by name, from a GETOBJ dump (other objects are skipped). */
+export function countersOf(msgs: readonly Message[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of msgs) {
+    const a = attrsAfter(m.payload, 4);
+    const name = a.str(NFTA_OBJ.NAME);
+    const packets = a.nested(NFTA_OBJ.DATA)?.raw(NFTA_COUNTER_PACKETS);
+    if (a.u32be(NFTA_OBJ.TYPE) !== NFT_OBJECT_COUNTER || name === undefined || !packets || packets.length < 8) continue;
+    out.set(name, Number(new DataView(packets.buffer, packets.byteOffset, 8).getBigUint64(0, false)));
+  }
+  return out;
 }
 
 function dump(sock: NetlinkSocket, msg: number, attrs: Attr[], op: string): Message[] {

@@ -95,14 +95,26 @@ describe("the agent's kernel over netlink", () => {
     }
   });
 
+  it("reads a table's named counters as nft lists them, and null for a table that is not there", async () => {
+    expect(await kernel.nftCounters("twill-counters")).toBeNull();
+    await kernel.nft(["-f", "-"], "add a table with counters", "table inet twill-counters {\n  counter a {\n    packets 7 bytes 420\n  }\n  counter b {\n  }\n}\n");
+    try {
+      const mine = await kernel.nftCounters("twill-counters");
+      expect(mine).toEqual(await ip.nftCounters("twill-counters"));
+      expect([...mine!].sort()).toEqual([["a", 7], ["b", 0]]);
+    } finally {
+      await kernel.nft(["delete", "table", "inet", "twill-counters"], "delete the table");
+    }
+  });
+
   it("tells whether an nftables table changed, and nothing for another table", async () => {
     const watch = kernel.watchTable("inet", "twill-nktest");
     try {
       expect(await watch.sinceLast()).toBe(true);
       expect(await watch.sinceLast()).toBe(false);
-      await kernel.nft(["-f", "-"], "add another table", "table inet other-nktest { chain c { } }\n");
+      await kernel.nft(["-f", "-"], "add another table", "table inet other-nktest {\n  chain c {\n  }\n}\n");
       expect(await watch.sinceLast()).toBe(false);
-      await kernel.nft(["-f", "-"], "add the table", "table inet twill-nktest { chain c { } }\n");
+      await kernel.nft(["-f", "-"], "add the table", "table inet twill-nktest {\n  chain c {\n  }\n}\n");
       expect(await watch.sinceLast()).toBe(true);
       expect(await watch.sinceLast()).toBe(false);
       await kernel.nft(["delete", "table", "inet", "twill-nktest"], "delete the table");

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { DatapathChange } from "../node-kernel.js";
-import { AF, IFLA, NLMSG, RTM, encode, str, type Message, type Request } from "./codec.js";
+import { AF, IFLA, NLMSG, RTM, bytes, encode, nested, str, type Message, type Request } from "./codec.js";
+import { countersOf } from "./nftables.js";
 import type { Libc } from "./libc.js";
 import { applyOrder, changeOp, deletedLinkName, touchesDatapath, touchesTable } from "./node.js";
-import { fdbRequest, neighborRequest, routeRequest } from "./rtnl.js";
+import { fdbRequest, neighborRequest, routeRequest, toRoute } from "./rtnl.js";
 import { NetlinkSocket, NetlinkSubscription } from "./socket.js";
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
@@ -34,6 +35,14 @@ describe("peer entry requests, byte for byte as iproute2 sends them", () => {
     expect(bytesOf(fdbRequest("replace", { mac: "02:00:00:00:00:02", dst: "10.77.0.2" }, 4))).toBe(
       "30000000" + "1c00" + "0505" + "7ccf156b" + "00000000" + "07000000" + "04000000" + "c0000200" + "0a000200" + "020000000002" + "0000" + "08000100" + "0a4d0002",
     );
+  });
+
+  it("reads a route back as it was written, onlink included (rtm_flags of its one next hop)", () => {
+    const req = routeRequest("replace", { dst: "10.244.2.0/24", via: "10.244.2.0", onlink: true }, 4, 150);
+    const reply = message(encode({ ...req, type: RTM.NEWROUTE, flags: 0, seq: 0 }));
+    expect(toRoute(reply, new Map([[4, "twill.1"]]))).toMatchObject({ dst: "10.244.2.0/24", gateway: "10.244.2.0", dev: "twill.1", flags: ["onlink"] });
+    const plain = message(encode({ ...routeRequest("replace", { dst: "10.244.3.0/24", via: "10.0.0.3", onlink: false }, 4, 150), seq: 0 }));
+    expect(toRoute(plain, new Map())).not.toHaveProperty("flags");
   });
 
   it("refuses a gateway of the other family instead of sending it", () => {
@@ -211,5 +220,19 @@ describe("which nftables notifications touch a table", () => {
     expect(touchesTable(nft(6, 2, "twill"), "inet", "twill")).toBe(false);
     expect(touchesTable(nft(15, 1, "twill"), "inet", "twill")).toBe(false); // NEWGEN
     expect(touchesTable({ ...nft(6, 1, "twill"), type: RTM.NEWROUTE }, "inet", "twill")).toBe(false);
+  });
+});
+
+describe("nftables counters from a GETOBJ dump", () => {
+  const counter = (name: string, type: number, packets: bigint) => {
+    const data = new Uint8Array(8);
+    new DataView(data.buffer).setBigUint64(0, packets, false);
+    const typ = new Uint8Array(4);
+    new DataView(typ.buffer).setUint32(0, type, false);
+    return message(encode({ type: (10 << 8) | 18, flags: 0, seq: 0, body: { nfgen: { family: 1 } }, attrs: [str(1, "twill-policy"), str(2, name), bytes(3, typ), nested(4, [bytes(2, data)])] }));
+  };
+
+  it("reads each counter's packets by name and skips other objects", () => {
+    expect([...countersOf([counter("drop_0_in", 1, 7n), counter("drop_0_eg", 1, 0n), counter("quota", 2, 99n)])]).toEqual([["drop_0_in", 7], ["drop_0_eg", 0]]);
   });
 });

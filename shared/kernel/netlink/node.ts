@@ -7,6 +7,7 @@ import type {
 import { KernelError } from "../types.js";
 import { IFINFO_LEN, IFLA, NLMSG, NUD_PERMANENT, RTM, RTMGRP, attrsAfter, readNdMsg, type Message, type Request } from "./codec.js";
 import { asKernelError } from "./kernel.js";
+import { readCountersNetlink } from "./nftables.js";
 import { errnoText, type Libc } from "./libc.js";
 import { NETLINK, NetlinkSocket, NetlinkSubscription } from "./socket.js";
 import { Rtnl, fdbRequest, neighborRequest, routeRequest } from "./rtnl.js";
@@ -19,6 +20,7 @@ import { TWILL_ROUTE_PROTO } from "../routes.js";
  */
 export function netlinkNode(c: Libc, netns: string | null = null, runner: Runner = run): NodeKernel {
   let sock: NetlinkSocket | null = null;
+  let nfsock: NetlinkSocket | null = null;
   const rtnl = (): Rtnl => new Rtnl((sock ??= NetlinkSocket.open(c, netns)));
   const call = async <T>(op: string, fn: (nl: Rtnl) => T): Promise<T> => {
     try {
@@ -82,11 +84,20 @@ export function netlinkNode(c: Libc, netns: string | null = null, runner: Runner
     },
     deleteLink: (name, what) => onDevice(`delete ${what} "${name}"`, false, (nl) => nl.deleteLink(name, `delete ${what} "${name}"`)),
     ...netTools(netns, runner),
+    async nftCounters(table) {
+      try {
+        return readCountersNetlink((nfsock ??= NetlinkSocket.open(c, netns, NETLINK.NETFILTER)), table);
+      } catch (err) {
+        throw asKernelError(err, `read the counters of nftables table inet ${table}`, undefined);
+      }
+    },
     watchDatapath: () => new NetlinkDatapathWatch(c, netns, () => rtnl()),
     watchTable: (family, table) => new NetlinkTableWatch(c, netns, family, table),
     close() {
       sock?.close();
       sock = null;
+      nfsock?.close();
+      nfsock = null;
     },
   };
 }

@@ -479,6 +479,8 @@ export function toRoute(m: Message, names: Map<number, string>): RouteEntry {
   if (src) route.prefsrc = formatIpBytes(src);
   const metric = a.u32(RTA.PRIORITY);
   if (metric !== undefined) route.metric = metric;
+  // A route's single next hop reports its flags in rtm_flags.
+  if (r.flags & RTNH_F_ONLINK) route.flags = ["onlink"];
   const table = a.u32(RTA.TABLE) ?? r.table;
   if (table !== RT_TABLE_MAIN) route.table = TABLES[table] ?? String(table);
   if (r.type !== RTN_UNICAST) (route as RouteEntry & { type?: string }).type = ROUTE_TYPES[r.type] ?? String(r.type);
