@@ -1,4 +1,14 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
+
+/**
+ * The privileged tier runs on Bun (scripts/test), as twill does. Bun answers the bare name
+ * "undici" with a built-in whose fetch ignores the dispatcher @kubernetes/client-node passes,
+ * and with it the apiserver's CA (oven-sh/bun#7332): the client is loaded through Vite here,
+ * with "undici" resolved to the package it is written for, as scripts/lib/compile.ts does for
+ * the executable.
+ */
+const realUndici = fileURLToPath(new URL("./node_modules/undici/index.js", import.meta.url));
 
 // Two tiers: `unit` is pure logic on plain data and runs anywhere; `privileged` needs root,
 // builds its own network namespaces and runs the built executables from dist/bin.
@@ -15,6 +25,8 @@ export default defineConfig({
       {
         test: {
           name: "privileged",
+          alias: [{ find: /^undici$/, replacement: realUndici }],
+          server: { deps: { inline: [/@kubernetes\/client-node/] } },
           include: ["{cmd,shared,ipam,plugins,agent,conformance,testkit}/**/*.priv.test.ts"],
           exclude: ["**/node_modules/**"],
           // Namespaces, daemons and real clusters: slow by nature, and the machine has 2 cores.

@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Daemon } from "../testkit/daemon.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
@@ -105,6 +106,34 @@ describe("twilld", () => {
     const again = start(n, node1, store, conf);
     await ready(n, node1, again);
     expect(readSubnetFile(node1.subnetFile).nodeSubnets).toEqual(files[1]!.nodeSubnets);
+  });
+
+  it("starts no process in a resync with nothing changed: the kernel is watched and read over netlink", async () => {
+    net = await NodeNet.create(2);
+    const n = net;
+    const store = ["--datastore=local", `--store-dir=${join(n.dir, "store")}`];
+    const conf = netConf(n, { ...NET_CONF, IPMasq: true });
+    const agents = n.nodes.map((node) => start(n, node, store, conf));
+    await Promise.all(n.nodes.map((node, i) => ready(n, node, agents[i]!)));
+    const node = n.nodes[0]!;
+    await until("node-0 seeing its peer", async () => (await metric(n, node, "twill_peers")) === 1 || undefined);
+    // Let the rounds after start-up settle (they read back what start-up programmed).
+    const base = (await metric(n, node, "twill_reconciles_total"))!;
+    await until("two more resyncs", async () => ((await metric(n, node, "twill_reconciles_total"))! >= base + 2) || undefined, 20_000);
+
+    const trace = join(n.dir, "strace-resync");
+    const strace = execa("strace", ["-f", "-qq", "-e", "trace=execve", "-o", trace, "-p", String(agents[0]!.pid)], { reject: false });
+    try {
+      await until("strace attached", () => existsSync(trace) || undefined);
+      const from = (await metric(n, node, "twill_reconciles_total"))!;
+      await until("three resyncs under strace", async () => ((await metric(n, node, "twill_reconciles_total"))! >= from + 3) || undefined, 30_000);
+    } finally {
+      strace.kill("SIGINT");
+      await strace;
+    }
+    expect(readFileSync(trace, "utf8").split("\n").filter((l) => l.includes("execve("))).toEqual([]);
+    // The resyncs did run, and found the datapath and the masquerade in place.
+    expect(await metric(n, node, "twill_reconcile_errors_total")).toBe(0);
   });
 
   it("exits non-zero naming the bad field, and writes no subnet file", async () => {

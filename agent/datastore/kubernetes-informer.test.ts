@@ -1,6 +1,6 @@
 import { ApiException, type KubernetesListObject, type V1Node } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
-import { LIST_PAGE, listInPages } from "./kubernetes-informer.js";
+import { LIST_PAGE, describeApiError, listInPages } from "./kubernetes-informer.js";
 
 const nodes = (from: number, n: number): V1Node[] => Array.from({ length: n }, (_, i) => ({ metadata: { name: `node-${from + i}` } }));
 // The API's JSON names the token "continue" (client-node's typed lists: "_continue").
@@ -36,5 +36,16 @@ describe("listInPages", () => {
   it("passes on any other failure, and a 410 on the first page (nothing to resume)", async () => {
     await expect(listInPages(async () => Promise.reject(new ApiException(403, "Forbidden", {}, {})))).rejects.toMatchObject({ code: 403 });
     await expect(listInPages(async () => Promise.reject(new ApiException(410, "Gone", {}, {})))).rejects.toMatchObject({ code: 410 });
+  });
+});
+
+describe("describeApiError", () => {
+  it("names a request's deadline the same way whichever runtime's fetch hit it", () => {
+    const timeout = Object.assign(new Error("The operation timed out."), { name: "TimeoutError" });
+    expect(describeApiError(timeout)).toBe("timeout: the apiserver did not answer before the request's deadline");
+    expect(describeApiError(new TypeError("fetch failed", { cause: timeout }))).toBe("timeout: the apiserver did not answer before the request's deadline");
+    expect(describeApiError(new TypeError("fetch failed", { cause: new Error("connect ECONNREFUSED 127.0.0.1:6443") }))).toBe(
+      "fetch failed (connect ECONNREFUSED 127.0.0.1:6443)",
+    );
   });
 });

@@ -229,9 +229,13 @@ export function describeApiError(err: unknown): string {
   if (err && typeof err === "object" && "statusCode" in err) {
     return `HTTP ${(err as { statusCode: unknown }).statusCode}: ${errorMessage(err)}`;
   }
+  // The request's deadline (AbortSignal.timeout), worded alike whichever runtime's fetch ran it.
+  if (isTimeout(err) || (err instanceof Error && isTimeout(err.cause))) return "timeout: the apiserver did not answer before the request's deadline";
   const cause = err instanceof Error && err.cause ? ` (${errorMessage(err.cause)})` : "";
   return `${errorMessage(err)}${cause}`;
 }
+
+const isTimeout = (err: unknown): boolean => err instanceof Error && err.name === "TimeoutError";
 
 function safeJson(text: string): unknown {
   try {

@@ -1,4 +1,7 @@
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   CoordinationV1Api,
@@ -13,6 +16,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kubeBinariesBuilt, kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../../testkit/kube/control-plane.js";
+import { makeServingCert } from "../../testkit/kube/pki.js";
 import { covers, parseCidr } from "../../shared/net/cidr.js";
 import { startTcpProxy } from "../../testkit/tcp-proxy.js";
 import { createLogger } from "../../shared/log.js";
@@ -473,13 +477,17 @@ describe("kubernetes datastore against an apiserver that never answers", () => {
     const silent = createServer((s) => void sockets.add(s));
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
     const port = (silent.address() as AddressInfo).port;
+    // A real CA file (an empty one is refused at once by some TLS stacks, before any deadline).
+    const dir = mkdtempSync(join(tmpdir(), "twill-silent-"));
     try {
-      const kc = kubeConfigFor(`https://127.0.0.1:${port}`, "/dev/null", "token");
+      const { certFile } = await makeServingCert(dir);
+      const kc = kubeConfigFor(`https://127.0.0.1:${port}`, certFile, "token");
       const store = new KubernetesStore({ kubeConfig: kc, namespace: LEASES, network: NETWORK, leaseTTLMs: 60_000, requestTimeoutMs: 500 });
       await expect(store.list()).rejects.toThrow(/datastore: failed to list nodes: .*(timeout|aborted)/i);
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => silent.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
