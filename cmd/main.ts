@@ -1,19 +1,17 @@
-import { programFor } from "./program.js";
+import { main as twillIpam } from "../ipam/main.js";
+import { main as twill } from "../plugins/twill/main.js";
+import { programFor, type Program } from "./program.js";
 
 /**
- * The entry of twill's one executable (scripts/build). Each program is imported only once it
- * is chosen, and the compiled file holds each as a chunk of its own: a pod's ADD or VERSION never
- * evaluates the agent's modules (the Kubernetes client, yargs, prom-client), nor twill-ipam
- * alone twill's. The import() specifiers stay literal so that the bundler can split there.
+ * The entry of twill's one executable (scripts/build). The CNI plugins' entries are part of it:
+ * they hold the CNI protocol alone and import the rest per command, so a VERSION loads nothing
+ * more. The agent is a chunk of its own in the compiled file, imported only when chosen: a pod's
+ * ADD never evaluates its modules (the Kubernetes client, yargs, prom-client). The import()
+ * specifier stays literal so that the bundler can split there.
  */
-switch (programFor(process.argv0, process.argv[1])) {
-  case "twilld":
-    await (await import("../agent/main.js")).main();
-    break;
-  case "twill-ipam":
-    await (await import("../ipam/main.js")).main();
-    break;
-  case "twill":
-    await (await import("../plugins/twill/main.js")).main();
-    break;
-}
+const programs: Record<Program, () => Promise<unknown>> = {
+  twill,
+  "twill-ipam": twillIpam,
+  twilld: async () => (await import("../agent/main.js")).main(),
+};
+await programs[programFor(process.argv0, process.argv[1])]();

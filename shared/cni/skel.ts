@@ -1,5 +1,5 @@
 import { CniError, Code, invalidConfig, invalidEnv, toCniError } from "./errors.js";
-import { inspectNetns, netnsOverride, requirePodNetns, type NetnsKind } from "./netns.js";
+import { netnsOverride, requirePodNetns, type NetnsKind } from "./netns.js";
 import type { Attachment, NetConf, Result } from "./types.js";
 import { CURRENT_VERSION, SUPPORTED_VERSIONS, formatResult, requireSupported } from "./version.js";
 
@@ -44,7 +44,7 @@ export interface PluginIO {
    * Set for a plugin that works inside CNI_NETNS: ADD and CHECK then refuse a path that is no
    * network namespace, or is the plugin's own (see netns.ts).
    */
-  inspectNetns?: (path: string) => NetnsKind;
+  inspectNetns?: (path: string) => NetnsKind | Promise<NetnsKind>;
 }
 
 /** SPEC.md: container IDs and network names. Also stops path tricks such as `../../etc`. */
@@ -86,7 +86,7 @@ export async function dispatch(load: () => Plugin | Promise<Plugin>, io: PluginI
     const args = parseArgs(command as Command, io.env, io.stdin);
     version = args.conf.cniVersion;
     if (io.inspectNetns && (args.command === "ADD" || args.command === "CHECK")) {
-      requirePodNetns(args.netns, netnsOverride(io.env.CNI_NETNS_OVERRIDE), io.inspectNetns);
+      await requirePodNetns(args.netns, netnsOverride(io.env.CNI_NETNS_OVERRIDE), io.inspectNetns);
     }
     const plugin = await load();
     switch (args.command) {
@@ -122,11 +122,15 @@ export async function dispatch(load: () => Plugin | Promise<Plugin>, io: PluginI
  */
 function versionInfo(stdin: string) {
   let asked = CURRENT_VERSION;
-  try {
-    const conf = decode(stdin);
-    if (typeof conf.cniVersion === "string" && conf.cniVersion !== "") asked = conf.cniVersion;
-  } catch {
-    // No config, or not one: the current version.
+  // No config at all (the usual probe) is not parsed: the exception a parse of "" throws is,
+  // as the first one in a fresh process, a cost of its own.
+  if (stdin.trim() !== "") {
+    try {
+      const conf = decode(stdin);
+      if (typeof conf.cniVersion === "string" && conf.cniVersion !== "") asked = conf.cniVersion;
+    } catch {
+      // Not a config: the current version.
+    }
   }
   return { cniVersion: asked, supportedVersions: [...SUPPORTED_VERSIONS] };
 }
@@ -235,33 +239,50 @@ export function validAttachments(conf: NetConf): Attachment[] {
   });
 }
 
-/** Wires a plugin to the real process: env, stdin, stdout, exit status. `load` as dispatch's. */
+/** The part of Bun's API runPlugin uses (Bun's types are not installed: the code type-checks for Node). */
+interface BunIO {
+  stdin: { stat(): Promise<{ isCharacterDevice(): boolean }>; text(): Promise<string> };
+  stdout: unknown;
+  stderr: unknown;
+  write(to: unknown, text: string): Promise<number>;
+}
+
+/**
+ * Wires a plugin to the real process: env, stdin, stdout, exit status. `load` as dispatch's.
+ * The plugins are compiled with Bun (scripts/build), and this talks to the process through
+ * Bun's own file API: loading node:fs costs more than the rest of a VERSION answer.
+ */
 export async function runPlugin(load: () => Plugin | Promise<Plugin>, about: string, opts: { checkNetns?: boolean } = {}): Promise<never> {
-  const { fstatSync, readFileSync, writeSync } = await import("node:fs");
+  const bun = (globalThis as { Bun?: BunIO }).Bun;
+  if (!bun) throw new Error("the CNI plugins run on Bun: run the executable ./scripts/build makes");
   const command = process.env.CNI_COMMAND;
   // VERSION may come with no stdin at all; a terminal on stdin is no config either. A character
   // device (a terminal, /dev/null) is never a config, and fstat is cheap where
-  // process.stdin.isTTY builds a stream: ~11 ms of every compiled plugin start under Bun.
-  const stdin = command && !isCharacterDevice(() => fstatSync(0)) ? readFileSync(0, "utf8") : "";
+  // process.stdin.isTTY builds a stream.
+  const stdin = command && !(await isCharacterDevice(() => bun.stdin.stat())) ? await bun.stdin.text() : "";
+  // Written once dispatch is done (one document on stdout), and all of it before process.exit,
+  // which drops what is still on its way.
+  const out = { stdout: "", stderr: "" };
   const code = await dispatch(
     load,
     {
       env: process.env,
       stdin,
-      // Synchronous writes: the document must be complete before process.exit.
-      stdout: (t) => void writeSync(1, t),
-      stderr: (t) => void writeSync(2, t),
-      ...(opts.checkNetns ? { inspectNetns } : {}),
+      stdout: (text) => void (out.stdout += text),
+      stderr: (text) => void (out.stderr += text),
+      ...(opts.checkNetns ? { inspectNetns: async (path: string) => (await import("./inspect-netns.js")).inspectNetns(path) } : {}),
     },
     about,
   );
+  if (out.stderr) await bun.write(bun.stderr, out.stderr);
+  if (out.stdout) await bun.write(bun.stdout, out.stdout);
   process.exit(code);
 }
 
 /** Whether stdin is a character device; a closed stdin counts as one (there is nothing to read). */
-function isCharacterDevice(stat: () => { isCharacterDevice(): boolean }): boolean {
+async function isCharacterDevice(stat: () => Promise<{ isCharacterDevice(): boolean }>): Promise<boolean> {
   try {
-    return stat().isCharacterDevice();
+    return (await stat()).isCharacterDevice();
   } catch {
     return true;
   }

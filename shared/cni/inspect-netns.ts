@@ -1,0 +1,48 @@
+import { readFileSync, readlinkSync, statSync } from "node:fs";
+import { CniError, Code } from "./errors.js";
+import type { NetnsKind } from "./netns.js";
+
+/**
+ * What CNI_NETNS names (netns.ts). Every namespace file lives on nsfs (one device for all) and
+ * its inode number is the namespace's, so the plugin's own is the one whose inode
+ * /proc/self/ns/net has. Apart from the protocol's modules, so that a VERSION, which inspects
+ * nothing, does not load node:fs.
+ */
+export function inspectNetns(path: string): NetnsKind {
+  let st: { dev: number; ino: number; isFile(): boolean };
+  try {
+    st = statSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return "missing";
+    throw new CniError(Code.InvalidNetns, `failed to inspect network namespace ${path}: ${(err as Error).message}`);
+  }
+  const own = statSync("/proc/self/ns/net");
+  // Namespace files are regular files to stat; a directory or a FIFO is none.
+  if (!st.isFile() || st.dev !== own.dev) return "not-a-netns";
+  if (st.ino === own.ino) return "own";
+  const type = namespaceType(path, st.ino);
+  return type === undefined || type === "net" ? "other" : "not-a-netns";
+}
+
+/**
+ * The kind of namespace (net, mnt, ...) a namespace file is: a /proc/PID/ns link says it when
+ * read; a bind mount (/var/run/netns/NAME) is a mount whose root is "net:[inode]".
+ */
+function namespaceType(path: string, ino: number): string | undefined {
+  const named = (text: string) => new RegExp(`^(\\w+):\\[${ino}\\]$`).exec(text)?.[1];
+  try {
+    const type = named(readlinkSync(path));
+    if (type) return type;
+  } catch {
+    // Not a link: a bind mount.
+  }
+  try {
+    for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+      const type = named(line.split(" ")[3] ?? "");
+      if (type) return type;
+    }
+  } catch {
+    // No /proc/self/mountinfo: let the kernel judge when the namespace is entered.
+  }
+  return undefined;
+}
