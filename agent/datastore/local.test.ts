@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -10,6 +10,9 @@ import { gatherStatus, renderStatus } from "../status.js";
 import { LocalStore } from "./local.js";
 import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
 import { until } from "../../testkit/until.js";
+
+/** Dates a file's last write a minute back: a torn file is then damaged, not a write in progress. */
+const writtenLongAgo = (path: string) => utimesSync(path, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
 
 describe("local datastore", () => {
   const dirs: string[] = [];
@@ -47,7 +50,7 @@ describe("local datastore reads", () => {
   });
 });
 
-describe("local datastore with damaged files", () => {
+describe("local datastore with damaged files, and files being written", () => {
   const network = parseNetworkConfig({ Network: "10.5.0.0/23", SubnetLen: 24 });
   let dir = "";
   const stores: LocalStore[] = [];
@@ -55,8 +58,8 @@ describe("local datastore with damaged files", () => {
     await Promise.all(stores.splice(0).map((s) => s.close()));
     rmSync(dir, { recursive: true, force: true });
   });
-  const open = (lines: string[] = []) => {
-    const s = new LocalStore({ dir, network, leaseTTLMs: 60_000, logger: createLogger((l) => lines.push(l)) });
+  const open = (lines: string[] = [], level: "info" | "debug" = "info") => {
+    const s = new LocalStore({ dir, network, leaseTTLMs: 60_000, logger: createLogger((l) => lines.push(l), level) });
     stores.push(s);
     return s;
   };
@@ -68,6 +71,7 @@ describe("local datastore with damaged files", () => {
     mkdirSync(join(dir, "subnets"), { recursive: true });
     const torn = join(dir, "subnets", "10.5.0.0_24");
     writeFileSync(torn, '{"nodeName":"node-live","expi');
+    writtenLongAgo(torn);
     const lines: string[] = [];
     const a = open(lines);
     const lease = await a.acquire({ ...request("node-a"), preferredSubnets: ["10.5.0.0/24"] });
@@ -99,6 +103,7 @@ describe("local datastore with damaged files", () => {
       await until("seeing a, b and c", () => watcher.names().join() === "node-a,node-b,node-c");
       const recordB = join(dir, "nodes", "node-b.json");
       writeFileSync(recordB, readFileSync(recordB, "utf8").slice(0, 40));
+      writtenLongAgo(recordB);
       const recordC = join(dir, "nodes", "node-c.json");
       rmSync(recordC);
       mkdirSync(recordC);
@@ -113,5 +118,93 @@ describe("local datastore with damaged files", () => {
     } finally {
       watcher.stop();
     }
+  });
+
+  /**
+   * A store that follows the directory, logging at debug level into `lines`; node-a holds one
+   * of the two subnets, `free` is the other.
+   */
+  const watching = async () => {
+    const lines: string[] = [];
+    dir = mkdtempSync(join(tmpdir(), "twill-local-in-place-"));
+    const a = await open().acquire(request("node-a"));
+    const store = open(lines, "debug");
+    const watcher = follow(store);
+    await until("seeing node-a", () => watcher.names().join() === "node-a");
+    return { store, watcher, lines, free: a.subnets[0] === "10.5.0.0/24" ? "10.5.1.0/24" : "10.5.0.0/24" };
+  };
+  /** A peer's claim and record, as their writer puts them. */
+  const peer = (name: string, subnet: string) => ({
+    claim: { path: join(dir, "subnets", subnet.replace("/", "_")), text: JSON.stringify({ nodeName: name, expiresAt: Date.now() + 60_000 }) },
+    record: {
+      path: join(dir, "nodes", `${name}.json`),
+      text: JSON.stringify({ ...request(name), nodeName: name, subnets: [subnet], expiresAt: Date.now() + 60_000 }),
+    },
+  });
+  /** The watch has read the file at `path` while it was empty: taken for a write in progress (or, wrongly, for damage). */
+  const sawEmpty = (store: LocalStore, lines: string[], path: string) =>
+    store.unreadable().some((r) => r.key === path) ||
+    lines.some((l) => {
+      const entry = JSON.parse(l) as { msg: string; path?: string };
+      return entry.msg === "Store file is being written; reading it again" && entry.path === path;
+    });
+  /**
+   * Creates (or truncates) `path` and holds it open and empty, as a writer between its open and
+   * its write, until the watch has read it; then writes with `write` and closes.
+   */
+  const writeInPlace = async (store: LocalStore, lines: string[], path: string, write: (fd: number) => void) => {
+    const fd = openSync(path, "w");
+    try {
+      await until(`the watch reading ${path} empty`, () => sawEmpty(store, lines, path));
+      write(fd);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  /** Neither listed nor logged as damaged: nothing but a write in progress was seen. */
+  const expectNoDamage = (store: LocalStore, lines: string[]) => {
+    expect(store.unreadable()).toEqual([]);
+    expect(lines.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => l.level === "warn" || l.level === "error")).toEqual([]);
+  };
+
+  it("takes a claim found empty between its writer's open and write for a write in progress, not damage, and follows what it says once written", async () => {
+    const { store, watcher, lines, free } = await watching();
+    const x = peer("peer-x", free);
+    writeFileSync(x.claim.path, x.claim.text);
+    writeFileSync(x.record.path, x.record.text);
+    await until("seeing peer-x join", () => watcher.names().includes("peer-x"));
+    // The claim rewritten in place for a node that took the subnet over: truncated at open,
+    // empty until the write. Meanwhile it cannot disprove peer-x's record; once written, it does.
+    await writeInPlace(store, lines, x.claim.path, (fd) => writeSync(fd, JSON.stringify({ nodeName: "peer-w", expiresAt: Date.now() + 60_000 })));
+    await until("seeing peer-x leave", () => !watcher.names().includes("peer-x"));
+    expectNoDamage(store, lines);
+  });
+
+  it("reads a record found empty again by itself, when no file event follows its writer's write", async () => {
+    const { store, watcher, lines, free } = await watching();
+    // Claim first, then the record written in place through another link to the same file:
+    // the watched directory sees its creation but not the write, as when an event is lost.
+    const y = peer("peer-y", free);
+    writeFileSync(y.claim.path, y.claim.text);
+    await writeInPlace(store, lines, y.record.path, () => {
+      mkdirSync(join(dir, "elsewhere"));
+      const elsewhere = join(dir, "elsewhere", "peer-y.json");
+      linkSync(y.record.path, elsewhere);
+      writeFileSync(elsewhere, y.record.text);
+    });
+    await until("seeing peer-y join", () => watcher.names().includes("peer-y"));
+    expectNoDamage(store, lines);
+  });
+
+  it("refuses a record that names another node than its file", async () => {
+    const { store, watcher, free } = await watching();
+    const z = peer("peer-z", free);
+    writeFileSync(z.claim.path, z.claim.text);
+    const forged = join(dir, "nodes", "peer-q.json");
+    writeFileSync(forged, z.record.text);
+    writtenLongAgo(forged);
+    await until("the record being refused", () => store.unreadable().length === 1);
+    expect(store.unreadable()).toEqual([{ kind: "node", key: forged, reason: 'names node "peer-z", not "peer-q"' }]);
+    expect(watcher.names()).toEqual(["node-a"]);
   });
 });

@@ -1,13 +1,16 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, watch, type FSWatcher, type Stats } from "node:fs";
 import { link, mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { writeTempFile } from "../../shared/fs.js";
-import { basename, dirname, join } from "node:path";
+import { join } from "node:path";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
-import { claimAge, checkNodeName, decodeLease, leaseSetFilter } from "../leases.js";
+import { claimAge, checkNodeName, decodeLease } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
+import {
+  LeaseView, SETTLE_MS, isUnreadable, mayBeSettling, stampDecisive, type Claim, type ClaimEntry, type RecordEntry,
+} from "./local-view.js";
 import { UnreadableRecords } from "./unreadable.js";
 
 /**
@@ -27,9 +30,20 @@ import { UnreadableRecords } from "./unreadable.js";
  * renames its own claim over it. The previous owner finds the claim no longer names it on
  * its next renewal.
  *
- * A file that cannot be read (torn, not JSON, a directory in its place) costs only itself: a
- * claim is then taken (never free: handing it out could put two nodes on one subnet), a node
- * record keeps the last good view of that peer. Both are logged once and listed by unreadable().
+ * A file that cannot be read (torn, not JSON, a directory in its place, a record naming another
+ * node than its file) costs only itself: a claim is then taken (never free: handing it out
+ * could put two nodes on one subnet), a node record keeps the last good view of that peer.
+ * Both are logged once and listed by unreadable().
+ *
+ * Any writer is followed, not only one that renames complete files into place as agents do: a
+ * file may be written in place (a reader can open it between the writer's open and its write,
+ * and find it empty or torn), and a peer's claim and record may come in either order. A file
+ * that does not decode and was modified within SETTLE_MS is a write in progress, not damage:
+ * it counts as unreadable for every decision but is not reported, and the watch reads it
+ * again soon (its writer's next write fires an event too, but an event can be lost: a full
+ * inotify queue, a watch being restarted), until it decodes or has stayed torn past SETTLE_MS.
+ * A file is skipped on an unchanged stamp only when the stamp can tell a later write apart
+ * (see stampDecisive): an in-place rewrite of the same size within one clock tick keeps it.
  */
 
 export interface LocalStoreOptions {
@@ -42,27 +56,19 @@ export interface LocalStoreOptions {
   logger?: Logger;
 }
 
-interface Claim {
-  nodeName: string;
-  expiresAt: number;
-}
-
-interface State {
-  claims: Map<string, Claim>;
-  /** Subnets whose claim file exists but cannot be read: held by someone, never free. */
-  unreadableClaims: Set<string>;
-  records: Map<string, NodeLease>;
-}
-
 /** File events within this window are read and reported together. */
 const WATCH_BATCH_MS = 2;
 const DEFAULT_RESCAN_MS = 60_000;
+/** The first re-read of a file being written; each next one waits twice as long, until SETTLE_MS has passed. */
+const SETTLE_RETRY_MS = 5;
 
 /** A takeover lock older than this was left by a taker that died mid-way. */
 const STALE_LOCK_MS = 10_000;
 
 export const subnetFileName = (subnet: string): string => subnet.replace("/", "_");
 const subnetOfFileName = (name: string): string => name.replace("_", "/");
+const RECORD_SUFFIX = ".json";
+const nodeOfFileName = (name: string): string => name.slice(0, -RECORD_SUFFIX.length);
 
 export class LocalStore implements SubnetStore {
   private readonly subnetsDir: string;
@@ -71,10 +77,10 @@ export class LocalStore implements SubnetStore {
   private readonly logger: Logger;
   private readonly stops = new Set<() => void>();
   private readonly damaged: UnreadableRecords;
-  /** The last node record that could be read, by file name: what a torn record falls back to. */
-  private readonly lastGood = new Map<string, NodeLease>();
-  /** What each file held when it was last read, under its stamp (see fileStamp). */
-  private readonly readCache = new Map<string, { stamp: string; entry: Claim | NodeLease | Unreadable }>();
+  /** What the files said when last read: every read (acquire's, a watch event's) patches it. */
+  private readonly view = new LeaseView();
+  /** What each file held when it was last read, under its stamp (see fileStamp) and whether that stamp is decisive. */
+  private readonly readCache = new Map<string, { stamp: string; decisive: boolean; entry: ClaimEntry | RecordEntry }>();
 
   constructor(private readonly opts: LocalStoreOptions) {
     this.subnetsDir = join(opts.dir, "subnets");
@@ -92,20 +98,21 @@ export class LocalStore implements SubnetStore {
     const name = checkNodeName(req.nodeName);
     const pools = requirePools(this.opts.network);
     await this.ensureDirs();
-    const state = await this.readState();
+    await this.readAll();
     const now = this.now();
-    const own = [...state.claims].filter(([, c]) => c.nodeName === name).map(([s]) => s);
-    const taken = [
-      ...[...state.claims].filter(([s, c]) => c.nodeName !== name && this.live(s, c, state, now)).map(([s]) => s),
-      ...state.unreadableClaims,
-    ].map((s) => parseCidr(s));
+    const claims = [...this.view.claims()];
+    const own = claims.filter(([, c]) => !isUnreadable(c) && c.nodeName === name).map(([s]) => s);
+    // An unreadable claim is held by someone: never free.
+    const taken = claims
+      .filter(([s, c]) => isUnreadable(c) || (c.nodeName !== name && this.live(s, c, now)))
+      .map(([s]) => parseCidr(s));
     const subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
       own,
       taken,
       claim: (s) => this.claim(s, name),
       drop: (s) => this.dropClaim(s, name),
     });
-    const prev = state.records.get(name);
+    const prev = this.view.record(name);
     const { acquiredAt, kept } = claimAge(prev, subnets, now);
     const lease: NodeLease = {
       nodeName: name,
@@ -122,12 +129,14 @@ export class LocalStore implements SubnetStore {
 
   async renew(lease: NodeLease): Promise<NodeLease> {
     // Only this node's own claim files decide; every file is read only to repair one of them.
-    const own: FileIndex = { claims: new Map(), records: new Map() };
-    await this.readFiles(own, lease.subnets.map(subnetFileName), []);
+    this.readFiles(lease.subnets.map(subnetFileName), []);
     for (const s of lease.subnets) {
-      const claim = own.claims.get(subnetFileName(s));
-      if (claim !== undefined && "error" in claim && (await this.repairOwnClaim(s, lease.nodeName, await this.readState()))) continue;
-      const owner = claim !== undefined && !("error" in claim) ? claim.nodeName : undefined;
+      const claim = this.view.claim(s);
+      // A claim being written in place is someone's write in progress: neither repaired over
+      // nor taken for lost; the next renewal judges what it says.
+      if (claim !== undefined && isUnreadable(claim) && claim.settling) continue;
+      if (claim !== undefined && isUnreadable(claim) && (await this.repairOwnClaim(s, lease.nodeName))) continue;
+      const owner = claim !== undefined && !isUnreadable(claim) ? claim.nodeName : undefined;
       if (owner !== lease.nodeName) {
         throw new LeaseLostError(lease.nodeName, owner ? `subnet ${s} is now claimed by "${owner}"` : `subnet ${s} is no longer claimed`);
       }
@@ -138,68 +147,93 @@ export class LocalStore implements SubnetStore {
   }
 
   async list(): Promise<NodeLease[]> {
-    return leasesOf(await this.readState(), this.now());
+    await this.readAll();
+    this.view.refresh(this.now(), true);
+    return this.view.leases();
   }
 
   /**
    * Reads the directory once, then follows it with inotify (fs.watch on `subnets/` and
-   * `nodes/`): an event re-reads only the files it names, batched, so the cost is
-   * proportional to what changed and never more than one file is open. A
-   * lapsing lease changes the set without any file event, so a timer recomputes it then. A
-   * full reread every `rescanMs` (and after a watcher error) catches anything inotify missed.
+   * `nodes/`): an event re-reads only the files it names, batched, and only the leases of the
+   * nodes those files concern are computed again, so the cost is proportional to what changed
+   * and never more than one file is open. A file being written is read again on a timer too
+   * (see the top of this file). A lapsing lease changes the set without any file event, so a
+   * timer recomputes it then. A full reread every `rescanMs` (and after a watcher error)
+   * catches anything inotify missed.
    */
   watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
-    const changed = leaseSetFilter();
     let stopped = false;
-    let index: FileIndex | null = null;
+    let started = false;
+    /** The view's version last handed to onChange. */
+    let emitted: number | null = null;
     const dirty = { subnets: new Set<string>(), nodes: new Set<string>() };
-    let flushing = false;
     let flushTimer: NodeJS.Timeout | undefined;
     let expiryTimer: NodeJS.Timeout | undefined;
     let rescanTimer: NodeJS.Timeout | undefined;
+    let settleTimer: NodeJS.Timeout | undefined;
+    let settleDelay = 0;
     const watchers: FSWatcher[] = [];
     const fail = (err: unknown) => {
       if (!stopped) onError(err instanceof Error ? err : new Error(String(err)));
     };
-    const emit = () => {
-      if (stopped || !index) return;
+    const emit = (all = false) => {
+      if (stopped || !started) return;
       const now = this.now();
-      const state = this.stateOf(index);
-      const leases = leasesOf(state, now);
+      this.view.refresh(now, all);
       clearTimeout(expiryTimer);
-      const next = nextLapse(state, now);
-      if (next !== undefined) expiryTimer = setTimeout(emit, Math.min(Math.max(0, next - now) + 1, 2 ** 31 - 1));
-      if (changed(leases)) onChange(leases);
+      const next = this.view.nextLapse(now);
+      if (next !== undefined) expiryTimer = setTimeout(() => emit(true), Math.min(Math.max(0, next - now) + 1, 2 ** 31 - 1));
+      if (this.view.version === emitted) return;
+      emitted = this.view.version;
+      onChange(this.view.leases());
     };
-    const flush = async () => {
+    /** Reads the files being written again after a while, in case no event follows their last write. */
+    const scheduleSettleRetry = () => {
+      const { claims, nodes } = this.view.settling();
+      if (claims.length + nodes.length === 0) {
+        clearTimeout(settleTimer);
+        settleTimer = undefined;
+        settleDelay = 0;
+        return;
+      }
+      if (stopped || settleTimer !== undefined) return;
+      settleDelay = settleDelay === 0 ? SETTLE_RETRY_MS : Math.min(settleDelay * 2, SETTLE_MS);
+      settleTimer = setTimeout(() => {
+        settleTimer = undefined;
+        for (const s of claims) dirty.subnets.add(subnetFileName(s));
+        for (const n of nodes) dirty.nodes.add(`${n}${RECORD_SUFFIX}`);
+        scheduleFlush();
+      }, settleDelay);
+    };
+    const flush = () => {
       flushTimer = undefined;
-      if (stopped || flushing || !index) return;
-      flushing = true;
+      if (stopped || !started) return;
       try {
         const subnets = [...dirty.subnets];
         const nodes = [...dirty.nodes];
         dirty.subnets.clear();
         dirty.nodes.clear();
-        await this.readFiles(index, subnets, nodes);
+        this.readFiles(subnets, nodes);
         emit();
+        scheduleSettleRetry();
       } catch (err) {
         fail(err);
-      } finally {
-        flushing = false;
-        if (dirty.subnets.size + dirty.nodes.size > 0) scheduleFlush();
       }
     };
     const scheduleFlush = () => {
-      if (!stopped && flushTimer === undefined) flushTimer = setTimeout(() => void flush(), WATCH_BATCH_MS);
+      if (!stopped && flushTimer === undefined) flushTimer = setTimeout(flush, WATCH_BATCH_MS);
     };
     const rescan = async () => {
       try {
         await this.ensureDirs();
         if (watchers.length === 0) startWatchers();
-        const fresh = await this.readIndex(true);
+        await this.readAll(true);
         if (stopped) return;
-        index = fresh;
-        emit();
+        started = true;
+        emit(true);
+        scheduleSettleRetry();
+        // Events that came while the files were listed and read name files the read may have missed.
+        if (dirty.subnets.size + dirty.nodes.size > 0) scheduleFlush();
       } catch (err) {
         fail(err);
       }
@@ -230,6 +264,7 @@ export class LocalStore implements SubnetStore {
       clearTimeout(flushTimer);
       clearTimeout(expiryTimer);
       clearTimeout(rescanTimer);
+      clearTimeout(settleTimer);
       for (const w of watchers.splice(0)) w.close();
       this.stops.delete(stop);
     };
@@ -238,8 +273,8 @@ export class LocalStore implements SubnetStore {
   }
 
   async release(nodeName: string): Promise<void> {
-    const state = await this.readState();
-    const mine = [...state.claims].filter(([, c]) => c.nodeName === nodeName).map(([s]) => s);
+    await this.readAll();
+    const mine = [...this.view.claims()].filter(([, c]) => !isUnreadable(c) && c.nodeName === nodeName).map(([s]) => s);
     await Promise.all(mine.map((s) => this.dropClaim(s, nodeName)));
     await unlinkIfPresent(this.recordPath(nodeName));
   }
@@ -248,9 +283,10 @@ export class LocalStore implements SubnetStore {
     for (const stop of [...this.stops]) stop();
   }
 
-  private live(subnet: string, claim: Claim, state: State, now: number): boolean {
+  /** A claim is live while its own expiry or its owner's record (listing the subnet) lies ahead. */
+  private live(subnet: string, claim: Claim, now: number): boolean {
     if (claim.expiresAt > now) return true;
-    const rec = state.records.get(claim.nodeName);
+    const rec = this.view.record(claim.nodeName);
     return rec !== undefined && (rec.expiresAt ?? 0) > now && rec.subnets.includes(subnet);
   }
 
@@ -269,10 +305,10 @@ export class LocalStore implements SubnetStore {
     }
     return this.withLock(path, async () => {
       // Re-read under the lock: the claim may have been renewed or taken since we looked.
-      const state = await this.readState();
-      const current = state.claims.get(subnet);
-      if (state.unreadableClaims.has(subnet)) return false;
-      if (current && current.nodeName !== nodeName && this.live(subnet, current, state, this.now())) return false;
+      await this.readAll();
+      const current = this.view.claim(subnet);
+      if (current && isUnreadable(current)) return false;
+      if (current && current.nodeName !== nodeName && this.live(subnet, current, this.now())) return false;
       const replacement = await writeTempFile(this.subnetsDir, content());
       await rename(replacement, path);
       if (current && current.nodeName !== nodeName) {
@@ -311,9 +347,10 @@ export class LocalStore implements SubnetStore {
    * Rewrites this node's own claim when its file is unreadable and no other live record lists
    * the subnet (a torn file must not cost the node its subnet); false when it cannot tell.
    */
-  private async repairOwnClaim(subnet: string, nodeName: string, state: State): Promise<boolean> {
+  private async repairOwnClaim(subnet: string, nodeName: string): Promise<boolean> {
+    await this.readAll();
     const now = this.now();
-    const others = [...state.records.values()].filter(
+    const others = [...this.view.records()].filter(
       (r) => r.nodeName !== nodeName && (r.expiresAt ?? 0) > now && r.subnets.includes(subnet),
     );
     if (others.length > 0) return false;
@@ -323,99 +360,76 @@ export class LocalStore implements SubnetStore {
     return true;
   }
 
-  private async readState(): Promise<State> {
-    return this.stateOf(await this.readIndex());
-  }
-
   /**
-   * Every claim file and node record. `trustUnchanged` (the watch's full rereads): a file whose
-   * stamp is the one it had when last read is not read again, so a reread of 10000 files costs
-   * 10000 lstat calls, and the agent's first view right after acquire() costs no second read.
-   * Decisions that hand out subnets (acquire, claim, renew) always read every file.
+   * Every claim file and node record, into the view. `trustUnchanged` (the watch's full
+   * rereads): a file whose stamp is the one it had when last read, and decisive then (see
+   * stampDecisive), is not read again, so a reread of 10000 files costs 10000 lstat calls, and
+   * the agent's first view right after acquire() costs no second read. Decisions that hand
+   * out subnets (acquire, claim, renew) always read every file.
    */
-  private async readIndex(trustUnchanged = false): Promise<FileIndex> {
+  private async readAll(trustUnchanged = false): Promise<void> {
     await this.ensureDirs();
     const [claimNames, nodeNames] = await Promise.all([readdir(this.subnetsDir), readdir(this.nodesDir)]);
-    const index: FileIndex = { claims: new Map(), records: new Map() };
-    await this.readFiles(index, claimNames, nodeNames, trustUnchanged);
-    if (this.readCache.size > index.claims.size + index.records.size) {
-      for (const path of [...this.readCache.keys()]) {
-        const [dir, name] = [dirname(path), basename(path)];
-        if (!(dir === this.subnetsDir ? index.claims.has(name) : index.records.has(name))) this.readCache.delete(path);
-      }
-    }
-    return index;
+    // A file the view holds but the listing lacks is read too: gone, it leaves the view;
+    // created since the listing (a watch event read it), it stays.
+    const held = this.view.files();
+    const listed = { claims: new Set(claimNames), nodes: new Set(nodeNames) };
+    this.readFiles(
+      [...claimNames, ...held.subnets.map(subnetFileName).filter((n) => !listed.claims.has(n))],
+      [...nodeNames, ...held.nodes.map((n) => `${n}${RECORD_SUFFIX}`).filter((n) => !listed.nodes.has(n))],
+      trustUnchanged,
+    );
   }
 
   /**
-   * (Re)reads the named files into the index; a file that is gone leaves it. Synchronous: a
+   * (Re)reads the named files into the view; a file that is gone leaves it. Synchronous: a
    * store file is a few hundred bytes, read in microseconds, one open at a time; 10000 of
    * them through the thread pool cost ten times as much.
    */
-  private async readFiles(index: FileIndex, claimNames: readonly string[], nodeNames: readonly string[], trustUnchanged = false): Promise<void> {
+  private readFiles(claimNames: readonly string[], nodeNames: readonly string[], trustUnchanged = false): void {
     for (const n of claimNames) {
-      if (n.startsWith(".") || n.endsWith(".lock")) continue;
-      const entry = this.readEntry(join(this.subnetsDir, n), trustUnchanged, (value) => decodeClaim(value) ?? { error: "not a claim (nodeName, expiresAt)" });
-      if (entry === null) index.claims.delete(n);
-      else index.claims.set(n, entry as Claim | Unreadable);
+      if (!isClaimFile(n)) continue;
+      const entry = this.readEntry(join(this.subnetsDir, n), trustUnchanged, (value) => decodeClaim(value) ?? "not a claim (nodeName, expiresAt)");
+      this.view.setClaim(subnetOfFileName(n), entry as ClaimEntry | null);
     }
     for (const n of nodeNames) {
-      if (!n.endsWith(".json") || n.startsWith(".")) continue;
-      const entry = this.readEntry(join(this.nodesDir, n), trustUnchanged, (value) => decodeLease(value) ?? { error: "not a node record" });
-      if (entry === null) {
-        index.records.delete(n);
-        this.lastGood.delete(n);
-        continue;
-      }
-      if (!("error" in entry)) this.lastGood.set(n, entry as NodeLease);
-      index.records.set(n, entry as NodeLease | Unreadable);
+      if (!isRecordFile(n)) continue;
+      const node = nodeOfFileName(n);
+      const entry = this.readEntry(join(this.nodesDir, n), trustUnchanged, (value) => {
+        const lease = decodeLease(value);
+        if (!lease) return "not a node record";
+        return lease.nodeName === node ? lease : `names node "${lease.nodeName}", not "${node}"`;
+      });
+      this.view.setRecord(node, entry as RecordEntry | null);
     }
+    const paths = (kind: "claim" | "node", name: string) => (kind === "claim" ? this.claimPath(name) : join(this.nodesDir, `${name}${RECORD_SUFFIX}`));
+    this.damaged.replace(this.view.damaged().map((d) => ({ kind: d.kind, key: paths(d.kind, d.name), reason: d.reason })));
   }
 
   /**
    * One file, decoded; null when it is gone. The same object as last time while its stamp is
-   * unchanged and `trustUnchanged` is set (what the store hands out keeps its identity).
+   * unchanged and decisive and `trustUnchanged` is set, or its content is the same (what the
+   * store hands out keeps its identity). A file that does not decode is settling while it was
+   * modified within SETTLE_MS (a writer may be mid-way).
    */
-  private readEntry(path: string, trustUnchanged: boolean, decode: (value: unknown) => Claim | NodeLease | Unreadable): Claim | NodeLease | Unreadable | null {
+  private readEntry(path: string, trustUnchanged: boolean, decode: (value: unknown) => Claim | NodeLease | string): ClaimEntry | RecordEntry | null {
     const cached = this.readCache.get(path);
-    if (trustUnchanged && cached !== undefined) {
-      const stamp = fileStamp(path);
-      if (stamp === cached.stamp) return cached.entry;
-    }
+    if (trustUnchanged && cached?.decisive && fileStamp(path) === cached.stamp) return cached.entry;
+    // File times are wall-clock times, whatever clock the leases are judged by.
+    const readAt = Date.now();
     const read = readJson(path);
     if (read === null) {
       this.readCache.delete(path);
       return null;
     }
-    const fresh = "error" in read ? { error: read.error } : decode(read.value);
+    const decoded = "error" in read ? read.error : decode(read.value);
+    const fresh: ClaimEntry | RecordEntry =
+      typeof decoded === "string" ? { error: decoded, settling: read.regular && mayBeSettling(read.mtimeMs, readAt) } : decoded;
     // The same content read again (acquire's reads): keep handing out the same object.
     const entry = cached !== undefined && JSON.stringify(cached.entry) === JSON.stringify(fresh) ? cached.entry : fresh;
-    this.readCache.set(path, { stamp: read.stamp, entry });
+    this.readCache.set(path, { stamp: read.stamp, decisive: stampDecisive(read.ctimeMs, readAt), entry });
+    if (entry === fresh && isUnreadable(entry) && entry.settling) this.logger.debug("Store file is being written; reading it again", { path, reason: entry.error });
     return entry;
-  }
-
-  /** The store as claims and records, from the files; unreadable ones noted (and logged once). */
-  private stateOf(index: FileIndex): State {
-    const claims = new Map<string, Claim>();
-    const unreadableClaims = new Set<string>();
-    const records = new Map<string, NodeLease>();
-    const damaged: UnreadableRecord[] = [];
-    for (const [n, c] of index.claims) {
-      if ("error" in c) {
-        unreadableClaims.add(subnetOfFileName(n));
-        damaged.push({ kind: "claim", key: join(this.subnetsDir, n), reason: c.error });
-      } else claims.set(subnetOfFileName(n), c);
-    }
-    for (const [n, r] of index.records) {
-      if ("error" in r) {
-        damaged.push({ kind: "node", key: join(this.nodesDir, n), reason: r.error });
-        const last = this.lastGood.get(n);
-        if (last) records.set(last.nodeName, last);
-      } else records.set(r.nodeName, r);
-    }
-    for (const n of [...this.lastGood.keys()]) if (!index.records.has(n)) this.lastGood.delete(n);
-    this.damaged.replace(damaged);
-    return { claims, unreadableClaims, records };
   }
 
   private async writeRecord(lease: NodeLease): Promise<void> {
@@ -441,38 +455,8 @@ export class LocalStore implements SubnetStore {
   private recordPath = (nodeName: string) => join(this.nodesDir, `${checkNodeName(nodeName)}.json`);
 }
 
-type Unreadable = { error: string };
-
-/** What the store's files say, by file name. */
-interface FileIndex {
-  claims: Map<string, Claim | Unreadable>;
-  records: Map<string, NodeLease | Unreadable>;
-}
-
-/** The live leases: records not lapsed, each limited to the subnets whose claims name it. */
-function leasesOf(state: State, now: number): NodeLease[] {
-  const leases: NodeLease[] = [];
-  for (const rec of state.records.values()) {
-    if ((rec.expiresAt ?? 0) <= now) continue;
-    // An unreadable claim cannot disprove the record: the peer keeps the subnet it lists.
-    const subnets = rec.subnets.filter((s) => state.claims.get(s)?.nodeName === rec.nodeName || state.unreadableClaims.has(s));
-    // The record itself when every subnet it lists is its own: the same object while its file
-    // is unchanged, so the lease's identity is computed once (leases.ts).
-    if (subnets.length === rec.subnets.length) leases.push(rec);
-    else if (subnets.length > 0) leases.push({ ...rec, subnets });
-  }
-  return leases;
-}
-
-/** The next moment a live record lapses (the set changes without a file event), if any. */
-function nextLapse(state: State, now: number): number | undefined {
-  let next: number | undefined;
-  for (const rec of state.records.values()) {
-    const at = rec.expiresAt ?? 0;
-    if (at > now && (next === undefined || at < next)) next = at;
-  }
-  return next;
-}
+const isClaimFile = (name: string): boolean => !name.startsWith(".") && !name.endsWith(".lock");
+const isRecordFile = (name: string): boolean => !name.startsWith(".") && name.endsWith(RECORD_SUFFIX);
 
 function decodeClaim(raw: unknown): Claim | null {
   const c = raw as Partial<Claim> | null;
@@ -481,8 +465,8 @@ function decodeClaim(raw: unknown): Claim | null {
 }
 
 /**
- * What tells a file's version apart: every writer renames a new file into place (a new inode)
- * and the times carry nanoseconds. null when the file does not exist.
+ * What tells a file's version apart: a file renamed into place is a new inode, one written in
+ * place has new times (within the limits stampDecisive knows). null when the file does not exist.
  */
 function fileStamp(path: string): string | null {
   const st = lstatSync(path, { throwIfNoEntry: false });
@@ -490,30 +474,36 @@ function fileStamp(path: string): string | null {
 }
 const stampOf = (st: Stats): string => `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}`;
 
+/** What a read of a store file found, with the file's stamp and times as it was read. */
+type FileRead = ({ value: unknown } | { error: string }) & { stamp: string; regular: boolean; mtimeMs: number; ctimeMs: number };
+
 /**
  * A store file's JSON; null when it does not exist, `{error}` when it cannot be read as JSON
  * (torn, a directory, a FIFO: opened non-blocking and checked before reading, never followed
  * through a symlink).
  */
-function readJson(path: string): ({ value: unknown } | { error: string }) & { stamp: string } | null {
+function readJson(path: string): FileRead | null {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return null;
-    if (code === "ELOOP") return { error: "is a symlink", stamp: fileStamp(path) ?? "" };
+    if (code === "ELOOP") {
+      const st = lstatSync(path, { throwIfNoEntry: false });
+      return st ? { error: "is a symlink", stamp: stampOf(st), regular: false, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs } : null;
+    }
     throw storeError(`read ${path}`, err);
   }
   try {
     const st = fstatSync(fd);
-    const stamp = stampOf(st);
-    if (!st.isFile()) return { error: "not a regular file", stamp };
+    const file = { stamp: stampOf(st), regular: st.isFile(), mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+    if (!file.regular) return { error: "not a regular file", ...file };
     const text = readFileSync(fd, "utf8");
     try {
-      return { value: JSON.parse(text), stamp };
+      return { value: JSON.parse(text), ...file };
     } catch {
-      return { error: text.length === 0 ? "empty" : "not valid JSON (truncated?)", stamp };
+      return { error: text.length === 0 ? "empty" : "not valid JSON (truncated?)", ...file };
     }
   } finally {
     closeSync(fd);
