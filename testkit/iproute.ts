@@ -3,13 +3,60 @@ import type { FdbSpec } from "../shared/kernel/fdb.js";
 import type { NeighSpec } from "../shared/kernel/neigh.js";
 import { normalizeDst, TWILL_ROUTE_PROTO, type RouteSpec } from "../shared/kernel/routes.js";
 import { run, type Runner } from "../shared/kernel/exec.js";
-import { KernelError, type Link, type LinkAddrs, type RouteEntry } from "../shared/kernel/types.js";
+import { KernelError } from "../shared/kernel/types.js";
 
 /**
  * iproute2 as the tests' own view of the kernel: an observer independent of twill's netlink
  * code, and a way to set a scene up (`ip -batch`). Bound to a namespace: `ip -n NAME` for
  * named namespaces, `nsenter --net=PATH ip` for any other path.
  */
+
+/** A link as `ip -json -details link show` prints it (twill's own view is shared/kernel/types.ts). */
+export interface IpLink {
+  ifindex: number;
+  ifname: string;
+  flags: string[];
+  mtu: number;
+  operstate?: string;
+  address?: string;
+  master?: string;
+  link?: string;
+  link_index?: number;
+  link_netnsid?: number;
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string };
+}
+
+/** An address as `ip -json addr show` prints it, in its link's `addr_info`. */
+export interface IpAddrInfo {
+  family: "inet" | "inet6";
+  local: string;
+  prefixlen: number;
+  scope?: string;
+}
+
+/** One link's addresses as `ip -json addr show` prints them. */
+export interface IpLinkAddrs {
+  ifindex: number;
+  ifname: string;
+  addr_info: IpAddrInfo[];
+}
+
+/**
+ * A route as `ip -json route show` prints it: `default` for a destination of length 0, a host
+ * route without its length, names for protocol, scope and table, `onlink` among the flags.
+ */
+export interface IpRouteEntry {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string;
+  scope?: string;
+  prefsrc?: string;
+  flags?: string[];
+  metric?: number;
+  mtu?: number;
+  table?: string;
+}
 
 /** A batch line: `ip` arguments without the leading `ip`. */
 export type BatchLine = readonly (string | number)[];
@@ -116,14 +163,14 @@ export class IpRoute {
   }
 
   /** All links, with details (`-details` gives linkinfo: the kind, vxlan settings, ...). */
-  links(): Promise<Link[]> {
-    return this.json<Link[]>(["-details", "link", "show"], "list links");
+  links(): Promise<IpLink[]> {
+    return this.json<IpLink[]>(["-details", "link", "show"], "list links");
   }
 
   /** One link by name, or null when it does not exist. */
-  async link(name: string): Promise<Link | null> {
+  async link(name: string): Promise<IpLink | null> {
     try {
-      const [link] = await this.json<Link[]>(["-details", "link", "show", "dev", name], `read link "${name}"`);
+      const [link] = await this.json<IpLink[]>(["-details", "link", "show", "dev", name], `read link "${name}"`);
       return link ?? null;
     } catch (err) {
       if (err instanceof KernelError && err.notFound) return null;
@@ -131,10 +178,10 @@ export class IpRoute {
     }
   }
 
-  async addrs(dev?: string): Promise<LinkAddrs[]> {
+  async addrs(dev?: string): Promise<IpLinkAddrs[]> {
     const args = dev ? ["addr", "show", "dev", dev] : ["addr", "show"];
     try {
-      return await this.json<LinkAddrs[]>(args, dev ? `read addresses of "${dev}"` : "list addresses");
+      return await this.json<IpLinkAddrs[]>(args, dev ? `read addresses of "${dev}"` : "list addresses");
     } catch (err) {
       if (dev && err instanceof KernelError && err.notFound) return [];
       throw err;
@@ -142,8 +189,8 @@ export class IpRoute {
   }
 
   /** Routes of one family (4 or 6), optionally filtered (`["proto", "200"]`, `["dev", "x"]`). */
-  routes(family: 4 | 6, filter: readonly string[] = []): Promise<RouteEntry[]> {
-    return this.json<RouteEntry[]>([`-${family}`, "route", "show", ...filter], `list IPv${family} routes`);
+  routes(family: 4 | 6, filter: readonly string[] = []): Promise<IpRouteEntry[]> {
+    return this.json<IpRouteEntry[]>([`-${family}`, "route", "show", ...filter], `list IPv${family} routes`);
   }
 }
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { Link } from "../../shared/kernel/types.js";
+import type { IpLink } from "../../testkit/iproute.js";
 import { attachmentProblems, hostInterfaces, hostSide, leftoverProblems, remainingProblems, routeKey, type NsState } from "./attachment.js";
 
-const link = (ifname: string, ifindex: number, extra: Partial<Link> = {}): Link => ({ ifname, ifindex, flags: ["UP"], mtu: 1500, ...extra });
+const link = (ifname: string, ifindex: number, extra: Partial<IpLink> = {}): IpLink => ({ ifname, ifindex, flags: ["UP"], mtu: 1500, ...extra });
 
 const NETNS = "/var/run/netns/pod";
 const result = {

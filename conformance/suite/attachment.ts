@@ -1,4 +1,4 @@
-import type { LinkAddrs, Link, RouteEntry } from "../../shared/kernel/types.js";
+import type { IpLink, IpLinkAddrs, IpRouteEntry } from "../../testkit/iproute.js";
 import { parseCidr, formatIp } from "../../shared/net/cidr.js";
 import { isObject } from "./config.js";
 
@@ -8,9 +8,9 @@ import { isObject } from "./config.js";
  */
 
 export interface NsState {
-  links: Link[];
-  addrs: LinkAddrs[];
-  routes: { family: 4 | 6; route: RouteEntry }[];
+  links: IpLink[];
+  addrs: IpLinkAddrs[];
+  routes: { family: 4 | 6; route: IpRouteEntry }[];
 }
 
 export interface Where {
@@ -122,7 +122,7 @@ export function leftoverProblems(where: Where, pod: NsState | null, nodeBefore: 
  * `link_index` when its peer is in another namespace) and the result's host-side interfaces
  * other than a shared bridge.
  */
-export function hostSide(result: unknown, ifname: string, pod: NsState, node: NsState): Link[] {
+export function hostSide(result: unknown, ifname: string, pod: NsState, node: NsState): IpLink[] {
   const podLink = pod.links.find((l) => l.ifname === ifname);
   const names = new Set(
     isObject(result) && Array.isArray(result.interfaces)
@@ -137,7 +137,7 @@ export function hostSide(result: unknown, ifname: string, pod: NsState, node: Ns
 }
 
 /** Problems when the sandbox still holds the interface or any of `host` is still on the node. */
-export function remainingProblems(ifname: string, pod: NsState | null, host: readonly Link[], nodeAfter: NsState): string[] {
+export function remainingProblems(ifname: string, pod: NsState | null, host: readonly IpLink[], nodeAfter: NsState): string[] {
   const problems: string[] = [];
   if (pod?.links.some((l) => l.ifname === ifname)) problems.push(`interface ${ifname} is still in the sandbox`);
   for (const h of host) {

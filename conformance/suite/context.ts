@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { atLeast } from "../../shared/cni/version.js";
 import { attachmentProblems, hostSide, remainingProblems, type NsState } from "./attachment.js";
-import type { Link } from "../../shared/kernel/types.js";
+import type { IpLink } from "../../testkit/iproute.js";
 import { shrinkPool, withPrevResult, withTempPaths, withVersion, type Conf } from "./config.js";
 import { invoke, type Outcome } from "./invoke.js";
 import { netnsPath } from "../../testkit/netns.js";
@@ -141,7 +141,7 @@ export class CaseContext {
    * after `ip netns del` returns: wait (bounded) for the `host` links to go, so what remains
    * afterwards is the plugin's doing, not the kernel's lag.
    */
-  async removePod(pod: Pod, host: readonly Link[] = []): Promise<void> {
+  async removePod(pod: Pod, host: readonly IpLink[] = []): Promise<void> {
     await this.setup.namespaces.remove(pod.ns);
     for (let i = 0; i < KERNEL_CLEANUP_POLLS; i++) {
       const node = await this.nodeState();
@@ -224,12 +224,12 @@ export class CaseContext {
   }
 
   /** The node's links that belong to the pod's attachment; read it before DEL. */
-  async hostSide(pod: Pod): Promise<Link[]> {
+  async hostSide(pod: Pod): Promise<IpLink[]> {
     return hostSide(pod.result, pod.ifname, await this.podState(pod), await this.nodeState());
   }
 
   /** Nothing of the pod's attachment remains (the sandbox may be gone already). */
-  async expectGone(pod: Pod, host: readonly Link[], when: string): Promise<void> {
+  async expectGone(pod: Pod, host: readonly IpLink[], when: string): Promise<void> {
     const podState = this.setup.namespaces.has(pod.ns) ? await this.podState(pod) : null;
     const problems = remainingProblems(pod.ifname, podState, host, await this.nodeState());
     if (problems.length > 0) fail(`after ${when}: ${problems.join("; ")}`);

@@ -1,4 +1,4 @@
-import type { Link } from "../../../shared/kernel/types.js";
+import type { IpLink } from "../../../testkit/iproute.js";
 import { fail, type Case, type CaseContext, type Pod } from "../context.js";
 import { ipIn } from "../../../testkit/netns.js";
 import { addStandIn } from "../namespaces.js";
@@ -10,7 +10,7 @@ import { snippet } from "../shape.js";
  * Fills the pool, runs `del` on the first pod, then checks the DEL succeeded with no output,
  * nothing of the attachment remains, and exactly its address is free again.
  */
-async function delCase(ctx: CaseContext, what: string, del: (pod: Pod, host: Link[]) => Promise<void>): Promise<void> {
+async function delCase(ctx: CaseContext, what: string, del: (pod: Pod, host: IpLink[]) => Promise<void>): Promise<void> {
   const s = await ctx.poolScenario(1);
   const pod = s.pods[0]!;
   const host = await ctx.hostSide(pod);
