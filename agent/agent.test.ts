@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { NodeKernel } from "../shared/kernel/node-kernel.js";
+import type { Link, LinkAddresses, Route } from "../shared/kernel/types.js";
 import { createLogger } from "../shared/log.js";
 import { formatIp, parseCidr } from "../shared/net/cidr.js";
 import { readSubnetFile } from "../shared/subnet-file.js";
@@ -84,9 +85,10 @@ const names = (leases: readonly NodeLease[]) => leases.map((l) => l.nodeName).so
 
 /** The node's underlay: eth0 192.0.2.10/24 with the default route. */
 const underlayKernel = {
-  defaultRoutes: async (family: 4 | 6) => (family === 4 ? [{ dst: "default", gateway: "192.0.2.1", dev: "eth0" }] : []),
-  links: async () => [{ ifindex: 2, ifname: "eth0", flags: ["UP"], mtu: 1500 }],
-  addrs: async () => [{ ifindex: 2, ifname: "eth0", addr_info: [{ family: "inet", local: "192.0.2.10", prefixlen: 24 }] }],
+  defaultRoutes: async (family: 4 | 6): Promise<Route[]> =>
+    family === 4 ? [{ family: 4, dst: "0.0.0.0/0", gateway: "192.0.2.1", dev: "eth0", protocol: 3, scope: "global", onlink: false, table: "main" }] : [],
+  links: async (): Promise<Link[]> => [{ index: 2, name: "eth0", up: true, lowerUp: true, mtu: 1500 }],
+  addrs: async (): Promise<LinkAddresses[]> => [{ index: 2, name: "eth0", addresses: [{ family: 4, ip: "192.0.2.10", prefixLength: 24, scope: "global" }] }],
 } as unknown as NodeKernel;
 
 interface Harness {

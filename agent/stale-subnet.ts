@@ -1,6 +1,6 @@
 import { closeSync, constants, openSync, readSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { LinkAddrs } from "../shared/kernel/types.js";
+import type { LinkAddresses } from "../shared/kernel/types.js";
 import { contains, formatAddress, parseCidr, parseIp, type Cidr } from "../shared/net/cidr.js";
 
 /**
@@ -35,7 +35,7 @@ const inAny = (cidrs: readonly Cidr[], ipText: string): boolean => {
  * (the VTEP, whose addresses are managed with it, and the underlay, never touched).
  */
 export function staleAddresses(
-  links: readonly LinkAddrs[],
+  links: readonly LinkAddresses[],
   clusterCIDRs: readonly string[],
   nodeSubnets: readonly string[],
   skip: readonly (string | undefined)[] = [],
@@ -44,11 +44,11 @@ export function staleAddresses(
   const own = nodeSubnets.map(parseCidr);
   const out: StaleAddress[] = [];
   for (const link of links) {
-    if (skip.includes(link.ifname)) continue;
-    for (const a of link.addr_info) {
+    if (skip.includes(link.name)) continue;
+    for (const a of link.addresses) {
       if (a.scope === "link") continue;
-      if (inAny(cluster, a.local) && !inAny(own, a.local)) {
-        out.push({ dev: link.ifname, address: formatAddress(parseCidr(`${a.local}/${a.prefixlen}`)) });
+      if (inAny(cluster, a.ip) && !inAny(own, a.ip)) {
+        out.push({ dev: link.name, address: formatAddress(parseCidr(`${a.ip}/${a.prefixLength}`)) });
       }
     }
   }

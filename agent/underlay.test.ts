@@ -1,22 +1,21 @@
 import { describe, expect, it } from "vitest";
-import type { Link, LinkAddrs } from "../shared/kernel/types.js";
+import type { Link, LinkAddresses, Route, Scope } from "../shared/kernel/types.js";
 import { chooseUnderlay, type UnderlayView } from "./underlay.js";
 
-const link = (ifname: string, mtu: number): Link => ({ ifindex: 0, ifname, flags: ["UP"], mtu });
-const addrs = (ifname: string, ...locals: [string, string?][]): LinkAddrs => ({
-  ifindex: 0,
-  ifname,
-  addr_info: locals.map(([local, scope]) => ({
-    family: local.includes(":") ? "inet6" : "inet",
-    local,
-    prefixlen: local.includes(":") ? 64 : 24,
-    scope: scope ?? "global",
-  })),
+const link = (name: string, mtu: number): Link => ({ index: 0, name, up: true, lowerUp: true, mtu });
+const addrs = (name: string, ...ips: [string, Scope?][]): LinkAddresses => ({
+  index: 0,
+  name,
+  addresses: ips.map(([ip, scope]) => ({ family: ip.includes(":") ? 6 : 4, ip, prefixLength: ip.includes(":") ? 64 : 24, scope: scope ?? "global" })),
 });
+const defaultRoute = (via: Partial<Route> & { dev: string }): Route => {
+  const family = via.gateway?.includes(":") ? 6 : 4;
+  return { family, dst: family === 4 ? "0.0.0.0/0" : "::/0", protocol: 3, scope: "global", onlink: false, table: "main", ...via };
+};
 
 const view: UnderlayView = {
-  routes4: [{ dst: "default", gateway: "192.0.2.1", dev: "eth1" }],
-  routes6: [{ dst: "default", gateway: "2001:db8::1", dev: "eth2" }],
+  routes4: [defaultRoute({ gateway: "192.0.2.1", dev: "eth1" })],
+  routes6: [defaultRoute({ gateway: "2001:db8::1", dev: "eth2" })],
   links: [link("lo", 65536), link("eth1", 9001), link("eth2", 1500)],
   addrs: [
     addrs("lo", ["127.0.0.1", "host"]),
@@ -31,7 +30,7 @@ describe("chooseUnderlay", () => {
   });
 
   it("prefers the route's source address", () => {
-    const v = { ...view, routes4: [{ dst: "default", dev: "eth1", prefsrc: "192.0.2.11" }] };
+    const v = { ...view, routes4: [defaultRoute({ dev: "eth1", prefsrc: "192.0.2.11" })] };
     expect(chooseUnderlay(v, {}).ip).toBe("192.0.2.11");
   });
 

@@ -1,6 +1,6 @@
 import type { NodeKernel } from "../shared/kernel/node-kernel.js";
-import type { Link, LinkAddrs, RouteEntry } from "../shared/kernel/types.js";
-import { sameIp } from "../shared/kernel/routes.js";
+import type { Link, LinkAddresses, Route } from "../shared/kernel/types.js";
+import { isDefaultRoute, sameIp } from "../shared/kernel/routes.js";
 import { familyOfText, parseIp } from "../shared/net/cidr.js";
 import { UnderlayError } from "./errors.js";
 
@@ -19,10 +19,10 @@ export interface Underlay {
 }
 
 export interface UnderlayView {
-  routes4: RouteEntry[];
-  routes6: RouteEntry[];
+  routes4: Route[];
+  routes6: Route[];
   links: Link[];
-  addrs: LinkAddrs[];
+  addrs: LinkAddresses[];
 }
 
 export interface UnderlayWanted {
@@ -42,14 +42,12 @@ export async function readUnderlayView(kernel: NodeKernel): Promise<UnderlayView
 
 export function chooseUnderlay(view: UnderlayView, want: UnderlayWanted): Underlay {
   const link = (name: string): Link => {
-    const l = view.links.find((x) => x.ifname === name);
+    const l = view.links.find((x) => x.name === name);
     if (!l) throw new UnderlayError(`underlay interface "${name}" does not exist`);
     return l;
   };
   const globalAddrs = (dev: string, family?: 4 | 6) =>
-    (view.addrs.find((a) => a.ifname === dev)?.addr_info ?? []).filter(
-      (a) => (a.scope ?? "global") === "global" && (family === undefined || a.family === (family === 4 ? "inet" : "inet6")),
-    );
+    (view.addrs.find((a) => a.name === dev)?.addresses ?? []).filter((a) => a.scope === "global" && (family === undefined || a.family === family));
 
   if (want.publicIP !== undefined) {
     try {
@@ -58,7 +56,7 @@ export function chooseUnderlay(view: UnderlayView, want: UnderlayWanted): Underl
       throw new UnderlayError(`--public-ip ${JSON.stringify(want.publicIP)} is not an IP address`);
     }
     const family = familyOfText(want.publicIP);
-    const owner = view.addrs.find((a) => a.addr_info.some((i) => sameIp(i.local, want.publicIP!)))?.ifname;
+    const owner = view.addrs.find((a) => a.addresses.some((i) => sameIp(i.ip, want.publicIP!)))?.name;
     const dev = want.iface ?? owner;
     if (!dev) {
       throw new UnderlayError(`public IP ${want.publicIP} is on no interface of this node: give --iface as well`);
@@ -69,15 +67,15 @@ export function chooseUnderlay(view: UnderlayView, want: UnderlayWanted): Underl
     const l = link(want.iface);
     const addr = globalAddrs(want.iface, 4)[0] ?? globalAddrs(want.iface, 6)[0];
     if (!addr) throw new UnderlayError(`underlay interface "${want.iface}" has no global address`);
-    return { dev: want.iface, ip: addr.local, family: addr.family === "inet" ? 4 : 6, mtu: l.mtu };
+    return { dev: want.iface, ip: addr.ip, family: addr.family, mtu: l.mtu };
   }
   for (const [family, routes] of [
     [4, view.routes4],
     [6, view.routes6],
   ] as const) {
-    const route = routes.find((r) => r.dst === "default" && r.dev);
+    const route = routes.find((r) => isDefaultRoute(r) && r.dev);
     if (!route?.dev) continue;
-    const ip = route.prefsrc ?? globalAddrs(route.dev, family)[0]?.local;
+    const ip = route.prefsrc ?? globalAddrs(route.dev, family)[0]?.ip;
     if (!ip) throw new UnderlayError(`default route device "${route.dev}" has no global IPv${family} address`);
     return { dev: route.dev, ip, family, mtu: link(route.dev).mtu };
   }

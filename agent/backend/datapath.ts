@@ -69,7 +69,7 @@ export class Datapath implements Backend {
     this.local = local;
     const [link] = await this.deps.kernel.addrs(local.underlayDev);
     const data: BackendData = {
-      type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addr_info ?? []),
+      type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addresses ?? []),
     };
     return { ...data, ...(await this.kind.prepare(this.context(local))) };
   }

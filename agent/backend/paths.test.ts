@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
-import type { AddrInfo } from "../../shared/kernel/types.js";
+import type { Address, Scope } from "../../shared/kernel/types.js";
 import { auto, autoPath } from "./auto.js";
 import { hostGw, hostGwPath } from "./host-gw.js";
 import { desiredDatapath, onLinkPrefix, underlayAddresses, type NodeView } from "./paths.js";
@@ -107,7 +107,7 @@ describe("hostGwPath over IPv6 and dual-stack underlays", () => {
 });
 
 describe("underlayAddresses", () => {
-  const a = (local: string, scope = "global", prefixlen = 64): AddrInfo => ({ family: local.includes(":") ? "inet6" : "inet", local, prefixlen, scope });
+  const a = (ip: string, scope: Scope = "global", prefixLength = 64): Address => ({ family: ip.includes(":") ? 6 : 4, ip, prefixLength, scope });
 
   it("publishes the public IP and the first global address of the other family", () => {
     expect(underlayAddresses("192.168.1.2", [a("192.168.1.2", "global", 24), a("fe80::2", "link"), a("fd00:77::2"), a("fd00:77::9")])).toEqual(["192.168.1.2", "fd00:77::2"]);

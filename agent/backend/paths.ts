@@ -1,6 +1,6 @@
 import { contains, familyOfText, formatCidr, overlaps, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
 import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
-import type { AddrInfo } from "../../shared/kernel/types.js";
+import type { Address } from "../../shared/kernel/types.js";
 import type { Logger } from "../../shared/log.js";
 import type { BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, PeerError } from "../types.js";
 import { emptyState, type DatapathState } from "./plan.js";
@@ -70,14 +70,14 @@ export function onLinkPrefix(ip: string, prefixes: readonly string[]): string | 
  * global one (a dual-stack node whose IPv6 underlay is link-local only still gets host-gw
  * routes for its IPv6 pods).
  */
-export function underlayAddresses(publicIP: string, addrs: readonly AddrInfo[]): string[] {
+export function underlayAddresses(publicIP: string, addrs: readonly Address[]): string[] {
   const out = [publicIP];
-  const other = familyOfText(publicIP) === 4 ? "inet6" : "inet";
+  const other = familyOfText(publicIP) === 4 ? 6 : 4;
   const ofOther = addrs.filter((a) => a.family === other && a.scope !== "host");
-  const global = ofOther.find((a) => (a.scope ?? "global") === "global");
-  const linkLocal = other === "inet6" ? ofOther.find((a) => a.scope === "link") : undefined;
+  const global = ofOther.find((a) => a.scope === "global");
+  const linkLocal = other === 6 ? ofOther.find((a) => a.scope === "link") : undefined;
   const pick = global ?? linkLocal;
-  if (pick) out.push(pick.local);
+  if (pick) out.push(pick.ip);
   return out;
 }
 

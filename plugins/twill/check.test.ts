@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Result } from "../../shared/cni/types.js";
-import type { Link, LinkAddrs, RouteEntry } from "../../shared/kernel/types.js";
+import type { Link, LinkAddresses, Route } from "../../shared/kernel/types.js";
 import { expectedFromResult, nodeProblems, podProblems, routeMatches } from "./check.js";
 
 const at = { containerId: "c1", ifname: "eth0", netns: "/var/run/netns/p1" };
@@ -16,16 +16,19 @@ const prev: Result = {
 };
 const exp = expectedFromResult(prev, at, "cni0", "vethaaaaaaaaaaa");
 
-const link = (ifname: string, kind: string, extra: Partial<Link> = {}): Link => ({
-  ifindex: 1, ifname, flags: ["BROADCAST", "UP"], mtu: 1500, linkinfo: { info_kind: kind }, ...extra,
+const link = (name: string, kind: string, extra: Partial<Link> = {}): Link => ({
+  index: 1, name, up: true, lowerUp: true, mtu: 1500, kind, ...extra,
 });
-const nodeLinks = () => [link("cni0", "bridge"), link("vethaaaaaaaaaaa", "veth", { master: "cni0", link_index: 2 })];
-const podLinks = () => [link("lo", "loopback"), link("eth0", "veth", { ifindex: 2, address: "0a:58:0a:01:00:05" })];
-const podAddrs = (): LinkAddrs[] => [{ ifindex: 2, ifname: "eth0", addr_info: [{ family: "inet", local: "10.1.0.5", prefixlen: 24 }] }];
-const podRoutes = (): RouteEntry[] => [
-  { dst: "default", gateway: "10.1.0.1", dev: "eth0" },
-  { dst: "10.96.0.0/12", gateway: "10.1.0.1", dev: "eth0" },
-  { dst: "10.1.0.0/24", dev: "eth0", scope: "link" },
+const nodeLinks = () => [link("cni0", "bridge"), link("vethaaaaaaaaaaa", "veth", { master: "cni0", portKind: "bridge", peerIndex: 2 })];
+const podLinks = () => [link("lo", "loopback"), link("eth0", "veth", { index: 2, mac: "0a:58:0a:01:00:05" })];
+const podAddrs = (prefixLength = 24): LinkAddresses[] => [{ index: 2, name: "eth0", addresses: [{ family: 4, ip: "10.1.0.5", prefixLength, scope: "global" }] }];
+const route = (dst: string, extra: Partial<Route> = {}): Route => ({
+  family: dst.includes(":") ? 6 : 4, dst, protocol: 3, scope: "global", onlink: false, table: "main", ...extra,
+});
+const podRoutes = (): Route[] => [
+  route("0.0.0.0/0", { gateway: "10.1.0.1", dev: "eth0" }),
+  route("10.96.0.0/12", { gateway: "10.1.0.1", dev: "eth0" }),
+  route("10.1.0.0/24", { dev: "eth0", scope: "link", protocol: 2 }),
 ];
 
 describe("CHECK comparisons", () => {
@@ -55,26 +58,27 @@ describe("CHECK comparisons", () => {
     expect(podProblems(podLinks(), podAddrs(), podRoutes(), exp, 7)).toEqual([
       'interface "eth0" in /var/run/netns/p1 is not the peer of host interface "vethaaaaaaaaaaa"',
     ]);
-    const otherMac = [link("eth0", "veth", { ifindex: 2, address: "02:11:11:11:11:11" })];
+    const otherMac = [link("eth0", "veth", { index: 2, mac: "02:11:11:11:11:11" })];
     expect(podProblems(otherMac, podAddrs(), podRoutes(), exp, 2)[0]).toMatch(/has MAC 02:11:11:11:11:11, want 0a:58:0a:01:00:05/);
   });
 
   it("names a missing address and a missing route", () => {
-    const noAddr: LinkAddrs[] = [{ ifindex: 2, ifname: "eth0", addr_info: [{ family: "inet", local: "10.1.0.5", prefixlen: 16 }] }];
-    expect(podProblems(podLinks(), noAddr, podRoutes(), exp, 2)).toEqual(['interface "eth0" in /var/run/netns/p1 has no address 10.1.0.5/24']);
+    expect(podProblems(podLinks(), podAddrs(16), podRoutes(), exp, 2)).toEqual(['interface "eth0" in /var/run/netns/p1 has no address 10.1.0.5/24']);
     expect(podProblems(podLinks(), podAddrs(), podRoutes().slice(1), exp, 2)).toEqual(["no route to 0.0.0.0/0 via 10.1.0.1 in /var/run/netns/p1"]);
   });
 });
 
 describe("routeMatches", () => {
-  it("matches ip's `default` by family and gateway", () => {
-    expect(routeMatches({ dst: "default", gateway: "10.1.0.1" }, { dst: "0.0.0.0/0", gw: "10.1.0.1" })).toBe(true);
-    expect(routeMatches({ dst: "default", gateway: "fd00::1" }, { dst: "0.0.0.0/0" })).toBe(false);
-    expect(routeMatches({ dst: "default", gateway: "fd00::1" }, { dst: "::/0", gw: "fd00:0::1" })).toBe(true);
-    expect(routeMatches({ dst: "default", gateway: "10.1.0.2" }, { dst: "0.0.0.0/0", gw: "10.1.0.1" })).toBe(false);
+  it("matches a default route by family and gateway", () => {
+    expect(routeMatches(route("0.0.0.0/0", { gateway: "10.1.0.1" }), { dst: "0.0.0.0/0", gw: "10.1.0.1" })).toBe(true);
+    expect(routeMatches(route("::/0", { gateway: "fd00::1" }), { dst: "0.0.0.0/0" })).toBe(false);
+    expect(routeMatches(route("::/0"), { dst: "0.0.0.0/0" })).toBe(false);
+    expect(routeMatches(route("::/0", { gateway: "fd00::1" }), { dst: "::/0", gw: "fd00:0::1" })).toBe(true);
+    expect(routeMatches(route("0.0.0.0/0", { gateway: "10.1.0.2" }), { dst: "0.0.0.0/0", gw: "10.1.0.1" })).toBe(false);
   });
-  it("reads host routes printed without a length", () => {
-    expect(routeMatches({ dst: "10.9.9.9" }, { dst: "10.9.9.9/32" })).toBe(true);
-    expect(routeMatches({ dst: "10.9.9.0/24" }, { dst: "10.9.9.9/32" })).toBe(false);
+  it("compares destinations as prefixes, host routes included", () => {
+    expect(routeMatches(route("10.9.9.9/32"), { dst: "10.9.9.9/32" })).toBe(true);
+    expect(routeMatches(route("10.9.9.0/24"), { dst: "10.9.9.9/32" })).toBe(false);
+    expect(routeMatches(route("fd00::/64"), { dst: "fd00:0:0:0::/64" })).toBe(true);
   });
 });

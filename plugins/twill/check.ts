@@ -1,8 +1,8 @@
 import { invalidConfig } from "../../shared/cni/errors.js";
 import type { Result, Route } from "../../shared/cni/types.js";
-import { wrongKind, type LinkAddrs, type Link, type RouteEntry } from "../../shared/kernel/types.js";
+import { wrongKind, type LinkAddresses, type Link, type Route as KernelRoute } from "../../shared/kernel/types.js";
 import { sameIp } from "../../shared/kernel/routes.js";
-import { parseCidr, type Family } from "../../shared/net/cidr.js";
+import { parseCidr } from "../../shared/net/cidr.js";
 import type { Attachment } from "./plan.js";
 
 /**
@@ -41,19 +41,19 @@ export function expectedFromResult(prev: Result, at: Attachment, bridge: string,
 /** Problems in the node namespace: the bridge and the node end of the veth. */
 export function nodeProblems(links: readonly Link[], exp: Expected): string[] {
   const problems: string[] = [];
-  const bridge = links.find((l) => l.ifname === exp.bridge);
+  const bridge = links.find((l) => l.name === exp.bridge);
   const notBridge = bridge && wrongKind(bridge, "bridge");
   if (!bridge) problems.push(`bridge "${exp.bridge}" does not exist`);
   else if (notBridge) problems.push(notBridge);
-  else if (!bridge.flags.includes("UP")) problems.push(`bridge "${exp.bridge}" is down`);
+  else if (!bridge.up) problems.push(`bridge "${exp.bridge}" is down`);
 
-  const host = links.find((l) => l.ifname === exp.hostVeth);
+  const host = links.find((l) => l.name === exp.hostVeth);
   if (!host) problems.push(`host interface "${exp.hostVeth}" does not exist`);
   else {
     const notVeth = wrongKind(host, "veth", `host interface "${exp.hostVeth}"`);
     if (notVeth) problems.push(notVeth);
     if (host.master !== exp.bridge) problems.push(`host interface "${exp.hostVeth}" is not attached to bridge "${exp.bridge}" (master: ${host.master ?? "none"})`);
-    if (!host.flags.includes("UP")) problems.push(`host interface "${exp.hostVeth}" is down`);
+    if (!host.up) problems.push(`host interface "${exp.hostVeth}" is down`);
   }
   return problems;
 }
@@ -61,25 +61,25 @@ export function nodeProblems(links: readonly Link[], exp: Expected): string[] {
 /** Problems inside the pod: its interface (and that it is the veth's peer), addresses, routes. */
 export function podProblems(
   links: readonly Link[],
-  addrs: readonly LinkAddrs[],
-  routes: readonly RouteEntry[],
+  addrs: readonly LinkAddresses[],
+  routes: readonly KernelRoute[],
   exp: Expected,
   hostPeerIndex: number | undefined,
 ): string[] {
   const where = `"${exp.ifname}" in ${exp.netns}`;
-  const pod = links.find((l) => l.ifname === exp.ifname);
+  const pod = links.find((l) => l.name === exp.ifname);
   if (!pod) return [`interface ${where} does not exist`];
   const problems: string[] = [];
   const notVeth = wrongKind(pod, "veth", `interface ${where}`);
   if (notVeth) problems.push(notVeth);
-  else if (hostPeerIndex !== undefined && pod.ifindex !== hostPeerIndex) problems.push(`interface ${where} is not the peer of host interface "${exp.hostVeth}"`);
-  if (exp.mac && pod.address?.toLowerCase() !== exp.mac.toLowerCase()) problems.push(`interface ${where} has MAC ${pod.address ?? "none"}, want ${exp.mac}`);
-  if (!pod.flags.includes("UP")) problems.push(`interface ${where} is down`);
+  else if (hostPeerIndex !== undefined && pod.index !== hostPeerIndex) problems.push(`interface ${where} is not the peer of host interface "${exp.hostVeth}"`);
+  if (exp.mac && pod.mac !== exp.mac.toLowerCase()) problems.push(`interface ${where} has MAC ${pod.mac ?? "none"}, want ${exp.mac}`);
+  if (!pod.up) problems.push(`interface ${where} is down`);
 
-  const have = addrs.find((a) => a.ifname === exp.ifname)?.addr_info ?? [];
+  const have = addrs.find((a) => a.name === exp.ifname)?.addresses ?? [];
   for (const want of exp.addresses) {
     const w = parseCidr(want);
-    const found = have.some((a) => a.prefixlen === w.prefix && sameIp(a.local, want.split("/")[0]!));
+    const found = have.some((a) => a.prefixLength === w.prefix && sameIp(a.ip, want.split("/")[0]!));
     if (!found) problems.push(`interface ${where} has no address ${want}`);
   }
 
@@ -92,31 +92,14 @@ export function podProblems(
 }
 
 /** A kernel route serves `want` when the destination is the same prefix and, if `want` names one, the gateway too. */
-export function routeMatches(r: RouteEntry, want: Route): boolean {
-  let w;
+export function routeMatches(r: KernelRoute, want: Route): boolean {
+  let w, d;
   try {
     w = parseCidr(want.dst);
+    d = parseCidr(r.dst);
   } catch {
     return false;
   }
-  const family = routeFamily(r);
-  if (r.dst === "default") {
-    if (w.prefix !== 0 || (family !== null && family !== w.family)) return false;
-  } else {
-    const text = r.dst.includes("/") ? r.dst : `${r.dst}/${w.family === 4 ? 32 : 128}`;
-    let d;
-    try {
-      d = parseCidr(text);
-    } catch {
-      return false;
-    }
-    if (d.family !== w.family || d.prefix !== w.prefix || d.network !== w.network) return false;
-  }
+  if (d.family !== w.family || d.prefix !== w.prefix || d.network !== w.network) return false;
   return !want.gw || (r.gateway !== undefined && sameIp(r.gateway, want.gw));
-}
-
-/** The family of a route as `ip -json` prints it; `default` without a gateway says nothing. */
-function routeFamily(r: RouteEntry): Family | null {
-  const sample = r.dst !== "default" ? r.dst : r.gateway ?? r.prefsrc;
-  return sample ? (sample.includes(":") ? 6 : 4) : null;
 }

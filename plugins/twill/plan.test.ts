@@ -3,6 +3,7 @@ import type { NetConf, Result } from "../../shared/cni/types.js";
 import { parseConf } from "./config.js";
 import { hostVethName } from "./names.js";
 import { stepLine, type NetStep } from "../../shared/kernel/pod-kernel.js";
+import type { Address } from "../../shared/kernel/types.js";
 import { buildResult, missingGatewaySteps, planNode, planPod } from "./plan.js";
 
 const conf = (extra: Record<string, unknown> = {}) =>
@@ -93,7 +94,7 @@ describe("planPod", () => {
 describe("missingGatewaySteps", () => {
   const bridge = planNode(conf(), undefined, at).bridge;
   it("adds only what the bridge lacks, with replace, IPv6 without DAD", () => {
-    const have = [{ family: "inet" as const, local: "10.1.0.1", prefixlen: 24 }];
+    const have: Address[] = [{ family: 4, ip: "10.1.0.1", prefixLength: 24, scope: "global" }];
     expect(missingGatewaySteps(bridge, have, ["10.1.0.1/24"])).toEqual([]);
     expect(missingGatewaySteps(bridge, have, ["10.1.0.1/24", "fd00:1::1/64"]).map((l) => stepLine(l).join(" "))).toEqual([
       "addr replace fd00:1::1/64 dev cni0 nodad",

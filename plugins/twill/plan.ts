@@ -1,6 +1,6 @@
 import type { Interface, IpConfig, Result, Route } from "../../shared/cni/types.js";
 import { bridgeAddressStep, bridgeSettingsStep, type BridgeSpec } from "../../shared/kernel/bridge.js";
-import type { AddrInfo } from "../../shared/kernel/types.js";
+import type { Address } from "../../shared/kernel/types.js";
 import type { NetStep } from "../../shared/kernel/pod-kernel.js";
 import { sameIp } from "../../shared/kernel/routes.js";
 import type { VethSpec } from "../../shared/kernel/veth.js";
@@ -11,8 +11,7 @@ import { bridgeMac, hostVethMac, hostVethName, podMac } from "./names.js";
 /**
  * What ADD does, decided from plain data before anything is touched, as two change sets: the
  * node's (bridge, veth pair), which depends on nothing IPAM decides, and the pod's (addresses,
- * MAC, routes). The kernel interface applies each one in order (over netlink, or as one
- * `ip -batch` where the node's runs while IPAM allocates).
+ * MAC, routes). The kernel interface applies each one in order, over netlink.
  */
 
 export interface Attachment {
@@ -115,11 +114,11 @@ export function planPod(conf: TwillConf, at: Attachment, ipam: Result): PodPlan 
  * The gateway addresses the bridge lacks, as steps; usually none, as the node's first pod put
  * them there. `replace` keeps concurrent ADDs from failing on each other (plugins#366).
  */
-export function missingGatewaySteps(bridge: BridgeSpec, have: readonly AddrInfo[], gateways: readonly string[]): NetStep[] {
+export function missingGatewaySteps(bridge: BridgeSpec, have: readonly Address[], gateways: readonly string[]): NetStep[] {
   return gateways
     .filter((g) => {
       const c = parseCidr(g);
-      return !have.some((a) => a.prefixlen === c.prefix && sameIp(a.local, formatIp(c.family, c.ip)));
+      return !have.some((a) => a.prefixLength === c.prefix && sameIp(a.ip, formatIp(c.family, c.ip)));
     })
     .map((g) => bridgeAddressStep(bridge, g));
 }

@@ -37,7 +37,7 @@ interface Faults {
 function setUp(faults: Faults = {}) {
   const calls: string[] = [];
   const bridge: BridgeState = {
-    ifindex: 2, ifname: "cni0", flags: ["UP"], mtu: 1450, address: "02:00:00:00:00:01", linkinfo: { info_kind: "bridge" }, addr_info: [],
+    index: 2, name: "cni0", up: true, lowerUp: true, mtu: 1450, mac: "02:00:00:00:00:01", kind: "bridge", addresses: [],
   };
   const kernel: PodKernel = {
     async apply(ns, steps, op) {
@@ -56,7 +56,7 @@ function setUp(faults: Faults = {}) {
     },
     link: async (_ns, name) => (name === "cni0" ? bridge : null),
     links: async () => [bridge],
-    podState: async () => ({ links: [], addrs: [], routes: [] }),
+    podState: async () => ({ links: [], addresses: [], routes: [] }),
     readMasquerade: async () => null,
     async writeMasquerade(spec) {
       calls.push(`masquerade ${spec.sources.join(",")}`);

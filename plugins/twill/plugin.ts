@@ -21,7 +21,7 @@ import { waitForPolicy } from "./policy-wait.js";
 /**
  * The `twill` CNI plugin: a Linux bridge per node and a veth pair per pod, like the reference
  * `bridge` plugin, with derived names (DEL and CHECK need no prevResult to find the veth),
- * netlink spoken in-process (no process started; `ip -batch` where that is not available),
+ * netlink spoken in-process (no process started),
  * race-free bridge set-up, and IPAM in-process when it is twill-ipam.
  */
 
@@ -33,7 +33,7 @@ export interface TwillDeps {
   logger?: (path: string) => Logger;
   /**
    * Every kernel read and write ADD, DEL and CHECK make (nft and sysctls included); by default
-   * netlink when this runtime reaches libc, else iproute2. Tests pass one that records calls.
+   * netlink (this runtime must reach libc). Tests pass one that records calls.
    */
   kernel?: () => PodKernel;
 }
@@ -82,7 +82,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
         if (mismatch) throw new Error(mismatch);
         const podPlan = planPod(conf, at, allocated);
         for (const key of podPlan.forwarding) kernel.setSysctl(key, "1");
-        const gatewaySteps = missingGatewaySteps(nodePlan.bridge, bridge.addr_info ?? [], podPlan.gateways);
+        const gatewaySteps = missingGatewaySteps(nodePlan.bridge, bridge.addresses, podPlan.gateways);
         const done = await Promise.allSettled([
           timer.time("pod", () => applySteps(kernel, at.netns, podPlan.steps, `configure "${at.ifname}" in ${at.netns}`)),
           kernel.apply(null, gatewaySteps, `add gateway addresses ${podPlan.gateways.join(", ")} to bridge "${nodePlan.bridge.name}"`),
@@ -99,7 +99,7 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
           const ips = podPlan.ips.map((i) => i.address.split("/")[0]!);
           await timer.time("policy", () => waitForPolicy(policyReadyPath(conf.subnetFile), args.args.K8S_POD_NAMESPACE, ips, log));
         }
-        const result = buildResult(args.conf.cniVersion, prev, nodePlan, podPlan, bridge.address ?? nodePlan.bridge.mac, allocated.dns, args.conf.dns);
+        const result = buildResult(args.conf.cniVersion, prev, nodePlan, podPlan, bridge.mac ?? nodePlan.bridge.mac, allocated.dns, args.conf.dns);
         log.info("Added pod", {
           netns: at.netns,
           hostVeth: nodePlan.veth.name,
@@ -155,8 +155,8 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       const kernel = kernelFor();
       try {
         const [links, pod] = await Promise.all([kernel.links(null), kernel.podState(at.netns)]);
-        const host = links.find((l) => l.ifname === exp.hostVeth);
-        const problems = [...nodeProblems(links, exp), ...podProblems(pod.links, pod.addrs, pod.routes, exp, host?.link_index)];
+        const host = links.find((l) => l.name === exp.hostVeth);
+        const problems = [...nodeProblems(links, exp), ...podProblems(pod.links, pod.addresses, pod.routes, exp, host?.peerIndex)];
         if (problems.length > 0) throw new CniError(Code.Internal, problems.join("; "));
       } finally {
         kernel.close();
@@ -188,8 +188,8 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
 }
 
 /**
- * IPAM beside the node's changes (in-process file work, or a process, while `ip` runs; over
- * netlink the node's changes are done by the time IPAM starts). Registers the undo of whatever
+ * IPAM beside the node's changes (over netlink in-process, they are done by the time IPAM
+ * starts). Registers the undo of whatever
  * succeeded, then fails with IPAM's error first, as the spec's order (IPAM, then interfaces)
  * would have.
  */

@@ -5,13 +5,13 @@ import { stepLine } from "./pod-kernel.js";
 
 describe("bridge and veth", () => {
   const spec = { name: "cni0", mac: "02:00:00:00:00:01", mtu: 1400 };
-  const link = (kind: string, extra: Partial<Link> = {}): Link => ({ ifindex: 2, ifname: "cni0", flags: ["UP"], mtu: 1400, linkinfo: { info_kind: kind }, ...extra });
+  const link = (kind: string, extra: Partial<Link> = {}): Link => ({ index: 2, name: "cni0", up: true, lowerUp: true, mtu: 1400, kind, ...extra });
 
   it("says why a link cannot serve as the bridge", () => {
     expect(bridgeMismatch(link("bridge"), spec)).toBeNull();
     expect(bridgeMismatch(null, spec)).toBe('bridge "cni0" does not exist');
     expect(bridgeMismatch(link("veth"), spec)).toBe('"cni0" is a veth, not a bridge');
-    expect(bridgeMismatch(link("bridge", { flags: [] }), spec)).toBe('bridge "cni0" is down');
+    expect(bridgeMismatch(link("bridge", { up: false }), spec)).toBe('bridge "cni0" is down');
     expect(bridgeMismatch(link("bridge", { mtu: 1500 }), spec)).toBe('bridge "cni0" has MTU 1500, want 1400');
   });
 

@@ -24,7 +24,7 @@ export function bridgeMismatch(link: Link | null, spec: BridgeSpec): string | nu
   if (!link) return `bridge "${spec.name}" does not exist`;
   const notBridge = wrongKind(link, "bridge", `"${spec.name}"`);
   if (notBridge) return notBridge;
-  if (!link.flags.includes("UP")) return `bridge "${spec.name}" is down`;
+  if (!link.up) return `bridge "${spec.name}" is down`;
   if (spec.mtu !== undefined && link.mtu !== spec.mtu) return `bridge "${spec.name}" has MTU ${link.mtu}, want ${spec.mtu}`;
   return null;
 }

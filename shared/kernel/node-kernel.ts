@@ -2,7 +2,7 @@ import type { FdbSpec } from "./fdb.js";
 import type { NeighSpec } from "./neigh.js";
 import type { RouteSpec } from "./routes.js";
 import type { NetTools } from "./tools.js";
-import type { KernelError, Link, LinkAddrs, RouteEntry } from "./types.js";
+import type { KernelError, Link, LinkAddresses, Route } from "./types.js";
 import type { VxlanSpec } from "./vxlan.js";
 
 /**
@@ -58,9 +58,9 @@ export interface NodeKernel extends NetTools {
   /** One link by name, or null when there is none. */
   link(name: string): Promise<Link | null>;
   /** Addresses by link: every link's, or `dev`'s alone (none when it does not exist). */
-  addrs(dev?: string): Promise<LinkAddrs[]>;
+  addrs(dev?: string): Promise<LinkAddresses[]>;
   /** The main table's default routes of one family. */
-  defaultRoutes(family: 4 | 6): Promise<RouteEntry[]>;
+  defaultRoutes(family: 4 | 6): Promise<Route[]>;
   /** Every route twill owns (its protocol) in the main table, both families. */
   ownedRoutes(): Promise<RouteSpec[]>;
   /** Permanent neighbors on `dev` (none when it does not exist). */

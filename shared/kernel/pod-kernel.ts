@@ -2,7 +2,7 @@ import type { BridgeSpec } from "./bridge.js";
 import { ensureMasquerade, type MasqSpec, type MasqState } from "./nft.js";
 import { ensureSysctl } from "./sysctl.js";
 import { netTools } from "./tools.js";
-import { KernelError, type AddrInfo, type Link, type LinkAddrs, type RouteEntry } from "./types.js";
+import { KernelError, type Address, type Link, type LinkAddresses, type Route } from "./types.js";
 import type { VethSpec } from "./veth.js";
 
 /**
@@ -25,12 +25,12 @@ export type NetStep =
   | { op: "add-route"; dst: string; via?: string; dev: string };
 
 /** A bridge as read back: the link with its addresses. */
-export type BridgeState = Link & { addr_info?: AddrInfo[] };
+export type BridgeState = Link & { addresses: Address[] };
 
 export interface PodState {
   links: Link[];
-  addrs: LinkAddrs[];
-  routes: RouteEntry[];
+  addresses: LinkAddresses[];
+  routes: Route[];
 }
 
 export interface PodKernel {

@@ -1,5 +1,6 @@
 import { formatCidr, parseCidr, parseIp } from "../net/cidr.js";
 import type { NodeKernel } from "./node-kernel.js";
+import type { Route } from "./types.js";
 
 /**
  * twill's routes to peer pod subnets. Every one carries twill's own route protocol number, so
@@ -33,6 +34,9 @@ export function normalizeDst(dst: string): string {
   return formatCidr(parseCidr(`${dst}/${ip.family === 4 ? 32 : 128}`));
 }
 
+/** A default route: a destination of length 0 (Route.dst always carries its length). */
+export const isDefaultRoute = (r: Pick<Route, "dst">): boolean => r.dst === "0.0.0.0/0" || r.dst === "::/0";
+
 export function sameIp(a: string, b: string): boolean {
   if (a === b) return true;
   try {
@@ -50,8 +54,8 @@ export function sameIp(a: string, b: string): boolean {
  */
 export async function connectedPrefixes(kernel: Pick<NodeKernel, "addrs">, dev: string): Promise<string[]> {
   const [link] = await kernel.addrs(dev);
-  return (link?.addr_info ?? [])
-    .filter((a) => a.scope !== "host" && a.prefixlen < (a.family === "inet" ? 32 : 128))
-    .filter((a) => !(a.family === "inet6" && a.scope === "link"))
-    .map((a) => formatCidr(parseCidr(`${a.local}/${a.prefixlen}`)));
+  return (link?.addresses ?? [])
+    .filter((a) => a.scope !== "host" && a.prefixLength < (a.family === 4 ? 32 : 128))
+    .filter((a) => !(a.family === 6 && a.scope === "link"))
+    .map((a) => formatCidr(parseCidr(`${a.ip}/${a.prefixLength}`)));
 }

@@ -45,52 +45,101 @@ const EEXIST = 17;
 /** ENOENT, ESRCH, ENODEV. */
 const NOT_FOUND = new Set([2, 3, 19]);
 
+/**
+ * A network device as twill reads it. Devices it points at (master, underlay) are named, as
+ * everything that decides on them speaks of names; a name that cannot be resolved in the
+ * device's namespace is given as its index in decimal.
+ */
 export interface Link {
-  ifindex: number;
-  ifname: string;
-  flags: string[];
+  index: number;
+  name: string;
+  /** Administratively up (IFF_UP). */
+  up: boolean;
+  /** The device has a carrier (IFF_LOWER_UP). */
+  lowerUp: boolean;
   mtu: number;
-  operstate?: string;
-  address?: string;
+  /** RFC 2863 operational state (IF_OPER_*), lower case: `up`, `down`, `lowerlayerdown`, `unknown`, ... */
+  operState?: string;
+  /** The hardware address, lower case (`02:00:00:00:00:01`). */
+  mac?: string;
+  /** The name of the device this one is a port of (a bridge). */
   master?: string;
-  link?: string;
-  link_index?: number;
-  link_netnsid?: number;
-  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string };
+  /** The device's kind (`bridge`, `veth`, `vxlan`); none for a plain one such as `lo`. */
+  kind?: string;
+  /** The kind of device this one is a port of (`bridge`). */
+  portKind?: string;
+  /**
+   * IFLA_LINK: the index of the device this one is tied to, a veth's peer (an index in the
+   * peer's namespace) or a VLAN's parent; none when that is the device itself.
+   */
+  peerIndex?: number;
+  /** A VXLAN device's settings (kind `vxlan`). */
+  vxlan?: VxlanSettings;
+}
+
+/** What a VXLAN device was created with; none of it can change in place. */
+export interface VxlanSettings {
+  vni: number;
+  /** The UDP destination port. */
+  port: number;
+  /** The underlay address the tunnel is sourced from, either family; none when unset. */
+  local?: string;
+  /** The name of the underlay device; none when unset. */
+  underlay?: string;
+  /** Whether the device learns remote MACs from the packets it receives. */
+  learning: boolean;
 }
 
 /**
  * Why `link` is not a device of `kind` (`"cni0" is a veth, not a bridge`), or null when it is:
  * a name taken by another kind of device must be named, never used.
  */
-export function wrongKind(link: Link, kind: string, subject = `"${link.ifname}"`, want = `a ${kind}`): string | null {
-  const have = link.linkinfo?.info_kind;
+export function wrongKind(link: Link, kind: string, subject = `"${link.name}"`, want = `a ${kind}`): string | null {
+  const have = link.kind;
   return have === kind ? null : `${subject} is a ${have ?? "device of unknown kind"}, not ${want}`;
 }
 
-export interface AddrInfo {
-  family: "inet" | "inet6";
-  local: string;
-  prefixlen: number;
-  scope?: string;
+/**
+ * An address's or route's scope (rtm_scope, ifa_scope) by the names the rt_scopes table
+ * gives them; a value with no name is the number itself.
+ */
+export type Scope = "global" | "site" | "link" | "host" | "nowhere" | number;
+
+/** An address on a device. */
+export interface Address {
+  family: 4 | 6;
+  /** The address itself, canonical text (`10.1.0.5`, `fd00::5`). */
+  ip: string;
+  prefixLength: number;
+  scope: Scope;
 }
 
-export interface LinkAddrs {
-  ifindex: number;
-  ifname: string;
-  addr_info: AddrInfo[];
+/** One device's addresses. */
+export interface LinkAddresses {
+  index: number;
+  name: string;
+  addresses: Address[];
 }
 
-export interface RouteEntry {
+/**
+ * A route (its type, unicast, local or broadcast, is not kept). `dst` always carries its
+ * length, host bits clear, canonical (normalizeDst's rule): the default route is `0.0.0.0/0`
+ * or `::/0`, a host route `10.1.2.3/32`, never `default` or a bare address.
+ */
+export interface Route {
+  family: 4 | 6;
   dst: string;
   gateway?: string;
+  /** The name of the output device. */
   dev?: string;
-  protocol?: string;
-  scope?: string;
+  /** rtm_protocol: who installed it (2 the kernel, 3 boot, twill's TWILL_ROUTE_PROTO). */
+  protocol: number;
+  scope: Scope;
+  /** The preferred source address. */
   prefsrc?: string;
-  flags?: string[];
+  /** The gateway is used as if on-link, whether or not a connected prefix holds it. */
+  onlink: boolean;
   metric?: number;
-  mtu?: number;
-  table?: string;
+  /** The routing table: the main one, or another by number (255 local, 253 default). */
+  table: "main" | number;
 }
-

@@ -3,7 +3,7 @@ import { localMac } from "../digest.js";
 import { formatAddress, formatIp, parseCidr } from "../net/cidr.js";
 import { ensureFeaturesOff } from "./ethtool.js";
 import type { LinkSettings, NodeKernel } from "./node-kernel.js";
-import { KernelError, wrongKind, type AddrInfo, type Link } from "./types.js";
+import { KernelError, wrongKind, type Address, type Link } from "./types.js";
 import { sameIp } from "./routes.js";
 
 /**
@@ -46,13 +46,13 @@ export function stableVtepMac(nodeName: string, vni: number): string {
 export function vtepMismatch(link: Link, spec: VxlanSpec): string | null {
   const notVxlan = wrongKind(link, "vxlan", `"${spec.name}"`, "vxlan");
   if (notVxlan) return notVxlan;
-  const d = (link.linkinfo?.info_data ?? {}) as Record<string, unknown>;
-  if (d.id !== spec.vni) return `VNI ${String(d.id)}, want ${spec.vni}`;
-  if (d.port !== spec.port) return `port ${String(d.port)}, want ${spec.port}`;
-  const local = (d.local ?? d.local6) as string | undefined;
-  if (!local || !sameIp(local, spec.local)) return `local ${local ?? "(none)"}, want ${spec.local}`;
-  if (d.link !== spec.dev) return `underlay ${String(d.link ?? "(none)")}, want ${spec.dev}`;
-  if (d.learning !== false) return "learning is on, want nolearning";
+  const d = link.vxlan;
+  if (!d) return `no VXLAN settings, want VNI ${spec.vni}`;
+  if (d.vni !== spec.vni) return `VNI ${d.vni}, want ${spec.vni}`;
+  if (d.port !== spec.port) return `port ${d.port}, want ${spec.port}`;
+  if (!d.local || !sameIp(d.local, spec.local)) return `local ${d.local ?? "(none)"}, want ${spec.local}`;
+  if (d.underlay !== spec.dev) return `underlay ${d.underlay ?? "(none)"}, want ${spec.dev}`;
+  if (d.learning) return "learning is on, want nolearning";
   return null;
 }
 
@@ -60,17 +60,17 @@ export function vtepMismatch(link: Link, spec: VxlanSpec): string | null {
 export type VtepChange = { op: "set-link"; settings: LinkSettings } | { op: "del-address" | "add-address"; cidr: string };
 
 /** The changes that bring an existing, compatible VTEP to `spec`: MAC, MTU, addresses, up. */
-export function planVtepSettings(link: Link, addrs: readonly AddrInfo[], spec: VxlanSpec): VtepChange[] {
+export function planVtepSettings(link: Link, addrs: readonly Address[], spec: VxlanSpec): VtepChange[] {
   const changes: VtepChange[] = [];
   const settings: LinkSettings = { dev: spec.name };
-  if (link.address?.toLowerCase() !== spec.mac) settings.mac = spec.mac;
+  if (link.mac !== spec.mac) settings.mac = spec.mac;
   if (link.mtu !== spec.mtu) settings.mtu = spec.mtu;
   if (settings.mac !== undefined || settings.mtu !== undefined) changes.push({ op: "set-link", settings });
-  if (!link.flags.includes("UP")) changes.push({ op: "set-link", settings: { dev: spec.name, up: true } });
+  if (!link.up) changes.push({ op: "set-link", settings: { dev: spec.name, up: true } });
   if (!spec.addresses) return changes;
   const want = new Set(spec.addresses.map(canonicalAddress));
   const have = new Set(
-    addrs.filter((a) => a.scope !== "link").map((a) => canonicalAddress(`${a.local}/${a.prefixlen}`)),
+    addrs.filter((a) => a.scope !== "link").map((a) => canonicalAddress(`${a.ip}/${a.prefixLength}`)),
   );
   for (const a of have) if (!want.has(a)) changes.push({ op: "del-address", cidr: a });
   for (const a of want) if (!have.has(a)) changes.push({ op: "add-address", cidr: a });
@@ -138,10 +138,10 @@ export async function ensureVtep(kernel: NodeKernel, spec: VxlanSpec): Promise<V
     if (still) throw new KernelError(`create VXLAN device "${spec.name}"`, `device exists with other settings: ${still}`);
   }
   const [addrs] = await kernel.addrs(spec.name);
-  const settings = planVtepSettings(link, addrs?.addr_info ?? [], spec);
+  const settings = planVtepSettings(link, addrs?.addresses ?? [], spec);
   for (const c of settings) await applyVtepChange(kernel, spec.name, c);
   changes += settings.length;
-  const offload = await ensureVtepOffloads(kernel, spec.name, link.ifindex);
+  const offload = await ensureVtepOffloads(kernel, spec.name, link.index);
   changes += offload.changes;
   return {
     changes, created, ...(recreated ? { recreated } : {}), ...(offload.warning ? { offloadWarning: offload.warning } : {}),

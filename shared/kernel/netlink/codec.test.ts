@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import {
-  AF, Attrs, IFA, IFF, IFLA, IFLA_INFO, NLA_F_NESTED, NLM_F, NLMSG, RTA, RTM, VETH_INFO, attrsAfter, attrsLength, bytes, decode, encode,
-  ifInfoWithAttrs, macBytes, nested, outcome, readIfInfo, str, u32, u8, type Message,
+  AF, Attrs, IFA, IFF, IFLA, IFLA_INFO, IFLA_VXLAN, NLA_F_NESTED, NLM_F, NLMSG, RTA, RTM, VETH_INFO, attrsAfter, attrsLength, be16, bytes, decode,
+  encode, ifInfoWithAttrs, macBytes, nested, outcome, readIfInfo, str, u32, u8, type Message,
 } from "./codec.js";
-import { ipBytes, toLink, toRoute } from "./rtnl.js";
+import { ipBytes, toAddr, toLink, toRoute } from "./rtnl.js";
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 
@@ -84,8 +84,8 @@ describe("netlink codec", () => {
     const peerAttrs = attrsAfter(peerBytes, 16);
     expect(peerAttrs.str(IFLA.IFNAME)).toBe("eth0");
     expect(peerAttrs.u32(IFLA.NET_NS_FD)).toBe(9);
-    // A reply built the same way reads as `ip -json` prints a link.
-    expect(toLink({ ...m!, payload: m!.payload })).toMatchObject({ ifname: "veth0", mtu: 1400, address: "0a:58:0a:01:00:05", flags: ["UP"], linkinfo: { info_kind: "veth" } });
+    // A reply built the same way reads back as the link asked for.
+    expect(toLink(m!, String)).toMatchObject({ name: "veth0", mtu: 1400, mac: "0a:58:0a:01:00:05", up: true, lowerUp: false, kind: "veth" });
   });
 
   it("stops reading attributes at a truncated one instead of reading past the message", () => {
@@ -102,7 +102,7 @@ describe("netlink codec", () => {
     expect(outcome(first, 5)).toEqual({ done: false });
     const second = decode(concat(link(3, "veth1"), doneMessage(5)));
     expect(outcome(second, 5)).toEqual({ done: true, errno: 0 });
-    const names = [...first, ...second].filter((m: Message) => m.seq === 5 && m.type === RTM.NEWLINK).map((m) => toLink(m).ifname);
+    const names = [...first, ...second].filter((m: Message) => m.seq === 5 && m.type === RTM.NEWLINK).map((m) => toLink(m, String).name);
     expect(names).toEqual(["lo", "cni0", "veth1"]);
   });
 
@@ -126,7 +126,7 @@ describe("netlink codec", () => {
     expect(() => decode(m.subarray(0, m.length - 1))).toThrow(/malformed netlink message/);
   });
 
-  it("reads routes as `ip -json route` prints them", () => {
+  it("reads routes with their destination's length, the protocol, scope and table as numbers or names", () => {
     const msg = encode({
       type: RTM.NEWROUTE,
       flags: NLM_F.MULTI,
@@ -134,7 +134,9 @@ describe("netlink codec", () => {
       body: { rtmsg: { family: AF.INET, dstLen: 0, srcLen: 0, tos: 0, table: 254, protocol: 3, scope: 0, type: 1, flags: 0 } },
       attrs: [u32(RTA.TABLE, 254), bytes(RTA.GATEWAY, ipBytes(4, 0x0a4d0001n)), u32(RTA.OIF, 3)],
     });
-    expect(toRoute(decode(msg)[0]!, new Map([[3, "eth0"]]))).toEqual({ dst: "default", gateway: "10.77.0.1", dev: "eth0", protocol: "boot", scope: "global" });
+    expect(toRoute(decode(msg)[0]!, new Map([[3, "eth0"]]))).toEqual({
+      family: 4, dst: "0.0.0.0/0", gateway: "10.77.0.1", dev: "eth0", protocol: 3, scope: "global", onlink: false, table: "main",
+    });
     const host = encode({
       type: RTM.NEWROUTE,
       flags: NLM_F.MULTI,
@@ -143,7 +145,55 @@ describe("netlink codec", () => {
       attrs: [bytes(RTA.DST, ipBytes(6, 0xfd000077000000000000000000000002n)), u32(RTA.OIF, 3)],
     });
     expect(toRoute(decode(host)[0]!, new Map([[3, "eth0"]]))).toEqual({
-      dst: "fd00:77::2", dev: "eth0", protocol: "kernel", scope: "host", table: "local", type: "local",
+      family: 6, dst: "fd00:77::2/128", dev: "eth0", protocol: 2, scope: "host", onlink: false, table: 255,
     });
+    const v6default = encode({
+      type: RTM.NEWROUTE,
+      flags: NLM_F.MULTI,
+      seq: 1,
+      body: { rtmsg: { family: AF.INET6, dstLen: 0, srcLen: 0, tos: 0, table: 254, protocol: 9, scope: 0, type: 1, flags: 0 } },
+      attrs: [u32(RTA.OIF, 7), u32(RTA.PRIORITY, 1024), bytes(RTA.PREFSRC, ipBytes(6, 0xfd000077000000000000000000000002n))],
+    });
+    expect(toRoute(decode(v6default)[0]!, new Map())).toEqual({
+      family: 6, dst: "::/0", dev: "7", protocol: 9, scope: "global", prefsrc: "fd00:77::2", metric: 1024, onlink: false, table: "main",
+    });
+  });
+
+  it("reads addresses: family, address, prefix length, scope by name or else by number", () => {
+    const addr = (family: number, ip: Uint8Array, prefixlen: number, scope: number) =>
+      decode(encode({ type: RTM.NEWADDR, flags: NLM_F.MULTI, seq: 1, body: { ifaddr: { family, prefixlen, flags: 0, scope, index: 4 } }, attrs: [bytes(IFA.ADDRESS, ip), bytes(IFA.LOCAL, ip)] }))[0]!;
+    expect(toAddr(addr(AF.INET, ipBytes(4, 0x0a010005n), 24, 0))).toEqual({ index: 4, address: { family: 4, ip: "10.1.0.5", prefixLength: 24, scope: "global" } });
+    expect(toAddr(addr(AF.INET6, ipBytes(6, 0xfe800000000000000000000000000001n), 64, 253))).toEqual({ index: 4, address: { family: 6, ip: "fe80::1", prefixLength: 64, scope: "link" } });
+    expect(toAddr(addr(AF.INET, ipBytes(4, 0x0a010005n), 32, 17)).address.scope).toBe(17);
+  });
+
+  it("reads a VXLAN device's settings and names the devices a link points at", () => {
+    const msg = encode({
+      type: RTM.NEWLINK,
+      flags: 0,
+      seq: 1,
+      body: { ifinfo: { family: AF.UNSPEC, index: 6, flags: IFF.UP | IFF.LOWER_UP, change: 0 } },
+      attrs: [
+        str(IFLA.IFNAME, "twill.1"), u32(IFLA.MTU, 1450), bytes(IFLA.ADDRESS, macBytes("02:AA:00:00:00:01")), u32(IFLA.MASTER, 9), u8(IFLA.OPERSTATE, 2),
+        nested(IFLA.LINKINFO, [
+          str(IFLA_INFO.KIND, "vxlan"),
+          nested(IFLA_INFO.DATA, [u32(IFLA_VXLAN.ID, 1), be16(IFLA_VXLAN.PORT, 4789), u32(IFLA_VXLAN.LINK, 2), bytes(IFLA_VXLAN.LOCAL6, ipBytes(6, 0xfd000077000000000000000000000011n)), u8(IFLA_VXLAN.LEARNING, 0)]),
+          str(IFLA_INFO.SLAVE_KIND, "bridge"),
+        ]),
+      ],
+    });
+    const names = new Map([[2, "eth0"], [9, "br0"]]);
+    expect(toLink(decode(msg)[0]!, (i) => names.get(i) ?? String(i))).toEqual({
+      index: 6, name: "twill.1", up: true, lowerUp: true, mtu: 1450, operState: "down", mac: "02:aa:00:00:00:01", master: "br0",
+      kind: "vxlan", portKind: "bridge", vxlan: { vni: 1, port: 4789, local: "fd00:77::11", underlay: "eth0", learning: false },
+    });
+    const veth = encode({
+      type: RTM.NEWLINK,
+      flags: 0,
+      seq: 1,
+      body: { ifinfo: { family: AF.UNSPEC, index: 3, flags: 0, change: 0 } },
+      attrs: [str(IFLA.IFNAME, "veth1"), u32(IFLA.MTU, 1500), u32(IFLA.LINK, 2), nested(IFLA.LINKINFO, [str(IFLA_INFO.KIND, "veth")])],
+    });
+    expect(toLink(decode(veth)[0]!, String)).toEqual({ index: 3, name: "veth1", up: false, lowerUp: false, mtu: 1500, peerIndex: 2, kind: "veth" });
   });
 });

@@ -43,7 +43,7 @@ export function netlinkKernel(c: Libc): PodKernel {
       return call(op, () => {
         const nl = rtnl(null);
         const link = nl.link(bridge);
-        return link ? { ...link, addr_info: nl.addrsOf(link) } : null;
+        return link ? { ...link, addresses: nl.addrsOf(link) } : null;
       });
     },
     createBridge: (spec) => call(`create bridge "${spec.name}"`, () => rtnl(null).addBridge(spec, `create bridge "${spec.name}"`)),
@@ -53,7 +53,7 @@ export function netlinkKernel(c: Libc): PodKernel {
       call(`read the pod network in ${netns}`, () => {
         const nl = rtnl(netns);
         const links = nl.links();
-        return { links, addrs: nl.addrs(links), routes: nl.routes(links) };
+        return { links, addresses: nl.addrs(links), routes: nl.routes(links) };
       }),
     readMasquerade: (network) =>
       call(`read the masquerade table of network "${network}"`, () => {

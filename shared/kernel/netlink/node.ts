@@ -1,6 +1,5 @@
 import { run, type Runner } from "../exec.js";
 import { netTools } from "../tools.js";
-import { normalizeDst } from "../routes.js";
 import type {
   DatapathChange, DatapathWatch, KernelMoves, LinkSettings, NodeKernel, RefusedChange, TableWatch,
 } from "../node-kernel.js";
@@ -11,7 +10,7 @@ import { readCountersNetlink } from "./nftables.js";
 import { errnoText, type Libc } from "./libc.js";
 import { NETLINK, NetlinkSocket, NetlinkSubscription } from "./socket.js";
 import { Rtnl, fdbRequest, neighborRequest, routeRequest } from "./rtnl.js";
-import { TWILL_ROUTE_PROTO } from "../routes.js";
+import { TWILL_ROUTE_PROTO, isDefaultRoute } from "../routes.js";
 
 /**
  * The node agent's kernel over rtnetlink, in-process: one socket for requests and one per watch
@@ -49,13 +48,13 @@ export function netlinkNode(c: Libc, netns: string | null = null, runner: Runner
         return link ? nl.addrs([link]) : [];
       });
     },
-    defaultRoutes: (family) => call(`list IPv${family} routes`, (nl) => nl.routesOf(family, null).filter((r) => r.dst === "default")),
+    defaultRoutes: (family) => call(`list IPv${family} routes`, (nl) => nl.routesOf(family, null).filter(isDefaultRoute)),
     ownedRoutes: () =>
       call("list twill's routes", (nl) => {
         const links = nl.links();
         return [4, 6].flatMap((f) =>
           nl.routesOf(f as 4 | 6, TWILL_ROUTE_PROTO, links).map((r) => ({
-            dst: normalizeDst(r.dst), via: r.gateway ?? "", dev: r.dev ?? "", onlink: r.flags?.includes("onlink") ?? false,
+            dst: r.dst, via: r.gateway ?? "", dev: r.dev ?? "", onlink: r.onlink,
           })),
         );
       }),
@@ -116,7 +115,7 @@ function applyDatapath(nl: Rtnl, changes: readonly DatapathChange[]): RefusedCha
   const refused: RefusedChange[] = [];
   const indexes = new Map<string, number | null>();
   const indexOf = (dev: string): number | null => {
-    if (!indexes.has(dev)) indexes.set(dev, nl.link(dev)?.ifindex ?? null);
+    if (!indexes.has(dev)) indexes.set(dev, nl.link(dev)?.index ?? null);
     return indexes.get(dev)!;
   };
   const reqs: Omit<Request, "seq">[] = [];
@@ -213,7 +212,7 @@ class NetlinkDatapathWatch implements DatapathWatch {
     }
     let vtepIndex: number | null = null;
     try {
-      vtepIndex = vtepDev ? (this.rtnl().link(vtepDev)?.ifindex ?? null) : null;
+      vtepIndex = vtepDev ? (this.rtnl().link(vtepDev)?.index ?? null) : null;
     } catch {
       return { entries: true, devicesDeleted: true };
     }

@@ -1,5 +1,6 @@
 import { formatIp, parseCidr, parseIp, type Family } from "../../net/cidr.js";
-import type { AddrInfo, Link, LinkAddrs, RouteEntry } from "../types.js";
+import { normalizeDst } from "../routes.js";
+import type { Address, Link, LinkAddresses, Route, Scope, VxlanSettings } from "../types.js";
 import {
   AF, IFA, IFA_F, IFF, IFINFO_LEN, IFLA, IFLA_BR, IFLA_BRPORT, IFLA_INFO, IFLA_VXLAN, NDA, NDMSG_LEN, NLM_F, NTF_SELF, NUD_NOARP, NUD_PERMANENT,
   RT_SCOPE, RT_TABLE_MAIN, RTA, RTEXT_FILTER_SKIP_STATS, RTM, RTN_UNICAST, RTNH_F_ONLINK, RTPROT, VETH_INFO, attrsAfter, be16, bytes,
@@ -9,9 +10,9 @@ import {
 import { NetlinkError, type NetlinkSocket } from "./socket.js";
 
 /**
- * The rtnetlink operations the per-pod plugin needs, on one socket (one namespace). Reads
- * return the shapes `ip -json` prints (Link, LinkAddrs, RouteEntry), so code that decides on
- * kernel state does not care which way it was read.
+ * The rtnetlink operations the plugin and the agent need, on one socket (one namespace). Reads
+ * are decoded into twill's kernel types (Link, LinkAddresses, Route): devices named, flags and
+ * numbers kept as what they mean.
  */
 
 const ACK = NLM_F.REQUEST | NLM_F.ACK;
@@ -49,48 +50,38 @@ export class Rtnl {
       if (err instanceof NetlinkError && err.errno === 19) return null;
       throw err;
     }
-    const link = msgs[0] ? toLink(msgs[0]) : null;
-    if (link && link.master !== undefined) link.master = this.nameOf(Number(link.master));
-    const under = link?.linkinfo?.info_data?.link;
-    if (link && typeof under === "number") link.linkinfo!.info_data!.link = this.nameOf(under);
-    return link;
+    return msgs[0] ? toLink(msgs[0], (index) => this.nameOf(index)) : null;
   }
 
   /** Every link of the namespace. */
   links(): Link[] {
-    const links = this.sock
+    const msgs = this.sock
       .request({ type: RTM.GETLINK, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } }, attrs: [SKIP_STATS] }, "list links")
-      .filter((m) => m.type === RTM.NEWLINK)
-      .map(toLink);
-    const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
-    for (const l of links) {
-      if (l.master !== undefined) l.master = names.get(Number(l.master)) ?? l.master;
-      const under = l.linkinfo?.info_data?.link;
-      if (typeof under === "number") l.linkinfo!.info_data!.link = names.get(under) ?? String(under);
-    }
-    return links;
+      .filter((m) => m.type === RTM.NEWLINK);
+    const names = new Map(msgs.map(linkIdentity));
+    return msgs.map((m) => toLink(m, (index) => names.get(index) ?? String(index)));
   }
 
-  /** Every address of the namespace, grouped by link as `ip -json addr show` does. */
-  addrs(links: readonly Link[] = this.links()): LinkAddrs[] {
-    const byIndex = new Map<number, LinkAddrs>(links.map((l) => [l.ifindex, { ifindex: l.ifindex, ifname: l.ifname, addr_info: [] }]));
+  /** Every address of the namespace, grouped by link (every link of `links`, with addresses or not). */
+  addrs(links: readonly Link[] = this.links()): LinkAddresses[] {
+    const byIndex = new Map<number, LinkAddresses>(links.map((l) => [l.index, { index: l.index, name: l.name, addresses: [] }]));
     const msgs = this.sock.request({ type: RTM.GETADDR, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { ifaddr: { family: AF.UNSPEC, prefixlen: 0, flags: 0, scope: 0, index: 0 } } }, "list addresses");
     for (const m of msgs) {
       if (m.type !== RTM.NEWADDR) continue;
-      const { index, info } = toAddr(m);
-      byIndex.get(index)?.addr_info.push(info);
+      const { index, address } = toAddr(m);
+      byIndex.get(index)?.addresses.push(address);
     }
     return [...byIndex.values()];
   }
 
   /** The addresses of one link. */
-  addrsOf(link: Link): AddrInfo[] {
-    return this.addrs([link])[0]?.addr_info ?? [];
+  addrsOf(link: Link): Address[] {
+    return this.addrs([link])[0]?.addresses ?? [];
   }
 
   /** Every route of the namespace, all tables, both families. */
-  routes(links: readonly Link[] = this.links()): RouteEntry[] {
-    const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
+  routes(links: readonly Link[] = this.links()): Route[] {
+    const names = new Map(links.map((l) => [l.index, l.name]));
     const msgs = this.sock.request(
       { type: RTM.GETROUTE, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { rtmsg: { family: AF.UNSPEC, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 } } },
       "list routes",
@@ -193,19 +184,19 @@ export class Rtnl {
   }
 
   /** The routes of one family in the main table with protocol `protocol`. */
-  routesOf(family: Family, protocol: number | null, links: readonly Link[] = this.links()): RouteEntry[] {
-    const names = new Map(links.map((l) => [l.ifindex, l.ifname]));
+  routesOf(family: Family, protocol: number | null, links: readonly Link[] = this.links()): Route[] {
+    const names = new Map(links.map((l) => [l.index, l.name]));
     const msgs = this.sock.request(
       { type: RTM.GETROUTE, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { rtmsg: { family: family === 4 ? AF.INET : AF.INET6, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 } } },
       `list IPv${family} routes`,
     );
-    const out: RouteEntry[] = [];
+    const out: Route[] = [];
     for (const m of msgs) {
       if (m.type !== RTM.NEWROUTE) continue;
       const r = readRtMsg(m.payload);
       if (protocol !== null && r.protocol !== protocol) continue;
       const route = toRoute(m, names);
-      if (route.table === undefined) out.push(route);
+      if (route.table === "main") out.push(route);
     }
     return out;
   }
@@ -295,7 +286,7 @@ export class Rtnl {
   indexOf(name: string, op: string): number {
     const link = this.link(name);
     if (!link) throw new NetlinkError(op, 19, `no link "${name}"`);
-    return link.ifindex;
+    return link.index;
   }
 
   /** Deletes a link by name; false when there is none. */
@@ -314,7 +305,7 @@ export class Rtnl {
       { type: RTM.GETLINK, flags: NLM_F.REQUEST, body: { ifinfo: { family: AF.UNSPEC, index, flags: 0, change: 0 } }, attrs: [SKIP_STATS] },
       `read link ${index}`,
     );
-    return (msgs[0] && toLink(msgs[0]).ifname) ?? String(index);
+    return msgs[0] ? linkIdentity(msgs[0])[1] : String(index);
   }
 }
 
@@ -387,103 +378,101 @@ export function fdbRequest(op: "replace" | "del", f: { mac: string; dst: string 
   };
 }
 
-// ---- replies in `ip -json`'s shapes ---------------------------------------------------------
+// ---- replies as twill's kernel types ---------------------------------------------------------
 
-const FLAG_NAMES: [number, string][] = [
-  [IFF.LOOPBACK, "LOOPBACK"], [IFF.BROADCAST, "BROADCAST"], [IFF.POINTOPOINT, "POINTOPOINT"], [IFF.MULTICAST, "MULTICAST"],
-  [IFF.NOARP, "NOARP"], [IFF.PROMISC, "PROMISC"], [IFF.UP, "UP"], [IFF.LOWER_UP, "LOWER_UP"],
-];
-const OPERSTATES = ["UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP"];
+/** IF_OPER_* by value (RFC 2863 states). */
+const OPERSTATES = ["unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"];
 
-/** An RTM_NEWLINK reply as `ip -json -details link show` prints it (master still an index). */
-export function toLink(m: Message): Link {
+/** An RTM_NEWLINK reply's index and name. */
+function linkIdentity(m: Message): [number, string] {
+  return [readIfInfo(m.payload).index, attrsAfter(m.payload, IFINFO_LEN).str(IFLA.IFNAME) ?? ""];
+}
+
+/** An RTM_NEWLINK reply as a Link; `nameOf` names the devices it points at by index (master, underlay). */
+export function toLink(m: Message, nameOf: (index: number) => string): Link {
   const info = readIfInfo(m.payload);
   const a = attrsAfter(m.payload, IFINFO_LEN);
-  const linkinfo = a.nested(IFLA.LINKINFO);
-  const mac = a.raw(IFLA.ADDRESS);
   const link: Link = {
-    ifindex: info.index,
-    ifname: a.str(IFLA.IFNAME) ?? "",
-    flags: FLAG_NAMES.filter(([bit]) => info.flags & bit).map(([, name]) => name),
+    index: info.index,
+    name: a.str(IFLA.IFNAME) ?? "",
+    up: (info.flags & IFF.UP) !== 0,
+    lowerUp: (info.flags & IFF.LOWER_UP) !== 0,
     mtu: a.u32(IFLA.MTU) ?? 0,
   };
   const oper = a.u8(IFLA.OPERSTATE);
-  if (oper !== undefined) link.operstate = OPERSTATES[oper] ?? "UNKNOWN";
-  if (mac) link.address = formatMac(mac);
+  if (oper !== undefined) link.operState = OPERSTATES[oper] ?? "unknown";
+  const mac = a.raw(IFLA.ADDRESS);
+  if (mac) link.mac = formatMac(mac);
   const master = a.u32(IFLA.MASTER);
-  if (master !== undefined) link.master = String(master);
+  if (master !== undefined) link.master = nameOf(master);
   const peer = a.u32(IFLA.LINK);
-  if (peer !== undefined) link.link_index = peer;
-  if (linkinfo) link.linkinfo = kindOf(linkinfo);
+  if (peer !== undefined) link.peerIndex = peer;
+  const linkinfo = a.nested(IFLA.LINKINFO);
+  const kind = linkinfo?.str(IFLA_INFO.KIND);
+  if (kind !== undefined) link.kind = kind;
+  const portKind = linkinfo?.str(IFLA_INFO.SLAVE_KIND);
+  if (portKind !== undefined) link.portKind = portKind;
+  const data = linkinfo?.nested(IFLA_INFO.DATA);
+  if (kind === "vxlan" && data) link.vxlan = vxlanData(data, nameOf);
   return link;
 }
 
-function kindOf(linkinfo: Attrs): NonNullable<Link["linkinfo"]> {
-  const out: NonNullable<Link["linkinfo"]> = {};
-  const kind = linkinfo.str(IFLA_INFO.KIND);
-  const slave = linkinfo.str(IFLA_INFO.SLAVE_KIND);
-  if (kind !== undefined) out.info_kind = kind;
-  if (slave !== undefined) out.info_slave_kind = slave;
-  const data = linkinfo.nested(IFLA_INFO.DATA);
-  if (kind === "vxlan" && data) out.info_data = vxlanData(data);
-  return out;
-}
-
-/** A VXLAN device's settings: VNI, UDP port, source address, underlay (an index until resolved), learning. */
-function vxlanData(d: Attrs): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  const id = d.u32(IFLA_VXLAN.ID);
-  if (id !== undefined) out.id = id;
-  const port = d.u16be(IFLA_VXLAN.PORT);
-  if (port !== undefined) out.port = port;
-  const local = d.raw(IFLA_VXLAN.LOCAL);
+/**
+ * A VXLAN device's settings. The kernel always reports VNI, port and learning; an attribute
+ * missing all the same reads as what no spec asks for (VNI and port 0, learning on).
+ */
+function vxlanData(d: Attrs, nameOf: (index: number) => string): VxlanSettings {
+  const out: VxlanSettings = {
+    vni: d.u32(IFLA_VXLAN.ID) ?? 0,
+    port: d.u16be(IFLA_VXLAN.PORT) ?? 0,
+    learning: (d.u8(IFLA_VXLAN.LEARNING) ?? 1) !== 0,
+  };
+  const local = d.raw(IFLA_VXLAN.LOCAL) ?? d.raw(IFLA_VXLAN.LOCAL6);
   if (local) out.local = formatIpBytes(local);
-  const local6 = d.raw(IFLA_VXLAN.LOCAL6);
-  if (local6) out.local6 = formatIpBytes(local6);
-  const link = d.u32(IFLA_VXLAN.LINK);
-  if (link !== undefined) out.link = link;
-  const learning = d.u8(IFLA_VXLAN.LEARNING);
-  if (learning !== undefined) out.learning = learning !== 0;
+  const underlay = d.u32(IFLA_VXLAN.LINK);
+  if (underlay !== undefined) out.underlay = nameOf(underlay);
   return out;
 }
 
-const SCOPES: Record<number, string> = { 0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere" };
-const PROTOCOLS: Record<number, string> = { 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 16: "dhcp", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip" };
-const TABLES: Record<number, string> = { 253: "default", 255: "local" };
-const ROUTE_TYPES: Record<number, string> = { 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw" };
+const SCOPES: Record<number, Scope> = { 0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere" };
+const scopeOf = (value: number): Scope => SCOPES[value] ?? value;
 
-function toAddr(m: Message): { index: number; info: AddrInfo } {
+/** An RTM_NEWADDR reply: the index of its link and the address. */
+export function toAddr(m: Message): { index: number; address: Address } {
   const h = readIfAddr(m.payload);
   const a = attrsAfter(m.payload, 8);
-  const family: Family = h.family === AF.INET6 ? 6 : 4;
   const raw = a.raw(IFA.LOCAL) ?? a.raw(IFA.ADDRESS);
   return {
     index: h.index,
-    info: { family: family === 4 ? "inet" : "inet6", local: raw ? formatIpBytes(raw) : "", prefixlen: h.prefixlen, scope: SCOPES[h.scope] ?? String(h.scope) },
+    address: { family: h.family === AF.INET6 ? 6 : 4, ip: raw ? formatIpBytes(raw) : "", prefixLength: h.prefixlen, scope: scopeOf(h.scope) },
   };
 }
 
-export function toRoute(m: Message, names: Map<number, string>): RouteEntry {
+/** An RTM_NEWROUTE reply as a Route; `names` names output devices by index. */
+export function toRoute(m: Message, names: ReadonlyMap<number, string>): Route {
   const r = readRtMsg(m.payload);
   const a = attrsAfter(m.payload, 12);
   const dst = a.raw(RTA.DST);
-  const full = r.family === AF.INET6 ? 128 : 32;
-  const route: RouteEntry = { dst: r.dstLen === 0 || !dst ? "default" : r.dstLen === full ? formatIpBytes(dst) : `${formatIpBytes(dst)}/${r.dstLen}` };
+  const family: Family = dst ? (dst.length === 16 ? 6 : 4) : r.family === AF.INET6 ? 6 : 4;
+  const route: Route = {
+    family,
+    dst: dst && r.dstLen > 0 ? normalizeDst(`${formatIpBytes(dst)}/${r.dstLen}`) : family === 4 ? "0.0.0.0/0" : "::/0",
+    protocol: r.protocol,
+    scope: scopeOf(r.scope),
+    // A route's single next hop reports its flags in rtm_flags.
+    onlink: (r.flags & RTNH_F_ONLINK) !== 0,
+    table: "main",
+  };
   const gw = a.raw(RTA.GATEWAY);
   if (gw) route.gateway = formatIpBytes(gw);
   const oif = a.u32(RTA.OIF);
   if (oif !== undefined) route.dev = names.get(oif) ?? String(oif);
-  route.protocol = PROTOCOLS[r.protocol] ?? String(r.protocol);
-  route.scope = SCOPES[r.scope] ?? String(r.scope);
   const src = a.raw(RTA.PREFSRC);
   if (src) route.prefsrc = formatIpBytes(src);
   const metric = a.u32(RTA.PRIORITY);
   if (metric !== undefined) route.metric = metric;
-  // A route's single next hop reports its flags in rtm_flags.
-  if (r.flags & RTNH_F_ONLINK) route.flags = ["onlink"];
   const table = a.u32(RTA.TABLE) ?? r.table;
-  if (table !== RT_TABLE_MAIN) route.table = TABLES[table] ?? String(table);
-  if (r.type !== RTN_UNICAST) (route as RouteEntry & { type?: string }).type = ROUTE_TYPES[r.type] ?? String(r.type);
+  if (table !== RT_TABLE_MAIN) route.table = table;
   return route;
 }
 

@@ -54,7 +54,7 @@ describe("netlink socket", () => {
     });
     const sock = NetlinkSocket.open(c, null);
     const replies = sock.request(dumpLinks, "list links");
-    expect(replies.map((m) => toLink(m).ifname)).toEqual(["lo", "cni0", "veth1"]);
+    expect(replies.map((m) => toLink(m, String).name)).toEqual(["lo", "cni0", "veth1"]);
     expect(decode(c.sent[0]!)[0]).toMatchObject({ type: RTM.GETLINK, flags: NLM_F.REQUEST | NLM_F.DUMP });
   });
 
