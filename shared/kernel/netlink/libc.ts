@@ -1,7 +1,7 @@
 /**
- * The few libc calls netlink needs, through Bun's FFI. Only the Bun-compiled plugin can load
- * this; `libcAvailable()` says whether this runtime can (Node, the agent, vitest cannot), and
- * callers fall back to iproute2 when it cannot.
+ * The few libc calls netlink needs, through Bun's FFI: twill's one runtime (the compiled
+ * executable, and the privileged tests, which run on Bun). `libc()` is null on a runtime
+ * without it (Node: the unit tests, which never reach the kernel).
  */
 
 export interface Libc {
