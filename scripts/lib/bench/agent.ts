@@ -15,8 +15,9 @@
 // place with plain open/write), --order claim-first|record-first (claim-first: which of the
 // subnet claim and the node record is written first); each takes a comma-separated list or
 // "all", and joins and leaves are measured for every combination (the first one populates),
-// --steady-seconds S (60), --events K (50 per way), --profile DIR (run twilld's bundle under
-// `node --cpu-prof`, profile written to DIR when it stops), --log FILE (the agent's log).
+// --steady-seconds S (60), --events K (50 per way), --profile DIR (twilld under Bun's CPU
+// profiler, BUN_OPTIONS="--cpu-prof", profile written to DIR when it stops), --log FILE (the
+// agent's log).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -271,14 +272,6 @@ async function batchFloor(leases: NodeLease[]): Promise<{ ms: number; entries: n
   }
 }
 
-/** twilld as one JavaScript file, for node's profiler (the executable cannot take node flags). */
-function bundleAgent(): string {
-  const out = join(dir, "twilld.cjs");
-  const built = spawnSync(join(ROOT, "node_modules/.bin/esbuild"), [join(ROOT, "agent/main.ts"), "--bundle", "--platform=node", "--target=node20", "--format=cjs", "--log-level=warning", `--outfile=${out}`], { stdio: "inherit" });
-  if (built.status !== 0) throw new Error("bundling twilld for --profile failed");
-  return out;
-}
-
 let agent: ChildProcess | null = null;
 let writer: PeerWriter | null = null;
 const log: string[] = [];
@@ -301,10 +294,12 @@ try {
   mon = monitorRoutes();
   await sleep(200);
   const t0 = performance.now();
-  const twilld = profileDir ? ["node", `--cpu-prof`, `--cpu-prof-dir=${resolve(profileDir)}`, bundleAgent()] : [TWILLD];
-  agent = spawn("ip", ["netns", "exec", nodeNs, ...twilld, "run", "--node-name=node-0", `--net-conf=${conf}`, `--subnet-file=${join(dir, "subnet.json")}`,
+  // The compiled executable takes Bun's flags from BUN_OPTIONS.
+  const profile = profileDir ? { BUN_OPTIONS: `--cpu-prof --cpu-prof-dir=${resolve(profileDir)}` } : {};
+  agent = spawn("ip", ["netns", "exec", nodeNs, TWILLD, "run", "--node-name=node-0", `--net-conf=${conf}`, `--subnet-file=${join(dir, "subnet.json")}`,
     `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, `--ipam-store=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", "--network-policy=false", ...writer.args], {
     stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, ...profile },
   });
   agent.stderr!.on("data", (c: Buffer) => log.push(c.toString()));
   const m = mon;
