@@ -10,6 +10,7 @@ export interface Libc {
   recv(fd: number, buf: Uint8Array, len: number, flags: number): number;
   setns(fd: number, nstype: number): number;
   bind(fd: number, addr: Uint8Array, len: number): number;
+  setsockopt(fd: number, level: number, name: number, value: Uint8Array, len: number): number;
   close(fd: number): number;
   /** errno of the last failed call on this thread. */
   errno(): number;
@@ -31,6 +32,7 @@ export function libc(): Libc | null {
       recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
       setns: { args: ["i32", "i32"], returns: "i32" },
       bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
+      setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
       close: { args: ["i32"], returns: "i32" },
       __errno_location: { args: [], returns: "ptr" },
     });
@@ -40,6 +42,7 @@ export function libc(): Libc | null {
       recv: (fd, buf, len, flags) => Number(symbols.recv(fd, buf, len, flags)),
       setns: (fd, t) => symbols.setns(fd, t) as number,
       bind: (fd, addr, len) => symbols.bind(fd, addr, len) as number,
+      setsockopt: (fd, level, name, value, len) => symbols.setsockopt(fd, level, name, value, len) as number,
       close: (fd) => symbols.close(fd) as number,
       errno: () => ffi.read.i32(symbols.__errno_location() as number, 0),
     };
@@ -74,6 +77,7 @@ const ERRNO: Record<number, [string, string]> = {
   99: ["EADDRNOTAVAIL", "Cannot assign requested address"],
   101: ["ENETUNREACH", "Network is unreachable"],
   105: ["ENOBUFS", "No buffer space available"],
+  110: ["ETIMEDOUT", "Connection timed out"],
   113: ["EHOSTUNREACH", "No route to host"],
 };
 

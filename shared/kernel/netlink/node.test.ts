@@ -71,19 +71,35 @@ describe("applying peer changes", () => {
   });
 });
 
-/** A libc whose socket acks each request of a send with the errno `errnoOf` gives it, and counts sends. */
-function ackingLibc(errnoOf: (n: number) => number): Libc & { sends: number } {
+/**
+ * A libc whose socket acks each request of a send with the errno `errnoOf` gives it, and counts
+ * sends; `lost(n)` drops request n's ack and makes the next empty recv fail with ENOBUFS, as
+ * the kernel does when acks overflow the receive buffer.
+ */
+function ackingLibc(errnoOf: (n: number) => number, lost: (n: number) => boolean = () => false): Libc & { sends: number; sendSizes: number[] } {
   const queue: Uint8Array[] = [];
   let n = 0;
+  let overflowed = false;
+  let errno = 0;
   const c = {
     sends: 0,
+    sendSizes: [] as number[],
     socket: () => 7,
     bind: () => 0,
+    setsockopt: () => 0,
     send(_fd: number, buf: Uint8Array, len: number) {
       c.sends++;
       const view = new DataView(buf.buffer, buf.byteOffset, len);
+      let requests = 0;
       for (let off = 0; off < len; ) {
         const mlen = view.getUint32(off, true);
+        requests++;
+        if (lost(n)) {
+          n++;
+          overflowed = true;
+          off += mlen;
+          continue;
+        }
         const ack = new Uint8Array(36);
         const v = new DataView(ack.buffer);
         v.setUint32(0, 36, true);
@@ -93,12 +109,18 @@ function ackingLibc(errnoOf: (n: number) => number): Libc & { sends: number } {
         queue.push(ack);
         off += mlen;
       }
+      c.sendSizes.push(requests);
       return len;
     },
-    recv(_fd: number, buf: Uint8Array) {
+    recv(_fd: number, buf: Uint8Array, _len: number, flags: number) {
       // Several acks to a datagram, as the kernel packs them.
       const parts = queue.splice(0, 3);
-      if (parts.length === 0) throw new Error("recv with nothing queued");
+      if (parts.length === 0) {
+        errno = overflowed ? 105 : 11;
+        overflowed = false;
+        if (errno === 11 && !(flags & 0x40)) throw new Error("a blocking recv with nothing queued would wait forever");
+        return -1;
+      }
       let at = 0;
       for (const p of parts) {
         buf.set(p, at);
@@ -108,7 +130,7 @@ function ackingLibc(errnoOf: (n: number) => number): Libc & { sends: number } {
     },
     setns: () => 0,
     close: () => 0,
-    errno: () => 0,
+    errno: () => errno,
   };
   return c;
 }
@@ -130,7 +152,20 @@ describe("NetlinkSocket.requestMany", () => {
     expect(errnos).toHaveLength(3000);
     expect(errnos.filter((e) => e !== 0)).toEqual([22]);
     expect(errnos[2500]).toBe(22);
-    expect(c.sends).toBeGreaterThan(1);
+    // Never more requests to a send than their acks can queue.
+    expect(Math.max(...c.sendSizes)).toBeLessThanOrEqual(64);
+  });
+
+  it("fails the requests whose acks were lost to an overflow, and goes on with the next send", () => {
+    const c = ackingLibc(() => 0, (n) => n === 10);
+    const sock = NetlinkSocket.open(c, null);
+    const reqs = Array.from({ length: 100 }, (_, i) => routeRequest("replace", { dst: `10.0.${i}.0/24`, via: "10.0.0.1", onlink: true }, 4, 150));
+    const errnos = sock.requestMany(reqs, "update routes");
+    // The lost ack's request, and those whose acks were still queued when the loss was seen,
+    // count as failed (ENOBUFS); the second send's are all acked.
+    expect(errnos[10]).toBe(105);
+    expect(errnos.slice(64)).toEqual(new Array(36).fill(0));
+    expect(errnos.filter((e) => e !== 0 && e !== 105)).toEqual([]);
   });
 });
 
@@ -142,6 +177,7 @@ describe("NetlinkSubscription", () => {
     const c: Libc = {
       socket: () => 7,
       bind: (_fd, addr) => (bound.push(addr.slice()), 0),
+      setsockopt: () => 0,
       send: () => 0,
       recv(_fd, buf) {
         const next = recvs.shift() ?? 11; // EAGAIN: nothing more queued

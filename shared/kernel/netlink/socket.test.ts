@@ -25,6 +25,7 @@ function fakeLibc(reply: (request: Uint8Array) => Uint8Array[]): Libc & { sent: 
     },
     setns: () => 0,
     bind: () => 0,
+    setsockopt: () => 0,
     close: () => 0,
     errno: () => 0,
   };

@@ -12,8 +12,18 @@ const MSG_TRUNC = 0x20;
 const MSG_DONTWAIT = 0x40;
 const EAGAIN = 11;
 const ENOBUFS = 105;
-/** How many bytes of requests one send carries in a batch: the acks of one send fit the buffer. */
+/**
+ * How much one send of a batch carries. Each ack the kernel queues takes about 1 KiB of the
+ * socket's receive buffer (212 KiB by default) whatever its size, and an ack that does not fit
+ * is dropped: 64 requests to a send keep a batch's acks well inside it.
+ */
 const BATCH_SEND_BYTES = 16 * 1024;
+const BATCH_SEND_REQUESTS = 64;
+const ETIMEDOUT = 110;
+/** How long a call waits for the kernel's answer before it fails (SO_RCVTIMEO): never forever. */
+const ANSWER_TIMEOUT_S = 10;
+const SOL_SOCKET = 1;
+const SO_RCVTIMEO = 20;
 /** Big enough for any dump part the kernel sends (it caps them at 32 KiB). */
 const RECV_BUFFER = 64 * 1024;
 
@@ -52,7 +62,13 @@ export class NetlinkSocket {
    */
   static open(c: Libc, netns: string | null, protocol: number = NETLINK.ROUTE): NetlinkSocket {
     const where = netns === null ? "" : ` in ${netns}`;
-    return new NetlinkSocket(c, inNamespace(c, netns, () => socketOrThrow(c, `open a netlink socket${where}`, protocol)));
+    const fd = inNamespace(c, netns, () => socketOrThrow(c, `open a netlink socket${where}`, protocol));
+    // struct timeval { tv_sec, tv_usec }: a lost answer fails the call instead of blocking the
+    // process for good. Best effort: without it, calls block as netlink sockets do.
+    const timeout = new Uint8Array(16);
+    new DataView(timeout.buffer).setBigInt64(0, BigInt(ANSWER_TIMEOUT_S), true);
+    c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeout, timeout.length);
+    return new NetlinkSocket(c, fd);
   }
 
   /**
@@ -67,7 +83,7 @@ export class NetlinkSocket {
     const replies: Message[] = [];
     for (;;) {
       const n = this.c.recv(this.fd, this.buf, this.buf.length, MSG_TRUNC);
-      if (n < 0) throw new NetlinkError(op, this.c.errno());
+      if (n < 0) throw this.recvError(op);
       if (n > this.buf.length) throw new Error(`${op}: a netlink reply of ${n} bytes did not fit the buffer`);
       // Copied out: the buffer is reused by the next recv.
       const msgs = decode(this.buf.slice(0, n));
@@ -92,7 +108,7 @@ export class NetlinkSocket {
       const first = this.seq;
       const parts: Uint8Array[] = [];
       let size = 0;
-      while (i < reqs.length && (parts.length === 0 || size < BATCH_SEND_BYTES)) {
+      while (i < reqs.length && (parts.length === 0 || (size < BATCH_SEND_BYTES && parts.length < BATCH_SEND_REQUESTS))) {
         const bytes = encode({ ...reqs[i], seq: this.seq++ });
         parts.push(bytes);
         size += bytes.length;
@@ -105,20 +121,45 @@ export class NetlinkSocket {
         at += p.length;
       }
       if (this.c.send(this.fd, out, out.length, 0) < 0) throw new NetlinkError(op, this.c.errno());
+      const start = i - parts.length;
       let pending = parts.length;
       while (pending > 0) {
         const n = this.c.recv(this.fd, this.buf, this.buf.length, MSG_TRUNC);
-        if (n < 0) throw new NetlinkError(op, this.c.errno());
+        if (n < 0) {
+          const err = this.recvError(op);
+          if (err.errno !== ENOBUFS && err.errno !== ETIMEDOUT) throw err;
+          // Acks were lost (or never came): what happened to those requests is unknown, so
+          // they count as failed; later acks of this send are thrown away with the queue, so
+          // the next send's acks are not taken for them.
+          for (let k = start; k < i; k++) if (errnos[k] === -1) errnos[k] = err.errno;
+          this.discardQueued();
+          break;
+        }
         if (n > this.buf.length) throw new Error(`${op}: a netlink reply of ${n} bytes did not fit the buffer`);
         for (const m of decode(this.buf.slice(0, n))) {
           const k = m.seq - first;
-          if (m.type !== NLMSG.ERROR || k < 0 || k >= parts.length || errnos[i - parts.length + k] !== -1) continue;
-          errnos[i - parts.length + k] = errorCode(m);
+          if (m.type !== NLMSG.ERROR || k < 0 || k >= parts.length || errnos[start + k] !== -1) continue;
+          errnos[start + k] = errorCode(m);
           pending--;
         }
       }
     }
     return errnos;
+  }
+
+  /** A failed recv as an error: a timeout (EAGAIN under SO_RCVTIMEO) says so. */
+  private recvError(op: string): NetlinkError {
+    const errno = this.c.errno();
+    if (errno === EAGAIN) return new NetlinkError(op, ETIMEDOUT, `no answer from the kernel within ${ANSWER_TIMEOUT_S} s`);
+    return new NetlinkError(op, errno);
+  }
+
+  /** Reads and drops whatever is queued on the socket, without waiting. */
+  private discardQueued(): void {
+    for (;;) {
+      const n = this.c.recv(this.fd, this.buf, this.buf.length, MSG_TRUNC | MSG_DONTWAIT);
+      if (n < 0 && this.c.errno() !== ENOBUFS) return;
+    }
   }
 
   close(): void {
