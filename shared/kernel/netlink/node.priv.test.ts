@@ -62,6 +62,24 @@ describe("the agent's kernel over netlink", () => {
     expect(await kernel.applyDatapath(removal)).toEqual([]);
   });
 
+  it("programs and removes 1000 peers' 3000 entries in one call, every one acked (a batch's acks must not overflow the socket)", async () => {
+    const many = Array.from({ length: 1000 }, (_, i) => {
+      const mac = `02:00:00:01:${((i >> 8) & 255).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
+      const subnet = `10.${100 + (i >> 8)}.${i & 255}.0`;
+      return [
+        { op: "replace", kind: "fdb", entry: { mac, dst: `10.78.${1 + (i >> 8)}.${i & 255}`, dev: VTEP } },
+        { op: "replace", kind: "neigh", entry: { ip: subnet, mac, dev: VTEP } },
+        { op: "replace", kind: "route", entry: { dst: `${subnet}/24`, via: subnet, dev: VTEP, onlink: true } },
+      ] as DatapathChange[];
+    }).flat();
+    expect(await kernel.applyDatapath(many)).toEqual([]);
+    const routes = (await listOwnedRoutes(ip)).filter((r) => /^10\.1(0[0-3])\./.test(r.dst));
+    expect(routes).toHaveLength(1000);
+    expect((await kernel.fdb(VTEP)).filter((f) => f.mac.startsWith("02:00:00:01:"))).toHaveLength(1000);
+    expect(await kernel.applyDatapath(many.map((c) => ({ ...c, op: "del" as const })))).toEqual([]);
+    expect((await kernel.ownedRoutes()).filter((r) => /^10\.1(0[0-3])\./.test(r.dst))).toEqual([]);
+  });
+
   it("fails a change the kernel refuses alone, with its errno and entry, and applies the rest", async () => {
     const bad: DatapathChange = { op: "replace", kind: "route", entry: { dst: "10.245.7.0/24", via: "10.245.7.0", dev: "no-such-dev", onlink: true } };
     const wrongGateway: DatapathChange = { op: "replace", kind: "route", entry: { dst: "10.245.8.0/24", via: "10.99.0.1", dev: VTEP, onlink: false } };
