@@ -23,7 +23,7 @@ import type { PolicySnapshot } from "./types.js";
 
 export interface PolicyEngineOptions {
   nodeName: string;
-  /** nft and iproute2 bound to the node's namespace. */
+  /** The node namespace's kernel: nft for rulesets, netlink for counters and the bridge. */
   ip: Pick<NodeKernel, "nft" | "nftCounters" | "bridgeNetfilter">;
   /** The pod bridge whose bridged traffic must pass netfilter (same-node pod to pod). */
   bridge: string;

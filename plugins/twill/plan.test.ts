@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import type { NetConf, Result } from "../../shared/cni/types.js";
 import { parseConf } from "./config.js";
 import { hostVethName } from "./names.js";
-import { stepLine, type NetStep } from "../../shared/kernel/pod-kernel.js";
+import type { NetStep } from "../../shared/kernel/pod-kernel.js";
+import { stepLine } from "../../testkit/steps.js";
 import type { Address } from "../../shared/kernel/types.js";
 import { buildResult, missingGatewaySteps, planNode, planPod } from "./plan.js";
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { bridgeMismatch } from "./bridge.js";
 import type { Link } from "./types.js";
-import { stepLine } from "./pod-kernel.js";
+import { stepLine } from "../../testkit/steps.js";
 
 describe("bridge and veth", () => {
   const spec = { name: "cni0", mac: "02:00:00:00:00:01", mtu: 1400 };
