@@ -3,7 +3,6 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import { dirname } from "node:path";
 import { removeOldTemporaries } from "../shared/fs.js";
-import { libc } from "../shared/kernel/netlink/libc.js";
 import { nodeKernel } from "../shared/kernel/netlink/node.js";
 import type { Level, Logger } from "../shared/log.js";
 import { Agent } from "./agent.js";
@@ -88,7 +87,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   const log = logger.with({ node: nodeName });
   const metrics = createMetrics();
   const store = createStore({ ...storeOptions(o, log), network });
-  const kernel = nodeKernel(libc);
+  const kernel = nodeKernel();
   const agent = new Agent({
     nodeName,
     network,

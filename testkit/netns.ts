@@ -1,7 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { execa, type Options } from "execa";
 import { KernelError } from "../shared/kernel/types.js";
-import { libc } from "../shared/kernel/netlink/libc.js";
 import { nodeKernel } from "../shared/kernel/netlink/node.js";
 import type { NodeKernel } from "../shared/kernel/node-kernel.js";
 import { IpRoute } from "./iproute.js";
@@ -18,7 +17,7 @@ export const netnsPath = (name: string): string => `/run/netns/${name}`;
 export const ipIn = (ns: string): IpRoute => new IpRoute(netnsPath(ns));
 
 /** twill's node kernel (netlink) bound to a test namespace; needs the Bun runtime, as twilld does. */
-export const kernelIn = (ns: string): NodeKernel => nodeKernel(libc, netnsPath(ns));
+export const kernelIn = (ns: string): NodeKernel => nodeKernel(netnsPath(ns));
 
 const root = new IpRoute(null);
 

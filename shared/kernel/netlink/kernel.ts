@@ -1,7 +1,7 @@
 import { closeSync, openSync } from "node:fs";
 import { KernelError } from "../types.js";
 import { nodeWrites, type NetStep, type PodKernel } from "../pod-kernel.js";
-import { errnoText, libc, type Libc } from "./libc.js";
+import { errnoText, requireLibc, type Libc } from "./libc.js";
 import { Rtnl } from "./rtnl.js";
 import { readMasqueradeNetlink } from "./nftables.js";
 import { NETLINK, NetlinkError, NetlinkSocket } from "./socket.js";
@@ -108,8 +108,4 @@ export function asKernelError(err: unknown, op: string, step: number | undefined
 }
 
 /** The plugin's kernel: netlink; an error where this runtime cannot reach libc (only Bun can). */
-export function podKernel(): PodKernel {
-  const c = libc();
-  if (!c) throw new Error("twill reaches the kernel through netlink, which needs the Bun runtime (bun:ffi); this runtime has none");
-  return netlinkKernel(c);
-}
+export const podKernel = (): PodKernel => netlinkKernel(requireLibc("twill"));

@@ -52,6 +52,13 @@ export function libc(): Libc | null {
   return loaded;
 }
 
+/** libc, or an error naming `program` where this runtime cannot reach it (only Bun can). */
+export function requireLibc(program: string): Libc {
+  const c = libc();
+  if (!c) throw new Error(`${program} reaches the kernel through netlink, which needs the Bun runtime (bun:ffi); this runtime has none`);
+  return c;
+}
+
 /** The part of bun:ffi used here (Bun's types are not installed: the code type-checks for Node). */
 interface BunFfi {
   dlopen(path: string, symbols: Record<string, { args: string[]; returns: string }>): { symbols: Record<string, (...a: unknown[]) => unknown> };

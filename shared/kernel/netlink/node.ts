@@ -7,7 +7,7 @@ import { KernelError } from "../types.js";
 import { IFINFO_LEN, IFLA, NLMSG, NUD_PERMANENT, RTM, RTMGRP, attrsAfter, readNdMsg, type Message, type Request } from "./codec.js";
 import { asKernelError } from "./kernel.js";
 import { readCountersNetlink } from "./nftables.js";
-import { errnoText, type Libc } from "./libc.js";
+import { errnoText, requireLibc, type Libc } from "./libc.js";
 import { NETLINK, NetlinkSocket, NetlinkSubscription } from "./socket.js";
 import { Rtnl, fdbRequest, neighborRequest, routeRequest } from "./rtnl.js";
 import { TWILL_ROUTE_PROTO, isDefaultRoute } from "../routes.js";
@@ -295,8 +295,4 @@ class NetlinkTableWatch implements TableWatch {
 }
 
 /** The kernel of the agent: netlink in the node's namespace; an error where this runtime cannot reach libc. */
-export function nodeKernel(libcOf: () => Libc | null, netns: string | null = null): NodeKernel {
-  const c = libcOf();
-  if (!c) throw new Error("twilld reaches the kernel through netlink, which needs the Bun runtime (bun:ffi); this runtime has none");
-  return netlinkNode(c, netns);
-}
+export const nodeKernel = (netns: string | null = null): NodeKernel => netlinkNode(requireLibc("twilld"), netns);

@@ -5,7 +5,7 @@ import {
   AF, IFA, IFA_F, IFF, IFINFO_LEN, IFLA, IFLA_BR, IFLA_BRPORT, IFLA_INFO, IFLA_VXLAN, NDA, NDMSG_LEN, NLM_F, NTF_SELF, NUD_NOARP, NUD_PERMANENT,
   RT_SCOPE, RT_TABLE_MAIN, RTA, RTEXT_FILTER_SKIP_STATS, RTM, RTN_UNICAST, RTNH_F_ONLINK, RTPROT, VETH_INFO, attrsAfter, be16, bytes,
   formatMac, ifInfoWithAttrs, macBytes, nested, readIfAddr, readIfInfo, readNdMsg, readRtMsg, str, u32, u8, type Attr, type Attrs,
-  type Message, type Request,
+  type Message, type Request, type RtMsg,
 } from "./codec.js";
 import { NetlinkError, type NetlinkSocket } from "./socket.js";
 
@@ -81,12 +81,7 @@ export class Rtnl {
 
   /** Every route of the namespace, all tables, both families. */
   routes(links: readonly Link[] = this.links()): Route[] {
-    const names = new Map(links.map((l) => [l.index, l.name]));
-    const msgs = this.sock.request(
-      { type: RTM.GETROUTE, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { rtmsg: { family: AF.UNSPEC, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 } } },
-      "list routes",
-    );
-    return msgs.filter((m) => m.type === RTM.NEWROUTE).map((m) => toRoute(m, names));
+    return this.dumpRoutes(AF.UNSPEC, "list routes", links, () => true);
   }
 
   /** MTU, MAC, promiscuity and up on an existing link (ENODEV when there is none). */
@@ -185,20 +180,18 @@ export class Rtnl {
 
   /** The routes of one family in the main table with protocol `protocol`. */
   routesOf(family: Family, protocol: number | null, links: readonly Link[] = this.links()): Route[] {
+    const keep = (r: RtMsg) => protocol === null || r.protocol === protocol;
+    return this.dumpRoutes(family === 4 ? AF.INET : AF.INET6, `list IPv${family} routes`, links, keep).filter((r) => r.table === "main");
+  }
+
+  /** A route dump of address family `af` (AF_UNSPEC: both), decoding only the routes `keep` takes by their header. */
+  private dumpRoutes(af: number, op: string, links: readonly Link[], keep: (r: RtMsg) => boolean): Route[] {
     const names = new Map(links.map((l) => [l.index, l.name]));
     const msgs = this.sock.request(
-      { type: RTM.GETROUTE, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { rtmsg: { family: family === 4 ? AF.INET : AF.INET6, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 } } },
-      `list IPv${family} routes`,
+      { type: RTM.GETROUTE, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { rtmsg: { family: af, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 } } },
+      op,
     );
-    const out: Route[] = [];
-    for (const m of msgs) {
-      if (m.type !== RTM.NEWROUTE) continue;
-      const r = readRtMsg(m.payload);
-      if (protocol !== null && r.protocol !== protocol) continue;
-      const route = toRoute(m, names);
-      if (route.table === "main") out.push(route);
-    }
-    return out;
+    return msgs.filter((m) => m.type === RTM.NEWROUTE && keep(readRtMsg(m.payload))).map((m) => toRoute(m, names));
   }
 
   /** Neighbors of both IP families on link `index` in state `state` (a NUD_* bit). */
