@@ -6,7 +6,7 @@ import type { Daemon } from "../testkit/daemon.js";
 import { kubeBinariesBuilt, kubeCacheDir } from "../testkit/kube/binaries.js";
 import { startControlPlane, type ControlPlane } from "../testkit/kube/control-plane.js";
 import { forwardApiserver, type ApiserverForward } from "../testkit/kube/forward.js";
-import { Admin, applyManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../testkit/kubernetes.js";
+import { Admin, adminWithManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../testkit/kubernetes.js";
 import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
 import { until } from "../testkit/until.js";
 import { ANNOTATIONS } from "./datastore/kubernetes-objects.js";
@@ -31,9 +31,7 @@ describe.skipIf(!built)(
 
     beforeAll(async () => {
       cp = await startControlPlane();
-      const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
-      admin = new Admin(adminKc);
-      await applyManifestRbac(adminKc);
+      admin = await adminWithManifestRbac(cp);
     });
     afterAll(async () => {
       await Promise.all(daemons.splice(0).map((d) => d.stop()));

@@ -60,6 +60,16 @@ export async function applyManifestRbac(admin: KubeConfig): Promise<string[]> {
   return applied;
 }
 
+/**
+ * The cluster admin of a test control plane, once the manifest's RBAC is applied: where every
+ * test that runs the agent's token against a real apiserver starts.
+ */
+export async function adminWithManifestRbac(cp: { server: string; caFile: string; adminToken: string }): Promise<Admin> {
+  const kc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
+  await applyManifestRbac(kc);
+  return new Admin(kc);
+}
+
 const code = (err: unknown): number | undefined => (err as { code?: number } | null)?.code;
 
 export class Admin {

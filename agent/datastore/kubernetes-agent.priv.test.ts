@@ -13,7 +13,7 @@ import { createBackend } from "../backend/index.js";
 import { parseNetworkConfig } from "../config.js";
 import { createMetrics } from "../metrics.js";
 import { NodeNet } from "../../testkit/node-net.js";
-import { Admin, applyManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../../testkit/kubernetes.js";
+import { Admin, adminWithManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
 import { until } from "../../testkit/until.js";
 
@@ -35,9 +35,7 @@ describe.skipIf(!built)(
 
     beforeAll(async () => {
       cp = await startControlPlane();
-      const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
-      admin = new Admin(adminKc);
-      await applyManifestRbac(adminKc);
+      admin = await adminWithManifestRbac(cp);
     });
     afterAll(async () => {
       await Promise.all(agents.splice(0).map((a) => a.stop()));

@@ -24,7 +24,7 @@ import { parseNetworkConfig } from "../config.js";
 import type { AcquireRequest, NetworkConfig, SubnetStore } from "../types.js";
 import { ANNOTATIONS, LEASE_SELECTOR, LEASE_SUBNET_ANNOTATION, leaseName, nodeAnnotations, timeOf } from "./kubernetes-objects.js";
 import { ResilientInformer, listInPages, listPage } from "./kubernetes-informer.js";
-import { Admin, applyManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../../testkit/kubernetes.js";
+import { Admin, adminWithManifestRbac, applyManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../../testkit/kubernetes.js";
 import { KubernetesStore } from "./kubernetes.js";
 import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
 import { until } from "../../testkit/until.js";
@@ -386,9 +386,7 @@ describe.skipIf(!built)(built ? "kubernetes datastore with kube-controller-manag
 
   beforeAll(async () => {
     cp = await startControlPlane({ withControllerManager: true, clusterCidr: "10.244.0.0/16", nodeCidrMaskSize: 24 });
-    const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
-    admin = new Admin(adminKc);
-    await applyManifestRbac(adminKc);
+    admin = await adminWithManifestRbac(cp);
     agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
     const agentCore = agentKc.makeApiClient(CoreV1Api);
     await until("the agent allowed to list nodes", () => agentCore.listNode().then(() => true));
@@ -502,9 +500,7 @@ describe.skipIf(!built)(built ? "kubernetes datastore with the garbage collector
   });
 
   it("frees the subnet of a Node deleted for good: its Lease goes with it (flannel#954)", async () => {
-    const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
-    const admin = new Admin(adminKc);
-    await applyManifestRbac(adminKc);
+    const admin = await adminWithManifestRbac(cp);
     const agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
     const store = agentStore(agentKc, admin, NETWORK, 60_000);
     const lease = await until("acquiring as the agent", () => store.acquire(request("gone")).catch(() => undefined));

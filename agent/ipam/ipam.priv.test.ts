@@ -10,7 +10,7 @@ import { podIpamStore, podNetConf, resultIps, runCni, type PodNetConf } from "..
 import { Store } from "../../ipam/store.js";
 import { nullLogger } from "../../shared/log.js";
 import { writeSubnetFile } from "../../shared/subnet-file.js";
-import { Admin, applyManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
+import { Admin, adminWithManifestRbac, kubeConfigFor } from "../../testkit/kubernetes.js";
 import { until } from "../../testkit/until.js";
 import { createMetrics } from "../metrics.js";
 import { NodeNet, TWILLD, metricValue, type SimNode } from "../../testkit/node-net.js";
@@ -204,9 +204,7 @@ describe("twilld ipam", () => {
     let agentKc: KubeConfig;
     beforeAll(async () => {
       cp = await startControlPlane();
-      const adminKc = kubeConfigFor(cp.server, cp.caFile, cp.adminToken);
-      admin = new Admin(adminKc);
-      await applyManifestRbac(adminKc);
+      admin = await adminWithManifestRbac(cp);
       agentKc = kubeConfigFor(cp.server, cp.caFile, cp.agentToken);
       // The ServiceAccount admission wants the namespace's default account (no controller makes it here).
       await admin.core.createNamespacedServiceAccount({ namespace: "default", body: { metadata: { name: "default" } } }).catch((err: { code?: number }) => {
