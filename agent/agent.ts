@@ -1,17 +1,17 @@
 import { writeDatapathReport, type DatapathReport } from "./datapath-report.js";
 import type { NodeKernel } from "../shared/kernel/node-kernel.js";
 import type { Logger } from "../shared/log.js";
-import { readSubnetFile, validateSubnetInfo, writeSubnetFile, type SubnetInfo } from "../shared/subnet-file.js";
+import { validateSubnetInfo } from "../shared/subnet-file.js";
 import { systemClock, type Clock } from "./clock.js";
 import { LeaseLostError, errorMessage } from "./errors.js";
 import type { Readiness } from "./http.js";
-import { diffLeases, isEmptyDiff, sortLeases, withoutExpiry } from "./leases.js";
 import { Masquerade } from "./masquerade.js";
 import { MASQ_TABLE } from "../shared/kernel/masq.js";
 import type { AgentMetrics } from "./metrics.js";
-import { PeerAdmission } from "./peers.js";
-import type { Backend, BackendData, NetworkConfig, NodeLease, PeerError, SubnetStore } from "./types.js";
+import { PeerView } from "./peer-view.js";
+import type { Backend, BackendData, NetworkConfig, NodeLease, SubnetStore } from "./types.js";
 import { findStalePods } from "./stale-subnet.js";
+import { SubnetFileKeeper } from "./subnet-file-keeper.js";
 import { detectUnderlay, type Underlay, type UnderlayWanted } from "./underlay.js";
 
 /**
@@ -50,18 +50,10 @@ const ACQUIRE_BACKOFF_MS = { first: 1_000, max: 30_000 };
 
 export class Agent {
   private lease: NodeLease | null = null;
-  private subnetFileWritten = false;
-  /** What the subnet file must say, once a lease is held. */
-  private subnetInfo: SubnetInfo | null = null;
+  private readonly subnetFile: SubnetFileKeeper;
   private stalePodsKey = "";
   private notReadyReason = "starting";
-  private peers: NodeLease[] = [];
-  /** The watch's last view, before admission: admitted again when this node's own lease changes. */
-  private lastView: NodeLease[] | null = null;
-  private readonly admission: PeerAdmission;
-  /** Peer records refused by admission, as of the last view. */
-  private refused: PeerError[] = [];
-  private refusedKey = "[]";
+  private readonly peerView: PeerView;
   /** The last datapath report written, rewritten with the refused records when only those change. */
   private lastReport: DatapathReport | null = null;
   private backend: Backend | null = null;
@@ -75,45 +67,48 @@ export class Agent {
   private fullPending = false;
   /** Peers named by watch events since the last reconcile; only their entries are redone. */
   private changedPeers = new Set<string>();
-  private reconciledOnce = false;
   private readonly clock: Clock;
   private readonly masquerade: Pick<Masquerade, "reconcile"> & Partial<Pick<Masquerade, "close">>;
 
-  constructor(private readonly o: AgentOptions) {
-    this.clock = o.clock ?? systemClock;
-    this.admission = new PeerAdmission(o.network);
-    this.masquerade = o.masquerade ?? new Masquerade(o.network, o.kernel, o.logger, o.kernel.watchTable("inet", MASQ_TABLE));
+  constructor(private readonly options: AgentOptions) {
+    const { network, kernel, logger } = options;
+    this.clock = options.clock ?? systemClock;
+    this.subnetFile = new SubnetFileKeeper(options.subnetFile, options.nodeName);
+    this.peerView = new PeerView(network, logger, options.metrics, () => {
+      if (this.lastReport) this.recordDatapath(this.lastReport);
+    });
+    this.masquerade = options.masquerade ?? new Masquerade(network, kernel, logger, kernel.watchTable("inet", MASQ_TABLE));
   }
 
   readiness(): Readiness {
-    const ready = this.lease !== null && this.subnetFileWritten && this.leaseLive();
+    const ready = this.lease !== null && this.subnetFile.written && this.leaseLive();
     if (!ready) return { ready, reason: this.notReadyReason };
     // Checked on every probe (a small file): a damaged file makes every ADD fail until repaired.
-    const problem = this.subnetFileProblem();
+    const problem = this.subnetFile.problem();
     if (problem) return { ready: false, reason: `${problem}; rewriting it on the next resync` };
     return { ready, reason: `lease ${this.lease!.subnets.join(",")} held, subnet file written` };
   }
 
   /** Runs until stop(); throws only on what retrying cannot fix (no underlay, a broken backend). */
   async start(): Promise<void> {
-    const { logger, metrics } = this.o;
-    const underlay = await detectUnderlay(this.o.kernel, this.o.underlay);
+    const { logger, metrics } = this.options;
+    const underlay = await detectUnderlay(this.options.kernel, this.options.underlay);
     logger.info("Detected underlay", { ...underlay });
-    const backend = this.o.backend(underlay);
+    const backend = this.options.backend(underlay);
     this.backendData = await backend.prepare({
-      nodeName: this.o.nodeName,
+      nodeName: this.options.nodeName,
       publicIP: underlay.ip,
       underlayDev: underlay.dev,
       underlayMTU: underlay.mtu,
     });
     this.backend = backend;
 
-    const lease = await this.acquireWithRetry(underlay, this.previousSubnets());
+    const lease = await this.acquireWithRetry(underlay, this.subnetFile.previousSubnets());
     if (!lease) return; // stopped while waiting
     this.adoptLease(lease, underlay);
     if (this.stopped) return;
 
-    this.stopWatch = this.o.store.watch(
+    this.stopWatch = this.options.store.watch(
       (leases) => this.onLeases(leases),
       (err) => {
         metrics.watchRestarts.inc();
@@ -125,7 +120,7 @@ export class Agent {
     // peers that left while the agent was down left behind; a second list here would read
     // the whole datastore twice at start-up.
     if (this.stopped) return;
-    this.cancelResync = this.clock.every(this.o.resyncMs, () => this.scheduleReconcile());
+    this.cancelResync = this.clock.every(this.options.resyncMs, () => this.scheduleReconcile());
     this.scheduleRenew(underlay);
   }
 
@@ -138,7 +133,7 @@ export class Agent {
     await this.reconciling;
     this.backend?.close?.();
     this.masquerade.close?.();
-    await this.o.store.close();
+    await this.options.store.close();
   }
 
   private get stopped(): boolean {
@@ -149,31 +144,21 @@ export class Agent {
     return this.lease !== null && (this.lease.expiresAt === undefined || this.lease.expiresAt > this.clock.now());
   }
 
-  /** The subnets of the last subnet file this node wrote: tried first, claimed atomically. */
-  private previousSubnets(): string[] {
-    try {
-      const info = readSubnetFile(this.o.subnetFile);
-      return info.nodeName === undefined || info.nodeName === this.o.nodeName ? info.nodeSubnets : [];
-    } catch {
-      return [];
-    }
-  }
-
   /** Acquires, retrying with backoff (pool exhausted, datastore down) until it works or stop(). */
   private async acquireWithRetry(underlay: Underlay, preferredSubnets: string[]): Promise<NodeLease | null> {
     let delay = ACQUIRE_BACKOFF_MS.first;
     while (!this.stopped) {
       try {
-        return await this.o.store.acquire({
-          nodeName: this.o.nodeName,
+        return await this.options.store.acquire({
+          nodeName: this.options.nodeName,
           publicIP: underlay.ip,
           backend: this.backendData!,
           preferredSubnets,
         });
       } catch (err) {
-        this.o.metrics.datastoreErrors.inc({ op: "acquire" });
+        this.options.metrics.datastoreErrors.inc({ op: "acquire" });
         this.notReadyReason = `no subnet lease: ${errorMessage(err)}`;
-        this.o.logger.error("Acquiring the node subnet failed; retrying", { error: errorMessage(err), retryInMs: delay });
+        this.options.logger.error("Acquiring the node subnet failed; retrying", { error: errorMessage(err), retryInMs: delay });
         await this.clock.sleep(delay, this.abort.signal);
         delay = Math.min(delay * 2, ACQUIRE_BACKOFF_MS.max);
       }
@@ -183,75 +168,39 @@ export class Agent {
 
   private adoptLease(lease: NodeLease, underlay: Underlay, previousSubnets?: string[]): void {
     this.lease = lease;
-    this.o.metrics.leaseHeld.set(1);
+    this.options.metrics.leaseHeld.set(1);
     if (previousSubnets && previousSubnets.join() !== lease.subnets.join()) {
       // Pods already on the old subnet lose their routes: say so loudly (flannel#520).
-      this.o.logger.error("Node subnet changed after the lease was lost", { from: previousSubnets, to: lease.subnets });
+      this.options.logger.error("Node subnet changed after the lease was lost", { from: previousSubnets, to: lease.subnets });
     }
-    const info: SubnetInfo = validateSubnetInfo({
-      clusterCIDRs: this.o.network.clusterCIDRs,
+    const info = validateSubnetInfo({
+      clusterCIDRs: this.options.network.clusterCIDRs,
       nodeSubnets: lease.subnets,
       mtu: underlay.mtu - this.backend!.overhead(underlay.family),
       backend: this.backend!.type,
-      ipMasq: this.o.network.ipMasq,
-      nodeName: this.o.nodeName,
+      ipMasq: this.options.network.ipMasq,
+      nodeName: this.options.nodeName,
     });
-    this.subnetInfo = info;
-    writeSubnetFile(this.o.subnetFile, info);
-    this.subnetFileWritten = true;
-    this.o.metrics.ready.set(1);
-    this.o.logger.info("Wrote subnet file", { path: this.o.subnetFile, subnets: lease.subnets, mtu: info.mtu });
+    this.subnetFile.write(info);
+    this.options.metrics.ready.set(1);
+    this.options.logger.info("Wrote subnet file", { path: this.subnetFile.path, subnets: lease.subnets, mtu: info.mtu });
   }
 
   private onLeases(all: NodeLease[]): void {
     if (this.stopped) return;
-    // Kept also while no lease is held: the next lease's admission judges the latest view.
-    this.lastView = all;
-    if (!this.lease) return;
-    this.reportUnreadable();
-    // Only admitted records reach the datapath: a bad or forged one is refused for that peer alone.
-    const { admitted, refused } = this.admission.admit(all, this.lease);
-    this.noteRefused(refused);
-    // The watch is the authority on liveness: it drops a lapsed lease itself, and it reports
-    // no event for a renewal (only the expiry moves). A copy's expiresAt would go stale and
-    // make the datapath drop a live peer, so it is not kept.
-    const peers = sortLeases(admitted).map(withoutExpiry);
-    const diff = diffLeases(this.peers, peers);
-    this.peers = peers;
-    this.o.metrics.peers.set(peers.length);
-    // The first view always reconciles in full (start-up prune); later ones only the peers that changed.
-    if (isEmptyDiff(diff) && this.reconciledOnce) return;
-    const first = !this.reconciledOnce;
-    this.reconciledOnce = true;
-    // The first view names its peers at debug level only: a line each for 5000 peers at every
-    // start is noise (and tens of milliseconds of start-up). Changes after it are logged one by one.
-    if (first) this.o.logger.info("Peers at start", { peers: peers.length });
-    for (const l of diff.added) {
-      const fields = { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP };
-      if (first) this.o.logger.debug("Peer joined", fields);
-      else this.o.logger.info("Peer joined", fields);
-    }
-    for (const l of diff.removed) this.o.logger.info("Peer left", { peer: l.nodeName, subnets: l.subnets });
-    for (const l of diff.changed) this.o.logger.info("Peer changed", { peer: l.nodeName, subnets: l.subnets, publicIP: l.publicIP });
-    if (first) return this.scheduleReconcile();
-    for (const l of [...diff.added, ...diff.removed, ...diff.changed]) this.changedPeers.add(l.nodeName);
-    this.scheduleReconcile("peers");
+    this.peerView.see(all);
+    this.admitPeers();
   }
 
-  /** Logs each refused record once (again when its reason changes), counts them, and shows them in the report. */
-  private noteRefused(refused: PeerError[]): void {
-    const key = JSON.stringify(refused);
-    if (key === this.refusedKey) return;
-    const before = new Map(this.refused.map((r) => [r.peer, r.message]));
-    for (const r of refused) {
-      if (before.get(r.peer) !== r.message) this.o.logger.warn("Refused peer record; not routed", { peer: r.peer, reason: r.message });
-      before.delete(r.peer);
-    }
-    for (const peer of before.keys()) this.o.logger.info("Peer record no longer refused", { peer });
-    this.refused = refused;
-    this.refusedKey = key;
-    this.o.metrics.unreadableRecords.set({ kind: "peer" }, refused.length);
-    if (this.lastReport) this.recordDatapath(this.lastReport);
+  /** The watch's last view admitted against the lease held; a reconcile of what that changed. */
+  private admitPeers(): void {
+    if (this.stopped || !this.lease || !this.peerView.hasView) return;
+    this.reportUnreadable();
+    const update = this.peerView.admit(this.lease);
+    if (!update) return;
+    if (update.first) return this.scheduleReconcile();
+    for (const peer of update.changed) this.changedPeers.add(peer);
+    this.scheduleReconcile("peers");
   }
 
   /**
@@ -277,58 +226,50 @@ export class Agent {
     });
   }
 
-  /** Why the subnet file on disk is not what it must be (missing, unreadable, other content); null when it is. */
-  private subnetFileProblem(): string | null {
-    if (!this.subnetInfo) return null;
+  /** Rewrites a subnet file that was deleted, truncated or edited behind the agent's back. */
+  private ensureSubnetFile(): void {
     try {
-      const onDisk = readSubnetFile(this.o.subnetFile);
-      return JSON.stringify(onDisk) === JSON.stringify(this.subnetInfo) ? null : `subnet file ${this.o.subnetFile} differs from the lease`;
+      const repaired = this.subnetFile.repair();
+      if (!repaired) return;
+      if (this.leaseLive()) this.options.metrics.ready.set(1);
+      this.options.metrics.subnetFileRepairs.inc();
+      this.options.logger.warn("Rewrote the subnet file", { path: this.subnetFile.path, reason: repaired });
     } catch (err) {
-      return errorMessage(err);
+      this.subnetFileWriteFailed(err);
     }
   }
 
-  /** Rewrites a subnet file that was deleted, truncated or edited behind the agent's back. */
-  private ensureSubnetFile(): void {
-    const problem = this.subnetFileProblem();
-    if (!problem || !this.subnetInfo) return;
-    try {
-      writeSubnetFile(this.o.subnetFile, this.subnetInfo);
-      this.subnetFileWritten = true;
-      if (this.leaseLive()) this.o.metrics.ready.set(1);
-      this.o.metrics.subnetFileRepairs.inc();
-      this.o.logger.warn("Rewrote the subnet file", { path: this.o.subnetFile, reason: problem });
-    } catch (err) {
-      this.subnetFileWritten = false;
-      this.o.metrics.ready.set(0);
-      this.notReadyReason = `cannot write the subnet file: ${errorMessage(err)}`;
-      this.o.logger.error("Writing the subnet file failed", { path: this.o.subnetFile, error: errorMessage(err) });
-    }
+  /** The lease is held but the plugin cannot see it: not ready until a later write succeeds. */
+  private subnetFileWriteFailed(err: unknown): void {
+    this.subnetFile.written = false;
+    this.options.metrics.ready.set(0);
+    this.notReadyReason = `cannot write the subnet file: ${errorMessage(err)}`;
+    this.options.logger.error("Writing the subnet file failed", { path: this.subnetFile.path, error: errorMessage(err) });
   }
 
   /** Pods whose addresses lie in a subnet this node no longer holds: counted, and logged when the set changes. */
   private reportStalePods(): void {
-    if (!this.o.ipamDir || !this.lease) return;
-    const pods = findStalePods(this.o.ipamDir, this.o.network.clusterCIDRs, this.lease.subnets);
-    this.o.metrics.stalePods.set(pods.length);
+    if (!this.options.ipamDir || !this.lease) return;
+    const pods = findStalePods(this.options.ipamDir, this.options.network.clusterCIDRs, this.lease.subnets);
+    this.options.metrics.stalePods.set(pods.length);
     const key = JSON.stringify(pods);
     if (key === this.stalePodsKey) return;
     this.stalePodsKey = key;
     if (pods.length > 0) {
-      this.o.logger.error("Pods on a subnet this node no longer holds need a restart", { subnets: this.lease.subnets, pods });
+      this.options.logger.error("Pods on a subnet this node no longer holds need a restart", { subnets: this.lease.subnets, pods });
     }
   }
 
   private reportUnreadable(): void {
-    const found = this.o.store.unreadable();
+    const found = this.options.store.unreadable();
     for (const kind of ["claim", "node"] as const) {
-      this.o.metrics.unreadableRecords.set({ kind }, found.filter((r) => r.kind === kind).length);
+      this.options.metrics.unreadableRecords.set({ kind }, found.filter((r) => r.kind === kind).length);
     }
   }
 
   /** A full reconcile (`changed` null), or one of the peers named. */
   private async reconcileOnce(lease: NodeLease, changed: string[] | null): Promise<void> {
-    const { metrics, logger } = this.o;
+    const { metrics, logger } = this.options;
     metrics.reconciles.inc();
     const end = metrics.reconcileSeconds.startTimer({ kind: changed ? "peers" : "full" });
     if (!changed) {
@@ -336,13 +277,13 @@ export class Agent {
       this.reportStalePods();
       this.reportUnreadable();
     }
-    const backend = this.o.network.backend.type;
+    const backend = this.options.network.backend.type;
     // Masquerade (full reconciles only) is another table than the peers' entries: side by side.
     const masquerade = changed ? Promise.resolve(0) : this.reconcileMasquerade();
     try {
       const report = changed
-        ? await this.backend!.reconcilePeers(lease, this.peers, changed)
-        : await this.backend!.reconcile(lease, this.peers);
+        ? await this.backend!.reconcilePeers(lease, this.peerView.peers, changed)
+        : await this.backend!.reconcile(lease, this.peerView.peers);
       const changes = report.changes + (await masquerade);
       end();
       metrics.reconcileChanges.inc(changes);
@@ -361,35 +302,35 @@ export class Agent {
     try {
       return await this.masquerade.reconcile();
     } catch (err) {
-      this.o.metrics.reconcileErrors.inc();
-      this.o.logger.error("Reconciling masquerade failed", { error: errorMessage(err) });
+      this.options.metrics.reconcileErrors.inc();
+      this.options.logger.error("Reconciling masquerade failed", { error: errorMessage(err) });
       return 0;
     }
   }
 
   private recordDatapath(report: DatapathReport): void {
     this.lastReport = report;
-    if (!this.o.datapathReportFile) return;
+    if (!this.options.datapathReportFile) return;
     try {
-      writeDatapathReport(this.o.datapathReportFile, { ...report, refused: this.refused });
+      writeDatapathReport(this.options.datapathReportFile, { ...report, refused: this.peerView.refused });
     } catch (err) {
-      this.o.logger.warn("Writing the datapath report failed", { path: this.o.datapathReportFile, error: errorMessage(err) });
+      this.options.logger.warn("Writing the datapath report failed", { path: this.options.datapathReportFile, error: errorMessage(err) });
     }
   }
 
   private scheduleRenew(underlay: Underlay): void {
     if (this.stopped) return;
-    this.cancelRenew = this.clock.after(this.o.renewMs, () => void this.renew(underlay).finally(() => this.scheduleRenew(underlay)));
+    this.cancelRenew = this.clock.after(this.options.renewMs, () => void this.renew(underlay).finally(() => this.scheduleRenew(underlay)));
   }
 
   private async renew(underlay: Underlay): Promise<void> {
-    const { metrics, logger, store } = this.o;
+    const { metrics, logger, store } = this.options;
     if (!this.lease || this.stopped) return;
     try {
       this.lease = await store.renew({ ...this.lease, publicIP: underlay.ip, backend: this.backendData! });
       metrics.leaseRenewals.inc();
       metrics.leaseHeld.set(1);
-      if (!this.subnetFileWritten) this.adoptLease(this.lease, underlay);
+      if (!this.subnetFile.written) this.adoptLease(this.lease, underlay);
       metrics.ready.set(1);
     } catch (err) {
       metrics.datastoreErrors.inc({ op: "renew" });
@@ -415,13 +356,10 @@ export class Agent {
         // Admission depends on this node's own subnets: the peers are judged again, and the
         // full reconcile asked for below absorbs what that changes.
         this.fullPending = true;
-        if (this.lastView) this.onLeases(this.lastView);
+        this.admitPeers();
       } catch (writeErr) {
-        // The lease is held but the plugin cannot see it: not ready until the next renewal writes it.
-        this.subnetFileWritten = false;
-        metrics.ready.set(0);
-        this.notReadyReason = `cannot write the subnet file: ${errorMessage(writeErr)}`;
-        logger.error("Writing the subnet file failed", { path: this.o.subnetFile, error: errorMessage(writeErr) });
+        // Written again by the next renewal, which finds it not written.
+        this.subnetFileWriteFailed(writeErr);
       }
       this.scheduleReconcile();
     }
