@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
 import { LeaseView, mayBeSettling, stampDecisive, SETTLE_MS, type Claim, type Unreadable } from "./local-view.js";
+import { lapseDelay } from "./watch-emitter.js";
 
 const NOW = 1_800_000_000_000;
 const record = (node: string, subnets: string[], extra: Partial<NodeLease> = {}): NodeLease => ({
@@ -76,7 +77,8 @@ describe("the local store's view of its files", () => {
     v.setRecord("a", renewed);
     expect(v.refresh(NOW)).toBe(false);
     expect(v.leases()[0]).toBe(renewed);
-    expect(v.nextLapse(NOW)).toBe(NOW + 120_000);
+    // The lapse timer follows the renewed expiry.
+    expect(lapseDelay(v.leases(), NOW)).toBe(120_001);
     v.setRecord("a", record("a", ["10.0.1.0/24"], { publicIP: "192.0.2.2" }));
     expect(v.refresh(NOW)).toBe(true);
   });

@@ -169,16 +169,6 @@ export class LeaseView {
     return changed;
   }
 
-  /** The next moment a live lease lapses (the set changes without a file event), if any. */
-  nextLapse(now: number): number | undefined {
-    let next: number | undefined;
-    for (const l of this.live.values()) {
-      const at = l.expiresAt ?? 0;
-      if (at > now && (next === undefined || at < next)) next = at;
-    }
-    return next;
-  }
-
   /** A node's live lease: its record while not lapsed, limited to the subnets whose claims name it. */
   private leaseOf(node: string, now: number): NodeLease | undefined {
     const rec = this.good.get(node);

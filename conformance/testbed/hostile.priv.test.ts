@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { subnetFileName } from "../../agent/datastore/local.js";
+import { subnetFileName } from "../../agent/datastore/local-claims.js";
 import { stableVtepMac, vtepName } from "../../shared/kernel/vxlan.js";
 import { listFdb, listOwnedRoutes } from "../../testkit/iproute.js";
 import { inNetns } from "../../testkit/netns.js";

@@ -20,7 +20,7 @@ import { CoordinationV1Api, CoreV1Api, KubeConfig, V1MicroTime } from "@kubernet
 import { EtcdClient } from "../../../../agent/datastore/etcd-client.js";
 import { subnetKeySuffix } from "../../../../agent/datastore/etcd.js";
 import { LEASE_SUBNET_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, leaseName, nodeAnnotations } from "../../../../agent/datastore/kubernetes-objects.js";
-import { subnetFileName } from "../../../../agent/datastore/local.js";
+import { subnetFileName } from "../../../../agent/datastore/local-claims.js";
 import type { NodeLease } from "../../../../agent/types.js";
 import { DEFAULT_WAY, type WriteWay } from "./way.js";
 
