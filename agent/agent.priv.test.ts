@@ -39,7 +39,7 @@ describe("Agent", () => {
     node: SimNode;
     ip: IpRoute;
     dir: string;
-    ipamDir: string;
+    ipamStore: string;
     metrics: AgentMetrics;
     logs: { level: string; msg: string; [k: string]: unknown }[];
     metric(name: string): Promise<number | undefined>;
@@ -47,7 +47,7 @@ describe("Agent", () => {
 
   async function startAgent(): Promise<Running> {
     net = await NodeNet.create(1);
-    const ipamDir = join(net.dir, "ipam");
+    const ipamStore = join(net.dir, "ipam", "twill");
     const node = net.nodes[0]!;
     mkdirSync(node.dir, { recursive: true });
     const dir = join(net.dir, "store");
@@ -64,7 +64,7 @@ describe("Agent", () => {
       backend: () => createBackend(network, { kernel, logger }),
       underlay: {},
       subnetFile: node.subnetFile,
-      ipamDir,
+      ipamStore,
       resyncMs: 1_000,
       renewMs: 300,
       logger,
@@ -74,7 +74,7 @@ describe("Agent", () => {
     await agent.start();
     expect(agent.readiness().ready).toBe(true);
     const metric = async (name: string) => metricValue(await metrics.registry.metrics(), name);
-    return { agent, node, ip: ipIn(node.ns), dir, ipamDir, metrics, logs, metric };
+    return { agent, node, ip: ipIn(node.ns), dir, ipamStore, metrics, logs, metric };
   }
 
   /** An operator releases the node and another node takes exactly its subnet. */
@@ -87,7 +87,7 @@ describe("Agent", () => {
 
   it("converges on a new subnet: the bridge's old gateway goes, and pods on the old subnet are reported", async () => {
     const r = await startAgent();
-    const ipamDir = r.ipamDir;
+    const ipamStore = r.ipamStore;
     const first = readSubnetFile(r.node.subnetFile).nodeSubnets[0]!;
     const old = parseCidr(first);
     const gateway = `${formatIp(4, old.network + 1n)}/24`;
@@ -101,8 +101,8 @@ describe("Agent", () => {
       ],
       "create the pod bridge",
     );
-    mkdirSync(join(ipamDir, "twill"), { recursive: true });
-    writeFileSync(join(ipamDir, "twill", podIp), "pod-c1\r\neth0");
+    mkdirSync(ipamStore, { recursive: true });
+    writeFileSync(join(ipamStore, podIp), "pod-c1\r\neth0");
 
     await stealSubnet(r, [first]);
     await until("the new subnet in the subnet file", () => readSubnetFile(r.node.subnetFile).nodeSubnets[0] !== first || undefined);
@@ -122,7 +122,7 @@ describe("Agent", () => {
     expect(reported[0]!.pods).toEqual([{ network: "twill", ip: podIp, containerId: "pod-c1" }]);
     expect(r.logs.some((l) => l.msg === "Removed the address of a subnet this node no longer holds" && l.address === gateway)).toBe(true);
 
-    const status = await gatherStatus(new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000 }), r.node.name, r.node.subnetFile, undefined, undefined, ipamDir);
+    const status = await gatherStatus(new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000 }), r.node.name, r.node.subnetFile, undefined, undefined, ipamStore);
     expect(status.stalePods).toEqual([{ network: "twill", ip: podIp, containerId: "pod-c1" }]);
     expect(renderStatus(status, Date.now())).toContain(`pod pod-c1 has ${podIp} (network twill), outside this node's subnets: restart it`);
   });

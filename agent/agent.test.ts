@@ -98,7 +98,7 @@ interface Harness {
   backend: RecordingBackend;
   network: NetworkConfig;
   subnetFile: string;
-  ipamDir: string;
+  ipamStore: string;
   metrics: AgentMetrics;
   logs: { level: string; msg: string; [k: string]: unknown }[];
   /** A store of another node on the same datastore. */
@@ -128,7 +128,7 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     const metrics = createMetrics(false);
     const logs: Harness["logs"] = [];
     const subnetFile = join(dir, "subnet.json");
-    const ipamDir = join(dir, "ipam");
+    const ipamStore = join(dir, "ipam", "twill");
     const agent = new Agent({
       nodeName: "node-a",
       network,
@@ -139,7 +139,7 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
       backend: () => backend,
       underlay: {},
       subnetFile,
-      ipamDir,
+      ipamStore,
       resyncMs: RESYNC_MS,
       renewMs: RENEW_MS,
       logger: createLogger((line) => logs.push(JSON.parse(line))),
@@ -148,7 +148,7 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     });
     agents.push(agent);
     return {
-      agent, clock, db, backend, network, subnetFile, ipamDir, metrics, logs,
+      agent, clock, db, backend, network, subnetFile, ipamStore, metrics, logs,
       other: () => db.open(network, 3_600_000),
       metric: async (name) => metricValue(await metrics.registry.metrics(), name),
       subnets: () => readSubnetFile(subnetFile).nodeSubnets,
@@ -214,8 +214,8 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     const first = h.subnets();
     // A pod the plugin placed on the first subnet.
     const podIp = formatIp(4, parseCidr(first[0]!).network + 5n);
-    mkdirSync(join(h.ipamDir, "twill"), { recursive: true });
-    writeFileSync(join(h.ipamDir, "twill", podIp), "pod-c1\r\neth0");
+    mkdirSync(h.ipamStore, { recursive: true });
+    writeFileSync(join(h.ipamStore, podIp), "pod-c1\r\neth0");
 
     await steal(h);
     h.backend.calls.length = 0;

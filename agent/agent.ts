@@ -34,8 +34,8 @@ export interface AgentOptions {
   masquerade?: Pick<Masquerade, "reconcile"> & Partial<Pick<Masquerade, "close">>;
   underlay: UnderlayWanted;
   subnetFile: string;
-  /** The IPAM store (`<dir>/<network>/<ip>`), searched for pods left on a subnet the node lost; none when absent. */
-  ipamDir?: string;
+  /** twill-ipam's store of the network (`<dataDir>/<network>`): it and the other stores beside it are searched for pods left on a subnet the node lost; none when absent. */
+  ipamStore?: string;
   /** Where the last reconcile's outcome is written for `twilld status`; none when absent. */
   datapathReportFile?: string;
   resyncMs: number;
@@ -249,8 +249,8 @@ export class Agent {
 
   /** Pods whose addresses lie in a subnet this node no longer holds: counted, and logged when the set changes. */
   private reportStalePods(): void {
-    if (!this.options.ipamDir || !this.lease) return;
-    const pods = findStalePods(this.options.ipamDir, this.options.network.clusterCIDRs, this.lease.subnets);
+    if (!this.options.ipamStore || !this.lease) return;
+    const pods = findStalePods(this.options.ipamStore, this.options.network.clusterCIDRs, this.lease.subnets);
     this.options.metrics.stalePods.set(pods.length);
     const key = JSON.stringify(pods);
     if (key === this.stalePodsKey) return;

@@ -42,10 +42,12 @@ export interface CommonOptions {
   kubeconfig?: string;
   kubeNamespace: string;
   subnetFile: string;
-  ipamDir: string;
   leaseTTLMs: number;
   logLevel: Level;
-  /** twill-ipam's store of the CNI network: <dataDir>/<network name>. */
+  /**
+   * twill-ipam's store of the CNI network: <dataDir>/<network name>. The one IPAM path: pods left
+   * on a subnet the node lost are looked for in it and in the other stores of its data dir.
+   */
   ipamStore: string;
   /** How long a reservation must look leaked before it is released. */
   leakGraceMs: number;
@@ -96,7 +98,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     backend: () => createBackend(network, { kernel, logger: log }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,
-    ipamDir: o.ipamDir,
+    ipamStore: o.ipamStore,
     datapathReportFile: datapathReportPath(o.stateDir),
     resyncMs: o.resyncMs,
     renewMs: Math.max(1_000, Math.min(Math.floor(o.leaseTTLMs / 3), MAX_RENEW_MS)),
@@ -163,7 +165,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
 export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
   const store = createStore(storeOptions(o, logger));
   try {
-    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir), o.ipamDir, leakReportPath(o.stateDir));
+    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir), o.ipamStore, leakReportPath(o.stateDir));
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
     return report.lease !== null && report.datastoreError === undefined;
   } finally {

@@ -5,8 +5,8 @@ import { hideBin } from "yargs/helpers";
 import { stderrLogger, type Level } from "../shared/log.js";
 import { DEFAULT_SUBNET_FILE } from "../shared/subnet-file.js";
 import { leaveCluster, printCheck, printNodes, printReservations, printStatus, runAgent, runRelease, type CommonOptions } from "./commands.js";
-import { DEFAULT_DATA_DIR } from "../ipam/config.js";
 import { DATASTORE_KINDS, type DatastoreKind } from "./datastore/index.js";
+import { deprecatedFlags, warnDeprecatedFlags } from "./deprecated-flags.js";
 import { parseDuration } from "./durations.js";
 import { ignoredEnv, withEnvDefaults } from "./env.js";
 import { errorMessage } from "./errors.js";
@@ -29,11 +29,15 @@ const common = {
   kubeconfig: { type: "string", describe: "kubernetes datastore: a kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account]" },
   "kube-namespace": { type: "string", default: "kube-system", describe: "kubernetes datastore: the namespace of the subnet Leases" },
   "subnet-file": { type: "string", default: DEFAULT_SUBNET_FILE, describe: "The node subnet file the CNI plugin reads" },
-  "ipam-dir": { type: "string", default: DEFAULT_DATA_DIR, describe: "The IPAM store (twill-ipam's and host-local's dataDir), searched for pods left on a subnet the node lost" },
   "lease-ttl": { type: "string", default: "1h", describe: "How long a claim outlives its last renewal (renewed every TTL/3, at most every minute)" },
-  "ipam-store": { type: "string", default: "/var/lib/cni/networks/twill", describe: "twill-ipam's store of the CNI network (<dataDir>/<network name>)" },
+  "ipam-store": {
+    type: "string",
+    default: "/var/lib/cni/networks/twill",
+    describe: "twill-ipam's store of the CNI network (<dataDir>/<network name>); pods left on a subnet the node lost are looked for in it and the other stores of its dataDir",
+  },
   "leak-grace": { type: "string", default: "15m", describe: "How long a reservation must look leaked (its pod gone from this node, or made before the last boot) before it is released" },
   "log-level": { choices: ["debug", "info", "warn", "error"], default: "info", describe: "Logs: JSON lines on stderr" },
+  ...deprecatedFlags,
 } as const;
 
 const runFlags = {
@@ -76,7 +80,6 @@ function commonOptions(a: CommonArgv): CommonOptions {
     ...(a.kubeconfig ? { kubeconfig: String(a.kubeconfig) } : {}),
     kubeNamespace: String(a["kube-namespace"]),
     subnetFile: String(a["subnet-file"]),
-    ipamDir: String(a["ipam-dir"]),
     leaseTTLMs: parseDuration(String(a["lease-ttl"]), "--lease-ttl"),
     logLevel: a["log-level"] as Level,
     ipamStore: String(a["ipam-store"]),
@@ -95,8 +98,10 @@ async function runCommand(): Promise<number> {
     .strict()
     .options(withEnvDefaults(common, env))
     .middleware((a) => {
+      const logger = stderrLogger(a["log-level"] as Level);
       const ignored = ignoredEnv(env, ALL_FLAGS);
-      if (ignored.length > 0) stderrLogger(a["log-level"] as Level).debug("Ignored environment variables that name no flag", { variables: ignored });
+      if (ignored.length > 0) logger.debug("Ignored environment variables that name no flag", { variables: ignored });
+      warnDeprecatedFlags(a, logger);
     })
     .command(
       "run",

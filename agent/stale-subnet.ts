@@ -1,5 +1,5 @@
 import { closeSync, constants, openSync, readSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { LinkAddresses } from "../shared/kernel/types.js";
 import { contains, formatAddress, parseCidr, parseIp, type Cidr } from "../shared/net/cidr.js";
 
@@ -69,14 +69,16 @@ export function staleReservations(names: readonly string[], clusterCIDRs: readon
 }
 
 /**
- * Reservations in the IPAM store (`<ipamDir>/<network>/<ip>`, host-local's layout) outside the
- * node's subnets. Files are read one at a time, first bytes only, never through a symlink or
- * from anything but a regular file; an unreadable one is reported with an empty container ID.
+ * Reservations outside the node's subnets in the IPAM store (`<dataDir>/<network>`, host-local's
+ * layout) and in every other network's store of its data dir. Files are read one at a time,
+ * first bytes only, never through a symlink or from anything but a regular file; an unreadable
+ * one is reported with an empty container ID.
  */
-export function findStalePods(ipamDir: string, clusterCIDRs: readonly string[], nodeSubnets: readonly string[]): StalePod[] {
+export function findStalePods(ipamStore: string, clusterCIDRs: readonly string[], nodeSubnets: readonly string[]): StalePod[] {
+  const dataDir = dirname(ipamStore);
   const out: StalePod[] = [];
-  for (const network of listDir(ipamDir)) {
-    const dir = join(ipamDir, network);
+  for (const network of listDir(dataDir)) {
+    const dir = join(dataDir, network);
     for (const ip of staleReservations(listDir(dir), clusterCIDRs, nodeSubnets)) {
       out.push({ network, ip, containerId: firstLine(join(dir, ip)) });
     }

@@ -46,7 +46,7 @@ export async function gatherStatus(
   subnetFilePath: string,
   datapathPath?: string,
   policyPath?: string,
-  ipamDir?: string,
+  ipamStore?: string,
   leakPath?: string,
 ): Promise<StatusReport> {
   let info: SubnetInfo | null = null;
@@ -64,7 +64,7 @@ export async function gatherStatus(
     datastoreError = errorMessage(err);
   }
   const datapath = datapathPath ? readDatapathReport(datapathPath) : null;
-  const stalePods = ipamDir && info ? findStalePods(ipamDir, info.clusterCIDRs, info.nodeSubnets) : [];
+  const stalePods = ipamStore && info ? findStalePods(ipamStore, info.clusterCIDRs, info.nodeSubnets) : [];
   const report = buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError, datapath, {
     unreadable: store.unreadable(),
     stalePods,

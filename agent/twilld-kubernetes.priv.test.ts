@@ -8,6 +8,7 @@ import { startControlPlane, type ControlPlane } from "../testkit/kube/control-pl
 import { forwardApiserver, type ApiserverForward } from "../testkit/kube/forward.js";
 import { Admin, adminWithManifestRbac, kubeConfigFor, manifestLeaseNamespace } from "../testkit/kubernetes.js";
 import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
+import { podIpamStore } from "../testkit/pods.js";
 import { until } from "../testkit/until.js";
 import { ANNOTATIONS } from "./datastore/kubernetes-objects.js";
 
@@ -67,7 +68,7 @@ describe.skipIf(!built)(
           `--net-conf=${conf}`,
           `--subnet-file=${node.subnetFile}`,
           `--state-dir=${node.dir}`,
-          `--ipam-store=${join(node.dir, "ipam")}`,
+          `--ipam-store=${podIpamStore(node)}`,
           "--resync=2s",
           // Renewed every second.
           "--lease-ttl=3s",

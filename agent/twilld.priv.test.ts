@@ -9,6 +9,7 @@ import { covers, parseCidr } from "../shared/net/cidr.js";
 import { until } from "../testkit/until.js";
 import { startEtcdServer, type EtcdServer } from "../testkit/etcd.js";
 import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
+import { podIpamStore } from "../testkit/pods.js";
 
 /**
  * The real dist/bin/twilld, one per simulated node namespace, against the local and the etcd
@@ -45,7 +46,7 @@ describe("twilld", () => {
     `--state-dir=${node.dir}`,
     "--resync=2s",
     "--lease-ttl=30s",
-    `--ipam-store=${join(node.dir, "ipam")}`,
+    `--ipam-store=${podIpamStore(node)}`,
     ...store,
   ];
   const start = (n: NodeNet, node: SimNode, store: string[], conf: string) => {
@@ -103,9 +104,11 @@ describe("twilld", () => {
     const routesKept = await ipIn(node1.ns).routes(4, ["proto", "150"]);
     expect(routesKept.map((r) => r.dst).sort()).toEqual([files[0]!.nodeSubnets[0], files[2]!.nodeSubnets[0]].sort());
 
-    const again = start(n, node1, store, conf);
+    // Restarted as a manifest of an earlier release starts it: the flag it no longer reads is accepted and said once.
+    const again = start(n, node1, [...store, "--ipam-dir=/var/lib/cni/networks"], conf);
     await ready(n, node1, again);
     expect(readSubnetFile(node1.subnetFile).nodeSubnets).toEqual(files[1]!.nodeSubnets);
+    expect(again.logTail(1000).split("\n").filter((l) => l.includes("--ipam-dir is deprecated"))).toHaveLength(1);
   });
 
   it("starts no process in a resync with nothing changed: the kernel is watched and read over netlink", async () => {

@@ -67,7 +67,7 @@ export class InprocAgents {
       backend: () => recording(createBackend(this.network, { kernel, logger }), run),
       underlay: { iface: "eth0", publicIP: node.ip },
       subnetFile: node.subnetFile,
-      ipamDir: podIpamStore(node),
+      ipamStore: podIpamStore(node),
       resyncMs: this.resyncMs,
       renewMs: RENEW_MS,
       logger,

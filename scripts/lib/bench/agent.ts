@@ -297,7 +297,7 @@ try {
   // The compiled executable takes Bun's flags from BUN_OPTIONS.
   const profile = profileDir ? { BUN_OPTIONS: `--cpu-prof --cpu-prof-dir=${resolve(profileDir)}` } : {};
   agent = spawn("ip", ["netns", "exec", nodeNs, TWILLD, "run", "--node-name=node-0", `--net-conf=${conf}`, `--subnet-file=${join(dir, "subnet.json")}`,
-    `--state-dir=${dir}`, `--ipam-dir=${join(dir, "ipam")}`, `--ipam-store=${join(dir, "ipam")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", "--network-policy=false", ...writer.args], {
+    `--state-dir=${dir}`, `--ipam-store=${join(dir, "ipam", "twill")}`, "--resync=10s", "--lease-ttl=1h", "--metrics-addr=127.0.0.1:9402", "--network-policy=false", ...writer.args], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, ...profile },
   });
