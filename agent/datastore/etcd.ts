@@ -2,11 +2,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseCidr } from "../../shared/net/cidr.js";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { oncePer } from "../../shared/memo.js";
-import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
-import { claimAge, checkNodeName, decodeLease, leaseKey, leaseSetFilter } from "../leases.js";
+import { systemClock, type Clock } from "../clock.js";
+import { DatastoreError, LeaseLostError } from "../errors.js";
+import { claimAge, checkNodeName, decodeLease, leaseKey } from "../leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
 import { UnreadableRecords } from "./unreadable.js";
+import { LeaseSetEmitter, WatchRegistry } from "./watch-emitter.js";
 import { EtcdClient, WatchCompacted, readEtcdTls, type EtcdTlsFiles, type KeyValue } from "./etcd-client.js";
 
 /**
@@ -34,7 +36,7 @@ export interface EtcdStoreOptions {
   network?: NetworkConfig;
   leaseTTLMs: number;
   logger?: Logger;
-  now?: () => number;
+  clock?: Clock;
 }
 
 export const subnetKeySuffix = (subnet: string): string => subnet.replace("/", "-");
@@ -102,11 +104,11 @@ export function leasesFromKvs(prefix: string, kvs: Iterable<KeyValue>, lastGood 
 export class EtcdStore implements SubnetStore {
   readonly client: EtcdClient;
   private readonly logger: Logger;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly ttlSeconds: number;
   /** The etcd lease each node's keys hang on, as acquired through this store. */
   private readonly leaseIds = new Map<string, string>();
-  private readonly stops = new Set<() => void>();
+  private readonly watches = new WatchRegistry();
   private readonly damaged: UnreadableRecords;
   private readonly lastGood = new Map<string, NodeLease>();
 
@@ -114,7 +116,7 @@ export class EtcdStore implements SubnetStore {
     if (!opts.prefix.endsWith("/")) throw new DatastoreError("use etcd prefix", `"${opts.prefix}" must end with "/"`);
     this.client = new EtcdClient(opts.endpoints, undefined, readEtcdTls(opts.tls ?? {}));
     this.logger = opts.logger ?? nullLogger;
-    this.now = opts.now ?? Date.now;
+    this.clock = opts.clock ?? systemClock;
     this.ttlSeconds = Math.max(2, Math.ceil(opts.leaseTTLMs / 1000));
     this.damaged = new UnreadableRecords(this.logger);
   }
@@ -160,7 +162,7 @@ export class EtcdStore implements SubnetStore {
 
     const { kvs: prevKvs } = await this.client.range(this.nodeKey(name));
     const prev = prevKvs[0] ? decodeLease(parseJson(prevKvs[0].value)) : null;
-    const now = this.now();
+    const now = this.clock.now();
     const { acquiredAt, kept } = claimAge(prev, subnets, now);
     const record: NodeLease = {
       nodeName: name,
@@ -189,7 +191,7 @@ export class EtcdStore implements SubnetStore {
     if (!published || leaseKey(published) !== leaseKey(lease)) {
       await this.client.put(this.nodeKey(name), JSON.stringify(record), leaseId);
     }
-    return { ...lease, expiresAt: this.now() + ttl * 1000 };
+    return { ...lease, expiresAt: this.clock.now() + ttl * 1000 };
   }
 
   async list(): Promise<NodeLease[]> {
@@ -212,11 +214,8 @@ export class EtcdStore implements SubnetStore {
     const prefix = this.opts.prefix;
     const state = new Map<string, KeyValue>();
     let revision = 0;
-    const changed = leaseSetFilter();
-    const emit = () => {
-      const leases = this.decode(state.values());
-      if (!abort.signal.aborted && changed(leases)) onChange(leases);
-    };
+    // etcd deletes a lapsed node's keys itself: every change of the set is an event.
+    const emitter = new LeaseSetEmitter({ clock: this.clock, onChange, onError, read: () => this.decode(state.values()) });
     const loop = async () => {
       let needList = true;
       let backoff = 250;
@@ -228,7 +227,7 @@ export class EtcdStore implements SubnetStore {
             for (const kv of snap.kvs) state.set(kv.key, kv);
             revision = snap.revision;
             needList = false;
-            emit();
+            emitter.emit();
           }
           // A stream that stays quiet is reopened now and then (from the same revision), so an
           // HTTP idle timeout never shows up as an error.
@@ -250,7 +249,7 @@ export class EtcdStore implements SubnetStore {
                     else state.delete(e.kv.key);
                   }
                   revision = rev;
-                  emit();
+                  emitter.emit();
                 },
               },
               stream.signal,
@@ -262,19 +261,17 @@ export class EtcdStore implements SubnetStore {
         } catch (err) {
           if (abort.signal.aborted) return;
           if (err instanceof WatchCompacted) needList = true;
-          onError(err instanceof Error ? err : new Error(errorMessage(err)));
+          emitter.fail(err);
           await sleep(backoff, undefined, { signal: abort.signal }).catch(() => {});
           backoff = Math.min(backoff * 2, 5000);
         }
       }
     };
     void loop();
-    const stop = () => {
+    return this.watches.add(() => {
       abort.abort();
-      this.stops.delete(stop);
-    };
-    this.stops.add(stop);
-    return stop;
+      emitter.stop();
+    });
   }
 
   async release(nodeName: string): Promise<void> {
@@ -292,7 +289,7 @@ export class EtcdStore implements SubnetStore {
   }
 
   async close(): Promise<void> {
-    for (const stop of [...this.stops]) stop();
+    this.watches.stopAll();
     this.client.close();
   }
 
