@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { IpRoute } from "../../testkit/iproute.js";
 import { addNetns, ipIn, removeNetns } from "../../testkit/netns.js";
 import { applyNftScript } from "../../shared/kernel/nft.js";
-import { compilePolicies, type PolicyPlan } from "./compile.js";
+import { compilePolicies } from "./compile.js";
+import type { PolicyPlan } from "./plan.js";
 import { POLICY_TABLE, renderRuleset, renderUpdate } from "./ruleset.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "./types.js";
 

@@ -1,4 +1,4 @@
-import type { DropCounter, NftSet, PolicyPlan } from "./compile.js";
+import type { DropCounter, NftSet, PolicyPlan } from "./plan.js";
 
 /**
  * A compiled plan as one `nft -f` transaction. The kernel commits a transaction at once, so

@@ -1,11 +1,12 @@
-import { parseIp } from "../../shared/net/cidr.js";
-import type { PolicyPlan } from "./compile.js";
+import { parseIp } from "../shared/net/cidr.js";
+import type { PolicyPlan } from "../agent/policy/plan.js";
+import type { NamespaceInfo, NetworkPolicy, PodInfo } from "../agent/policy/types.js";
 
 /**
- * What the compiled plan does to one new connection, read the way nft reads the rules the
- * compiler writes. For the compiler's tests: they state semantics (this pod may reach that
- * one on port 80) rather than rule text. Replies are not modelled: conntrack accepts them
- * before any of this runs.
+ * NetworkPolicy test support. What the compiled plan does to one new connection, read the way
+ * nft reads the rules the compiler writes: the compiler's tests state semantics (this pod may
+ * reach that one on port 80) rather than rule text. Replies are not modelled: conntrack accepts
+ * them before any of this runs. And a small cluster to compile for.
  */
 
 export interface Packet {
@@ -89,3 +90,29 @@ function inSet(plan: PolicyPlan, name: string, addr: string): boolean {
     return parseIp(a).value <= v && v <= parseIp(b ?? a).value;
   });
 }
+
+/** The node the compiler compiles for. */
+export const NODE = "node-a";
+
+export function pod(namespace: string, name: string, ips: string[], labels: Record<string, string> = {}, extra: Partial<PodInfo> = {}): PodInfo {
+  return { namespace, name, nodeName: NODE, labels, ips, ports: [], ...extra };
+}
+export function policy(namespace: string, name: string, spec: Partial<NetworkPolicy>): NetworkPolicy {
+  return { namespace, name, podSelector: {}, policyTypes: ["ingress"], ingress: [], egress: [], ...spec };
+}
+export const ns = (name: string, labels: Record<string, string> = {}): NamespaceInfo => ({ name, labels: { "kubernetes.io/metadata.name": name, ...labels } });
+
+/** default/web (10.0.0.10, fd00::10) on this node; clients here and on another node. */
+export const web = pod("default", "web", ["10.0.0.10", "fd00::10"], { app: "web" }, { ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }] });
+export const client = pod("default", "client", ["10.0.0.11", "fd00::11"], { app: "client" });
+export const stranger = pod("default", "stranger", ["10.0.0.12"], { app: "stranger" });
+export const remoteClient = pod("team-x", "client", ["10.0.1.20", "fd00:1::20"], { app: "client" }, { nodeName: "node-b" });
+export const remoteOther = pod("team-x", "other", ["10.0.1.21"], { app: "other" }, { nodeName: "node-b" });
+export const namespaces = [ns("default"), ns("team-x", { team: "x" }), ns("team-y", { team: "y" })];
+export const allPods = [web, client, stranger, remoteClient, remoteOther];
+
+export const tcp = (src: PodInfo | string, dst: PodInfo | string, port: number, family: 4 | 6 = 4): Packet => ({ src: addr(src, family), dst: addr(dst, family), proto: "tcp", port });
+export const udp = (src: PodInfo | string, dst: PodInfo | string, port: number): Packet => ({ ...tcp(src, dst, port), proto: "udp" });
+export const addr = (p: PodInfo | string, family: 4 | 6): string => (typeof p === "string" ? p : p.ips.find((ip) => ip.includes(":") === (family === 6))!);
+
+export const webOnly = { podSelector: { matchLabels: { app: "web" } } };
