@@ -11,7 +11,7 @@ import { readNetworkConfig } from "./config.js";
 import { ConfigError } from "./errors.js";
 import { createStore, type DatastoreKind } from "./datastore/index.js";
 import type { EtcdTlsFiles } from "./datastore/etcd-client.js";
-import { loadKubeConfig } from "./datastore/kubernetes.js";
+import { loadKubeConfig } from "./datastore/kubernetes-api.js";
 import {
   checkReservations, listReservations, releaseAddress, releaseLeaked, renderCheck, renderRelease, renderReservations,
   type IpamCliOptions, type Output,

@@ -10,7 +10,7 @@ import { Admin, adminWithManifestRbac, kubeConfigFor, manifestLeaseNamespace } f
 import { NodeNet, metricValue, type SimNode } from "../testkit/node-net.js";
 import { podIpamStore } from "../testkit/pods.js";
 import { until } from "../testkit/until.js";
-import { ANNOTATIONS } from "./datastore/kubernetes-objects.js";
+import { ANNOTATIONS } from "./datastore/kubernetes-node-view.js";
 
 const built = kubeBinariesBuilt();
 

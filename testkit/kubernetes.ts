@@ -10,7 +10,7 @@ import {
 // client-node's own dependency. Its loadAllYaml turns documents into typed objects, which
 // drops fields the client does not know: a misspelt field in the manifest would vanish unseen.
 import { loadAll } from "js-yaml";
-import { LEASE_SELECTOR } from "../agent/datastore/kubernetes-objects.js";
+import { LEASE_SELECTOR } from "../agent/datastore/kubernetes-lease-view.js";
 
 /**
  * Test helpers for the kubernetes datastore against a real apiserver: kubeconfigs for a

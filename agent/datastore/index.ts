@@ -2,8 +2,9 @@ import type { Logger } from "../../shared/log.js";
 import type { NetworkConfig, SubnetStore } from "../types.js";
 import { EtcdStore } from "./etcd.js";
 import type { EtcdTlsFiles } from "./etcd-client.js";
-import { LEGACY_LEASE_NAMESPACE } from "./kubernetes-objects.js";
-import { KubernetesStore, loadKubeConfig } from "./kubernetes.js";
+import { loadKubeConfig } from "./kubernetes-api.js";
+import { LEGACY_LEASE_NAMESPACE } from "./kubernetes-lease-view.js";
+import { KubernetesStore } from "./kubernetes.js";
 import { LocalStore } from "./local.js";
 
 /** Where node subnets are claimed; one case per datastore. */

@@ -1,52 +1,21 @@
-import { setTimeout as sleep } from "node:timers/promises";
-import {
-  ApiException,
-  CoordinationV1Api,
-  CoreV1Api,
-  KubeConfig,
-  PatchStrategy,
-  ServerConfiguration,
-  V1MicroTime,
-  createConfiguration,
-  setHeaderOptions,
-  type V1Lease,
-  type V1Node,
-} from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig, type V1Lease, type V1Node } from "@kubernetes/client-node";
 import { nullLogger, type Logger } from "../../shared/log.js";
 import { overlaps, parseCidr } from "../../shared/net/cidr.js";
-import { DatastoreError, LeaseLostError, errorMessage } from "../errors.js";
-import { leaseSetFilter } from "../leases.js";
+import { systemClock, type Clock } from "../clock.js";
+import { DatastoreError, LeaseLostError } from "../errors.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../types.js";
 import { claimSubnets, requirePools } from "./claim.js";
+import { REQUEST_TIMEOUT_MS, apiClient, mergePatch, statusCode, strategicMergePatch } from "./kubernetes-api.js";
 import { ResilientInformer, describeApiError, listInPages, listPage } from "./kubernetes-informer.js";
-import { UnreadableRecords } from "./unreadable.js";
+import { cachedLeaseView, legacyPlan, takenByOthers, withLegacy, type LeaseView } from "./kubernetes-lease-view.js";
+import { SubnetLeases } from "./kubernetes-leases.js";
 import {
-  LEASE_SELECTOR,
-  LEASE_SUBNET_ANNOTATION,
-  MANAGED_BY,
-  MANAGED_BY_LABEL,
-  NETWORK_UNAVAILABLE,
-  NETWORK_UP_REASON,
-  annotationChanges,
-  cachedLeaseView,
-  cachedNodeView,
-  claimDecision,
-  clearedAnnotations,
-  leaseName,
-  leaseView,
-  legacyPlan,
-  nextExpiry,
-  nodeAnnotations,
-  nodeFingerprint,
-  nodeView,
-  publishedLeases,
-  subnetSource,
-  takenByOthers,
-  unreadableObjects,
-  withLegacy,
-  type LeaseView,
-  type NodeView,
-} from "./kubernetes-objects.js";
+  NETWORK_UNAVAILABLE, NETWORK_UP_REASON, annotationChanges, cachedNodeView, clearedAnnotations, nodeAnnotations, nodeFingerprint, nodeView,
+  subnetSource, type NodeView,
+} from "./kubernetes-node-view.js";
+import { publishedLeases, unreadableObjects } from "./kubernetes-peer-set.js";
+import { UnreadableRecords } from "./unreadable.js";
+import { LeaseSetEmitter, WatchRegistry } from "./watch-emitter.js";
 
 /**
  * The `kubernetes` datastore: the cluster's own API is the subnet manager.
@@ -58,8 +27,7 @@ import {
  *   it in twill's namespace (deploy/twill.yaml: twill-system, where twill's token may write
  *   Leases and nothing else lives): creation is atomic, so a 409 means taken,
  *   unless the Lease is the node's own or lapsed, which an update guarded by resourceVersion
- *   takes over. The agent renews it (renewTime). A Lease is owned by its Node, so the garbage
- *   collector frees the subnet when the Node is deleted for good (flannel#954).
+ *   takes over (kubernetes-leases.ts). The agent renews it (renewTime).
  * - What peers need (public IP, backend type and data, leased subnets) is published as Node
  *   annotations under twill.dev/; the NodeNetworkUnavailable condition is cleared.
  * - watch() keeps list+watch caches of Nodes and subnet Leases and hands out the full peer set,
@@ -83,74 +51,38 @@ export interface KubernetesStoreOptions {
   network?: NetworkConfig;
   leaseTTLMs: number;
   logger?: Logger;
-  now?: () => number;
+  clock?: Clock;
   /** Deadline of one API call (default 30 s). */
   requestTimeoutMs?: number;
 }
 
-/**
- * Longest wait for one API call. The client sets no deadline, so an apiserver that stops
- * answering without closing the connection would stall renewals until the lease lapsed.
- */
-const REQUEST_TIMEOUT_MS = 30_000;
-
-/** API clients like KubeConfig.makeApiClient's, with a deadline on every request. */
-export function apiClient<T>(kc: KubeConfig, api: new (config: ReturnType<typeof createConfiguration>) => T, timeoutMs: number): T {
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new DatastoreError("use the kubeconfig", "it has no current cluster");
-  return new api(
-    createConfiguration({
-      baseServer: new ServerConfiguration(cluster.server, {}),
-      authMethods: { default: kc },
-      promiseMiddleware: [
-        {
-          pre: async (ctx) => {
-            ctx.setSignal(AbortSignal.timeout(timeoutMs));
-            return ctx;
-          },
-          post: async (res) => res,
-        },
-      ],
-    }),
-  );
-}
-
-/** Loads a kubeconfig file, or else KUBECONFIG / ~/.kube/config / the in-cluster service account. */
-export function loadKubeConfig(path?: string): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else kc.loadFromDefault();
-  return kc;
-}
-
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
-const strategicMergePatch = setHeaderOptions("Content-Type", PatchStrategy.StrategicMergePatch);
-/** Lost races on one Lease (its resourceVersion changed under us) before giving the subnet up. */
-const CLAIM_ATTEMPTS = 4;
-
-/** The HTTP status of an API error; undefined for a network failure or a timeout. */
-const statusCode = (err: unknown): number | undefined => (err instanceof ApiException ? err.code : undefined);
-
 export class KubernetesStore implements SubnetStore {
   private readonly core: CoreV1Api;
-  private readonly coordination: CoordinationV1Api;
+  private readonly leases: SubnetLeases;
   private readonly logger: Logger;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly ttlSeconds: number;
-  private readonly stops = new Set<() => void>();
+  private readonly watches = new WatchRegistry();
   private readonly damaged: UnreadableRecords;
   private readonly lastGood = new Map<string, NodeLease>();
   private readonly timeoutMs: number;
-  private saidLegacyUnreadable = false;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
     this.timeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
     this.core = apiClient(opts.kubeConfig, CoreV1Api, this.timeoutMs);
-    this.coordination = apiClient(opts.kubeConfig, CoordinationV1Api, this.timeoutMs);
     this.logger = opts.logger ?? nullLogger;
-    this.now = opts.now ?? Date.now;
+    this.clock = opts.clock ?? systemClock;
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseTTLMs / 1000));
     this.damaged = new UnreadableRecords(this.logger);
+    this.leases = new SubnetLeases({
+      kubeConfig: opts.kubeConfig,
+      namespace: opts.namespace,
+      ...(opts.legacyNamespace !== undefined ? { legacyNamespace: opts.legacyNamespace } : {}),
+      ttlSeconds: this.ttlSeconds,
+      timeoutMs: this.timeoutMs,
+      clock: this.clock,
+      logger: this.logger,
+    });
   }
 
   unreadable(): UnreadableRecord[] {
@@ -170,7 +102,7 @@ export class KubernetesStore implements SubnetStore {
     const pools = requirePools(this.opts.network);
     const node = await this.readNode(req.nodeName, "acquire a subnet");
     const name = node.name;
-    const [leases, legacy] = await Promise.all([this.listLeases(), this.listLegacyLeases()]);
+    const [leases, legacy] = await Promise.all([this.leases.list(), this.leases.listLegacy()]);
     const own = leases.filter((l) => l.managed && l.holder === name && l.subnet);
 
     let othersWithPodCIDRs = 0;
@@ -188,7 +120,7 @@ export class KubernetesStore implements SubnetStore {
       subnets = source.subnets;
       acquiredAt = node.createdAt;
       // Leases from before the controller allocated: the node no longer uses them.
-      await Promise.allSettled(own.map((l) => this.dropLease(l.subnet!, name)));
+      await Promise.allSettled(own.map((l) => this.leases.drop(l.subnet!, name)));
     } else {
       const acquireTimes = new Map<string, number>();
       const plan = legacyPlan(name, legacy, leases);
@@ -196,23 +128,23 @@ export class KubernetesStore implements SubnetStore {
       subnets = await claimSubnets(pools, name, req.preferredSubnets ?? [], {
         // Its old Leases are its own too, tried before any free subnet; no other node takes them (plan.taken).
         own: [...own.map((l) => l.subnet!), ...moving.keys()],
-        taken: [...takenByOthers(name, nodes, leases, this.now()), ...plan.taken],
+        taken: [...takenByOthers(name, nodes, leases, this.clock.now()), ...plan.taken],
         claim: async (subnet) => {
           // A hinted subnet is claimed without a look at `taken`: in twill's namespace the
           // create's 409 guards it, but an old Lease is elsewhere and must be checked here.
           const wanted = parseCidr(subnet);
           if (plan.taken.some((c) => overlaps(c, wanted))) return false;
           const old = moving.get(subnet);
-          const held = await this.claimLease(subnet, node, old);
-          if (held) acquireTimes.set(subnet, held.acquireTime ?? this.now());
+          const held = await this.leases.claim(subnet, node, old);
+          if (held) acquireTimes.set(subnet, held.acquireTime ?? this.clock.now());
           if (held && old) {
             this.logger.info("Moved a subnet Lease to twill's namespace", { subnet, from: `${this.opts.legacyNamespace}/${old.name}`, to: this.opts.namespace });
           }
           return held !== null;
         },
-        drop: (subnet) => this.dropLease(subnet, name),
+        drop: (subnet) => this.leases.drop(subnet, name),
       });
-      acquiredAt = Math.min(...subnets.map((s) => acquireTimes.get(s) ?? this.now()));
+      acquiredAt = Math.min(...subnets.map((s) => acquireTimes.get(s) ?? this.clock.now()));
     }
 
     await this.publish(node, nodeAnnotations(req.publicIP, req.backend, source.kind === "lease" ? subnets : null));
@@ -220,7 +152,7 @@ export class KubernetesStore implements SubnetStore {
     this.logger.info("Acquired lease", { node: name, subnets, source: source.kind });
     const lease: NodeLease = { nodeName: name, subnets, publicIP: req.publicIP, backend: req.backend };
     if (acquiredAt !== undefined) lease.acquiredAt = acquiredAt;
-    if (source.kind === "lease") lease.expiresAt = this.now() + this.ttlSeconds * 1000;
+    if (source.kind === "lease") lease.expiresAt = this.clock.now() + this.ttlSeconds * 1000;
     return lease;
   }
 
@@ -239,20 +171,20 @@ export class KubernetesStore implements SubnetStore {
       throw new LeaseLostError(name, `its Node has spec.podCIDRs ${node.podCIDRs.join(",")} now, which replace the leased ${lease.subnets.join(",")}`);
     }
     if (!fromPodCIDRs) {
-      for (const subnet of lease.subnets) await this.renewLease(subnet, node);
+      for (const subnet of lease.subnets) await this.leases.renew(subnet, node);
     }
     await this.publish(node, nodeAnnotations(lease.publicIP, lease.backend, fromPodCIDRs ? null : lease.subnets));
     const { expiresAt: _previous, ...rest } = lease;
-    return fromPodCIDRs ? rest : { ...rest, expiresAt: this.now() + this.ttlSeconds * 1000 };
+    return fromPodCIDRs ? rest : { ...rest, expiresAt: this.clock.now() + this.ttlSeconds * 1000 };
   }
 
   async list(): Promise<NodeLease[]> {
     const [nodes, leases, legacy] = await Promise.all([
       this.call("list nodes", () => listInPages((limit, _continue) => this.core.listNode({ limit, _continue }))),
-      this.listLeases(),
-      this.listLegacyLeases(),
+      this.leases.list(),
+      this.leases.listLegacy(),
     ]);
-    return this.peerSet(nodes.items.map(nodeView), leases, legacy, this.now());
+    return this.peerSet(nodes.items.map(nodeView), leases, legacy, this.clock.now());
   }
 
   /**
@@ -262,16 +194,24 @@ export class KubernetesStore implements SubnetStore {
    * event, so a timer recomputes it then.
    */
   watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
-    const { kubeConfig, namespace } = this.opts;
-    let stopped = false;
-    let pending: NodeJS.Immediate | undefined;
-    let expiryTimer: NodeJS.Timeout | undefined;
-    const changed = leaseSetFilter();
-    const clock = this.now;
-    const peerSet = this.peerSet.bind(this);
-    const schedule = () => {
-      if (!stopped && pending === undefined) pending = setImmediate(emit);
-    };
+    const { kubeConfig, namespace, legacyNamespace } = this.opts;
+    const emitter = new LeaseSetEmitter({
+      clock: this.clock,
+      onChange,
+      onError,
+      read: (now) => {
+        if (!nodes.synced || !leases.synced || legacy === undefined || (legacy && !legacy.synced)) return undefined;
+        const leaseViews = leases.list().map(cachedLeaseView);
+        const legacyViews = legacy ? legacy.list().map(cachedLeaseView) : [];
+        if (legacy && legacyViews.length === 0) {
+          // The operator deleted the old Leases (none can be created again): the read Role may go too.
+          legacy.stop();
+          legacy = null;
+        }
+        return this.peerSet(nodes.list().map(cachedNodeView), leaseViews, legacyViews, now);
+      },
+    });
+    const schedule = () => emitter.schedule();
     const nodes = new ResilientInformer<V1Node>({
       kubeConfig,
       path: "/api/v1/nodes",
@@ -281,83 +221,32 @@ export class KubernetesStore implements SubnetStore {
       onError,
       logger: this.logger,
     });
-    const leases = this.leaseInformer(namespace, schedule, onError);
+    const leases = this.leases.informer(namespace, schedule, onError);
     // Undefined until the legacy namespace was read once; null when it holds no twill Lease.
-    const { legacyNamespace } = this.opts;
-    let legacy: ResilientInformer<V1Lease> | null | undefined = legacyNamespace === undefined || legacyNamespace === namespace ? null : undefined;
+    let legacy: ResilientInformer<V1Lease> | null | undefined = this.leases.hasLegacy ? undefined : null;
     if (legacy === undefined) {
-      void this.legacyLeasesLeft(onError, () => stopped).then((left) => {
-        if (stopped) return;
+      void this.leases.legacyLeft(onError, () => !emitter.active).then((left) => {
+        if (!emitter.active) return;
         // Nobody may create Leases there any more: none now means none ever.
-        legacy = left ? this.leaseInformer(legacyNamespace!, schedule, onError) : null;
+        legacy = left ? this.leases.informer(legacyNamespace!, schedule, onError) : null;
         legacy?.start();
         schedule();
       });
     }
-    function emit(this: void) {
-      pending = undefined;
-      if (stopped || !nodes.synced || !leases.synced || legacy === undefined || (legacy && !legacy.synced)) return;
-      const now = clock();
-      const leaseViews = leases.list().map(cachedLeaseView);
-      const legacyViews = legacy ? legacy.list().map(cachedLeaseView) : [];
-      if (legacy && legacyViews.length === 0) {
-        // The operator deleted the old Leases (none can be created again): the read Role may go too.
-        legacy.stop();
-        legacy = null;
-      }
-      const set = peerSet(nodes.list().map(cachedNodeView), leaseViews, legacyViews, now);
-      clearTimeout(expiryTimer);
-      const next = nextExpiry([...leaseViews, ...legacyViews], now);
-      if (next !== undefined) expiryTimer = setTimeout(schedule, Math.max(0, next - now) + 1);
-      if (changed(set)) onChange(set);
-    }
     nodes.start();
     leases.start();
-    const stop = () => {
-      stopped = true;
-      if (pending !== undefined) clearImmediate(pending);
-      clearTimeout(expiryTimer);
+    return this.watches.add(() => {
+      emitter.stop();
       nodes.stop();
       leases.stop();
       legacy?.stop();
-      this.stops.delete(stop);
-    };
-    this.stops.add(stop);
-    return stop;
-  }
-
-  private leaseInformer(namespace: string, onChange: () => void, onError: (err: Error) => void): ResilientInformer<V1Lease> {
-    const { kubeConfig } = this.opts;
-    const path = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
-    return new ResilientInformer<V1Lease>({
-      kubeConfig,
-      path,
-      list: () => listInPages<V1Lease>((limit, token) => listPage(kubeConfig, path, { labelSelector: LEASE_SELECTOR, limit, continue: token }, this.timeoutMs)),
-      labelSelector: LEASE_SELECTOR,
-      onChange,
-      onError,
-      logger: this.logger,
     });
-  }
-
-  /** Whether the legacy namespace holds twill Leases; asked again, with backoff, until it answers. */
-  private async legacyLeasesLeft(onError: (err: Error) => void, stopped: () => boolean): Promise<boolean> {
-    for (let delay = 250; !stopped(); delay = Math.min(delay * 2, 5_000)) {
-      try {
-        return (await this.listLegacyLeases()).some((l) => l.managed);
-      } catch (err) {
-        onError(err instanceof Error ? err : new Error(errorMessage(err)));
-        await sleep(delay);
-      }
-    }
-    return false;
   }
 
   /** Deletes the node's subnet Leases and takes its annotations off the Node (when it still exists). */
   async release(nodeName: string): Promise<void> {
-    const leases = await this.listLeases();
-    for (const l of leases) {
-      if (l.managed && l.holder === nodeName && l.subnet) await this.dropLease(l.subnet, nodeName);
+    for (const l of await this.leases.list()) {
+      if (l.managed && l.holder === nodeName && l.subnet) await this.leases.drop(l.subnet, nodeName);
     }
     try {
       await this.core.patchNode({ name: nodeName, body: { metadata: { annotations: clearedAnnotations() } } }, mergePatch);
@@ -368,7 +257,7 @@ export class KubernetesStore implements SubnetStore {
   }
 
   async close(): Promise<void> {
-    for (const stop of [...this.stops]) stop();
+    this.watches.stopAll();
   }
 
   private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
@@ -388,146 +277,6 @@ export class KubernetesStore implements SubnetStore {
     }
   }
 
-  private async leasesIn(namespace: string): Promise<LeaseView[]> {
-    const list = await listInPages((limit, _continue) => this.coordination.listNamespacedLease({ namespace, labelSelector: LEASE_SELECTOR, limit, _continue }));
-    return list.items.map(leaseView);
-  }
-
-  private listLeases(): Promise<LeaseView[]> {
-    const { namespace } = this.opts;
-    return this.call(`list Leases in namespace "${namespace}"`, () => this.leasesIn(namespace));
-  }
-
-  /**
-   * The twill Leases an older twilld left in the legacy namespace; none when there is no such
-   * namespace or it may not be read (403: its read Role was removed after the upgrade, as the
-   * manifest allows; said once, and the old Leases are not honoured while it lasts).
-   */
-  private async listLegacyLeases(): Promise<LeaseView[]> {
-    const { legacyNamespace: namespace } = this.opts;
-    if (namespace === undefined || namespace === this.opts.namespace) return [];
-    try {
-      return await this.leasesIn(namespace);
-    } catch (err) {
-      const code = statusCode(err);
-      if (code !== 403 && code !== 404) throw new DatastoreError(`list Leases in namespace "${namespace}"`, describeApiError(err));
-      if (!this.saidLegacyUnreadable) {
-        this.logger.warn("Leases of an older twilld cannot be read; their subnets are not carried over", { namespace, error: describeApiError(err) });
-      }
-      this.saidLegacyUnreadable = true;
-      return [];
-    }
-  }
-
-  private leaseBody(subnet: string, node: NodeView, acquireTime: number, transitions: number, resourceVersion?: string): V1Lease {
-    const now = this.now();
-    return {
-      apiVersion: "coordination.k8s.io/v1",
-      kind: "Lease",
-      metadata: {
-        name: leaseName(subnet),
-        namespace: this.opts.namespace,
-        labels: { [MANAGED_BY_LABEL]: MANAGED_BY },
-        annotations: { [LEASE_SUBNET_ANNOTATION]: subnet },
-        // No blockOwnerDeletion: that would need update on nodes/finalizers.
-        ...(node.uid ? { ownerReferences: [{ apiVersion: "v1", kind: "Node", name: node.name, uid: node.uid }] } : {}),
-        ...(resourceVersion ? { resourceVersion } : {}),
-      },
-      spec: {
-        holderIdentity: node.name,
-        leaseDurationSeconds: this.ttlSeconds,
-        acquireTime: new V1MicroTime(acquireTime),
-        renewTime: new V1MicroTime(now),
-        leaseTransitions: transitions,
-      },
-    };
-  }
-
-  /**
-   * Creates, renews or takes over the subnet's Lease; null when another node holds it. `moved`:
-   * the node's Lease of this subnet in the legacy namespace, whose claim time a new one keeps.
-   */
-  private async claimLease(subnet: string, node: NodeView, moved?: LeaseView): Promise<LeaseView | null> {
-    const { namespace } = this.opts;
-    const name = leaseName(subnet);
-    const op = `claim subnet ${subnet} (Lease ${namespace}/${name})`;
-    for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
-      const now = this.now();
-      try {
-        const body = this.leaseBody(subnet, node, moved?.acquireTime ?? now, moved?.transitions ?? 0);
-        return leaseView(await this.coordination.createNamespacedLease({ namespace, body }));
-      } catch (err) {
-        if (statusCode(err) !== 409) throw new DatastoreError(op, describeApiError(err));
-      }
-      let current: LeaseView;
-      try {
-        current = leaseView(await this.coordination.readNamespacedLease({ name, namespace }));
-      } catch (err) {
-        if (statusCode(err) === 404) continue; // deleted in between: create again
-        throw new DatastoreError(op, describeApiError(err));
-      }
-      const decision = claimDecision(current, node.name, now);
-      if (decision === "taken") return null;
-      const body =
-        decision === "ours"
-          ? this.leaseBody(subnet, node, current.acquireTime ?? now, current.transitions, current.resourceVersion)
-          : this.leaseBody(subnet, node, now, current.transitions + 1, current.resourceVersion);
-      try {
-        const replaced = leaseView(await this.coordination.replaceNamespacedLease({ name, namespace, body }));
-        if (decision === "take-over") this.logger.info("Took over a lapsed subnet Lease", { subnet, from: current.holder, node: node.name });
-        return replaced;
-      } catch (err) {
-        const code = statusCode(err);
-        if (code !== 409 && code !== 404) throw new DatastoreError(op, describeApiError(err));
-      }
-    }
-    return null;
-  }
-
-  private async renewLease(subnet: string, node: NodeView): Promise<void> {
-    const { namespace } = this.opts;
-    const name = leaseName(subnet);
-    for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
-      let current: LeaseView;
-      try {
-        current = leaseView(await this.coordination.readNamespacedLease({ name, namespace }));
-      } catch (err) {
-        if (statusCode(err) === 404) throw new LeaseLostError(node.name, `Lease ${namespace}/${name} of subnet ${subnet} is gone`);
-        throw new DatastoreError(`renew Lease ${namespace}/${name}`, describeApiError(err));
-      }
-      if (!current.managed || current.holder !== node.name) {
-        throw new LeaseLostError(node.name, `Lease ${namespace}/${name} of subnet ${subnet} is held by "${current.holder ?? ""}"`);
-      }
-      try {
-        const body = this.leaseBody(subnet, node, current.acquireTime ?? this.now(), current.transitions, current.resourceVersion);
-        await this.coordination.replaceNamespacedLease({ name, namespace, body });
-        return;
-      } catch (err) {
-        if (statusCode(err) !== 409) throw new DatastoreError(`renew Lease ${namespace}/${name}`, describeApiError(err));
-      }
-    }
-    throw new DatastoreError(`renew Lease ${namespace}/${name}`, `it kept changing under us (${CLAIM_ATTEMPTS} attempts)`);
-  }
-
-  /** Deletes the subnet's Lease if it still names the node (guarded by its resourceVersion). */
-  private async dropLease(subnet: string, nodeName: string): Promise<void> {
-    const { namespace } = this.opts;
-    const name = leaseName(subnet);
-    try {
-      const current = leaseView(await this.coordination.readNamespacedLease({ name, namespace }));
-      if (!current.managed || current.holder !== nodeName) return;
-      await this.coordination.deleteNamespacedLease({
-        name,
-        namespace,
-        body: { preconditions: current.resourceVersion ? { resourceVersion: current.resourceVersion } : {} },
-      });
-    } catch (err) {
-      const code = statusCode(err);
-      if (code === 404 || code === 409) return;
-      throw new DatastoreError(`delete Lease ${namespace}/${name}`, describeApiError(err));
-    }
-  }
-
   /** Patches only the annotations that differ: every Node write is an event on every watcher. */
   private async publish(node: NodeView, wanted: Record<string, string | null>): Promise<void> {
     const changes = annotationChanges(node.annotations, wanted);
@@ -540,7 +289,7 @@ export class KubernetesStore implements SubnetStore {
   /** Sets NetworkUnavailable=False (the status subresource), unless it already says so. */
   private async markNetworkAvailable(node: NodeView): Promise<void> {
     if (node.networkUnavailable?.status === "False") return;
-    const now = new Date(Math.floor(this.now() / 1000) * 1000);
+    const now = new Date(Math.floor(this.clock.now() / 1000) * 1000);
     const condition = {
       type: NETWORK_UNAVAILABLE,
       status: "False",

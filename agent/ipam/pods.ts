@@ -1,5 +1,5 @@
 import { ApiException, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
-import { apiClient } from "../datastore/kubernetes.js";
+import { apiClient } from "../datastore/kubernetes-api.js";
 import { describeApiError } from "../datastore/kubernetes-informer.js";
 import type { DatastoreKind } from "../datastore/index.js";
 import { livePod, type LivePod, type PodsView, type RawPod } from "./leaks.js";

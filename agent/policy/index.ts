@@ -2,7 +2,7 @@ import type { Registry } from "prom-client";
 import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
 import type { Logger } from "../../shared/log.js";
 import type { DatastoreKind } from "../datastore/index.js";
-import { loadKubeConfig } from "../datastore/kubernetes.js";
+import { loadKubeConfig } from "../datastore/kubernetes-api.js";
 import { policyReadyPath } from "../../shared/policy-ready.js";
 import type { ReservationView } from "../ipam/reservations.js";
 import type { DenyMode } from "./compile.js";
