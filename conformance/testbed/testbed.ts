@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BackendConfig, NetworkConfig } from "../../agent/types.js";
-import { createLogger, nullLogger, type Logger } from "../../shared/log.js";
+import { nullLogger, type Logger } from "../../shared/log.js";
 import { releaseSync, trackResources, untrack, type Resources } from "./cleanup.js";
 import { InprocAgents } from "./inproc-agents.js";
 import { TwilldCluster } from "./twilld-agent.js";
@@ -239,5 +239,3 @@ export async function removeByPrefix(prefix: string): Promise<string[]> {
   for (const ns of names) await deleteNetns(ns);
   return names;
 }
-
-export const testbedLogger = (lines: string[]): Logger => createLogger((l) => lines.push(l), "debug");

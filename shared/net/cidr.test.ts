@@ -1,7 +1,7 @@
 import { Address4, Address6 } from "ip-address";
 import { describe, expect, it } from "vitest";
 import {
-  contains, covers, formatAddress, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, size, subnetAt,
+  contains, covers, formatAddress, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, size,
 } from "./cidr.js";
 
 describe("cidr", () => {
@@ -45,15 +45,6 @@ describe("cidr", () => {
     expect(covers(parseCidr("10.1.0.0/16"), c)).toBe(false);
     expect(overlaps(parseCidr("10.1.0.0/16"), c)).toBe(true);
     expect(overlaps(parseCidr("10.1.0.0/16"), parseCidr("10.2.0.0/16"))).toBe(false);
-  });
-
-  it("carves subnets by index", () => {
-    const cluster = parseCidr("10.244.0.0/16");
-    expect(formatCidr(subnetAt(cluster, 24, 0n))).toBe("10.244.0.0/24");
-    expect(formatCidr(subnetAt(cluster, 24, 255n))).toBe("10.244.255.0/24");
-    expect(() => subnetAt(cluster, 24, 256n)).toThrow(/out of range/);
-    expect(() => subnetAt(cluster, 8, 0n)).toThrow(/cannot carve/);
-    expect(formatCidr(subnetAt(parseCidr("fd00:10:244::/56"), 64, 3n))).toBe("fd00:10:244:3::/64");
   });
 });
 

@@ -88,7 +88,4 @@ const ERRNO: Record<number, [string, string]> = {
   113: ["EHOSTUNREACH", "No route to host"],
 };
 
-export const errnoName = (errno: number): string => ERRNO[errno]?.[0] ?? `errno ${errno}`;
 export const errnoText = (errno: number): string => (ERRNO[errno] ? `${ERRNO[errno][1]} (${ERRNO[errno][0]})` : `errno ${errno}`);
-
-export const ERRNO_NUMBER = { EPERM: 1, ENOENT: 2, ESRCH: 3, EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22 } as const;
