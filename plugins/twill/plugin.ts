@@ -70,13 +70,13 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
       const undo = new Undo(log);
       timer.mark("prepare");
       try {
-        // The node's changes need nothing IPAM decides: start them, then allocate beside them.
+        // The node's changes need nothing IPAM decides: start them, then allocate.
         const settingUp = timer.time("node", () => setUpNode(kernel, nodePlan, at));
         // Reading the masquerade table is cheap (netlink, or one `nft list` beside the rest);
         // changing it is not, so `nft -f` runs only when it lacks something.
         const masqRead = conf.ipMasq ? kernel.readMasquerade(conf.network) : null;
         masqRead?.catch(() => undefined);
-        const { bridge, allocated } = await allocateBeside(settingUp, kernel, nodePlan, ipam, args, undo, timer);
+        const { bridge, allocated } = await allocateWithNodeSetup(settingUp, kernel, nodePlan, ipam, args, undo, timer);
 
         const mismatch = bridgeMismatch(bridge, nodePlan.bridge);
         if (mismatch) throw new Error(mismatch);
@@ -188,12 +188,12 @@ export function createTwillPlugin(deps: TwillDeps): Plugin {
 }
 
 /**
- * IPAM beside the node's changes (over netlink in-process, they are done by the time IPAM
- * starts). Registers the undo of whatever
- * succeeded, then fails with IPAM's error first, as the spec's order (IPAM, then interfaces)
- * would have.
+ * The pod's addresses from IPAM, and the node's changes already started (over netlink
+ * in-process, they are done by the time IPAM starts), awaited together. Registers the undo of
+ * whatever succeeded, then fails with IPAM's error first, as the spec's order (IPAM, then
+ * interfaces) would have.
  */
-async function allocateBeside(
+async function allocateWithNodeSetup(
   settingUp: Promise<BridgeState>,
   kernel: PodKernel,
   plan: NodePlan,

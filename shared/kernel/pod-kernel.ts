@@ -1,7 +1,5 @@
 import type { BridgeSpec } from "./bridge.js";
-import { ensureMasquerade, type MasqSpec, type MasqState } from "./nft.js";
-import { ensureSysctl } from "./sysctl.js";
-import { netTools } from "./tools.js";
+import type { MasqSpec, MasqState } from "./nft.js";
 import { KernelError, type Address, type Link, type LinkAddresses, type Route } from "./types.js";
 import type { VethSpec } from "./veth.js";
 
@@ -58,11 +56,5 @@ export interface PodKernel {
   /** Releases sockets; the kernel object stays usable until then. */
   close(): void;
 }
-
-/** What is not netlink: `nft -f` (a process) and /proc/sys. */
-export const nodeWrites: Pick<PodKernel, "writeMasquerade" | "setSysctl"> = {
-  writeMasquerade: (spec, have) => ensureMasquerade(netTools(null), spec, have),
-  setSysctl: ensureSysctl,
-};
 
 export { KernelError };

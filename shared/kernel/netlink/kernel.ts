@@ -1,6 +1,9 @@
 import { closeSync, openSync } from "node:fs";
 import { KernelError } from "../types.js";
-import { nodeWrites, type NetStep, type PodKernel } from "../pod-kernel.js";
+import { ensureMasquerade } from "../nft.js";
+import type { NetStep, PodKernel } from "../pod-kernel.js";
+import { ensureSysctl } from "../sysctl.js";
+import { netTools } from "../tools.js";
 import { errnoText, requireLibc, type Libc } from "./libc.js";
 import { Rtnl } from "./rtnl.js";
 import { readMasqueradeNetlink } from "./nftables.js";
@@ -60,7 +63,9 @@ export function netlinkKernel(c: Libc): PodKernel {
         nftables ??= NetlinkSocket.open(c, null, NETLINK.NETFILTER);
         return readMasqueradeNetlink(nftables, network);
       }),
-    ...nodeWrites,
+    // Not netlink: a masquerade change is one `nft -f` transaction, a sysctl a write to /proc/sys.
+    writeMasquerade: (spec, have) => ensureMasquerade(netTools(null), spec, have),
+    setSysctl: ensureSysctl,
     deleteLink: (name, what) => call(`delete ${what} "${name}"`, () => rtnl(null).deleteLink(name, `delete ${what} "${name}"`)),
     close() {
       for (const s of sockets.values()) s.close();
