@@ -10,8 +10,9 @@ import { KernelError } from "./types.js";
  * when a DEL never comes.
  *
  * Reading the table is cheap (over nfnetlink in the compiled plugin, see netlink/nftables.ts;
- * else one `nft list`, ~1 ms, run while ADD does other work); changing it costs far more (a transaction that replaces NAT rules waits for the kernel, 10-20 ms here), so
- * ADD changes it only when something is missing, which is the node's first pod of a subnet.
+ * else one `nft list`, run while ADD does other work); changing it costs far more (an `nft`
+ * process, and a transaction that replaces NAT rules waits for the kernel), so ADD changes it
+ * only when something is missing, which is the node's first pod of a subnet.
  * The change is one transaction that creates what is missing, replaces both rules (so a re-run
  * or two concurrent first ADDs never leave a duplicate) and adds set elements (adding one that
  * is there is no change).
