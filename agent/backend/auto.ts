@@ -1,5 +1,5 @@
 import { hostGwPath } from "./host-gw.js";
-import type { BackendKind, PathFinder } from "./paths.js";
+import type { BackendKind, PathFinder } from "./kind.js";
 import { vtepDevice, vxlanOverhead, vxlanPath } from "./vxlan.js";
 
 /**

@@ -8,7 +8,7 @@ import { staleAddresses } from "../stale-subnet.js";
 import {
   PeerPaths, emptyProgrammed, planPeerUpdate, planProgrammedChange, programmedErrors, programmedFrom, programmedState, type Programmed,
 } from "./incremental.js";
-import { underlayAddresses, type BackendKind, type DeviceContext, type NodeView } from "./paths.js";
+import { underlayAddresses, type BackendKind, type DeviceContext, type NodeView } from "./kind.js";
 import { planDatapath, type Change, type DatapathState } from "./plan.js";
 
 const EADDRNOTAVAIL = 99;

@@ -1,7 +1,7 @@
 import { familyOfText, isLinkLocal6, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
 import { vtepName } from "../../shared/kernel/vxlan.js";
 import type { NodeLease } from "../types.js";
-import { canonical, onLinkPrefix, type BackendKind, type NodeView, type PathFinder, type PeerPath } from "./paths.js";
+import { canonical, onLinkPrefix, type BackendKind, type NodeView, type PathFinder, type PeerPath } from "./kind.js";
 import { emptyState } from "./plan.js";
 
 /**

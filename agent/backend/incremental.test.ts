@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { NodeLease } from "../types.js";
 import { PeerPaths, planPeerUpdate, planProgrammedChange, programmedFrom, programmedState } from "./incremental.js";
-import type { NodeView } from "./paths.js";
+import type { NodeView } from "./kind.js";
 import { vxlanPath } from "./vxlan.js";
 import { planDatapath, type DatapathState } from "./plan.js";
 

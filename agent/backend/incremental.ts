@@ -1,6 +1,6 @@
 import { leaseKey } from "../leases.js";
 import type { NodeLease, PeerError } from "../types.js";
-import { desiredDatapath, type DesiredDatapath, type NodeView, type PathFinder } from "./paths.js";
+import { desiredDatapath, type DesiredDatapath, type NodeView, type PathFinder } from "./kind.js";
 import { emptyState, planDatapath, type Change, type DatapathState } from "./plan.js";
 
 /**

@@ -2,7 +2,7 @@ import type { Backend, NetworkConfig } from "../types.js";
 import { auto } from "./auto.js";
 import { Datapath, type BackendDeps } from "./datapath.js";
 import { hostGw } from "./host-gw.js";
-import type { BackendKind } from "./paths.js";
+import type { BackendKind } from "./kind.js";
 import { vxlan } from "./vxlan.js";
 
 export type { BackendDeps } from "./datapath.js";

@@ -1,7 +1,7 @@
 import { ensureVtep, stableVtepMac, vtepAddress, vtepName, type VxlanSpec } from "../../shared/kernel/vxlan.js";
 import { familyOfText, formatIp, parseCidr, type Family } from "../../shared/net/cidr.js";
 import { hostGwPath } from "./host-gw.js";
-import { canonical, type BackendKind, type DeviceContext, type PathFinder, type PeerPath } from "./paths.js";
+import { canonical, type BackendKind, type DeviceContext, type PathFinder, type PeerPath } from "./kind.js";
 import { emptyState } from "./plan.js";
 
 /**

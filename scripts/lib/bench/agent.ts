@@ -28,7 +28,7 @@ import { IpRoute } from "../../../testkit/iproute.js";
 import { stableVtepMac } from "../../../shared/kernel/vxlan.js";
 import { programmedFrom, programmedState } from "../../../agent/backend/incremental.js";
 import { hostGwPath } from "../../../agent/backend/host-gw.js";
-import type { NodeView } from "../../../agent/backend/paths.js";
+import type { NodeView } from "../../../agent/backend/kind.js";
 import { vxlanPath } from "../../../agent/backend/vxlan.js";
 import { emptyState, planDatapath } from "../../../agent/backend/plan.js";
 import { addNetns, deleteNetns, ipIn, kernelIn } from "../../../testkit/netns.js";

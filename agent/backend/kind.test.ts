@@ -3,7 +3,7 @@ import type { NodeLease } from "../types.js";
 import type { Address, Scope } from "../../shared/kernel/types.js";
 import { auto, autoPath } from "./auto.js";
 import { hostGw, hostGwPath } from "./host-gw.js";
-import { desiredDatapath, onLinkPrefix, underlayAddresses, type NodeView } from "./paths.js";
+import { desiredDatapath, onLinkPrefix, underlayAddresses, type NodeView } from "./kind.js";
 import { vxlan, vxlanPath } from "./vxlan.js";
 
 const lease = (nodeName: string, publicIP: string, subnets: string[], mac?: string): NodeLease => ({
