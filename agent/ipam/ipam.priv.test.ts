@@ -15,7 +15,7 @@ import { until } from "../../testkit/until.js";
 import { createMetrics } from "../metrics.js";
 import { NodeNet, TWILLD, metricValue, type SimNode } from "../../testkit/node-net.js";
 import { removeNetns } from "../../testkit/netns.js";
-import type { ReservationView } from "./reservations.js";
+import type { ReservationView } from "./store-view.js";
 import type { CheckReport } from "./cli.js";
 import { kubernetesPods } from "./pods.js";
 import { LeakRecovery } from "./recovery.js";

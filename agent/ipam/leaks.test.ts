@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { TORN_ADD_GRACE_MS, isApiUid, judgeReservations, leaked, livePod, type LivePod, type PodsView } from "./leaks.js";
-import type { ReservationView } from "./reservations.js";
+import type { ReservationView } from "./store-view.js";
 
 const MIN = 60_000;
 const NOW = 1_000 * MIN;

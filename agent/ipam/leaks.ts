@@ -1,5 +1,5 @@
 import { TORN_ADD_GRACE_MS, podText, type PodRef } from "../../ipam/store.js";
-import type { ReservationView } from "./reservations.js";
+import type { ReservationView } from "./store-view.js";
 
 /**
  * Which reservations are leaked, as a pure function of the reservations, the pods the API says

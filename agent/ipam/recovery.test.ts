@@ -11,7 +11,7 @@ import { TORN_ADD_GRACE_MS, type LivePod, type PodsView } from "./leaks.js";
 import { kubernetesPods } from "./pods.js";
 import { LeakRecovery, type LeakRecoveryOptions } from "./recovery.js";
 import { readLeakReport, renderLeakReport } from "./report.js";
-import { viewReservations } from "./reservations.js";
+import { viewReservations } from "./store-view.js";
 
 const MIN = 60_000;
 const BOOT = { id: "boot-now", startedAt: 0 };

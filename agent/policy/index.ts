@@ -4,14 +4,14 @@ import type { Logger } from "../../shared/log.js";
 import type { DatastoreKind } from "../datastore/index.js";
 import { loadKubeConfig } from "../datastore/kubernetes-api.js";
 import { policyReadyPath } from "../../shared/policy-ready.js";
-import type { ReservationView } from "../ipam/reservations.js";
+import type { ReservationView } from "../ipam/store-view.js";
 import type { DenyMode } from "./compile.js";
 import { PolicyEngine } from "./engine.js";
+import { watchReservations } from "./ipam-store-watch.js";
 import { watchPolicyObjects } from "./kubernetes-watch.js";
 import { createPolicyMetrics } from "./metrics.js";
+import { withReservedAddresses } from "./new-pods.js";
 import { policyReportPath, writePolicyReport } from "./report.js";
-import { watchReservations } from "./reservations-watch.js";
-import { withReservedAddresses } from "./reserved.js";
 import type { PolicySnapshot } from "./types.js";
 
 /**

@@ -2,7 +2,7 @@ import { CoreV1Api, NetworkingV1Api, type KubeConfig, type V1Namespace, type V1N
 import type { Logger } from "../../shared/log.js";
 import { ResilientInformer } from "../datastore/kubernetes-informer.js";
 import { apiClient } from "../datastore/kubernetes-api.js";
-import { namespaceView, podView, policyView } from "./kubernetes-objects.js";
+import { namespaceView, podView, policyView } from "./kubernetes-views.js";
 import type { PodInfo, PolicySnapshot } from "./types.js";
 
 /**

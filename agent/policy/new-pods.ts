@@ -2,6 +2,11 @@ import type { PodRef } from "../../ipam/store.js";
 import type { PodInfo, PolicySnapshot } from "./types.js";
 
 /**
+ * A new pod's policy in force before its first packet: its addresses taken from the IPAM store
+ * before the API has them, and what the plugin waits on before it answers ADD.
+ */
+
+/**
  * This node's pods' addresses as soon as they are reserved. The API learns a pod's address
  * when kubelet reports it, after the pod's containers have started; the IPAM store has it from
  * the ADD on, with the pod named (K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID). Joining both

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { namespaceView, podView, policyView } from "./kubernetes-objects.js";
+import { namespaceView, podView, policyView } from "./kubernetes-views.js";
 
 describe("NetworkPolicy objects", () => {
   it("defaults policyTypes as the API does", () => {

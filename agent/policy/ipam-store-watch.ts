@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { Store } from "../../ipam/store.js";
 import type { Logger } from "../../shared/log.js";
 import { errorMessage } from "../errors.js";
-import { readReservations, type ReservationView } from "../ipam/reservations.js";
+import { readReservations, type ReservationView } from "../ipam/store-view.js";
 
 /**
  * This node's reservations, re-read whenever twill-ipam changes its store (inotify on the

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { policyReadyOf, withReservedAddresses } from "./reserved.js";
+import { policyReadyOf, withReservedAddresses } from "./new-pods.js";
 import type { PodInfo, PolicySnapshot } from "./types.js";
 
 const pod = (namespace: string, name: string, uid: string, nodeName: string, ips: string[] = []): PodInfo => ({
