@@ -1,7 +1,8 @@
 import { systemClock, type Clock } from "../agent/clock.js";
 import { claimSubnets, requirePools } from "../agent/datastore/claim.js";
 import { LeaseLostError } from "../agent/errors.js";
-import { checkNodeName, claimAge, leaseSetFilter } from "../agent/leases.js";
+import { LeaseSetEmitter, WatchRegistry } from "../agent/datastore/watch-emitter.js";
+import { checkNodeName, claimAge } from "../agent/leases.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore, UnreadableRecord } from "../agent/types.js";
 import { parseCidr } from "../shared/net/cidr.js";
 
@@ -48,12 +49,6 @@ export class MemoryDatastore {
     return this.live().some((l) => l.nodeName === claim.nodeName && l.subnets.includes(subnet)) ? claim.nodeName : undefined;
   }
 
-  /** When the next live lease lapses; undefined when none will. */
-  nextLapse(): number | undefined {
-    const at = this.live().map((l) => l.expiresAt ?? 0);
-    return at.length ? Math.min(...at) : undefined;
-  }
-
   /** Another node (an operator, a thief) changed the state directly: tell the watchers. */
   changed(): void {
     for (const l of [...this.listeners]) l();
@@ -69,7 +64,7 @@ export class MemoryDatastore {
 const CLAIM_GRACE_MS = 1_000;
 
 class MemoryStore implements SubnetStore {
-  private readonly stops = new Set<() => void>();
+  private readonly watches = new WatchRegistry();
 
   constructor(
     private readonly db: MemoryDatastore,
@@ -120,28 +115,15 @@ class MemoryStore implements SubnetStore {
   }
 
   /** Reports the live set after every change (and when a lease lapses), asynchronously as a real store does. */
-  watch(onChange: (leases: NodeLease[]) => void): () => void {
-    const changed = leaseSetFilter();
-    let stopped = false;
-    let cancelLapse = () => {};
-    const emit = () => {
-      if (stopped) return;
-      const leases = this.db.live();
-      cancelLapse();
-      const next = this.db.nextLapse();
-      if (next !== undefined) cancelLapse = this.db.clock.after(next - this.db.clock.now() + 1, emit);
-      if (changed(leases)) onChange(leases);
-    };
-    const unlisten = this.db.listen(() => queueMicrotask(emit));
-    queueMicrotask(emit);
-    const stop = () => {
-      stopped = true;
-      cancelLapse();
+  watch(onChange: (leases: NodeLease[]) => void, onError: (err: Error) => void): () => void {
+    const emitter = new LeaseSetEmitter({ clock: this.db.clock, onChange, onError, read: () => this.db.live() });
+    const emit = () => queueMicrotask(() => emitter.emit());
+    const unlisten = this.db.listen(emit);
+    emit();
+    return this.watches.add(() => {
+      emitter.stop();
       unlisten();
-      this.stops.delete(stop);
-    };
-    this.stops.add(stop);
-    return stop;
+    });
   }
 
   unreadable(): UnreadableRecord[] {
@@ -155,6 +137,6 @@ class MemoryStore implements SubnetStore {
   }
 
   async close(): Promise<void> {
-    for (const stop of [...this.stops]) stop();
+    this.watches.stopAll();
   }
 }
