@@ -4,9 +4,10 @@ import { subnetStoreContract } from "./store-contract.js";
 
 describe("in-memory datastore", () => {
   subnetStoreContract({
+    clocked: true,
     fresh: async () => {
-      const db = new MemoryDatastore();
-      return (network, leaseTTLMs) => db.open(network, leaseTTLMs);
+      let db: MemoryDatastore | undefined;
+      return (network, leaseTTLMs, clock) => (db ??= new MemoryDatastore(clock)).open(network, leaseTTLMs);
     },
   });
 });

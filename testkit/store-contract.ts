@@ -2,24 +2,35 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, expect, it } from "vitest";
 import { stableVtepMac } from "../shared/kernel/vxlan.js";
 import { covers, parseCidr } from "../shared/net/cidr.js";
+import { systemClock, type Clock } from "../agent/clock.js";
 import { parseNetworkConfig } from "../agent/config.js";
 import { LeaseLostError, PoolExhaustedError } from "../agent/errors.js";
 import type { AcquireRequest, NetworkConfig, NodeLease, SubnetStore } from "../agent/types.js";
-import { until } from "./until.js";
+import { FakeClock } from "./clock.js";
+import { SEE_WITHIN_MS, until } from "./until.js";
 
 /**
  * What every SubnetStore must do, run against a real backing store (a directory, a real
- * etcd-server). `open` gives a fresh store instance; instances opened in one test share one
- * backing store (one directory, one etcd key prefix), as agents of one cluster do.
+ * etcd-server, a real apiserver). `open` gives a fresh store instance; instances opened in one
+ * test share one backing store (one directory, one etcd key prefix), as agents of one cluster do.
  */
 export interface StoreHarness {
   /** Starts a test's backing store; returns an opener for instances on it. */
-  fresh(): Promise<(network: NetworkConfig, leaseTTLMs: number) => SubnetStore>;
+  fresh(): Promise<StoreOpener>;
+  /**
+   * The stores judge leases by the clock they are opened with, and nothing else decides when a
+   * lease lapses: the contract then moves a fake clock instead of waiting. Without it (etcd
+   * expires leases itself) the contract waits in real time.
+   */
+  clocked?: boolean;
 }
+
+export type StoreOpener = (network: NetworkConfig, leaseTTLMs: number, clock: Clock) => SubnetStore;
 
 const NETWORK = parseNetworkConfig({ Network: "10.244.0.0/16", SubnetLen: 24 });
 const LONG_TTL = 60_000;
-/** A contract test waits on lease expiry and watches in real time: longer than a unit test's default. */
+const SHORT_TTL = 2_000;
+/** Unclocked, a contract test waits on lease expiry in real time: longer than a unit test's default. */
 const CONTRACT_TEST_MS = 60_000;
 
 /** A node's request; its VTEP MAC the one derived from its name, as a real agent's is. */
@@ -29,15 +40,60 @@ export const request = (nodeName: string, mac = stableVtepMac(nodeName, 1)): Acq
   backend: { type: "vxlan", vtepMAC: mac, vni: 1, port: 4789 },
 });
 
-/** A watcher that keeps the latest full set it was given. */
-export function follow(store: SubnetStore): { names: () => string[]; leases: () => NodeLease[]; errors: Error[]; stop: () => void } {
-  let latest: NodeLease[] = [];
+export interface Follower {
+  /** The node names of the latest set, sorted; none before the first. */
+  names(): string[];
+  leases(): NodeLease[];
+  errors: Error[];
+  /**
+   * Resolves with the first set the watch hands on (the latest one included) whose sorted node
+   * names and leases `ok` accepts; fails after SEE_WITHIN_MS naming `what` and the last set.
+   */
+  seen(what: string, ok: (names: string[], leases: NodeLease[]) => boolean): Promise<NodeLease[]>;
+  stop(): void;
+}
+
+/** A watcher that keeps the latest full set it was given, and can wait for one. */
+export function follow(store: SubnetStore): Follower {
+  let latest: NodeLease[] | undefined;
   const errors: Error[] = [];
+  const waiting = new Set<(leases: NodeLease[]) => void>();
+  const namesOf = (leases: NodeLease[]) => leases.map((l) => l.nodeName).sort();
   const stop = store.watch(
-    (l) => (latest = l),
+    (l) => {
+      latest = l;
+      for (const w of [...waiting]) w(l);
+    },
     (e) => errors.push(e),
   );
-  return { names: () => latest.map((l) => l.nodeName).sort(), leases: () => latest, errors, stop };
+  const seen = (what: string, ok: (names: string[], leases: NodeLease[]) => boolean) =>
+    new Promise<NodeLease[]>((resolve, reject) => {
+      const check = (leases: NodeLease[]) => {
+        if (!ok(namesOf(leases), leases)) return;
+        waiting.delete(check);
+        clearTimeout(timer);
+        resolve(leases);
+      };
+      const timer = setTimeout(() => {
+        waiting.delete(check);
+        reject(new Error(`not ${what} within ${SEE_WITHIN_MS} ms; last seen: ${latest ? `[${namesOf(latest).join(", ")}]` : "nothing"}`));
+      }, SEE_WITHIN_MS);
+      waiting.add(check);
+      if (latest !== undefined) check(latest);
+    });
+  return { names: () => namesOf(latest ?? []), leases: () => latest ?? [], errors, seen, stop };
+}
+
+/** Time as a contract test passes it: the stores' fake clock when the harness is clocked, else real time. */
+interface TestTime {
+  clock: Clock;
+  pass(ms: number): Promise<void>;
+}
+
+function testTime(clocked: boolean): TestTime {
+  if (!clocked) return { clock: systemClock, pass: (ms) => sleep(ms) };
+  const clock = new FakeClock(Date.now());
+  return { clock, pass: (ms) => clock.advance(ms) };
 }
 
 export function subnetStoreContract(h: StoreHarness): void {
@@ -47,13 +103,18 @@ export function subnetStoreContract(h: StoreHarness): void {
     for (const c of cleanups.splice(0)) c();
     await Promise.all(opened.splice(0).map((s) => s.close()));
   }, CONTRACT_TEST_MS);
+  /** A test's backing store and the time its stores live in. */
   const opener = async () => {
     const open = await h.fresh();
-    return (network = NETWORK, ttl = LONG_TTL) => {
-      const s = open(network, ttl);
-      opened.push(s);
-      return s;
-    };
+    const time = testTime(h.clocked ?? false);
+    return Object.assign(
+      (network = NETWORK, ttl = LONG_TTL) => {
+        const s = open(network, ttl, time.clock);
+        opened.push(s);
+        return s;
+      },
+      { time },
+    );
   };
 
   it("gives 20 nodes acquiring at once 20 distinct subnets inside the cluster CIDR", async () => {
@@ -99,14 +160,14 @@ export function subnetStoreContract(h: StoreHarness): void {
     await open().acquire(request("node-b"));
     const watchers = [follow(open()), follow(open()), follow(open())];
     cleanups.push(...watchers.map((w) => w.stop));
-    for (const w of watchers) await until("seeing a and b", () => w.names().join() === "node-a,node-b");
+    for (const w of watchers) await w.seen("seeing a and b", (names) => names.join() === "node-a,node-b");
 
     const c = open();
     await c.acquire(request("node-c"));
-    for (const w of watchers) await until("seeing node-c join", () => w.names().includes("node-c"));
+    for (const w of watchers) await w.seen("seeing node-c join", (names) => names.includes("node-c"));
 
     await open().release("node-a");
-    for (const w of watchers) await until("seeing node-a leave", () => w.names().join() === "node-b,node-c");
+    for (const w of watchers) await w.seen("seeing node-a leave", (names) => names.join() === "node-b,node-c");
     expect((await open().list()).map((l) => l.nodeName).sort()).toEqual(["node-b", "node-c"]);
   }, CONTRACT_TEST_MS);
 
@@ -114,17 +175,18 @@ export function subnetStoreContract(h: StoreHarness): void {
     const open = await opener();
     // A cluster CIDR that holds exactly one node subnet.
     const single = parseNetworkConfig({ Network: "10.9.0.0/24", SubnetLen: 24 });
-    const a = open(single, 2_000);
+    const a = open(single, SHORT_TTL);
     const lease = await a.acquire(request("node-a"));
     expect(lease.subnets).toEqual(["10.9.0.0/24"]);
-    const b = open(single, 2_000);
+    const b = open(single, SHORT_TTL);
     await expect(b.acquire(request("node-b"))).rejects.toBeInstanceOf(PoolExhaustedError);
 
-    const watcher = follow(open(single, 2_000));
+    const watcher = follow(open(single, SHORT_TTL));
     cleanups.push(watcher.stop);
-    await until("seeing node-a", () => watcher.names().includes("node-a"));
+    await watcher.seen("seeing node-a", (names) => names.includes("node-a"));
     // node-a stops renewing: its lease lapses and it leaves every view, then node-b gets the subnet.
-    await until("seeing node-a's lease lapse", () => watcher.names().length === 0);
+    await open.time.pass(SHORT_TTL + 1);
+    await watcher.seen("seeing node-a's lease lapse", (names) => names.length === 0);
     const taken = await until("node-b claiming the freed subnet", () => b.acquire(request("node-b")).catch(() => undefined));
     expect(taken.subnets).toEqual(["10.9.0.0/24"]);
     await expect(a.renew(lease)).rejects.toBeInstanceOf(LeaseLostError);
@@ -133,15 +195,18 @@ export function subnetStoreContract(h: StoreHarness): void {
   it("keeps a renewed lease alive past its TTL", async () => {
     const open = await opener();
     const single = parseNetworkConfig({ Network: "10.9.0.0/24", SubnetLen: 24 });
-    const a = open(single, 2_000);
+    const a = open(single, SHORT_TTL);
     let lease = await a.acquire(request("node-a"));
-    const deadline = Date.now() + 6_000;
-    while (Date.now() < deadline) {
+    // Three TTLs, renewed four times per TTL.
+    for (let passed = 0; passed < 3 * SHORT_TTL; passed += SHORT_TTL / 4) {
       lease = await a.renew(lease);
-      await sleep(500);
+      await open.time.pass(SHORT_TTL / 4);
     }
-    await expect(open(single, 2_000).acquire(request("node-b"))).rejects.toBeInstanceOf(PoolExhaustedError);
+    await expect(open(single, SHORT_TTL).acquire(request("node-b"))).rejects.toBeInstanceOf(PoolExhaustedError);
     expect((await a.list()).map((l) => l.nodeName)).toEqual(["node-a"]);
+    // Not renewed for a TTL, the same lease lapses: the renewals are what kept it.
+    await open.time.pass(SHORT_TTL + 1);
+    await until("node-a's lease lapsing once not renewed", async () => (await a.list()).length === 0);
   }, CONTRACT_TEST_MS);
 
   it("republishes changed backend data on renewal", async () => {
@@ -150,9 +215,9 @@ export function subnetStoreContract(h: StoreHarness): void {
     const lease = await a.acquire(request("node-a", "02:00:00:00:00:01"));
     const watcher = follow(open());
     cleanups.push(watcher.stop);
-    await until("seeing node-a", () => watcher.names().includes("node-a"));
+    await watcher.seen("seeing node-a", (names) => names.includes("node-a"));
     await a.renew({ ...lease, backend: { ...lease.backend, vtepMAC: "02:00:00:00:00:02" } });
-    await until("seeing the new MAC", () => watcher.leases()[0]?.backend.vtepMAC === "02:00:00:00:00:02");
+    await watcher.seen("seeing the new MAC", (_names, leases) => leases[0]?.backend.vtepMAC === "02:00:00:00:00:02");
   }, CONTRACT_TEST_MS);
 
   it("claims one subnet per family for a dual-stack cluster", async () => {

@@ -1,13 +1,13 @@
 import { closeSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../shared/log.js";
 import { parseNetworkConfig } from "../config.js";
 import { PoolExhaustedError } from "../errors.js";
 import { gatherStatus, renderStatus } from "../status.js";
 import { LocalStore } from "./local.js";
+import { FakeClock } from "../../testkit/clock.js";
 import { follow, request, subnetStoreContract } from "../../testkit/store-contract.js";
 import { until } from "../../testkit/until.js";
 
@@ -20,10 +20,12 @@ describe("local datastore", () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
   subnetStoreContract({
+    // Leases are judged by the store's clock alone (file times only tell writes apart).
+    clocked: true,
     fresh: async () => {
       const dir = mkdtempSync(join(tmpdir(), "twill-local-store-"));
       dirs.push(dir);
-      return (network, leaseTTLMs) => new LocalStore({ dir, network, leaseTTLMs });
+      return (network, leaseTTLMs, clock) => new LocalStore({ dir, network, leaseTTLMs, clock });
     },
   });
 });
@@ -32,13 +34,15 @@ describe("local datastore reads", () => {
   it("hand out the same lease object while its file is unchanged, and a new one once it changes", async () => {
     const dir = mkdtempSync(join(tmpdir(), "twill-local-reads-"));
     const network = parseNetworkConfig({ Network: "10.6.0.0/16", SubnetLen: 24 });
-    const store = new LocalStore({ dir, network, leaseTTLMs: 60_000 });
+    const clock = new FakeClock(Date.now());
+    const store = new LocalStore({ dir, network, leaseTTLMs: 60_000, clock });
     try {
       const a = await store.acquire(request("node-a"));
       await store.acquire(request("node-b"));
       const [first, again] = [await store.list(), await store.list()];
       expect(again.find((l) => l.nodeName === "node-a")).toBe(first.find((l) => l.nodeName === "node-a"));
-      await sleep(5);
+      // A renewal later on: the record's expiry, and so its content, changes.
+      await clock.advance(5);
       await store.renew(a);
       const renewed = await store.list();
       expect(renewed.find((l) => l.nodeName === "node-a")).not.toBe(first.find((l) => l.nodeName === "node-a"));
@@ -100,7 +104,7 @@ describe("local datastore with damaged files, and files being written", () => {
     const watching = open(lines);
     const watcher = follow(watching);
     try {
-      await until("seeing a, b and c", () => watcher.names().join() === "node-a,node-b,node-c");
+      await watcher.seen("seeing a, b and c", (names) => names.join() === "node-a,node-b,node-c");
       const recordB = join(dir, "nodes", "node-b.json");
       writeFileSync(recordB, readFileSync(recordB, "utf8").slice(0, 40));
       writtenLongAgo(recordB);
@@ -108,10 +112,11 @@ describe("local datastore with damaged files, and files being written", () => {
       rmSync(recordC);
       mkdirSync(recordC);
       await opener().acquire(request("node-d"));
-      await until("seeing node-d join", () => watcher.names().includes("node-d"));
-      await sleep(500); // several more polls: still one warning per file
+      await watcher.seen("seeing node-d join", (names) => names.includes("node-d"));
       expect(watcher.names()).toEqual(["node-a", "node-b", "node-c", "node-d"]);
       expect(watcher.errors).toEqual([]);
+      // Every file read twice more, the damaged ones included: still one warning per file.
+      await watching.list();
       expect((await watching.list()).map((l) => l.nodeName).sort()).toEqual(["node-a", "node-b", "node-c", "node-d"]);
       expect(watching.unreadable().map((r) => `${r.kind} ${r.key}`)).toEqual([`node ${recordB}`, `node ${recordC}`]);
       expect(warnings(lines).map((w) => w.key).sort()).toEqual([recordB, recordC]);
@@ -130,7 +135,7 @@ describe("local datastore with damaged files, and files being written", () => {
     const a = await open().acquire(request("node-a"));
     const store = open(lines, "debug");
     const watcher = follow(store);
-    await until("seeing node-a", () => watcher.names().join() === "node-a");
+    await watcher.seen("seeing node-a", (names) => names.join() === "node-a");
     return { store, watcher, lines, free: a.subnets[0] === "10.5.0.0/24" ? "10.5.1.0/24" : "10.5.0.0/24" };
   };
   /** A peer's claim and record, as their writer puts them. */
@@ -172,11 +177,11 @@ describe("local datastore with damaged files, and files being written", () => {
     const x = peer("peer-x", free);
     writeFileSync(x.claim.path, x.claim.text);
     writeFileSync(x.record.path, x.record.text);
-    await until("seeing peer-x join", () => watcher.names().includes("peer-x"));
+    await watcher.seen("seeing peer-x join", (names) => names.includes("peer-x"));
     // The claim rewritten in place for a node that took the subnet over: truncated at open,
     // empty until the write. Meanwhile it cannot disprove peer-x's record; once written, it does.
     await writeInPlace(store, lines, x.claim.path, (fd) => writeSync(fd, JSON.stringify({ nodeName: "peer-w", expiresAt: Date.now() + 60_000 })));
-    await until("seeing peer-x leave", () => !watcher.names().includes("peer-x"));
+    await watcher.seen("seeing peer-x leave", (names) => !names.includes("peer-x"));
     expectNoDamage(store, lines);
   });
 
@@ -192,7 +197,7 @@ describe("local datastore with damaged files, and files being written", () => {
       linkSync(y.record.path, elsewhere);
       writeFileSync(elsewhere, y.record.text);
     });
-    await until("seeing peer-y join", () => watcher.names().includes("peer-y"));
+    await watcher.seen("seeing peer-y join", (names) => names.includes("peer-y"));
     expectNoDamage(store, lines);
   });
 
