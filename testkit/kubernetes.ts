@@ -10,7 +10,11 @@ import {
 // client-node's own dependency. Its loadAllYaml turns documents into typed objects, which
 // drops fields the client does not know: a misspelt field in the manifest would vanish unseen.
 import { loadAll } from "js-yaml";
+import type { Clock } from "../agent/clock.js";
 import { LEASE_SELECTOR } from "../agent/datastore/kubernetes-lease-view.js";
+import { KubernetesStore } from "../agent/datastore/kubernetes.js";
+import type { AcquireRequest, NetworkConfig } from "../agent/types.js";
+import { createLogger, type Logger } from "../shared/log.js";
 
 /**
  * Test helpers for the kubernetes datastore against a real apiserver: kubeconfigs for a
@@ -121,4 +125,33 @@ export class Admin {
       await sleep(100);
     }
   }
+}
+
+/**
+ * A store as the agent runs it: the agent token, whose only permissions are the RBAC rules of
+ * deploy/twill.yaml, and the manifest's Lease namespace. Before it acquires, its Node is
+ * registered (the kubelet's job in a cluster).
+ */
+export function agentStore(
+  kc: KubeConfig,
+  admin: Admin,
+  network: NetworkConfig,
+  leaseTTLMs: number,
+  o: { logger?: Logger; clock?: Clock } = {},
+): KubernetesStore {
+  const store = new KubernetesStore({
+    kubeConfig: kc,
+    namespace: manifestLeaseNamespace(),
+    legacyNamespace: "kube-system",
+    network,
+    leaseTTLMs,
+    logger: o.logger ?? createLogger(() => {}),
+    ...(o.clock ? { clock: o.clock } : {}),
+  });
+  const acquire = store.acquire.bind(store);
+  store.acquire = async (req: AcquireRequest) => {
+    await admin.ensureNode(req.nodeName);
+    return acquire(req);
+  };
+  return store;
 }
