@@ -1,0 +1,459 @@
+import { createHash } from "node:crypto";
+import { covers, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, type Cidr, type Family, type Ip } from "../../../shared/net/cidr.js";
+import { ConfigError } from "../../errors.js";
+
+/**
+ * bird.conf for one node, rendered from plain data (BIRD 2.0). The file is rewritten whole on
+ * every change, and BIRD's `configure` compares it protocol by protocol: a protocol whose own
+ * options are unchanged keeps its session, a changed filter only refreshes its routes, and a
+ * changed protocol option (AS, addresses, timers, `allow local as`) restarts that session. So
+ * everything that varies at run time (leases, this node's subnets) lives in filters and
+ * `static` protocols, and a peer's protocol block depends only on that peer and this node.
+ *
+ * Nothing here is written to the kernel: there is no `kernel` protocol exporting, twilld
+ * installs the learned routes itself (issue 23). Every value that reaches the text is a
+ * number, a canonical address or prefix, or a symbol made here, never a string a peer chose:
+ * one bad item would make BIRD refuse the whole file and keep the old one for every peer.
+ */
+
+/** This node, as bird.conf sees it. Invalid values are a configuration error (thrown). */
+export interface BirdLocal {
+  /** BIRD's router ID: an IPv4 address, unique in the cluster. */
+  routerId: string;
+  /** The node's underlay addresses, at most one per family (the public IP among them). */
+  addresses: readonly string[];
+  /** The underlay device: the only interface whose prefixes resolve BGP next hops. */
+  underlayDev: string;
+  /** The node's own pod subnets, announced. */
+  subnets: readonly string[];
+  /** mesh: the cluster's AS; routers: the node's own or its rack's AS. */
+  as: number;
+}
+
+/** Another node's lease. Invalid values refuse that peer (or that subnet) alone. */
+export interface BirdPeer {
+  nodeName: string;
+  /** Its public underlay address: the mesh session's neighbour. */
+  address: string;
+  subnets: readonly string[];
+  /** routers: the AS its announcements originate from (their AS path's last hop). */
+  as?: number;
+}
+
+export interface BirdRouter {
+  address: string;
+  as: number;
+}
+
+/**
+ * mesh: one iBGP session per peer node over its public address, carrying every pod family.
+ * routers: one session per configured router address (so one per family), no node sessions.
+ */
+export type BirdPeering = { mode: "mesh" } | { mode: "routers"; routers: readonly BirdRouter[] };
+
+export interface BirdConfigInput {
+  clusterCIDRs: readonly string[];
+  local: BirdLocal;
+  peering: BirdPeering;
+  /** Every other node's lease (this node's own is ignored by name). */
+  peers: readonly BirdPeer[];
+  nodeName: string;
+}
+
+/** One BGP protocol of the rendered file: how status maps BIRD's names back to peers. */
+export interface BirdSession {
+  protocol: string;
+  /** The peer node's name (mesh) or the router's address (routers). */
+  peer: string;
+  neighbor: string;
+  local: string;
+  as: number;
+  families: Family[];
+}
+
+export interface Refusal {
+  /** A node name, a router address, or `local` for what concerns this node. */
+  subject: string;
+  reason: string;
+}
+
+export interface BirdConfig {
+  text: string;
+  sessions: BirdSession[];
+  /** What was left out of the file, and why (to report, not to fail on). */
+  refused: Refusal[];
+}
+
+/** Kept across renders so a reload never restarts a session for a timer. Hold 9 s: a dead peer goes in 9 s, not 240. */
+const TIMERS = ["connect delay time 1", "connect retry time 5", "error wait time 1, 30", "hold time 9", "keepalive time 3"];
+/** How long peers keep this node's routes while it restarts (RFC 4724). */
+const RESTART_TIME = 120;
+/**
+ * How long a BIRD started with `-R` waits for its peers before announcing: BIRD's 240 s
+ * default would hold every announcement back while one configured peer is dead.
+ */
+const RESTART_WAIT = 10;
+/** Route protocol of twill's own kernel routes: never learned back as underlay. */
+const TWILL_RTPROTO = 150;
+/** BIRD 2.0's SYM_MAX_LEN; a longer symbol fails the whole file ("Symbol too long"). */
+const SYMBOL_MAX = 64;
+const IMPORT_SUFFIX = "_import4";
+/** Room a peer protocol's name leaves for its filters' suffix. */
+const PROTOCOL_MAX = SYMBOL_MAX - IMPORT_SUFFIX.length;
+const FAMILIES: readonly Family[] = [4, 6];
+const AS_MAX = 4294967295;
+
+const ipv = (f: Family): string => `ipv${f}`;
+const pods = (f: Family): string => `twill_pods${f}`;
+const underlayTable = (f: Family): string => `twill_underlay${f}`;
+const acceptable = (f: Family): string => `twill_acceptable${f}`;
+const importFilter = (protocol: string, f: Family): string => `${protocol}_import${f}`;
+const routersFilter = (f: Family): string => `twill_routers_import${f}`;
+
+/**
+ * A mesh peer's protocol name, injective over node names so one peer can never take
+ * another's: a DNS name of single-separator labels reads as itself (`node-2.rack1` →
+ * `mesh_node_2__rack1`: `-` is `_`, `.` is `__`); anything else (upper case, runs of
+ * separators, other characters, too long) is its plain beginning, `___` and a SHA-256 of the
+ * whole name, a form the first never produces (it has no `___`).
+ */
+export function meshProtocolName(nodeName: string): string {
+  const head = "mesh_";
+  if (/^[a-z0-9]+([.-][a-z0-9]+)*$/.test(nodeName)) {
+    const name = head + nodeName.replace(/\./g, "__").replace(/-/g, "_");
+    if (name.length <= PROTOCOL_MAX) return name;
+  }
+  const hash = createHash("sha256").update(nodeName).digest("hex").slice(0, 16);
+  const plain = nodeName.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "");
+  return `${head}${plain.slice(0, PROTOCOL_MAX - head.length - 3 - hash.length)}___${hash}`;
+}
+
+/** A router session's protocol name: `tor4_10_0_0_1`, `tor6_fd00__1` (canonical text, so one name per address). */
+export function routerProtocolName(address: string): string {
+  const ip = parseIp(address);
+  return `tor${ip.family}_${formatIp(ip.family, ip.value).replace(/[.:]/g, "_")}`;
+}
+
+export function renderBirdConfig(input: BirdConfigInput): BirdConfig {
+  const refused: Refusal[] = [];
+  const cluster = input.clusterCIDRs.map((c) => configCidr(c, "cluster CIDR"));
+  const families = FAMILIES.filter((f) => cluster.some((c) => c.family === f));
+  const local = checkLocal(input.local);
+  const peers = admitPeers(input, cluster, local, refused);
+  const out: string[] = [];
+  out.push(...globals(local, families));
+  out.push(...acceptableFunctions(families, cluster, local.subnets));
+  const sessions =
+    input.peering.mode === "mesh"
+      ? meshSessions(out, local, families, peers, refused)
+      : routerSessions(out, local, families, peers, input.peering.routers, refused);
+  return { text: `${out.join("\n").trimEnd()}\n`, sessions, refused };
+}
+
+interface CheckedLocal {
+  routerId: string;
+  address: Partial<Record<Family, string>>;
+  underlayDev: string;
+  subnets: Cidr[];
+  as: number;
+}
+
+function checkLocal(local: BirdLocal): CheckedLocal {
+  const id = tryIp(local.routerId);
+  if (id?.family !== 4) throw new ConfigError(`BGP router ID ${JSON.stringify(local.routerId)} is not an IPv4 address`);
+  const address: Partial<Record<Family, string>> = {};
+  for (const text of local.addresses) {
+    const ip = tryIp(text);
+    if (!ip) throw new ConfigError(`underlay address ${JSON.stringify(text)} is not an IP address`);
+    address[ip.family] ??= formatIp(ip.family, ip.value);
+  }
+  // Linux interface names: at most 15 bytes, no `/` or space; in BIRD's quoted pattern `*` `?` `"` would mean more.
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(local.underlayDev)) {
+    throw new ConfigError(`underlay device ${JSON.stringify(local.underlayDev)} is not an interface name BIRD can match`);
+  }
+  const as = tryAs(local.as);
+  if (as === null) throw new ConfigError(`BGP AS ${JSON.stringify(local.as)} of this node is not a 32-bit AS number`);
+  return { routerId: formatIp(4, id.value), address, underlayDev: local.underlayDev, subnets: local.subnets.map((s) => configCidr(s, "pod subnet")), as };
+}
+
+function configCidr(text: string, what: string): Cidr {
+  try {
+    return parseCidr(text);
+  } catch {
+    throw new ConfigError(`${what} ${JSON.stringify(text)} is not a CIDR`);
+  }
+}
+
+interface CheckedPeer {
+  nodeName: string;
+  protocol: string;
+  address: string;
+  family: Family;
+  subnets: Cidr[];
+  /** As published: checked where it is used (routers mode). */
+  as: unknown;
+}
+
+/**
+ * Leases as the filters may use them: each subnet inside a cluster CIDR, clear of this node's
+ * own and of every other peer's (two leases on one prefix: one is stale or lying, and which
+ * one is not knowable here, so neither is accepted until they settle).
+ */
+function admitPeers(input: BirdConfigInput, cluster: Cidr[], local: CheckedLocal, refused: Refusal[]): CheckedPeer[] {
+  const out: CheckedPeer[] = [];
+  for (const peer of input.peers) {
+    if (peer.nodeName === input.nodeName) continue;
+    const ip = tryIp(peer.address);
+    if (!ip) {
+      refused.push({ subject: peer.nodeName, reason: `address ${JSON.stringify(peer.address)} is not an IP address` });
+      continue;
+    }
+    const subnets: Cidr[] = [];
+    for (const text of peer.subnets) {
+      let subnet: Cidr;
+      try {
+        subnet = parseCidr(text);
+      } catch {
+        refused.push({ subject: peer.nodeName, reason: `subnet ${JSON.stringify(text)} is not a CIDR` });
+        continue;
+      }
+      const why = !cluster.some((c) => covers(c, subnet))
+        ? "is outside the cluster CIDRs"
+        : local.subnets.some((own) => overlaps(own, subnet))
+          ? "overlaps this node's own subnet"
+          : null;
+      if (why) refused.push({ subject: peer.nodeName, reason: `subnet ${formatCidr(subnet)} ${why}` });
+      else subnets.push(subnet);
+    }
+    // Each subnet once, in one order: the filter's text must not change with the lease's.
+    const unique = [...new Map(subnets.map((s) => [formatCidr(s), s])).values()].sort(byNetwork);
+    const address = formatIp(ip.family, ip.value);
+    out.push({ nodeName: peer.nodeName, protocol: meshProtocolName(peer.nodeName), address, family: ip.family, subnets: unique, as: peer.as });
+  }
+  out.sort((a, b) => (a.nodeName < b.nodeName ? -1 : a.nodeName > b.nodeName ? 1 : 0));
+  // Subnets first: a lease refused for its address still claims its prefixes.
+  dropOverlappingSubnets(out, refused);
+  dropShared(out, (p) => p.nodeName, "node name", refused);
+  dropShared(out, (p) => p.protocol, "BGP protocol name", refused);
+  dropShared(out, (p) => p.address, "address", refused, Object.values(local.address));
+  return out;
+}
+
+/** Removes every peer whose `key` another peer (or this node, `taken`) also has. */
+function dropShared(peers: CheckedPeer[], key: (p: CheckedPeer) => string, what: string, refused: Refusal[], taken: readonly string[] = []): void {
+  const count = new Map<string, number>();
+  for (const p of peers) count.set(key(p), (count.get(key(p)) ?? 0) + 1);
+  const kept = peers.filter((p) => {
+    const k = key(p);
+    const withLocal = taken.includes(k);
+    if (count.get(k)! < 2 && !withLocal) return true;
+    refused.push({ subject: p.nodeName, reason: `${what} ${k} is also ${withLocal ? "this node's" : "another peer's"}` });
+    return false;
+  });
+  peers.splice(0, peers.length, ...kept);
+}
+
+/** Refuses, in every lease, each subnet that overlaps another lease's (sorted sweep per family). */
+function dropOverlappingSubnets(peers: CheckedPeer[], refused: Refusal[]): void {
+  const all = peers.flatMap((peer) => peer.subnets.map((subnet) => ({ peer, subnet })));
+  all.sort((a, b) => byNetwork(a.subnet, b.subnet));
+  const bad = new Set<(typeof all)[number]>();
+  let widest: (typeof all)[number] | undefined;
+  for (const item of all) {
+    if (widest && widest.subnet.family === item.subnet.family && item.subnet.network <= lastAddress(widest.subnet)) {
+      bad.add(widest).add(item);
+      if (lastAddress(item.subnet) > lastAddress(widest.subnet)) widest = item;
+    } else {
+      widest = item;
+    }
+  }
+  for (const { peer, subnet } of bad) {
+    refused.push({ subject: peer.nodeName, reason: `subnet ${formatCidr(subnet)} overlaps another peer's lease` });
+    peer.subnets = peer.subnets.filter((s) => s !== subnet);
+  }
+}
+
+function globals(local: CheckedLocal, families: readonly Family[]): string[] {
+  const channels = (body: (f: Family) => string): string => families.map((f) => `  ${ipv(f)} { ${body(f)} };`).join("\n");
+  return [
+    "# Rendered by twilld and replaced whole on every change: edits here do not last.",
+    `router id ${local.routerId};`,
+    "log stderr all;",
+    // Dates always: BIRD's default drops the time of day after 20 hours, and `since` is an uptime.
+    "timeformat protocol iso long ms;",
+    "timeformat route iso long ms;",
+    `graceful restart wait ${RESTART_WAIT};`,
+    "",
+    // Underlay routes, read only, to resolve a peer's next hop to the first hop twilld installs.
+    ...families.map((f) => `${ipv(f)} table ${underlayTable(f)};`),
+    "protocol device twill_device { scan time 10; }",
+    "protocol direct twill_direct {",
+    `  interface "${local.underlayDev}";`,
+    channels((f) => `table ${underlayTable(f)};`),
+    "}",
+    ...families.map(
+      (f) =>
+        `protocol kernel twill_kernel${f} { learn; scan time 10; ${ipv(f)} { table ${underlayTable(f)}; ` +
+        `import where krt_source != ${TWILL_RTPROTO}; export none; }; }`,
+    ),
+    "",
+    // This node's subnets: unreachable in BIRD's table only (nothing exports to the kernel).
+    ...families.map((f) => {
+      const routes = local.subnets.filter((s) => s.family === f).map((s) => ` route ${formatCidr(s)} unreachable;`);
+      return `protocol static ${pods(f)} { ${ipv(f)};${routes.join("")} }`;
+    }),
+    "",
+  ];
+}
+
+/** What any import filter may accept at all: inside the cluster CIDRs, never this node's own subnets. */
+function acceptableFunctions(families: readonly Family[], cluster: Cidr[], own: Cidr[]): string[] {
+  return families.flatMap((f) => {
+    const set = (list: Cidr[]): string => `[ ${list.map((c) => `${formatCidr(c)}+`).join(", ")} ]`;
+    const ownOfF = own.filter((c) => c.family === f);
+    const notOwn = ownOfF.length ? ` && !(net ~ ${set(ownOfF)})` : "";
+    return [`function ${acceptable(f)}() { return net ~ ${set(cluster.filter((c) => c.family === f))}${notOwn}; }`];
+  }).concat("");
+}
+
+function template(name: string, as: number): string[] {
+  return [
+    `template bgp ${name} {`,
+    `  local as ${as};`,
+    // Listen on the underlay address only, never on a pod-facing one (default: 0.0.0.0:179, [::]:179).
+    "  strict bind yes;",
+    "  graceful restart on;",
+    `  graceful restart time ${RESTART_TIME};`,
+    ...TIMERS.map((t) => `  ${t};`),
+    "}",
+    "",
+  ];
+}
+
+function meshSessions(out: string[], local: CheckedLocal, families: readonly Family[], peers: CheckedPeer[], refused: Refusal[]): BirdSession[] {
+  out.push(...template("twill_mesh", local.as));
+  const sessions: BirdSession[] = [];
+  for (const f of families) {
+    if (!local.address[f]) refused.push({ subject: "local", reason: `no IPv${f} underlay address: IPv${f} pod subnets are not exchanged with mesh peers` });
+  }
+  for (const peer of peers) {
+    const from = local.address[peer.family];
+    if (!from) {
+      refused.push({ subject: peer.nodeName, reason: `address ${peer.address} is IPv${peer.family} and this node has no IPv${peer.family} underlay address` });
+      continue;
+    }
+    const carried = families.filter((f) => local.address[f]);
+    for (const f of carried) {
+      const nets = peer.subnets.filter((s) => s.family === f).map((s) => `net = ${formatCidr(s)}`);
+      out.push(...filter(importFilter(peer.protocol, f), f, nets));
+    }
+    const channel = (f: Family): string => {
+      // The session's own family sends this node's session address; the other one needs its address given.
+      const nextHop = f === peer.family ? "next hop self" : `next hop address ${local.address[f]}`;
+      return (
+        `  ${ipv(f)} { import keep filtered on; igp table ${underlayTable(f)}; ${nextHop}; ` +
+        `import filter ${importFilter(peer.protocol, f)}; export where proto = "${pods(f)}"; };`
+      );
+    };
+    out.push(
+      `protocol bgp ${peer.protocol} from twill_mesh {`,
+      `  local ${from};`,
+      `  neighbor ${peer.address} as ${local.as};`,
+      ...carried.map(channel),
+      "}",
+      "",
+    );
+    sessions.push({ protocol: peer.protocol, peer: peer.nodeName, neighbor: peer.address, local: from, as: local.as, families: carried });
+  }
+  return sessions;
+}
+
+function routerSessions(
+  out: string[],
+  local: CheckedLocal,
+  families: readonly Family[],
+  peers: CheckedPeer[],
+  routers: readonly BirdRouter[],
+  refused: Refusal[],
+): BirdSession[] {
+  out.push(...template("twill_router", local.as));
+  for (const f of families) {
+    const nets: string[] = [];
+    for (const peer of peers) {
+      const as = tryAs(peer.as);
+      if (as === null) {
+        if (f === families[0]) refused.push({ subject: peer.nodeName, reason: `AS ${JSON.stringify(peer.as)} is not a 32-bit AS number: its routes cannot be told from a hijack` });
+        continue;
+      }
+      // The origin is the AS path's last hop, or this node's own AS when the path is empty (iBGP within it).
+      const origin = as === local.as ? `(bgp_path.len = 0 || bgp_path.last = ${as})` : `bgp_path.last = ${as}`;
+      for (const s of peer.subnets.filter((s) => s.family === f)) nets.push(`net = ${formatCidr(s)} && ${origin}`);
+    }
+    out.push(...filter(routersFilter(f), f, nets));
+  }
+  const sessions: BirdSession[] = [];
+  const seen = new Set<string>();
+  for (const router of routers) {
+    const ip = tryIp(router.address);
+    const as = tryAs(router.as);
+    if (!ip || as === null) {
+      refused.push({ subject: String(router.address), reason: `router ${JSON.stringify(router.address)} AS ${JSON.stringify(router.as)} is not an address and a 32-bit AS number` });
+      continue;
+    }
+    const f = ip.family;
+    const address = formatIp(f, ip.value);
+    const from = local.address[f];
+    const why = !families.includes(f)
+      ? `is IPv${f} and the cluster has no IPv${f} pods`
+      : !from
+        ? `is IPv${f} and this node has no IPv${f} underlay address`
+        : seen.has(address)
+          ? "is listed twice"
+          : null;
+    if (why || !from) {
+      refused.push({ subject: address, reason: `router ${address} ${why}` });
+      continue;
+    }
+    seen.add(address);
+    const protocol = routerProtocolName(address);
+    const ibgp = as === local.as;
+    // eBGP: another node of this AS (AS per rack) is otherwise dropped as a loop; this node's own
+    // subnets are refused by the filter anyway. Always on, as whether a peer shares the AS
+    // changes with the leases, and changing the option would restart the session.
+    const session = ibgp ? `igp table ${underlayTable(f)}; ` : "";
+    out.push(
+      `protocol bgp ${protocol} from twill_router {`,
+      `  local ${from};`,
+      `  neighbor ${address} as ${as};`,
+      ...(ibgp ? [] : ["  allow local as 1;"]),
+      `  ${ipv(f)} { import keep filtered on; ${session}import filter ${routersFilter(f)}; export where proto = "${pods(f)}"; };`,
+      "}",
+      "",
+    );
+    sessions.push({ protocol, peer: address, neighbor: address, local: from, as, families: [f] });
+  }
+  return sessions;
+}
+
+/** An import filter accepting exactly `conditions` (each one lease's prefix), within what is acceptable at all. */
+function filter(name: string, f: Family, conditions: readonly string[]): string[] {
+  return [
+    `filter ${name} {`,
+    `  if !${acceptable(f)}() then reject;`,
+    ...conditions.map((c) => `  if ${c} then accept;`),
+    "  reject;",
+    "}",
+  ];
+}
+
+function tryIp(text: unknown): Ip | null {
+  try {
+    return parseIp(text as string);
+  } catch {
+    return null;
+  }
+}
+
+const tryAs = (as: unknown): number | null => (typeof as === "number" && Number.isInteger(as) && as >= 1 && as <= AS_MAX ? as : null);
+
+const byNetwork = (a: Cidr, b: Cidr): number => a.family - b.family || (a.network < b.network ? -1 : a.network > b.network ? 1 : 0);
