@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { IpRoute, listFdb, listOwnedRoutes, listPermanentNeighbors } from "../../../testkit/iproute.js";
 import { addNetns, deleteNetns, netnsPath } from "../../../testkit/netns.js";
 import type { DatapathChange, NodeKernel } from "../node-kernel.js";
@@ -9,6 +9,7 @@ import { netlinkNode } from "./node.js";
 // The agent's kernel path for real, in a namespace of its own: what it programs is read back
 // both by itself and by iproute2 (an independent view), a change the kernel refuses fails
 // alone, and its watches see what moved. Runs where bun:ffi is (the privileged tier runs on Bun).
+// Each test has a namespace of its own: one deletes the VTEP, and none may depend on another.
 
 const ns = `twnk${process.pid.toString(36)}`;
 const VTEP = "twill.9";
@@ -23,7 +24,7 @@ const want = (p: (typeof peers)[number]): DatapathChange[] => [
 ];
 const sorted = <T>(xs: T[]): T[] => [...xs].sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
 
-beforeAll(async () => {
+beforeEach(async () => {
   await addNetns(ns);
   ip = new IpRoute(netnsPath(ns));
   await ip.batch(
@@ -33,7 +34,7 @@ beforeAll(async () => {
   kernel = netlinkNode(libc()!, netnsPath(ns));
   await ensureVtep(kernel, { name: VTEP, vni: 9, port: 4789, local: "10.78.0.1", dev: "u0", mac: "02:aa:00:00:00:01", mtu: 1450, addresses: ["10.245.1.0/32"] });
 });
-afterAll(async () => {
+afterEach(async () => {
   kernel?.close();
   await deleteNetns(ns);
 });
