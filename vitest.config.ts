@@ -14,12 +14,20 @@ const realUndici = fileURLToPath(new URL("./node_modules/undici/index.js", impor
 // builds its own network namespaces and runs the built executables from dist/bin.
 export default defineConfig({
   test: {
+    // Only the unit tier uses the threads pool; the privileged tier's forks stay isolated.
+    poolOptions: { threads: { isolate: false } },
     projects: [
       {
         test: {
           name: "unit",
           include: ["{cmd,shared,ipam,plugins,agent,conformance,testkit}/**/*.test.ts"],
           exclude: ["**/*.priv.test.ts", "**/node_modules/**"],
+          // Pure code on plain data, with no module mocks, stubbed globals or global fake
+          // timers (clocks are injected): files share worker threads and their loaded modules
+          // instead of a fresh process and module graph each, which was most of the tier's time.
+          // (The threads pool is made from the root's poolOptions, below.)
+          pool: "threads",
+          poolOptions: { threads: { isolate: false } },
         },
       },
       {

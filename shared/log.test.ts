@@ -80,7 +80,9 @@ describe("the plugin's log file", () => {
     expect(exits).toEqual(Array(writers).fill(0));
     const kept = [...lines(`${path}.1`), ...lines(path)]; // parses every line: none torn
     expect(kept.length).toBeGreaterThan(0);
-    expect(statSync(path).size).toBeLessThan(maxBytes + writers * 200);
+    // The last line written may have filled the file and rotated it away: then there is no
+    // current file until the next line, and the lines are all in the older one.
+    if (existsSync(path)) expect(statSync(path).size).toBeLessThan(maxBytes + writers * 200);
     expect(statSync(`${path}.1`).size).toBeLessThan(2 * maxBytes);
     expect(existsSync(`${path}.lock`)).toBe(false);
     // The last line any writer wrote is kept.
