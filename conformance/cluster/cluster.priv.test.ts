@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
@@ -17,6 +18,7 @@ import { until } from "../../testkit/until.js";
 
 const REPO = join(import.meta.dirname, "..", "..");
 const CLUSTER_DIR = `/var/tmp/twill-cluster-test-${process.pid}`;
+const MACHINE_HOSTNAME = hostname();
 const env = { ...process.env, TWILL_CLUSTER_DIR: CLUSTER_DIR };
 const built =
   ["kubelet", "kube-proxy", "kube-scheduler"].every((b) => existsSync(join(kubeCacheDir(), "bin", b))) &&
@@ -132,6 +134,12 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
       ["node-1", "Running"],
       ["node-2", "Running"],
     ]);
+    // Each node's UTS namespace carries its name (what its hostNetwork pods answer to
+    // `hostname`); the machine keeps its own.
+    for (const node of ["node-1", "node-2"]) {
+      expect((await cluster("node", node, "hostname")).stdout.trim()).toBe(node);
+    }
+    expect(hostname()).toBe(MACHINE_HOSTNAME);
     // The init container installed the plugin and the conflist into each node's own directories.
     for (const node of ["node-1", "node-2"]) {
       const opt = join(CLUSTER_DIR, "nodes", node, "opt/cni");
