@@ -38,8 +38,8 @@ export interface BirdConfig {
 
 /** Kept across renders so a reload never restarts a session for a timer. Hold 9 s: a dead peer goes in 9 s, not 240. */
 const TIMERS = ["connect delay time 1", "connect retry time 5", "error wait time 1, 30", "hold time 9", "keepalive time 3"];
-/** How long peers keep this node's routes while it restarts (RFC 4724). */
-const RESTART_TIME = 120;
+/** How long peers keep this node's routes while it restarts (RFC 4724), in seconds. */
+export const GRACEFUL_RESTART_TIME_S = 120;
 /**
  * How long a BIRD started with `-R` waits for its peers before announcing: BIRD's 240 s
  * default would hold every announcement back while one configured peer is dead.
@@ -122,7 +122,7 @@ function template(name: string, as: number): string[] {
     // Listen on the underlay address only, never on a pod-facing one (default: 0.0.0.0:179, [::]:179).
     "  strict bind yes;",
     "  graceful restart on;",
-    `  graceful restart time ${RESTART_TIME};`,
+    `  graceful restart time ${GRACEFUL_RESTART_TIME_S};`,
     ...TIMERS.map((t) => `  ${t};`),
     "}",
     "",

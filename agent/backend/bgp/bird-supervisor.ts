@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { run, type Runner } from "../../../shared/kernel/exec.js";
 import { nullLogger, type Logger } from "../../../shared/log.js";
 import { systemClock, type Clock } from "../../clock.js";
+import { GRACEFUL_RESTART_TIME_S } from "./bird-config.js";
 import { parseConfigureReply, parseStatus, type BirdProtocol, type ConfigureOutcome } from "./bird-answers.js";
 import { BirdControl, quoteForBird } from "./bird-control.js";
 
@@ -23,8 +24,8 @@ export const RESTART_FIRST_MS = 1_000;
 export const RESTART_LAST_MS = 30_000;
 /** A BIRD that ran this long before dying counts as healthy: the next restart waits the least again. */
 export const HEALTHY_RUN_MS = 60_000;
-/** bird-config.ts's `graceful restart time`: how long peers keep this node's routes. */
-export const GRACEFUL_RESTART_TIME_MS = 120_000;
+/** The rendered `graceful restart time`: how long peers keep this node's routes. */
+export const GRACEFUL_RESTART_TIME_MS = GRACEFUL_RESTART_TIME_S * 1000;
 /** bird.log is moved to bird.log.1 at a start once it is larger. */
 const LOG_KEEP_BYTES = 4 * 1024 * 1024;
 const ADOPTED_CHECK_MS = 1_000;
