@@ -1,6 +1,6 @@
-import { canonicalCidrOrSelf, formatCidr, parseCidr, type Cidr } from "../../shared/net/cidr.js";
+import { canonicalCidrOrSelf, formatCidr, parseCidr, parseCidrOrNull, type Cidr } from "../../shared/net/cidr.js";
 import { oncePer } from "../../shared/memo.js";
-import { parseCidrOrNull, timeOf, type NodeView, type RawMeta } from "./kubernetes-node-view.js";
+import { timeOf, type NodeView, type RawMeta } from "./kubernetes-node-view.js";
 
 /**
  * A subnet Lease as the `kubernetes` datastore reads it, as plain data and pure functions: one

@@ -1,4 +1,4 @@
-import { canonicalCidrOrSelf, covers, formatCidr, parseCidr, type Cidr } from "../../shared/net/cidr.js";
+import { canonicalCidrOrSelf, covers, formatCidr, parseCidr, parseCidrOrNull } from "../../shared/net/cidr.js";
 import { oncePer } from "../../shared/memo.js";
 import { DatastoreError } from "../errors.js";
 import type { BackendData, NetworkConfig } from "../types.js";
@@ -226,10 +226,3 @@ export function subnetSource(node: NodeView, network: NetworkConfig, othersWithP
   return { kind: "podCIDRs", subnets };
 }
 
-export function parseCidrOrNull(text: string): Cidr | null {
-  try {
-    return parseCidr(text);
-  } catch {
-    return null;
-  }
-}

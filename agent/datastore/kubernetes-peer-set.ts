@@ -1,6 +1,7 @@
+import { parseCidrOrNull } from "../../shared/net/cidr.js";
 import type { NodeLease, UnreadableRecord } from "../types.js";
 import { leaseExpiry, leaseLive, leaseName, type LeaseView } from "./kubernetes-lease-view.js";
-import { ANNOTATIONS, backendOf, ignoredSubnets, leasedSubnetsOf, parseCidrOrNull, type NodeView } from "./kubernetes-node-view.js";
+import { ANNOTATIONS, backendOf, ignoredSubnets, leasedSubnetsOf, type NodeView } from "./kubernetes-node-view.js";
 
 /**
  * The peer set every watcher of the `kubernetes` datastore computes from Nodes and Leases, and

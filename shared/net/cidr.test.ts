@@ -1,8 +1,20 @@
 import { Address4, Address6 } from "ip-address";
 import { describe, expect, it } from "vitest";
 import {
-  contains, covers, formatAddress, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, size,
+  contains, covers, formatAddress, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseCidrOrNull, parseIp,
+  parseIpOrNull, size,
 } from "./cidr.js";
+
+describe("parseIpOrNull and parseCidrOrNull", () => {
+  it("give what parseIp and parseCidr give, and null where those throw", () => {
+    expect(parseIpOrNull("10.0.0.1")).toEqual(parseIp("10.0.0.1"));
+    expect(parseCidrOrNull("fd00::/64")).toEqual(parseCidr("fd00::/64"));
+    for (const bad of ["10.0.0.01", "h", "", 5, null, undefined, "10.0.0.0/33"]) {
+      expect(parseIpOrNull(bad)).toBeNull();
+      expect(parseCidrOrNull(bad)).toBeNull();
+    }
+  });
+});
 
 describe("cidr", () => {
   it("parses IPv4 and clears host bits in the network", () => {

@@ -77,6 +77,24 @@ function parse6(text: string): bigint | undefined {
   return all.reduce((v, g) => (v << 16n) | g, 0n);
 }
 
+/** parseIp, or null where it throws: for what a peer, a record or a daemon handed over. */
+export function parseIpOrNull(text: unknown): Ip | null {
+  try {
+    return parseIp(text as string);
+  } catch {
+    return null;
+  }
+}
+
+/** parseCidr, or null where it throws. */
+export function parseCidrOrNull(text: unknown): Cidr | null {
+  try {
+    return parseCidr(text as string);
+  } catch {
+    return null;
+  }
+}
+
 export function parseCidr(text: string): Cidr {
   const m = typeof text === "string" ? /^([^/]+)\/(\d{1,3})$/.exec(text) : null;
   if (!m) throw new AddressError(`invalid CIDR ${JSON.stringify(text)}`);

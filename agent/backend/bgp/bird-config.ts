@@ -1,5 +1,5 @@
-import { formatCidr, formatIp, type Cidr, type Family } from "../../../shared/net/cidr.js";
-import { admitPeers, checkLocal, configCidr, routerProtocolName, tryAs, tryIp, type BirdConfigInput, type BirdRouter, type CheckedLocal, type CheckedPeer, type Refusal } from "./bird-input.js";
+import { formatCidr, formatIp, parseIpOrNull, type Cidr, type Family } from "../../../shared/net/cidr.js";
+import { admitPeers, checkLocal, configCidr, routerProtocolName, tryAs, type BirdConfigInput, type BirdRouter, type CheckedLocal, type CheckedPeer, type Refusal } from "./bird-input.js";
 
 /**
  * bird.conf for one node, rendered from plain data (BIRD 2.0). The file is rewritten whole on
@@ -193,7 +193,7 @@ function routerSessions(
   const sessions: BirdSession[] = [];
   const seen = new Set<string>();
   for (const router of routers) {
-    const ip = tryIp(router.address);
+    const ip = parseIpOrNull(router.address);
     const as = tryAs(router.as);
     if (!ip || as === null) {
       refused.push({ subject: String(router.address), reason: `router ${JSON.stringify(router.address)} AS ${JSON.stringify(router.as)} is not an address and a 32-bit AS number` });

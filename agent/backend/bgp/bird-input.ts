@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { covers, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseIp, type Cidr, type Family, type Ip } from "../../../shared/net/cidr.js";
+import { covers, formatCidr, formatIp, lastAddress, overlaps, parseCidrOrNull, parseIp, parseIpOrNull, type Cidr, type Family } from "../../../shared/net/cidr.js";
 import { ConfigError } from "../../errors.js";
 
 /**
@@ -100,11 +100,11 @@ export interface CheckedLocal {
 }
 
 export function checkLocal(local: BirdLocal): CheckedLocal {
-  const id = tryIp(local.routerId);
+  const id = parseIpOrNull(local.routerId);
   if (id?.family !== 4) throw new ConfigError(`BGP router ID ${JSON.stringify(local.routerId)} is not an IPv4 address`);
   const address: Partial<Record<Family, string>> = {};
   for (const text of local.addresses) {
-    const ip = tryIp(text);
+    const ip = parseIpOrNull(text);
     if (!ip) throw new ConfigError(`underlay address ${JSON.stringify(text)} is not an IP address`);
     address[ip.family] ??= formatIp(ip.family, ip.value);
   }
@@ -118,11 +118,9 @@ export function checkLocal(local: BirdLocal): CheckedLocal {
 }
 
 export function configCidr(text: string, what: string): Cidr {
-  try {
-    return parseCidr(text);
-  } catch {
-    throw new ConfigError(`${what} ${JSON.stringify(text)} is not a CIDR`);
-  }
+  const cidr = parseCidrOrNull(text);
+  if (!cidr) throw new ConfigError(`${what} ${JSON.stringify(text)} is not a CIDR`);
+  return cidr;
 }
 
 export interface CheckedPeer {
@@ -144,17 +142,15 @@ export function admitPeers(input: BirdConfigInput, cluster: Cidr[], local: Check
   const out: CheckedPeer[] = [];
   for (const peer of input.peers) {
     if (peer.nodeName === input.nodeName) continue;
-    const ip = tryIp(peer.address);
+    const ip = parseIpOrNull(peer.address);
     if (!ip) {
       refused.push({ subject: peer.nodeName, reason: `address ${JSON.stringify(peer.address)} is not an IP address` });
       continue;
     }
     const subnets: Cidr[] = [];
     for (const text of peer.subnets) {
-      let subnet: Cidr;
-      try {
-        subnet = parseCidr(text);
-      } catch {
+      const subnet = parseCidrOrNull(text);
+      if (!subnet) {
         refused.push({ subject: peer.nodeName, reason: `subnet ${JSON.stringify(text)} is not a CIDR` });
         continue;
       }
@@ -211,14 +207,6 @@ function dropOverlappingSubnets(peers: CheckedPeer[], refused: Refusal[]): void 
   for (const { peer, subnet } of bad) {
     refused.push({ subject: peer.nodeName, reason: `subnet ${formatCidr(subnet)} overlaps another peer's lease` });
     peer.subnets = peer.subnets.filter((s) => s !== subnet);
-  }
-}
-
-export function tryIp(text: unknown): Ip | null {
-  try {
-    return parseIp(text as string);
-  } catch {
-    return null;
   }
 }
 

@@ -1,7 +1,7 @@
-import { covers, formatCidr, overlaps, parseCidr, type Cidr } from "../../../shared/net/cidr.js";
+import { covers, formatCidr, overlaps, parseCidrOrNull, parseIpOrNull, type Cidr } from "../../../shared/net/cidr.js";
 import type { RouteSpec } from "../../../shared/kernel/routes.js";
 import type { BirdRoute, BirdStatus } from "./bird-answers.js";
-import { admitPeers, byNetwork, checkLocal, configCidr, routerProtocolName, tryAs, tryIp, type BirdConfigInput, type CheckedPeer } from "./bird-input.js";
+import { admitPeers, byNetwork, checkLocal, configCidr, routerProtocolName, tryAs, type BirdConfigInput, type CheckedPeer } from "./bird-input.js";
 
 /**
  * The kernel routes twilld installs (proto 150, through datapath.ts) from the routes BIRD
@@ -63,7 +63,7 @@ export function planBirdRoutes(routes: readonly BirdRoute[], config: BirdConfigI
   const owners: Owners = {
     byPrefix: new Map(peers.flatMap((p) => p.subnets.map((s) => [formatCidr(s), p] as const))),
     meshPeer: new Map(config.peering.mode === "mesh" ? peers.map((p) => [p.protocol, p] as const) : []),
-    routers: new Set(config.peering.mode === "routers" ? config.peering.routers.filter((r) => tryIp(r.address)).map((r) => routerProtocolName(r.address)) : []),
+    routers: new Set(config.peering.mode === "routers" ? config.peering.routers.filter((r) => parseIpOrNull(r.address)).map((r) => routerProtocolName(r.address)) : []),
   };
 
   const refused: RefusedRoute[] = [];
@@ -85,12 +85,8 @@ export function planBirdRoutes(routes: readonly BirdRoute[], config: BirdConfigI
 
 /** The route's prefix when it may be installed, else why not. */
 function checkRoute(route: BirdRoute, config: BirdConfigInput, cluster: Cidr[], own: Cidr[], owners: Owners): Cidr | string {
-  let prefix: Cidr;
-  try {
-    prefix = parseCidr(route.prefix);
-  } catch {
-    return "is not a prefix";
-  }
+  const prefix = parseCidrOrNull(route.prefix);
+  if (!prefix) return "is not a prefix";
   if (route.kind !== "unicast") return `is a ${route.kind} route, not a unicast one`;
   if (!cluster.some((c) => covers(c, prefix))) return "is outside the cluster CIDRs";
   if (own.some((s) => overlaps(s, prefix))) return "overlaps this node's own subnet";
@@ -101,7 +97,7 @@ function checkRoute(route: BirdRoute, config: BirdConfigInput, cluster: Cidr[], 
 
   if (route.via === null) return "has no first hop";
   if (route.dev !== config.local.underlayDev) return `leaves by ${route.dev ?? "no device"}, not by the underlay device ${config.local.underlayDev}`;
-  const via = tryIp(route.via);
+  const via = parseIpOrNull(route.via);
   if (!via) return `first hop ${route.via} is not an address`;
   if (via.family !== prefix.family) return `first hop ${route.via} is not IPv${prefix.family}`;
   return prefix;
