@@ -28,6 +28,11 @@ import type { DenyMode } from "./policy/compile.js";
 import { startNetworkPolicy } from "./policy/index.js";
 import { policyReportPath } from "./policy/report.js";
 import { gatherStatus, renderStatus } from "./status.js";
+import { bgpReportPath } from "./backend/bgp/bgp-report.js";
+import type { BgpRouterConfig } from "./types.js";
+
+/** BIRD's files on a bgp node: beside the agent's state, so a restarted twilld finds its BIRD. */
+const birdDir = (stateDir: string): string => `${stateDir}/bird`;
 
 /** What every twilld command is given, flags and TWILL_* variables resolved. */
 export interface CommonOptions {
@@ -68,6 +73,9 @@ export interface RunOptions extends CommonOptions {
   policyDeny: DenyMode;
   /** How often the leak recovery sweeps the IPAM store; 0 turns it off. */
   leakIntervalMs: number;
+  /** bgp backend: this node's AS and routers, over the network config's. */
+  bgpAs?: number;
+  bgpRouters?: BgpRouterConfig[];
 }
 
 /** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
@@ -95,7 +103,18 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     network,
     store,
     kernel,
-    backend: () => createBackend(network, { kernel, logger: log }),
+    backend: () =>
+      createBackend(network, {
+        kernel,
+        logger: log,
+        registry: metrics.registry,
+        bgp: {
+          dir: birdDir(o.stateDir),
+          reportFile: bgpReportPath(o.stateDir),
+          ...(o.bgpAs !== undefined ? { as: o.bgpAs } : {}),
+          ...(o.bgpRouters ? { routers: o.bgpRouters } : {}),
+        },
+      }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,
     ipamStore: o.ipamStore,
@@ -165,7 +184,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
 export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
   const store = createStore(storeOptions(o, logger));
   try {
-    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir), o.ipamStore, leakReportPath(o.stateDir));
+    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir), o.ipamStore, leakReportPath(o.stateDir), bgpReportPath(o.stateDir));
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
     return report.lease !== null && report.datastoreError === undefined;
   } finally {

@@ -64,4 +64,48 @@ describe("parseNetworkConfig", () => {
   it.each(bad)("rejects %s, naming the field and value", (_what, raw, message) => {
     expect(() => parseNetworkConfig(raw)).toThrow(message);
   });
+
+  describe("the bgp backend", () => {
+    const bgp = (backend: Record<string, unknown>) => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "bgp", ...backend } }).backend;
+
+    it("defaults to a node mesh in AS 64512", () => {
+      expect(bgp({}).bgp).toEqual({ mode: "mesh", as: 64512, routers: [] });
+    });
+
+    it("reads routers mode with its routers, canonical addresses", () => {
+      const b = bgp({ Mode: "routers", AS: 65001, Routers: [{ Address: "192.168.77.1", AS: 65000 }, { Address: "FD00:77:0::1", AS: 4200000000 }] });
+      expect(b.bgp).toEqual({ mode: "routers", as: 65001, routers: [{ address: "192.168.77.1", as: 65000 }, { address: "fd00:77::1", as: 4200000000 }] });
+    });
+
+    it("names the field that is wrong", () => {
+      expect(() => bgp({ Mode: "full" })).toThrow(/"Backend.Mode" "full" is not a BGP peering mode/);
+      expect(() => bgp({ AS: 0 })).toThrow(/"Backend.AS" 0 must be an integer from 1 to 4294967295/);
+      expect(() => bgp({ Mode: "routers", Routers: {} })).toThrow(/"Backend.Routers" must be a list/);
+      expect(() => bgp({ Mode: "routers", Routers: [{ Address: "10.0.0.300", AS: 1 }] })).toThrow(/"Backend.Routers\[0\].Address" "10.0.0.300" is not an IP address/);
+      expect(() => bgp({ Mode: "routers", Routers: [{ Address: "10.0.0.1" }] })).toThrow(/"Backend.Routers\[0\].AS" is required/);
+      expect(() => bgp({ Mode: "routers", Routers: [{ Address: "10.0.0.1", AS: 1, Port: 179 }] })).toThrow(/unknown field "Backend.Routers\[0\].Port"/);
+      expect(() => bgp({ Routers: [{ Address: "10.0.0.1", AS: 1 }] })).toThrow(/a node mesh peers with the nodes only/);
+      expect(() => bgp({ VNI: 2 })).toThrow(/unknown field "Backend.VNI"/);
+    });
+
+    it("keeps VXLAN's keys for VXLAN", () => {
+      expect(() => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", Mode: "mesh" } })).toThrow(/unknown field "Backend.Mode"/);
+    });
+  });
+});
+
+describe("twilld's BGP flags", () => {
+  it("reads ADDRESS@AS lists and refuses anything else", async () => {
+    const { parseRouters, parseAs } = await import("./bgp-flags.js");
+    expect(parseRouters("192.168.77.1@65000, FD00:77::1@4200000000")).toEqual([
+      { address: "192.168.77.1", as: 65000 },
+      { address: "fd00:77::1", as: 4200000000 },
+    ]);
+    expect(() => parseRouters("192.168.77.1")).toThrow(/not ADDRESS@AS/);
+    expect(() => parseRouters("192.168.77.1@x")).toThrow(/not ADDRESS@AS/);
+    expect(() => parseRouters("host@65000")).toThrow(/not ADDRESS@AS/);
+    expect(() => parseRouters("192.168.77.1@0")).toThrow(/AS 0 is not an AS number/);
+    expect(parseAs(65001, "--bgp-as")).toBe(65001);
+    expect(() => parseAs(1.5, "--bgp-as")).toThrow(/--bgp-as 1.5/);
+  });
 });

@@ -1,19 +1,24 @@
 import { readFileSync } from "node:fs";
-import { bits, covers, formatCidr, parseCidr, parseIp, type Cidr, type Family } from "../shared/net/cidr.js";
+import { bits, covers, formatCidr, formatIp, parseCidr, parseIp, type Cidr, type Family } from "../shared/net/cidr.js";
 import { ConfigError } from "./errors.js";
-import type { BackendConfig, NetworkConfig } from "./types.js";
+import type { BackendConfig, BgpConfig, NetworkConfig } from "./types.js";
 
 /**
  * The cluster network config, in the shape of flannel's net-conf.json so an existing file
  * keeps working: {"Network", "IPv6Network", "SubnetLen", "IPv6SubnetLen", "SubnetMin",
- * "SubnetMax", "Backend": {"Type", "VNI", "Port"}, "IPMasq"}. Validation is strict where
+ * "SubnetMax", "Backend": {"Type", "VNI", "Port"}, "IPMasq"}; the bgp backend's own keys are
+ * "Backend": {"Type": "bgp", "Mode", "AS", "Routers"}. Validation is strict where
  * flannel is lenient: an unknown key, a CIDR with host bits or a subnet length that leaves no
  * room is an error naming the field and the value, before anything is claimed or written.
  */
 
 export const DEFAULT_VNI = 1;
 export const DEFAULT_VXLAN_PORT = 4789;
-const BACKEND_TYPES: readonly BackendConfig["type"][] = ["vxlan", "host-gw", "auto"];
+const BACKEND_TYPES: readonly BackendConfig["type"][] = ["vxlan", "host-gw", "auto", "bgp"];
+/** The cluster's AS in a node mesh, and every node's in routers mode unless set: the first private 16-bit AS, as Calico's. */
+export const DEFAULT_BGP_AS = 64512;
+/** The largest 4-byte AS number (RFC 6793). */
+export const AS_MAX = 4294967295;
 const TOP_KEYS = [
   "Network",
   "IPv6Network",
@@ -29,6 +34,8 @@ const TOP_KEYS = [
   "EnableNFTables",
 ];
 const BACKEND_KEYS = ["Type", "VNI", "Port"];
+const BGP_KEYS = ["Type", "Mode", "AS", "Routers"];
+const ROUTER_KEYS = ["Address", "AS"];
 /** The longest node subnet that still leaves a gateway and one pod address. */
 const LONGEST_SUBNET: Record<Family, number> = { 4: 30, 6: 126 };
 
@@ -136,18 +143,51 @@ function familyNetwork(
 function parseBackend(raw: unknown): BackendConfig {
   if (raw === undefined) return { type: "vxlan", vni: DEFAULT_VNI, port: DEFAULT_VXLAN_PORT };
   const b = asObject(raw, '"Backend"');
-  unknownKeys(b, BACKEND_KEYS, "Backend.");
   const type = b.Type ?? "vxlan";
   if (typeof type !== "string" || !(BACKEND_TYPES as readonly string[]).includes(type)) {
     throw new ConfigError(
       `"Backend.Type" ${JSON.stringify(type)} is not a known backend (${BACKEND_TYPES.join(", ")})`,
     );
   }
+  if (type === "bgp") {
+    unknownKeys(b, BGP_KEYS, "Backend.");
+    return { type, vni: DEFAULT_VNI, port: DEFAULT_VXLAN_PORT, bgp: parseBgp(b) };
+  }
+  unknownKeys(b, BACKEND_KEYS, "Backend.");
   return {
     type: type as BackendConfig["type"],
     vni: intField(b, "VNI", "Backend.VNI", 1, 0xffffff) ?? DEFAULT_VNI,
     port: intField(b, "Port", "Backend.Port", 1, 65535) ?? DEFAULT_VXLAN_PORT,
   };
+}
+
+/** `{"Type": "bgp", "Mode": "mesh"|"routers", "AS": 64512, "Routers": [{"Address", "AS"}]}`. */
+function parseBgp(b: Record<string, unknown>): BgpConfig {
+  const mode = b.Mode ?? "mesh";
+  if (mode !== "mesh" && mode !== "routers") {
+    throw new ConfigError(`"Backend.Mode" ${JSON.stringify(mode)} is not a BGP peering mode (mesh, routers)`);
+  }
+  const routersRaw = b.Routers ?? [];
+  if (!Array.isArray(routersRaw)) throw new ConfigError(`"Backend.Routers" must be a list of {"Address", "AS"}`);
+  if (mode === "mesh" && routersRaw.length > 0) {
+    throw new ConfigError('"Backend.Routers" is for "Mode": "routers"; a node mesh peers with the nodes only');
+  }
+  const routers = routersRaw.map((r, i) => {
+    const name = `Backend.Routers[${i}]`;
+    const o = asObject(r, `"${name}"`);
+    unknownKeys(o, ROUTER_KEYS, `${name}.`);
+    if (typeof o.Address !== "string") throw new ConfigError(`"${name}.Address" ${JSON.stringify(o.Address)} is not an IP address`);
+    let ip: { family: Family; value: bigint };
+    try {
+      ip = parseIp(o.Address);
+    } catch {
+      throw new ConfigError(`"${name}.Address" ${JSON.stringify(o.Address)} is not an IP address`);
+    }
+    const as = intField(o, "AS", `${name}.AS`, 1, AS_MAX);
+    if (as === undefined) throw new ConfigError(`"${name}.AS" is required`);
+    return { address: formatIp(ip.family, ip.value), as };
+  });
+  return { mode, as: intField(b, "AS", "Backend.AS", 1, AS_MAX) ?? DEFAULT_BGP_AS, routers };
 }
 
 /** SubnetMin/SubnetMax: an address or CIDR inside the network, taken as the node subnet holding it. */

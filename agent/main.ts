@@ -11,6 +11,7 @@ import { parseDuration } from "./durations.js";
 import { ignoredEnv, withEnvDefaults } from "./env.js";
 import { errorMessage } from "./errors.js";
 import { checkListenAddress } from "./http.js";
+import { parseAs, parseRouters } from "./bgp-flags.js";
 
 // twilld: the node agent (`run`) and its admin CLI. Flags wire into agent/commands.ts; every
 // flag can also come from the environment as TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_DATASTORE, ...);
@@ -50,6 +51,8 @@ const runFlags = {
   "network-policy": { type: "boolean", default: true, describe: "Enforce NetworkPolicy for this node's pods (kubernetes datastore)" },
   bridge: { type: "string", default: "cni0", describe: "The pod bridge (the plugin's \"bridge\"), whose same-node traffic policy filters" },
   "policy-deny": { choices: ["reject", "drop"] as const, default: "reject" as const, describe: "What a packet NetworkPolicy denies gets: a TCP reset or ICMP prohibited (the client fails at once), or nothing" },
+  "bgp-as": { type: "number", describe: "bgp backend: this node's AS (routers mode: its own or its rack's) [default: the network config's Backend.AS]" },
+  "bgp-routers": { type: "string", describe: 'bgp backend, routers mode: the routers this node peers with, "ADDRESS@AS,..." [default: the network config\'s Backend.Routers]' },
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
@@ -123,6 +126,8 @@ async function runCommand(): Promise<number> {
             policyLogDropsPerSecond: Math.max(0, Math.floor(a["policy-log-drops"])),
             policyDeny: a["policy-deny"],
             leakIntervalMs: a["leak-interval"] === "0" ? 0 : parseDuration(a["leak-interval"], "--leak-interval"),
+            ...(a["bgp-as"] !== undefined ? { bgpAs: parseAs(a["bgp-as"], "--bgp-as") } : {}),
+            ...(a["bgp-routers"] !== undefined ? { bgpRouters: parseRouters(a["bgp-routers"]) } : {}),
           },
           logger,
         );

@@ -75,6 +75,9 @@ describe("peer admission", () => {
     expect(reasonFor(peer("evil", {}, { vni: "1" }))).toMatch(/VNI "1"/);
     expect(reasonFor(peer("evil", {}, { port: 0 }))).toMatch(/VXLAN port 0/);
     expect(reasonFor(peer("evil", {}, { underlayMTU: 1e9 }))).toMatch(/underlay MTU/);
+    expect(reasonFor(peer("evil", {}, { as: 0 }))).toMatch(/BGP AS 0 is not an AS number/);
+    expect(reasonFor(peer("evil", {}, { as: 2 ** 32 }))).toMatch(/BGP AS/);
+    expect(admit(peer("ok", {}, { type: "bgp", as: 65001 })).refused).toEqual([]);
     expect(reasonFor(peer("evil", {}, { underlayIPs: "192.168.90.12" }))).toMatch(/underlay addresses/);
     expect(reasonFor(peer("evil", {}, { underlayIPs: ["192.168.90.12", "x"] }))).toMatch(/underlay address "x"/);
     expect(reasonFor(peer("evil", {}, { type: "vxlan; rm" }))).toMatch(/backend type/);

@@ -6,6 +6,7 @@ import { peersOf } from "./leases.js";
 import { readLeakReport, renderLeakReport, type LeakReport } from "./ipam/report.js";
 import { readPolicyReport, renderPolicyReport, type PolicyReport } from "./policy/report.js";
 import { renderTable } from "./table.js";
+import { readBgpReport, renderBgpReport, type BgpReport } from "./backend/bgp/bgp-report.js";
 import { findStalePods, type StalePod } from "./stale-subnet.js";
 import type { NodeLease, SubnetStore, UnreadableRecord } from "./types.js";
 
@@ -27,6 +28,8 @@ export interface StatusReport {
   policy?: PolicyReport | null;
   /** The running agent's last leak sweep; null when it wrote none. */
   leaks?: LeakReport | null;
+  /** bgp backend: BIRD and every BGP session, as of the agent's last poll; null when it wrote none. */
+  bgp?: BgpReport | null;
   /** Datastore records that cannot be decoded (claims count as taken). */
   unreadable: UnreadableRecord[];
   /** Pods whose addresses lie outside the node's current subnets: they need a restart. */
@@ -48,6 +51,7 @@ export async function gatherStatus(
   policyPath?: string,
   ipamStore?: string,
   leakPath?: string,
+  bgpPath?: string,
 ): Promise<StatusReport> {
   let info: SubnetInfo | null = null;
   let fileError: string | undefined;
@@ -73,6 +77,7 @@ export async function gatherStatus(
     ...report,
     ...(policyPath ? { policy: readPolicyReport(policyPath) } : {}),
     ...(leakPath ? { leaks: readLeakReport(leakPath) } : {}),
+    ...(bgpPath && datapath?.backend === "bgp" ? { bgp: readBgpReport(bgpPath) } : {}),
   };
 }
 
@@ -138,6 +143,7 @@ export function renderStatus(r: StatusReport, now: number): string {
   for (const w of r.warnings) out.push(`Warning:      ${w}`);
   if (r.policy !== undefined) out.push(...renderPolicyReport(r.policy, now));
   if (r.leaks) out.push(...renderLeakReport(r.leaks, now));
+  if (r.bgp) out.push(...renderBgpReport(r.bgp, now));
   out.push("");
   if (r.peers.length === 0) {
     out.push(r.datastoreError ? "Peers: unknown" : "Peers: none");
@@ -167,6 +173,7 @@ export function backendText(l: Pick<NodeLease, "backend">): string {
   const parts = [b.type];
   if (b.vtepMAC) parts.push(`vtep ${b.vtepMAC}`);
   if (b.vni !== undefined) parts.push(`vni ${b.vni}`);
+  if (b.as !== undefined) parts.push(`as ${b.as}`);
   if (b.underlayMTU !== undefined) parts.push(`mtu ${b.underlayMTU}`);
   return parts.join(" ");
 }

@@ -18,6 +18,8 @@ export interface BackendData {
    * for pods of the other family on a dual-stack underlay (an IPv6 one may be link-local).
    */
   underlayIPs?: string[];
+  /** bgp: the AS this node's announcements originate from (routers mode: its own or its rack's). */
+  as?: number;
 }
 
 /** One node's claim on the cluster network, as every peer sees it. */
@@ -35,9 +37,28 @@ export interface NodeLease {
 }
 
 export interface BackendConfig {
-  type: "vxlan" | "host-gw" | "auto";
+  type: "vxlan" | "host-gw" | "auto" | "bgp";
   vni: number;
   port: number;
+  /** bgp only: how nodes peer, and the AS. */
+  bgp?: BgpConfig;
+}
+
+/** A BGP router a node peers with (its top-of-rack): the address and the router's AS. */
+export interface BgpRouterConfig {
+  address: string;
+  as: number;
+}
+
+/**
+ * The bgp backend's cluster-wide settings (net-conf `Backend`): `mesh`, every node peers with
+ * every other in one AS (iBGP); `routers`, every node peers with the routers listed, in its
+ * own AS. A node may override the AS and the routers (twilld's --bgp-as, --bgp-routers).
+ */
+export interface BgpConfig {
+  mode: "mesh" | "routers";
+  as: number;
+  routers: BgpRouterConfig[];
 }
 
 /** The cluster network config (a JSON file; a ConfigMap in a cluster), validated. */

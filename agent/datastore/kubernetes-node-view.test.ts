@@ -100,6 +100,7 @@ describe("decodeBackend", () => {
     const full = { type: "vxlan", vtepMAC: "02:00:00:00:00:01", vni: 16777215, port: 4789, underlayMTU: 9000, underlayIPs: ["192.0.2.1", "fe80::1"] };
     expect(decode({ ...full, extra: { deep: true } })).toEqual({ ok: true, backend: full });
     expect(decode({}, "host-gw")).toEqual({ ok: true, backend: { type: "host-gw" } });
+    expect(decode({ type: "bgp", as: 4294967295 }, "bgp")).toEqual({ ok: true, backend: { type: "bgp", as: 4294967295 } });
     expect(decodeBackend({})).toBeNull();
   });
 
@@ -113,6 +114,8 @@ describe("decodeBackend", () => {
       [{ port: 65536 }, /field "port"/],
       [{ underlayMTU: 67 }, /field "underlayMTU" is 67/],
       [{ underlayMTU: null }, /field "underlayMTU" is null/],
+      [{ as: 0 }, /field "as" is 0, not an AS number/],
+      [{ as: "65001" }, /field "as" is "65001"/],
       [{ underlayIPs: "192.0.2.1" }, /field "underlayIPs" is "192\.0\.2\.1", not a list of strings/],
       [{ underlayIPs: ["192.0.2.1", 7] }, /field "underlayIPs"/],
       [{ type: 3 }, /field "type" is 3, not a backend name/],

@@ -1,4 +1,5 @@
 import { canonicalCidrOrSelf, covers, formatCidr, parseCidr, parseCidrOrNull } from "../../shared/net/cidr.js";
+import { AS_MAX } from "../config.js";
 import { oncePer } from "../../shared/memo.js";
 import { DatastoreError } from "../errors.js";
 import type { BackendData, NetworkConfig } from "../types.js";
@@ -132,6 +133,7 @@ const BACKEND_FIELDS: Record<Exclude<keyof BackendData, "type">, { ok: (v: unkno
   port: { ok: (v) => intIn(v, 1, 65535), want: "an integer from 1 to 65535" },
   underlayMTU: { ok: (v) => intIn(v, 68, 65535), want: "an integer from 68 to 65535" },
   underlayIPs: { ok: (v) => Array.isArray(v) && v.every((a) => typeof a === "string"), want: "a list of strings" },
+  as: { ok: (v) => intIn(v, 1, AS_MAX), want: `an AS number from 1 to ${AS_MAX}` },
 };
 
 const shown = (v: unknown): string => {

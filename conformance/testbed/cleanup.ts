@@ -1,4 +1,4 @@
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { deleteNetnsSync } from "../../testkit/netns.js";
 
 /**
@@ -8,6 +8,11 @@ import { deleteNetnsSync } from "../../testkit/netns.js";
  */
 export interface Resources {
   pids: Set<number>;
+  /**
+   * PID files of daemons the testbed's own processes start (a node's BIRD, started by its
+   * twilld, outlives it): each PID is killed only while its command line names the file.
+   */
+  pidFiles: Set<string>;
   namespaces: Set<string>;
   dirs: Set<string>;
 }
@@ -16,7 +21,7 @@ const live = new Set<Resources>();
 let hooked = false;
 
 export function trackResources(): Resources {
-  const r: Resources = { pids: new Set(), namespaces: new Set(), dirs: new Set() };
+  const r: Resources = { pids: new Set(), pidFiles: new Set(), namespaces: new Set(), dirs: new Set() };
   live.add(r);
   hook();
   return r;
@@ -26,17 +31,16 @@ export function trackResources(): Resources {
 export const untrack = (r: Resources): boolean => live.delete(r);
 
 export function releaseSync(r: Resources): void {
-  for (const pid of r.pids) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
+  for (const pid of r.pids) kill(pid);
+  for (const file of r.pidFiles) {
+    const pid = pidFromFile(file);
+    if (pid !== null) kill(pid);
   }
   // Namespaces in reverse: pods before nodes before the switch.
   for (const ns of [...r.namespaces].reverse()) deleteNetnsSync(ns);
   for (const d of r.dirs) rmSync(d, { recursive: true, force: true });
   r.pids.clear();
+  r.pidFiles.clear();
   r.namespaces.clear();
   r.dirs.clear();
   live.delete(r);
@@ -53,5 +57,26 @@ function hook(): void {
       for (const r of [...live]) releaseSync(r);
       process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
     });
+  }
+}
+
+function kill(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // Already gone.
+  }
+}
+
+/** The PID a daemon wrote to `file`, when that process is still the one started with the file. */
+export function pidFromFile(file: string): number | null {
+  try {
+    const pid = Number(readFileSync(file, "utf8").trim());
+    if (!Number.isSafeInteger(pid) || pid <= 1) return null;
+    // A PID reused by another process since: its command line does not name the file.
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return cmdline.includes(file) ? pid : null;
+  } catch {
+    return null;
   }
 }

@@ -8,7 +8,7 @@ import { InprocAgents } from "./inproc-agents.js";
 import { TwilldCluster } from "./twilld-agent.js";
 import { addNetns, deleteNetns, ipIn, listNetns } from "../../testkit/netns.js";
 import { podNetConf, resultIps, runCni, type PluginKind } from "../../testkit/pods.js";
-import { attachNode, createUnderlay, type Segment, type Underlay, type UnderlayFamily, type UnderlayOptions } from "./topology.js";
+import { attachNode, createUnderlay, SEGMENTS, type Segment, type Underlay, type UnderlayFamily, type UnderlayOptions } from "./topology.js";
 import { startEcho, type EchoServer } from "./traffic.js";
 
 /**
@@ -21,6 +21,12 @@ import { startEcho, type EchoServer } from "./traffic.js";
 export interface TestbedOptions {
   nodes?: number;
   backend?: BackendConfig["type"];
+  /**
+   * bgp backend: `routers` (the default) makes the underlay's router a BGP router (FRR, AS
+   * 65000) and every node peer with its segment's leg of it in an AS of its own (65000 + its
+   * number); `mesh` peers the nodes with each other (iBGP, AS 64512).
+   */
+  bgpMode?: "mesh" | "routers";
   /** 1-based node numbers placed on segment "b", behind the router. */
   remoteNodes?: number[];
   /**
@@ -64,6 +70,8 @@ export interface TestNode {
   subnets: string[];
   dir: string;
   subnetFile: string;
+  /** More flags for its twilld. */
+  args?: string[];
 }
 
 export interface Pod {
@@ -76,6 +84,9 @@ export interface Pod {
 }
 
 export type IpFamily = UnderlayFamily;
+/** The bgp testbed's ASes: the nodes' in a mesh, the router's, and node N's in routers mode (ROUTER + N). */
+export const BGP_MESH_AS = 64512;
+export const BGP_ROUTER_AS = 65000;
 export const DEFAULT_CLUSTER_CIDR6 = "fd00:10:244::/56";
 
 let counter = 0;
@@ -119,7 +130,10 @@ export class Testbed {
     const network: NetworkConfig = {
       clusterCIDRs: [v4, v6].filter((c) => c !== null),
       subnetLen: { ...(v4 ? { 4: 24 } : {}), ...(v6 ? { 6: 64 } : {}) },
-      backend: { type: o.backend ?? "vxlan", vni: 1, port: 4789 },
+      backend: {
+        type: o.backend ?? "vxlan", vni: 1, port: 4789,
+        ...(o.backend === "bgp" ? { bgp: { mode: o.bgpMode ?? "routers", as: BGP_MESH_AS, routers: [] } } : {}),
+      },
       ipMasq: o.ipMasq ?? true,
     };
     const progress = o.progress ?? (() => {});
@@ -149,6 +163,7 @@ export class Testbed {
       mkdirSync(dir, { recursive: true });
       this.nodes.push({
         name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip, ...(u.ip6 ? { ip6: u.ip6 } : {}),
+        ...(this.network.backend.bgp?.mode === "routers" ? { args: bgpRouterArgs(i, segment, underlay.family) } : {}),
         // Known once its agent holds a lease.
         subnets: [],
         dir, subnetFile: join(dir, "subnet.json"),
@@ -238,4 +253,11 @@ export async function removeByPrefix(prefix: string): Promise<string[]> {
   const names = (await listNetns(prefix)).reverse();
   for (const ns of names) await deleteNetns(ns);
   return names;
+}
+
+/** A node's twilld flags in routers mode: its own AS, and its segment's router leg per family. */
+function bgpRouterArgs(index: number, segment: Segment, family: UnderlayFamily): string[] {
+  const { prefix, prefix6 } = SEGMENTS[segment];
+  const legs = [...(family !== 6 ? [`${prefix}.1`] : []), ...(family !== 4 ? [`${prefix6}:1`] : [])];
+  return ["--bgp-as", String(BGP_ROUTER_AS + index), "--bgp-routers", legs.map((a) => `${a}@${BGP_ROUTER_AS}`).join(",")];
 }

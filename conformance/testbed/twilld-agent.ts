@@ -21,6 +21,8 @@ export interface TwilldNode {
   ns: string;
   dir: string;
   subnetFile: string;
+  /** More flags for this node's twilld (the bgp backend's --bgp-as, --bgp-routers). */
+  args?: string[];
 }
 
 const METRICS_ADDR = "127.0.0.1:9402";
@@ -39,6 +41,7 @@ export class TwilldCluster {
   private readonly running = new Map<string, Running>();
   readonly storeDir: string;
   readonly netConf: string;
+  private readonly bgp: boolean;
 
   constructor(
     network: NetworkConfig,
@@ -48,6 +51,7 @@ export class TwilldCluster {
   ) {
     this.storeDir = join(dir, "store");
     this.netConf = join(dir, "net-conf.json");
+    this.bgp = network.backend.type === "bgp";
     writeFileSync(this.netConf, JSON.stringify(netConfFile(network), null, 2) + "\n");
   }
 
@@ -66,7 +70,7 @@ export class TwilldCluster {
         "--state-dir", node.dir, "--subnet-file", node.subnetFile, "--net-conf", this.netConf, "--iface", "eth0",
         "--metrics-addr", METRICS_ADDR, "--resync", `${this.resyncMs}ms`, "--log-level", "info",
         // The node's own IPAM store (where its pods' addresses are), never the machine's.
-        "--ipam-store", podIpamStore(node)], fd);
+        "--ipam-store", podIpamStore(node), ...(node.args ?? [])], fd);
     } finally {
       closeSync(fd);
     }
@@ -77,6 +81,8 @@ export class TwilldCluster {
     });
     this.running.set(node.name, run);
     this.res.pids.add(run.pid);
+    // A bgp node's twilld starts BIRD, which outlives it on purpose: the teardown stops it.
+    if (this.bgp) this.res.pidFiles.add(join(node.dir, "bird", "bird.pid"));
     await waitUntilReady(
       { name: `twilld on ${node.name}`, exited: () => run.exit ?? undefined, logTail: (lines) => fileTail(logFile, lines) },
       "ready",
@@ -138,7 +144,9 @@ export function netConfFile(n: NetworkConfig): Record<string, unknown> {
   return {
     ...(v4 ? { Network: v4, SubnetLen: n.subnetLen[4] ?? 24 } : { EnableIPv4: false }),
     ...(v6 ? { EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: n.subnetLen[6] ?? 64 } : {}),
-    Backend: { Type: n.backend.type, VNI: n.backend.vni, Port: n.backend.port },
+    Backend: n.backend.bgp
+      ? { Type: "bgp", Mode: n.backend.bgp.mode, AS: n.backend.bgp.as, ...(n.backend.bgp.routers.length ? { Routers: n.backend.bgp.routers.map((r) => ({ Address: r.address, AS: r.as })) } : {}) }
+      : { Type: n.backend.type, VNI: n.backend.vni, Port: n.backend.port },
     IPMasq: n.ipMasq,
   };
 }

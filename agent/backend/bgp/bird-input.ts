@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { covers, formatCidr, formatIp, lastAddress, overlaps, parseCidrOrNull, parseIp, parseIpOrNull, type Cidr, type Family } from "../../../shared/net/cidr.js";
+import { AS_MAX } from "../../config.js";
 import { ConfigError } from "../../errors.js";
 
 /**
@@ -64,7 +65,6 @@ const SYMBOL_MAX = 64;
 const IMPORT_SUFFIX = "_import4";
 /** Room a peer protocol's name leaves for its filters' suffix. */
 const PROTOCOL_MAX = SYMBOL_MAX - IMPORT_SUFFIX.length;
-const AS_MAX = 4294967295;
 
 
 /**
