@@ -1,9 +1,14 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { BirdControl } from "../../agent/backend/bgp/bird-control.js";
+import { pidFromFile } from "./cleanup.js";
 import { listOwnedRoutes } from "../../testkit/iproute.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import { until } from "../../testkit/until.js";
-import { failures, reachability } from "./matrix.js";
-import { Testbed, type TestbedOptions } from "./testbed.js";
+import { failures, podAddress, reachability } from "./matrix.js";
+import { Testbed, type Pod, type TestbedOptions, type TestNode } from "./testbed.js";
+import { ping } from "./traffic.js";
 
 /**
  * The bgp backend end to end: the real twilld on every node, each running its BIRD, pods
@@ -24,11 +29,11 @@ async function cluster(o: TestbedOptions): Promise<Testbed> {
   return tb;
 }
 
-/** Waits until every node has a route to every other node's subnets. */
-async function converged(t: Testbed): Promise<void> {
+/** Waits until every node (of `nodes`) has a route to every other one's subnets. */
+async function converged(t: Testbed, nodes: readonly TestNode[] = t.nodes): Promise<void> {
   await until("every node routes every other node's subnets", async () => {
-    for (const n of t.nodes) {
-      const want = t.nodes.filter((o) => o !== n).flatMap((o) => o.subnets).sort();
+    for (const n of nodes) {
+      const want = nodes.filter((o) => o !== n).flatMap((o) => o.subnets).sort();
       const have = (await listOwnedRoutes(t.ip(n))).map((r) => r.dst).sort();
       if (have.join() !== want.join()) return false;
     }
@@ -53,5 +58,85 @@ describe("bgp, node mesh on one segment (dual-stack)", () => {
     const status = await t.twilld!.status(n1);
     expect(status).toMatch(/BGP sessions \(2\):/);
     for (const n of t.nodes.filter((n) => n !== n1)) expect(status).toMatch(new RegExp(`${n.name}\\s+${n.ip}\\s+64512\\s+Established`));
+  });
+});
+
+/** Pings every 50 ms for `count` packets; resolves with how many were sent and answered. */
+async function stream(from: Pod, to: Pod, count: number): Promise<{ sent: number; received: number; output: string }> {
+  const r = await ping(from.ns, podAddress(to), { count, intervalS: 0.05, timeoutS: 1 });
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.output);
+  if (!m) throw new Error(`no ping summary: ${r.output}`);
+  return { sent: Number(m[1]), received: Number(m[2]), output: r.output };
+}
+
+describe("bgp, node mesh: joins, leaves, restarts and lies", () => {
+  it("a node joining is routed by every other node, and withdrawn when it leaves", async () => {
+    tb = await Testbed.create({ agent: "twilld", backend: "bgp", bgpMode: "mesh", nodes: 4, resyncMs: 2_000 });
+    const [n1, n2, n3, n4] = tb.nodes as [TestNode, TestNode, TestNode, TestNode];
+    await tb.startAgents([n1, n2, n3]);
+    await converged(tb, [n1, n2, n3]);
+    await tb.startAgents([n4]);
+    const p1 = await tb.addPod(n1);
+    const p4 = await tb.addPod(n4);
+    await converged(tb);
+    expect(failures(await reachability([p1, p4]))).toEqual([]);
+    await tb.leave(n4);
+    await until("every other node withdrew node-4's subnet", async () => {
+      for (const n of [n1, n2, n3]) if ((await listOwnedRoutes(tb!.ip(n))).some((r) => n4.subnets.includes(r.dst))) return false;
+      return true;
+    }, 30_000);
+  });
+
+  it("twilld or BIRD killed on a node: traffic to its pods keeps flowing, and both come back", async () => {
+    const t = await cluster({ nodes: 3, bgpMode: "mesh" });
+    await converged(t);
+    const [p1, p2] = t.pods as [Pod, Pod];
+    const n2 = t.node("node-2");
+
+    // twilld killed and started again: BIRD runs on, and the new twilld adopts it.
+    const flowing = stream(p1, p2, 120);
+    await t.twilld!.kill(n2.name);
+    await t.startAgents([n2]);
+    const afterAgent = await flowing;
+    expect(afterAgent.received, afterAgent.output).toBe(afterAgent.sent);
+    expect(t.twilld!.logged(n2, "Adopted running BIRD")).toHaveLength(1);
+
+    // BIRD killed: the peers keep node-2's routes (graceful restart), node-2 keeps the ones it
+    // installed while its BIRD is away, and twilld starts BIRD again with -R.
+    const birdPid = pidFromFile(join(n2.dir, "bird", "bird.pid"));
+    expect(birdPid).not.toBeNull();
+    const flowing2 = stream(p1, p2, 120);
+    process.kill(birdPid!, "SIGKILL");
+    const afterBird = await flowing2;
+    expect(afterBird.received, afterBird.output).toBe(afterBird.sent);
+    const restarted = await until("twilld restarted BIRD with -R", () => t.twilld!.logged(n2, "Started BIRD").find((l) => l.gracefulRestart === true));
+    expect(restarted).toBeTruthy();
+    await until("node-2's sessions are up again", async () => /BGP sessions \(2\):[\s\S]*Established[\s\S]*Established/.test(await t.twilld!.status(n2)), 30_000);
+    expect(failures(await reachability(t.pods))).toEqual([]);
+  });
+
+  it("a node announcing a prefix outside the cluster, or another node's subnet, is refused and reported", async () => {
+    const t = await cluster({ nodes: 3, bgpMode: "mesh" });
+    await converged(t);
+    const [n1, n2, n3] = t.nodes as [TestNode, TestNode, TestNode];
+    // node-3's BIRD made to lie: its file also announces a prefix outside the cluster and node-1's subnet.
+    const conf = join(n3.dir, "bird", "bird.conf");
+    const lies = ["198.51.100.0/24", n1.subnets[0]!];
+    writeFileSync(conf, readFileSync(conf, "utf8").replace(/(protocol static twill_pods4 \{ ipv4;)/, `$1${lies.map((p) => ` route ${p} unreachable;`).join("")}`));
+    const control = new BirdControl(join(n3.dir, "bird", "bird.ctl"));
+    try {
+      expect(await control.request("configure")).toMatch(/^0003 /m);
+    } finally {
+      control.close();
+    }
+    const status = await until("node-2 reports both refusals", async () => {
+      const s = await t.twilld!.status(n2);
+      return s.includes("route 198.51.100.0/24 from mesh_node_3: is outside the cluster CIDRs") && s.includes(`route ${n1.subnets[0]} from mesh_node_3: is not leased to node-3`) ? s : false;
+    }, 30_000);
+    expect(status).toMatch(/mesh_node_3/);
+    const routes = await listOwnedRoutes(t.ip(n2));
+    expect(routes.find((r) => r.dst === "198.51.100.0/24")).toBeUndefined();
+    expect(routes.find((r) => r.dst === n1.subnets[0])).toMatchObject({ via: n1.ip });
+    expect(failures(await reachability(t.pods))).toEqual([]);
   });
 });

@@ -105,6 +105,16 @@ export class TwilldCluster {
     this.res.pids.delete(run.pid);
   }
 
+  /** Kills the agent with SIGKILL, as a crash would; nothing is cleaned up. */
+  async kill(name: string): Promise<void> {
+    const run = this.running.get(name);
+    if (!run) return;
+    this.running.delete(name);
+    if (!run.exit) run.child.kill("SIGKILL");
+    await run.exited;
+    this.res.pids.delete(run.pid);
+  }
+
   /** The node leaves: agent stopped, its lease released in the shared datastore. */
   async leave(name: string): Promise<void> {
     await this.stop(name);

@@ -1,7 +1,10 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { parseRoutes } from "./bird-answers.js";
 import type { NetworkConfig, NodeLease } from "../../types.js";
 import { renderBirdConfig } from "./bird-config.js";
-import { birdInput, nodePeering, routerIdFor } from "./bgp-backend.js";
+import { birdInput, filteredRefusals, nodePeering, routerIdFor } from "./bgp-backend.js";
 
 describe("routerIdFor", () => {
   it("is the node's IPv4 underlay address when it has one", () => {
@@ -50,5 +53,31 @@ describe("birdInput", () => {
     expect(config.text).toMatch(/net = 10\.244\.2\.0\/24 && bgp_path\.last = 65002/);
     // A peer that published no AS cannot be told from a hijack: refused, not trusted.
     expect(config.refused).toEqual([{ subject: "node-3", reason: expect.stringMatching(/AS undefined is not a 32-bit AS number/) }]);
+  });
+});
+
+describe("filteredRefusals", () => {
+  const fixture = readFileSync(join(import.meta.dirname, "fixtures", "mesh-show-route-filtered-all.txt"), "utf8");
+  const input = {
+    nodeName: "node-1",
+    clusterCIDRs: ["10.244.0.0/16", "fd10:244::/32"],
+    local: { routerId: "192.0.2.11", addresses: ["192.0.2.11", "2001:db8::11"], underlayDev: "eth0", subnets: ["10.244.1.0/24", "fd10:244:1::/64"], as: 64512 },
+    peering: { mode: "mesh" as const },
+    peers: [2, 3].map((i) => ({ nodeName: `node-${i}`, address: `192.0.2.1${i}`, subnets: [`10.244.${i}.0/24`, `fd10:244:${i}::/64`] })),
+  };
+
+  it("gives each route BIRD's filter refused twilld's own reason", () => {
+    const refused = filteredRefusals(parseRoutes(fixture, "show route filtered all"), input);
+    expect(refused.map((r) => [r.prefix, r.protocol, r.reason])).toEqual([
+      // BIRD's best route for a prefix is looked at first.
+      ["198.51.100.0/24", "mesh_node_2", "is outside the cluster CIDRs"],
+      ["10.244.1.0/24", "mesh_node_2", "overlaps this node's own subnet"],
+    ]);
+  });
+
+  it("says when only an older filter refused a route the leases now allow", () => {
+    const route = parseRoutes(fixture, "show route filtered all").filter((r) => r.prefix === "198.51.100.0/24");
+    const wider = { ...input, clusterCIDRs: [...input.clusterCIDRs, "198.51.100.0/24"], peers: [{ ...input.peers[0]!, subnets: ["198.51.100.0/24"] }] };
+    expect(filteredRefusals(route, wider)).toEqual([expect.objectContaining({ prefix: "198.51.100.0/24", reason: expect.stringMatching(/older leases/) })]);
   });
 });

@@ -10,7 +10,7 @@ import type { Backend, BackendData, BgpConfig, BgpRouterConfig, LocalNode, Netwo
 import { hostGw } from "../host-gw.js";
 import { underlayAddresses } from "../kind.js";
 import { planDatapath } from "../plan.js";
-import { parseProtocols, parseRoutes, parseStatus, type BirdProtocol, type BirdStatus } from "./bird-answers.js";
+import { parseProtocols, parseRoutes, parseStatus, type BirdProtocol, type BirdRoute, type BirdStatus } from "./bird-answers.js";
 import { renderBirdConfig, type BirdConfigInput, type BirdSession, type Refusal } from "./bird-config.js";
 import { BirdControl } from "./bird-control.js";
 import { planBirdRoutes, routesToInstall, type RefusedRoute } from "./bird-routes.js";
@@ -192,12 +192,16 @@ export class BgpBackend implements Backend {
     const input = this.input;
     if (!input) return 0;
     const { kernel, logger } = this.deps;
-    const [status, routes] = await Promise.all([this.ask("show status", parseStatus), this.ask("show route all", (a) => parseRoutes(a))]);
+    const [status, routes, filtered] = await Promise.all([
+      this.ask("show status", parseStatus),
+      this.ask("show route all", (a) => parseRoutes(a)),
+      this.ask("show route filtered all", (a) => parseRoutes(a, "show route filtered all")),
+    ]);
     const installed = await kernel.ownedRoutes();
     let wanted: RouteSpec[] = installed;
     if (status && routes) {
       const plan = planBirdRoutes(routes, input);
-      this.noteRefusedRoutes(plan.refused);
+      this.noteRefusedRoutes([...plan.refused, ...filteredRefusals(filtered ?? [], input)]);
       wanted = routesToInstall(plan.routes, installed, status);
     }
     const changes = planDatapath({ routes: wanted, neighbors: [], fdb: [] }, { routes: installed, neighbors: [], fdb: [] });
@@ -288,6 +292,22 @@ export class BgpBackend implements Backend {
       return null;
     }
   }
+}
+
+/**
+ * Routes BIRD's import filters refused (kept by `import keep filtered`), each with the reason
+ * twilld's own check gives; a route the check would take was refused by a filter rendered from
+ * other leases (the file BIRD runs is older than the leases).
+ */
+export function filteredRefusals(filtered: readonly BirdRoute[], input: BirdConfigInput): RefusedRoute[] {
+  const plan = planBirdRoutes(filtered, input);
+  const taken = new Set(plan.routes.map((r) => r.dst));
+  return [
+    ...plan.refused,
+    ...filtered
+      .filter((r) => taken.has(r.prefix))
+      .map((r) => ({ prefix: r.prefix, protocol: r.protocol, via: r.via, dev: r.dev, reason: "refused by BIRD's import filter, rendered from older leases" })),
+  ];
 }
 
 /** What moves when BIRD's BGP routes change: per BGP channel, routes held and import updates/withdraws seen. */
