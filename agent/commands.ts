@@ -30,9 +30,7 @@ import { policyReportPath } from "./policy/report.js";
 import { gatherStatus, renderStatus } from "./status.js";
 import { bgpReportPath } from "./backend/bgp/bgp-report.js";
 import type { BgpRouterConfig } from "./types.js";
-
-/** BIRD's files on a bgp node: beside the agent's state, so a restarted twilld finds its BIRD. */
-const birdDir = (stateDir: string): string => `${stateDir}/bird`;
+import { kubernetesBgpSettings, readBgpNodeSettings } from "./bgp-node.js";
 
 /** What every twilld command is given, flags and TWILL_* variables resolved. */
 export interface CommonOptions {
@@ -73,9 +71,11 @@ export interface RunOptions extends CommonOptions {
   policyDeny: DenyMode;
   /** How often the leak recovery sweeps the IPAM store; 0 turns it off. */
   leakIntervalMs: number;
-  /** bgp backend: this node's AS and routers, over the network config's. */
+  /** bgp backend: this node's AS and routers, over the network config's (and its Node's). */
   bgpAs?: number;
   bgpRouters?: BgpRouterConfig[];
+  /** bgp backend: BIRD's files, kept across twilld restarts; default <state-dir>/bird. */
+  bgpDir?: string;
 }
 
 /** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
@@ -98,6 +98,12 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   const metrics = createMetrics();
   const store = createStore({ ...storeOptions(o, log), network });
   const kernel = nodeKernel();
+  const bgp = network.backend.type === "bgp"
+    ? await readBgpNodeSettings(
+      { ...(o.bgpAs !== undefined ? { as: o.bgpAs } : {}), ...(o.bgpRouters ? { routers: o.bgpRouters } : {}) },
+      o.datastore === "kubernetes" ? kubernetesBgpSettings(loadKubeConfig(o.kubeconfig), nodeName) : null,
+    )
+    : {};
   const agent = new Agent({
     nodeName,
     network,
@@ -108,12 +114,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
         kernel,
         logger: log,
         registry: metrics.registry,
-        bgp: {
-          dir: birdDir(o.stateDir),
-          reportFile: bgpReportPath(o.stateDir),
-          ...(o.bgpAs !== undefined ? { as: o.bgpAs } : {}),
-          ...(o.bgpRouters ? { routers: o.bgpRouters } : {}),
-        },
+        bgp: { dir: o.bgpDir ?? `${o.stateDir}/bird`, reportFile: bgpReportPath(o.stateDir), ...bgp },
       }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,

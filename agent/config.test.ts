@@ -93,19 +93,3 @@ describe("parseNetworkConfig", () => {
     });
   });
 });
-
-describe("twilld's BGP flags", () => {
-  it("reads ADDRESS@AS lists and refuses anything else", async () => {
-    const { parseRouters, parseAs } = await import("./bgp-flags.js");
-    expect(parseRouters("192.168.77.1@65000, FD00:77::1@4200000000")).toEqual([
-      { address: "192.168.77.1", as: 65000 },
-      { address: "fd00:77::1", as: 4200000000 },
-    ]);
-    expect(() => parseRouters("192.168.77.1")).toThrow(/not ADDRESS@AS/);
-    expect(() => parseRouters("192.168.77.1@x")).toThrow(/not ADDRESS@AS/);
-    expect(() => parseRouters("host@65000")).toThrow(/not ADDRESS@AS/);
-    expect(() => parseRouters("192.168.77.1@0")).toThrow(/AS 0 is not an AS number/);
-    expect(parseAs(65001, "--bgp-as")).toBe(65001);
-    expect(() => parseAs(1.5, "--bgp-as")).toThrow(/--bgp-as 1.5/);
-  });
-});

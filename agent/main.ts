@@ -11,7 +11,7 @@ import { parseDuration } from "./durations.js";
 import { ignoredEnv, withEnvDefaults } from "./env.js";
 import { errorMessage } from "./errors.js";
 import { checkListenAddress } from "./http.js";
-import { parseAs, parseRouters } from "./bgp-flags.js";
+import { parseAs, parseRouters } from "./bgp-node.js";
 
 // twilld: the node agent (`run`) and its admin CLI. Flags wire into agent/commands.ts; every
 // flag can also come from the environment as TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_DATASTORE, ...);
@@ -53,6 +53,7 @@ const runFlags = {
   "policy-deny": { choices: ["reject", "drop"] as const, default: "reject" as const, describe: "What a packet NetworkPolicy denies gets: a TCP reset or ICMP prohibited (the client fails at once), or nothing" },
   "bgp-as": { type: "number", describe: "bgp backend: this node's AS (routers mode: its own or its rack's) [default: the network config's Backend.AS]" },
   "bgp-routers": { type: "string", describe: 'bgp backend, routers mode: the routers this node peers with, "ADDRESS@AS,..." [default: the network config\'s Backend.Routers]' },
+  "bgp-dir": { type: "string", describe: "bgp backend: BIRD's configuration, control socket, PID and log; keep it across twilld restarts (a tmpfs such as /run: cleared at boot) [default: <state-dir>/bird]" },
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
@@ -128,6 +129,7 @@ async function runCommand(): Promise<number> {
             leakIntervalMs: a["leak-interval"] === "0" ? 0 : parseDuration(a["leak-interval"], "--leak-interval"),
             ...(a["bgp-as"] !== undefined ? { bgpAs: parseAs(a["bgp-as"], "--bgp-as") } : {}),
             ...(a["bgp-routers"] !== undefined ? { bgpRouters: parseRouters(a["bgp-routers"]) } : {}),
+            ...(a["bgp-dir"] ? { bgpDir: a["bgp-dir"] } : {}),
           },
           logger,
         );
