@@ -1,6 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { vtepName } from "../shared/kernel/vxlan.js";
+import { readSubnetFile } from "../shared/subnet-file.js";
+import { join } from "node:path";
+import { pidFromFile } from "./testbed/cleanup.js";
 import { reachability, type PairResult } from "./testbed/matrix.js";
 import { removeByPrefix, Testbed, type IpFamily } from "./testbed/testbed.js";
 
@@ -14,7 +17,7 @@ import { removeByPrefix, Testbed, type IpFamily } from "./testbed/testbed.js";
 
 const STATE_DIR = "/run/twill-demo";
 const STATE_FILE = `${STATE_DIR}/state.json`;
-const BACKENDS = ["vxlan", "host-gw", "auto"] as const;
+const BACKENDS = ["vxlan", "host-gw", "auto", "bgp"] as const;
 const FAMILIES: Record<string, IpFamily> = { "4": 4, "6": 6, dual: "dual" };
 
 const tty = process.stdout.isTTY;
@@ -28,6 +31,8 @@ interface KeptState {
   prefix: string;
   dir: string;
   pids: number[];
+  /** The bgp backend's daemons: each node's BIRD and the router's FRR. */
+  daemons?: number[];
 }
 
 async function main(): Promise<number> {
@@ -44,11 +49,13 @@ async function main(): Promise<number> {
   });
   if (values.help) {
     process.stdout.write(
-      "usage: ./scripts/demo [--nodes N] [--backend vxlan|host-gw|auto] [--ip-family 4|6|dual] [--remote 3,4] [--keep]\n" +
+      "usage: ./scripts/demo [--nodes N] [--backend vxlan|host-gw|auto|bgp] [--ip-family 4|6|dual] [--remote 3,4] [--keep]\n" +
         "       ./scripts/demo down      remove a cluster left by --keep\n" +
         "  --ip-family  4: IPv4 underlay and pods (default); 6: IPv6-only underlay, nodes and pods;\n" +
         "               dual: dual-stack underlay (IPv4 primary) and dual-stack pods\n" +
-        "  --remote     nodes put on a second L3 segment behind a router (host-gw cannot reach them)\n",
+        "  --remote     nodes put on a second L3 segment behind a router (host-gw cannot reach them)\n" +
+        "  --backend bgp: two racks (segments) joined by a BGP router (FRR); every node runs BIRD and\n" +
+        "               peers with its rack's router leg; by default the second half of the nodes is remote\n",
     );
     return 0;
   }
@@ -61,7 +68,12 @@ async function main(): Promise<number> {
   if (!BACKENDS.includes(backend)) throw new Error(`--backend ${values.backend}: give ${BACKENDS.join(", ")}`);
   const ipFamily = Object.hasOwn(FAMILIES, values["ip-family"]) ? FAMILIES[values["ip-family"]] : undefined;
   if (ipFamily === undefined) throw new Error(`--ip-family ${values["ip-family"]}: give 4, 6 or dual`);
-  const remote = values.remote ? values.remote.split(",").map(Number) : [];
+  // bgp: two racks unless told otherwise, so pods reach each other across the router.
+  const remote = values.remote
+    ? values.remote.split(",").map(Number)
+    : backend === "bgp"
+      ? Array.from({ length: Math.floor(nodes / 2) }, (_, i) => nodes - Math.floor(nodes / 2) + 1 + i)
+      : [];
   if (existsSync(STATE_FILE)) throw new Error(`a kept demo is still running; remove it first: ./scripts/demo down`);
 
   const started = Date.now();
@@ -73,6 +85,7 @@ async function main(): Promise<number> {
   try {
     await tb.startAgents();
     for (const n of tb.nodes) for (let i = 0; i < 2; i++) await tb.addPod(n);
+    if (backend === "bgp") step(`BGP converged: every node routes every other node's subnets after ${((await tb.routesConverged()) / 1000).toFixed(1)} s more`);
     process.stdout.write(`  ${green("✓")} cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
     await printNodes(tb);
     ok = true;
@@ -83,6 +96,7 @@ async function main(): Promise<number> {
       ok &&= results.every((r) => r.ping.ok && r.tcp.ok);
     }
     printPeerErrors(tb);
+    if (tb.router) ok = (await printBgp(tb)) && ok;
     if (values.keep) {
       keep(tb);
       return ok ? 0 : 1;
@@ -98,11 +112,13 @@ async function main(): Promise<number> {
 }
 
 async function printNodes(tb: Testbed): Promise<void> {
-  const rows: string[][] = [["NODE", "UNDERLAY", "SEGMENT", "SUBNETS", "VTEP MAC", "PODS"]];
+  const bgp = tb.network.backend.type === "bgp";
+  const rows: string[][] = [["NODE", "UNDERLAY", "SEGMENT", "SUBNETS", bgp ? "AS" : "VTEP MAC", "PODS"]];
   for (const n of tb.nodes) {
     const vtep = await tb.ip(n).link(vtepName(tb.network.backend.vni));
     const pods = tb.pods.filter((p) => p.node === n).map((p) => `${p.name} ${p.ips.join(" ")}`);
-    rows.push([n.name, [n.ip, n.ip6].filter(Boolean).join(" "), n.segment, n.subnets.join(" "), vtep?.address ?? "-", pods.join(", ")]);
+    const as = n.args?.[n.args.indexOf("--bgp-as") + 1] ?? String(tb.network.backend.bgp?.as ?? "-");
+    rows.push([n.name, [n.ip, n.ip6].filter(Boolean).join(" "), n.segment, n.subnets.join(" "), bgp ? as : (vtep?.address ?? "-"), pods.join(", ")]);
   }
   process.stdout.write(table(rows, [0, 1, 2, 3, 4, 5]) + "\n");
 }
@@ -152,6 +168,40 @@ function printPeerErrors(tb: Testbed): void {
   if (lines.length) process.stdout.write(`\n${bold("The agents report")}\n${red(lines.join("\n"))}\n`);
 }
 
+/**
+ * The bgp backend's proof: the router's sessions and the route it holds per node subnet (in
+ * its kernel, by zebra), no VXLAN device on any node, and the pods' MTU the underlay's.
+ */
+async function printBgp(tb: Testbed): Promise<boolean> {
+  const router = tb.router!;
+  const sessions = await router.sessions();
+  process.stdout.write(`\n${bold("The router (FRR, another BGP implementation than the nodes' BIRD)")}\n`);
+  process.stdout.write(
+    table(
+      [["PEER", "FAMILY", "AS", "STATE", "PREFIXES RECEIVED"], ...sessions.map((s) => [s.peer, `IPv${s.family}`, String(s.remoteAs), s.state, String(s.pfxRcd)])],
+      [0, 1, 3],
+    ) + "\n",
+  );
+  let ok = true;
+  const families = [...new Set(tb.nodes.flatMap((n) => n.subnets.map((s) => (s.includes(":") ? 6 : 4))))] as (4 | 6)[];
+  for (const family of families) {
+    const routes = await router.routes(family);
+    for (const n of tb.nodes) {
+      for (const subnet of n.subnets.filter((s) => s.includes(":") === (family === 6))) {
+        const r = routes.find((x) => x.prefix === subnet && x.installed);
+        const via = r?.nexthops.map((h) => h.ip).filter(Boolean).join(", ");
+        ok &&= r !== undefined;
+        process.stdout.write(`  ${r ? green("✓") : red("✗")} router kernel: ${subnet} ${r ? `via ${via}` : "missing"} ${dim(`(${n.name})`)}\n`);
+      }
+    }
+  }
+  let vxlan = 0;
+  for (const n of tb.nodes) vxlan += (await tb.ip(n).links()).filter((l) => l.linkinfo?.info_kind === "vxlan").length;
+  ok &&= vxlan === 0;
+  process.stdout.write(`  ${vxlan === 0 ? green("✓") : red("✗")} VXLAN devices on the nodes: ${vxlan}; pods' MTU ${readSubnetFile(tb.nodes[0]!.subnetFile).mtu} (the underlay's)\n`);
+  return ok;
+}
+
 /** Aligned columns; `colored` (optional) replaces body cells after widths are measured on plain text. */
 function table(rows: string[][], left: number[], colored?: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
@@ -171,7 +221,8 @@ function table(rows: string[][], left: number[], colored?: string[][]): string {
 
 function keep(tb: Testbed): void {
   tb.detach();
-  const state: KeptState = { prefix: tb.prefix, dir: tb.dir, pids: tb.twilld?.pids() ?? [] };
+  const birds = tb.nodes.map((n) => pidFromFile(join(n.dir, "bird", "bird.pid"))).filter((p) => p !== null);
+  const state: KeptState = { prefix: tb.prefix, dir: tb.dir, pids: tb.twilld?.pids() ?? [], daemons: [...birds, ...(tb.router?.pids ?? [])] };
   mkdirSync(STATE_DIR, { recursive: true });
   writeFileSync(STATE_FILE, JSON.stringify(state, null, 2) + "\n");
   const pod = tb.pods[0]!;
@@ -194,6 +245,10 @@ async function down(): Promise<number> {
     // Only a process that is still our agent: a PID may have been reused since.
     const cmd = readCmdline(pid);
     if (cmd.includes("twilld") && cmd.includes(state.dir)) process.kill(pid, "SIGTERM");
+  }
+  for (const pid of state.daemons ?? []) {
+    // BIRD and FRR were started with files in the demo's directory.
+    if (readCmdline(pid).includes(state.dir)) process.kill(pid, "SIGKILL");
   }
   const removed = await removeByPrefix(state.prefix);
   rmSync(state.dir, { recursive: true, force: true });

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { BirdControl } from "../../agent/backend/bgp/bird-control.js";
 import { pidFromFile } from "./cleanup.js";
+import { inNetns } from "../../testkit/netns.js";
 import { listOwnedRoutes } from "../../testkit/iproute.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import { until } from "../../testkit/until.js";
@@ -29,17 +30,7 @@ async function cluster(o: TestbedOptions): Promise<Testbed> {
   return tb;
 }
 
-/** Waits until every node (of `nodes`) has a route to every other one's subnets. */
-async function converged(t: Testbed, nodes: readonly TestNode[] = t.nodes): Promise<void> {
-  await until("every node routes every other node's subnets", async () => {
-    for (const n of nodes) {
-      const want = nodes.filter((o) => o !== n).flatMap((o) => o.subnets).sort();
-      const have = (await listOwnedRoutes(t.ip(n))).map((r) => r.dst).sort();
-      if (have.join() !== want.join()) return false;
-    }
-    return true;
-  }, 30_000);
-}
+const converged = (t: Testbed, nodes?: readonly TestNode[]) => t.routesConverged(nodes);
 
 describe("bgp, node mesh on one segment (dual-stack)", () => {
   it("every pod reaches every other over IPv4 and IPv6, by routes BGP learned, at the underlay's MTU", async () => {
@@ -137,6 +128,70 @@ describe("bgp, node mesh: joins, leaves, restarts and lies", () => {
     const routes = await listOwnedRoutes(t.ip(n2));
     expect(routes.find((r) => r.dst === "198.51.100.0/24")).toBeUndefined();
     expect(routes.find((r) => r.dst === n1.subnets[0])).toMatchObject({ via: n1.ip });
+    expect(failures(await reachability(t.pods))).toEqual([]);
+  });
+});
+
+/** Counters in the router's forward path (its own namespace): pod-to-pod packets in plain IP, and any VXLAN. */
+async function routerCounters(t: Testbed, from: Pod, to: Pod): Promise<() => Promise<{ plain4: number; plain6: number; vxlan: number }>> {
+  const [a4, a6] = [podAddress(from, 4), podAddress(from, 6)];
+  const [b4, b6] = [podAddress(to, 4), podAddress(to, 6)];
+  const ruleset = [
+    "table inet twill_test {",
+    "  chain forward {",
+    "    type filter hook forward priority 0; policy accept;",
+    `    ip saddr ${a4} ip daddr ${b4} counter comment "plain4"`,
+    `    ip6 saddr ${a6} ip6 daddr ${b6} counter comment "plain6"`,
+    '    udp dport 4789 counter comment "vxlan"',
+    "  }",
+    "}",
+  ].join("\n");
+  await inNetns(t.underlay.routerNs, ["nft", "-f", "-"], { input: ruleset });
+  return async () => {
+    const out = String((await inNetns(t.underlay.routerNs, ["nft", "list", "chain", "inet", "twill_test", "forward"])).stdout);
+    const count = (name: string) => Number(new RegExp(`packets (\\d+) bytes \\d+ comment "${name}"`).exec(out)?.[1] ?? NaN);
+    return { plain4: count("plain4"), plain6: count("plain6"), vxlan: count("vxlan") };
+  };
+}
+
+describe("bgp, routers mode: two racks behind an FRR router (dual-stack)", () => {
+  it("pods on both racks reach each other in plain IP through the router, which holds a route per node subnet", async () => {
+    const t = await cluster({ nodes: 4, remoteNodes: [3, 4], ipFamily: "dual" });
+    await converged(t);
+    const [p1, , p3] = t.pods as [Pod, Pod, Pod];
+    const counters = await routerCounters(t, p1, p3);
+    expect(failures(await reachability(t.pods, 4))).toEqual([]);
+    expect(failures(await reachability(t.pods, 6))).toEqual([]);
+    const seen = await counters();
+    expect(seen.plain4).toBeGreaterThan(0);
+    expect(seen.plain6).toBeGreaterThan(0);
+    expect(seen.vxlan).toBe(0);
+    for (const family of [4, 6] as const) {
+      const routes = await t.router!.routes(family);
+      for (const n of t.nodes) {
+        const subnet = n.subnets.find((s) => s.includes(":") === (family === 6))!;
+        expect(routes.find((r) => r.prefix === subnet && r.installed)?.nexthops.map((h) => h.ip)).toEqual([family === 4 ? n.ip : n.ip6]);
+      }
+    }
+    const sessions = await t.router!.sessions();
+    expect(sessions.filter((s) => s.state === "Established" && s.pfxRcd === 1)).toHaveLength(8);
+    const status = await t.twilld!.status(t.node("node-3"));
+    expect(status).toMatch(/192\.168\.88\.1 +192\.168\.88\.1 +65000 +Established/);
+    expect(status).toMatch(/fd00:88::1 +fd00:88::1 +65000 +Established/);
+  });
+
+  it("BIRD killed on a node: the router keeps its routes (graceful restart) and traffic across racks loses nothing", async () => {
+    const t = await cluster({ nodes: 3, remoteNodes: [3] });
+    await converged(t);
+    const [p1, , p3] = t.pods as [Pod, Pod, Pod];
+    const n3 = t.node("node-3");
+    const birdPid = pidFromFile(join(n3.dir, "bird", "bird.pid"));
+    expect(birdPid).not.toBeNull();
+    const flowing = stream(p1, p3, 120);
+    process.kill(birdPid!, "SIGKILL");
+    const result = await flowing;
+    expect(result.received, result.output).toBe(result.sent);
+    await until("the router has node-3's session back", async () => (await t.router!.sessions()).some((s) => s.peer === n3.ip && s.state === "Established" && s.pfxRcd === 1), 30_000);
     expect(failures(await reachability(t.pods))).toEqual([]);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BackendConfig, NetworkConfig } from "../../agent/types.js";
@@ -10,6 +10,9 @@ import { addNetns, deleteNetns, ipIn, listNetns } from "../../testkit/netns.js";
 import { podNetConf, resultIps, runCni, type PluginKind } from "../../testkit/pods.js";
 import { attachNode, createUnderlay, SEGMENTS, type Segment, type Underlay, type UnderlayFamily, type UnderlayOptions } from "./topology.js";
 import { startEcho, type EchoServer } from "./traffic.js";
+import { listOwnedRoutes } from "../../testkit/iproute.js";
+import { until } from "../../testkit/until.js";
+import { ROUTER_AS, startFrrRouter, type FrrRouter } from "./frr-router.js";
 
 /**
  * A cluster on one machine, made of network namespaces: an underlay switch and router, N node
@@ -84,9 +87,8 @@ export interface Pod {
 }
 
 export type IpFamily = UnderlayFamily;
-/** The bgp testbed's ASes: the nodes' in a mesh, the router's, and node N's in routers mode (ROUTER + N). */
+/** The bgp testbed's nodes' AS in a mesh; in routers mode node N's is the router's (ROUTER_AS) + N. */
 export const BGP_MESH_AS = 64512;
-export const BGP_ROUTER_AS = 65000;
 export const DEFAULT_CLUSTER_CIDR6 = "fd00:10:244::/56";
 
 let counter = 0;
@@ -102,6 +104,8 @@ export class Testbed {
   /** The agents, when run as twilld processes. */
   readonly twilld: TwilldCluster | null = null;
   underlay!: Underlay;
+  /** The underlay's router speaking BGP (FRR), for the bgp backend in routers mode. */
+  router: FrrRouter | null = null;
 
   private constructor(
     readonly prefix: string,
@@ -156,6 +160,15 @@ export class Testbed {
     const fam = underlay.family === "dual" ? "dual-stack" : `IPv${underlay.family}`;
     this.progress(`underlay (${fam}): switch and router (${segments.map((s) => `segment ${s}`).join(", ")})`);
     this.underlay = await createUnderlay(this.prefix, underlay, segments, this.res);
+    if (this.network.backend.bgp?.mode === "routers") {
+      // FRR runs as user frr, which must enter the testbed's directory (made 0700) to reach its own.
+      chmodSync(this.dir, 0o711);
+      this.router = await startFrrRouter(
+        { ns: this.underlay.routerNs, dir: join(this.dir, "frr"), family: underlay.family, segments, clusterCIDRs: this.network.clusterCIDRs, subnetLen: this.network.subnetLen },
+        this.res,
+      );
+      this.progress(`router: FRR (bgpd + zebra), AS ${ROUTER_AS}, accepting BGP from every node of ${segments.map((s) => `segment ${s}`).join(" and ")}`);
+    }
     for (let i = 1; i <= count; i++) {
       const segment: Segment = remote.has(i) ? "b" : "a";
       const u = await attachNode(this.underlay, `${this.prefix}n${i}`, i, segment, this.res);
@@ -185,6 +198,24 @@ export class Testbed {
       this.progress(`${n.name}: agent running, subnets ${n.subnets.join(", ")}`);
     }
     await this.inproc?.settled();
+  }
+
+  /**
+   * Waits until every node (of `nodes`) has a twill route to every other one's subnets: what
+   * the bgp backend installs once BGP has converged (the others program theirs at once).
+   * Returns how long it took.
+   */
+  async routesConverged(nodes: readonly TestNode[] = this.nodes, deadlineMs = 30_000): Promise<number> {
+    const start = Date.now();
+    await until("every node routes every other node's subnets", async () => {
+      for (const n of nodes) {
+        const want = nodes.filter((o) => o !== n).flatMap((o) => o.subnets).sort();
+        const have = (await listOwnedRoutes(this.ip(n))).map((r) => r.dst).sort();
+        if (have.join() !== want.join()) return false;
+      }
+      return true;
+    }, deadlineMs);
+    return Date.now() - start;
   }
 
   /** Stops a node's agent; lease, subnet file and datapath stay. */
@@ -259,5 +290,5 @@ export async function removeByPrefix(prefix: string): Promise<string[]> {
 function bgpRouterArgs(index: number, segment: Segment, family: UnderlayFamily): string[] {
   const { prefix, prefix6 } = SEGMENTS[segment];
   const legs = [...(family !== 6 ? [`${prefix}.1`] : []), ...(family !== 4 ? [`${prefix6}:1`] : [])];
-  return ["--bgp-as", String(BGP_ROUTER_AS + index), "--bgp-routers", legs.map((a) => `${a}@${BGP_ROUTER_AS}`).join(",")];
+  return ["--bgp-as", String(ROUTER_AS + index), "--bgp-routers", legs.map((a) => `${a}@${ROUTER_AS}`).join(",")];
 }
