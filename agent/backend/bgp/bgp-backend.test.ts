@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { parseRoutes } from "./bird-answers.js";
 import type { NetworkConfig, NodeLease } from "../../types.js";
 import { renderBirdConfig } from "./bird-config.js";
-import { birdInput, filteredRefusals, nodePeering, routerIdFor } from "./bgp-backend.js";
+import { birdInput, birdVersion, filteredRefusals, nodePeering, routerIdFor } from "./bgp-backend.js";
 
 describe("routerIdFor", () => {
   it("is the node's IPv4 underlay address when it has one", () => {
@@ -79,5 +79,16 @@ describe("filteredRefusals", () => {
     const route = parseRoutes(fixture, "show route filtered all").filter((r) => r.prefix === "198.51.100.0/24");
     const wider = { ...input, clusterCIDRs: [...input.clusterCIDRs, "198.51.100.0/24"], peers: [{ ...input.peers[0]!, subnets: ["198.51.100.0/24"] }] };
     expect(filteredRefusals(route, wider)).toEqual([expect.objectContaining({ prefix: "198.51.100.0/24", reason: expect.stringMatching(/older leases/) })]);
+  });
+});
+
+describe("birdVersion", () => {
+  const says = (out: string) => async () => ({ code: 0, stdout: "", stderr: out });
+  it("is BIRD's 2.x version", async () => {
+    expect(await birdVersion("bird", says("BIRD version 2.0.12\n"))).toBe("2.0.12");
+  });
+  it("refuses BIRD 1.x and a missing BIRD, saying what to install", async () => {
+    await expect(birdVersion("bird", says("BIRD version 1.6.8\n"))).rejects.toThrow(/needs BIRD 2; "bird --version" says "BIRD version 1.6.8"/);
+    await expect(birdVersion("/nonexistent/bird", async () => { throw new Error("failed to start /nonexistent/bird: ENOENT"); })).rejects.toThrow(/cannot be started .*ENOENT.*install Debian's bird2/);
   });
 });

@@ -5,7 +5,8 @@ import type { NodeKernel, RefusedChange } from "../../../shared/kernel/node-kern
 import type { RouteSpec } from "../../../shared/kernel/routes.js";
 import type { Logger } from "../../../shared/log.js";
 import { systemClock, type Clock } from "../../clock.js";
-import { errorMessage } from "../../errors.js";
+import { ConfigError, errorMessage } from "../../errors.js";
+import { run, type Runner } from "../../../shared/kernel/exec.js";
 import type { Backend, BackendData, BgpConfig, BgpRouterConfig, LocalNode, NetworkConfig, NodeLease, PeerError, ReconcileReport } from "../../types.js";
 import { hostGw } from "../host-gw.js";
 import { underlayAddresses } from "../kind.js";
@@ -68,6 +69,20 @@ export function routerIdFor(nodeName: string, addresses: readonly string[]): str
   if (v4) return v4;
   const n = createHash("sha256").update(nodeName).digest().readUInt32BE(0) || 1;
   return formatIp(4, BigInt(n));
+}
+
+/** BIRD's version, checked to be 2.x: bird.conf is BIRD 2's language (1.x reads another). */
+export async function birdVersion(bird: string, runner: Runner): Promise<string> {
+  let said: string;
+  try {
+    const r = await runner([bird, "--version"]);
+    said = `${r.stdout}${r.stderr}`.trim();
+  } catch (err) {
+    throw new ConfigError(`the bgp backend runs BIRD 2, but ${JSON.stringify(bird)} cannot be started (${errorMessage(err)}): install Debian's bird2`);
+  }
+  const version = /BIRD version (\S+)/.exec(said)?.[1];
+  if (!version?.startsWith("2.")) throw new ConfigError(`the bgp backend needs BIRD 2; "${bird} --version" says ${JSON.stringify(said)}`);
+  return version;
 }
 
 /** The peering this node uses: the network config's, with the node's own AS and routers over it. */
@@ -133,12 +148,13 @@ export class BgpBackend implements Backend {
     const { kernel, logger } = this.deps;
     // A node switched from vxlan: its VTEP would keep answering for the routes BGP now owns.
     await hostGw.prepare({ kernel, logger, network: this.network, local });
+    const version = await birdVersion(this.node.supervisor?.bird ?? "bird", this.node.supervisor?.runner ?? run);
     const [link] = await kernel.addrs(local.underlayDev);
     const addresses = underlayAddresses(local.publicIP, link?.addresses ?? []);
     this.local = { ...local, addresses, routerId: routerIdFor(local.nodeName, addresses) };
     await this.supervisor.start();
     this.cancelPoll = this.clock.every(this.node.pollMs ?? POLL_MS, () => void this.poll());
-    logger.info("BGP backend", { mode: this.peering.mode, as: this.as, routerId: this.local.routerId, dir: this.node.dir });
+    logger.info("BGP backend", { mode: this.peering.mode, as: this.as, routerId: this.local.routerId, dir: this.node.dir, bird: version });
     return { type: this.type, underlayMTU: local.underlayMTU, underlayIPs: addresses, as: this.as };
   }
 
