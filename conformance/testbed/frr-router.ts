@@ -215,8 +215,8 @@ export function parseZebraRoutes(text: string, command = "show ip route bgp json
 /** A bad line in a config file, as FRR's dry run (`-C`) logs it: FRR skips the line, starts anyway and exits 0. */
 const CONFIG_ERROR = /\[EC \d+\][^\n]*config line \d+[^\n]*/g;
 
-/** Fails on any line of zebra.conf or bgpd.conf that FRR would skip (a filter silently missing). */
-async function checkConfig(ns: string, dir: string): Promise<void> {
+/** Fails on any line of zebra.conf or bgpd.conf in `dir` that FRR would skip (a filter silently missing). */
+export async function checkFrrConfig(ns: string, dir: string): Promise<void> {
   for (const [name, bin] of [["zebra", ZEBRA], ["bgpd", BGPD]] as const) {
     const args = ["-C", "-f", join(dir, `${name}.conf`), "--vty_socket", dir, "-i", join(dir, `${name}-check.pid`), "-z", join(dir, "check.api"), "-A", "127.0.0.1", "-P", "0"];
     const r = await inNetns(ns, [bin, ...args, ...(name === "bgpd" ? ["-Z"] : [])]);
@@ -251,7 +251,7 @@ export async function startFrrRouter(o: FrrRouterOptions, res: Resources): Promi
   writeFileSync(join(o.dir, "bgpd.conf"), config.bgpd);
   // The daemons drop to user frr before reading their config and making their sockets.
   execFileSync("chown", ["-R", "frr:frr", o.dir]);
-  await checkConfig(o.ns, o.dir);
+  await checkFrrConfig(o.ns, o.dir);
   const zserv = join(o.dir, "zserv.api");
   const daemons: Daemon[] = [];
   const start = (name: "zebra" | "bgpd", bin: string): Daemon => {

@@ -13,8 +13,16 @@ CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
 # The underlay: one switch namespace with a bridge; the control plane and every node hang off it.
 # A dual-stack cluster (IP_FAMILY=dual in cluster.env) gives the bridge, the control plane and
 # every node an IPv6 address too, in a ULA prefix whose host part repeats the IPv4 one.
+# With two racks (RACKS=2 in cluster.env) the switch namespace is also the router between two
+# bridges: rack a (UNDERLAY_NET, the control plane and the first half of the nodes) and rack b
+# (UNDERLAY_NET_B, the other half); each rack's .1 / ::1 is its nodes' gateway.
 UNDERLAY_NET=192.168.90
 UNDERLAY_NET6=fd00:90:
+UNDERLAY_NET_B=192.168.91
+UNDERLAY_NET6_B=fd00:91:
+# The racks' router speaks BGP (FRR) to every node in the bgp backend's routers mode; node-N's
+# own AS is ROUTER_AS + N.
+ROUTER_AS=65000
 CP_IP="$UNDERLAY_NET.2"
 CP_IP6="$UNDERLAY_NET6:2"
 # Stands in for the Internet the machine does not reach: an HTTP server that `google.com`
@@ -32,8 +40,26 @@ KUBERNETES_SVC_IP=10.96.0.1
 CLUSTER_DNS_IP=10.96.0.10
 APISERVER_PORT=6443
 
-node_ip() { echo "$UNDERLAY_NET.$((10 + ${1#node-}))"; }
-node_ip6() { echo "$UNDERLAY_NET6:$((10 + ${1#node-}))"; }
+# rack_of NODE: a or b. Rack a holds node-1 up to half the nodes (rounded up), rack b the rest.
+rack_of() {
+  local count
+  count="$(wc -w <<<"${NODES:-}")"
+  if [ "${RACKS:-1}" = 2 ] && ((${1#node-} > (count + 1) / 2)); then echo b; else echo a; fi
+}
+racks() { if [ "${RACKS:-1}" = 2 ]; then echo a b; else echo a; fi; }
+# rack_net RACK / rack_net6 RACK: the rack's prefix, as UNDERLAY_NET and UNDERLAY_NET6 spell it.
+rack_net() { if [ "$1" = b ]; then echo "$UNDERLAY_NET_B"; else echo "$UNDERLAY_NET"; fi; }
+rack_net6() { if [ "$1" = b ]; then echo "$UNDERLAY_NET6_B"; else echo "$UNDERLAY_NET6"; fi; }
+# node-N is .10+N (::10+N) in its rack's prefix.
+node_ip() { echo "$(rack_net "$(rack_of "$1")").$((10 + ${1#node-}))"; }
+node_ip6() { echo "$(rack_net6 "$(rack_of "$1")"):$((10 + ${1#node-}))"; }
+# node_routers NODE: the node's BGP routers as twilld's --bgp-routers and the Node annotation
+# twill.dev/bgp-routers take them: its rack's gateway of each family, AS ROUTER_AS.
+node_routers() {
+  local rack
+  rack="$(rack_of "$1")"
+  if dual; then echo "$(rack_net "$rack").1@$ROUTER_AS,$(rack_net6 "$rack"):1@$ROUTER_AS"; else echo "$(rack_net "$rack").1@$ROUTER_AS"; fi
+}
 
 # The cluster's CIDRs as the control plane's flags take them: IPv4 first (the primary family,
 # which pods' status.podIP and Services without ipFamilies get), then IPv6 when dual-stack.
