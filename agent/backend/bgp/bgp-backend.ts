@@ -54,6 +54,14 @@ export interface BgpDeps {
 }
 
 const POLL_MS = 200;
+/** Sessions are read in full every this many polls, and whenever BIRD's status or route counts moved. */
+const SESSIONS_EVERY = 10;
+/**
+ * After a change (a new configuration, routes or sessions that moved) BIRD is polled every
+ * POLL_MS for this long, then every IDLE_EVERY × POLL_MS: a settled node costs a fifth.
+ */
+const BUSY_MS = 15_000;
+const IDLE_EVERY = 5;
 /** The graceful restart marker is rewritten at most this often while BIRD announces. */
 const MARK_EVERY_MS = 5_000;
 /** The report file is rewritten at least this often (the uptimes), else only on a change. */
@@ -122,6 +130,11 @@ export class BgpBackend implements Backend {
   private cancelPoll: () => void = () => undefined;
   private polling = false;
   private fingerprint = "";
+  private quick = "";
+  private polls = 0;
+  private busyUntil = 0;
+  private idleTicks = 0;
+  private protocols: BirdProtocol[] | null = null;
   private lastMark = 0;
   private states = new Map<string, string>();
   private reportKey = "";
@@ -168,6 +181,7 @@ export class BgpBackend implements Backend {
     this.sessions = config.sessions;
     this.refusedConfig = config.refused;
     if (config.text !== this.appliedText) {
+      this.busy();
       const applied = await this.supervisor.applyConfig(config.text);
       if (applied.applied) this.appliedText = config.text;
       else if (applied.error) this.deps.logger.warn("BIRD did not take the new configuration; trying again next round", { error: applied.error });
@@ -242,22 +256,32 @@ export class BgpBackend implements Backend {
     this.metrics?.refusedRoutes.set(refused.length);
   }
 
-  /** One poll: sessions and BIRD's state; routes synced when BIRD's counters moved. */
+  /**
+   * One poll. Every time: BIRD's status and route counts (two short answers, and the wake-up
+   * BIRD 2.0's loop needs); the sessions in full (`show protocols all`, whose size grows with
+   * the peers) every SESSIONS_EVERY polls or when those moved. Routes are synced when anything
+   * of it moved: counts catch a route learned or lost, the channels' update counters a route
+   * replaced in place.
+   */
   private async poll(): Promise<void> {
     if (this.polling) return;
+    // Settled (nothing moved for BUSY_MS): one poll in IDLE_EVERY.
+    if (this.clock.now() >= this.busyUntil && ++this.idleTicks < IDLE_EVERY) return;
+    this.idleTicks = 0;
     this.polling = true;
     try {
-      const [status, protocols] = await Promise.all([this.ask("show status", parseStatus), this.ask("show protocols all", (a) => parseProtocols(a))]);
-      const reports = sessionReports(this.sessions, protocols, status?.serverTime ?? null);
-      this.noteSessions(reports);
-      this.report(status, protocols, reports);
-      if (protocols && announcing(protocols) && this.clock.now() - this.lastMark >= MARK_EVERY_MS) {
-        this.supervisor.markAnnounced();
-        this.lastMark = this.clock.now();
+      const [status, counts] = await Promise.all([this.ask("show status", parseStatus), this.ask("show route count", (a) => a)]);
+      const quick = JSON.stringify([status?.gracefulRestart ?? null, status === null, counts]);
+      if (quick !== this.quick || ++this.polls % SESSIONS_EVERY === 0) {
+        if (quick !== this.quick) this.busy();
+        this.quick = quick;
+        this.protocols = await this.ask("show protocols all", (a) => parseProtocols(a));
+        this.readSessions(status, this.protocols);
       }
-      const fingerprint = JSON.stringify([status?.gracefulRestart ?? null, status === null, routeCounters(protocols ?? [])]);
+      const fingerprint = JSON.stringify([quick, routeCounters(this.protocols ?? [])]);
       if (fingerprint !== this.fingerprint) {
         this.fingerprint = fingerprint;
+        this.busy();
         await this.syncRoutes();
       }
     } catch (err) {
@@ -266,6 +290,22 @@ export class BgpBackend implements Backend {
       this.deps.logger.warn("Installing BGP routes failed", { error: errorMessage(err) });
     } finally {
       this.polling = false;
+    }
+  }
+
+  /** Sessions logged, reported and counted; the graceful restart marker kept fresh while BIRD announces. */
+  /** Something moved: poll every tick for BUSY_MS (BIRD's first UPDATE waits for a wake-up). */
+  private busy(): void {
+    this.busyUntil = this.clock.now() + BUSY_MS;
+  }
+
+  private readSessions(status: BirdStatus | null, protocols: BirdProtocol[] | null): void {
+    const reports = sessionReports(this.sessions, protocols, status?.serverTime ?? null);
+    this.noteSessions(reports);
+    this.report(status, protocols, reports);
+    if (protocols && announcing(protocols) && this.clock.now() - this.lastMark >= MARK_EVERY_MS) {
+      this.supervisor.markAnnounced();
+      this.lastMark = this.clock.now();
     }
   }
 
