@@ -31,6 +31,7 @@ import { gatherStatus, renderStatus } from "./status.js";
 import { bgpReportPath } from "./backend/bgp/bgp-report.js";
 import type { BgpRouterConfig } from "./types.js";
 import { kubernetesBgpSettings, readBgpNodeSettings } from "./bgp-node.js";
+import { shutdownBird } from "./backend/bgp/bird-supervisor.js";
 
 /** What every twilld command is given, flags and TWILL_* variables resolved. */
 export interface CommonOptions {
@@ -54,6 +55,8 @@ export interface CommonOptions {
   ipamStore: string;
   /** How long a reservation must look leaked before it is released. */
   leakGraceMs: number;
+  /** bgp backend: BIRD's files, kept across twilld restarts. */
+  bgpDir: string;
 }
 
 export interface RunOptions extends CommonOptions {
@@ -74,8 +77,6 @@ export interface RunOptions extends CommonOptions {
   /** bgp backend: this node's AS and routers, over the network config's (and its Node's). */
   bgpAs?: number;
   bgpRouters?: BgpRouterConfig[];
-  /** bgp backend: BIRD's files, kept across twilld restarts; default <state-dir>/bird. */
-  bgpDir?: string;
 }
 
 /** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
@@ -114,7 +115,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
         kernel,
         logger: log,
         registry: metrics.registry,
-        bgp: { dir: o.bgpDir ?? `${o.stateDir}/bird`, reportFile: bgpReportPath(o.stateDir), ...bgp },
+        bgp: { dir: o.bgpDir, reportFile: bgpReportPath(o.stateDir), ...bgp },
       }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,
@@ -207,6 +208,11 @@ export async function leaveCluster(o: CommonOptions, logger: Logger): Promise<vo
   } finally {
     await store.close();
   }
+  // A bgp node's BIRD outlives twilld on purpose; leaving for good ends it, so its peers and
+  // routers withdraw its subnets now rather than after the graceful restart time.
+  const bird = await shutdownBird(o.bgpDir);
+  if (bird.stopped) logger.info("Shut BIRD down: its peers withdraw this node's subnets", { dir: o.bgpDir });
+  else if (bird.error) logger.warn("Shutting BIRD down failed", { dir: o.bgpDir, error: bird.error });
 }
 
 /** What writers killed between create and rename left in the agent's directories (the IPAM store's: each leak sweep). */

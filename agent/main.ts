@@ -37,6 +37,7 @@ const common = {
     describe: "twill-ipam's store of the CNI network (<dataDir>/<network name>); pods left on a subnet the node lost are looked for in it and the other stores of its dataDir",
   },
   "leak-grace": { type: "string", default: "15m", describe: "How long a reservation must look leaked (its pod gone from this node, or made before the last boot) before it is released" },
+  "bgp-dir": { type: "string", describe: "bgp backend: BIRD's configuration, control socket, PID and log; keep it across twilld restarts (a tmpfs such as /run: cleared at boot) ; `leave` shuts that BIRD down [default: <state-dir>/bird]" },
   "log-level": { choices: ["debug", "info", "warn", "error"], default: "info", describe: "Logs: JSON lines on stderr" },
   ...deprecatedFlags,
 } as const;
@@ -53,7 +54,6 @@ const runFlags = {
   "policy-deny": { choices: ["reject", "drop"] as const, default: "reject" as const, describe: "What a packet NetworkPolicy denies gets: a TCP reset or ICMP prohibited (the client fails at once), or nothing" },
   "bgp-as": { type: "number", describe: "bgp backend: this node's AS (routers mode: its own or its rack's) [default: the network config's Backend.AS]" },
   "bgp-routers": { type: "string", describe: 'bgp backend, routers mode: the routers this node peers with, "ADDRESS@AS,..." [default: the network config\'s Backend.Routers]' },
-  "bgp-dir": { type: "string", describe: "bgp backend: BIRD's configuration, control socket, PID and log; keep it across twilld restarts (a tmpfs such as /run: cleared at boot) [default: <state-dir>/bird]" },
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
@@ -88,6 +88,7 @@ function commonOptions(a: CommonArgv): CommonOptions {
     logLevel: a["log-level"] as Level,
     ipamStore: String(a["ipam-store"]),
     leakGraceMs: parseDuration(String(a["leak-grace"]), "--leak-grace"),
+    bgpDir: a["bgp-dir"] ? String(a["bgp-dir"]) : `${String(a["state-dir"])}/bird`,
   };
 }
 
@@ -129,7 +130,6 @@ async function runCommand(): Promise<number> {
             leakIntervalMs: a["leak-interval"] === "0" ? 0 : parseDuration(a["leak-interval"], "--leak-interval"),
             ...(a["bgp-as"] !== undefined ? { bgpAs: parseAs(a["bgp-as"], "--bgp-as") } : {}),
             ...(a["bgp-routers"] !== undefined ? { bgpRouters: parseRouters(a["bgp-routers"]) } : {}),
-            ...(a["bgp-dir"] ? { bgpDir: a["bgp-dir"] } : {}),
           },
           logger,
         );
@@ -155,7 +155,7 @@ async function runCommand(): Promise<number> {
     )
     .command(
       "leave",
-      "Give this node's subnets back for good (the node is being removed; stop twilld run first): peers drop their routes to it at once",
+      "Give this node's subnets back for good (the node is being removed; stop twilld run first): peers drop their routes to it at once; on bgp, BIRD is shut down so it withdraws them too",
       (y) => y,
       async (a) => {
         const o = commonOptions(a);

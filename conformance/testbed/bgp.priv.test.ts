@@ -71,11 +71,15 @@ describe("bgp, node mesh: joins, leaves, restarts and lies", () => {
     const p4 = await tb.addPod(n4);
     await converged(tb);
     expect(failures(await reachability([p1, p4]))).toEqual([]);
+    const bird4 = pidFromFile(join(n4.dir, "bird", "bird.pid"));
+    expect(bird4).not.toBeNull();
     await tb.leave(n4);
     await until("every other node withdrew node-4's subnet", async () => {
       for (const n of [n1, n2, n3]) if ((await listOwnedRoutes(tb!.ip(n))).some((r) => n4.subnets.includes(r.dst))) return false;
       return true;
     }, 30_000);
+    // `twilld leave` shut node-4's BIRD down: it announces nothing any more.
+    await until("node-4's BIRD is gone", () => pidFromFile(join(n4.dir, "bird", "bird.pid")) === null, 10_000);
   });
 
   it("twilld or BIRD killed on a node: traffic to its pods keeps flowing, and both come back", async () => {

@@ -223,9 +223,10 @@ export class Testbed {
     await (this.twilld ?? this.inproc!).stop(node.name);
   }
 
-  /** The node leaves the cluster: its agent stops and its lease is released. */
+  /** The node leaves the cluster: its agent stops and its lease is released (`twilld leave`). */
   async leave(node: TestNode): Promise<void> {
-    await (this.twilld ?? this.inproc!).leave(node.name);
+    if (this.twilld) await this.twilld.leave(node);
+    else await this.inproc!.leave(node.name);
     await this.inproc?.settled();
   }
 

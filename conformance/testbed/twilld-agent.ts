@@ -2,7 +2,6 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "no
 import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { LocalStore } from "../../agent/datastore/local.js";
 import type { NetworkConfig } from "../../agent/types.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
 import type { Resources } from "./cleanup.js";
@@ -116,11 +115,12 @@ export class TwilldCluster {
   }
 
   /** The node leaves: agent stopped, its lease released in the shared datastore. */
-  async leave(name: string): Promise<void> {
-    await this.stop(name);
-    const store = new LocalStore({ dir: this.storeDir, leaseTTLMs: 3_600_000 });
-    await store.release(name);
-    await store.close();
+  async leave(node: TwilldNode): Promise<void> {
+    await this.stop(node.name);
+    // As an operator does it: `twilld leave` (it also shuts a bgp node's BIRD down).
+    const r = await inNetns(node.ns, [join(DIST_BIN, "twilld"), "leave", "--node-name", node.name, "--datastore", "local",
+      "--store-dir", this.storeDir, "--state-dir", node.dir]);
+    if (r.exitCode !== 0) throw new Error(`twilld leave on ${node.name} failed: ${String(r.stderr)}`);
   }
 
   /** `twilld status` on the node, as an operator runs it there. */

@@ -340,3 +340,30 @@ function keepLogSmall(log: string): void {
     // No log yet.
   }
 }
+
+/**
+ * Ends the BIRD answering in `dir` through its control socket (`down`: it tells its peers
+ * and they withdraw its routes at once). The socket, not a PID: in a container BIRD's PID
+ * file holds a PID of another PID namespace. `stopped` false with no error: no BIRD answers.
+ */
+export async function shutdownBird(dir: string, timeoutMs = 5_000): Promise<{ stopped: boolean; error: string | null }> {
+  const files = birdFiles(dir);
+  if (!existsSync(files.ctl)) return { stopped: false, error: null };
+  const control = new BirdControl(files.ctl, { timeoutMs });
+  try {
+    parseStatus(await control.request("show status"));
+  } catch {
+    control.close();
+    return { stopped: false, error: null };
+  }
+  try {
+    // `0007 Shutdown requested`; BIRD then stops its protocols (peers are told) and exits.
+    const reply = await control.request("down");
+    return /^0007 /m.test(reply) ? { stopped: true, error: null } : { stopped: false, error: `BIRD answered ${JSON.stringify(reply.trim())}` };
+  } catch (err) {
+    // BIRD closes the socket as it goes down.
+    return /closed by BIRD|ECONNRESET|EPIPE/.test((err as Error).message) ? { stopped: true, error: null } : { stopped: false, error: (err as Error).message };
+  } finally {
+    control.close();
+  }
+}
