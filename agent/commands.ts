@@ -32,6 +32,7 @@ import { bgpReportPath } from "./backend/bgp/bgp-report.js";
 import type { BgpRouterConfig } from "./types.js";
 import { kubernetesBgpSettings, readBgpNodeSettings } from "./bgp-node.js";
 import { shutdownBird } from "./backend/bgp/bird-supervisor.js";
+import { renderUninstall, uninstallNode } from "./uninstall.js";
 
 /** What every twilld command is given, flags and TWILL_* variables resolved. */
 export interface CommonOptions {
@@ -213,6 +214,26 @@ export async function leaveCluster(o: CommonOptions, logger: Logger): Promise<vo
   const bird = await shutdownBird(o.bgpDir);
   if (bird.stopped) logger.info("Shut BIRD down: its peers withdraw this node's subnets", { dir: o.bgpDir });
   else if (bird.error) logger.warn("Shutting BIRD down failed", { dir: o.bgpDir, error: bird.error });
+}
+
+/**
+ * `twilld uninstall`: twill taken off this node (agent/uninstall.ts). True when it ran (or
+ * would run, with --dry-run) and every step succeeded.
+ */
+export async function runUninstall(
+  o: CommonOptions & { cniBinDir: string; cniConfDir: string; logDir: string; bridge: string; dryRun: boolean; force: boolean },
+  logger: Logger,
+  write: (s: string) => void,
+): Promise<boolean> {
+  const kernel = nodeKernel();
+  try {
+    const paths = { cniBinDir: o.cniBinDir, cniConfDir: o.cniConfDir, subnetFile: o.subnetFile, stateDir: o.stateDir, ipamStore: o.ipamStore, bgpDir: o.bgpDir, logDir: o.logDir };
+    const result = await uninstallNode(kernel, paths, { bridge: o.bridge, dryRun: o.dryRun, force: o.force, logger });
+    write(renderUninstall(result, o));
+    return result.failed.length === 0 && (o.force || result.plan.refusals.length === 0);
+  } finally {
+    kernel.close();
+  }
 }
 
 /** What writers killed between create and rename left in the agent's directories (the IPAM store's: each leak sweep). */

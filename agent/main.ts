@@ -4,7 +4,7 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { stderrLogger, type Level } from "../shared/log.js";
 import { DEFAULT_SUBNET_FILE } from "../shared/subnet-file.js";
-import { leaveCluster, printCheck, printNodes, printReservations, printStatus, runAgent, runRelease, type CommonOptions } from "./commands.js";
+import { leaveCluster, runUninstall, printCheck, printNodes, printReservations, printStatus, runAgent, runRelease, type CommonOptions } from "./commands.js";
 import { DATASTORE_KINDS, type DatastoreKind } from "./datastore/index.js";
 import { deprecatedFlags, warnDeprecatedFlags } from "./deprecated-flags.js";
 import { parseDuration } from "./durations.js";
@@ -57,6 +57,15 @@ const runFlags = {
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
+const uninstallFlags = {
+  "cni-bin-dir": { type: "string", default: "/opt/cni/bin", describe: "Where the DaemonSet installed twill and twill-ipam" },
+  "cni-conf-dir": { type: "string", default: "/etc/cni/net.d", describe: "Where the DaemonSet installed 10-twill.conflist" },
+  "log-dir": { type: "string", default: "/var/log/twill", describe: "The plugin's log directory" },
+  bridge: { type: "string", default: "cni0", describe: "The pod bridge" },
+  "dry-run": { type: "boolean", default: false, describe: "Show what would be removed, removing nothing" },
+  force: { type: "boolean", default: false, describe: "Remove even while pods are attached to the bridge (they lose their network)" },
+} as const;
+
 const outputFlag = { output: { alias: "o", choices: ["table", "json"] as const, default: "table" as const, describe: "Output format" } };
 const releaseFlags = {
   leaked: { type: "boolean", default: false, describe: "Release every address `twilld ipam check` shows as leaked" },
@@ -64,7 +73,7 @@ const releaseFlags = {
 } as const;
 
 /** Every flag of every command: the TWILL_* variables the environment may set. */
-const ALL_FLAGS = [...Object.keys(common), ...Object.keys(runFlags), ...Object.keys(outputFlag), ...Object.keys(releaseFlags)];
+const ALL_FLAGS = [...Object.keys(common), ...Object.keys(runFlags), ...Object.keys(outputFlag), ...Object.keys(releaseFlags), ...Object.keys(uninstallFlags)];
 
 type CommonArgv = { [K in keyof typeof common]: unknown };
 
@@ -162,6 +171,20 @@ async function runCommand(): Promise<number> {
         await leaveCluster(o, stderrLogger(o.logLevel));
       },
     )
+    .command(
+      "uninstall",
+      "Take twill off this node once its DaemonSet is deleted and its pods are gone: the bridge, the VXLAN device, twill's routes and nftables tables, BIRD, the installed plugin and conflist, the subnet file, state and IPAM store (refused while pods are attached unless --force)",
+      (y) => y.options(withEnvDefaults(uninstallFlags, env)),
+      async (a) => {
+        const o = commonOptions(a);
+        const ok = await runUninstall(
+          { ...o, cniBinDir: a["cni-bin-dir"], cniConfDir: a["cni-conf-dir"], logDir: a["log-dir"], bridge: a.bridge, dryRun: a["dry-run"], force: a.force },
+          stderrLogger(o.logLevel),
+          write,
+        );
+        exitCode = ok ? 0 : 1;
+      },
+    )
     .command("ipam", "This node's pod address reservations (twill-ipam's store, host-local's layout)", (y) =>
       y
         .command(
@@ -190,7 +213,7 @@ async function runCommand(): Promise<number> {
         )
         .demandCommand(1, "give an ipam command: list, check or release"),
     )
-    .demandCommand(1, "give a command: run, status, nodes, leave or ipam")
+    .demandCommand(1, "give a command: run, status, nodes, leave, uninstall or ipam")
     .epilogue("Every flag can be set as an environment variable: TWILL_NODE_NAME, TWILL_DATASTORE, TWILL_NET_CONF, ... Other TWILL_* variables are ignored.")
     .help()
     .version(false)
