@@ -5,6 +5,7 @@ import type { NodeKernel, RefusedChange } from "../../../shared/kernel/node-kern
 import type { RouteSpec } from "../../../shared/kernel/routes.js";
 import type { Logger } from "../../../shared/log.js";
 import { systemClock, type Clock } from "../../clock.js";
+import { DEFAULT_BGP_AS } from "../../config.js";
 import { ConfigError, errorMessage } from "../../errors.js";
 import { run, type Runner } from "../../../shared/kernel/exec.js";
 import type { Backend, BackendData, BgpConfig, BgpRouterConfig, LocalNode, NetworkConfig, NodeLease, PeerError, ReconcileReport } from "../../types.js";
@@ -145,7 +146,7 @@ export class BgpBackend implements Backend {
     private readonly node: BgpNodeOptions,
     private readonly deps: BgpDeps,
   ) {
-    const config = network.backend.bgp ?? { mode: "mesh" as const, as: 64512, routers: [] };
+    const config = network.backend.bgp ?? { mode: "mesh" as const, as: DEFAULT_BGP_AS, routers: [] };
     ({ as: this.as, peering: this.peering } = nodePeering(config, node));
     this.clock = deps.clock ?? systemClock;
     this.supervisor = new BirdSupervisor({ dir: node.dir, logger: deps.logger, clock: this.clock, ...node.supervisor });
