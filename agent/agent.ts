@@ -57,6 +57,8 @@ export class Agent {
   /** The last datapath report written, rewritten with the refused records when only those change. */
   private lastReport: DatapathReport | null = null;
   private backend: Backend | null = null;
+  /** The underlay as last seen: its MTU is followed at each full reconcile. */
+  private underlay: Underlay | null = null;
   private backendData: BackendData | null = null;
   private readonly abort = new AbortController();
   private stopWatch: (() => void) | null = null;
@@ -93,6 +95,7 @@ export class Agent {
   async start(): Promise<void> {
     const { logger, metrics } = this.options;
     const underlay = await detectUnderlay(this.options.kernel, this.options.underlay);
+    this.underlay = underlay;
     logger.info("Detected underlay", { ...underlay });
     const backend = this.options.backend(underlay);
     this.backendData = await backend.prepare({
@@ -121,7 +124,7 @@ export class Agent {
     // the whole datastore twice at start-up.
     if (this.stopped) return;
     this.cancelResync = this.clock.every(this.options.resyncMs, () => this.scheduleReconcile());
-    this.scheduleRenew(underlay);
+    this.scheduleRenew();
   }
 
   /** Stops loops and watches; leaves the lease, the datapath and the subnet file alone. */
@@ -226,6 +229,34 @@ export class Agent {
     });
   }
 
+  /**
+   * The underlay's MTU changed on a running node (a jumbo-frame rollout): the backend's device
+   * (the VTEP) follows at this reconcile, the subnet file at once (new pods, and the bridge at
+   * the next ADD), and peers with the next renewal. Running pods keep the MTU they were made
+   * with until they are restarted (README).
+   */
+  private async followUnderlayMtu(lease: NodeLease): Promise<void> {
+    const underlay = this.underlay;
+    if (!underlay || !this.backend || !this.backendData) return;
+    let mtu: number | undefined;
+    try {
+      mtu = (await this.options.kernel.link(underlay.dev))?.mtu;
+    } catch (err) {
+      this.options.logger.warn("Reading the underlay device failed", { dev: underlay.dev, error: errorMessage(err) });
+      return;
+    }
+    if (mtu === undefined || mtu === underlay.mtu) return;
+    this.options.logger.warn("Underlay MTU changed; following it", { dev: underlay.dev, from: underlay.mtu, to: mtu, podMtu: mtu - this.backend.overhead(underlay.family) });
+    this.underlay = { ...underlay, mtu };
+    this.backendData = { ...this.backendData, underlayMTU: mtu };
+    this.backend.underlayChanged?.(mtu);
+    try {
+      this.adoptLease(lease, this.underlay);
+    } catch (err) {
+      this.subnetFileWriteFailed(err);
+    }
+  }
+
   /** Rewrites a subnet file that was deleted, truncated or edited behind the agent's back. */
   private ensureSubnetFile(): void {
     try {
@@ -273,6 +304,7 @@ export class Agent {
     metrics.reconciles.inc();
     const end = metrics.reconcileSeconds.startTimer({ kind: changed ? "peers" : "full" });
     if (!changed) {
+      await this.followUnderlayMtu(lease);
       this.ensureSubnetFile();
       this.reportStalePods();
       this.reportUnreadable();
@@ -318,14 +350,15 @@ export class Agent {
     }
   }
 
-  private scheduleRenew(underlay: Underlay): void {
+  private scheduleRenew(): void {
     if (this.stopped) return;
-    this.cancelRenew = this.clock.after(this.options.renewMs, () => void this.renew(underlay).finally(() => this.scheduleRenew(underlay)));
+    this.cancelRenew = this.clock.after(this.options.renewMs, () => void this.renew().finally(() => this.scheduleRenew()));
   }
 
-  private async renew(underlay: Underlay): Promise<void> {
+  private async renew(): Promise<void> {
     const { metrics, logger, store } = this.options;
-    if (!this.lease || this.stopped) return;
+    const underlay = this.underlay;
+    if (!this.lease || !underlay || this.stopped) return;
     try {
       this.lease = await store.renew({ ...this.lease, publicIP: underlay.ip, backend: this.backendData! });
       metrics.leaseRenewals.inc();

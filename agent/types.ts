@@ -156,6 +156,8 @@ export interface Backend {
    * changed; `peers` is the whole current set) in line, without reading the kernel.
    */
   reconcilePeers(local: NodeLease, peers: NodeLease[], changed: readonly string[]): Promise<ReconcileReport>;
+  /** The underlay device's MTU changed: devices made from it follow at the next reconcile. */
+  underlayChanged?(mtu: number): void;
   /** Ends what the backend keeps running (its kernel monitor); the datapath stays. */
   close?(): void;
 }

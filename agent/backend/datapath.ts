@@ -61,6 +61,12 @@ export class Datapath implements Backend {
     this.kernelChanges.close();
   }
 
+  underlayChanged(mtu: number): void {
+    if (this.local) this.local = { ...this.local, underlayMTU: mtu };
+    // The view remembers the old MTU: the next reconcile plans from the kernel again.
+    this.view = null;
+  }
+
   overhead(underlayFamily: 4 | 6): number {
     return this.kind.overhead(underlayFamily);
   }

@@ -191,6 +191,10 @@ export class BgpBackend implements Backend {
     return { changes, errors: this.errors() };
   }
 
+  underlayChanged(mtu: number): void {
+    if (this.local) this.local = { ...this.local, underlayMTU: mtu };
+  }
+
   /** Every peer event renders the whole file: BIRD compares it protocol by protocol. */
   reconcilePeers(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
     return this.reconcile(lease, peers);
