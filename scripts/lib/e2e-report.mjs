@@ -13,6 +13,9 @@ const { values: opts, positionals } = parseArgs({
     json: { type: "string" },
     // A run narrowed with --focus: report the tests that ran, not the whole selection.
     "only-ran": { type: "boolean", default: false },
+    // A run narrowed with --narrow (a grep -E of the selection's patterns): those selected tests
+    // alone, each counted as failed when no backend reported it.
+    narrow: { type: "string" },
     // The cluster's address families (scripts/e2e --ip-family): dual or 4.
     "ip-family": { type: "string", default: "dual" },
   },
@@ -26,6 +29,9 @@ const rules = readFileSync(opts.selection, "utf8")
   .filter(Boolean)
   .map(([, kind, only, pattern, reason]) => ({ kind, only, pattern, reason }));
 const ruleFor = (name) => rules.find((r) => name.includes(r.pattern));
+const narrow = opts.narrow === undefined ? null : new RegExp(opts.narrow);
+/** A selected test this run was to run: every one, or those --narrow keeps. */
+const runs = (rule) => rule?.kind === "run" && (!narrow || narrow.test(rule.pattern));
 
 const unescape = (s) =>
   s.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
@@ -67,10 +73,10 @@ const backends = positionals.map((p) => {
 
 const all = new Set(backends.flatMap((b) => [...b.results.keys()]));
 const ranSomewhere = (n) => backends.some((b) => b.results.get(n) && b.results.get(n).state !== "skipped");
-const selected = [...all].filter((n) => (opts["only-ran"] ? ranSomewhere(n) : ruleFor(n)?.kind === "run")).sort();
+const selected = [...all].filter((n) => (opts["only-ran"] ? ranSomewhere(n) : runs(ruleFor(n)))).sort();
 const network = [...all].filter((n) => n.includes("[sig-network]") && ruleFor(n)?.kind !== "run").sort();
 // Selected tests that no backend reported (a run that never started) count as failed.
-for (const r of opts["only-ran"] ? [] : rules.filter((r) => r.kind === "run")) {
+for (const r of opts["only-ran"] ? [] : rules.filter(runs)) {
   if (!selected.some((n) => n.includes(r.pattern))) selected.push(`${r.pattern} (not reported)`);
 }
 
