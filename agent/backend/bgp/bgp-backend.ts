@@ -207,13 +207,12 @@ export class BgpBackend implements Backend {
     void this.supervisor.stop();
   }
 
-  /** Peers (or routers) left out of bird.conf, and routes BIRD learned that were not installed. */
+  /**
+   * Peers (or routers) left out of bird.conf: what the datapath cannot reach. Routes refused
+   * are not unreachability (the peer's own subnets are routed): they are the BGP report's.
+   */
   private errors(): PeerError[] {
-    const byProtocol = new Map(this.sessions.map((s) => [s.protocol, s.peer]));
-    return [
-      ...this.refusedConfig.map((r) => ({ peer: r.subject, message: r.reason })),
-      ...this.refusedRoutes.map((r) => ({ peer: byProtocol.get(r.protocol) ?? r.protocol, message: `route ${r.prefix} refused: ${r.reason}` })),
-    ];
+    return this.refusedConfig.map((r) => ({ peer: r.subject, message: r.reason }));
   }
 
   /** The kernel's proto-150 routes made what BIRD's table says (kept whole while BIRD is away or recovering). */

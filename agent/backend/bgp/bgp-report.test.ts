@@ -56,7 +56,7 @@ describe("renderBgpReport", () => {
   it("shows BIRD, every session with its counts, and what was refused", () => {
     const text = renderBgpReport(report, 3_000).join("\n");
     expect(text).toMatch(/^BIRD: +running \(pid 42\), restarts 1/m);
-    expect(text).toMatch(/192\.168\.77\.1 +192\.168\.77\.1 +65000 +Established +1m5s? +2\/1\/1 +-/);
+    expect(text).toMatch(/192\.168\.77\.1 +192\.168\.77\.1 +65000 +Established +1m7s +2\/1\/1 +-/);
     expect(text).toMatch(/Down: +fd00:77::1: Socket: Connection refused/);
     expect(text).toMatch(/not peered\/filtered: node-9: subnet 10\.9\.0\.0\/24 is outside/);
     expect(text).toMatch(/Refused: +route 198\.51\.100\.0\/24 from tor4_192_168_77_1: is outside the cluster CIDRs/);

@@ -114,7 +114,8 @@ export function renderBgpReport(r: BgpReport, now: number): string[] {
   out.push(
     ...renderTable([
       ["PEER", "NEIGHBOR", "AS", "STATE", "SINCE", "IPV4 RCVD/FILT/SENT", "IPV6 RCVD/FILT/SENT"],
-      ...r.sessions.map((s) => [s.peer, s.neighbor, String(s.as), s.state, s.sinceMs === null ? "-" : formatDuration(s.sinceMs), counts(s, 4), counts(s, 6)]),
+      // The report is rewritten on a change and every few seconds: its times age with it.
+      ...r.sessions.map((s) => [s.peer, s.neighbor, String(s.as), s.state, s.sinceMs === null ? "-" : formatDuration(s.sinceMs + Math.max(0, now - r.at)), counts(s, 4), counts(s, 6)]),
     ]),
   );
   for (const s of r.sessions) if (!s.up && s.reason) out.push(`Down:         ${s.peer}: ${s.reason}`);

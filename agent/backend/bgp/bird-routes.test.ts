@@ -171,6 +171,15 @@ describe("planBirdRoutes behind routers: the origin AS tells the owner", () => {
     expect(result.refused.map((r) => r.reason)).toEqual(["originates from AS 65003, not from AS 65002 of node-2, whose lease it is"]);
   });
 
+  it("ignores a router sending this node's own subnet back, and reports it from any other origin", () => {
+    const echo = route("10.244.1.0/24", "tor4_192_0_2_1", "192.0.2.1", { asPath: [65000, 65001] });
+    expect(plan([echo])).toEqual({ routes: [], refused: [] });
+    const hijack = route("10.244.1.0/24", "tor4_192_0_2_1", "192.0.2.1", { asPath: [65000, 65003] });
+    expect(plan([hijack]).refused.map((r) => r.reason)).toEqual(["overlaps this node's own subnet"]);
+    // In a mesh there is no echo: a peer sending this node's subnet is reported.
+    expect(planBirdRoutes([route("10.244.1.0/24", "mesh_node_2", "192.0.2.12", { asPath: [] })], mesh()).refused).toHaveLength(1);
+  });
+
   it("takes an empty AS path as this node's own AS: a lease in that AS only", () => {
     const routes = [route("10.244.2.0/24", "tor4_192_0_2_1", "192.0.2.12", { asPath: [] })];
     expect(plan(routes).refused.map((r) => r.reason)).toEqual(["originates from AS 65001, not from AS 65002 of node-2, whose lease it is"]);

@@ -70,7 +70,7 @@ export function planBirdRoutes(routes: readonly BirdRoute[], config: BirdConfigI
   const chosen = new Map<string, { cidr: Cidr; route: RouteSpec }>();
   const ordered = [...routes].sort((a, b) => Number(b.primary) - Number(a.primary));
   for (const route of ordered) {
-    if (!MASTER_TABLES.has(route.table) || OWN_PROTOCOLS.has(route.protocol)) continue;
+    if (!MASTER_TABLES.has(route.table) || OWN_PROTOCOLS.has(route.protocol) || isEcho(route, config, local.subnets)) continue;
     const checked = checkRoute(route, config, cluster, local.subnets, owners);
     if (typeof checked === "string") {
       refused.push({ prefix: route.prefix, protocol: route.protocol, via: route.via, dev: route.dev, reason: checked });
@@ -81,6 +81,18 @@ export function planBirdRoutes(routes: readonly BirdRoute[], config: BirdConfigI
   }
   const installed = [...chosen.values()].sort((a, b) => byNetwork(a.cidr, b.cidr)).map((c) => c.route);
   return { routes: installed, refused };
+}
+
+/**
+ * A router sending this node's own subnet back (eBGP passes a route on to every peer, its
+ * sender included; `allow local as` keeps BIRD from dropping it as a loop): the AS path ends
+ * with this node's AS. Neither installed nor a refusal worth reporting. The same prefix from
+ * any other origin is reported.
+ */
+function isEcho(route: BirdRoute, config: BirdConfigInput, own: Cidr[]): boolean {
+  if (config.peering.mode !== "routers" || route.asPath === null || route.asPath.at(-1) !== config.local.as) return false;
+  const prefix = parseCidrOrNull(route.prefix);
+  return prefix !== null && own.some((s) => s.family === prefix.family && s.network === prefix.network && s.prefix === prefix.prefix);
 }
 
 /** The route's prefix when it may be installed, else why not. */
