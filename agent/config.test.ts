@@ -92,4 +92,30 @@ describe("parseNetworkConfig", () => {
       expect(() => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", Mode: "mesh" } })).toThrow(/unknown field "Backend.Mode"/);
     });
   });
+
+  describe("the wireguard backend", () => {
+    const wg = (backend: Record<string, unknown>) => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "wireguard", ...backend } }).backend;
+
+    it("defaults to port 51820, no keepalive, auto mode", () => {
+      expect(wg({})).toMatchObject({ type: "wireguard", wireguard: { listenPort: 51820, persistentKeepalive: 0, mode: "auto" } });
+    });
+
+    it("reads its keys", () => {
+      expect(wg({ ListenPort: 51000, PersistentKeepaliveInterval: 25, Mode: "userspace" }).wireguard).toEqual({ listenPort: 51000, persistentKeepalive: 25, mode: "userspace" });
+      expect(wg({ Mode: "kernel" }).wireguard?.mode).toBe("kernel");
+    });
+
+    it("names the field that is wrong", () => {
+      expect(() => wg({ Mode: "fast" })).toThrow(/"Backend.Mode" "fast" is not a WireGuard mode \(auto, kernel, userspace\)/);
+      expect(() => wg({ ListenPort: 0 })).toThrow(/"Backend.ListenPort" 0 must be an integer from 1 to 65535/);
+      expect(() => wg({ ListenPort: "51820" })).toThrow(/"Backend.ListenPort" "51820" must be an integer/);
+      expect(() => wg({ PersistentKeepaliveInterval: -1 })).toThrow(/"Backend.PersistentKeepaliveInterval" -1 must be an integer from 0 to 65535/);
+      expect(() => wg({ VNI: 2 })).toThrow(/unknown field "Backend.VNI"/);
+      expect(() => wg({ AS: 64512 })).toThrow(/unknown field "Backend.AS"/);
+    });
+
+    it("keeps its keys to itself", () => {
+      expect(() => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", ListenPort: 51820 } })).toThrow(/unknown field "Backend.ListenPort"/);
+    });
+  });
 });

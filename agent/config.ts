@@ -1,24 +1,27 @@
 import { readFileSync } from "node:fs";
 import { bits, covers, formatCidr, formatIp, parseCidr, parseIp, type Cidr, type Family } from "../shared/net/cidr.js";
 import { ConfigError } from "./errors.js";
-import type { BackendConfig, BgpConfig, NetworkConfig } from "./types.js";
+import type { BackendConfig, BgpConfig, NetworkConfig, WireguardConfig } from "./types.js";
 
 /**
  * The cluster network config, in the shape of flannel's net-conf.json so an existing file
  * keeps working: {"Network", "IPv6Network", "SubnetLen", "IPv6SubnetLen", "SubnetMin",
  * "SubnetMax", "Backend": {"Type", "VNI", "Port"}, "IPMasq"}; the bgp backend's own keys are
- * "Backend": {"Type": "bgp", "Mode", "AS", "Routers"}. Validation is strict where
+ * "Backend": {"Type": "bgp", "Mode", "AS", "Routers"}, the wireguard backend's "Backend":
+ * {"Type": "wireguard", "ListenPort", "PersistentKeepaliveInterval", "Mode"}. Validation is strict where
  * flannel is lenient: an unknown key, a CIDR with host bits or a subnet length that leaves no
  * room is an error naming the field and the value, before anything is claimed or written.
  */
 
 export const DEFAULT_VNI = 1;
 export const DEFAULT_VXLAN_PORT = 4789;
-const BACKEND_TYPES: readonly BackendConfig["type"][] = ["vxlan", "host-gw", "auto", "bgp"];
+const BACKEND_TYPES: readonly BackendConfig["type"][] = ["vxlan", "host-gw", "auto", "bgp", "wireguard"];
 /** The cluster's AS in a node mesh, and every node's in routers mode unless set: the first private 16-bit AS, as Calico's. */
 export const DEFAULT_BGP_AS = 64512;
 /** The largest 4-byte AS number (RFC 6793). */
 export const AS_MAX = 4294967295;
+/** WireGuard's customary port (wg-quick's, flannel's wireguard backend's). */
+export const DEFAULT_WIREGUARD_PORT = 51820;
 const TOP_KEYS = [
   "Network",
   "IPv6Network",
@@ -35,6 +38,8 @@ const TOP_KEYS = [
 ];
 const BACKEND_KEYS = ["Type", "VNI", "Port"];
 const BGP_KEYS = ["Type", "Mode", "AS", "Routers"];
+const WIREGUARD_KEYS = ["Type", "ListenPort", "PersistentKeepaliveInterval", "Mode"];
+const WIREGUARD_MODES: readonly WireguardConfig["mode"][] = ["auto", "kernel", "userspace"];
 const ROUTER_KEYS = ["Address", "AS"];
 /** The longest node subnet that still leaves a gateway and one pod address. */
 const LONGEST_SUBNET: Record<Family, number> = { 4: 30, 6: 126 };
@@ -153,6 +158,10 @@ function parseBackend(raw: unknown): BackendConfig {
     unknownKeys(b, BGP_KEYS, "Backend.");
     return { type, vni: DEFAULT_VNI, port: DEFAULT_VXLAN_PORT, bgp: parseBgp(b) };
   }
+  if (type === "wireguard") {
+    unknownKeys(b, WIREGUARD_KEYS, "Backend.");
+    return { type, vni: DEFAULT_VNI, port: DEFAULT_VXLAN_PORT, wireguard: parseWireguard(b) };
+  }
   unknownKeys(b, BACKEND_KEYS, "Backend.");
   return {
     type: type as BackendConfig["type"],
@@ -188,6 +197,19 @@ function parseBgp(b: Record<string, unknown>): BgpConfig {
     return { address: formatIp(ip.family, ip.value), as };
   });
   return { mode, as: intField(b, "AS", "Backend.AS", 1, AS_MAX) ?? DEFAULT_BGP_AS, routers };
+}
+
+/** `{"Type": "wireguard", "ListenPort": 51820, "PersistentKeepaliveInterval": 0, "Mode": "auto"|"kernel"|"userspace"}`. */
+function parseWireguard(b: Record<string, unknown>): WireguardConfig {
+  const mode = b.Mode ?? "auto";
+  if (typeof mode !== "string" || !(WIREGUARD_MODES as readonly string[]).includes(mode)) {
+    throw new ConfigError(`"Backend.Mode" ${JSON.stringify(mode)} is not a WireGuard mode (${WIREGUARD_MODES.join(", ")})`);
+  }
+  return {
+    listenPort: intField(b, "ListenPort", "Backend.ListenPort", 1, 65535) ?? DEFAULT_WIREGUARD_PORT,
+    persistentKeepalive: intField(b, "PersistentKeepaliveInterval", "Backend.PersistentKeepaliveInterval", 0, 65535) ?? 0,
+    mode: mode as WireguardConfig["mode"],
+  };
 }
 
 /** SubnetMin/SubnetMax: an address or CIDR inside the network, taken as the node subnet holding it. */

@@ -78,6 +78,10 @@ describe("peer admission", () => {
     expect(reasonFor(peer("evil", {}, { as: 0 }))).toMatch(/BGP AS 0 is not an AS number/);
     expect(reasonFor(peer("evil", {}, { as: 2 ** 32 }))).toMatch(/BGP AS/);
     expect(admit(peer("ok", {}, { type: "bgp", as: 65001 })).refused).toEqual([]);
+    expect(reasonFor(peer("evil", {}, { type: "wireguard", wgPort: 0 }))).toMatch(/WireGuard port 0 is not a port number/);
+    expect(reasonFor(peer("evil", {}, { type: "wireguard", wgPublicKey: "bm90IGEga2V5" }))).toMatch(/malformed WireGuard public key \(12 characters/);
+    expect(reasonFor(peer("evil", {}, { type: "wireguard", wgPublicKey: 7 as unknown as string }))).toMatch(/no WireGuard public key published/);
+    expect(admit(peer("ok", {}, { type: "wireguard", wgPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", wgPort: 51820 })).refused).toEqual([]);
     expect(reasonFor(peer("evil", {}, { underlayIPs: "192.168.90.12" }))).toMatch(/underlay addresses/);
     expect(reasonFor(peer("evil", {}, { underlayIPs: ["192.168.90.12", "x"] }))).toMatch(/underlay address "x"/);
     expect(reasonFor(peer("evil", {}, { type: "vxlan; rm" }))).toMatch(/backend type/);

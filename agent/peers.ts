@@ -2,6 +2,7 @@ import { stableVtepMac } from "../shared/kernel/vxlan.js";
 import { AS_MAX } from "./config.js";
 import { canonicalCidrOrSelf, contains, covers, formatCidr, isLinkLocal6, parseCidr, parseIp, type Cidr, type Family, type Ip } from "../shared/net/cidr.js";
 import { isNodeName } from "./leases.js";
+import { checkPublicKey } from "./backend/wireguard/keys.js";
 import type { NetworkConfig, NodeLease, PeerError } from "./types.js";
 
 /**
@@ -144,6 +145,11 @@ function backendProblem(lease: NodeLease, rules: Rules): string | null {
   if (b.port !== undefined && !intIn(b.port, 1, 65535)) return `VXLAN port ${quote(b.port)} is not a port number`;
   if (b.underlayMTU !== undefined && !intIn(b.underlayMTU, 68, 65535)) return `underlay MTU ${quote(b.underlayMTU)} is not an MTU`;
   if (b.as !== undefined && !intIn(b.as, 1, AS_MAX)) return `BGP AS ${quote(b.as)} is not an AS number from 1 to ${AS_MAX}`;
+  if (b.wgPort !== undefined && !intIn(b.wgPort, 1, 65535)) return `WireGuard port ${quote(b.wgPort)} is not a port number`;
+  if (b.wgPublicKey !== undefined) {
+    const key = checkPublicKey(b.wgPublicKey);
+    if (!key.ok) return key.reason;
+  }
   if (b.vtepMAC !== undefined) {
     if (typeof b.vtepMAC !== "string" || !MAC.test(b.vtepMAC.toLowerCase())) return `VTEP MAC ${quote(b.vtepMAC)} is not a MAC address`;
     const vni = typeof b.vni === "number" ? b.vni : rules.vni;

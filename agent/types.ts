@@ -20,6 +20,10 @@ export interface BackendData {
   underlayIPs?: string[];
   /** bgp: the AS this node's announcements originate from (routers mode: its own or its rack's). */
   as?: number;
+  /** wireguard: the node's public key (base64, as `wg pubkey` writes it); the private key never leaves the node. */
+  wgPublicKey?: string;
+  /** wireguard: the UDP port the node's WireGuard device listens on. */
+  wgPort?: number;
 }
 
 /** One node's claim on the cluster network, as every peer sees it. */
@@ -37,11 +41,25 @@ export interface NodeLease {
 }
 
 export interface BackendConfig {
-  type: "vxlan" | "host-gw" | "auto" | "bgp";
+  type: "vxlan" | "host-gw" | "auto" | "bgp" | "wireguard";
   vni: number;
   port: number;
   /** bgp only: how nodes peer, and the AS. */
   bgp?: BgpConfig;
+  /** wireguard only: the device's port, keepalive and mode. */
+  wireguard?: WireguardConfig;
+}
+
+/**
+ * The wireguard backend's cluster-wide settings (net-conf `Backend`): `kernel` uses the
+ * kernel's WireGuard device, `userspace` wireguard-go (a TUN device), `auto` the kernel's
+ * when it has one (issue 24, docs/wireguard-design.md).
+ */
+export interface WireguardConfig {
+  listenPort: number;
+  /** Seconds; 0 is off (the mesh has no NAT to keep open). */
+  persistentKeepalive: number;
+  mode: "auto" | "kernel" | "userspace";
 }
 
 /** A BGP router a node peers with (its top-of-rack): the address and the router's AS. */

@@ -1,4 +1,5 @@
 import type { Registry } from "prom-client";
+import { ConfigError } from "../errors.js";
 import type { Backend, NetworkConfig } from "../types.js";
 import { auto } from "./auto.js";
 import { BgpBackend, type BgpNodeOptions } from "./bgp/bgp-backend.js";
@@ -11,7 +12,7 @@ export type { BackendDeps } from "./datapath.js";
 export type { BgpNodeOptions } from "./bgp/bgp-backend.js";
 export { TWILL_ROUTE_PROTO } from "../../shared/kernel/routes.js";
 
-const BACKENDS: Record<Exclude<NetworkConfig["backend"]["type"], "bgp">, BackendKind> = { vxlan, "host-gw": hostGw, auto };
+const BACKENDS: Record<Exclude<NetworkConfig["backend"]["type"], "bgp" | "wireguard">, BackendKind> = { vxlan, "host-gw": hostGw, auto };
 
 /** What the bgp backend needs beyond the others: this node's BGP settings and the metrics registry. */
 export interface CreateBackendDeps extends BackendDeps {
@@ -26,6 +27,7 @@ export function createBackend(network: NetworkConfig, deps: CreateBackendDeps): 
     if (!deps.bgp) throw new Error("bgp backend: no BIRD directory given");
     return new BgpBackend(network, deps.bgp, deps);
   }
+  if (type === "wireguard") throw new ConfigError("the wireguard backend is not available in twilld yet");
   const kind = BACKENDS[type];
   if (!kind) throw new Error(`unknown backend type ${JSON.stringify(type)} (want vxlan, host-gw, auto or bgp)`);
   return new Datapath(network, kind, deps);

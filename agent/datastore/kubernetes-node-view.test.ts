@@ -101,6 +101,8 @@ describe("decodeBackend", () => {
     expect(decode({ ...full, extra: { deep: true } })).toEqual({ ok: true, backend: full });
     expect(decode({}, "host-gw")).toEqual({ ok: true, backend: { type: "host-gw" } });
     expect(decode({ type: "bgp", as: 4294967295 }, "bgp")).toEqual({ ok: true, backend: { type: "bgp", as: 4294967295 } });
+    const wg = { type: "wireguard", wgPublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", wgPort: 51820 };
+    expect(decode(wg, "wireguard")).toEqual({ ok: true, backend: wg });
     expect(decodeBackend({})).toBeNull();
   });
 
@@ -116,6 +118,8 @@ describe("decodeBackend", () => {
       [{ underlayMTU: null }, /field "underlayMTU" is null/],
       [{ as: 0 }, /field "as" is 0, not an AS number/],
       [{ as: "65001" }, /field "as" is "65001"/],
+      [{ wgPort: 0 }, /field "wgPort" is 0/],
+      [{ wgPublicKey: 5 }, /field "wgPublicKey" is 5, not a string/],
       [{ underlayIPs: "192.0.2.1" }, /field "underlayIPs" is "192\.0\.2\.1", not a list of strings/],
       [{ underlayIPs: ["192.0.2.1", 7] }, /field "underlayIPs"/],
       [{ type: 3 }, /field "type" is 3, not a backend name/],

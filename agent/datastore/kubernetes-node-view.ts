@@ -134,6 +134,9 @@ const BACKEND_FIELDS: Record<Exclude<keyof BackendData, "type">, { ok: (v: unkno
   underlayMTU: { ok: (v) => intIn(v, 68, 65535), want: "an integer from 68 to 65535" },
   underlayIPs: { ok: (v) => Array.isArray(v) && v.every((a) => typeof a === "string"), want: "a list of strings" },
   as: { ok: (v) => intIn(v, 1, AS_MAX), want: `an AS number from 1 to ${AS_MAX}` },
+  // The key's form is checked at admission (agent/peers.ts), where the reason is the peer's.
+  wgPublicKey: { ok: (v) => typeof v === "string", want: "a string" },
+  wgPort: { ok: (v) => intIn(v, 1, 65535), want: "an integer from 1 to 65535" },
 };
 
 const shown = (v: unknown): string => {
