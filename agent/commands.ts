@@ -78,6 +78,10 @@ export interface RunOptions extends CommonOptions {
   /** bgp backend: this node's AS and routers, over the network config's (and its Node's). */
   bgpAs?: number;
   bgpRouters?: BgpRouterConfig[];
+  /** wireguard backend: the private key's file. */
+  wireguardKey: string;
+  /** wireguard backend: wireguard-go's socket directory, bound over /run/wireguard (nodes sharing a filesystem). */
+  wireguardDir?: string;
 }
 
 /** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
@@ -117,6 +121,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
         logger: log,
         registry: metrics.registry,
         bgp: { dir: o.bgpDir, reportFile: bgpReportPath(o.stateDir), ...bgp },
+        wireguard: { keyFile: o.wireguardKey, dir: o.wireguardDir ?? null },
       }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,

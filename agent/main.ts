@@ -12,6 +12,7 @@ import { ignoredEnv, withEnvDefaults } from "./env.js";
 import { errorMessage } from "./errors.js";
 import { checkListenAddress } from "./http.js";
 import { parseAs, parseRouters } from "./bgp-node.js";
+import { DEFAULT_WIREGUARD_KEY } from "./backend/wireguard/wireguard-backend.js";
 
 // twilld: the node agent (`run`) and its admin CLI. Flags wire into agent/commands.ts; every
 // flag can also come from the environment as TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_DATASTORE, ...);
@@ -54,6 +55,8 @@ const runFlags = {
   "policy-deny": { choices: ["reject", "drop"] as const, default: "reject" as const, describe: "What a packet NetworkPolicy denies gets: a TCP reset or ICMP prohibited (the client fails at once), or nothing" },
   "bgp-as": { type: "number", describe: "bgp backend: this node's AS (routers mode: its own or its rack's) [default: the network config's Backend.AS]" },
   "bgp-routers": { type: "string", describe: 'bgp backend, routers mode: the routers this node peers with, "ADDRESS@AS,..." [default: the network config\'s Backend.Routers]' },
+  "wireguard-key": { type: "string", default: DEFAULT_WIREGUARD_KEY, describe: "wireguard backend: this node's private key (0600; made on the first start, never published)" },
+  "wireguard-dir": { type: "string", describe: "wireguard backend: wireguard-go's socket directory, bound over /run/wireguard in its own mount namespace, for nodes that share a filesystem [default: /var/run/wireguard]" },
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
@@ -139,6 +142,8 @@ async function runCommand(): Promise<number> {
             leakIntervalMs: a["leak-interval"] === "0" ? 0 : parseDuration(a["leak-interval"], "--leak-interval"),
             ...(a["bgp-as"] !== undefined ? { bgpAs: parseAs(a["bgp-as"], "--bgp-as") } : {}),
             ...(a["bgp-routers"] !== undefined ? { bgpRouters: parseRouters(a["bgp-routers"]) } : {}),
+            wireguardKey: a["wireguard-key"],
+            ...(a["wireguard-dir"] ? { wireguardDir: a["wireguard-dir"] } : {}),
           },
           logger,
         );

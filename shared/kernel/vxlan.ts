@@ -59,11 +59,14 @@ export function vtepMismatch(link: Link, spec: VxlanSpec): string | null {
 /** One change that brings an existing VTEP towards its spec. */
 export type VtepChange = { op: "set-link"; settings: LinkSettings } | { op: "del-address" | "add-address"; cidr: string };
 
-/** The changes that bring an existing, compatible VTEP to `spec`: MAC, MTU, addresses, up. */
-export function planVtepSettings(link: Link, addrs: readonly Address[], spec: VxlanSpec): VtepChange[] {
+/**
+ * The changes that bring an existing, compatible VTEP to `spec`: MAC, MTU, addresses, up. A
+ * device without a MAC of its own (the WireGuard device, a TUN) passes none.
+ */
+export function planVtepSettings(link: Link, addrs: readonly Address[], spec: Pick<VxlanSpec, "name" | "mtu" | "addresses"> & { mac?: string }): VtepChange[] {
   const changes: VtepChange[] = [];
   const settings: LinkSettings = { dev: spec.name };
-  if (link.mac !== spec.mac) settings.mac = spec.mac;
+  if (spec.mac !== undefined && link.mac !== spec.mac) settings.mac = spec.mac;
   if (link.mtu !== spec.mtu) settings.mtu = spec.mtu;
   if (settings.mac !== undefined || settings.mtu !== undefined) changes.push({ op: "set-link", settings });
   if (!link.up) changes.push({ op: "set-link", settings: { dev: spec.name, up: true } });

@@ -310,7 +310,8 @@ export class BirdSupervisor {
   }
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process of this PID exists (EPERM: it does, another user's). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -319,7 +320,8 @@ function isAlive(pid: number): boolean {
   }
 }
 
-function readNumber(path: string): number | null {
+/** A positive integer from a file (a PID file, a marker), or null. */
+export function readNumber(path: string): number | null {
   try {
     const n = Number(readFileSync(path, "utf8").trim());
     return Number.isSafeInteger(n) && n > 0 ? n : null;
@@ -333,7 +335,8 @@ function writeAtomic(path: string, text: string): void {
   renameSync(`${path}.tmp`, path);
 }
 
-function keepLogSmall(log: string): void {
+/** Moves a daemon's log to LOG.1 at a start once it is larger than LOG_KEEP_BYTES. */
+export function keepLogSmall(log: string): void {
   try {
     if (statSync(log).size > LOG_KEEP_BYTES) renameSync(log, `${log}.1`);
   } catch {

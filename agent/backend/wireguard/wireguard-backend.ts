@@ -1,0 +1,236 @@
+import type { NodeKernel, RefusedChange } from "../../../shared/kernel/node-kernel.js";
+import type { RouteSpec } from "../../../shared/kernel/routes.js";
+import { KernelError } from "../../../shared/kernel/types.js";
+import { planVtepSettings, vtepAddress, type VtepChange } from "../../../shared/kernel/vxlan.js";
+import { familyOfText } from "../../../shared/net/cidr.js";
+import type { Logger } from "../../../shared/log.js";
+import { systemClock, type Clock } from "../../clock.js";
+import { ConfigError, errorMessage } from "../../errors.js";
+import type { Backend, BackendData, LocalNode, NetworkConfig, NodeLease, PeerError, ReconcileReport, WireguardConfig } from "../../types.js";
+import { hostGw } from "../host-gw.js";
+import { canonical, underlayAddresses } from "../kind.js";
+import { planDatapath } from "../plan.js";
+import { loadOrCreatePrivateKey, type PrivateKey } from "./keys.js";
+import { desiredPeers, planDevice, type DesiredPeer, type WireguardLease } from "./plan.js";
+import { isEmptySet } from "./uapi.js";
+import { WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wireguard-go.js";
+
+/**
+ * The wireguard backend (issue 24, docs/wireguard-design.md §8): one WireGuard device per node,
+ * `twill-wg`, with a peer per node (its public key, endpoint its public IP and WireGuard
+ * port, allowed IPs its pod subnets) and a route per peer subnet through the device (proto
+ * 150, no gateway). Pod traffic between nodes leaves encrypted, as UDP to the peers' port.
+ *
+ * Userspace mode only for now: wireguard-go supervised by twilld (wireguard-go.ts). `auto`
+ * takes it; `kernel` is refused until the kernel device's generic-netlink encoder exists.
+ * The private key is made on the first start and stays in its 0600 file (keys.ts); only the
+ * public key is published. Every reconcile reads the device (UAPI get), plans the difference
+ * (plan.ts) and sends it in one set, so a peer joining touches that peer alone.
+ */
+
+/** Outer IPv4 20 (IPv6 40) + UDP 8 + WireGuard's header 16 and tag 16; measured exact (design §6). */
+export const wireguardOverhead = (underlayFamily: 4 | 6): number => (underlayFamily === 4 ? 60 : 80);
+
+/** Where a node keeps its private key when twilld is not told: it must survive reboots (design §8). */
+export const DEFAULT_WIREGUARD_KEY = "/var/lib/twill/wireguard/private.key";
+
+/** This node's WireGuard settings, from twilld's flags. */
+export interface WireguardNodeOptions {
+  /** The private key's file (--wireguard-key). */
+  keyFile: string;
+  /** wireguard-go's socket directory bound over /run/wireguard (--wireguard-dir); null: /var/run/wireguard. */
+  dir: string | null;
+  /** Passed to the supervisor (tests: another binary, a namespace, a fake spawner). */
+  supervisor?: Partial<WireguardGoOptions>;
+  /** How long prepare waits for a started wireguard-go to answer on its socket. */
+  readyMs?: number;
+}
+
+export interface WireguardDeps {
+  kernel: NodeKernel;
+  logger: Logger;
+  clock?: Clock;
+}
+
+const READY_MS = 10_000;
+const READY_POLL_MS = 50;
+
+/** The route to each admitted peer's subnets: through the device, no gateway (WireGuard picks the peer by allowed IPs). */
+export function wireguardRoutes(peers: readonly DesiredPeer[]): RouteSpec[] {
+  return peers.flatMap((p) => p.allowedIps.map((dst) => ({ dst: canonical(dst), via: "", dev: WG_DEVICE, onlink: false })));
+}
+
+/** The peers' leases as the planner reads them: their WireGuard data unchecked (the planner refuses what is wrong). */
+export const wireguardLeases = (peers: readonly NodeLease[]): WireguardLease[] =>
+  peers.map((p) => ({ nodeName: p.nodeName, publicIP: p.publicIP, subnets: p.subnets, publicKey: p.backend.wgPublicKey, port: p.backend.wgPort }));
+
+/**
+ * The device's MTU and addresses: the underlay's less WireGuard's overhead, and the node
+ * subnets' first addresses, so the node's own packets to remote pods leave with a source its
+ * peers allow (from the underlay address they would be dropped; design §4).
+ */
+export const deviceSpec = (local: LocalNode, subnets: readonly string[]) => ({
+  name: WG_DEVICE,
+  mtu: local.underlayMTU - wireguardOverhead(familyOfText(local.publicIP)),
+  addresses: subnets.map(vtepAddress),
+});
+
+export class WireguardBackend implements Backend {
+  readonly type = "wireguard" as const;
+  private readonly config: WireguardConfig;
+  private readonly supervisor: WireguardGoSupervisor;
+  private readonly clock: Clock;
+  private local: LocalNode | null = null;
+  private key: PrivateKey | null = null;
+  private last: { lease: NodeLease; peers: NodeLease[] } | null = null;
+  private lastRefused = "";
+  /** One reconcile at a time (the agent's and the one after wireguard-go restarted). */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly network: NetworkConfig,
+    private readonly node: WireguardNodeOptions,
+    private readonly deps: WireguardDeps,
+  ) {
+    this.config = network.backend.wireguard ?? { listenPort: 51820, persistentKeepalive: 0, mode: "auto" };
+    if (this.config.mode === "kernel") {
+      throw new ConfigError('"Backend.Mode" "kernel": the kernel WireGuard device is not implemented yet; use "userspace" or "auto" (wireguard-go)');
+    }
+    this.clock = deps.clock ?? systemClock;
+    this.supervisor = new WireguardGoSupervisor({
+      dir: node.dir,
+      logger: deps.logger,
+      clock: this.clock,
+      onStart: (how) => this.deviceStarted(how),
+      ...node.supervisor,
+    });
+  }
+
+  overhead(underlayFamily: 4 | 6): number {
+    return wireguardOverhead(underlayFamily);
+  }
+
+  async prepare(local: LocalNode): Promise<BackendData> {
+    const { kernel, logger } = this.deps;
+    // A node switched from vxlan: its VTEP would keep answering for the routes the device now owns.
+    await hostGw.prepare({ kernel, logger, network: this.network, local });
+    const { key, created } = loadOrCreatePrivateKey(this.node.keyFile);
+    this.key = key;
+    this.local = local;
+    if (created) logger.info("Created this node's WireGuard key", { file: this.node.keyFile, publicKey: key.publicKey() });
+    await this.supervisor.start();
+    await this.waitAnswering();
+    const [link] = await kernel.addrs(local.underlayDev);
+    logger.info("WireGuard backend", {
+      mode: "userspace", reason: this.config.mode === "auto" ? "the kernel device is not implemented yet" : "configured",
+      device: WG_DEVICE, socket: this.supervisor.files.socket, listenPort: this.config.listenPort, publicKey: key.publicKey(),
+    });
+    return {
+      type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addresses ?? []),
+      wgPublicKey: key.publicKey(), wgPort: this.config.listenPort,
+    };
+  }
+
+  underlayChanged(mtu: number): void {
+    if (this.local) this.local = { ...this.local, underlayMTU: mtu };
+  }
+
+  reconcile(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
+    this.last = { lease, peers };
+    const run = this.queue.then(() => this.reconcileOnce(lease, peers));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** A peer joining touches one peer on the device already: the whole reconcile is incremental. */
+  reconcilePeers(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
+    return this.reconcile(lease, peers);
+  }
+
+  close(): void {
+    // wireguard-go runs on: stopping it would take the device and every route with it.
+    this.supervisor.stop();
+  }
+
+  private async reconcileOnce(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
+    const local = this.local;
+    const key = this.key;
+    if (!local || !key) throw new Error("wireguard backend: reconcile before prepare");
+    const { kernel, logger } = this.deps;
+    let changes = await this.ensureDevice(local, lease.subnets);
+
+    const self = { nodeName: local.nodeName, privateKey: key, listenPort: this.config.listenPort, subnets: lease.subnets };
+    const { peers: desired, refused } = desiredPeers(self, wireguardLeases(peers), {
+      clusterCIDRs: this.network.clusterCIDRs, persistentKeepalive: this.config.persistentKeepalive,
+    });
+    const uapi = this.supervisor.uapi;
+    const req = planDevice(self, desired, await uapi.get());
+    if (!isEmptySet(req)) {
+      // Not a transaction: after an errno the next round starts again from a get.
+      await uapi.set(req);
+      changes += 1;
+      logger.info("Configured WireGuard peers", {
+        device: WG_DEVICE,
+        added: (req.peers ?? []).filter((p) => p.op === "set" && !p.updateOnly).length,
+        changed: (req.peers ?? []).filter((p) => p.op === "set" && p.updateOnly).length,
+        removed: (req.peers ?? []).filter((p) => p.op === "remove").length,
+        ...(req.privateKey ? { privateKey: "set" } : {}),
+        ...(req.listenPort !== undefined ? { listenPort: req.listenPort } : {}),
+      });
+    }
+
+    const installed = await kernel.ownedRoutes();
+    const plan = planDatapath({ routes: wireguardRoutes(desired), neighbors: [], fdb: [] }, { routes: installed, neighbors: [], fdb: [] });
+    if (plan.length > 0) {
+      const failed: RefusedChange[] = await kernel.applyDatapath(plan);
+      changes += plan.length;
+      logger.info("Reconciled WireGuard routes", { added: plan.filter((c) => c.op === "replace").length, removed: plan.filter((c) => c.op === "del").length, peers: desired.length });
+      if (failed.length) throw new KernelError("program WireGuard routes", failed.map((f) => f.error.message).join("; "));
+    }
+
+    const errors: PeerError[] = refused.map((r) => ({ peer: r.subject, message: r.reason }));
+    const text = JSON.stringify(errors);
+    if (text !== this.lastRefused) {
+      for (const e of errors) logger.error("Peer unreachable", { peer: e.peer, reason: e.message });
+      this.lastRefused = text;
+    }
+    return { changes, errors };
+  }
+
+  /** The device up, at its MTU, with the node subnets' first addresses; it exists only while wireguard-go runs. */
+  private async ensureDevice(local: LocalNode, subnets: readonly string[]): Promise<number> {
+    const kernel = this.deps.kernel;
+    const link = await kernel.link(WG_DEVICE);
+    if (!link) throw new KernelError(`find WireGuard device "${WG_DEVICE}"`, `no such device (wireguard-go: ${this.supervisor.state().state})`);
+    const [addrs] = await kernel.addrs(WG_DEVICE);
+    const changes = planVtepSettings(link, addrs?.addresses ?? [], deviceSpec(local, subnets));
+    for (const c of changes) await applyDeviceChange(kernel, c);
+    return changes.length;
+  }
+
+  /** wireguard-go (re)started: configure the fresh device at once rather than at the next resync. */
+  private deviceStarted(how: "started" | "adopted"): void {
+    const last = this.last;
+    if (how !== "started" || !last) return;
+    void this.waitAnswering()
+      .then(() => this.reconcile(last.lease, last.peers))
+      .catch((err: unknown) => this.deps.logger.warn("Configuring the restarted WireGuard device failed; the next reconcile tries again", { error: errorMessage(err) }));
+  }
+
+  private async waitAnswering(): Promise<void> {
+    const deadline = this.clock.now() + (this.node.readyMs ?? READY_MS);
+    while (!(await this.supervisor.answering())) {
+      if (this.clock.now() >= deadline) {
+        throw new Error(`wireguard-go did not answer on ${this.supervisor.files.socket} within ${this.node.readyMs ?? READY_MS} ms (its log: ${this.supervisor.files.log})`);
+      }
+      await this.clock.sleep(READY_POLL_MS, new AbortController().signal);
+    }
+  }
+}
+
+function applyDeviceChange(kernel: NodeKernel, c: VtepChange): Promise<void> {
+  const op = `configure WireGuard device "${WG_DEVICE}"`;
+  if (c.op === "set-link") return kernel.setLink(c.settings, op);
+  if (c.op === "del-address") return kernel.deleteAddress(WG_DEVICE, c.cidr, op);
+  return kernel.replaceAddress(WG_DEVICE, c.cidr, op);
+}
