@@ -13,6 +13,7 @@ import { planDatapath } from "../plan.js";
 import { loadOrCreatePrivateKey, type PrivateKey } from "./keys.js";
 import { desiredPeers, planDevice, type DesiredPeer, type WireguardLease } from "./plan.js";
 import { isEmptySet } from "./uapi.js";
+import { ensureUnderlayFilter, underlayFilterRuleset } from "./underlay-filter.js";
 import { WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wireguard-go.js";
 
 /**
@@ -23,6 +24,7 @@ import { WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wir
  *
  * Userspace mode only for now: wireguard-go supervised by twilld (wireguard-go.ts). `auto`
  * takes it; `kernel` is refused until the kernel device's generic-netlink encoder exists.
+ * Packets for pods arriving in clear on the underlay device are dropped (underlay-filter.ts).
  * The private key is made on the first start and stays in its 0600 file (keys.ts); only the
  * public key is published. Every reconcile reads the device (UAPI get), plans the difference
  * (plan.ts) and sends it in one set, so a peer joining touches that peer alone.
@@ -84,6 +86,8 @@ export class WireguardBackend implements Backend {
   private key: PrivateKey | null = null;
   private last: { lease: NodeLease; peers: NodeLease[] } | null = null;
   private lastRefused = "";
+  /** The underlay filter's listing as last installed or found right. */
+  private filter: string | null = null;
   /** One reconcile at a time (the agent's and the one after wireguard-go restarted). */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -158,6 +162,12 @@ export class WireguardBackend implements Backend {
     if (!local || !key) throw new Error("wireguard backend: reconcile before prepare");
     const { kernel, logger } = this.deps;
     let changes = await this.ensureDevice(local, lease.subnets);
+    const filter = await ensureUnderlayFilter(kernel, underlayFilterRuleset(local.underlayDev, this.network.clusterCIDRs), this.filter);
+    this.filter = filter.listing;
+    if (filter.changed) {
+      changes += 1;
+      logger.info("Installed the underlay filter: pod CIDRs arriving on the underlay device are dropped", { dev: local.underlayDev, clusterCIDRs: this.network.clusterCIDRs });
+    }
 
     const self = { nodeName: local.nodeName, privateKey: key, listenPort: this.config.listenPort, subnets: lease.subnets };
     const { peers: desired, refused } = desiredPeers(self, wireguardLeases(peers), {
