@@ -1,4 +1,11 @@
-import { describe, expect, it } from "vitest";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { fakeWireguardDevice } from "../../../testkit/wireguard-device.js";
+import type { DatapathChange, NodeKernel } from "../../../shared/kernel/node-kernel.js";
+import type { RouteSpec } from "../../../shared/kernel/routes.js";
+import { KernelError } from "../../../shared/kernel/types.js";
 import { parseNetworkConfig } from "../../config.js";
 import { nullLogger } from "../../../shared/log.js";
 import type { NodeLease } from "../../types.js";
@@ -34,5 +41,83 @@ describe("the wireguard backend's plain decisions", () => {
     const deps = { kernel: {} as never, logger: nullLogger };
     expect(() => new WireguardBackend(network("kernel"), { keyFile: "/nonexistent", dir: null }, deps)).toThrow(/kernel WireGuard device is not implemented yet/);
     expect(new WireguardBackend(network("auto"), { keyFile: "/nonexistent", dir: null }, deps).overhead(4)).toBe(60);
+  });
+});
+
+/** The kernel as the backend uses it: the device, its addresses, twill's routes and nft tables. */
+function fakeKernel() {
+  const state = { link: { index: 7, name: "twill-wg", up: false, lowerUp: false, mtu: 1420 }, addresses: [] as string[], routes: [] as RouteSpec[], tables: new Map<string, string>() };
+  const kernel = {
+    link: async (name: string) => (name === "twill-wg" ? { ...state.link } : null),
+    addrs: async (dev?: string) =>
+      dev === "twill-wg" ? [{ index: 7, name: dev, addresses: state.addresses.map((a) => ({ family: a.includes(":") ? 6 : 4, ip: a.split("/")[0], prefixLength: Number(a.split("/")[1]), scope: "global" })) }] : [],
+    setLink: async (s: { mtu?: number; up?: boolean }) => void Object.assign(state.link, s.mtu !== undefined ? { mtu: s.mtu } : {}, s.up ? { up: true } : {}),
+    replaceAddress: async (_dev: string, cidr: string) => void state.addresses.push(cidr),
+    deleteAddress: async (_dev: string, cidr: string) => void (state.addresses = state.addresses.filter((a) => a !== cidr)),
+    deleteLink: async () => false,
+    ownedRoutes: async () => [...state.routes],
+    applyDatapath: async (changes: DatapathChange[]) => {
+      for (const c of changes) {
+        state.routes = state.routes.filter((r) => r.dst !== (c.entry as RouteSpec).dst);
+        if (c.op === "replace") state.routes.push(c.entry as RouteSpec);
+      }
+      return [];
+    },
+    nft: async (args: readonly string[], op: string, input?: string) => {
+      if (args[0] === "-f") {
+        state.tables.set("twill-wg", input!);
+        return "";
+      }
+      const t = state.tables.get("twill-wg");
+      if (t === undefined) throw new KernelError(op, "No such file or directory", { errno: 2 });
+      return t;
+    },
+  };
+  return { state, kernel: kernel as unknown as NodeKernel };
+}
+
+describe("WireguardBackend against a fake wireguard-go and kernel", () => {
+  let dir: string;
+  let fake: Awaited<ReturnType<typeof fakeWireguardDevice>> | null = null;
+  afterEach(async () => {
+    await fake?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("publishes its key and port, configures the device whole, then touches only the peer that changed", async () => {
+    dir = mkdtempSync(join(tmpdir(), "twill-wg-backend-"));
+    fake = await fakeWireguardDevice(join(dir, "twill-wg.sock"));
+    const { state, kernel } = fakeKernel();
+    const backend = new WireguardBackend(network(), { keyFile: join(dir, "key"), dir }, { kernel, logger: nullLogger });
+    const data = await backend.prepare(local);
+    expect(statSync(join(dir, "key")).mode & 0o777).toBe(0o600);
+    expect(data).toMatchObject({ type: "wireguard", wgPort: 51820, underlayMTU: 1500, underlayIPs: ["192.0.2.1"] });
+    expect(JSON.stringify(data)).not.toContain(readFileSync(join(dir, "key"), "utf8").trim());
+
+    const own: NodeLease = { ...lease("node-1", 1, data), publicIP: "192.0.2.1" };
+    const k2 = PrivateKey.generate().publicKey();
+    const k3 = PrivateKey.generate().publicKey();
+    const peers = [lease("node-2", 2, { wgPublicKey: k2, wgPort: 51820 }), lease("node-3", 3, { wgPublicKey: k3, wgPort: 51000 }), lease("node-4", 4, { wgPort: 51820 })];
+    const report = await backend.reconcile(own, peers);
+    expect(report.errors).toEqual([{ peer: "node-4", message: "no WireGuard public key published" }]);
+    expect(state.link).toMatchObject({ up: true, mtu: 1440 });
+    expect(state.addresses).toEqual(["10.244.1.0/32"]);
+    expect(state.routes.map((r) => `${r.dst} ${r.via}/${r.dev}`).sort()).toEqual(["10.244.2.0/24 /twill-wg", "10.244.3.0/24 /twill-wg"]);
+    expect(state.tables.get("twill-wg")).toContain('iifname "eth0" ip daddr 10.244.0.0/16 counter name underlay_to_pods drop');
+    expect(fake!.device.listenPort).toBe(51820);
+    expect([...fake!.device.peers.values()].map((p) => `${p.endpoint} ${p.allowed.join()}`).sort()).toEqual(["192.0.2.2:51820 10.244.2.0/24", "192.0.2.3:51000 10.244.3.0/24"]);
+
+    // In sync: nothing sent. node-3's key replaced: that peer alone is swapped.
+    expect((await backend.reconcile(own, peers)).changes).toBe(0);
+    const k3b = PrivateKey.generate().publicKey();
+    await backend.reconcilePeers(own, [peers[0]!, lease("node-3", 3, { wgPublicKey: k3b, wgPort: 51000 })], ["node-3"]);
+    const hex = (k: string) => Buffer.from(k, "base64").toString("hex");
+    expect(fake!.sets.at(-1)).toEqual([`public_key=${hex(k3)}`, "remove=true", `public_key=${hex(k3b)}`, "endpoint=192.0.2.3:51000", "persistent_keepalive_interval=0", "replace_allowed_ips=true", "allowed_ip=10.244.3.0/24"]);
+    expect([...fake!.device.peers.keys()].sort()).toEqual([hex(k2), hex(k3b)].sort());
+    // node-2 gone: its peer and its route go.
+    await backend.reconcile(own, [lease("node-3", 3, { wgPublicKey: k3b, wgPort: 51000 })]);
+    expect(state.routes.map((r) => r.dst)).toEqual(["10.244.3.0/24"]);
+    expect(fake!.device.peers.size).toBe(1);
+    backend.close();
   });
 });

@@ -147,7 +147,7 @@ export class WireguardBackend implements Backend {
   }
 
   /** A peer joining touches one peer on the device already: the whole reconcile is incremental. */
-  reconcilePeers(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
+  reconcilePeers(lease: NodeLease, peers: NodeLease[], _changed?: readonly string[]): Promise<ReconcileReport> {
     return this.reconcile(lease, peers);
   }
 

@@ -1,9 +1,9 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FakeClock } from "../../../testkit/clock.js";
+import { fakeWireguardDevice } from "../../../testkit/wireguard-device.js";
 import type { BirdChild } from "../bgp/bird-supervisor.js";
 import { WG_DEVICE, wireguardGoArgv, wireguardGoFiles, WireguardGoSupervisor } from "./wireguard-go.js";
 
@@ -42,10 +42,10 @@ class FakeChild implements BirdChild {
 
 describe("WireguardGoSupervisor with a fake wireguard-go", () => {
   let dir: string;
-  let server: Server | null = null;
+  let device: Awaited<ReturnType<typeof fakeWireguardDevice>> | null = null;
   afterEach(async () => {
-    await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
-    server = null;
+    await device?.close();
+    device = null;
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -62,13 +62,6 @@ describe("WireguardGoSupervisor with a fake wireguard-go", () => {
     });
     return { supervisor, clock, children, starts };
   };
-
-  /** A socket answering `get=1` as a fresh device does. */
-  const answerOn = (path: string) =>
-    new Promise<void>((resolve) => {
-      server = createServer((c) => c.on("data", () => c.end("listen_port=35486\nerrno=0\n\n")));
-      server.listen(path, resolve);
-    });
 
   it("starts wireguard-go when no device answers, records its PID, and leaves it running on stop", async () => {
     const { supervisor, children, starts } = setup();
@@ -105,7 +98,7 @@ describe("WireguardGoSupervisor with a fake wireguard-go", () => {
 
   it("adopts the device whose socket answers instead of starting another", async () => {
     const { supervisor, children, starts } = setup();
-    await answerOn(join(dir, `${WG_DEVICE}.sock`));
+    device = await fakeWireguardDevice(join(dir, `${WG_DEVICE}.sock`));
     await supervisor.start();
     expect(children).toEqual([]);
     expect(supervisor.state().state).toBe("adopted");
