@@ -1,4 +1,5 @@
 import { readFileSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { deleteNetnsSync } from "../../testkit/netns.js";
 
 /**
@@ -13,6 +14,12 @@ export interface Resources {
    * twilld, outlives it): each PID is killed only while its command line names the file.
    */
   pidFiles: Set<string>;
+  /**
+   * Namespaces of the testbed's own whose every process is killed before they go: a daemon a
+   * node's twilld starts that names no PID file on its command line (wireguard-go) keeps its
+   * namespace alive, and its device with it, after `ip netns del`.
+   */
+  daemonNamespaces: Set<string>;
   namespaces: Set<string>;
   dirs: Set<string>;
 }
@@ -21,7 +28,7 @@ const live = new Set<Resources>();
 let hooked = false;
 
 export function trackResources(): Resources {
-  const r: Resources = { pids: new Set(), pidFiles: new Set(), namespaces: new Set(), dirs: new Set() };
+  const r: Resources = { pids: new Set(), pidFiles: new Set(), daemonNamespaces: new Set(), namespaces: new Set(), dirs: new Set() };
   live.add(r);
   hook();
   return r;
@@ -36,11 +43,13 @@ export function releaseSync(r: Resources): void {
     const pid = pidFromFile(file);
     if (pid !== null) kill(pid);
   }
+  for (const ns of r.daemonNamespaces) for (const pid of netnsPidsSync(ns)) kill(pid);
   // Namespaces in reverse: pods before nodes before the switch.
   for (const ns of [...r.namespaces].reverse()) deleteNetnsSync(ns);
   for (const d of r.dirs) rmSync(d, { recursive: true, force: true });
   r.pids.clear();
   r.pidFiles.clear();
+  r.daemonNamespaces.clear();
   r.namespaces.clear();
   r.dirs.clear();
   live.delete(r);
@@ -78,5 +87,14 @@ export function pidFromFile(file: string): number | null {
     return cmdline.includes(file) ? pid : null;
   } catch {
     return null;
+  }
+}
+
+/** The PIDs of the processes in namespace `ns` (`ip netns pids`); none when it is gone. */
+function netnsPidsSync(ns: string): number[] {
+  try {
+    return execFileSync("ip", ["netns", "pids", ns], { encoding: "utf8" }).split("\n").map(Number).filter((p) => Number.isSafeInteger(p) && p > 1);
+  } catch {
+    return [];
   }
 }

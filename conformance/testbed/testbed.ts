@@ -90,6 +90,8 @@ export type IpFamily = UnderlayFamily;
 /** The bgp testbed's nodes' AS in a mesh; in routers mode node N's is the router's (ROUTER_AS) + N. */
 export const BGP_MESH_AS = 64512;
 export const DEFAULT_CLUSTER_CIDR6 = "fd00:10:244::/56";
+/** The wireguard testbed's WireGuard port (every node's). */
+export const WIREGUARD_PORT = 51820;
 
 let counter = 0;
 /** A prefix unique to this process and testbed: `tw<pid base36><n>-`. */
@@ -137,6 +139,7 @@ export class Testbed {
       backend: {
         type: o.backend ?? "vxlan", vni: 1, port: 4789,
         ...(o.backend === "bgp" ? { bgp: { mode: o.bgpMode ?? "routers", as: BGP_MESH_AS, routers: [] } } : {}),
+        ...(o.backend === "wireguard" ? { wireguard: { listenPort: WIREGUARD_PORT, persistentKeepalive: 0, mode: "userspace" as const } } : {}),
       },
       ipMasq: o.ipMasq ?? true,
     };
@@ -177,6 +180,8 @@ export class Testbed {
       this.nodes.push({
         name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip, ...(u.ip6 ? { ip6: u.ip6 } : {}),
         ...(this.network.backend.bgp?.mode === "routers" ? { args: bgpRouterArgs(i, segment, underlay.family) } : {}),
+        // Nodes share this machine's filesystem: each wireguard-go's socket in the node's own directory.
+        ...(this.network.backend.wireguard ? { args: ["--wireguard-dir", join(dir, "wg"), "--wireguard-key", join(dir, "wg.key")] } : {}),
         // Known once its agent holds a lease.
         subnets: [],
         dir, subnetFile: join(dir, "subnet.json"),

@@ -41,6 +41,7 @@ export class TwilldCluster {
   readonly storeDir: string;
   readonly netConf: string;
   private readonly bgp: boolean;
+  private readonly wireguard: boolean;
 
   constructor(
     network: NetworkConfig,
@@ -51,6 +52,7 @@ export class TwilldCluster {
     this.storeDir = join(dir, "store");
     this.netConf = join(dir, "net-conf.json");
     this.bgp = network.backend.type === "bgp";
+    this.wireguard = network.backend.type === "wireguard";
     writeFileSync(this.netConf, JSON.stringify(netConfFile(network), null, 2) + "\n");
   }
 
@@ -82,6 +84,8 @@ export class TwilldCluster {
     this.res.pids.add(run.pid);
     // A bgp node's twilld starts BIRD, which outlives it on purpose: the teardown stops it.
     if (this.bgp) this.res.pidFiles.add(join(node.dir, "bird", "bird.pid"));
+    // wireguard-go too, named by no PID file on its command line: every process of the node's namespace goes.
+    if (this.wireguard) this.res.daemonNamespaces.add(node.ns);
     await waitUntilReady(
       { name: `twilld on ${node.name}`, exited: () => run.exit ?? undefined, logTail: (lines) => fileTail(logFile, lines) },
       "ready",
@@ -154,11 +158,15 @@ export function netConfFile(n: NetworkConfig): Record<string, unknown> {
   return {
     ...(v4 ? { Network: v4, SubnetLen: n.subnetLen[4] ?? 24 } : { EnableIPv4: false }),
     ...(v6 ? { EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: n.subnetLen[6] ?? 64 } : {}),
-    Backend: n.backend.bgp
-      ? { Type: "bgp", Mode: n.backend.bgp.mode, AS: n.backend.bgp.as, ...(n.backend.bgp.routers.length ? { Routers: n.backend.bgp.routers.map((r) => ({ Address: r.address, AS: r.as })) } : {}) }
-      : { Type: n.backend.type, VNI: n.backend.vni, Port: n.backend.port },
+    Backend: backendConf(n.backend),
     IPMasq: n.ipMasq,
   };
+}
+
+function backendConf(b: NetworkConfig["backend"]): Record<string, unknown> {
+  if (b.bgp) return { Type: "bgp", Mode: b.bgp.mode, AS: b.bgp.as, ...(b.bgp.routers.length ? { Routers: b.bgp.routers.map((r) => ({ Address: r.address, AS: r.as })) } : {}) };
+  if (b.wireguard) return { Type: "wireguard", ListenPort: b.wireguard.listenPort, PersistentKeepaliveInterval: b.wireguard.persistentKeepalive, Mode: b.wireguard.mode };
+  return { Type: b.type, VNI: b.vni, Port: b.port };
 }
 
 // Detached: a kept demo's agents outlive the process that started them.

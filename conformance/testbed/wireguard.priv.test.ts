@@ -1,0 +1,149 @@
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { UapiClient } from "../../agent/backend/wireguard/uapi.js";
+import { readSubnetFile } from "../../shared/subnet-file.js";
+import { inNetns, ipIn } from "../../testkit/netns.js";
+import { parseNftCounters } from "../../testkit/iproute.js";
+import { until } from "../../testkit/until.js";
+import { failures, podAddress, reachability } from "./matrix.js";
+import { Testbed, WIREGUARD_PORT, type Pod, type TestNode } from "./testbed.js";
+import { SEGMENTS } from "./topology.js";
+import { ping } from "./traffic.js";
+
+/**
+ * The wireguard backend end to end, userspace mode: the real twilld on every node, each
+ * running its wireguard-go (its socket in the node's own directory), pods attached by the real
+ * plugin. Between nodes the switch must see nothing but WireGuard's UDP: every pod packet
+ * crosses the underlay encrypted.
+ */
+
+let tb: Testbed | null = null;
+afterEach(async () => {
+  await tb?.destroy();
+  tb = null;
+});
+
+const CLUSTER4 = "10.244.0.0/16";
+const CLUSTER6 = "fd00:10:244::/56";
+
+async function cluster(): Promise<Testbed> {
+  tb = await Testbed.create({ agent: "twilld", backend: "wireguard", nodes: 3, ipFamily: "dual", resyncMs: 2_000 });
+  await tb.startAgents();
+  for (const n of tb.nodes) await tb.addPod(n);
+  return tb;
+}
+
+const uapi = (n: TestNode) => new UapiClient(join(n.dir, "wg", "twill-wg.sock"));
+/** The public key of node `n`'s device, from the device's own answer. */
+async function devicePublicKey(n: TestNode): Promise<string> {
+  const device = await uapi(n).get();
+  if (!device.privateKey) throw new Error(`${n.name}'s device has no key`);
+  return device.privateKey.publicKey();
+}
+
+/**
+ * Counters on the switch's bridge (family bridge: it sees every frame between nodes): node to
+ * node IP packets that are WireGuard (UDP to its port) and those that are not, and any packet
+ * with a pod address in clear. ND and ARP are not IP-between-nodes traffic and are not counted.
+ */
+async function switchCounters(t: Testbed): Promise<() => Promise<Map<string, number>>> {
+  const { prefix, prefix6 } = SEGMENTS.a;
+  const nodes4 = `${prefix}.0/24`;
+  const nodes6 = `${prefix6}:/64`;
+  const ruleset = [
+    "table bridge twill_wg_test {",
+    "  counter wireguard {}",
+    "  counter other {}",
+    "  counter pods_in_clear {}",
+    "  chain forward {",
+    "    type filter hook forward priority 0; policy accept;",
+    `    ip saddr ${CLUSTER4} counter name pods_in_clear`,
+    `    ip daddr ${CLUSTER4} counter name pods_in_clear`,
+    `    ip6 saddr ${CLUSTER6} counter name pods_in_clear`,
+    `    ip6 daddr ${CLUSTER6} counter name pods_in_clear`,
+    `    ip saddr ${nodes4} ip daddr ${nodes4} udp dport ${WIREGUARD_PORT} counter name wireguard accept`,
+    `    ip saddr ${nodes4} ip daddr ${nodes4} counter name other`,
+    `    ip6 saddr ${nodes6} ip6 daddr ${nodes6} udp dport ${WIREGUARD_PORT} counter name wireguard accept`,
+    `    ip6 saddr ${nodes6} ip6 daddr ${nodes6} meta l4proto != ipv6-icmp counter name other`,
+    "  }",
+    "}",
+  ].join("\n");
+  const r = await inNetns(t.underlay.switchNs, ["nft", "-f", "-"], { input: ruleset });
+  if (r.exitCode !== 0) throw new Error(`nft in the switch: ${String(r.stderr)}`);
+  return async () => parseNftCounters(String((await inNetns(t.underlay.switchNs, ["nft", "-j", "list", "counters", "table", "bridge", "twill_wg_test"])).stdout));
+}
+
+describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on an IPv4 underlay", () => {
+  it("every pod reaches every other through the tunnel at MTU 1440; between nodes only UDP to the WireGuard port, no pod address in clear", async () => {
+    const t = await cluster();
+    const counters = await switchCounters(t);
+    expect(failures(await reachability(t.pods, 4))).toEqual([]);
+    expect(failures(await reachability(t.pods, 6))).toEqual([]);
+
+    const [p1, p2] = t.pods as [Pod, Pod];
+    // The largest packet that fits: 1440 less IPv4's 20 and ICMP's 8, not fragmented; one byte more is refused locally.
+    const fits = await ping(p1.ns, podAddress(p2), { size: 1412, dontFragment: true });
+    expect(fits.ok, fits.output).toBe(true);
+    expect((await ping(p1.ns, podAddress(p2), { size: 1413, dontFragment: true })).output).toMatch(/too long|mtu ?= ?1440/i);
+
+    const seen = await counters();
+    expect(seen.get("pods_in_clear")).toBe(0);
+    expect(seen.get("other")).toBe(0);
+    expect(seen.get("wireguard")).toBeGreaterThan(0);
+
+    for (const n of t.nodes) {
+      expect(readSubnetFile(n.subnetFile).mtu).toBe(1440);
+      const dev = await ipIn(n.ns).link("twill-wg");
+      expect(dev?.mtu).toBe(1440);
+      // Every other node is a peer, allowed its two subnets, at its public IP.
+      const device = await uapi(n).get();
+      expect(device.listenPort).toBe(WIREGUARD_PORT);
+      const want = t.nodes.filter((o) => o !== n).map((o) => `${o.ip}:${WIREGUARD_PORT} ${[...o.subnets].sort().join(",")}`).sort();
+      expect(device.peers.map((p) => `${p.endpoint} ${[...p.allowedIps].sort().join(",")}`).sort()).toEqual(want);
+      // Its socket is in the node's own directory, and its key file is the node's alone.
+      expect(readFileSync(join(n.dir, "wg.key"), "utf8").trim()).toHaveLength(44);
+    }
+    expect(existsSync("/run/wireguard/twill-wg.sock")).toBe(false);
+    for (const p of t.pods) expect((await ipIn(p.ns).link("eth0"))?.mtu).toBe(1440);
+
+    // Not a member: the underlay's router, with a plain route to node-2's pods via node-2, gets nothing through in clear.
+    const n2 = t.node("node-2");
+    await ipIn(t.underlay.routerNs).batch([["route", "add", n2.subnets.find((s) => !s.includes(":"))!, "via", n2.ip]], "route node-2's pods in clear");
+    const bypass = await ping(t.underlay.routerNs, podAddress(p2), { count: 2, intervalS: 0.2, timeoutS: 1 });
+    expect(bypass.ok, bypass.output).toBe(false);
+    expect((await ipIn(n2.ns).nftCounters("twill-wg"))?.get("underlay_to_pods")).toBeGreaterThanOrEqual(2);
+  });
+
+  it("a node's key replaced (key file deleted, twilld restarted): its peers swap the key, pods reconnect; wireguard-go killed comes back", async () => {
+    const t = await cluster();
+    expect(failures(await reachability(t.pods, 4))).toEqual([]);
+    const [n1, n2, n3] = t.nodes as [TestNode, TestNode, TestNode];
+    const oldKey = await devicePublicKey(n2);
+
+    await t.stopAgent(n2);
+    rmSync(join(n2.dir, "wg.key"));
+    await t.startAgents([n2]);
+    // The new twilld adopted the device wireguard-go kept, and gave it the new key.
+    expect(t.twilld!.logged(n2, "Adopted running wireguard-go")).toHaveLength(1);
+    const newKey = await until("node-2's device has its new key", async () => {
+      const k = await devicePublicKey(n2);
+      return k !== oldKey ? k : false;
+    }, 10_000);
+    for (const n of [n1, n3]) {
+      await until(`${n.name} has node-2's new key and not the old one`, async () => {
+        const keys = (await uapi(n).get()).peers.map((p) => p.publicKey);
+        return keys.includes(newKey) && !keys.includes(oldKey);
+      }, 20_000);
+    }
+    expect(failures(await reachability(t.pods, 4))).toEqual([]);
+
+    // wireguard-go killed: the device and its routes go; twilld starts it again and configures it whole.
+    const pid = Number(readFileSync(join(n3.dir, "wg", "twill-wg.pid"), "utf8"));
+    expect(readFileSync(`/proc/${pid}/comm`, "utf8").trim()).toBe("wireguard-go");
+    process.kill(pid, "SIGKILL");
+    await until("node-3's wireguard-go restarted", () => t.twilld!.logged(n3, "Started wireguard-go").length === 2, 15_000);
+    await until("node-3's pods reachable again", async () => (await ping(t.pods[0]!.ns, podAddress(t.pods[2]!))).ok, 20_000);
+    expect(failures(await reachability(t.pods, 4))).toEqual([]);
+  });
+});
