@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { fakeWireguardDevice } from "../../../testkit/wireguard-device.js";
 import type { DatapathChange, NodeKernel } from "../../../shared/kernel/node-kernel.js";
@@ -88,11 +89,13 @@ describe("WireguardBackend against a fake wireguard-go and kernel", () => {
     dir = mkdtempSync(join(tmpdir(), "twill-wg-backend-"));
     fake = await fakeWireguardDevice(join(dir, "twill-wg.sock"));
     const { state, kernel } = fakeKernel();
-    const backend = new WireguardBackend(network(), { keyFile: join(dir, "key"), dir }, { kernel, logger: nullLogger });
+    const registry = new Registry();
+    const backend = new WireguardBackend(network(), { keyFile: join(dir, "key"), dir }, { kernel, logger: nullLogger, registry });
     const data = await backend.prepare(local);
     expect(statSync(join(dir, "key")).mode & 0o777).toBe(0o600);
     expect(data).toMatchObject({ type: "wireguard", wgPort: 51820, underlayMTU: 1500, underlayIPs: ["192.0.2.1"] });
     expect(JSON.stringify(data)).not.toContain(readFileSync(join(dir, "key"), "utf8").trim());
+    expect(await registry.metrics()).toContain('twill_wireguard_mode{mode="userspace"} 1');
 
     const own: NodeLease = { ...lease("node-1", 1, data), publicIP: "192.0.2.1" };
     const k2 = PrivateKey.generate().publicKey();

@@ -1,3 +1,4 @@
+import { Gauge, type Registry } from "prom-client";
 import type { NodeKernel, RefusedChange } from "../../../shared/kernel/node-kernel.js";
 import type { RouteSpec } from "../../../shared/kernel/routes.js";
 import { KernelError } from "../../../shared/kernel/types.js";
@@ -52,6 +53,7 @@ export interface WireguardDeps {
   kernel: NodeKernel;
   logger: Logger;
   clock?: Clock;
+  registry?: Registry;
 }
 
 const READY_MS = 10_000;
@@ -82,6 +84,7 @@ export class WireguardBackend implements Backend {
   private readonly config: WireguardConfig;
   private readonly supervisor: WireguardGoSupervisor;
   private readonly clock: Clock;
+  private readonly mode: Gauge<"mode"> | null;
   private local: LocalNode | null = null;
   private key: PrivateKey | null = null;
   private last: { lease: NodeLease; peers: NodeLease[] } | null = null;
@@ -101,6 +104,9 @@ export class WireguardBackend implements Backend {
       throw new ConfigError('"Backend.Mode" "kernel": the kernel WireGuard device is not implemented yet; use "userspace" or "auto" (wireguard-go)');
     }
     this.clock = deps.clock ?? systemClock;
+    this.mode = deps.registry
+      ? new Gauge({ name: "twill_wireguard_mode", help: "1 for the WireGuard device this node runs: kernel, or userspace (wireguard-go)", labelNames: ["mode"], registers: [deps.registry] })
+      : null;
     this.supervisor = new WireguardGoSupervisor({
       dir: node.dir,
       logger: deps.logger,
@@ -129,6 +135,7 @@ export class WireguardBackend implements Backend {
       mode: "userspace", reason: this.config.mode === "auto" ? "the kernel device is not implemented yet" : "configured",
       device: WG_DEVICE, socket: this.supervisor.files.socket, listenPort: this.config.listenPort, publicKey: key.publicKey(),
     });
+    this.mode?.set({ mode: "userspace" }, 1);
     return {
       type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addresses ?? []),
       wgPublicKey: key.publicKey(), wgPort: this.config.listenPort,
