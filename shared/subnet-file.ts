@@ -12,6 +12,14 @@ import { covers, formatCidr, parseCidr } from "./net/cidr.js";
 
 export const DEFAULT_SUBNET_FILE = "/run/twill/subnet.json";
 
+/**
+ * The file's format (docs/state-formats.md): 1 since v0.1.0, which wrote no marker (absent
+ * reads as 1). Fields are only ever added, and readers ignore fields they do not know; a
+ * change no older reader could take raises the format, and a reader refuses a newer one
+ * rather than misread it (the plugin answers "try again later", the agent rewrites the file).
+ */
+export const SUBNET_FILE_FORMAT = 1;
+
 export interface SubnetInfo {
   /** Every pod address in the cluster, one CIDR per family. */
   clusterCIDRs: string[];
@@ -83,6 +91,11 @@ export function validateSubnetInfo(raw: unknown, path = "(subnet info)"): Subnet
   };
   if (typeof raw !== "object" || raw === null) fail("not an object");
   const r = raw as Record<string, unknown>;
+  const format = r.format ?? 1;
+  if (typeof format !== "number" || !Number.isInteger(format) || format < 1) fail(`"format" ${JSON.stringify(format)} is not a format number`);
+  if ((format as number) > SUBNET_FILE_FORMAT) {
+    fail(`it was written by a newer twill (format ${format as number}; this one reads format ${SUBNET_FILE_FORMAT}): run the agent and the plugin of one version`);
+  }
   const cidrList = (key: string) => {
     const v = r[key];
     if (!Array.isArray(v) || v.length === 0) fail(`"${key}" must be a non-empty list`);
@@ -114,5 +127,5 @@ export function validateSubnetInfo(raw: unknown, path = "(subnet info)"): Subnet
 
 export function writeSubnetFile(path: string, info: SubnetInfo): void {
   validateSubnetInfo(info, path);
-  writeFileAtomic(path, JSON.stringify(info, null, 2) + "\n", 0o644);
+  writeFileAtomic(path, JSON.stringify({ format: SUBNET_FILE_FORMAT, ...info }, null, 2) + "\n", 0o644);
 }
