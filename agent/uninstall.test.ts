@@ -26,6 +26,15 @@ function node(o: Partial<NodeState> & { files?: string[] } = {}): NodeState {
 }
 
 describe("planUninstall", () => {
+  it("takes off the wireguard backend's device and underlay filter, not another TUN", () => {
+    const plan = planUninstall(node({ links: [link("twill-wg", "tun"), link("tun0", "tun")], tables: ["inet twill-wg"] }), paths, "cni0");
+    expect(plan.steps.map(describeStep).slice(0, 3)).toEqual([
+      "delete link twill-wg (the WireGuard device)",
+      "delete twill's 2 route(s) (protocol 150)",
+      "delete nftables table inet twill-wg",
+    ]);
+  });
+
   it("takes off exactly what is twill's: its bridge, VTEP, routes, inet tables, files", () => {
     const plan = planUninstall(node(), paths, "cni0");
     expect(plan.refusals).toEqual([]);

@@ -49,8 +49,10 @@ export interface UninstallPlan {
   refusals: string[];
 }
 
-/** Names twill gives its tables: the agent's, NetworkPolicy's, and the plugin's ipMasq ones. */
-const TWILL_TABLE = /^(twill|twill-policy|twill-masq-[A-Za-z0-9_-]+)$/;
+/** Names twill gives its tables: the agent's, NetworkPolicy's, the wireguard backend's underlay filter, and the plugin's ipMasq ones. */
+const TWILL_TABLE = /^(twill|twill-policy|twill-wg|twill-masq-[A-Za-z0-9_-]+)$/;
+/** The wireguard backend's device (backend/wireguard/wireguard-go.ts). */
+const WG_DEVICE = "twill-wg";
 /** twill's VTEP: `twill.<VNI>`. */
 const VTEP = /^twill\.\d+$/;
 const CONFLIST = /^\.?10-twill\.conflist(\.tmp)?$/;
@@ -71,6 +73,8 @@ export function planUninstall(state: NodeState, paths: UninstallPaths, bridge: s
     else refusals.push(`"${bridge}" is a ${bridgeLink.kind ?? "device of unknown kind"}, not twill's bridge: left alone`);
   }
   for (const l of state.links) if (VTEP.test(l.name) && l.kind === "vxlan") steps.push({ kind: "link", name: l.name, what: "the VXLAN device (with its FDB and neighbour entries)" });
+  // wireguard-go's TUN device, or the kernel's: wireguard-go exits when its device is deleted.
+  for (const l of state.links) if (l.name === WG_DEVICE && (l.kind === "tun" || l.kind === "wireguard")) steps.push({ kind: "link", name: l.name, what: "the WireGuard device" });
   if (state.routes.length > 0) steps.push({ kind: "routes", count: state.routes.length });
   for (const t of state.tables) {
     const [family, name] = t.split(" ");
