@@ -63,7 +63,7 @@ describe("wireguard-go driven through its UAPI socket", () => {
       const dir = join(node.dir, "wireguard");
       mkdirSync(dir, { recursive: true });
       const args = ["netns", "exec", node.ns, "env", "WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=debug", "sh", "-c",
-        'mkdir -p /run/wireguard && mount --bind "$0" /run/wireguard && exec wireguard-go "$1"', dir, DEV];
+        'cd "$0" && mount -t tmpfs -o mode=0755 twill-run /run && mkdir /run/wireguard && mount --bind . /run/wireguard && exec wireguard-go "$1"', dir, DEV];
       const daemon = startDaemon(`wireguard-go ${node.name}`, "ip", args, join(net.dir, `${node.name}-wireguard-go.log`));
       const socket = join(dir, `${DEV}.sock`);
       nodes.push({ node, key: PrivateKey.generate(), daemon, socket, uapi: new UapiClient(socket) });

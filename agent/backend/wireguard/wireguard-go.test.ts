@@ -17,7 +17,7 @@ describe("wireguard-go's command line", () => {
     const argv = wireguardGoArgv("/tmp/tb/node-1/wg", null, "/usr/bin/wireguard-go");
     expect(argv.slice(3, 7)).toEqual(["unshare", "--mount", "--propagation", "private"]);
     expect(argv.slice(-3)).toEqual(["/tmp/tb/node-1/wg", "/usr/bin/wireguard-go", WG_DEVICE]);
-    expect(argv.at(-4)).toBe('mkdir -p /run/wireguard && mount --bind "$0" /run/wireguard && exec "$1" -f "$2"');
+    expect(argv.at(-4)).toBe('cd "$0" && mount -t tmpfs -o mode=0755 twill-run /run && mkdir /run/wireguard && mount --bind . /run/wireguard && exec "$1" -f "$2"');
   });
 
   it("keeps its socket where wireguard-go puts it, or in the node's directory", () => {

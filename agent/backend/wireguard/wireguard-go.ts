@@ -43,7 +43,10 @@ export const wireguardGoFiles = (dir: string | null): WireguardGoFiles => {
 
 /**
  * The command line. Every step execs the next (nsenter, env, unshare, sh), so the child's PID
- * is wireguard-go's. `WG_PROCESS_FOREGROUND=1` also silences its banner, which tells every
+ * is wireguard-go's. With a directory of its own, wireguard-go (which puts its socket in
+ * /run/wireguard, whatever it is told) runs in a private mount namespace with a tmpfs over
+ * /run and the directory bound on /run/wireguard there: nothing is made on the machine's /run
+ * (`cd` first, so a directory under /run is still reachable once the tmpfs hides it). `WG_PROCESS_FOREGROUND=1` also silences its banner, which tells every
  * Linux user to use the kernel's module.
  */
 export function wireguardGoArgv(dir: string | null, netns: string | null, binary = "wireguard-go"): string[] {
@@ -51,7 +54,7 @@ export function wireguardGoArgv(dir: string | null, netns: string | null, binary
   const run = dir === null
     ? [binary, "-f", WG_DEVICE]
     : ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-      'mkdir -p /run/wireguard && mount --bind "$0" /run/wireguard && exec "$1" -f "$2"', dir, binary, WG_DEVICE];
+      'cd "$0" && mount -t tmpfs -o mode=0755 twill-run /run && mkdir /run/wireguard && mount --bind . /run/wireguard && exec "$1" -f "$2"', dir, binary, WG_DEVICE];
   const argv = [...env, ...run];
   return netns === null ? argv : ["nsenter", `--net=${netns}`, ...argv];
 }
