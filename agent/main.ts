@@ -56,7 +56,7 @@ const runFlags = {
   "bgp-as": { type: "number", describe: "bgp backend: this node's AS (routers mode: its own or its rack's) [default: the network config's Backend.AS]" },
   "bgp-routers": { type: "string", describe: 'bgp backend, routers mode: the routers this node peers with, "ADDRESS@AS,..." [default: the network config\'s Backend.Routers]' },
   "wireguard-key": { type: "string", default: DEFAULT_WIREGUARD_KEY, describe: "wireguard backend: this node's private key (0600; made on the first start, never published)" },
-  "wireguard-dir": { type: "string", describe: "wireguard backend: wireguard-go's socket directory, bound over /run/wireguard in its own mount namespace, for nodes that share a filesystem [default: /var/run/wireguard]" },
+  "wireguard-dir": { type: "string", describe: "wireguard backend: wireguard-go's socket directory, bound on /run/wireguard in a mount namespace of its own (a tmpfs over /run there), for nodes that share a filesystem [default: /var/run/wireguard]" },
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
