@@ -297,12 +297,12 @@ export class BgpBackend implements Backend {
     }
   }
 
-  /** Sessions logged, reported and counted; the graceful restart marker kept fresh while BIRD announces. */
   /** Something moved: poll every tick for BUSY_MS (BIRD's first UPDATE waits for a wake-up). */
   private busy(): void {
     this.busyUntil = this.clock.now() + BUSY_MS;
   }
 
+  /** Sessions logged, reported and counted; the graceful restart marker kept fresh while BIRD announces. */
   private readSessions(status: BirdStatus | null, protocols: BirdProtocol[] | null): void {
     const reports = sessionReports(this.sessions, protocols, status?.serverTime ?? null);
     this.noteSessions(reports);
