@@ -253,6 +253,7 @@ async function down(): Promise<number> {
   const removed = await removeByPrefix(state.prefix);
   rmSync(state.dir, { recursive: true, force: true });
   rmSync(STATE_FILE, { force: true });
+  rmSync(STATE_DIR, { recursive: true, force: true });
   process.stdout.write(`${green("✓")} removed ${removed.length} namespaces, ${state.pids.length} agents and ${state.dir}\n`);
   return 0;
 }
