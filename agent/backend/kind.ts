@@ -1,7 +1,9 @@
 import { contains, familyOfText, formatCidr, overlaps, parseCidr, parseIp, type Family } from "../../shared/net/cidr.js";
 import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
 import type { Address } from "../../shared/kernel/types.js";
+import type { Registry } from "prom-client";
 import type { Logger } from "../../shared/log.js";
+import type { Clock } from "../clock.js";
 import type { BackendConfig, BackendData, LocalNode, NetworkConfig, NodeLease, PeerError } from "../types.js";
 import { emptyState, type DatapathState } from "./plan.js";
 
@@ -33,6 +35,17 @@ export interface PeerPath {
 
 /** A backend's per-peer decision: pure, tested on plain data. */
 export type PathFinder = (peer: NodeLease, view: NodeView) => PeerPath;
+
+/**
+ * What a backend that runs a daemon of its own gets (bgp's BIRD, wireguard's wireguard-go):
+ * the node's kernel, the log, the metrics registry and the clock of its timers.
+ */
+export interface DaemonBackendDeps {
+  kernel: NodeKernel;
+  logger: Logger;
+  registry?: Registry;
+  clock?: Clock;
+}
 
 /** What a backend's node device hooks get. */
 export interface DeviceContext {

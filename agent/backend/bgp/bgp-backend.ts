@@ -1,16 +1,14 @@
 import { createHash } from "node:crypto";
-import type { Registry } from "prom-client";
 import { familyOfText, formatIp } from "../../../shared/net/cidr.js";
-import type { NodeKernel, RefusedChange } from "../../../shared/kernel/node-kernel.js";
+import type { RefusedChange } from "../../../shared/kernel/node-kernel.js";
 import type { RouteSpec } from "../../../shared/kernel/routes.js";
-import type { Logger } from "../../../shared/log.js";
 import { systemClock, type Clock } from "../../clock.js";
 import { DEFAULT_BGP_AS } from "../../config.js";
 import { ConfigError, errorMessage } from "../../errors.js";
 import { run, type Runner } from "../../../shared/kernel/exec.js";
 import type { Backend, BackendData, BgpConfig, BgpRouterConfig, LocalNode, NetworkConfig, NodeLease, PeerError, ReconcileReport } from "../../types.js";
 import { hostGw } from "../host-gw.js";
-import { underlayAddresses } from "../kind.js";
+import { underlayAddresses, type DaemonBackendDeps } from "../kind.js";
 import { planDatapath } from "../plan.js";
 import { parseProtocols, parseRoutes, parseStatus, type BirdProtocol, type BirdRoute, type BirdStatus } from "./bird-answers.js";
 import { renderBirdConfig, type BirdConfigInput, type BirdSession, type Refusal } from "./bird-config.js";
@@ -45,13 +43,6 @@ export interface BgpNodeOptions {
   pollMs?: number;
   /** Passed to the supervisor (tests: another BIRD binary, a namespace). */
   supervisor?: Partial<BirdSupervisorOptions>;
-}
-
-export interface BgpDeps {
-  kernel: NodeKernel;
-  logger: Logger;
-  registry?: Registry;
-  clock?: Clock;
 }
 
 const POLL_MS = 200;
@@ -144,7 +135,7 @@ export class BgpBackend implements Backend {
   constructor(
     private readonly network: NetworkConfig,
     private readonly node: BgpNodeOptions,
-    private readonly deps: BgpDeps,
+    private readonly deps: DaemonBackendDeps,
   ) {
     const config = network.backend.bgp ?? { mode: "mesh" as const, as: DEFAULT_BGP_AS, routers: [] };
     ({ as: this.as, peering: this.peering } = nodePeering(config, node));

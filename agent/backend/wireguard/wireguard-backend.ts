@@ -1,15 +1,14 @@
-import { Gauge, type Registry } from "prom-client";
+import { Gauge } from "prom-client";
 import type { NodeKernel, RefusedChange } from "../../../shared/kernel/node-kernel.js";
 import type { RouteSpec } from "../../../shared/kernel/routes.js";
 import { KernelError } from "../../../shared/kernel/types.js";
 import { planVtepSettings, vtepAddress, type VtepChange } from "../../../shared/kernel/vxlan.js";
 import { familyOfText } from "../../../shared/net/cidr.js";
-import type { Logger } from "../../../shared/log.js";
 import { systemClock, type Clock } from "../../clock.js";
 import { ConfigError, errorMessage } from "../../errors.js";
 import type { Backend, BackendData, LocalNode, NetworkConfig, NodeLease, PeerError, ReconcileReport, WireguardConfig } from "../../types.js";
 import { hostGw } from "../host-gw.js";
-import { canonical, underlayAddresses } from "../kind.js";
+import { canonical, underlayAddresses, type DaemonBackendDeps } from "../kind.js";
 import { planDatapath } from "../plan.js";
 import { loadOrCreatePrivateKey, type PrivateKey } from "./keys.js";
 import { desiredPeers, planDevice, type DesiredPeer, type WireguardLease } from "./plan.js";
@@ -47,13 +46,6 @@ export interface WireguardNodeOptions {
   supervisor?: Partial<WireguardGoOptions>;
   /** How long prepare waits for a started wireguard-go to answer on its socket. */
   readyMs?: number;
-}
-
-export interface WireguardDeps {
-  kernel: NodeKernel;
-  logger: Logger;
-  clock?: Clock;
-  registry?: Registry;
 }
 
 const READY_MS = 10_000;
@@ -97,7 +89,7 @@ export class WireguardBackend implements Backend {
   constructor(
     private readonly network: NetworkConfig,
     private readonly node: WireguardNodeOptions,
-    private readonly deps: WireguardDeps,
+    private readonly deps: DaemonBackendDeps,
   ) {
     this.config = network.backend.wireguard ?? { listenPort: 51820, persistentKeepalive: 0, mode: "auto" };
     if (this.config.mode === "kernel") {
