@@ -122,7 +122,7 @@ describe("Agent", () => {
     expect(reported[0]!.pods).toEqual([{ network: "twill", ip: podIp, containerId: "pod-c1" }]);
     expect(r.logs.some((l) => l.msg === "Removed the address of a subnet this node no longer holds" && l.address === gateway)).toBe(true);
 
-    const status = await gatherStatus(new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000 }), r.node.name, r.node.subnetFile, undefined, undefined, ipamStore);
+    const status = await gatherStatus(new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000 }), r.node.name, r.node.subnetFile, { ipamStore });
     expect(status.stalePods).toEqual([{ network: "twill", ip: podIp, containerId: "pod-c1" }]);
     expect(renderStatus(status, Date.now())).toContain(`pod pod-c1 has ${podIp} (network twill), outside this node's subnets: restart it`);
   });

@@ -8,7 +8,7 @@ import type { Level, Logger } from "../shared/log.js";
 import { Agent } from "./agent.js";
 import { createBackend } from "./backend/index.js";
 import { readNetworkConfig } from "./config.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, errorMessage } from "./errors.js";
 import { createStore, type DatastoreKind } from "./datastore/index.js";
 import type { EtcdTlsFiles } from "./datastore/etcd-client.js";
 import { loadKubeConfig } from "./datastore/kubernetes-api.js";
@@ -29,6 +29,8 @@ import { startNetworkPolicy } from "./policy/index.js";
 import { policyReportPath } from "./policy/report.js";
 import { gatherStatus, renderStatus } from "./status.js";
 import { bgpReportPath } from "./backend/bgp/bgp-report.js";
+import { wireguardReportPath } from "./backend/wireguard/wireguard-report.js";
+import { WG_DEVICE } from "./backend/wireguard/wireguard-go.js";
 import type { BgpRouterConfig } from "./types.js";
 import { kubernetesBgpSettings, readBgpNodeSettings } from "./bgp-node.js";
 import { shutdownBird } from "./backend/bgp/bird-supervisor.js";
@@ -58,6 +60,8 @@ export interface CommonOptions {
   leakGraceMs: number;
   /** bgp backend: BIRD's files, kept across twilld restarts. */
   bgpDir: string;
+  /** wireguard backend: wireguard-go's socket directory, bound over /run/wireguard (nodes sharing a filesystem); null: wireguard-go's own. */
+  wireguardDir: string | null;
 }
 
 export interface RunOptions extends CommonOptions {
@@ -80,8 +84,6 @@ export interface RunOptions extends CommonOptions {
   bgpRouters?: BgpRouterConfig[];
   /** wireguard backend: the private key's file. */
   wireguardKey: string;
-  /** wireguard backend: wireguard-go's socket directory, bound over /run/wireguard (nodes sharing a filesystem). */
-  wireguardDir?: string;
 }
 
 /** Longest pause between renewals, whatever the TTL: renewals also republish changed data. */
@@ -121,7 +123,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
         logger: log,
         registry: metrics.registry,
         bgp: { dir: o.bgpDir, reportFile: bgpReportPath(o.stateDir), ...bgp },
-        wireguard: { keyFile: o.wireguardKey, dir: o.wireguardDir ?? null },
+        wireguard: { keyFile: o.wireguardKey, dir: o.wireguardDir, reportFile: wireguardReportPath(o.stateDir) },
       }),
     underlay: { ...(o.iface ? { iface: o.iface } : {}), ...(o.publicIP ? { publicIP: o.publicIP } : {}) },
     subnetFile: o.subnetFile,
@@ -192,7 +194,14 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
 export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
   const store = createStore(storeOptions(o, logger));
   try {
-    const report = await gatherStatus(store, o.nodeName, o.subnetFile, datapathReportPath(o.stateDir), policyReportPath(o.stateDir), o.ipamStore, leakReportPath(o.stateDir), bgpReportPath(o.stateDir));
+    const report = await gatherStatus(store, o.nodeName, o.subnetFile, {
+      datapath: datapathReportPath(o.stateDir),
+      policy: policyReportPath(o.stateDir),
+      ipamStore: o.ipamStore,
+      leaks: leakReportPath(o.stateDir),
+      bgp: bgpReportPath(o.stateDir),
+      wireguard: wireguardReportPath(o.stateDir),
+    });
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderStatus(report, Date.now()));
     return report.lease !== null && report.datastoreError === undefined;
   } finally {
@@ -219,6 +228,18 @@ export async function leaveCluster(o: CommonOptions, logger: Logger): Promise<vo
   const bird = await shutdownBird(o.bgpDir);
   if (bird.stopped) logger.info("Shut BIRD down: its peers withdraw this node's subnets", { dir: o.bgpDir });
   else if (bird.error) logger.warn("Shutting BIRD down failed", { dir: o.bgpDir, error: bird.error });
+  // A wireguard node's device outlives twilld too; deleting it ends wireguard-go with it.
+  const kernel = nodeKernel();
+  try {
+    if (await kernel.link(WG_DEVICE)) {
+      await kernel.deleteLink(WG_DEVICE, "the WireGuard device");
+      logger.info("Deleted the WireGuard device (wireguard-go exits with it)", { device: WG_DEVICE });
+    }
+  } catch (err) {
+    logger.warn("Deleting the WireGuard device failed", { device: WG_DEVICE, error: errorMessage(err) });
+  } finally {
+    kernel.close();
+  }
 }
 
 /**

@@ -39,6 +39,7 @@ const common = {
   },
   "leak-grace": { type: "string", default: "15m", describe: "How long a reservation must look leaked (its pod gone from this node, or made before the last boot) before it is released" },
   "bgp-dir": { type: "string", describe: "bgp backend: BIRD's configuration, control socket, PID and log; keep it across twilld restarts (a tmpfs such as /run: cleared at boot) ; `leave` shuts that BIRD down [default: <state-dir>/bird]" },
+  "wireguard-dir": { type: "string", describe: "wireguard backend: wireguard-go's socket directory, bound on /run/wireguard in a mount namespace of its own (a tmpfs over /run there), for nodes that share a filesystem [default: /var/run/wireguard]" },
   "log-level": { choices: ["debug", "info", "warn", "error"], default: "info", describe: "Logs: JSON lines on stderr" },
   ...deprecatedFlags,
 } as const;
@@ -56,7 +57,6 @@ const runFlags = {
   "bgp-as": { type: "number", describe: "bgp backend: this node's AS (routers mode: its own or its rack's) [default: the network config's Backend.AS]" },
   "bgp-routers": { type: "string", describe: 'bgp backend, routers mode: the routers this node peers with, "ADDRESS@AS,..." [default: the network config\'s Backend.Routers]' },
   "wireguard-key": { type: "string", default: DEFAULT_WIREGUARD_KEY, describe: "wireguard backend: this node's private key (0600; made on the first start, never published)" },
-  "wireguard-dir": { type: "string", describe: "wireguard backend: wireguard-go's socket directory, bound on /run/wireguard in a mount namespace of its own (a tmpfs over /run there), for nodes that share a filesystem [default: /var/run/wireguard]" },
   "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
 } as const;
 
@@ -101,6 +101,7 @@ function commonOptions(a: CommonArgv): CommonOptions {
     ipamStore: String(a["ipam-store"]),
     leakGraceMs: parseDuration(String(a["leak-grace"]), "--leak-grace"),
     bgpDir: a["bgp-dir"] ? String(a["bgp-dir"]) : `${String(a["state-dir"])}/bird`,
+    wireguardDir: a["wireguard-dir"] ? String(a["wireguard-dir"]) : null,
   };
 }
 
@@ -143,7 +144,6 @@ async function runCommand(): Promise<number> {
             ...(a["bgp-as"] !== undefined ? { bgpAs: parseAs(a["bgp-as"], "--bgp-as") } : {}),
             ...(a["bgp-routers"] !== undefined ? { bgpRouters: parseRouters(a["bgp-routers"]) } : {}),
             wireguardKey: a["wireguard-key"],
-            ...(a["wireguard-dir"] ? { wireguardDir: a["wireguard-dir"] } : {}),
           },
           logger,
         );

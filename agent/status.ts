@@ -7,6 +7,7 @@ import { readLeakReport, renderLeakReport, type LeakReport } from "./ipam/report
 import { readPolicyReport, renderPolicyReport, type PolicyReport } from "./policy/report.js";
 import { renderTable } from "./table.js";
 import { readBgpReport, renderBgpReport, type BgpReport } from "./backend/bgp/bgp-report.js";
+import { readWireguardReport, renderWireguardReport, type WireguardReport } from "./backend/wireguard/wireguard-report.js";
 import { findStalePods, type StalePod } from "./stale-subnet.js";
 import type { NodeLease, SubnetStore, UnreadableRecord } from "./types.js";
 
@@ -30,6 +31,8 @@ export interface StatusReport {
   leaks?: LeakReport | null;
   /** bgp backend: BIRD and every BGP session, as of the agent's last poll; null when it wrote none. */
   bgp?: BgpReport | null;
+  /** wireguard backend: the device, its mode and every peer, as of the agent's last reconcile; null when it wrote none. */
+  wireguard?: WireguardReport | null;
   /** Datastore records that cannot be decoded (claims count as taken). */
   unreadable: UnreadableRecord[];
   /** Pods whose addresses lie outside the node's current subnets: they need a restart. */
@@ -43,16 +46,18 @@ export interface StatusExtras {
   stalePods?: StalePod[];
 }
 
-export async function gatherStatus(
-  store: SubnetStore,
-  nodeName: string,
-  subnetFilePath: string,
-  datapathPath?: string,
-  policyPath?: string,
-  ipamStore?: string,
-  leakPath?: string,
-  bgpPath?: string,
-): Promise<StatusReport> {
+/** The files the running agent writes that `twilld status` shows, beside the datastore's view; each optional. */
+export interface StatusFiles {
+  datapath?: string;
+  policy?: string;
+  /** The IPAM store, where pods left on a subnet the node lost are found. */
+  ipamStore?: string;
+  leaks?: string;
+  bgp?: string;
+  wireguard?: string;
+}
+
+export async function gatherStatus(store: SubnetStore, nodeName: string, subnetFilePath: string, files: StatusFiles = {}): Promise<StatusReport> {
   let info: SubnetInfo | null = null;
   let fileError: string | undefined;
   try {
@@ -67,17 +72,18 @@ export async function gatherStatus(
   } catch (err) {
     datastoreError = errorMessage(err);
   }
-  const datapath = datapathPath ? readDatapathReport(datapathPath) : null;
-  const stalePods = ipamStore && info ? findStalePods(ipamStore, info.clusterCIDRs, info.nodeSubnets) : [];
+  const datapath = files.datapath ? readDatapathReport(files.datapath) : null;
+  const stalePods = files.ipamStore && info ? findStalePods(files.ipamStore, info.clusterCIDRs, info.nodeSubnets) : [];
   const report = buildStatus(nodeName, { path: subnetFilePath, info, ...(fileError ? { error: fileError } : {}) }, leases, datastoreError, datapath, {
     unreadable: store.unreadable(),
     stalePods,
   });
   return {
     ...report,
-    ...(policyPath ? { policy: readPolicyReport(policyPath) } : {}),
-    ...(leakPath ? { leaks: readLeakReport(leakPath) } : {}),
-    ...(bgpPath && datapath?.backend === "bgp" ? { bgp: readBgpReport(bgpPath) } : {}),
+    ...(files.policy ? { policy: readPolicyReport(files.policy) } : {}),
+    ...(files.leaks ? { leaks: readLeakReport(files.leaks) } : {}),
+    ...(files.bgp && datapath?.backend === "bgp" ? { bgp: readBgpReport(files.bgp) } : {}),
+    ...(files.wireguard && datapath?.backend === "wireguard" ? { wireguard: readWireguardReport(files.wireguard) } : {}),
   };
 }
 
@@ -144,6 +150,7 @@ export function renderStatus(r: StatusReport, now: number): string {
   if (r.policy !== undefined) out.push(...renderPolicyReport(r.policy, now));
   if (r.leaks) out.push(...renderLeakReport(r.leaks, now));
   if (r.bgp) out.push(...renderBgpReport(r.bgp, now));
+  if (r.wireguard) out.push(...renderWireguardReport(r.wireguard, now));
   out.push("");
   if (r.peers.length === 0) {
     out.push(r.datastoreError ? "Peers: unknown" : "Peers: none");

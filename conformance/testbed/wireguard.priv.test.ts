@@ -113,6 +113,25 @@ describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on a
     const bypass = await ping(t.underlay.routerNs, podAddress(p2), { count: 2, intervalS: 0.2, timeoutS: 1 });
     expect(bypass.ok, bypass.output).toBe(false);
     expect((await ipIn(n2.ns).nftCounters("twill-wg"))?.get("underlay_to_pods")).toBeGreaterThanOrEqual(2);
+
+    // What an operator sees: the mode, wireguard-go, and each peer with a handshake since the pods talked.
+    const [n1, , n3] = t.nodes as [TestNode, TestNode, TestNode];
+    const status = await until("node-1's status shows a handshake with each peer", async () => {
+      const s = await t.twilld!.status(n1);
+      return t.nodes.filter((o) => o !== n1).every((o) => new RegExp(`${o.name} +${o.ip.replace(/\./g, "\\.")}:${WIREGUARD_PORT} +\\S+ +\\d+\\w* ago`).test(s)) ? s : false;
+    }, 10_000);
+    expect(status).toMatch(/WireGuard: +userspace \(configured\), wireguard-go running \(pid \d+\), restarts 0/);
+    expect(status).toContain(`public key ${await devicePublicKey(n1)}`);
+    expect(status).toMatch(/WireGuard peers \(2\):/);
+
+    // node-3 leaves for good: `twilld leave` deletes its device, wireguard-go ends with it, and the others drop the peer.
+    const pid = Number(readFileSync(join(n3.dir, "wg", "twill-wg.pid"), "utf8"));
+    await t.leave(n3);
+    expect(await ipIn(n3.ns).link("twill-wg")).toBeNull();
+    await until("node-3's wireguard-go has ended", () => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, "utf8").split(" ")[2] === "Z", 10_000);
+    for (const n of [n1, n2]) {
+      await until(`${n.name} dropped node-3's peer`, async () => (await uapi(n).get()).peers.length === 1, 20_000);
+    }
   });
 
   it("a node's key replaced (key file deleted, twilld restarted): its peers swap the key, pods reconnect; wireguard-go killed comes back", async () => {

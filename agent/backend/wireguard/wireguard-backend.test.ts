@@ -12,6 +12,7 @@ import { nullLogger } from "../../../shared/log.js";
 import type { NodeLease } from "../../types.js";
 import { PrivateKey } from "./keys.js";
 import { desiredPeers } from "./plan.js";
+import { readWireguardReport } from "./wireguard-report.js";
 import { deviceSpec, WireguardBackend, wireguardLeases, wireguardOverhead, wireguardRoutes } from "./wireguard-backend.js";
 
 const network = (mode = "userspace") => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "wireguard", Mode: mode } });
@@ -90,7 +91,8 @@ describe("WireguardBackend against a fake wireguard-go and kernel", () => {
     fake = await fakeWireguardDevice(join(dir, "twill-wg.sock"));
     const { state, kernel } = fakeKernel();
     const registry = new Registry();
-    const backend = new WireguardBackend(network(), { keyFile: join(dir, "key"), dir }, { kernel, logger: nullLogger, registry });
+    const reportFile = join(dir, "wireguard.json");
+    const backend = new WireguardBackend(network(), { keyFile: join(dir, "key"), dir, reportFile }, { kernel, logger: nullLogger, registry });
     const data = await backend.prepare(local);
     expect(statSync(join(dir, "key")).mode & 0o777).toBe(0o600);
     expect(data).toMatchObject({ type: "wireguard", wgPort: 51820, underlayMTU: 1500, underlayIPs: ["192.0.2.1"] });
@@ -109,6 +111,11 @@ describe("WireguardBackend against a fake wireguard-go and kernel", () => {
     expect(state.tables.get("twill-wg")).toContain('iifname "eth0" ip daddr 10.244.0.0/16 counter name underlay_to_pods drop');
     expect(fake!.device.listenPort).toBe(51820);
     expect([...fake!.device.peers.values()].map((p) => `${p.endpoint} ${p.allowed.join()}`).sort()).toEqual(["192.0.2.2:51820 10.244.2.0/24", "192.0.2.3:51000 10.244.3.0/24"]);
+    // What `twilld status` shows: the mode, this node's public key, a row per peer, the refusal.
+    const shown = readWireguardReport(reportFile)!;
+    expect(shown).toMatchObject({ mode: "userspace", modeReason: "configured", device: "twill-wg", listenPort: 51820, publicKey: data.wgPublicKey, refused: [{ subject: "node-4" }] });
+    expect(shown.peers.map((p) => [p.peer, p.endpoint, p.publicKey])).toEqual([["node-2", "192.0.2.2:51820", k2], ["node-3", "192.0.2.3:51000", k3]]);
+    expect(JSON.stringify(shown)).not.toContain(readFileSync(join(dir, "key"), "utf8").trim());
 
     // In sync: nothing sent. node-3's key replaced: that peer alone is swapped.
     expect((await backend.reconcile(own, peers)).changes).toBe(0);

@@ -15,6 +15,7 @@ import { desiredPeers, planDevice, type DesiredPeer, type WireguardLease } from 
 import { isEmptySet } from "./uapi.js";
 import { ensureUnderlayFilter, underlayFilterRuleset } from "./underlay-filter.js";
 import { WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wireguard-go.js";
+import { peerReports, writeWireguardReport, type WireguardMode } from "./wireguard-report.js";
 
 /**
  * The wireguard backend (issue 24, docs/wireguard-design.md §8): one WireGuard device per node,
@@ -46,6 +47,8 @@ export interface WireguardNodeOptions {
   supervisor?: Partial<WireguardGoOptions>;
   /** How long prepare waits for a started wireguard-go to answer on its socket. */
   readyMs?: number;
+  /** Where each reconcile writes what `twilld status` shows (wireguard-report.ts); none when absent. */
+  reportFile?: string;
 }
 
 const READY_MS = 10_000;
@@ -76,9 +79,10 @@ export class WireguardBackend implements Backend {
   private readonly config: WireguardConfig;
   private readonly supervisor: WireguardGoSupervisor;
   private readonly clock: Clock;
-  private readonly mode: Gauge<"mode"> | null;
+  private readonly modeGauge: Gauge<"mode"> | null;
   private local: LocalNode | null = null;
   private key: PrivateKey | null = null;
+  private mode: { mode: WireguardMode; reason: string } = { mode: "userspace", reason: "configured" };
   private last: { lease: NodeLease; peers: NodeLease[] } | null = null;
   private lastRefused = "";
   /** The underlay filter's listing as last installed or found right. */
@@ -96,7 +100,7 @@ export class WireguardBackend implements Backend {
       throw new ConfigError('"Backend.Mode" "kernel": the kernel WireGuard device is not implemented yet; use "userspace" or "auto" (wireguard-go)');
     }
     this.clock = deps.clock ?? systemClock;
-    this.mode = deps.registry
+    this.modeGauge = deps.registry
       ? new Gauge({ name: "twill_wireguard_mode", help: "1 for the WireGuard device this node runs: kernel, or userspace (wireguard-go)", labelNames: ["mode"], registers: [deps.registry] })
       : null;
     this.supervisor = new WireguardGoSupervisor({
@@ -123,11 +127,11 @@ export class WireguardBackend implements Backend {
     await this.supervisor.start();
     await this.waitAnswering();
     const [link] = await kernel.addrs(local.underlayDev);
+    this.mode = { mode: "userspace", reason: this.config.mode === "auto" ? "auto: the kernel device is not implemented yet" : "configured" };
     logger.info("WireGuard backend", {
-      mode: "userspace", reason: this.config.mode === "auto" ? "the kernel device is not implemented yet" : "configured",
-      device: WG_DEVICE, socket: this.supervisor.files.socket, listenPort: this.config.listenPort, publicKey: key.publicKey(),
+      ...this.mode, device: WG_DEVICE, socket: this.supervisor.files.socket, listenPort: this.config.listenPort, publicKey: key.publicKey(),
     });
-    this.mode?.set({ mode: "userspace" }, 1);
+    this.modeGauge?.set({ mode: this.mode.mode }, 1);
     return {
       type: this.type, underlayMTU: local.underlayMTU, underlayIPs: underlayAddresses(local.publicIP, link?.addresses ?? []),
       wgPublicKey: key.publicKey(), wgPort: this.config.listenPort,
@@ -173,7 +177,8 @@ export class WireguardBackend implements Backend {
       clusterCIDRs: this.network.clusterCIDRs, persistentKeepalive: this.config.persistentKeepalive,
     });
     const uapi = this.supervisor.uapi;
-    const req = planDevice(self, desired, await uapi.get());
+    const current = await uapi.get();
+    const req = planDevice(self, desired, current);
     if (!isEmptySet(req)) {
       // Not a transaction: after an errno the next round starts again from a get.
       await uapi.set(req);
@@ -195,6 +200,14 @@ export class WireguardBackend implements Backend {
       changes += plan.length;
       logger.info("Reconciled WireGuard routes", { added: plan.filter((c) => c.op === "replace").length, removed: plan.filter((c) => c.op === "del").length, peers: desired.length });
       if (failed.length) throw new KernelError("program WireGuard routes", failed.map((f) => f.error.message).join("; "));
+    }
+
+    if (this.node.reportFile) {
+      writeWireguardReport(this.node.reportFile, {
+        at: this.clock.now(), mode: this.mode.mode, modeReason: this.mode.reason, device: WG_DEVICE, listenPort: this.config.listenPort, publicKey: key.publicKey(),
+        wireguardGo: this.mode.mode === "userspace" ? this.supervisor.state() : null,
+        peers: peerReports(desired, current), refused,
+      });
     }
 
     const errors: PeerError[] = refused.map((r) => ({ peer: r.subject, message: r.reason }));
