@@ -5,7 +5,10 @@ import { readSubnetFile } from "../shared/subnet-file.js";
 import { join } from "node:path";
 import { pidFromFile } from "./testbed/cleanup.js";
 import { reachability, type PairResult } from "./testbed/matrix.js";
-import { removeByPrefix, Testbed, type IpFamily } from "./testbed/testbed.js";
+import { removeByPrefix, Testbed, WIREGUARD_PORT, type IpFamily } from "./testbed/testbed.js";
+import { underlayCounters, type UnderlayCounts } from "./testbed/underlay-counters.js";
+import { WG_DEVICE } from "../agent/backend/wireguard/wireguard-go.js";
+import { UapiClient } from "../agent/backend/wireguard/uapi.js";
 
 /**
  * `./scripts/demo`: a cluster of network namespaces on this machine, the real twilld on every
@@ -17,7 +20,7 @@ import { removeByPrefix, Testbed, type IpFamily } from "./testbed/testbed.js";
 
 const STATE_DIR = "/run/twill-demo";
 const STATE_FILE = `${STATE_DIR}/state.json`;
-const BACKENDS = ["vxlan", "host-gw", "auto", "bgp"] as const;
+const BACKENDS = ["vxlan", "host-gw", "auto", "bgp", "wireguard"] as const;
 const FAMILIES: Record<string, IpFamily> = { "4": 4, "6": 6, dual: "dual" };
 
 const tty = process.stdout.isTTY;
@@ -31,7 +34,7 @@ interface KeptState {
   prefix: string;
   dir: string;
   pids: number[];
-  /** The bgp backend's daemons: each node's BIRD and the router's FRR. */
+  /** The bgp backend's daemons (each node's BIRD and the router's FRR), the wireguard backend's wireguard-go. */
   daemons?: number[];
 }
 
@@ -49,13 +52,15 @@ async function main(): Promise<number> {
   });
   if (values.help) {
     process.stdout.write(
-      "usage: ./scripts/demo [--nodes N] [--backend vxlan|host-gw|auto|bgp] [--ip-family 4|6|dual] [--remote 3,4] [--keep]\n" +
+      "usage: ./scripts/demo [--nodes N] [--backend vxlan|host-gw|auto|bgp|wireguard] [--ip-family 4|6|dual] [--remote 3,4] [--keep]\n" +
         "       ./scripts/demo down      remove a cluster left by --keep\n" +
         "  --ip-family  4: IPv4 underlay and pods (default); 6: IPv6-only underlay, nodes and pods;\n" +
         "               dual: dual-stack underlay (IPv4 primary) and dual-stack pods\n" +
         "  --remote     nodes put on a second L3 segment behind a router (host-gw cannot reach them)\n" +
         "  --backend bgp: two racks (segments) joined by a BGP router (FRR); every node runs BIRD and\n" +
-        "               peers with its rack's router leg; by default the second half of the nodes is remote\n",
+        "               peers with its rack's router leg; by default the second half of the nodes is remote\n" +
+        "  --backend wireguard: pod traffic between nodes encrypted (wireguard-go on this kernel, which has\n" +
+        "               no WireGuard module); the switch's counters show what crossed the underlay\n",
     );
     return 0;
   }
@@ -86,6 +91,7 @@ async function main(): Promise<number> {
     await tb.startAgents();
     for (const n of tb.nodes) for (let i = 0; i < 2; i++) await tb.addPod(n);
     if (backend === "bgp") step(`BGP converged: every node routes every other node's subnets after ${((await tb.routesConverged()) / 1000).toFixed(1)} s more`);
+    const underlay = backend === "wireguard" ? await underlayCounters(tb, WIREGUARD_PORT) : null;
     process.stdout.write(`  ${green("✓")} cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
     await printNodes(tb);
     ok = true;
@@ -97,6 +103,7 @@ async function main(): Promise<number> {
     }
     printPeerErrors(tb);
     if (tb.router) ok = (await printBgp(tb)) && ok;
+    if (underlay) ok = (await printWireguard(tb, await underlay())) && ok;
     if (values.keep) {
       keep(tb);
       return ok ? 0 : 1;
@@ -112,13 +119,16 @@ async function main(): Promise<number> {
 }
 
 async function printNodes(tb: Testbed): Promise<void> {
-  const bgp = tb.network.backend.type === "bgp";
-  const rows: string[][] = [["NODE", "UNDERLAY", "SEGMENT", "SUBNETS", bgp ? "AS" : "VTEP MAC", "PODS"]];
+  const type = tb.network.backend.type;
+  const rows: string[][] = [["NODE", "UNDERLAY", "SEGMENT", "SUBNETS", type === "bgp" ? "AS" : type === "wireguard" ? "WIREGUARD PUBLIC KEY" : "VTEP MAC", "PODS"]];
   for (const n of tb.nodes) {
-    const vtep = await tb.ip(n).link(vtepName(tb.network.backend.vni));
     const pods = tb.pods.filter((p) => p.node === n).map((p) => `${p.name} ${p.ips.join(" ")}`);
-    const as = n.args?.[n.args.indexOf("--bgp-as") + 1] ?? String(tb.network.backend.bgp?.as ?? "-");
-    rows.push([n.name, [n.ip, n.ip6].filter(Boolean).join(" "), n.segment, n.subnets.join(" "), bgp ? as : (vtep?.address ?? "-"), pods.join(", ")]);
+    const backendColumn = type === "bgp"
+      ? (n.args?.[n.args.indexOf("--bgp-as") + 1] ?? String(tb.network.backend.bgp?.as ?? "-"))
+      : type === "wireguard"
+        ? String(tb.twilld?.logged(n, "WireGuard backend")[0]?.publicKey ?? "-")
+        : ((await tb.ip(n).link(vtepName(tb.network.backend.vni)))?.address ?? "-");
+    rows.push([n.name, [n.ip, n.ip6].filter(Boolean).join(" "), n.segment, n.subnets.join(" "), backendColumn, pods.join(", ")]);
   }
   process.stdout.write(table(rows, [0, 1, 2, 3, 4, 5]) + "\n");
 }
@@ -202,6 +212,28 @@ async function printBgp(tb: Testbed): Promise<boolean> {
   return ok;
 }
 
+/**
+ * The wireguard backend's proof: what the underlay's switch counted between the nodes while
+ * every pod pair talked (only UDP to the WireGuard port, no pod address in clear), and each
+ * node's device and mode.
+ */
+async function printWireguard(tb: Testbed, seen: UnderlayCounts): Promise<boolean> {
+  process.stdout.write(`\n${bold("On the underlay")} ${dim("(the switch's counters, every frame between the nodes while the pods talked)")}\n`);
+  const ok = seen.tunnel > 0 && seen.other === 0 && seen.podsInClear === 0;
+  process.stdout.write(`  ${seen.tunnel > 0 ? green("✓") : red("✗")} ${seen.tunnel} packets of UDP to port ${WIREGUARD_PORT} (WireGuard)\n`);
+  process.stdout.write(`  ${seen.other === 0 ? green("✓") : red("✗")} ${seen.other} other IP packets between nodes\n`);
+  process.stdout.write(`  ${seen.podsInClear === 0 ? green("✓") : red("✗")} ${seen.podsInClear} packets with a pod address in clear\n`);
+  for (const n of tb.nodes) {
+    const device = await tb.ip(n).link(WG_DEVICE);
+    const mode = (tb.twilld?.logged(n, "WireGuard backend")[0]?.mode as string | undefined) ?? "?";
+    const peers = (await new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`)).get()).peers;
+    const shaken = peers.filter((p) => p.lastHandshakeSec > 0).length;
+    process.stdout.write(`  ${device ? green("✓") : red("✗")} ${n.name}: device ${WG_DEVICE} (${mode}, MTU ${device?.mtu ?? "-"}), ${peers.length} peers, ${shaken} with a handshake\n`);
+  }
+  process.stdout.write(dim(`  pods' MTU ${readSubnetFile(tb.nodes[0]!.subnetFile).mtu}: the underlay's less WireGuard's 60 (IPv4) or 80 (IPv6)\n`));
+  return ok;
+}
+
 /** Aligned columns; `colored` (optional) replaces body cells after widths are measured on plain text. */
 function table(rows: string[][], left: number[], colored?: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
@@ -221,7 +253,7 @@ function table(rows: string[][], left: number[], colored?: string[][]): string {
 
 function keep(tb: Testbed): void {
   tb.detach();
-  const birds = tb.nodes.map((n) => pidFromFile(join(n.dir, "bird", "bird.pid"))).filter((p) => p !== null);
+  const birds = tb.nodes.flatMap((n) => [pidFromFile(join(n.dir, "bird", "bird.pid")), wireguardGoPid(n.dir)]).filter((p) => p !== null);
   const state: KeptState = { prefix: tb.prefix, dir: tb.dir, pids: tb.twilld?.pids() ?? [], daemons: [...birds, ...(tb.router?.pids ?? [])] };
   mkdirSync(STATE_DIR, { recursive: true });
   writeFileSync(STATE_FILE, JSON.stringify(state, null, 2) + "\n");
@@ -233,6 +265,16 @@ function keep(tb: Testbed): void {
       `         ip netns exec ${tb.nodes[0]!.ns} ip route show proto 150\n` +
       `  stop:  ./scripts/demo down\n`,
   );
+}
+
+/** A node's wireguard-go, from its PID file, when that PID is still wireguard-go (its command line names no file of ours). */
+function wireguardGoPid(nodeDir: string): number | null {
+  try {
+    const pid = Number(readFileSync(join(nodeDir, "wg", `${WG_DEVICE}.pid`), "utf8").trim());
+    return Number.isSafeInteger(pid) && pid > 1 && readCmdline(pid).trim() === `wireguard-go -f ${WG_DEVICE}` ? pid : null;
+  } catch {
+    return null;
+  }
 }
 
 async function down(): Promise<number> {
@@ -247,8 +289,9 @@ async function down(): Promise<number> {
     if (cmd.includes("twilld") && cmd.includes(state.dir)) process.kill(pid, "SIGTERM");
   }
   for (const pid of state.daemons ?? []) {
-    // BIRD and FRR were started with files in the demo's directory.
-    if (readCmdline(pid).includes(state.dir)) process.kill(pid, "SIGKILL");
+    // BIRD and FRR were started with files in the demo's directory; wireguard-go names only its device.
+    const cmd = readCmdline(pid);
+    if (cmd.includes(state.dir) || cmd.trim() === `wireguard-go -f ${WG_DEVICE}`) process.kill(pid, "SIGKILL");
   }
   const removed = await removeByPrefix(state.prefix);
   rmSync(state.dir, { recursive: true, force: true });

@@ -3,12 +3,11 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { UapiClient } from "../../agent/backend/wireguard/uapi.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
-import { inNetns, ipIn } from "../../testkit/netns.js";
-import { parseNftCounters } from "../../testkit/iproute.js";
+import { ipIn } from "../../testkit/netns.js";
 import { until } from "../../testkit/until.js";
 import { failures, podAddress, reachability } from "./matrix.js";
 import { Testbed, WIREGUARD_PORT, type Pod, type TestNode } from "./testbed.js";
-import { SEGMENTS } from "./topology.js";
+import { underlayCounters } from "./underlay-counters.js";
 import { ping } from "./traffic.js";
 
 /**
@@ -24,8 +23,6 @@ afterEach(async () => {
   tb = null;
 });
 
-const CLUSTER4 = "10.244.0.0/16";
-const CLUSTER6 = "fd00:10:244::/56";
 
 async function cluster(): Promise<Testbed> {
   tb = await Testbed.create({ agent: "twilld", backend: "wireguard", nodes: 3, ipFamily: "dual", resyncMs: 2_000 });
@@ -42,42 +39,10 @@ async function devicePublicKey(n: TestNode): Promise<string> {
   return device.privateKey.publicKey();
 }
 
-/**
- * Counters on the switch's bridge (family bridge: it sees every frame between nodes): node to
- * node IP packets that are WireGuard (UDP to its port) and those that are not, and any packet
- * with a pod address in clear. ND and ARP are not IP-between-nodes traffic and are not counted.
- */
-async function switchCounters(t: Testbed): Promise<() => Promise<Map<string, number>>> {
-  const { prefix, prefix6 } = SEGMENTS.a;
-  const nodes4 = `${prefix}.0/24`;
-  const nodes6 = `${prefix6}:/64`;
-  const ruleset = [
-    "table bridge twill_wg_test {",
-    "  counter wireguard {}",
-    "  counter other {}",
-    "  counter pods_in_clear {}",
-    "  chain forward {",
-    "    type filter hook forward priority 0; policy accept;",
-    `    ip saddr ${CLUSTER4} counter name pods_in_clear`,
-    `    ip daddr ${CLUSTER4} counter name pods_in_clear`,
-    `    ip6 saddr ${CLUSTER6} counter name pods_in_clear`,
-    `    ip6 daddr ${CLUSTER6} counter name pods_in_clear`,
-    `    ip saddr ${nodes4} ip daddr ${nodes4} udp dport ${WIREGUARD_PORT} counter name wireguard accept`,
-    `    ip saddr ${nodes4} ip daddr ${nodes4} counter name other`,
-    `    ip6 saddr ${nodes6} ip6 daddr ${nodes6} udp dport ${WIREGUARD_PORT} counter name wireguard accept`,
-    `    ip6 saddr ${nodes6} ip6 daddr ${nodes6} meta l4proto != ipv6-icmp counter name other`,
-    "  }",
-    "}",
-  ].join("\n");
-  const r = await inNetns(t.underlay.switchNs, ["nft", "-f", "-"], { input: ruleset });
-  if (r.exitCode !== 0) throw new Error(`nft in the switch: ${String(r.stderr)}`);
-  return async () => parseNftCounters(String((await inNetns(t.underlay.switchNs, ["nft", "-j", "list", "counters", "table", "bridge", "twill_wg_test"])).stdout));
-}
-
 describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on an IPv4 underlay", () => {
   it("every pod reaches every other through the tunnel at MTU 1440; between nodes only UDP to the WireGuard port, no pod address in clear", async () => {
     const t = await cluster();
-    const counters = await switchCounters(t);
+    const counters = await underlayCounters(t, WIREGUARD_PORT);
     expect(failures(await reachability(t.pods, 4))).toEqual([]);
     expect(failures(await reachability(t.pods, 6))).toEqual([]);
 
@@ -88,9 +53,9 @@ describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on a
     expect((await ping(p1.ns, podAddress(p2), { size: 1413, dontFragment: true })).output).toMatch(/too long|mtu ?= ?1440/i);
 
     const seen = await counters();
-    expect(seen.get("pods_in_clear")).toBe(0);
-    expect(seen.get("other")).toBe(0);
-    expect(seen.get("wireguard")).toBeGreaterThan(0);
+    expect(seen.podsInClear).toBe(0);
+    expect(seen.other).toBe(0);
+    expect(seen.tunnel).toBeGreaterThan(0);
 
     for (const n of t.nodes) {
       expect(readSubnetFile(n.subnetFile).mtu).toBe(1440);
