@@ -247,13 +247,13 @@ export async function leaveCluster(o: CommonOptions, logger: Logger): Promise<vo
  * would run, with --dry-run) and every step succeeded.
  */
 export async function runUninstall(
-  o: CommonOptions & { cniBinDir: string; cniConfDir: string; logDir: string; bridge: string; dryRun: boolean; force: boolean },
+  o: CommonOptions & { cniBinDir: string; cniConfDir: string; logDir: string; bridge: string; dryRun: boolean; force: boolean; wireguardKey: string },
   logger: Logger,
   write: (s: string) => void,
 ): Promise<boolean> {
   const kernel = nodeKernel();
   try {
-    const paths = { cniBinDir: o.cniBinDir, cniConfDir: o.cniConfDir, subnetFile: o.subnetFile, stateDir: o.stateDir, ipamStore: o.ipamStore, bgpDir: o.bgpDir, logDir: o.logDir };
+    const paths = { cniBinDir: o.cniBinDir, cniConfDir: o.cniConfDir, subnetFile: o.subnetFile, stateDir: o.stateDir, ipamStore: o.ipamStore, bgpDir: o.bgpDir, logDir: o.logDir, wireguardKey: o.wireguardKey };
     const result = await uninstallNode(kernel, paths, { bridge: o.bridge, dryRun: o.dryRun, force: o.force, logger });
     write(renderUninstall(result, o));
     return result.failed.length === 0 && (o.force || result.plan.refusals.length === 0);

@@ -67,6 +67,7 @@ const uninstallFlags = {
   bridge: { type: "string", default: "cni0", describe: "The pod bridge" },
   "dry-run": { type: "boolean", default: false, describe: "Show what would be removed, removing nothing" },
   force: { type: "boolean", default: false, describe: "Remove even while pods are attached to the bridge (they lose their network)" },
+  "wireguard-key": { type: "string", default: DEFAULT_WIREGUARD_KEY, describe: "The wireguard backend's private key: its directory is removed" },
 } as const;
 
 const outputFlag = { output: { alias: "o", choices: ["table", "json"] as const, default: "table" as const, describe: "Output format" } };
@@ -183,7 +184,7 @@ async function runCommand(): Promise<number> {
       async (a) => {
         const o = commonOptions(a);
         const ok = await runUninstall(
-          { ...o, cniBinDir: a["cni-bin-dir"], cniConfDir: a["cni-conf-dir"], logDir: a["log-dir"], bridge: a.bridge, dryRun: a["dry-run"], force: a.force },
+          { ...o, cniBinDir: a["cni-bin-dir"], cniConfDir: a["cni-conf-dir"], logDir: a["log-dir"], bridge: a.bridge, dryRun: a["dry-run"], force: a.force, wireguardKey: a["wireguard-key"] },
           stderrLogger(o.logLevel),
           write,
         );

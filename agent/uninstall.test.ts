@@ -10,12 +10,13 @@ const paths = {
   ipamStore: "/var/lib/cni/networks/twill",
   bgpDir: "/run/twill/bird",
   logDir: "/var/log/twill",
+  wireguardKey: "/var/lib/twill/wireguard/private.key",
 };
 
 const link = (name: string, kind?: string, master?: string): Link => ({ name, index: 1, up: true, lowerUp: true, mtu: 1500, ...(kind ? { kind } : {}), ...(master ? { master } : {}) });
 
 function node(o: Partial<NodeState> & { files?: string[] } = {}): NodeState {
-  const files = new Set(o.files ?? Object.values(paths).concat("/opt/cni/bin/twill", "/opt/cni/bin/twill-ipam", "/run/twill", "/etc/cni/net.d/10-twill.conflist", "/etc/cni/net.d/.10-twill.conflist.tmp"));
+  const files = new Set(o.files ?? Object.values(paths).concat("/var/lib/twill/wireguard", "/opt/cni/bin/twill", "/opt/cni/bin/twill-ipam", "/run/twill", "/etc/cni/net.d/10-twill.conflist", "/etc/cni/net.d/.10-twill.conflist.tmp"));
   return {
     links: o.links ?? [link("lo"), link("eth0", "veth"), link("cni0", "bridge"), link("twill.1", "vxlan"), link("flannel.1", "vxlan")],
     routes: o.routes ?? ["10.244.2.0/24", "fd00:10:244:2::/64"],
@@ -55,6 +56,7 @@ describe("planUninstall", () => {
       "remove /var/lib/twill",
       "remove /var/log/twill",
       "remove /run/twill",
+      "remove /var/lib/twill/wireguard",
     ]);
   });
 

@@ -23,6 +23,8 @@ export interface UninstallPaths {
   ipamStore: string;
   bgpDir: string;
   logDir: string;
+  /** The wireguard backend's private key: its directory goes, and that directory's parent when it is twill's own (/var/lib/twill). */
+  wireguardKey: string;
 }
 
 export interface NodeState {
@@ -90,8 +92,11 @@ export function planUninstall(state: NodeState, paths: UninstallPaths, bridge: s
     paths.stateDir,
     paths.logDir,
   ];
-  // The subnet file's directory when it is twill's own (/run/twill).
+  // The subnet file's and the key directory's parents when they are twill's own (/run/twill, /var/lib/twill).
   if (basename(dirname(paths.subnetFile)) === "twill") files.push(dirname(paths.subnetFile));
+  const keyDir = dirname(paths.wireguardKey);
+  if (basename(keyDir) === "wireguard") files.push(keyDir);
+  if (basename(dirname(keyDir)) === "twill") files.push(dirname(keyDir));
   for (const path of [...new Set(files)]) {
     if (!state.exists(path)) continue;
     if (twillPath(path)) steps.push({ kind: "path", path });

@@ -24,7 +24,8 @@ afterEach(async () => {
 function uninstall(t: Testbed, n: TestNode, ...more: string[]) {
   return inNetns(n.ns, [join(DIST_BIN, "twilld"), "uninstall", "--node-name", n.name, "--datastore", "local", "--store-dir", t.twilld!.storeDir,
     "--state-dir", n.dir, "--subnet-file", n.subnetFile, "--ipam-store", join(n.dir, "ipam", "twill"),
-    "--cni-bin-dir", join(n.dir, "cni", "bin"), "--cni-conf-dir", join(n.dir, "cni", "net.d"), "--log-dir", join(n.dir, "log"), ...more]);
+    "--cni-bin-dir", join(n.dir, "cni", "bin"), "--cni-conf-dir", join(n.dir, "cni", "net.d"), "--log-dir", join(n.dir, "log"),
+    "--wireguard-key", join(n.dir, "wg.key"), ...more]);
 }
 
 async function twillTables(ns: string): Promise<string[]> {

@@ -92,7 +92,7 @@ describe("WireguardBackend against a fake wireguard-go and kernel", () => {
     const { state, kernel } = fakeKernel();
     const registry = new Registry();
     const reportFile = join(dir, "wireguard.json");
-    const backend = new WireguardBackend(network(), { keyFile: join(dir, "key"), dir, reportFile }, { kernel, logger: nullLogger, registry });
+    const backend = new WireguardBackend(network(), { keyFile: join(dir, "key"), dir, reportFile, checkTun: () => undefined }, { kernel, logger: nullLogger, registry });
     const data = await backend.prepare(local);
     expect(statSync(join(dir, "key")).mode & 0o777).toBe(0o600);
     expect(data).toMatchObject({ type: "wireguard", wgPort: 51820, underlayMTU: 1500, underlayIPs: ["192.0.2.1"] });

@@ -14,7 +14,7 @@ import { loadOrCreatePrivateKey, type PrivateKey } from "./keys.js";
 import { desiredPeers, planDevice, type DesiredPeer, type WireguardLease } from "./plan.js";
 import { isEmptySet } from "./uapi.js";
 import { ensureUnderlayFilter, underlayFilterRuleset } from "./underlay-filter.js";
-import { WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wireguard-go.js";
+import { checkTunDevice, WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wireguard-go.js";
 import { peerReports, writeWireguardReport, type WireguardMode } from "./wireguard-report.js";
 
 /**
@@ -49,6 +49,8 @@ export interface WireguardNodeOptions {
   readyMs?: number;
   /** Where each reconcile writes what `twilld status` shows (wireguard-report.ts); none when absent. */
   reportFile?: string;
+  /** Userspace mode: throws why wireguard-go could not open its TUN device (tests: another check). */
+  checkTun?: () => void;
 }
 
 const READY_MS = 10_000;
@@ -124,6 +126,7 @@ export class WireguardBackend implements Backend {
     this.key = key;
     this.local = local;
     if (created) logger.info("Created this node's WireGuard key", { file: this.node.keyFile, publicKey: key.publicKey() });
+    (this.node.checkTun ?? checkTunDevice)();
     await this.supervisor.start();
     await this.waitAnswering();
     const [link] = await kernel.addrs(local.underlayDev);

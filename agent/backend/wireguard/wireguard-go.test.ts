@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { FakeClock } from "../../../testkit/clock.js";
 import { fakeWireguardDevice } from "../../../testkit/wireguard-device.js";
 import type { BirdChild } from "../bgp/bird-supervisor.js";
-import { WG_DEVICE, wireguardGoArgv, wireguardGoFiles, WireguardGoSupervisor } from "./wireguard-go.js";
+import { checkTunDevice, WG_DEVICE, wireguardGoArgv, wireguardGoFiles, WireguardGoSupervisor } from "./wireguard-go.js";
 
 describe("wireguard-go's command line", () => {
   it("runs it in the foreground, exec'd to the end so the child's PID is wireguard-go's", () => {
@@ -39,6 +39,14 @@ class FakeChild implements BirdChild {
     this.detached = true;
   }
 }
+
+describe("the TUN device check", () => {
+  it("passes a device it can open, and names the cause and the fix when it cannot", () => {
+    expect(() => checkTunDevice("/dev/null")).not.toThrow();
+    expect(() => checkTunDevice("/nonexistent/tun")).toThrow(/needs a TUN device, and \/nonexistent\/tun does not exist: load the tun module/);
+    expect(() => checkTunDevice("/")).toThrow(/\/ cannot be opened: EISDIR/);
+  });
+});
 
 describe("WireguardGoSupervisor with a fake wireguard-go", () => {
   let dir: string;

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { systemClock, type Clock } from "../../clock.js";
 import { nullLogger, type Logger } from "../../../shared/log.js";
@@ -29,6 +29,29 @@ export const WG_DEVICE = "twill-wg";
 export const WIREGUARD_RUN_DIR = "/var/run/wireguard";
 
 const ADOPTED_CHECK_MS = 1_000;
+
+/** The TUN clone device wireguard-go opens. */
+export const TUN_DEVICE = "/dev/net/tun";
+
+/**
+ * Opens the TUN clone device and closes it again (nothing is created without TUNSETIFF), so
+ * that a node which cannot run wireguard-go says why at start, not in wireguard-go's log.
+ */
+export function checkTunDevice(path = TUN_DEVICE): void {
+  let fd: number;
+  try {
+    fd = openSync(path, "r+");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    const why = code === "ENOENT"
+      ? `${path} does not exist: load the tun module on the node, or in a container mount the host's ${path}`
+      : code === "EPERM" || code === "EACCES"
+        ? `${path} cannot be opened (${code}): in a container the runtime's device rules must allow it (containerd 1.6.8 and later deny it to unprivileged containers: see the wireguard section of deploy/twill.yaml)`
+        : `${path} cannot be opened: ${(err as Error).message}`;
+    throw new Error(`wireguard backend, userspace mode: wireguard-go needs a TUN device, and ${why}`);
+  }
+  closeSync(fd);
+}
 
 export interface WireguardGoFiles {
   socket: string;
