@@ -14,6 +14,8 @@ import type { VxlanSpec } from "./vxlan.js";
  * per change, and ethtool runs once per VTEP.
  */
 
+export type WireguardLinkResult = "created" | "exists" | "unsupported";
+
 /** One change to a peer entry. */
 export type DatapathChange =
   | { op: "replace" | "del"; kind: "route"; entry: RouteSpec }
@@ -74,6 +76,13 @@ export interface NodeKernel extends NetTools {
   applyDatapath(changes: readonly DatapathChange[]): Promise<RefusedChange[]>;
   /** Creates a VXLAN device, down; KernelError.exists when the name is taken. */
   createVxlan(spec: VxlanSpec): Promise<void>;
+  /**
+   * Makes a kernel WireGuard device `name` (down, at `mtu`) unless one is there: "exists" when
+   * a WireGuard device of that name was there already (its MTU left as it is), "unsupported"
+   * when the kernel has no WireGuard device type (EOPNOTSUPP: nothing is made). A link of that
+   * name of another kind (wireguard-go's TUN) is a KernelError.
+   */
+  ensureWireguardLink(name: string, mtu: number): Promise<WireguardLinkResult>;
   setLink(s: LinkSettings, op: string): Promise<void>;
   /** Adds an address (`10.1.0.0/32`), or keeps it when it is there. */
   replaceAddress(dev: string, cidr: string, op: string): Promise<void>;

@@ -1,9 +1,9 @@
 /**
- * rtnetlink messages as bytes and back, with no I/O: a message is a header plus a fixed
- * family struct (ifinfomsg, ifaddrmsg, rtmsg) plus attributes. Attributes are addressed by name
- * through the tables below, never by offsets written at the call site. Layouts follow
- * include/uapi/linux/{netlink,rtnetlink,if_link,if_addr}.h; integers are host order
- * (little-endian on every machine twill runs on), 4-byte aligned.
+ * Netlink messages as bytes and back, with no I/O: a message is a header plus a fixed family
+ * struct (ifinfomsg, ifaddrmsg, rtmsg, nfgenmsg, genlmsghdr) plus attributes. Attributes are
+ * addressed by name through the tables below, never by offsets written at the call site.
+ * Layouts follow include/uapi/linux/{netlink,rtnetlink,if_link,if_addr,genetlink}.h; integers
+ * are host order (little-endian on every machine twill runs on), 4-byte aligned.
  */
 
 export const NLMSG_HDRLEN = 16;
@@ -19,6 +19,8 @@ export const NLM_F = {
   REPLACE: 0x100,
   EXCL: 0x200,
   CREATE: 0x400,
+  /** On a dump part: the object changed while it was being dumped, so the parts disagree. */
+  DUMP_INTR: 0x10,
 } as const;
 
 export const NLMSG = { NOOP: 1, ERROR: 2, DONE: 3 } as const;
@@ -105,6 +107,7 @@ export type AttrValue =
 export type Attr = [type: number, value: AttrValue];
 
 export const u8 = (type: number, v: number): Attr => [type, { u8: v }];
+export const u16 = (type: number, v: number): Attr => [type, { u16: v }];
 export const u32 = (type: number, v: number): Attr => [type, { u32: v }];
 export const be16 = (type: number, v: number): Attr => [type, { be16: v }];
 export const str = (type: number, v: string): Attr => [type, { str: v }];
@@ -172,22 +175,25 @@ export class Attrs {
     return b && b.length >= 1 ? b[0] : undefined;
   }
 
-  u32(type: number): number | undefined {
+  /** The payload of `type` as a view of its first `width` bytes, when it has that many. */
+  private fixed(type: number, width: number): DataView | undefined {
     const b = this.byType.get(type);
-    return b && b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true) : undefined;
+    return b && b.length >= width ? new DataView(b.buffer, b.byteOffset, width) : undefined;
   }
+
+  u32 = (type: number): number | undefined => this.fixed(type, 4)?.getUint32(0, true);
+
+  /** A 16-bit attribute in host order. */
+  u16 = (type: number): number | undefined => this.fixed(type, 2)?.getUint16(0, true);
+
+  /** A 64-bit attribute in host order (a byte counter). */
+  u64 = (type: number): bigint | undefined => this.fixed(type, 8)?.getBigUint64(0, true);
 
   /** A 16-bit attribute in network order (a port). */
-  u16be(type: number): number | undefined {
-    const b = this.byType.get(type);
-    return b && b.length >= 2 ? new DataView(b.buffer, b.byteOffset, 2).getUint16(0, false) : undefined;
-  }
+  u16be = (type: number): number | undefined => this.fixed(type, 2)?.getUint16(0, false);
 
   /** A 32-bit attribute in network order, as nftables writes its numbers. */
-  u32be(type: number): number | undefined {
-    const b = this.byType.get(type);
-    return b && b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, false) : undefined;
-  }
+  u32be = (type: number): number | undefined => this.fixed(type, 4)?.getUint32(0, false);
 
   /** Every attribute of `type` in order: the elements of a list (NFTA_LIST_ELEM). */
   all(type: number): Attrs[] {
@@ -252,11 +258,18 @@ export interface NfGen {
   family: number;
 }
 
-export type Body = { ifinfo: IfInfo } | { ifaddr: IfAddr } | { rtmsg: RtMsg } | { ndmsg: NdMsg } | { rtgen: number } | { nfgen: NfGen };
+/** struct genlmsghdr (4 bytes): generic netlink's header, the family's command and version. */
+export interface GenlHeader {
+  cmd: number;
+  version: number;
+}
+export const GENL_HDRLEN = 4;
+
+export type Body = { ifinfo: IfInfo } | { ifaddr: IfAddr } | { rtmsg: RtMsg } | { ndmsg: NdMsg } | { rtgen: number } | { nfgen: NfGen } | { genl: GenlHeader };
 
 export const IFINFO_LEN = 16;
 export const NDMSG_LEN = 12;
-const bodyLength = (b: Body): number => ("ifinfo" in b ? IFINFO_LEN : "ifaddr" in b ? 8 : "rtmsg" in b || "ndmsg" in b ? 12 : 4);
+const bodyLength = (b: Body): number => ("ifinfo" in b ? IFINFO_LEN : "ifaddr" in b ? 8 : "rtmsg" in b || "ndmsg" in b ? 12 : "genl" in b ? GENL_HDRLEN : 4);
 
 function writeBody(view: DataView, at: number, b: Body): void {
   if ("ifinfo" in b) writeIfInfo(view, at, b.ifinfo);
@@ -280,6 +293,10 @@ function writeBody(view: DataView, at: number, b: Body): void {
   } else if ("nfgen" in b) {
     // version NFNETLINK_V0, res_id 0
     view.setUint8(at, b.nfgen.family);
+  } else if ("genl" in b) {
+    // reserved stays 0
+    view.setUint8(at, b.genl.cmd);
+    view.setUint8(at + 1, b.genl.version);
   } else view.setUint8(at, b.rtgen);
 }
 
@@ -307,6 +324,10 @@ export function readRtMsg(b: Uint8Array): RtMsg {
     family: v.getUint8(0), dstLen: v.getUint8(1), srcLen: v.getUint8(2), tos: v.getUint8(3),
     table: v.getUint8(4), protocol: v.getUint8(5), scope: v.getUint8(6), type: v.getUint8(7), flags: v.getUint32(8, true),
   };
+}
+
+export function readGenl(b: Uint8Array): GenlHeader {
+  return { cmd: b[0] ?? 0, version: b[1] ?? 0 };
 }
 
 export function readNdMsg(b: Uint8Array): NdMsg {

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { DatapathChange } from "../node-kernel.js";
-import { AF, IFLA, NLMSG, RTM, bytes, encode, nested, str, type Message, type Request } from "./codec.js";
+import { control, fakeLibc, seqOf } from "../../../testkit/fake-libc.js";
+import { AF, IFLA, IFLA_INFO, NLM_F, NLMSG, RTM, attrsAfter, bytes, decode, encode, nested, str, type Message, type Request } from "./codec.js";
 import { countersOf } from "./nftables.js";
 import type { Libc } from "./libc.js";
-import { applyOrder, changeOp, deletedLinkName, touchesDatapath, touchesTable } from "./node.js";
+import { applyOrder, changeOp, deletedLinkName, netlinkNode, touchesDatapath, touchesTable } from "./node.js";
 import { fdbRequest, neighborRequest, routeRequest, toRoute } from "./rtnl.js";
 import { NetlinkSocket, NetlinkSubscription } from "./socket.js";
 
@@ -270,5 +271,52 @@ describe("nftables counters from a GETOBJ dump", () => {
 
   it("reads each counter's packets by name and skips other objects", () => {
     expect([...countersOf([counter("drop_0_in", 1, 7n), counter("drop_0_eg", 1, 0n), counter("quota", 2, 99n)])]).toEqual([["drop_0_in", 7], ["drop_0_eg", 0]]);
+  });
+});
+
+describe("ensureWireguardLink", () => {
+  /**
+   * A kernel where link "twill-wg" is `have` (a kind, or none), and RTM_NEWLINK gets `create`'s
+   * errno; `after` is the link's kind once a create was refused with EEXIST (another writer).
+   */
+  function scene(have: string | null, create: number, after: string | null = null) {
+    let kind = have;
+    const c = fakeLibc((req) => {
+      const [m] = decode(req);
+      const seq = seqOf(req);
+      if (m!.type === RTM.NEWLINK) {
+        if (create === 17) kind = after;
+        return [control(NLMSG.ERROR, seq, create)];
+      }
+      if (kind === null) return [control(NLMSG.ERROR, seq, 19)];
+      return [encode({ type: RTM.NEWLINK, flags: 0, seq, body: { ifinfo: { family: AF.UNSPEC, index: 9, flags: 0, change: 0 } }, attrs: [str(IFLA.IFNAME, "twill-wg"), nested(IFLA.LINKINFO, [str(IFLA_INFO.KIND, kind)])] })];
+    });
+    const creates = () => c.sent.map((b) => decode(b)[0]!).filter((m) => m.type === RTM.NEWLINK);
+    return { kernel: netlinkNode(c, null), creates };
+  }
+
+  it("creates the device as `ip link add twill-wg mtu 1420 type wireguard` would, exclusively", async () => {
+    const { kernel, creates } = scene(null, 0);
+    expect(await kernel.ensureWireguardLink("twill-wg", 1420)).toBe("created");
+    const [m] = creates();
+    expect(m!.flags).toBe(NLM_F.REQUEST | NLM_F.ACK | NLM_F.CREATE | NLM_F.EXCL);
+    const a = attrsAfter(m!.payload, 16);
+    expect([a.str(IFLA.IFNAME), a.u32(IFLA.MTU), a.nested(IFLA.LINKINFO)?.str(IFLA_INFO.KIND)]).toEqual(["twill-wg", 1420, "wireguard"]);
+  });
+
+  it("answers unsupported when the kernel has no WireGuard device type (EOPNOTSUPP)", async () => {
+    expect(await scene(null, 95).kernel.ensureWireguardLink("twill-wg", 1420)).toBe("unsupported");
+  });
+
+  it("keeps a WireGuard device that is there, also one another writer made in between", async () => {
+    const there = scene("wireguard", 0);
+    expect(await there.kernel.ensureWireguardLink("twill-wg", 1420)).toBe("exists");
+    expect(there.creates()).toEqual([]);
+    expect(await scene(null, 17, "wireguard").kernel.ensureWireguardLink("twill-wg", 1420)).toBe("exists");
+  });
+
+  it("refuses a link of another kind under the name (wireguard-go's TUN), and passes other errors on", async () => {
+    await expect(scene("tun", 0).kernel.ensureWireguardLink("twill-wg", 1420)).rejects.toThrow('failed to create WireGuard device "twill-wg": the name is taken: "twill-wg" is a tun, not a WireGuard device');
+    await expect(scene(null, 1).kernel.ensureWireguardLink("twill-wg", 1420)).rejects.toThrow('failed to create WireGuard device "twill-wg": Operation not permitted (EPERM)');
   });
 });

@@ -1,14 +1,14 @@
 import { run, type Runner } from "../exec.js";
 import { netTools } from "../tools.js";
 import type {
-  DatapathChange, DatapathWatch, KernelMoves, LinkSettings, NodeKernel, RefusedChange, TableWatch,
+  DatapathChange, DatapathWatch, KernelMoves, LinkSettings, NodeKernel, RefusedChange, TableWatch, WireguardLinkResult,
 } from "../node-kernel.js";
-import { KernelError } from "../types.js";
+import { KernelError, wrongKind } from "../types.js";
 import { IFINFO_LEN, IFLA, NLMSG, NUD_PERMANENT, RTM, RTMGRP, attrsAfter, readNdMsg, type Message, type Request } from "./codec.js";
 import { asKernelError } from "./kernel.js";
 import { readCountersNetlink } from "./nftables.js";
 import { errnoText, requireLibc, type Libc } from "./libc.js";
-import { NETLINK, NetlinkSocket, NetlinkSubscription } from "./socket.js";
+import { NETLINK, NetlinkError, NetlinkSocket, NetlinkSubscription } from "./socket.js";
 import { Rtnl, fdbRequest, neighborRequest, routeRequest } from "./rtnl.js";
 import { TWILL_ROUTE_PROTO, isDefaultRoute } from "../routes.js";
 
@@ -71,6 +71,7 @@ export function netlinkNode(c: Libc, netns: string | null = null, runner: Runner
       ),
     applyDatapath: (changes) => call("update peer routes, neighbors and FDB", (nl) => applyDatapath(nl, changes)),
     createVxlan: (spec) => call(`create VXLAN device "${spec.name}"`, (nl) => nl.addVxlan({ ...spec, dev: spec.dev }, `create VXLAN device "${spec.name}"`)),
+    ensureWireguardLink: (name, mtu) => call(`create WireGuard device "${name}"`, (nl) => ensureWireguardLink(nl, name, mtu)),
     setLink: (s: LinkSettings, op) => call(op, (nl) => nl.setLink({ dev: s.dev, mtu: s.mtu, mac: s.mac, up: s.up }, op)),
     replaceAddress: (dev, cidr, op) => call(op, (nl) => nl.addAddress(dev, cidr, true, op)),
     deleteAddress: (dev, cidr, op) => call(op, (nl) => nl.deleteAddress(dev, cidr, op)),
@@ -99,6 +100,35 @@ export function netlinkNode(c: Libc, netns: string | null = null, runner: Runner
       nfsock = null;
     },
   };
+}
+
+const EEXIST = 17;
+const EOPNOTSUPP = 95;
+
+/**
+ * The kernel WireGuard device `name`: kept when there is one, else made (design §2: auto mode
+ * is "try to create it"). A kernel without WireGuard refuses the device type with EOPNOTSUPP,
+ * and then nothing is made. A link of another kind under that name (wireguard-go's TUN, which
+ * has the same name) is refused, not taken for the kernel's device.
+ */
+export function ensureWireguardLink(nl: Rtnl, name: string, mtu: number): WireguardLinkResult {
+  const op = `create WireGuard device "${name}"`;
+  for (let attempt = 1; ; attempt++) {
+    const link = nl.link(name);
+    if (link) {
+      const wrong = wrongKind(link, "wireguard", `"${name}"`, "a WireGuard device");
+      if (wrong) throw new KernelError(op, `the name is taken: ${wrong}`);
+      return "exists";
+    }
+    try {
+      nl.addWireguard({ name, mtu }, op);
+      return "created";
+    } catch (err) {
+      if (err instanceof NetlinkError && err.errno === EOPNOTSUPP) return "unsupported";
+      // Made by another writer in between: what it made is read once more.
+      if (!(err instanceof NetlinkError && err.errno === EEXIST) || attempt > 1) throw err;
+    }
+  }
 }
 
 /**

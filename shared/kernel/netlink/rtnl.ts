@@ -254,6 +254,22 @@ export class Rtnl {
     );
   }
 
+  /**
+   * A kernel WireGuard device, down, with no key and no peers (generic netlink configures
+   * those); EOPNOTSUPP when the kernel has no such device type, EEXIST when the name is taken.
+   */
+  addWireguard(w: { name: string; mtu: number }, op: string): void {
+    this.sock.request(
+      {
+        type: RTM.NEWLINK,
+        flags: CREATE,
+        body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } },
+        attrs: [str(IFLA.IFNAME, w.name), u32(IFLA.MTU, w.mtu), nested(IFLA.LINKINFO, [str(IFLA_INFO.KIND, "wireguard")])],
+      },
+      op,
+    );
+  }
+
   /** Bridged traffic of bridge `name` through the IPv4 and IPv6 netfilter hooks (ENODEV when there is none). */
   bridgeNetfilter(name: string, op: string): void {
     this.sock.request(

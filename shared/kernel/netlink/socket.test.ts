@@ -1,49 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { AF, IFLA, NLM_F, NLMSG, RTM, decode, encode, str } from "./codec.js";
-import type { Libc } from "./libc.js";
+import { control, fakeLibc, seqOf } from "../../../testkit/fake-libc.js";
 import { NetlinkError, NetlinkSocket } from "./socket.js";
 import { toLink } from "./rtnl.js";
 
-/** A libc whose netlink socket answers each send with the datagrams `reply` gives for it. */
-function fakeLibc(reply: (request: Uint8Array) => Uint8Array[]): Libc & { sent: Uint8Array[] } {
-  const queue: Uint8Array[] = [];
-  const sent: Uint8Array[] = [];
-  return {
-    sent,
-    socket: () => 7,
-    send(_fd, buf, len) {
-      const req = buf.slice(0, len);
-      sent.push(req);
-      queue.push(...reply(req));
-      return len;
-    },
-    recv(_fd, buf) {
-      const d = queue.shift();
-      if (!d) throw new Error("recv with nothing queued: the socket would block forever");
-      buf.set(d);
-      return d.length;
-    },
-    setns: () => 0,
-    bind: () => 0,
-    setsockopt: () => 0,
-    close: () => 0,
-    errno: () => 0,
-  };
-}
-
-const seqOf = (req: Uint8Array) => new DataView(req.buffer, req.byteOffset).getUint32(8, true);
 const link = (seq: number, index: number, name: string) =>
   encode({ type: RTM.NEWLINK, flags: NLM_F.MULTI, seq, body: { ifinfo: { family: 0, index, flags: 0, change: 0 } }, attrs: [str(IFLA.IFNAME, name)] });
-
-function control(type: number, seq: number, errno: number): Uint8Array {
-  const out = new Uint8Array(type === NLMSG.ERROR ? 36 : 20);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, out.length, true);
-  v.setUint16(4, type, true);
-  v.setUint32(8, seq, true);
-  v.setInt32(16, -errno, true);
-  return out;
-}
 
 const dumpLinks = { type: RTM.GETLINK, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } } };
 

@@ -5,8 +5,8 @@ import { errnoText, type Libc } from "./libc.js";
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0x80000;
-/** The netlink families used: rtnetlink, and nfnetlink for nftables. */
-export const NETLINK = { ROUTE: 0, NETFILTER: 12 } as const;
+/** The netlink families used: rtnetlink, nfnetlink for nftables, generic netlink (WireGuard). */
+export const NETLINK = { ROUTE: 0, NETFILTER: 12, GENERIC: 16 } as const;
 const CLONE_NEWNET = 0x40000000;
 const MSG_TRUNC = 0x20;
 const MSG_DONTWAIT = 0x40;
