@@ -68,6 +68,18 @@ export interface SetRequest {
   peers?: readonly PeerChange[];
 }
 
+/**
+ * How the backend reads and configures its device, whichever it runs: wireguard-go through
+ * its UAPI socket (UapiClient), or the kernel's device through generic netlink
+ * (KernelWireguardClient, kernel-client.ts). Both read the same UapiDevice and apply the same
+ * SetRequest, so plan.ts serves both.
+ */
+export interface WireguardControl {
+  get(): Promise<UapiDevice>;
+  /** Applies a set request; not a transaction: after an error, read the device again. */
+  set(req: SetRequest): Promise<void>;
+}
+
 export const isEmptySet = (req: SetRequest): boolean =>
   req.privateKey === undefined && req.listenPort === undefined && (req.peers ?? []).length === 0;
 
@@ -181,7 +193,7 @@ const MAX_ANSWER = 4 << 20;
  * serves one per connection at a time and closes it on a malformed request), and requests go
  * one at a time, in the order they were made, so a set is never overtaken by a later get.
  */
-export class UapiClient {
+export class UapiClient implements WireguardControl {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly timeoutMs: number;
 
