@@ -237,6 +237,34 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     expect(h.backend.calls.every((c) => c.local?.join() === second.join())).toBe(true);
   });
 
+  it("its own record deleted or edited in the datastore: published again at once, not at the next renewal", async () => {
+    const h = await started();
+    const published = h.db.records.get("node-a")!;
+    expect(published.publicIP).toBe("192.0.2.10");
+    const peerView = () => h.other().list().then((all) => all.find((l) => l.nodeName === "node-a"));
+
+    // By hand, between two renewals: peers drop a node whose record is gone until it is back.
+    h.db.records.delete("node-a");
+    h.db.changed();
+    await h.clock.advance(0);
+    expect(await peerView()).toMatchObject({ publicIP: "192.0.2.10", subnets: published.subnets });
+    expect(await h.metric("twill_lease_renewals_total")).toBe(1);
+    expect(h.logs.filter((l) => l.msg === "This node's record is missing from the datastore or differs; publishing it again")).toEqual([
+      expect.objectContaining({ level: "warn", seen: null }),
+    ]);
+
+    h.db.records.set("node-a", { ...h.db.records.get("node-a")!, publicIP: "192.0.2.99" });
+    h.db.changed();
+    await h.clock.advance(0);
+    expect((await peerView())?.publicIP).toBe("192.0.2.10");
+    expect(await h.metric("twill_lease_renewals_total")).toBe(2);
+
+    // Its own renewals go on as before, and a record as published starts none early.
+    await h.clock.advance(RENEW_MS * 3);
+    expect(await h.metric("twill_lease_renewals_total")).toBe(5);
+    expect(h.logs.filter((l) => l.msg.startsWith("This node's record is missing"))).toHaveLength(2);
+  });
+
   it("reconciles one at a time; peer events during a reconcile are batched into one peer reconcile", async () => {
     const h = harness();
     const release = h.backend.hold();
@@ -316,7 +344,9 @@ describe("Agent loop (in-memory datastore, fake clock)", () => {
     expect(h.backend.calls).toHaveLength(held);
 
     await h.other().release("node-thief");
-    await h.clock.advance(1_000);
+    // The watch showed the record gone at the theft, so the acquiring began then: its second
+    // retry is 1 + 2 s after it.
+    await h.clock.advance(2_000);
     expect(h.agent.readiness().ready).toBe(true);
     expect(h.backend.calls.slice(held)).toEqual([{ kind: "full", local: ["10.6.0.0/24"], peers: [] }]);
     expect(h.backend.calls.every((c) => Array.isArray(c.local))).toBe(true);

@@ -64,6 +64,10 @@ export class Agent {
   private stopWatch: (() => void) | null = null;
   private cancelResync: () => void = () => {};
   private cancelRenew: () => void = () => {};
+  /** A renewal (scheduled or early) is running: an early one is not started beside it. */
+  private renewing = false;
+  /** The renewal loop runs (from the end of start()): only then may a torn record start one early. */
+  private renewScheduled = false;
   private reconciling: Promise<void> | null = null;
   /** A full read-and-diff is due (start-up, resync timer, lease change). */
   private fullPending = false;
@@ -193,6 +197,25 @@ export class Agent {
     if (this.stopped) return;
     this.peerView.see(all);
     this.admitPeers();
+    this.republishIfTorn(all);
+  }
+
+  /**
+   * Peers drop a node whose record left the datastore (its Node annotations deleted by hand,
+   * its Lease or etcd key deleted) until the node publishes it again: that is done at once, not
+   * at the next renewal up to a minute later, during which every pod of the node is cut off
+   * from every other node.
+   */
+  private republishIfTorn(all: NodeLease[]): void {
+    const lease = this.lease;
+    if (!lease || this.renewing || !this.renewScheduled) return;
+    const own = all.find((l) => l.nodeName === this.options.nodeName);
+    if (own && own.publicIP === lease.publicIP && own.backend.type === lease.backend.type) return;
+    this.options.logger.warn("This node's record is missing from the datastore or differs; publishing it again", {
+      seen: own ? { publicIP: own.publicIP, backend: own.backend.type } : null,
+    });
+    this.cancelRenew();
+    void this.renew().finally(() => this.scheduleRenew());
   }
 
   /** The watch's last view admitted against the lease held; a reconcile of what that changed. */
@@ -352,10 +375,20 @@ export class Agent {
 
   private scheduleRenew(): void {
     if (this.stopped) return;
+    this.renewScheduled = true;
     this.cancelRenew = this.clock.after(this.options.renewMs, () => void this.renew().finally(() => this.scheduleRenew()));
   }
 
   private async renew(): Promise<void> {
+    this.renewing = true;
+    try {
+      await this.renewOnce();
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private async renewOnce(): Promise<void> {
     const { metrics, logger, store } = this.options;
     const underlay = this.underlay;
     if (!this.lease || !underlay || this.stopped) return;
