@@ -5,15 +5,9 @@
 // twice, a pod's address changed, or a node's subnet file changed.
 import fs from "node:fs";
 import path from "node:path";
+import { addressCheck, addressProblems, parseArgs, podNet, readTraffic, trafficTables } from "../cluster/workload-figures.mjs";
 
-const args = Object.fromEntries(
-  process.argv
-    .slice(2)
-    .join(" ")
-    .split(/\s*--/)
-    .filter(Boolean)
-    .map((kv) => kv.split(/ (.*)/s)),
-);
+const args = parseArgs(process.argv.slice(2));
 const dir = args.dir;
 const nodes = args.nodes.split(" ");
 const read = (...p) => fs.readFileSync(path.join(dir, ...p), "utf8");
@@ -26,19 +20,7 @@ const rolledAt = read("logs", "rollout-done.time").trim();
 const problems = [];
 
 // Traffic: each client's summary and its failure events.
-const traffic = {};
-for (const n of nodes) {
-  const lines = read("logs", `client-${n}.jsonl`).split("\n").filter(Boolean).map((l) => JSON.parse(l));
-  const summary = lines.find((l) => l.event === "summary")?.summary;
-  if (!summary) {
-    problems.push(`client-${n} wrote no summary`);
-    continue;
-  }
-  traffic[n] = summary;
-  for (const [flow, s] of Object.entries(summary.hold)) {
-    if (s.resets) problems.push(`client-${n} ${flow}: ${s.resets} held connection(s) reset`);
-  }
-}
+const traffic = readTraffic(path.join(dir, "logs"), nodes, problems);
 
 // The rollout: when each twill pod went away and its successor became ready.
 const podsBefore = json("before", "pods.json").items;
@@ -60,45 +42,8 @@ const rollout = nodes.map((n) => {
 });
 
 // Addresses: every pod's before and after, each node's store, duplicates and leaks.
-const podNet = (items) =>
-  items
-    .filter((p) => !p.spec.hostNetwork && p.status.podIPs?.length)
-    .map((p) => ({ key: `${p.metadata.namespace}/${p.metadata.name}`, node: p.spec.nodeName, ips: p.status.podIPs.map((x) => x.ip), uid: p.metadata.uid }));
-const storeOf = (when, n) =>
-  readOr("", when, `ipam-store-${n}.tsv`)
-    .split("\n")
-    .filter((l) => /^[0-9a-f.:]+\t/.test(l))
-    .map((l) => {
-      const [ip, owner] = l.split("\t");
-      return { ip, owner: owner.trim() };
-    });
-function addressCheck(when, items) {
-  const pods = podNet(items);
-  const holders = new Map();
-  for (const p of pods) for (const ip of p.ips) holders.set(ip, [...(holders.get(ip) ?? []), p.key]);
-  const duplicated = [...holders].filter(([, keys]) => keys.length > 1).map(([ip, keys]) => `${ip}: ${keys.join(", ")}`);
-  const perNode = {};
-  for (const n of nodes) {
-    const store = storeOf(when, n);
-    const podIPs = new Set(pods.filter((p) => p.node === n).flatMap((p) => p.ips));
-    const stored = new Set(store.map((s) => s.ip));
-    perNode[n] = {
-      reserved: store.length,
-      podAddresses: podIPs.size,
-      leaked: store.filter((s) => !podIPs.has(s.ip)).map((s) => `${s.ip} (${s.owner})`),
-      unreserved: [...podIPs].filter((ip) => !stored.has(ip)),
-    };
-  }
-  return { pods: pods.length, duplicated, perNode };
-}
-const addresses = { before: addressCheck("before", podsBefore), after: addressCheck("after", podsAfter) };
-for (const [when, a] of Object.entries(addresses)) {
-  for (const d of a.duplicated) problems.push(`${when}: address held twice: ${d}`);
-  for (const [n, s] of Object.entries(a.perNode)) {
-    if (s.leaked.length) problems.push(`${when}: ${n} reserves addresses no pod holds: ${s.leaked.join("; ")}`);
-    if (s.unreserved.length) problems.push(`${when}: ${n} has pod addresses its store does not reserve: ${s.unreserved.join(", ")}`);
-  }
-}
+const addresses = { before: addressCheck(path.join(dir, "before"), nodes), after: addressCheck(path.join(dir, "after"), nodes) };
+for (const [when, a] of Object.entries(addresses)) problems.push(...addressProblems(when, a));
 const afterByKey = new Map(podNet(podsAfter).map((p) => [p.key, p]));
 const kept = podNet(podsBefore).filter((p) => afterByKey.get(p.key)?.uid === p.uid);
 for (const p of kept) {
@@ -159,21 +104,8 @@ md.push("## Rollout", "");
 row("node", "old pod", "old pod terminating", "new pod", "new pod ready");
 row("---", "---", "---", "---", "---");
 for (const r of rollout) row(r.node, r.oldPod, r.oldTerminating ?? "-", r.newPod ?? "-", r.newReady ?? "-");
-md.push("", "## Held connections (4 per flow, a line each way every 100 ms)", "");
-row("client on", "flow", "target", "opened", "resets", "stalls > 1 s", "longest echo gap (ms)");
-row("---", "---", "---", "---", "---", "---", "---");
-for (const [n, s] of Object.entries(traffic)) {
-  for (const [flow, h] of Object.entries(s.hold)) row(n, flow, h.target, h.opened, h.resets, h.stalls, h.maxEchoGapMs);
-}
-md.push("", "## New connections (one per 100 ms per flow, 1 s timeout)", "");
-row("client on", "flow", "target", "attempts", "failures", "outage windows");
-row("---", "---", "---", "---", "---", "---");
-for (const [n, s] of Object.entries(traffic)) {
-  for (const [flow, d] of Object.entries(s.dial)) {
-    const w = d.windows.map((x) => `${x.from} for ${x.ms} ms (${x.failures})`).join("; ") || "none";
-    row(n, flow, d.target, d.attempts, d.failures, w);
-  }
-}
+md.push("", "## Traffic", "");
+md.push(...trafficTables(traffic));
 md.push("", "## Addresses", "");
 row("", "pods with addresses", "held twice", ...nodes.flatMap((n) => [`${n} reserved`, `${n} leaked`, `${n} unreserved`]));
 row("---", "---", "---", ...nodes.flatMap(() => ["---", "---", "---"]));

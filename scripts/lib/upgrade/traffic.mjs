@@ -9,6 +9,9 @@
 //       expecting it back; --dial opens one new connection per interval, sends a line, reads it
 //       back and closes. Every failure is a JSON line on stdout with its time; on SIGTERM the
 //       summary per flow is the last line.
+//   node traffic.mjs probe --dial NAME=HOST:PORT ...
+//       one connection to each target, as --dial makes them; a JSON line per target, and exit
+//       status 1 when any failed (scripts/fault-test checks a new pod's reach with it).
 //
 // A held connection that errors or closes is a reset (the upgrade must cause none); it is
 // opened again after a second so the flow keeps measuring. A held connection whose echo is
@@ -182,10 +185,21 @@ function client({ hold, dial, intervalMs }) {
   });
 }
 
+async function probe({ dial }) {
+  let failed = 0;
+  for (const flow of dial) {
+    const { error, ms } = await dialOnce(flow);
+    if (error) failed++;
+    emit({ event: error ? "probe-failed" : "probe-ok", flow: flow.name, target: `${flow.host}:${flow.port}`, ms, ...(error ? { why: error } : {}) });
+  }
+  process.exit(failed ? 1 : 0);
+}
+
 const args = parseArgs(rest);
 if (mode === "serve") serve(args);
 else if (mode === "client") client(args);
+else if (mode === "probe") probe(args);
 else {
-  process.stderr.write("usage: traffic.mjs serve --port P | client --hold NAME=HOST:PORT:COUNT --dial NAME=HOST:PORT\n");
+  process.stderr.write("usage: traffic.mjs serve --port P | client --hold NAME=HOST:PORT:COUNT --dial NAME=HOST:PORT | probe --dial NAME=HOST:PORT\n");
   process.exit(2);
 }
