@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
@@ -13,7 +13,8 @@ import type { NodeLease } from "../../types.js";
 import { PrivateKey } from "./keys.js";
 import { desiredPeers } from "./plan.js";
 import { readWireguardReport } from "./wireguard-report.js";
-import { deviceSpec, WireguardBackend, wireguardLeases, wireguardOverhead, wireguardRoutes } from "./wireguard-backend.js";
+import { UapiClient } from "./uapi.js";
+import { chooseWireguardMode, deviceSpec, WireguardBackend, wireguardLeases, wireguardOverhead, wireguardRoutes } from "./wireguard-backend.js";
 
 const network = (mode = "userspace") => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "wireguard", Mode: mode } });
 const local = { nodeName: "node-1", publicIP: "192.0.2.1", underlayDev: "eth0", underlayMTU: 1500 };
@@ -39,10 +40,23 @@ describe("the wireguard backend's plain decisions", () => {
     expect(refused).toEqual([{ subject: "node-3", reason: "no WireGuard public key published" }]);
   });
 
-  it("refuses kernel mode until the kernel device is implemented", () => {
-    const deps = { kernel: {} as never, logger: nullLogger };
-    expect(() => new WireguardBackend(network("kernel"), { keyFile: "/nonexistent", dir: null }, deps)).toThrow(/kernel WireGuard device is not implemented yet/);
-    expect(new WireguardBackend(network("auto"), { keyFile: "/nonexistent", dir: null }, deps).overhead(4)).toBe(60);
+  it("chooses the device: kernel when it can be made, wireguard-go where the kernel has none, a running wireguard-go kept in auto", async () => {
+    const made: string[] = [];
+    const kernel = (answer: "created" | "exists" | "unsupported") => async () => {
+      made.push(answer);
+      return answer;
+    };
+    const idle = async () => false;
+    expect(await chooseWireguardMode("auto", idle, kernel("created"))).toEqual({ mode: "kernel", reason: "auto: the kernel has WireGuard" });
+    expect(await chooseWireguardMode("auto", idle, kernel("exists"))).toEqual({ mode: "kernel", reason: "auto: the kernel has WireGuard" });
+    expect(await chooseWireguardMode("auto", idle, kernel("unsupported"))).toEqual({ mode: "userspace", reason: "auto: the kernel has no WireGuard device type" });
+    expect(await chooseWireguardMode("kernel", idle, kernel("created"))).toEqual({ mode: "kernel", reason: "configured" });
+    await expect(chooseWireguardMode("kernel", idle, kernel("unsupported"))).rejects.toThrow(/this kernel has no WireGuard device type .*use "auto" or "userspace"/);
+    made.length = 0;
+    // Neither a running wireguard-go in auto nor userspace mode ever makes the kernel's device.
+    expect(await chooseWireguardMode("auto", async () => true, kernel("created"))).toEqual({ mode: "userspace", reason: "auto: wireguard-go already runs this node's device" });
+    expect(await chooseWireguardMode("userspace", idle, kernel("created"))).toEqual({ mode: "userspace", reason: "configured" });
+    expect(made).toEqual([]);
   });
 });
 
@@ -57,6 +71,7 @@ function fakeKernel() {
     replaceAddress: async (_dev: string, cidr: string) => void state.addresses.push(cidr),
     deleteAddress: async (_dev: string, cidr: string) => void (state.addresses = state.addresses.filter((a) => a !== cidr)),
     deleteLink: async () => false,
+    ensureWireguardLink: async () => "exists" as const,
     ownedRoutes: async () => [...state.routes],
     applyDatapath: async (changes: DatapathChange[]) => {
       for (const c of changes) {
@@ -129,5 +144,32 @@ describe("WireguardBackend against a fake wireguard-go and kernel", () => {
     expect(state.routes.map((r) => r.dst)).toEqual(["10.244.3.0/24"]);
     expect(fake!.device.peers.size).toBe(1);
     backend.close();
+  });
+
+  it("kernel mode: drives the kernel's device through its control, starts no wireguard-go, and says so", async () => {
+    dir = mkdtempSync(join(tmpdir(), "twill-wg-backend-"));
+    // The kernel's generic netlink stands in as a UAPI device: the same WireguardControl surface.
+    fake = await fakeWireguardDevice(join(dir, "kernel.sock"));
+    const { state, kernel } = fakeKernel();
+    const reportFile = join(dir, "wireguard.json");
+    let closed = false;
+    const control = Object.assign(new UapiClient(join(dir, "kernel.sock")), { close: () => void (closed = true) });
+    const registry = new Registry();
+    const backend = new WireguardBackend(network("auto"), {
+      keyFile: join(dir, "key"), dir, reportFile, kernelControl: () => control,
+      checkTun: () => { throw new Error("kernel mode must not need /dev/net/tun"); },
+    }, { kernel, logger: nullLogger, registry });
+    const data = await backend.prepare(local);
+    expect(await registry.metrics()).toContain('twill_wireguard_mode{mode="kernel"} 1');
+    const k2 = PrivateKey.generate().publicKey();
+    await backend.reconcile({ ...lease("node-1", 1, data), publicIP: "192.0.2.1" }, [lease("node-2", 2, { wgPublicKey: k2, wgPort: 51820 })]);
+    expect(fake!.device.peers.size).toBe(1);
+    expect(fake!.device.listenPort).toBe(51820);
+    expect(state.routes.map((r) => `${r.dst} ${r.dev}`)).toEqual(["10.244.2.0/24 twill-wg"]);
+    expect(readWireguardReport(reportFile)).toMatchObject({ mode: "kernel", modeReason: "auto: the kernel has WireGuard", wireguardGo: null });
+    // No wireguard-go was started: its socket directory holds nothing of it.
+    expect(existsSync(join(dir, "twill-wg.sock"))).toBe(false);
+    backend.close();
+    expect(closed).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 import { Gauge } from "prom-client";
-import type { NodeKernel, RefusedChange } from "../../../shared/kernel/node-kernel.js";
+import type { NodeKernel, RefusedChange, WireguardLinkResult } from "../../../shared/kernel/node-kernel.js";
 import type { RouteSpec } from "../../../shared/kernel/routes.js";
 import { KernelError } from "../../../shared/kernel/types.js";
 import { planVtepSettings, vtepAddress, type VtepChange } from "../../../shared/kernel/vxlan.js";
@@ -15,6 +15,8 @@ import { desiredPeers, planDevice, type DesiredPeer, type WireguardLease } from 
 import { isEmptySet } from "./uapi.js";
 import { ensureUnderlayFilter, underlayFilterRuleset } from "./underlay-filter.js";
 import { checkTunDevice, WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wireguard-go.js";
+import { kernelWireguardClient } from "./kernel-client.js";
+import type { WireguardControl } from "./uapi.js";
 import { peerReports, writeWireguardReport, type WireguardMode } from "./wireguard-report.js";
 
 /**
@@ -23,8 +25,11 @@ import { peerReports, writeWireguardReport, type WireguardMode } from "./wiregua
  * port, allowed IPs its pod subnets) and a route per peer subnet through the device (proto
  * 150, no gateway). Pod traffic between nodes leaves encrypted, as UDP to the peers' port.
  *
- * Userspace mode only for now: wireguard-go supervised by twilld (wireguard-go.ts). `auto`
- * takes it; `kernel` is refused until the kernel device's generic-netlink encoder exists.
+ * The device is the kernel's (a `wireguard` link, configured over generic netlink:
+ * kernel-client.ts) or wireguard-go's (a TUN device, supervised by twilld: wireguard-go.ts,
+ * configured over its UAPI socket); both are driven through one WireguardControl, on one plan.
+ * `auto` keeps a wireguard-go that still runs the device (switching would cut every session),
+ * else makes the kernel's device, else starts wireguard-go when the kernel has no WireGuard.
  * Packets for pods arriving in clear on the underlay device are dropped (underlay-filter.ts).
  * The private key is made on the first start and stays in its 0600 file (keys.ts); only the
  * public key is published. Every reconcile reads the device (UAPI get), plans the difference
@@ -51,6 +56,8 @@ export interface WireguardNodeOptions {
   reportFile?: string;
   /** Userspace mode: throws why wireguard-go could not open its TUN device (tests: another check). */
   checkTun?: () => void;
+  /** Kernel mode: the device's generic-netlink client (tests: another). */
+  kernelControl?: () => WireguardControl & { close(): void };
 }
 
 const READY_MS = 10_000;
@@ -76,6 +83,26 @@ export const deviceSpec = (local: LocalNode, subnets: readonly string[]) => ({
   addresses: subnets.map(vtepAddress),
 });
 
+/**
+ * Which device this node runs. `kernel` makes the kernel's or fails; `userspace` never tries
+ * it; `auto` keeps a wireguard-go still running the device (a twilld restarted on a node that
+ * took userspace: switching would cut every session), else makes the kernel's device, else
+ * takes wireguard-go when the kernel answers that it has no WireGuard device type (EOPNOTSUPP).
+ */
+export async function chooseWireguardMode(
+  want: WireguardConfig["mode"],
+  wireguardGoAnswering: () => Promise<boolean>,
+  makeKernelDevice: () => Promise<WireguardLinkResult>,
+): Promise<{ mode: WireguardMode; reason: string }> {
+  if (want === "userspace") return { mode: "userspace", reason: "configured" };
+  if (want === "auto" && (await wireguardGoAnswering())) return { mode: "userspace", reason: "auto: wireguard-go already runs this node's device" };
+  if ((await makeKernelDevice()) !== "unsupported") return { mode: "kernel", reason: want === "auto" ? "auto: the kernel has WireGuard" : "configured" };
+  if (want === "kernel") {
+    throw new ConfigError('"Backend.Mode" "kernel": this kernel has no WireGuard device type (creating it answered EOPNOTSUPP); use "auto" or "userspace" (wireguard-go)');
+  }
+  return { mode: "userspace", reason: "auto: the kernel has no WireGuard device type" };
+}
+
 export class WireguardBackend implements Backend {
   readonly type = "wireguard" as const;
   private readonly config: WireguardConfig;
@@ -85,6 +112,8 @@ export class WireguardBackend implements Backend {
   private local: LocalNode | null = null;
   private key: PrivateKey | null = null;
   private mode: { mode: WireguardMode; reason: string } = { mode: "userspace", reason: "configured" };
+  /** The device's configuration interface: wireguard-go's UAPI socket or the kernel's generic netlink. */
+  private control: (WireguardControl & { close?(): void }) | null = null;
   private last: { lease: NodeLease; peers: NodeLease[] } | null = null;
   private lastRefused = "";
   /** The underlay filter's listing as last installed or found right. */
@@ -98,9 +127,6 @@ export class WireguardBackend implements Backend {
     private readonly deps: DaemonBackendDeps,
   ) {
     this.config = network.backend.wireguard ?? { listenPort: 51820, persistentKeepalive: 0, mode: "auto" };
-    if (this.config.mode === "kernel") {
-      throw new ConfigError('"Backend.Mode" "kernel": the kernel WireGuard device is not implemented yet; use "userspace" or "auto" (wireguard-go)');
-    }
     this.clock = deps.clock ?? systemClock;
     this.modeGauge = deps.registry
       ? new Gauge({ name: "twill_wireguard_mode", help: "1 for the WireGuard device this node runs: kernel, or userspace (wireguard-go)", labelNames: ["mode"], registers: [deps.registry] })
@@ -126,13 +152,19 @@ export class WireguardBackend implements Backend {
     this.key = key;
     this.local = local;
     if (created) logger.info("Created this node's WireGuard key", { file: this.node.keyFile, publicKey: key.publicKey() });
-    (this.node.checkTun ?? checkTunDevice)();
-    await this.supervisor.start();
-    await this.waitAnswering();
+    this.mode = await chooseWireguardMode(this.config.mode, () => this.supervisor.answering(), () => kernel.ensureWireguardLink(WG_DEVICE, deviceSpec(local, []).mtu));
+    if (this.mode.mode === "kernel") {
+      this.control = (this.node.kernelControl ?? (() => kernelWireguardClient(WG_DEVICE)))();
+    } else {
+      (this.node.checkTun ?? checkTunDevice)();
+      await this.supervisor.start();
+      await this.waitAnswering();
+      this.control = this.supervisor.uapi;
+    }
     const [link] = await kernel.addrs(local.underlayDev);
-    this.mode = { mode: "userspace", reason: this.config.mode === "auto" ? "auto: the kernel device is not implemented yet" : "configured" };
     logger.info("WireGuard backend", {
-      ...this.mode, device: WG_DEVICE, socket: this.supervisor.files.socket, listenPort: this.config.listenPort, publicKey: key.publicKey(),
+      ...this.mode, device: WG_DEVICE, ...(this.mode.mode === "userspace" ? { socket: this.supervisor.files.socket } : {}),
+      listenPort: this.config.listenPort, publicKey: key.publicKey(),
     });
     this.modeGauge?.set({ mode: this.mode.mode }, 1);
     return {
@@ -158,8 +190,9 @@ export class WireguardBackend implements Backend {
   }
 
   close(): void {
-    // wireguard-go runs on: stopping it would take the device and every route with it.
+    // wireguard-go runs on, as the kernel's device stays: stopping it would take the device and every route with it.
     this.supervisor.stop();
+    this.control?.close?.();
   }
 
   private async reconcileOnce(lease: NodeLease, peers: NodeLease[]): Promise<ReconcileReport> {
@@ -179,12 +212,13 @@ export class WireguardBackend implements Backend {
     const { peers: desired, refused } = desiredPeers(self, wireguardLeases(peers), {
       clusterCIDRs: this.network.clusterCIDRs, persistentKeepalive: this.config.persistentKeepalive,
     });
-    const uapi = this.supervisor.uapi;
-    const current = await uapi.get();
+    const control = this.control;
+    if (!control) throw new Error("wireguard backend: reconcile before prepare");
+    const current = await control.get();
     const req = planDevice(self, desired, current);
     if (!isEmptySet(req)) {
       // Not a transaction: after an errno the next round starts again from a get.
-      await uapi.set(req);
+      await control.set(req);
       changes += 1;
       logger.info("Configured WireGuard peers", {
         device: WG_DEVICE,
@@ -222,15 +256,20 @@ export class WireguardBackend implements Backend {
     return { changes, errors };
   }
 
-  /** The device up, at its MTU, with the node subnets' first addresses; it exists only while wireguard-go runs. */
+  /**
+   * The device up, at its MTU, with the node subnets' first addresses. wireguard-go's exists
+   * only while it runs; the kernel's is made again when someone deleted it.
+   */
   private async ensureDevice(local: LocalNode, subnets: readonly string[]): Promise<number> {
     const kernel = this.deps.kernel;
+    const made = this.mode.mode === "kernel" && (await kernel.ensureWireguardLink(WG_DEVICE, deviceSpec(local, subnets).mtu)) === "created";
+    if (made) this.deps.logger.warn("Made the WireGuard device again: it was gone", { device: WG_DEVICE });
     const link = await kernel.link(WG_DEVICE);
-    if (!link) throw new KernelError(`find WireGuard device "${WG_DEVICE}"`, `no such device (wireguard-go: ${this.supervisor.state().state})`);
+    if (!link) throw new KernelError(`find WireGuard device "${WG_DEVICE}"`, `no such device (${this.mode.mode === "kernel" ? "kernel mode" : `wireguard-go: ${this.supervisor.state().state}`})`);
     const [addrs] = await kernel.addrs(WG_DEVICE);
     const changes = planVtepSettings(link, addrs?.addresses ?? [], deviceSpec(local, subnets));
     for (const c of changes) await applyDeviceChange(kernel, c);
-    return changes.length;
+    return changes.length + (made ? 1 : 0);
   }
 
   /** wireguard-go (re)started: configure the fresh device at once rather than at the next resync. */
