@@ -12,11 +12,10 @@ import { canonical, underlayAddresses, type DaemonBackendDeps } from "../kind.js
 import { planDatapath } from "../plan.js";
 import { loadOrCreatePrivateKey, type PrivateKey } from "./keys.js";
 import { desiredPeers, planDevice, type DesiredPeer, type WireguardLease } from "./plan.js";
-import { isEmptySet } from "./uapi.js";
+import { isEmptySet, type WireguardControl } from "./uapi.js";
 import { ensureUnderlayFilter, underlayFilterRuleset } from "./underlay-filter.js";
 import { checkTunDevice, WG_DEVICE, WireguardGoSupervisor, type WireguardGoOptions } from "./wireguard-go.js";
 import { kernelWireguardClient } from "./kernel-client.js";
-import type { WireguardControl } from "./uapi.js";
 import { peerReports, writeWireguardReport, type WireguardMode } from "./wireguard-report.js";
 
 /**
