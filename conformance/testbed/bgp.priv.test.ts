@@ -9,7 +9,7 @@ import { readSubnetFile } from "../../shared/subnet-file.js";
 import { until } from "../../testkit/until.js";
 import { failures, podAddress, reachability } from "./matrix.js";
 import { Testbed, type Pod, type TestbedOptions, type TestNode } from "./testbed.js";
-import { ping } from "./traffic.js";
+import { pingStream } from "./traffic.js";
 
 /**
  * The bgp backend end to end: the real twilld on every node, each running its BIRD, pods
@@ -53,12 +53,7 @@ describe("bgp, node mesh on one segment (dual-stack)", () => {
 });
 
 /** Pings every 50 ms for `count` packets; resolves with how many were sent and answered. */
-async function stream(from: Pod, to: Pod, count: number): Promise<{ sent: number; received: number; output: string }> {
-  const r = await ping(from.ns, podAddress(to), { count, intervalS: 0.05, timeoutS: 1 });
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.output);
-  if (!m) throw new Error(`no ping summary: ${r.output}`);
-  return { sent: Number(m[1]), received: Number(m[2]), output: r.output };
-}
+const stream = (from: Pod, to: Pod, count: number) => pingStream(from.ns, podAddress(to), count);
 
 describe("bgp, node mesh: joins, leaves, restarts and lies", () => {
   it("a node joining is routed by every other node, and withdrawn when it leaves", async () => {

@@ -36,6 +36,37 @@ export async function ping(ns: string, target: string, o: PingOptions = {}): Pro
   return { ok: r.exitCode === 0, ...(m ? { rttMs: Number(m[1]) } : {}), output };
 }
 
+export interface StreamResult {
+  sent: number;
+  received: number;
+  /** The longest run of unanswered pings, as time (run × interval): how long the path was down. */
+  longestGapMs: number;
+  /** How many of the last pings were all answered: the path is back when the stream ends. */
+  trailingAnswered: number;
+  /** The slowest answer: a path that queued packets while it was down delays them instead of losing them. */
+  maxRttMs: number | null;
+  output: string;
+}
+
+/** `count` pings `intervalS` apart (1 s timeout each): how many were answered, and the longest run that was not. */
+export async function pingStream(ns: string, target: string, count: number, intervalS = 0.05): Promise<StreamResult> {
+  const r = await ping(ns, target, { count, intervalS, timeoutS: 1 });
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.output);
+  if (!m) throw new Error(`no ping summary: ${r.output}`);
+  const sent = Number(m[1]);
+  const answered = new Set([...r.output.matchAll(/icmp_seq=(\d+) ttl=/g)].map((x) => Number(x[1])));
+  let longest = 0;
+  let run = 0;
+  for (let seq = 1; seq <= sent; seq++) {
+    run = answered.has(seq) ? 0 : run + 1;
+    longest = Math.max(longest, run);
+  }
+  let trailing = 0;
+  while (trailing < sent && answered.has(sent - trailing)) trailing++;
+  const rtt = /= [\d.]+\/[\d.]+\/([\d.]+)\//.exec(r.output);
+  return { sent, received: Number(m[2]), longestGapMs: Math.round(longest * intervalS * 1000), trailingAnswered: trailing, maxRttMs: rtt ? Number(rtt[1]) : null, output: r.output };
+}
+
 export interface ProbeResult {
   target: string;
   ok: boolean;

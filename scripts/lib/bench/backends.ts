@@ -12,7 +12,12 @@
 // route (proto 150) to each of its subnets; a leave from the call of the testbed's leave()
 // (twilld stopped, then the lease released) to the last of them having dropped it. Both ends by
 // the kernel's route events, timestamped by `ip -ts monitor route` in each node namespace.
-// Options: --seconds N (iperf3, 5), --rounds N (joins and leaves, 5), --only throughput|join.
+// wireguard (userspace here: wireguard-go) is in the throughput table; its key rotation is
+// timed on its own: 20 pings a second from a pod on node-1 to a pod on node-2 while node-2's key
+// is replaced (twilld stopped, key file deleted, twilld started), N rounds: pings lost, the
+// longest gap, and how long until every peer has the new key and not the old one.
+// Options: --seconds N (iperf3, 5), --rounds N (joins, leaves, rotations: 5),
+// --only throughput|join|rotation.
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -24,6 +29,9 @@ import { pidFromFile } from "../../../conformance/testbed/cleanup.js";
 import { podAddress } from "../../../conformance/testbed/matrix.js";
 import { Testbed, type TestNode } from "../../../conformance/testbed/testbed.js";
 import { readSubnetFile } from "../../../shared/subnet-file.js";
+import { pingStream } from "../../../conformance/testbed/traffic.js";
+import { UapiClient } from "../../../agent/backend/wireguard/uapi.js";
+import { WG_DEVICE } from "../../../agent/backend/wireguard/wireguard-go.js";
 import { listOwnedRoutes } from "../../../testkit/iproute.js";
 import { inNetns } from "../../../testkit/netns.js";
 import { until } from "../../../testkit/until.js";
@@ -35,7 +43,7 @@ const rounds = Number(opt("rounds", "5"));
 const only = opt("only", "all");
 if (!(seconds >= 1 && seconds <= 120)) throw new Error(`--seconds ${seconds}: want 1..120`);
 if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 100)) throw new Error(`--rounds ${rounds}: want 1..100`);
-if (!["all", "throughput", "join"].includes(only)) throw new Error(`--only ${only}: want throughput or join`);
+if (!["all", "throughput", "join", "rotation"].includes(only)) throw new Error(`--only ${only}: want throughput, join or rotation`);
 
 /** What the issue asks of bgp: a joining node routable, a leaving one withdrawn, within this. */
 const BGP_TARGET_MS = 2_000;
@@ -71,6 +79,7 @@ const THROUGHPUT: Configuration[] = [
   { label: "vxlan", backend: "vxlan", racks: false },
   { label: "host-gw", backend: "host-gw", racks: false },
   { label: "bgp, mesh", backend: "bgp", bgpMode: "mesh", racks: false },
+  { label: "wireguard (wireguard-go)", backend: "wireguard", racks: false },
   { label: "vxlan, across racks", backend: "vxlan", racks: true },
   { label: "bgp, routers, across racks", backend: "bgp", bgpMode: "routers", racks: true },
 ];
@@ -275,6 +284,71 @@ async function joinsAndLeaves(label: string, backend: "bgp" | "vxlan"): Promise<
   }
 }
 
+interface RotationRound {
+  sent: number;
+  lost: number;
+  longestGapMs: number;
+  /** The slowest answer (packets WireGuard queued during a handshake arrive late, not lost). */
+  maxRttMs: number;
+  /** From twilld's stop until every peer has the new key and not the old one. */
+  peersMs: number;
+}
+
+/** The public key of a wireguard testbed node's device, from the device's own answer. */
+async function devicePublicKey(n: TestNode): Promise<string | null> {
+  return (await new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`)).get()).privateKey?.publicKey() ?? null;
+}
+
+async function keyRotations(): Promise<RotationRound[]> {
+  step("wireguard key rotation: testbed of 3 nodes, a pod on node-1 pinging a pod on node-2");
+  const tb = await Testbed.create({ agent: "twilld", backend: "wireguard", nodes: 3 });
+  try {
+    const [n1, n2, n3] = tb.nodes as [TestNode, TestNode, TestNode];
+    await tb.startAgents();
+    await tb.routesConverged(tb.nodes, CONVERGE_MS);
+    const a = await tb.addPod(n1, { echo: false });
+    const b = await tb.addPod(n2, { echo: false });
+    const out: RotationRound[] = [];
+    for (let r = 1; r <= rounds; r++) {
+      const oldKey = await devicePublicKey(n2);
+      const flow = pingStream(a.ns, podAddress(b), 300);
+      await sleep(2_000);
+      const started = Date.now();
+      await tb.stopAgent(n2);
+      rmSync(join(n2.dir, "wg.key"));
+      await tb.startAgents([n2]);
+      const newKey = await until("node-2's device has its new key", async () => {
+        const k = await devicePublicKey(n2);
+        return k !== null && k !== oldKey ? k : false;
+      }, 20_000);
+      await until("every peer has node-2's new key and not the old one", async () => {
+        for (const n of [n1, n3]) {
+          const keys = (await new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`)).get()).peers.map((p) => p.publicKey);
+          if (!keys.includes(newKey) || (oldKey !== null && keys.includes(oldKey))) return false;
+        }
+        return true;
+      }, 30_000);
+      const peersMs = Date.now() - started;
+      const seen = await flow;
+      out.push({ sent: seen.sent, lost: seen.sent - seen.received, longestGapMs: seen.longestGapMs, maxRttMs: Math.round(seen.maxRttMs ?? NaN), peersMs });
+      step(`wireguard key rotation: round ${r}: ${seen.sent - seen.received} of ${seen.sent} pings lost, longest gap ${seen.longestGapMs} ms, slowest answer ${seen.maxRttMs} ms, every peer had the new key after ${peersMs} ms`);
+    }
+    return out;
+  } finally {
+    await tb.destroy();
+  }
+}
+
+function printRotations(out: readonly RotationRound[]): void {
+  console.log(`\n### wireguard: a node's key replaced while a pod on another node pings one of its pods (20 a second), ${rounds} rounds\n`);
+  console.log("| min / median / max | figure |");
+  console.log("|---|---|");
+  console.log(`| pings lost (of ${out[0]?.sent ?? 0}) | ${spread(out.map((x) => x.lost))} |`);
+  console.log(`| longest run of lost pings, ms | ${spread(out.map((x) => x.longestGapMs))} |`);
+  console.log(`| slowest answer, ms | ${spread(out.map((x) => x.maxRttMs))} |`);
+  console.log(`| twilld stopped -> every peer has the new key, not the old, ms | ${spread(out.map((x) => x.peersMs))} |`);
+}
+
 const spread = (xs: readonly number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -312,12 +386,13 @@ function printJoins(results: readonly JoinResult[]): void {
 
 try {
   console.log(`twill backends on the testbed (twilld in node namespaces, local datastore); load average at the start ${load()}`);
-  if (only !== "join") {
+  if (only === "all" || only === "throughput") {
     const rows: ThroughputRow[] = [];
     for (const c of THROUGHPUT) rows.push(await throughput(c));
     printThroughput(rows);
   }
-  if (only !== "throughput") {
+  if (only === "all" || only === "rotation") printRotations(await keyRotations());
+  if (only === "all" || only === "join") {
     const results = [await joinsAndLeaves("bgp, routers", "bgp"), await joinsAndLeaves("vxlan", "vxlan")];
     printJoins(results);
   }
