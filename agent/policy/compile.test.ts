@@ -213,23 +213,34 @@ describe("NetworkPolicy compiler", () => {
     expect(script).not.toContain(" log ");
   });
 
-  it("updates only what a change touches: a new peer is a new set, its policy chain and the old set's removal", () => {
+  it("updates only what a change touches: a new peer is one element of the set its policy already uses", () => {
     const allow = policy("default", "from-client", { ...webOnly, ingress: [{ peers: [{ podSelector: { matchLabels: { app: "client" } } }] }] });
     const before = compilePolicies({ policies: [allow], pods: allPods, namespaces }, { nodeName: NODE });
     expect(renderUpdate(before, before).script).toBe("");
     const newcomer = pod("default", "client-2", ["10.0.1.50"], { app: "client" }, { nodeName: "node-b" });
     const after = compilePolicies({ policies: [allow], pods: [...allPods, newcomer], namespaces }, { nodeName: NODE });
-    const lines = renderUpdate(before, after).script.trim().split("\n");
-    const added = after.sets.find((s) => !before.sets.some((b) => b.name === s.name))!;
-    const removed = before.sets.find((s) => !after.sets.some((a) => a.name === s.name))!;
-    const chain = after.chains.find((c) => c.comment === "default/from-client ingress")!;
-    expect(added.elements).toEqual(["10.0.0.11", "10.0.1.50"]);
-    expect(lines).toEqual([
-      `add set inet twill-policy ${added.name} { type ipv4_addr; elements = { 10.0.0.11, 10.0.1.50 }; }`,
-      `flush chain inet twill-policy ${chain.name}`,
-      ...chain.rules.map((r) => `add rule inet twill-policy ${chain.name} ${r}`),
-      `delete set inet twill-policy ${removed.name}`,
-    ]);
+    expect(after.sets.map((s) => s.name)).toEqual(before.sets.map((s) => s.name));
+    expect(after.chains).toEqual(before.chains);
+    const set = after.sets.find((s) => s.type === "ipv4_addr")!;
+    expect(set.elements).toEqual(["10.0.0.11", "10.0.1.50"]);
+    expect(renderUpdate(before, after).script).toBe(`add element inet twill-policy ${set.name} { 10.0.1.50 }\n`);
+    expect(renderUpdate(after, before).script).toBe(`delete element inet twill-policy ${set.name} { 10.0.1.50 }\n`);
+  });
+
+  it("keeps a rule whose selector matches no pod yet, on an empty set, and puts a pod inside an ipBlock to the block", () => {
+    const allow = policy("default", "mixed", {
+      ...webOnly,
+      ingress: [{ peers: [{ podSelector: { matchLabels: { app: "nobody" } } }] }, { peers: [{ podSelector: { matchLabels: { app: "client" } } }, { ipBlock: { cidr: "10.0.0.0/30" } }] }],
+    });
+    const plan = compilePolicies({ policies: [allow], pods: allPods, namespaces }, { nodeName: NODE });
+    const chain = plan.chains.find((c) => c.comment === "default/mixed ingress")!;
+    expect(chain.rules).toHaveLength(4);
+    const setOf = (rule: string) => plan.sets.find((s) => s.name === /@(\S+)/.exec(rule)![1])!;
+    expect(chain.rules.map((r) => setOf(r).elements)).toEqual([[], [], ["10.0.0.0-10.0.0.3", "10.0.0.11"], ["fd00::11"]]);
+    expect(setOf(chain.rules[2]!).interval).toBe(true);
+    expect(simulate(plan, tcp(client, web, 80))).toBe("accept");
+    expect(simulate(plan, tcp("10.0.0.2", web, 80))).toBe("accept");
+    expect(simulate(plan, tcp(stranger, web, 80))).toBe("drop");
   });
 
   it("logs drops, rate-limited, naming the pod and the policies, only when asked", () => {

@@ -1,10 +1,8 @@
-import { errorMessage } from "../errors.js";
-import { addressInterval } from "./addresses.js";
 import { dropLogPrefix, objectComment, stableId } from "./names.js";
-import type { EnforcedPod, PodMap, PolicyPlan } from "./plan.js";
-import { FAMILIES, PROTO, compilePolicyRules, familyOf, ruleContext, type PodAddress } from "./policy-chains.js";
-import { matchesSelector } from "./selector.js";
-import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicySnapshot } from "./types.js";
+import type { DropCounter, EnforcedPod, NftChain, NftSet, PodMap, PolicyPlan } from "./plan.js";
+import { DIRECTIONS, FAMILIES, SHORT, compilePolicy, policyChainName, type CompiledPolicy, type SetDef } from "./policy-chains.js";
+import { byKey, firstByKey, likelierOwner, policySelects, readPod, setElementsOf, setNamespaces, type NamespaceLabels, type ReadPod } from "./set-members.js";
+import type { Direction, PolicySnapshot } from "./types.js";
 
 /**
  * NetworkPolicy (networking.k8s.io/v1) for the pods of one node, compiled to an nftables
@@ -24,7 +22,8 @@ import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicySn
  *   accepting replies. Traffic from the node to its own pods (kubelet probes) is output
  *   traffic and passes no chain of this table; the pod's replies come back through input as
  *   established.
- * - Names of sets, chains and counters depend only on what they stand for (see stableId).
+ * - Names of sets, chains and counters depend only on what they stand for (see stableId): a
+ *   set is named after its peers, not its elements, so a pod event changes elements only.
  * - A pod chain jumps to the chain of every policy that selects the pod, in that direction,
  *   and denies (counts, optionally logs, then rejects or drops) what none accepted. Policies
  *   add up.
@@ -61,160 +60,108 @@ export function denyRules(counter: string, mode: DenyMode): string[] {
   return [`meta l4proto tcp counter name "${counter}" reject with tcp reset`, `counter name "${counter}" reject with icmpx type admin-prohibited`];
 }
 
-const SHORT: Record<Direction, string> = { ingress: "in", egress: "eg" };
-const DIRECTIONS = ["ingress", "egress"] as const;
-
+/**
+ * The whole compile: every policy, pod and set from the snapshot. At start-up, as the repair,
+ * and as the reference the incremental compile (incremental.ts) must equal, element for
+ * element; the order of everything in the plan is fixed (sorted), so equal plans render as
+ * equal text.
+ */
 export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions): PolicyPlan {
-  const nsLabels = new Map(snapshot.namespaces.map((n) => [n.name, n.labels]));
-  const { pods, addrs } = readPods(snapshot.pods);
-  const local = pods.filter((p) => p.nodeName === opts.nodeName);
-  const policies = uniqueByKey([...snapshot.policies].sort(byKey));
+  const nsLabels: NamespaceLabels = new Map(snapshot.namespaces.map((n) => [n.name, n.labels]));
+  const pods = [...firstByKey(snapshot.pods).values()]
+    .map((p) => readPod(p, opts.nodeName))
+    .filter((p): p is ReadPod => p !== null)
+    .sort((a, b) => byKey(a.info, b.info));
+  const local = pods.filter((p) => p.local);
+  const policies = [...firstByKey(snapshot.policies).values()].sort(byKey);
 
   const plan: PolicyPlan = { sets: [], chains: [], maps: [], counters: [], pods: [], policies: [], refused: [] };
-  const isolatedBy = new Map<string, { ingress: string[]; egress: string[] }>();
-  const ctx = ruleContext(pods, addrs, nsLabels, plan);
-
+  const isolatedBy = new Map<string, Record<Direction, CompiledPolicy[]>>();
+  const sets = new Map<string, SetDef>();
+  const policyChains: NftChain[] = [];
   for (const policy of policies) {
-    const key = podKey(policy);
-    const types = DIRECTIONS.filter((d) => policy.policyTypes.includes(d));
-    const { selected, refusal: unselectable } = selectedPods(policy, local);
+    const compiled = compilePolicy(policy);
+    const selected = local.filter((p) => policySelects(compiled, p));
     if (selected.length === 0) continue;
+    const keys = selected.map((p) => p.key);
     // A policy that cannot be compiled isolates its pods and allows nothing (a deny-all in its
     // directions): its pods fail closed, and every other policy and pod is compiled as usual.
-    let refusal = unselectable;
-    let rules: Record<Direction, string[]> = { ingress: [], egress: [] };
-    if (refusal === undefined) {
-      try {
-        rules = compilePolicyRules(ctx, policy, types, selected);
-      } catch (err) {
-        refusal = errorMessage(err);
-      }
-    }
-    if (refusal !== undefined) {
-      rules = { ingress: [], egress: [] };
-      plan.refused.push({ policy: key, reason: refusal, pods: selected.map(podKey) });
-    }
-    plan.policies.push({ policy: key, types, pods: selected.map(podKey) });
-    for (const direction of types) {
-      const chain = `pol_${stableId(key)}_${SHORT[direction]}`;
-      plan.chains.push({ name: chain, comment: objectComment(key, direction), rules: rules[direction] });
-      for (const p of selected) {
-        const entry = isolatedBy.get(podKey(p)) ?? { ingress: [], egress: [] };
-        entry[direction].push(`${key}\u0000${chain}`);
-        isolatedBy.set(podKey(p), entry);
-      }
+    if (compiled.refusal !== undefined) plan.refused.push({ policy: compiled.key, reason: compiled.refusal, pods: keys });
+    plan.policies.push({ policy: compiled.key, types: compiled.types, pods: keys });
+    policyChains.push(...compiled.chains);
+    for (const s of compiled.sets) sets.set(s.name, s);
+    if (compiled.types.length === 0) continue;
+    for (const p of selected) {
+      const by = isolatedBy.get(p.key) ?? { ingress: [], egress: [] };
+      for (const d of compiled.types) by[d].push(compiled);
+      isolatedBy.set(p.key, by);
     }
   }
+  const byNamespace = new Map<string, ReadPod[]>();
+  for (const p of pods) {
+    if (!byNamespace.has(p.info.namespace)) byNamespace.set(p.info.namespace, []);
+    byNamespace.get(p.info.namespace)!.push(p);
+  }
+  plan.sets = [...sets.values()].sort(byName).map((def) => fillSet(def, pods, byNamespace, nsLabels));
 
-  const owners = addressOwners(local, addrs);
+  const owners = new Map<string, ReadPod>();
+  for (const p of local) {
+    for (const k of p.keys) {
+      const other = owners.get(k);
+      owners.set(k, other ? likelierOwner(other, p) : p);
+    }
+  }
   const maps: Record<string, PodMap> = {};
   for (const d of DIRECTIONS) for (const f of FAMILIES) maps[`${d}${f}`] = { name: `${d}${f}`, family: f, elements: [] };
+  const podChains: NftChain[] = [];
   for (const p of local) {
-    const by = isolatedBy.get(podKey(p));
+    const by = isolatedBy.get(p.key);
     if (!by) continue;
-    const owned = p.ips.filter((_, i) => owners.get(addressKey(addrs.get(p)![i]!)) === p);
-    const enforced: EnforcedPod = { pod: podKey(p), ips: owned };
+    const owned = p.addrs.flatMap((a, i) => (owners.get(p.keys[i]!) === p ? [{ a, ip: p.info.ips[i]! }] : []));
+    const enforced: EnforcedPod = { pod: p.key, ips: owned.map((o) => o.ip) };
     for (const d of DIRECTIONS) {
       if (by[d].length === 0) continue;
-      const chain = `pod_${stableId(podKey(p))}_${SHORT[d]}`;
-      const counter = `drop_${stableId(podKey(p))}_${SHORT[d]}`;
-      const names = by[d].map((x) => x.split("\u0000")[0]!);
-      const rules = by[d].map((x) => `jump ${x.split("\u0000")[1]!}`);
-      if (opts.logDropsPerSecond) {
-        rules.push(`limit rate ${opts.logDropsPerSecond}/second burst ${opts.logDropsPerSecond} packets log prefix "${dropLogPrefix(d, podKey(p), names)}" level info`);
-      }
-      rules.push(...denyRules(counter, opts.deny ?? "reject"));
-      plan.chains.push({ name: chain, comment: objectComment(podKey(p), d), rules });
-      plan.counters.push({ name: counter, pod: podKey(p), direction: d, comment: objectComment(podKey(p), d) });
-      for (const ip of owned) maps[`${d}${familyOf(ip)}`]!.elements.push([ip, chain]);
-      enforced[d] = names;
+      const chain = podChain(p.key, d, by[d], opts);
+      podChains.push(chain);
+      plan.counters.push(podCounter(p.key, d));
+      for (const { a, ip } of owned) maps[`${d}${a.family}`]!.elements.push([ip, chain.name]);
+      enforced[d] = by[d].map((c) => c.key);
     }
     plan.pods.push(enforced);
   }
+  plan.chains = [...policyChains.sort(byName), ...podChains.sort(byName)];
   plan.maps = Object.values(maps);
+  for (const m of plan.maps) m.elements.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
   return plan;
 }
 
-/**
- * The pods the compiler can use, each with the addresses and container ports it can read, and
- * those addresses parsed once. A pod's unreadable address or port is left out for that pod
- * alone (it reaches the ruleset's text, where one bad item fails the whole transaction); a pod
- * with no address left takes no part, as one the runtime has not reported yet.
- */
-function readPods(list: readonly PodInfo[]): { pods: PodInfo[]; addrs: Map<PodInfo, PodAddress[]> } {
-  const pods: PodInfo[] = [];
-  const addrs = new Map<PodInfo, PodAddress[]>();
-  for (const p of uniqueByKey([...list].sort(byKey))) {
-    const parsed: PodAddress[] = [];
-    const ips: string[] = [];
-    for (const ip of p.ips) {
-      let a: PodAddress;
-      try {
-        a = addressInterval(ip);
-      } catch {
-        continue;
-      }
-      // The same address twice (in two spellings, say) would be one map key twice.
-      if (parsed.some((b) => b.family === a.family && b.interval[0] === a.interval[0])) continue;
-      parsed.push(a);
-      ips.push(ip);
-    }
-    if (ips.length === 0) continue;
-    const ports = p.ports.filter((c) => Number.isInteger(c.port) && c.port >= 1 && c.port <= 65535 && Object.hasOwn(PROTO, c.protocol));
-    const pod = ips.length === p.ips.length && ports.length === p.ports.length ? p : { ...p, ips, ports };
-    pods.push(pod);
-    addrs.set(pod, parsed);
-  }
-  return { pods, addrs };
-}
-
-const addressKey = (a: PodAddress): string => `${a.family}/${a.interval[0]}`;
-
-/**
- * Which of this node's pods each address is: nft refuses a verdict map with one key twice, and
- * two pods may list one address for a while (a Terminating pod whose sandbox is gone keeps its
- * status.podIPs while a new pod gets the address from IPAM). The address is the new pod's: a
- * pod not being deleted wins over one that is, then the one created last, then the first name,
- * so every compile picks the same.
- */
-function addressOwners(local: readonly PodInfo[], addrs: Map<PodInfo, PodAddress[]>): Map<string, PodInfo> {
-  const owners = new Map<string, PodInfo>();
-  for (const p of local) {
-    for (const a of addrs.get(p)!) {
-      const key = addressKey(a);
-      const other = owners.get(key);
-      owners.set(key, other ? likelierOwner(other, p) : p);
-    }
-  }
-  return owners;
-}
-
-function likelierOwner(a: PodInfo, b: PodInfo): PodInfo {
-  if (Boolean(a.terminating) !== Boolean(b.terminating)) return a.terminating ? b : a;
-  const [ta, tb] = [a.createdAt ?? 0, b.createdAt ?? 0];
-  if (ta !== tb) return ta > tb ? a : b;
-  return byKey(a, b) <= 0 ? a : b;
+/** A set with its elements: its blocks, and what each pod that may be in it puts there; sorted. */
+function fillSet(def: SetDef, pods: readonly ReadPod[], byNamespace: Map<string, ReadPod[]>, nsLabels: NamespaceLabels): NftSet {
+  const elements = new Set(def.kind === "peers" ? def.blockElements : []);
+  const namespaces = setNamespaces(def, nsLabels);
+  const candidates = namespaces ? [...namespaces].flatMap((n) => byNamespace.get(n) ?? []) : pods;
+  for (const p of candidates) for (const e of setElementsOf(def, p, nsLabels)) elements.add(e);
+  return { name: def.name, type: def.type, interval: def.interval, elements: [...elements].sort() };
 }
 
 /**
- * This node's pods a policy selects. A selector that cannot be evaluated selects every pod of
- * the policy's namespace (a policy selects nothing outside it): they fail closed.
+ * A pod's chain of one direction: a jump to the chain of every policy isolating it, in the
+ * policies' order, then the deny of what none accepted (logged when asked).
  */
-function selectedPods(policy: NetworkPolicy, local: readonly PodInfo[]): { selected: PodInfo[]; refusal?: string } {
-  const own = local.filter((p) => p.namespace === policy.namespace);
-  try {
-    return { selected: own.filter((p) => matchesSelector(policy.podSelector, p.labels)) };
-  } catch (err) {
-    return { selected: own, refusal: `podSelector: ${errorMessage(err)}` };
+export function podChain(pod: string, d: Direction, policies: readonly CompiledPolicy[], opts: CompileOptions): NftChain {
+  const rules = policies.map((c) => `jump ${policyChainName(c.key, d)}`);
+  if (opts.logDropsPerSecond) {
+    const names = policies.map((c) => c.key);
+    rules.push(`limit rate ${opts.logDropsPerSecond}/second burst ${opts.logDropsPerSecond} packets log prefix "${dropLogPrefix(d, pod, names)}" level info`);
   }
+  rules.push(...denyRules(podCounter(pod, d).name, opts.deny ?? "reject"));
+  return { name: podChainName(pod, d), comment: objectComment(pod, d), rules };
 }
 
-function byKey(a: { namespace: string; name: string }, b: { namespace: string; name: string }): number {
-  if (a.namespace !== b.namespace) return a.namespace < b.namespace ? -1 : 1;
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+export const podChainName = (pod: string, d: Direction): string => `pod_${stableId(pod)}_${SHORT[d]}`;
+
+export function podCounter(pod: string, direction: Direction): DropCounter {
+  return { name: `drop_${stableId(pod)}_${SHORT[direction]}`, pod, direction, comment: objectComment(pod, direction) };
 }
 
-/** The first of each namespace/name in a list sorted by key: one chain and one counter per name. */
-function uniqueByKey<T extends { namespace: string; name: string }>(sorted: T[]): T[] {
-  return sorted.filter((x, i) => i === 0 || byKey(sorted[i - 1]!, x) !== 0);
-}
+const byName = (a: { name: string }, b: { name: string }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

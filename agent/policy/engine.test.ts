@@ -89,9 +89,9 @@ describe("PolicyEngine", () => {
     const scripts = k.calls.filter((c) => c[1] === "-f").map((c) => c[c.length - 1]!);
     expect(scripts).toHaveLength(2);
     expect(scripts[0]).toContain("delete table inet twill-policy");
-    // Only the address map changes: the pod's chain and counter stay.
+    // Only the address map's entry changes: the pod's chain and counter stay.
     expect(scripts[1]!.trim().split("\n")).toEqual([
-      "flush map inet twill-policy ingress4",
+      "delete element inet twill-policy ingress4 { 10.0.0.2 }",
       `add element inet twill-policy ingress4 { 10.0.0.3 : jump ${chainOf(scripts[0]!)} }`,
     ]);
   });

@@ -61,3 +61,38 @@ export interface PolicyPlan {
   /** Compiled as allowing nothing: their pods are isolated in their directions, fail closed. */
   refused: RefusedPolicy[];
 }
+
+/**
+ * From one plan to the next, as the kernel must see it: whole objects that come and go, and
+ * within a set or map that stays, the elements that come and go. ruleset.ts renders it as one
+ * update transaction; the incremental compiler (incremental.ts) makes it from an event, and
+ * diffPlans from two plans.
+ */
+export interface PlanDelta {
+  addSets: NftSet[];
+  deleteSets: string[];
+  /** Sets in both plans whose elements differ. */
+  setElements: { name: string; add: string[]; delete: string[] }[];
+  addCounters: DropCounter[];
+  deleteCounters: string[];
+  addChains: NftChain[];
+  /** Chains in both plans whose rules differ: written anew. */
+  changeChains: NftChain[];
+  deleteChains: string[];
+  /** Per verdict map: keys whose entry goes (or changes), and the entries that come. */
+  mapElements: { name: PodMap["name"]; add: PodMap["elements"]; delete: string[] }[];
+}
+
+export const emptyDelta = (): PlanDelta => ({
+  addSets: [],
+  deleteSets: [],
+  setElements: [],
+  addCounters: [],
+  deleteCounters: [],
+  addChains: [],
+  changeChains: [],
+  deleteChains: [],
+  mapElements: [],
+});
+
+export const isEmptyDelta = (d: PlanDelta): boolean => Object.values(d).every((list: unknown[]) => list.length === 0);

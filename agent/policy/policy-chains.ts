@@ -1,119 +1,143 @@
 import type { Family } from "../../shared/net/cidr.js";
 import { errorMessage } from "../errors.js";
-import { emptyIntervals, formatIntervals, inSorted, ipBlockIntervals, normalize, type Interval, type Intervals } from "./addresses.js";
-import { stableId } from "./names.js";
-import type { NftSet, PolicyPlan } from "./plan.js";
-import { matchesSelector } from "./selector.js";
-import type { Direction, NetworkPolicy, PodInfo, PolicyPeer, PolicyPort, PolicyRule, Protocol } from "./types.js";
+import { formatIntervals, ipBlockIntervals, normalize, type Interval, type Intervals } from "./addresses.js";
+import { objectComment, stableId } from "./names.js";
+import type { NftChain, NftSet } from "./plan.js";
+import { checkSelector } from "./selector.js";
+import type { Direction, LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule, Protocol } from "./types.js";
+import { podKey } from "./types.js";
 
 /**
- * The rules of a policy's chains (compile.ts makes the chains and the pods' chains around
- * them): a rule per (rule, port kind, family), matching peers through named address sets, so
- * the rule count grows with policies and pods, never with peers. Rules with the same peers
- * share one set, and a set of single addresses is a hash set (nft handles interval sets far
- * more slowly); only ipBlocks make interval sets. Named ports resolve on the selected pod for
- * ingress (a set of pod address . protocol . port), on the destination pods for egress.
+ * A policy's chains, compiled from the policy alone: a rule per (rule, port kind, family),
+ * matching peers through named sets, so the rule count grows with policies, never with peers
+ * or pods. A set is named after what it stands for (these peers, this family), never after its
+ * elements: a pod that starts, stops or is relabelled changes the elements of the sets that
+ * select it, and no rule (issue 26). So a rule whose peers are selectors uses its set even
+ * while the set is empty, and matches nothing then. Which pods a set holds is
+ * set-members.ts's; the whole compile (compile.ts) and the incremental one (incremental.ts)
+ * both fill the sets from there.
+ *
+ * Pod addresses are single elements of a hash set (nft handles interval sets far more
+ * slowly); only ipBlocks make interval sets, and a pod address inside a set's blocks is left
+ * to the block, as an interval set refuses overlapping elements. Named ports resolve on the
+ * selected pod for ingress (a set of pod address . protocol . port), on the destination pods
+ * for egress.
  */
 
 export const FAMILIES = [4, 6] as const;
 export const PROTO: Record<Protocol, string> = { TCP: "tcp", UDP: "udp", SCTP: "sctp" };
+export const DIRECTIONS = ["ingress", "egress"] as const;
+export const SHORT: Record<Direction, string> = { ingress: "in", egress: "eg" };
 
 const addrKeyword = (f: Family): string => (f === 4 ? "ip" : "ip6");
 const addrType = (f: Family): NftSet["type"] => (f === 4 ? "ipv4_addr" : "ipv6_addr");
 const portTupleType = (f: Family): NftSet["type"] => (f === 4 ? "ipv4_addr . inet_proto . inet_service" : "ipv6_addr . inet_proto . inet_service");
 export const familyOf = (ip: string): Family => (ip.includes(":") ? 6 : 4);
 
-/** A pod address, parsed. */
-export type PodAddress = { family: Family; interval: Interval };
-
-export interface RuleContext {
-  /** Every pod with an address, this node's or not: the peers. */
-  pods: PodInfo[];
-  byNamespace: Map<string, PodInfo[]>;
-  /** Each pod's addresses, parsed once. */
-  addrs: Map<PodInfo, PodAddress[]>;
-  /** Pod addresses' own texts by value, per family: formatting thousands of them again is slow. */
-  addrText: Record<Family, Map<bigint, string>>;
-  nsLabels: Map<string, Record<string, string>>;
-  plan: PolicyPlan;
-  /** Set content -> name: policies with the same peers share one set. */
-  setsByContent: Map<string, string>;
-  /** (policy namespace, peers) -> resolved peers: a selector is matched against the pods once. */
-  peerCache: Map<string, Peers>;
-}
-
-/** A rule's peers: merged address intervals per family, and the pods among them. */
-interface Peers {
-  intervals: Intervals;
-  /** Pods the selectors chose (ipBlocks add none). */
-  pods: PodInfo[];
+/** A rule's peers: pods by selector, addresses by ipBlock. */
+export interface PeersDef {
+  /** The policy's namespace: where a peer with a podSelector alone takes its pods. */
+  namespace: string;
+  /** The peers that select pods (a podSelector, a namespaceSelector or both). */
+  selectors: { podSelector?: LabelSelector; namespaceSelector?: LabelSelector }[];
+  /** The ipBlocks less their excepts, merged, per family. */
+  blocks: Intervals;
   hasBlocks: boolean;
-  /** The address set made of them, per family, once made. */
-  setNames: Partial<Record<Family, string>>;
+  /** What the set is named after: the same peers in any policy share one set. */
+  key: string;
 }
 
-/** The context every policy's rules are compiled in; the plan is where they add their sets. */
-export function ruleContext(
-  pods: PodInfo[],
-  addrs: Map<PodInfo, PodAddress[]>,
-  nsLabels: Map<string, Record<string, string>>,
-  plan: PolicyPlan,
-): RuleContext {
-  const byNamespace = new Map<string, PodInfo[]>();
-  for (const p of pods) byNamespace.set(p.namespace, [...(byNamespace.get(p.namespace) ?? []), p]);
-  const ctx: RuleContext = {
-    pods,
-    byNamespace,
-    addrs,
-    addrText: { 4: new Map(), 6: new Map() },
-    nsLabels,
-    plan,
-    setsByContent: new Map(),
-    peerCache: new Map(),
-  };
-  for (const p of pods) for (const [i, a] of addrs.get(p)!.entries()) ctx.addrText[a.family].set(a.interval[0], p.ips[i]!);
-  return ctx;
+/** A named port a rule allows. */
+export interface NamedPort {
+  proto: Protocol;
+  name: string;
 }
 
 /**
- * The rules of each direction's policy chain. Everything that can be refused (a CIDR, a port)
- * is read before any set is added to the plan, so a refused policy leaves nothing behind.
+ * A set a policy's rules use, by what it stands for:
+ * - "peers": the addresses of a rule's peers, of one family;
+ * - "named-in": `address . protocol . port` of this node's pods a policy selects, for the
+ *   named ports of an ingress rule;
+ * - "named-out": the same for the destination pods of an egress rule (every pod when the
+ *   rule allows any peer).
  */
-export function compilePolicyRules(ctx: RuleContext, policy: NetworkPolicy, types: Direction[], selected: PodInfo[]): Record<Direction, string[]> {
-  const prepared = types.map((direction) => {
-    const list = direction === "ingress" ? policy.ingress : policy.egress;
-    return { direction, rules: list.map((rule, i) => prepareRule(ctx, policy, rule, `${direction}[${i}]`)) };
-  });
-  const out: Record<Direction, string[]> = { ingress: [], egress: [] };
-  for (const { direction, rules } of prepared) out[direction] = rules.flatMap((r) => compileRule(ctx, { direction, selected, ...r }));
+export type SetDef =
+  | { kind: "peers"; name: string; family: Family; type: NftSet["type"]; interval: boolean; peers: PeersDef; blockElements: string[] }
+  | { kind: "named-in"; name: string; family: Family; type: NftSet["type"]; interval: false; namespace: string; podSelector: LabelSelector; named: NamedPort[] }
+  | { kind: "named-out"; name: string; family: Family; type: NftSet["type"]; interval: false; peers: PeersDef | null; named: NamedPort[] };
+
+/** A policy compiled from itself alone. */
+export interface CompiledPolicy {
+  key: string;
+  namespace: string;
+  podSelector: LabelSelector;
+  types: Direction[];
+  /** Why it cannot be compiled: it then isolates its pods and allows nothing (no rules, no sets). */
+  refusal?: string;
+  /** Its podSelector cannot be evaluated: it selects every pod of its namespace, which fail closed. */
+  selectsAll: boolean;
+  /** A chain per direction in `types`. */
+  chains: NftChain[];
+  /** The sets its rules use, each once. */
+  sets: SetDef[];
+}
+
+export const policyChainName = (key: string, d: Direction): string => `pol_${stableId(key)}_${SHORT[d]}`;
+
+/**
+ * A policy's chains and the sets they use. Everything that can be refused (a selector, a CIDR,
+ * a port) is read before any rule is made, so a refused policy has no rules and no sets, and
+ * the refusal depends on the policy alone, never on which pods exist.
+ */
+export function compilePolicy(policy: NetworkPolicy): CompiledPolicy {
+  const key = podKey(policy);
+  const types = DIRECTIONS.filter((d) => policy.policyTypes.includes(d));
+  const out: CompiledPolicy = { key, namespace: policy.namespace, podSelector: policy.podSelector, types, selectsAll: false, chains: [], sets: [] };
+  const rules: Record<Direction, string[]> = { ingress: [], egress: [] };
+  try {
+    try {
+      checkSelector(policy.podSelector);
+    } catch (err) {
+      out.selectsAll = true;
+      throw new Error(`podSelector: ${errorMessage(err)}`);
+    }
+    const prepared = types.map((direction) => {
+      const list = direction === "ingress" ? policy.ingress : policy.egress;
+      return { direction, rules: list.map((rule, i) => prepareRule(policy.namespace, rule, `${direction}[${i}]`)) };
+    });
+    const sets = new Map<string, SetDef>();
+    for (const { direction, rules: list } of prepared) {
+      for (const r of list) rules[direction].push(...compileRule(policy, direction, r, sets));
+    }
+    out.sets = [...sets.values()];
+  } catch (err) {
+    out.refusal = errorMessage(err);
+    rules.ingress = [];
+    rules.egress = [];
+  }
+  out.chains = types.map((d) => ({ name: policyChainName(key, d), comment: objectComment(key, d), rules: rules[d] }));
   return out;
 }
 
 /** A rule read and checked: its peers resolved, its ports split by kind. */
 interface PreparedRule {
   /** Null: any peer. */
-  peers: Peers | null;
+  peers: PeersDef | null;
   /** Null: any port and protocol. */
   ports: Ports | null;
-}
-
-interface RuleInput extends PreparedRule {
-  direction: Direction;
-  /** This node's pods the policy selects. */
-  selected: PodInfo[];
 }
 
 interface Ports {
   protoOnly: Protocol[];
   numeric: { proto: Protocol; from: number; to: number }[];
-  named: { proto: Protocol; name: string }[];
+  named: NamedPort[];
 }
 
 /** Reads one rule; throws, naming the rule (`ingress[0]`) and the value, what cannot be compiled. */
-function prepareRule(ctx: RuleContext, policy: NetworkPolicy, rule: PolicyRule, where: string): PreparedRule {
+function prepareRule(namespace: string, rule: PolicyRule, where: string): PreparedRule {
   try {
     return {
-      peers: rule.peers && rule.peers.length > 0 ? resolvePeers(ctx, policy, rule.peers) : null,
+      peers: rule.peers && rule.peers.length > 0 ? readPeers(namespace, rule.peers) : null,
       ports: rule.ports && rule.ports.length > 0 ? splitPorts(rule.ports) : null,
     };
   } catch (err) {
@@ -121,35 +145,23 @@ function prepareRule(ctx: RuleContext, policy: NetworkPolicy, rule: PolicyRule, 
   }
 }
 
-/** Adds a set with these contents unless an identical one exists; its name either way. */
-function internSet(ctx: RuleContext, type: NftSet["type"], interval: boolean, elements: string[]): string {
-  const key = `${type}|${interval}|${elements.join(",")}`;
-  const known = ctx.setsByContent.get(key);
-  if (known) return known;
-  const name = `set_${stableId(key)}`;
-  ctx.plan.sets.push({ name, type, interval, elements });
-  ctx.setsByContent.set(key, name);
-  return name;
-}
-
-/** The nft rules of one ingress/egress rule, for a policy chain; adds the sets they use to the plan. */
-function compileRule(ctx: RuleContext, input: RuleInput): string[] {
-  const { peers, ports, direction } = input;
+/** The nft rules of one ingress/egress rule, for a policy chain; adds the sets they use to `sets`. */
+function compileRule(policy: NetworkPolicy, direction: Direction, { peers, ports }: PreparedRule, sets: Map<string, SetDef>): string[] {
   const side = direction === "ingress" ? "saddr" : "daddr";
+  const use = (def: SetDef): string => {
+    sets.set(def.name, def);
+    return def.name;
+  };
   const out: string[] = [];
 
   // The address match per family: "" for any peer, null when the rule allows no peer of the family.
-  const addrMatch = (f: Family): string | null => {
-    if (!peers) return "";
-    const list = peers.intervals[f];
-    if (list.length === 0) return null;
-    // Plain hash sets when every element is one address: far cheaper for nft than intervals.
-    peers.setNames[f] ??= internSet(ctx, addrType(f), list.some(([a, b]) => a !== b), formatIntervals(f, list, ctx.addrText[f]));
-    return `${addrKeyword(f)} ${side} @${peers.setNames[f]} `;
+  const match = (f: Family | null): string | null => {
+    if (f === null || !peers) return "";
+    if (peers.selectors.length === 0 && peers.blocks[f].length === 0) return null;
+    return `${addrKeyword(f)} ${side} @${use(peersSet(peers, f))} `;
   };
   // Rules that do not depend on a family are written once when the rule allows any peer.
   const families: (Family | null)[] = peers ? [...FAMILIES] : [null];
-  const match = (f: Family | null) => (f === null ? "" : addrMatch(f));
 
   if (!ports) {
     for (const f of families) {
@@ -169,38 +181,55 @@ function compileRule(ctx: RuleContext, input: RuleInput): string[] {
   }
   if (ports.named.length > 0) {
     for (const f of FAMILIES) {
-      // Ingress: the selected pod's own ports; egress: the ports of the destination pods.
-      const owners = direction === "ingress" ? input.selected : egressOwners(ctx, peers, f);
-      const elements = namedPortTuples(owners, ports.named, f);
-      if (elements.length === 0) continue;
       const m = match(f);
       if (m === null) continue;
-      const name = internSet(ctx, portTupleType(f), false, elements);
-      out.push(`${direction === "ingress" ? m : ""}${addrKeyword(f)} daddr . meta l4proto . th dport @${name} accept`);
+      // Ingress: the selected pod's own ports; egress: the ports of the destination pods.
+      const def: SetDef =
+        direction === "ingress"
+          ? { kind: "named-in", ...namedSet(`in|${f}|${policy.namespace}|${JSON.stringify(policy.podSelector)}|${JSON.stringify(ports.named)}`, f), namespace: policy.namespace, podSelector: policy.podSelector, named: ports.named }
+          : { kind: "named-out", ...namedSet(`out|${f}|${peers?.key ?? "*"}|${JSON.stringify(ports.named)}`, f), peers, named: ports.named };
+      out.push(`${direction === "ingress" ? m : ""}${addrKeyword(f)} daddr . meta l4proto . th dport @${use(def)} accept`);
     }
   }
   return out;
 }
 
-/** Destination pods an egress rule's named ports resolve on: the peers' pods, or any pod in its blocks. */
-function egressOwners(ctx: RuleContext, peers: Peers | null, f: Family): PodInfo[] {
-  if (!peers) return ctx.pods;
-  if (!peers.hasBlocks) return peers.pods;
-  const list = peers.intervals[f];
-  return ctx.pods.filter((p) => ctx.addrs.get(p)!.some((a) => a.family === f && inSorted(list, a.interval[0])));
+const namedSet = (key: string, family: Family) => ({ name: `set_${stableId(key)}`, family, type: portTupleType(family), interval: false as const });
+
+function peersSet(peers: PeersDef, family: Family): SetDef {
+  return {
+    kind: "peers",
+    name: `set_${stableId(`peers|${family}|${peers.key}`)}`,
+    family,
+    type: addrType(family),
+    interval: peers.hasBlocks,
+    peers,
+    blockElements: formatIntervals(family, peers.blocks[family]),
+  };
 }
 
-/** `address . proto . port` for every address of `family` of each pod that has a port of that name. */
-function namedPortTuples(pods: PodInfo[], named: Ports["named"], family: Family): string[] {
-  const out = new Set<string>();
-  for (const p of pods) {
-    for (const want of named) {
-      const port = p.ports.find((c) => c.name === want.name && c.protocol === want.proto);
-      if (!port) continue;
-      for (const ip of p.ips) if (familyOf(ip) === family) out.add(`${ip} . ${PROTO[want.proto]} . ${port.port}`);
+/** A rule's peers, read: selectors checked, ipBlocks made intervals. */
+function readPeers(namespace: string, list: PolicyPeer[]): PeersDef {
+  const blocks: Record<Family, Interval[]> = { 4: [], 6: [] };
+  const selectors: PeersDef["selectors"] = [];
+  let hasBlocks = false;
+  let ownNamespace = false;
+  for (const peer of list) {
+    if (peer.ipBlock) {
+      hasBlocks = true;
+      const block = ipBlockIntervals(peer.ipBlock.cidr, peer.ipBlock.except ?? []);
+      blocks[block.family].push(...block.intervals);
+      continue;
     }
+    if (!peer.podSelector && !peer.namespaceSelector) continue;
+    if (peer.podSelector) checkSelector(peer.podSelector);
+    if (peer.namespaceSelector) checkSelector(peer.namespaceSelector);
+    if (!peer.namespaceSelector) ownNamespace = true;
+    selectors.push({ ...(peer.podSelector ? { podSelector: peer.podSelector } : {}), ...(peer.namespaceSelector ? { namespaceSelector: peer.namespaceSelector } : {}) });
   }
-  return [...out].sort();
+  // Peers that never look at the policy's namespace are the same peers in every namespace.
+  const key = JSON.stringify([ownNamespace ? namespace : null, list]);
+  return { namespace, selectors, blocks: { 4: normalize(blocks[4]), 6: normalize(blocks[6]) }, hasBlocks, key };
 }
 
 /** A rule's ports by kind; a protocol or number nft could not take is refused. */
@@ -225,41 +254,3 @@ function splitPorts(list: readonly PolicyPort[]): Ports {
 }
 
 const isPortNumber = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
-
-/** The addresses and pods a rule's peers stand for, merged per family. */
-function resolvePeers(ctx: RuleContext, policy: NetworkPolicy, peers: PolicyPeer[]): Peers {
-  const key = `${policy.namespace}|${JSON.stringify(peers)}`;
-  const cached = ctx.peerCache.get(key);
-  if (cached) return cached;
-  const acc = emptyIntervals();
-  const pods = new Set<PodInfo>();
-  let hasBlocks = false;
-  for (const peer of peers) {
-    if (peer.ipBlock) {
-      hasBlocks = true;
-      const block = ipBlockIntervals(peer.ipBlock.cidr, peer.ipBlock.except ?? []);
-      acc[block.family].push(...block.intervals);
-      continue;
-    }
-    if (!peer.podSelector && !peer.namespaceSelector) continue;
-    for (const namespace of peerNamespaces(ctx, policy, peer)) {
-      for (const p of ctx.byNamespace.get(namespace) ?? []) {
-        if (pods.has(p) || (peer.podSelector && !matchesSelector(peer.podSelector, p.labels))) continue;
-        pods.add(p);
-        for (const a of ctx.addrs.get(p)!) acc[a.family].push([...a.interval]);
-      }
-    }
-  }
-  const resolved: Peers = { intervals: { 4: normalize(acc[4]), 6: normalize(acc[6]) }, pods: [...pods], hasBlocks, setNames: {} };
-  ctx.peerCache.set(key, resolved);
-  return resolved;
-}
-
-/**
- * The namespaces a peer's pods come from. podSelector alone: the policy's own; a
- * namespaceSelector (with or without a podSelector): every namespace it matches.
- */
-function peerNamespaces(ctx: RuleContext, policy: NetworkPolicy, peer: PolicyPeer): string[] {
-  if (!peer.namespaceSelector) return [policy.namespace];
-  return [...ctx.nsLabels].filter(([, labels]) => matchesSelector(peer.namespaceSelector!, labels)).map(([name]) => name);
-}

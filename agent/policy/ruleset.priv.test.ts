@@ -2,9 +2,12 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { IpRoute } from "../../testkit/iproute.js";
 import { addNetns, ipIn, removeNetns } from "../../testkit/netns.js";
 import { applyNftScript } from "../../shared/kernel/nft.js";
+import { change, randomCluster, rng } from "../../testkit/random-cluster.js";
+import { NODE } from "../../testkit/policy.js";
 import { compilePolicies } from "./compile.js";
+import { IncrementalPolicyCompiler } from "./incremental.js";
 import type { PolicyPlan } from "./plan.js";
-import { POLICY_TABLE, renderRuleset, renderUpdate } from "./ruleset.js";
+import { POLICY_TABLE, renderDelta, renderRuleset, renderUpdate } from "./ruleset.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "./types.js";
 
 // The transactions against the real nft: a chain of in-place updates must leave the kernel
@@ -75,6 +78,29 @@ describe("NetworkPolicy transactions on the real nft", () => {
       expect(await listing(updated), `step ${i}`).toEqual(await listing(fresh));
       prev = plan;
     }
+  });
+
+  it("incremental updates of random clusters (elements in and out of hash, interval and tuple sets, map entries moving) leave the table a fresh apply makes", async () => {
+    const updated = await netns("inc");
+    const fresh = await netns("inc-f");
+    let elementUpdates = 0;
+    for (const seed of [3, 7, 11, 19]) {
+      const r = rng(seed);
+      const opts = { nodeName: NODE, logDropsPerSecond: 2 };
+      const compiler = new IncrementalPolicyCompiler(opts);
+      await applyNftScript(updated, renderRuleset(compiler.plan()).script, `seed ${seed}: apply an empty table`);
+      let s = randomCluster(r);
+      for (let step = 0; step < 12; step++) {
+        if (step > 0) s = change(r, s);
+        const delta = compiler.update(s);
+        if (delta.setElements.length > 0) elementUpdates++;
+        const script = renderDelta(delta).script;
+        if (script !== "") await applyNftScript(updated, script, `seed ${seed}, step ${step}: update`);
+        await applyNftScript(fresh, renderRuleset(compilePolicies(s, opts)).script, `seed ${seed}, step ${step}: whole`);
+        expect(await listing(updated), `seed ${seed}, step ${step}`).toEqual(await listing(fresh));
+      }
+    }
+    expect(elementUpdates).toBeGreaterThan(0);
   });
 
   it("takes the longest names the API allows, sloppy ipBlocks and a policy that cannot be compiled, in one transaction", async () => {

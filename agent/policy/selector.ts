@@ -28,3 +28,20 @@ export function matchesSelector(selector: LabelSelector, labels: Record<string, 
   }
   return true;
 }
+
+/**
+ * Throws, saying what, for a selector matchesSelector could not evaluate. The API validates
+ * selectors; this keeps a malformed one from being a refusal that depends on which pods exist
+ * (it would throw only once a pod is evaluated against it).
+ */
+export function checkSelector(selector: LabelSelector): void {
+  if (typeof selector !== "object" || selector === null) throw new Error("not a label selector");
+  const expressions: unknown = selector.matchExpressions;
+  if (expressions === undefined || expressions === null) return;
+  if (!Array.isArray(expressions)) throw new Error("matchExpressions is not a list");
+  for (const [i, req] of (expressions as unknown[]).entries()) {
+    if (typeof req !== "object" || req === null) throw new Error(`matchExpressions[${i}] is not a requirement`);
+    const values = (req as { values?: unknown }).values;
+    if (values !== undefined && values !== null && !Array.isArray(values)) throw new Error(`matchExpressions[${i}].values is not a list`);
+  }
+}
