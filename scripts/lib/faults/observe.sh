@@ -6,7 +6,7 @@
 #   pods.tsv        each pod made during it: name, node, Ready, seconds to Ready, IPv4, IPv6, reach
 #   strict-flows    the traffic flows that must see no failed new connection
 #   before/ after/  snapshots (workload.sh's snapshot, and datapath below)
-#   twilld-NODE.log twilld's log lines of the scenario's time, every container of it
+#   twilld-NODE.log twilld's log lines of the scenario's time (of the containers kubelet still keeps)
 
 # check SDIR ok|FAIL TEXT
 check() {
