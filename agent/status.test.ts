@@ -88,11 +88,14 @@ describe("renderStatus", () => {
     expect(text).toMatch(/Peers: none/);
   });
 
-  it("says the datastore is unreachable instead of claiming there are no peers", () => {
+  it("says the datastore is unreachable instead of claiming there are no peers or no lease", () => {
     const r = buildStatus("node-a", { path: "/f", info: null }, [], "no etcd endpoint reachable");
     const text = renderStatus(r, NOW);
     expect(text).toMatch(/Datastore: +unreachable: no etcd endpoint reachable/);
     expect(text).toMatch(/Peers: unknown/);
+    // Not "none": the agent still holds its subnet while the datastore is away.
+    expect(text).toMatch(/Lease: +unknown while the datastore is unreachable/);
+    expect(text).not.toMatch(/Lease: +none/);
     expect(r.warnings).toEqual([]);
   });
 });

@@ -136,6 +136,9 @@ export function renderStatus(r: StatusReport, now: number): string {
   if (r.lease) {
     const expiry = r.lease.expiresAt === undefined ? "" : `, expires in ${formatDuration(r.lease.expiresAt - now)}`;
     out.push(`Lease:        ${r.lease.subnets.join(", ")} on ${r.lease.publicIP} (${backendText(r.lease)}${expiry})`);
+  } else if (r.datastoreError) {
+    // The agent keeps its subnet, routes and pods' addresses while the datastore is away.
+    out.push(`Lease:        unknown while the datastore is unreachable (the subnet file below is what this node uses)`);
   } else {
     out.push(`Lease:        none`);
   }
