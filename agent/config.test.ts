@@ -96,12 +96,19 @@ describe("parseNetworkConfig", () => {
   describe("the wireguard backend", () => {
     const wg = (backend: Record<string, unknown>) => parseNetworkConfig({ Network: "10.244.0.0/16", Backend: { Type: "wireguard", ...backend } }).backend;
 
-    it("defaults to port 51820, no keepalive, auto mode", () => {
-      expect(wg({})).toMatchObject({ type: "wireguard", wireguard: { listenPort: 51820, persistentKeepalive: 0, mode: "auto" } });
+    it("defaults to port 51820, no keepalive, auto mode, nobody let in unencrypted", () => {
+      expect(wg({})).toMatchObject({ type: "wireguard", wireguard: { listenPort: 51820, persistentKeepalive: 0, mode: "auto", allowUnencryptedFrom: [] } });
+    });
+
+    it("reads the hosts let in unencrypted as canonical CIDRs, naming a wrong entry", () => {
+      expect(wg({ AllowUnencryptedFrom: ["192.168.90.2", "FD00:90::2", "198.51.100.7/24"] }).wireguard?.allowUnencryptedFrom).toEqual(["192.168.90.2/32", "fd00:90::2/128", "198.51.100.0/24"]);
+      expect(() => wg({ AllowUnencryptedFrom: "192.168.90.2" })).toThrow(/"Backend.AllowUnencryptedFrom" must be a list of addresses or CIDRs/);
+      expect(() => wg({ AllowUnencryptedFrom: ["192.168.90.2", "cp"] })).toThrow(/"Backend.AllowUnencryptedFrom\[1\]" "cp" is not an address or CIDR/);
+      expect(() => wg({ AllowUnencryptedFrom: [7] })).toThrow(/"Backend.AllowUnencryptedFrom\[0\]" 7 is not an address or CIDR/);
     });
 
     it("reads its keys", () => {
-      expect(wg({ ListenPort: 51000, PersistentKeepaliveInterval: 25, Mode: "userspace" }).wireguard).toEqual({ listenPort: 51000, persistentKeepalive: 25, mode: "userspace" });
+      expect(wg({ ListenPort: 51000, PersistentKeepaliveInterval: 25, Mode: "userspace" }).wireguard).toEqual({ listenPort: 51000, persistentKeepalive: 25, mode: "userspace", allowUnencryptedFrom: [] });
       expect(wg({ Mode: "kernel" }).wireguard?.mode).toBe("kernel");
     });
 

@@ -8,7 +8,7 @@ import type { BackendConfig, BgpConfig, NetworkConfig, WireguardConfig } from ".
  * keeps working: {"Network", "IPv6Network", "SubnetLen", "IPv6SubnetLen", "SubnetMin",
  * "SubnetMax", "Backend": {"Type", "VNI", "Port"}, "IPMasq"}; the bgp backend's own keys are
  * "Backend": {"Type": "bgp", "Mode", "AS", "Routers"}, the wireguard backend's "Backend":
- * {"Type": "wireguard", "ListenPort", "PersistentKeepaliveInterval", "Mode"}. Validation is strict where
+ * {"Type": "wireguard", "ListenPort", "PersistentKeepaliveInterval", "Mode", "AllowUnencryptedFrom"}. Validation is strict where
  * flannel is lenient: an unknown key, a CIDR with host bits or a subnet length that leaves no
  * room is an error naming the field and the value, before anything is claimed or written.
  */
@@ -38,7 +38,7 @@ const TOP_KEYS = [
 ];
 const BACKEND_KEYS = ["Type", "VNI", "Port"];
 const BGP_KEYS = ["Type", "Mode", "AS", "Routers"];
-const WIREGUARD_KEYS = ["Type", "ListenPort", "PersistentKeepaliveInterval", "Mode"];
+const WIREGUARD_KEYS = ["Type", "ListenPort", "PersistentKeepaliveInterval", "Mode", "AllowUnencryptedFrom"];
 const WIREGUARD_MODES: readonly WireguardConfig["mode"][] = ["auto", "kernel", "userspace"];
 const ROUTER_KEYS = ["Address", "AS"];
 /** The longest node subnet that still leaves a gateway and one pod address. */
@@ -199,7 +199,10 @@ function parseBgp(b: Record<string, unknown>): BgpConfig {
   return { mode, as: intField(b, "AS", "Backend.AS", 1, AS_MAX) ?? DEFAULT_BGP_AS, routers };
 }
 
-/** `{"Type": "wireguard", "ListenPort": 51820, "PersistentKeepaliveInterval": 0, "Mode": "auto"|"kernel"|"userspace"}`. */
+/**
+ * `{"Type": "wireguard", "ListenPort": 51820, "PersistentKeepaliveInterval": 0, "Mode":
+ * "auto"|"kernel"|"userspace", "AllowUnencryptedFrom": ["192.0.2.10", "198.51.100.0/24"]}`.
+ */
 function parseWireguard(b: Record<string, unknown>): WireguardConfig {
   const mode = b.Mode ?? "auto";
   if (typeof mode !== "string" || !(WIREGUARD_MODES as readonly string[]).includes(mode)) {
@@ -209,7 +212,23 @@ function parseWireguard(b: Record<string, unknown>): WireguardConfig {
     listenPort: intField(b, "ListenPort", "Backend.ListenPort", 1, 65535) ?? DEFAULT_WIREGUARD_PORT,
     persistentKeepalive: intField(b, "PersistentKeepaliveInterval", "Backend.PersistentKeepaliveInterval", 0, 65535) ?? 0,
     mode: mode as WireguardConfig["mode"],
+    allowUnencryptedFrom: addressList(b.AllowUnencryptedFrom ?? [], "Backend.AllowUnencryptedFrom"),
   };
+}
+
+/** A list of addresses or CIDRs, canonical (an address is its /32 or /128); each wrong entry named. */
+function addressList(raw: unknown, name: string): string[] {
+  if (!Array.isArray(raw)) throw new ConfigError(`"${name}" must be a list of addresses or CIDRs`);
+  return raw.map((entry, i) => {
+    const text = typeof entry === "string" ? entry : "";
+    try {
+      if (text.includes("/")) return formatCidr(parseCidr(text));
+      const ip = parseIp(text);
+      return `${formatIp(ip.family, ip.value)}/${bits(ip.family)}`;
+    } catch {
+      throw new ConfigError(`"${name}[${i}]" ${JSON.stringify(entry)} is not an address or CIDR`);
+    }
+  });
 }
 
 /** SubnetMin/SubnetMax: an address or CIDR inside the network, taken as the node subnet holding it. */

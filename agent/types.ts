@@ -60,6 +60,12 @@ export interface WireguardConfig {
   /** Seconds; 0 is off (the mesh has no NAT to keep open). */
   persistentKeepalive: number;
   mode: "auto" | "kernel" | "userspace";
+  /**
+   * Underlay hosts that are not members (a control plane that runs no twilld, a monitoring
+   * host) whose packets may reach pods in clear: canonical CIDRs. Every other packet for a pod
+   * arriving on the underlay device is dropped.
+   */
+  allowUnencryptedFrom: string[];
 }
 
 /** A BGP router a node peers with (its top-of-rack): the address and the router's AS. */

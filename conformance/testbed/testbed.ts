@@ -139,7 +139,7 @@ export class Testbed {
       backend: {
         type: o.backend ?? "vxlan", vni: 1, port: 4789,
         ...(o.backend === "bgp" ? { bgp: { mode: o.bgpMode ?? "routers", as: BGP_MESH_AS, routers: [] } } : {}),
-        ...(o.backend === "wireguard" ? { wireguard: { listenPort: WIREGUARD_PORT, persistentKeepalive: 0, mode: "auto" as const } } : {}),
+        ...(o.backend === "wireguard" ? { wireguard: { listenPort: WIREGUARD_PORT, persistentKeepalive: 0, mode: "auto" as const, allowUnencryptedFrom: [] } } : {}),
       },
       ipMasq: o.ipMasq ?? true,
     };

@@ -165,7 +165,10 @@ export function netConfFile(n: NetworkConfig): Record<string, unknown> {
 
 function backendConf(b: NetworkConfig["backend"]): Record<string, unknown> {
   if (b.bgp) return { Type: "bgp", Mode: b.bgp.mode, AS: b.bgp.as, ...(b.bgp.routers.length ? { Routers: b.bgp.routers.map((r) => ({ Address: r.address, AS: r.as })) } : {}) };
-  if (b.wireguard) return { Type: "wireguard", ListenPort: b.wireguard.listenPort, PersistentKeepaliveInterval: b.wireguard.persistentKeepalive, Mode: b.wireguard.mode };
+  if (b.wireguard) {
+    const w = b.wireguard;
+    return { Type: "wireguard", ListenPort: w.listenPort, PersistentKeepaliveInterval: w.persistentKeepalive, Mode: w.mode, ...(w.allowUnencryptedFrom.length ? { AllowUnencryptedFrom: w.allowUnencryptedFrom } : {}) };
+  }
   return { Type: b.type, VNI: b.vni, Port: b.port };
 }
 

@@ -14,6 +14,17 @@ describe("the underlay filter", () => {
     ]);
   });
 
+  it("lets the hosts the operator names in, by family, before the drops", () => {
+    const text = underlayFilterRuleset("eth0", ["10.244.0.0/16", "fd00:10:244::/56"], ["192.168.90.2/32", "fd00:90::2/128", "198.51.100.0/24"]);
+    const rules = text.split("\n").filter((l) => l.startsWith("    iifname"));
+    expect(rules.slice(2, 4)).toEqual([
+      '    iifname "eth0" ip saddr { 192.168.90.2/32, 198.51.100.0/24 } counter name allowed_unencrypted accept',
+      '    iifname "eth0" ip6 saddr { fd00:90::2/128 } counter name allowed_unencrypted accept',
+    ]);
+    expect(rules[4]).toContain("drop");
+    expect(underlayFilterRuleset("eth0", ["10.244.0.0/16"])).not.toContain("saddr");
+  });
+
   it("installs the table when missing or changed, and leaves it when only its counter moved", async () => {
     let table: string | null = null;
     const scripts: string[] = [];

@@ -8,16 +8,24 @@ import { formatCidr, parseCidr } from "../../../shared/net/cidr.js";
  * This table drops, in the forward path, packets for the cluster's pod CIDRs that arrive on
  * the underlay device: pod traffic between nodes comes out of the WireGuard device, never in
  * clear. Packets of a connection the node translated are let through first: replies to pods
- * masqueraded on the way out (SNAT), and traffic a Service sent to a pod (DNAT, NodePort).
+ * masqueraded on the way out (SNAT), and traffic a Service sent to a pod (DNAT, NodePort); and
+ * packets from the hosts the operator lets in (`AllowUnencryptedFrom`: a control plane that
+ * runs no twilld reaching webhooks and the API's proxy).
  * A table of its own, as the masquerade's `inet twill` is replaced whole by its reconciler.
  */
 
 export const UNDERLAY_FILTER_TABLE = "twill-wg";
 /** The named counter of what the filter dropped. */
 export const UNDERLAY_DROPS = "underlay_to_pods";
+/** The named counter of what came in clear from a host the operator lets in. */
+export const UNDERLAY_ALLOWED = "allowed_unencrypted";
 
-export function underlayFilterRuleset(underlayDev: string, clusterCIDRs: readonly string[]): string {
+export function underlayFilterRuleset(underlayDev: string, clusterCIDRs: readonly string[], allowFrom: readonly string[] = []): string {
   const dev = JSON.stringify(underlayDev);
+  const allowed = ([4, 6] as const).flatMap((family) => {
+    const from = allowFrom.map((t) => parseCidr(t)).filter((c) => c.family === family).map(formatCidr);
+    return from.length ? [`    iifname ${dev} ${family === 4 ? "ip" : "ip6"} saddr { ${from.join(", ")} } counter name ${UNDERLAY_ALLOWED} accept`] : [];
+  });
   const drops = clusterCIDRs.map((text) => {
     const c = parseCidr(text);
     return `    iifname ${dev} ${c.family === 4 ? "ip" : "ip6"} daddr ${formatCidr(c)} counter name ${UNDERLAY_DROPS} drop`;
@@ -25,10 +33,12 @@ export function underlayFilterRuleset(underlayDev: string, clusterCIDRs: readonl
   return [
     `table inet ${UNDERLAY_FILTER_TABLE} {`,
     `  counter ${UNDERLAY_DROPS} {}`,
+    `  counter ${UNDERLAY_ALLOWED} {}`,
     "  chain forward {",
     "    type filter hook forward priority filter; policy accept;",
     `    iifname ${dev} ct status snat accept`,
     `    iifname ${dev} ct status dnat accept`,
+    ...allowed,
     ...drops,
     "  }",
     "}",

@@ -125,7 +125,7 @@ export class WireguardBackend implements Backend {
     private readonly node: WireguardNodeOptions,
     private readonly deps: DaemonBackendDeps,
   ) {
-    this.config = network.backend.wireguard ?? { listenPort: 51820, persistentKeepalive: 0, mode: "auto" };
+    this.config = network.backend.wireguard ?? { listenPort: 51820, persistentKeepalive: 0, mode: "auto", allowUnencryptedFrom: [] };
     this.clock = deps.clock ?? systemClock;
     this.modeGauge = deps.registry
       ? new Gauge({ name: "twill_wireguard_mode", help: "1 for the WireGuard device this node runs: kernel, or userspace (wireguard-go)", labelNames: ["mode"], registers: [deps.registry] })
@@ -200,7 +200,7 @@ export class WireguardBackend implements Backend {
     if (!local || !key) throw new Error("wireguard backend: reconcile before prepare");
     const { kernel, logger } = this.deps;
     let changes = await this.ensureDevice(local, lease.subnets);
-    const filter = await ensureUnderlayFilter(kernel, underlayFilterRuleset(local.underlayDev, this.network.clusterCIDRs), this.filter);
+    const filter = await ensureUnderlayFilter(kernel, underlayFilterRuleset(local.underlayDev, this.network.clusterCIDRs, this.config.allowUnencryptedFrom), this.filter);
     this.filter = filter.listing;
     if (filter.changed) {
       changes += 1;
