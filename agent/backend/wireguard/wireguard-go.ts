@@ -44,7 +44,7 @@ export function checkTunDevice(path = TUN_DEVICE): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? "error";
     const why = code === "ENOENT"
-      ? `${path} does not exist: load the tun module on the node, or in a container mount the host's ${path}`
+      ? `${path} does not exist: load the tun module on the node; in a container, the runtime gives the host's ${path} to privileged containers only (see the wireguard section of deploy/twill.yaml)`
       : code === "EPERM" || code === "EACCES"
         ? `${path} cannot be opened (${code}): in a container the runtime's device rules must allow it (containerd 1.6.8 and later deny it to unprivileged containers: see the wireguard section of deploy/twill.yaml)`
         : `${path} cannot be opened: ${(err as Error).message}`;
