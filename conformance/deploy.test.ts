@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { manifestLeaseNamespace, manifestObjects } from "../testkit/kubernetes.js";
 
@@ -85,5 +87,34 @@ describe("deploy/twill.yaml's Lease permissions", () => {
       "Role kube-system/twill: delete leases in kube-system",
       "ClusterRole /x: patch leases in every namespace",
     ]);
+  });
+});
+
+/** Shell words that are no program: builtins and keywords of the manifests' scripts. */
+const SHELL_WORDS = new Set(["set", "until", "do", "done", "exec", "echo", "if", "then", "else", "fi", "while", "for", "in", "true", "false", "cd", "[", "test", "exit", "#"]);
+
+/** The programs the manifests' `sh -c` scripts start: each line's first word, after shell keywords. */
+function scriptPrograms(text: string): Set<string> {
+  const programs = new Set<string>();
+  const scripts = [...text.matchAll(/^( *)- \|\n((?:\1 +.*\n|\s*\n)+)/gm)].map((m) => m[2]!);
+  for (const script of scripts) {
+    for (const raw of script.split("\n")) {
+      const words = raw.trim().replace(/^#.*/, "").split(/\s+/).filter(Boolean);
+      while (words.length && SHELL_WORDS.has(words[0]!)) words.shift();
+      const first = words[0];
+      if (first && /^[a-z/]/.test(first) && !raw.trim().startsWith("--")) programs.add(first);
+    }
+  }
+  return programs;
+}
+
+describe("the image has what the manifests' scripts run", () => {
+  it("every program of the install and uninstall scripts is one scripts/image puts in the image", () => {
+    const image = readFileSync(join(import.meta.dirname, "../scripts/image"), "utf8");
+    const tools = new Set(/^rootfs_add_tool "\$root" (.*)$/m.exec(image)![1]!.split(/\s+/));
+    const run = [...scriptPrograms(readFileSync(join(import.meta.dirname, "../deploy/twill.yaml"), "utf8")), ...scriptPrograms(readFileSync(join(import.meta.dirname, "../deploy/uninstall.yaml"), "utf8"))];
+    expect(run).toEqual(expect.arrayContaining(["cp", "mv", "/opt/twill/bin/twilld", "sleep"]));
+    const missing = run.filter((p) => !p.startsWith("/opt/twill/bin/") && !tools.has(p));
+    expect(missing).toEqual([]);
   });
 });

@@ -123,6 +123,11 @@ run_scenario() {
   stamp >"$sdir/end.time"
   load_env
   read -ra live <<<"$NODES"
+  if [ "$s" = uninstall ]; then
+    # The scenario stopped the clients and removed the workload; twill is gone.
+    datapath "$sdir/after" "${live[@]}"
+    return
+  fi
   sleep 5
   for n in "${nodes[@]}"; do
     check_that "$sdir" "a new pod on $n after the scenario: Ready, an address of each family, the server on $(other "$n") reached" \

@@ -279,3 +279,71 @@ scenario_lease_deleted() {
       no_line ABSENT "$sdir/route-watch-$what.log"
   done
 }
+
+# twill's own files and kernel objects on NODE, one per line: nothing once it is uninstalled.
+twill_leftovers() {
+  "$cluster" node "$1" sh -c '
+    ip -o link show | grep -Eo ": (twill[^:@ ]*|cni0)[:@]" | tr -d ":@ " | sed "s/^/link /"
+    ip -4 route show proto 150 | sed "s/^/route /"; ip -6 route show proto 150 | sed "s/^/route /"
+    nft list tables | grep -E " twill" | sed "s/^/nft /"
+    for f in /opt/cni/bin/twill /opt/cni/bin/twill-ipam /opt/cni/net.d/10-twill.conflist /run/twill \
+      /var/lib/cni/networks/twill /var/log/twill /var/lib/twill; do [ ! -e "$f" ] || echo "file $f"; done'
+}
+
+# After the faults, destructive: twill deleted as the README says (kubectl delete of the
+# manifest; deploy/uninstall.yaml's DaemonSet until every node says done; then deleted), the
+# workload drained first (twilld uninstall refuses while pods are on cni0). Nothing of twill's
+# may be left on a node; the reference bridge + host-local with a static conflist in each node's
+# CNI directory then give new pods addresses, reachable on their node (across nodes they would
+# need routes a user adds: nothing programs them).
+scenario_uninstall() {
+  local sdir="$1" n live pods t0 a b
+  read -ra live <<<"$NODES"
+  stop_clients "$sdir"
+  kc delete namespace "$WORKLOAD_NS" --wait=true --timeout=120s >/dev/null
+  "$cluster" manifest | kc delete -f - --wait=true >"$sdir/delete.log" 2>&1 || true
+  check_that "$sdir" "twill's DaemonSet pods gone" \
+    until_true 120 "twill's pods to go" no_twill_pods
+  sed -e "s|registry.example/twill:[0-9.]*|$image|g" -e "s|/etc/cni/net.d|/opt/cni/net.d|g" "$repo/deploy/uninstall.yaml" >"$sdir/uninstall.yaml"
+  kc apply -f "$sdir/uninstall.yaml" >/dev/null
+  t0=$SECONDS
+  check_that "$sdir" "twilld uninstall said it was done on every node" \
+    until_true 180 "every node's done lines" uninstall_done "${#live[@]}"
+  fact "$sdir" "deploy/uninstall.yaml done on every node after" "$((SECONDS - t0)) s"
+  kc -n kube-system logs -l app.kubernetes.io/name=twill-uninstall --prefix --tail=-1 >"$sdir/uninstall.log" 2>&1 || true
+  kc delete -f "$sdir/uninstall.yaml" --wait=true >/dev/null
+  for n in "${live[@]}"; do
+    twill_leftovers "$n" >"$sdir/leftovers-$n.txt" 2>&1 || true
+    check_that "$sdir" "$n: no twill link, route (proto 150), FDB/neighbour entry (its device gone), nft table, CNI file, /run/twill, IPAM store or log left" \
+      test ! -s "$sdir/leftovers-$n.txt"
+  done
+  for n in "${live[@]}"; do
+    "$cluster" node "$n" sh -c 'cat >/opt/cni/net.d/.10-bridge.conflist.tmp && mv /opt/cni/net.d/.10-bridge.conflist.tmp /opt/cni/net.d/10-bridge.conflist' <<JSON
+{ "cniVersion": "0.4.0", "name": "bridge", "plugins": [
+  { "type": "bridge", "bridge": "cnibr0", "isGateway": true, "ipMasq": true,
+    "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.88.${n#node-}.0/24" }]], "routes": [{ "dst": "0.0.0.0/0" }] } },
+  { "type": "portmap", "capabilities": { "portMappings": true } } ] }
+JSON
+  done
+  kc apply -f - >/dev/null <<YAML
+$(echo "apiVersion: v1"; echo "kind: Namespace"; echo "metadata: { name: $WORKLOAD_NS }"; pod_yaml ref-a "${nodes[0]}" ref; pod_yaml ref-b "${nodes[0]}" ref)
+YAML
+  check_that "$sdir" "two pods on ${nodes[0]} Ready with the reference bridge + host-local" \
+    quiet kc -n "$WORKLOAD_NS" wait --for=condition=Ready pod ref-a ref-b --timeout=120s
+  a="$(pod_ip ref-a 0)"
+  b="$(pod_ip ref-b 0)"
+  fact "$sdir" "reference bridge pods' addresses" "ref-a $a, ref-b $b"
+  nsenter --net="$(netns_of ref-a)" node "$traffic" serve --port 7000 >"$sdir/ref-server.jsonl" 2>&1 &
+  started_pids+=($!)
+  sleep 1
+  check_that "$sdir" "ref-b reaches ref-a on the same node ($a)" \
+    nsenter --net="$(netns_of ref-b)" node "$traffic" probe --dial "ref=$a:7000"
+  kill "$!" 2>/dev/null || true
+}
+
+no_twill_pods() { [ -z "$(kc -n kube-system get pods -l app.kubernetes.io/name=twill -o name)" ]; }
+# uninstall_done COUNT: the uninstall DaemonSet's pods, COUNT of them, each said it is done.
+uninstall_done() {
+  [ "$(kc -n kube-system logs -l app.kubernetes.io/name=twill-uninstall --prefix --tail=-1 2>/dev/null |
+    grep -c 'twill is off this node')" -ge "$1" ]
+}
