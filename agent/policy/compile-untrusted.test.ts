@@ -104,6 +104,14 @@ describe("NetworkPolicy compiler: what tenants and the API may hand it", () => {
     expect(renderRuleset(plan).script).not.toMatch(/10\.0\.0\.300|not-an-ip/);
   });
 
+  it("refuses a malformed peer selector from the policy alone, whether or not a pod meets it", () => {
+    const odd = policy("default", "odd-peer", { ...webOnly, ingress: [{ peers: [{ namespaceSelector: { matchLabels: { team: "nobody" } }, podSelector: { matchExpressions: [{ key: "app", operator: "In", values: "client" as never }] } }] }] });
+    for (const pods of [allPods, [web]]) {
+      const plan = compilePolicies({ policies: [odd], pods, namespaces }, { nodeName: NODE });
+      expect(plan.refused).toEqual([{ policy: "default/odd-peer", reason: "ingress[0]: matchExpressions[0].values is not a list", pods: ["default/web"] }]);
+    }
+  });
+
   it("gives one address claimed by two local pods one verdict: the pod not being deleted, then the newest", () => {
     const old = pod("default", "old", ["10.0.0.50"], { app: "web" }, { terminating: true, createdAt: 2_000 });
     const fresh = pod("default", "new", ["10.0.0.50", "fd00::50", "fd00:0::0050"], { app: "client" }, { createdAt: 1_000 });
