@@ -3,18 +3,24 @@ import { describe, expect, it } from "vitest";
 import type { ExecResult } from "../../shared/kernel/exec.js";
 import { IpRoute } from "../../testkit/iproute.js";
 import { createLogger } from "../../shared/log.js";
-import { PolicyEngine } from "./engine.js";
+import { NftTableModel } from "../../testkit/nft-table.js";
+import { compilePolicies } from "./compile.js";
+import { PolicyEngine, type PolicyEngineOptions } from "./engine.js";
+import { IncrementalPolicyCompiler } from "./incremental.js";
 import { createPolicyMetrics } from "./metrics.js";
 import type { PolicySnapshot } from "./types.js";
 
 /** A kernel that records the commands it is given and keeps the counters nft would hold. */
 function fakeKernel() {
   const calls: string[][] = [];
-  const state = { packets: 0, failApply: false, counters: null as Set<string> | null };
+  const state = { packets: 0, failApply: false, failNext: false, counters: null as Set<string> | null };
   const runner = async (argv: readonly string[], opts?: { input?: string }): Promise<ExecResult> => {
     calls.push([...argv, ...(opts?.input ? [opts.input] : [])]);
     if (argv[0] === "nft" && argv[1] === "-f") {
-      if (state.failApply) return { code: 1, stdout: "", stderr: "Error: Could not process rule: No such file or directory" };
+      if (state.failApply || state.failNext) {
+        state.failNext = false;
+        return { code: 1, stdout: "", stderr: "Error: Could not process rule: No such file or directory" };
+      }
       const script = opts!.input!;
       if (script.includes("delete table")) state.counters = new Set();
       for (const m of script.matchAll(/^\s*(?:add )?counter (?:inet \S+ )?(\S+) \{/gm)) state.counters!.add(m[1]!);
@@ -36,12 +42,12 @@ const snapshot = (labels: Record<string, string>): PolicySnapshot => ({
   namespaces: [{ name: "default", labels: {} }],
 });
 
-function engine() {
+function engine(extra: Partial<PolicyEngineOptions> = {}) {
   const k = fakeKernel();
   const registry = new Registry();
   const metrics = createPolicyMetrics(registry);
   const logs: Record<string, unknown>[] = [];
-  const e = new PolicyEngine({ nodeName: "n1", ip: k.ip, bridge: "cni0", resyncMs: 60_000, logger: createLogger((line) => logs.push(JSON.parse(line) as Record<string, unknown>)), metrics });
+  const e = new PolicyEngine({ nodeName: "n1", ip: k.ip, bridge: "cni0", resyncMs: 60_000, logger: createLogger((line) => logs.push(JSON.parse(line) as Record<string, unknown>), "debug"), metrics, ...extra });
   return { e, k, registry, logs };
 }
 const applies = (calls: string[][]) => calls.filter((c) => c[0] === "nft" && c[1] === "-f").length;
@@ -132,6 +138,117 @@ describe("PolicyEngine", () => {
     const first = k.calls.find((c) => c[1] === "-f")!.at(-1)!;
     expect(first).toMatch(/map egress4 \{ type ipv4_addr : verdict; elements = \{ 10\.0\.0\.3 : jump pod_\w+_eg \}/);
     expect(first).toMatch(/10\.0\.0\.2 : jump pod_\w+_in/);
+  });
+});
+
+describe("PolicyEngine: incremental and whole", () => {
+  const web = (i: number, labels: Record<string, string>) => ({ namespace: "default", name: `web-${i}`, nodeName: i % 2 ? "n1" : "n2", labels, ips: [`10.0.0.${i + 10}`], ports: [] });
+  const cluster = (n: number, peers: string): PolicySnapshot => ({
+    policies: [{ namespace: "default", name: "from-client", podSelector: { matchLabels: { app: "web" } }, policyTypes: ["ingress"], ingress: [{ peers: [{ podSelector: { matchLabels: { app: peers } } }] }], egress: [] }],
+    pods: Array.from({ length: n }, (_, i) => web(i, { app: i % 3 ? "web" : "client" })),
+    namespaces: [{ name: "default", labels: {} }],
+  });
+  const scripts = (calls: string[][]) => calls.filter((c) => c[1] === "-f").map((c) => c.at(-1)!);
+  /** Hands the engine each snapshot in turn, each in force before the next. */
+  async function apply(e: PolicyEngine, ...snapshots: PolicySnapshot[]) {
+    for (const s of snapshots) {
+      e.update(s);
+      await e.settled();
+    }
+  }
+  /**
+   * The table the engine's transactions left, from its last whole table (compiled from
+   * `wholeFrom`) on, against the whole compile of `s`.
+   */
+  function expectTable(calls: string[][], wholeFrom: PolicySnapshot, s: PolicySnapshot) {
+    const all = scripts(calls);
+    const table = NftTableModel.of(compilePolicies(wholeFrom, { nodeName: "n1" }));
+    for (const x of all.slice(all.findLastIndex((t) => t.includes("delete table")) + 1)) table.apply(x, "twill-policy");
+    expect(table.dump()).toEqual(NftTableModel.of(compilePolicies(s, { nodeName: "n1" })).dump());
+  }
+
+  it("writes the whole table once, then each change as an update of what it changed, as a whole compile would", async () => {
+    const { e, k, registry } = engine();
+    const first = cluster(12, "client");
+    e.update(first);
+    await e.settled();
+    expect(e.lastStats).toMatchObject({ path: "whole", applied: true });
+    // A peer relabelled: one element leaves the peers' set, nothing else.
+    const relabelled = { ...first, pods: first.pods.map((p, i) => (i === 0 ? { ...p, labels: { app: "other" } } : p)) };
+    e.update(relabelled);
+    await e.settled();
+    expect(e.lastStats).toMatchObject({ path: "incremental", applied: true });
+    expect(scripts(k.calls).at(-1)!.trim().split("\n")).toEqual([expect.stringMatching(/^delete element inet twill-policy set_\w+ \{ 10\.0\.0\.10 \}$/)]);
+    // A policy changed: its chain, its sets.
+    const changed = cluster(12, "web");
+    changed.pods = relabelled.pods;
+    e.update(changed);
+    await e.settled();
+    expect(e.lastStats!.path).toBe("incremental");
+    expectTable(k.calls, first, changed);
+    expect(e.report().policies[0]!.pods).toEqual(["default/web-1", "default/web-11", "default/web-5", "default/web-7"]);
+    expect(await registry.metrics()).toContain('twill_policy_whole_compiles_total{reason="start"} 1');
+  });
+
+  it("compiles whole and replaces the table when the incremental compile fails, then goes on incrementally", async () => {
+    let failures = 1;
+    /** Fails its second update, once. */
+    class Unsure extends IncrementalPolicyCompiler {
+      private updates = 0;
+      override update(s: PolicySnapshot) {
+        if (this.updates++ === 1 && failures-- > 0) throw new Error("unsure");
+        return super.update(s);
+      }
+    }
+    const newCompiler = (o: ConstructorParameters<typeof IncrementalPolicyCompiler>[0]) => new Unsure(o);
+    const { e, k, registry, logs } = engine({ newCompiler });
+    const [s1, s2] = [cluster(6, "client"), cluster(8, "client")];
+    await apply(e, s1, s2);
+    expect(e.lastStats).toMatchObject({ path: "whole", applied: true });
+    expect(scripts(k.calls).at(-1)).toContain("delete table inet twill-policy");
+    expect(logs.some((l) => l.msg === "The incremental NetworkPolicy compile failed; compiling whole" && l.error === "unsure")).toBe(true);
+    // The next change makes a compiler anew from the snapshot, and updates from the whole plan.
+    const s3 = cluster(10, "client");
+    e.update(s3);
+    await e.settled();
+    expect(e.lastStats).toMatchObject({ path: "whole", applied: true });
+    expect(scripts(k.calls).at(-1)).not.toContain("delete table");
+    const s4 = cluster(12, "client");
+    e.update(s4);
+    await e.settled();
+    expect(e.lastStats).toMatchObject({ path: "incremental", applied: true });
+    expectTable(k.calls, s2, s4);
+    const text = await registry.metrics();
+    expect(text).toContain('twill_policy_whole_compiles_total{reason="incremental-failed"} 2');
+    expect(text).toContain("twill_policy_apply_errors_total 0");
+  });
+
+  it("replaces the table from the compiler when an update fails, then goes on incrementally", async () => {
+    const { e, k, registry } = engine();
+    const s1 = cluster(6, "client");
+    e.update(s1);
+    await e.settled();
+    k.state.failNext = true;
+    const s2 = cluster(8, "client");
+    e.update(s2);
+    await e.settled();
+    expect(scripts(k.calls).at(-1)).toContain("delete table");
+    expect(e.report().error).toBeUndefined();
+    const s3 = cluster(10, "client");
+    e.update(s3);
+    await e.settled();
+    expect(e.lastStats).toMatchObject({ path: "incremental", applied: true });
+    expectTable(k.calls, s2, s3);
+    expect(await registry.metrics()).not.toContain('reason="apply-failed"');
+  });
+
+  it("compiles every change whole when told to, applying the difference", async () => {
+    const { e, k } = engine({ incremental: false });
+    const [s1, s2] = [cluster(6, "client"), cluster(10, "client")];
+    await apply(e, s1, s2);
+    expect(e.lastStats).toMatchObject({ path: "whole", applied: true });
+    expect(scripts(k.calls)).toHaveLength(2);
+    expectTable(k.calls, s1, s2);
   });
 });
 

@@ -25,6 +25,7 @@ const REQUEST_TIMEOUT_MS = 30_000;
 
 export function watchPolicyObjects(o: PolicyWatchOptions): () => void {
   const timeout = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const [policyOf, podOf, namespaceOf] = [viewedOnce(policyView), viewedOnce(podView), viewedOnce(namespaceView)];
   const core = apiClient(o.kubeConfig, CoreV1Api, timeout);
   const networking = apiClient(o.kubeConfig, NetworkingV1Api, timeout);
   let stopped = false;
@@ -39,19 +40,19 @@ export function watchPolicyObjects(o: PolicyWatchOptions): () => void {
     ...common,
     path: "/apis/networking.k8s.io/v1/networkpolicies",
     list: () => networking.listNetworkPolicyForAllNamespaces(),
-    fingerprint: (p) => JSON.stringify(policyView(p)),
+    fingerprint: (p) => JSON.stringify(policyOf(p)),
   });
   const pods = new ResilientInformer<V1Pod>({
     ...common,
     path: "/api/v1/pods",
     list: () => core.listPodForAllNamespaces(),
-    fingerprint: (p) => JSON.stringify(podView(p)),
+    fingerprint: (p) => JSON.stringify(podOf(p)),
   });
   const namespaces = new ResilientInformer<V1Namespace>({
     ...common,
     path: "/api/v1/namespaces",
     list: () => core.listNamespace(),
-    fingerprint: (n) => JSON.stringify(namespaceView(n)),
+    fingerprint: (n) => JSON.stringify(namespaceOf(n)),
   });
   function emit(this: void) {
     pending = undefined;
@@ -60,9 +61,9 @@ export function watchPolicyObjects(o: PolicyWatchOptions): () => void {
     since = undefined;
     o.onSnapshot(
       {
-        policies: policies.list().map(policyView),
-        pods: pods.list().map(podView).filter((p): p is PodInfo => p !== null),
-        namespaces: namespaces.list().map(namespaceView),
+        policies: policies.list().map(policyOf),
+        pods: pods.list().map(podOf).filter((p): p is PodInfo => p !== null),
+        namespaces: namespaces.list().map(namespaceOf),
       },
       eventAt,
     );
@@ -72,5 +73,20 @@ export function watchPolicyObjects(o: PolicyWatchOptions): () => void {
     stopped = true;
     clearImmediate(pending);
     for (const i of [policies, pods, namespaces]) i.stop();
+  };
+}
+
+/**
+ * `view`, made once per API object: the caches replace an object that changes and keep the
+ * one that does not, so an unchanged pod keeps its view, and the engine tells it unchanged at a
+ * glance instead of comparing thousands of pods field by field on every event.
+ */
+function viewedOnce<T extends object, V>(view: (obj: T) => V): (obj: T) => V {
+  const made = new WeakMap<T, V>();
+  return (obj) => {
+    if (made.has(obj)) return made.get(obj)!;
+    const v = view(obj);
+    made.set(obj, v);
+    return v;
   };
 }

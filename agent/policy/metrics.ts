@@ -12,6 +12,7 @@ export interface PolicyMetrics {
   setElements: Gauge;
   isolatedPods: Gauge;
   refused: Gauge;
+  wholeCompiles: Counter<"reason">;
 }
 
 export function createPolicyMetrics(registry: Registry): PolicyMetrics {
@@ -40,6 +41,12 @@ export function createPolicyMetrics(registry: Registry): PolicyMetrics {
     refused: new Gauge({
       name: "twill_policy_refused_policies",
       help: "Policies selecting local pods that could not be compiled, enforced as allowing nothing (twilld status says why)",
+      registers,
+    }),
+    wholeCompiles: new Counter({
+      name: "twill_policy_whole_compiles_total",
+      help: "Times every policy was compiled anew rather than a change alone: at start, after the table vanished or an update failed, or when the incremental compile failed",
+      labelNames: ["reason"],
       registers,
     }),
   };

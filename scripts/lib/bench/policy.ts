@@ -123,7 +123,7 @@ try {
   const all = Object.values(latencies).flat();
   console.log(`NetworkPolicy: ${POLICIES} policies, ${PODS} pods (${LOCAL === "all" ? PODS : LOCAL} on this node), ${NAMESPACES} namespaces`);
   console.log(`  policies selecting local pods: ${report.policies.length}; isolated local pods: ${isolated}`);
-  console.log(`  whole ruleset: ${size.rules} rules, ${size.elements} set elements, ${(size.bytes / 1024).toFixed(0)} KiB`);
+  console.log(`  whole ruleset: ${size.rules} rules, ${size.elements} set elements, ${((size.bytes ?? 0) / 1024).toFixed(0)} KiB`);
   console.log(`  whole-table apply   compile p50 ${f1(quantile(full.compile, 0.5))} ms   nft -f p50 ${f1(quantile(full.apply, 0.5))} ms   (5 runs, max ${f1(Math.max(...full.compile))} / ${f1(Math.max(...full.apply))} ms)`);
   console.log(`  change to enforcement (${CHANGES} changes): p50 ${f1(quantile(all, 0.5))} ms   p95 ${f1(quantile(all, 0.95))} ms`);
   console.log(`    of which compile p50 ${f1(quantile(parts.compile, 0.5))} ms, update transaction p50 ${f1(quantile(parts.apply, 0.5))} ms, ${f1(quantile(parts.bytes, 0.5) / 1024)} KiB (p95 ${f1(quantile(parts.bytes, 0.95) / 1024)} KiB)`);
