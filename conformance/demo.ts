@@ -9,6 +9,7 @@ import { removeByPrefix, Testbed, WIREGUARD_PORT, type IpFamily } from "./testbe
 import { underlayCounters, type UnderlayCounts } from "./testbed/underlay-counters.js";
 import { WG_DEVICE } from "../agent/backend/wireguard/wireguard-go.js";
 import { UapiClient } from "../agent/backend/wireguard/uapi.js";
+import { KernelWireguardClient, kernelWireguardClient } from "../agent/backend/wireguard/kernel-client.js";
 
 /**
  * `./scripts/demo`: a cluster of network namespaces on this machine, the real twilld on every
@@ -59,8 +60,8 @@ async function main(): Promise<number> {
         "  --remote     nodes put on a second L3 segment behind a router (host-gw cannot reach them)\n" +
         "  --backend bgp: two racks (segments) joined by a BGP router (FRR); every node runs BIRD and\n" +
         "               peers with its rack's router leg; by default the second half of the nodes is remote\n" +
-        "  --backend wireguard: pod traffic between nodes encrypted (wireguard-go on this kernel, which has\n" +
-        "               no WireGuard module); the switch's counters show what crossed the underlay\n",
+        "  --backend wireguard: pod traffic between nodes encrypted (the kernel's WireGuard, or wireguard-go\n" +
+        "               where the kernel has none); the switch's counters show what crossed the underlay\n",
     );
     return 0;
   }
@@ -226,7 +227,9 @@ async function printWireguard(tb: Testbed, seen: UnderlayCounts): Promise<boolea
   for (const n of tb.nodes) {
     const device = await tb.ip(n).link(WG_DEVICE);
     const mode = (tb.twilld?.logged(n, "WireGuard backend")[0]?.mode as string | undefined) ?? "?";
-    const peers = (await new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`)).get()).peers;
+    const control = mode === "kernel" ? kernelWireguardClient(WG_DEVICE, `/run/netns/${n.ns}`) : new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`));
+    const peers = (await control.get()).peers;
+    if (control instanceof KernelWireguardClient) control.close();
     const shaken = peers.filter((p) => p.lastHandshakeSec > 0).length;
     process.stdout.write(`  ${device ? green("✓") : red("✗")} ${n.name}: device ${WG_DEVICE} (${mode}, MTU ${device?.mtu ?? "-"}), ${peers.length} peers, ${shaken} with a handshake\n`);
   }
@@ -253,8 +256,8 @@ function table(rows: string[][], left: number[], colored?: string[][]): string {
 
 function keep(tb: Testbed): void {
   tb.detach();
-  const birds = tb.nodes.flatMap((n) => [pidFromFile(join(n.dir, "bird", "bird.pid")), wireguardGoPid(n.dir)]).filter((p) => p !== null);
-  const state: KeptState = { prefix: tb.prefix, dir: tb.dir, pids: tb.twilld?.pids() ?? [], daemons: [...birds, ...(tb.router?.pids ?? [])] };
+  const daemons = tb.nodes.flatMap((n) => [pidFromFile(join(n.dir, "bird", "bird.pid")), wireguardGoPid(n.dir)]).filter((p) => p !== null);
+  const state: KeptState = { prefix: tb.prefix, dir: tb.dir, pids: tb.twilld?.pids() ?? [], daemons: [...daemons, ...(tb.router?.pids ?? [])] };
   mkdirSync(STATE_DIR, { recursive: true });
   writeFileSync(STATE_FILE, JSON.stringify(state, null, 2) + "\n");
   const pod = tb.pods[0]!;
