@@ -79,7 +79,7 @@ const THROUGHPUT: Configuration[] = [
   { label: "vxlan", backend: "vxlan", racks: false },
   { label: "host-gw", backend: "host-gw", racks: false },
   { label: "bgp, mesh", backend: "bgp", bgpMode: "mesh", racks: false },
-  { label: "wireguard (wireguard-go)", backend: "wireguard", racks: false },
+  { label: "wireguard (auto: wireguard-go where the kernel has no WireGuard)", backend: "wireguard", racks: false },
   { label: "vxlan, across racks", backend: "vxlan", racks: true },
   { label: "bgp, routers, across racks", backend: "bgp", bgpMode: "routers", racks: true },
 ];
