@@ -1,6 +1,6 @@
 import { resolveFamily } from "../../../shared/kernel/netlink/genl.js";
 import { asKernelError } from "../../../shared/kernel/netlink/kernel.js";
-import { errnoText, requireLibc, type Libc } from "../../../shared/kernel/netlink/libc.js";
+import { Errno, errnoText, requireLibc, type Libc } from "../../../shared/kernel/netlink/libc.js";
 import { Rtnl } from "../../../shared/kernel/netlink/rtnl.js";
 import { NETLINK, NetlinkError, NetlinkSocket } from "../../../shared/kernel/netlink/socket.js";
 import { KernelError } from "../../../shared/kernel/types.js";
@@ -14,15 +14,13 @@ import { isEmptySet, type SetRequest, type UapiDevice, type WireguardControl } f
  * new one. Errors are KernelErrors naming the device and the operation, with the errno.
  */
 
-const ENOENT = 2;
-const EOPNOTSUPP = 95;
 /** How often a dump the device changed under is read again before giving up. */
 const DUMP_ATTEMPTS = 3;
 
 /** The kernel has no WireGuard: nlctrl knows no family "wireguard" (ENOENT). */
 export class NoKernelWireguardError extends KernelError {
   constructor(op: string) {
-    super(op, `the kernel has no WireGuard (generic netlink family "${WG_GENL_NAME}" not found)`, { errno: ENOENT });
+    super(op, `the kernel has no WireGuard (generic netlink family "${WG_GENL_NAME}" not found)`, { errno: Errno.ENOENT });
     this.name = "NoKernelWireguardError";
   }
 }
@@ -100,8 +98,8 @@ export class KernelWireguardClient implements WireguardControl {
    * device that is not the kernel's WireGuard (wireguard-go's TUN) is refused with EOPNOTSUPP.
    */
   private asError(err: unknown, op: string, step: number | undefined): KernelError {
-    if (err instanceof NetlinkError && err.errno === EOPNOTSUPP) {
-      return new KernelError(op, `"${this.device}" is not a kernel WireGuard device: ${errnoText(EOPNOTSUPP)}`, { errno: EOPNOTSUPP, ...(step ? { step } : {}) });
+    if (err instanceof NetlinkError && err.errno === Errno.EOPNOTSUPP) {
+      return new KernelError(op, `"${this.device}" is not a kernel WireGuard device: ${errnoText(Errno.EOPNOTSUPP)}`, { errno: Errno.EOPNOTSUPP, ...(step ? { step } : {}) });
     }
     const e = asKernelError(err, op, step);
     return e instanceof KernelError ? e : new KernelError(op, e.message, step ? { step } : {});

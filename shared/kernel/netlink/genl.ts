@@ -1,4 +1,5 @@
 import { GENL_HDRLEN, NLM_F, attrsAfter, readGenl, str, type Attrs, type GenlHeader, type Message, type Request } from "./codec.js";
+import { Errno } from "./libc.js";
 import { NetlinkError, type NetlinkSocket } from "./socket.js";
 
 /**
@@ -15,7 +16,6 @@ export const CTRL_CMD = { NEWFAMILY: 1, GETFAMILY: 3 } as const;
 export const CTRL_ATTR = { FAMILY_ID: 1, FAMILY_NAME: 2 } as const;
 /** nlctrl's first version; the kernel answers any. */
 const CTRL_VERSION = 1;
-const ENOENT = 2;
 
 /** A message of a generic netlink family: its header and the attributes after it. */
 export function genlMessage(m: Message): { header: GenlHeader; attrs: Attrs } {
@@ -51,7 +51,7 @@ export function resolveFamily(sock: NetlinkSocket, name: string, op: string): nu
   try {
     return familyIdOf(sock.request(getFamilyRequest(name), op), name);
   } catch (err) {
-    if (err instanceof NetlinkError && err.errno === ENOENT) return null;
+    if (err instanceof NetlinkError && err.errno === Errno.ENOENT) return null;
     throw err;
   }
 }

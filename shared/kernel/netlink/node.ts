@@ -7,7 +7,7 @@ import { KernelError, wrongKind } from "../types.js";
 import { IFINFO_LEN, IFLA, NLMSG, NUD_PERMANENT, RTM, RTMGRP, attrsAfter, readNdMsg, type Message, type Request } from "./codec.js";
 import { asKernelError } from "./kernel.js";
 import { readCountersNetlink } from "./nftables.js";
-import { errnoText, requireLibc, type Libc } from "./libc.js";
+import { Errno, errnoText, requireLibc, type Libc } from "./libc.js";
 import { NETLINK, NetlinkError, NetlinkSocket, NetlinkSubscription } from "./socket.js";
 import { Rtnl, fdbRequest, neighborRequest, routeRequest } from "./rtnl.js";
 import { TWILL_ROUTE_PROTO, isDefaultRoute } from "../routes.js";
@@ -102,9 +102,6 @@ export function netlinkNode(c: Libc, netns: string | null = null, runner: Runner
   };
 }
 
-const EEXIST = 17;
-const EOPNOTSUPP = 95;
-
 /**
  * The kernel WireGuard device `name`: kept when there is one, else made (design §2: auto mode
  * is "try to create it"). A kernel without WireGuard refuses the device type with EOPNOTSUPP,
@@ -124,9 +121,9 @@ export function ensureWireguardLink(nl: Rtnl, name: string, mtu: number): Wiregu
       nl.addWireguard({ name, mtu }, op);
       return "created";
     } catch (err) {
-      if (err instanceof NetlinkError && err.errno === EOPNOTSUPP) return "unsupported";
+      if (err instanceof NetlinkError && err.errno === Errno.EOPNOTSUPP) return "unsupported";
       // Made by another writer in between: what it made is read once more.
-      if (!(err instanceof NetlinkError && err.errno === EEXIST) || attempt > 1) throw err;
+      if (!(err instanceof NetlinkError && err.errno === Errno.EEXIST) || attempt > 1) throw err;
     }
   }
 }
