@@ -4,6 +4,7 @@ import type { NodeKernel } from "../shared/kernel/node-kernel.js";
 import type { Link } from "../shared/kernel/types.js";
 import type { Logger } from "../shared/log.js";
 import { shutdownBird } from "./backend/bgp/bird-supervisor.js";
+import { WG_DEVICE } from "./backend/wireguard/wireguard-go.js";
 import { errorMessage } from "./errors.js";
 
 /**
@@ -53,8 +54,6 @@ export interface UninstallPlan {
 
 /** Names twill gives its tables: the agent's, NetworkPolicy's, the wireguard backend's underlay filter, and the plugin's ipMasq ones. */
 const TWILL_TABLE = /^(twill|twill-policy|twill-wg|twill-masq-[A-Za-z0-9_-]+)$/;
-/** The wireguard backend's device (backend/wireguard/wireguard-go.ts). */
-const WG_DEVICE = "twill-wg";
 /** twill's VTEP: `twill.<VNI>`. */
 const VTEP = /^twill\.\d+$/;
 const CONFLIST = /^\.?10-twill\.conflist(\.tmp)?$/;
