@@ -8,7 +8,7 @@ import { reachability, type PairResult } from "./testbed/matrix.js";
 import { removeByPrefix, Testbed, WIREGUARD_PORT, type IpFamily } from "./testbed/testbed.js";
 import { underlayCounters, type UnderlayCounts } from "./testbed/underlay-counters.js";
 import { WG_DEVICE } from "../agent/backend/wireguard/wireguard-go.js";
-import { UapiClient } from "../agent/backend/wireguard/uapi.js";
+import { wireguardFiles, wireguardUapi } from "./testbed/wireguard-node.js";
 import { KernelWireguardClient, kernelWireguardClient } from "../agent/backend/wireguard/kernel-client.js";
 
 /**
@@ -227,7 +227,7 @@ async function printWireguard(tb: Testbed, seen: UnderlayCounts): Promise<boolea
   for (const n of tb.nodes) {
     const device = await tb.ip(n).link(WG_DEVICE);
     const mode = (tb.twilld?.logged(n, "WireGuard backend")[0]?.mode as string | undefined) ?? "?";
-    const control = mode === "kernel" ? kernelWireguardClient(WG_DEVICE, `/run/netns/${n.ns}`) : new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`));
+    const control = mode === "kernel" ? kernelWireguardClient(WG_DEVICE, `/run/netns/${n.ns}`) : wireguardUapi(n);
     const peers = (await control.get()).peers;
     if (control instanceof KernelWireguardClient) control.close();
     const shaken = peers.filter((p) => p.lastHandshakeSec > 0).length;
@@ -273,7 +273,7 @@ function keep(tb: Testbed): void {
 /** A node's wireguard-go, from its PID file, when that PID is still wireguard-go (its command line names no file of ours). */
 function wireguardGoPid(nodeDir: string): number | null {
   try {
-    const pid = Number(readFileSync(join(nodeDir, "wg", `${WG_DEVICE}.pid`), "utf8").trim());
+    const pid = Number(readFileSync(wireguardFiles({ dir: nodeDir }).pid, "utf8").trim());
     return Number.isSafeInteger(pid) && pid > 1 && readCmdline(pid).trim() === `wireguard-go -f ${WG_DEVICE}` ? pid : null;
   } catch {
     return null;

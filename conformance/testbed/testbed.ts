@@ -10,6 +10,7 @@ import { addNetns, deleteNetns, ipIn, listNetns } from "../../testkit/netns.js";
 import { podNetConf, resultIps, runCni, type PluginKind } from "../../testkit/pods.js";
 import { attachNode, createUnderlay, SEGMENTS, type Segment, type Underlay, type UnderlayFamily, type UnderlayOptions } from "./topology.js";
 import { startEcho, type EchoServer } from "./traffic.js";
+import { wireguardDir, wireguardKeyFile } from "./wireguard-node.js";
 import { listOwnedRoutes } from "../../testkit/iproute.js";
 import { until } from "../../testkit/until.js";
 import { ROUTER_AS, startFrrRouter, type FrrRouter } from "./frr-router.js";
@@ -181,7 +182,7 @@ export class Testbed {
         name: `node-${i}`, index: i, ns: u.ns, segment, ip: u.ip, ...(u.ip6 ? { ip6: u.ip6 } : {}),
         ...(this.network.backend.bgp?.mode === "routers" ? { args: bgpRouterArgs(i, segment, underlay.family) } : {}),
         // Nodes share this machine's filesystem: each wireguard-go's socket in the node's own directory.
-        ...(this.network.backend.wireguard ? { args: ["--wireguard-dir", join(dir, "wg"), "--wireguard-key", join(dir, "wg.key")] } : {}),
+        ...(this.network.backend.wireguard ? { args: ["--wireguard-dir", wireguardDir({ dir }), "--wireguard-key", wireguardKeyFile({ dir })] } : {}),
         // Known once its agent holds a lease.
         subnets: [],
         dir, subnetFile: join(dir, "subnet.json"),

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { addNetns, deleteNetns, inNetns } from "../../testkit/netns.js";
 import { DIST_BIN, runCni } from "../../testkit/pods.js";
 import { listOwnedRoutes } from "../../testkit/iproute.js";
+import { wireguardKeyFile } from "./wireguard-node.js";
 import { Testbed, type TestNode } from "./testbed.js";
 import { ping } from "./traffic.js";
 
@@ -25,7 +26,7 @@ function uninstall(t: Testbed, n: TestNode, ...more: string[]) {
   return inNetns(n.ns, [join(DIST_BIN, "twilld"), "uninstall", "--node-name", n.name, "--datastore", "local", "--store-dir", t.twilld!.storeDir,
     "--state-dir", n.dir, "--subnet-file", n.subnetFile, "--ipam-store", join(n.dir, "ipam", "twill"),
     "--cni-bin-dir", join(n.dir, "cni", "bin"), "--cni-conf-dir", join(n.dir, "cni", "net.d"), "--log-dir", join(n.dir, "log"),
-    "--wireguard-key", join(n.dir, "wg.key"), ...more]);
+    "--wireguard-key", wireguardKeyFile(n), ...more]);
 }
 
 async function twillTables(ns: string): Promise<string[]> {

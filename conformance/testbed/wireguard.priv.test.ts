@@ -2,7 +2,6 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { UapiClient } from "../../agent/backend/wireguard/uapi.js";
 import { PrivateKey } from "../../agent/backend/wireguard/keys.js";
 import { WireguardGoSupervisor } from "../../agent/backend/wireguard/wireguard-go.js";
 import { readSubnetFile } from "../../shared/subnet-file.js";
@@ -11,6 +10,7 @@ import { until } from "../../testkit/until.js";
 import { failures, podAddress, reachability } from "./matrix.js";
 import { Testbed, WIREGUARD_PORT, type Pod, type TestNode } from "./testbed.js";
 import { underlayCounters } from "./underlay-counters.js";
+import { devicePublicKey as publicKeyOf, wireguardFiles, wireguardKeyFile, wireguardUapi } from "./wireguard-node.js";
 import { ping, pingStream } from "./traffic.js";
 
 /**
@@ -35,12 +35,12 @@ async function cluster(): Promise<Testbed> {
   return tb;
 }
 
-const uapi = (n: TestNode) => new UapiClient(join(n.dir, "wg", "twill-wg.sock"));
+const uapi = wireguardUapi;
 /** The public key of node `n`'s device, from the device's own answer. */
 async function devicePublicKey(n: TestNode): Promise<string> {
-  const device = await uapi(n).get();
-  if (!device.privateKey) throw new Error(`${n.name}'s device has no key`);
-  return device.privateKey.publicKey();
+  const key = await publicKeyOf(n);
+  if (!key) throw new Error(`${n.name}'s device has no key`);
+  return key;
 }
 
 describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on an IPv4 underlay", () => {
@@ -71,7 +71,7 @@ describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on a
       const want = t.nodes.filter((o) => o !== n).map((o) => `${o.ip}:${WIREGUARD_PORT} ${[...o.subnets].sort().join(",")}`).sort();
       expect(device.peers.map((p) => `${p.endpoint} ${[...p.allowedIps].sort().join(",")}`).sort()).toEqual(want);
       // Its socket is in the node's own directory, and its key file is the node's alone.
-      expect(readFileSync(join(n.dir, "wg.key"), "utf8").trim()).toHaveLength(44);
+      expect(readFileSync(wireguardKeyFile(n), "utf8").trim()).toHaveLength(44);
     }
     expect(existsSync("/run/wireguard/twill-wg.sock")).toBe(false);
     for (const p of t.pods) expect((await ipIn(p.ns).link("eth0"))?.mtu).toBe(1440);
@@ -121,7 +121,7 @@ describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on a
     expect(status).toMatch(/WireGuard peers \(2\):/);
 
     // node-3 leaves for good: `twilld leave` deletes its device, wireguard-go ends with it, and the others drop the peer.
-    const pid = Number(readFileSync(join(n3.dir, "wg", "twill-wg.pid"), "utf8"));
+    const pid = Number(readFileSync(wireguardFiles(n3).pid, "utf8"));
     await t.leave(n3);
     expect(await ipIn(n3.ns).link("twill-wg")).toBeNull();
     await until("node-3's wireguard-go has ended", () => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, "utf8").split(" ")[2] === "Z", 10_000);
@@ -140,7 +140,7 @@ describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on a
     const flow = pingStream(t.pods[0]!.ns, podAddress(t.pods[1]!), 400);
     await sleep(1_000);
     await t.stopAgent(n2);
-    rmSync(join(n2.dir, "wg.key"));
+    rmSync(wireguardKeyFile(n2));
     await t.startAgents([n2]);
     // The new twilld adopted the device wireguard-go kept, and gave it the new key.
     expect(t.twilld!.logged(n2, "Adopted running wireguard-go")).toHaveLength(1);
@@ -160,7 +160,7 @@ describe("wireguard backend, userspace mode (wireguard-go), dual-stack pods on a
     expect(failures(await reachability(t.pods, 4))).toEqual([]);
 
     // wireguard-go killed: the device and its routes go; twilld starts it again and configures it whole.
-    const pid = Number(readFileSync(join(n3.dir, "wg", "twill-wg.pid"), "utf8"));
+    const pid = Number(readFileSync(wireguardFiles(n3).pid, "utf8"));
     expect(readFileSync(`/proc/${pid}/comm`, "utf8").trim()).toBe("wireguard-go");
     process.kill(pid, "SIGKILL");
     await until("node-3's wireguard-go restarted", () => t.twilld!.logged(n3, "Started wireguard-go").length === 2, 15_000);

@@ -30,8 +30,7 @@ import { podAddress } from "../../../conformance/testbed/matrix.js";
 import { Testbed, type TestNode } from "../../../conformance/testbed/testbed.js";
 import { readSubnetFile } from "../../../shared/subnet-file.js";
 import { pingStream } from "../../../conformance/testbed/traffic.js";
-import { UapiClient } from "../../../agent/backend/wireguard/uapi.js";
-import { WG_DEVICE } from "../../../agent/backend/wireguard/wireguard-go.js";
+import { devicePublicKey, wireguardKeyFile, wireguardUapi } from "../../../conformance/testbed/wireguard-node.js";
 import { listOwnedRoutes } from "../../../testkit/iproute.js";
 import { inNetns } from "../../../testkit/netns.js";
 import { until } from "../../../testkit/until.js";
@@ -294,11 +293,6 @@ interface RotationRound {
   peersMs: number;
 }
 
-/** The public key of a wireguard testbed node's device, from the device's own answer. */
-async function devicePublicKey(n: TestNode): Promise<string | null> {
-  return (await new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`)).get()).privateKey?.publicKey() ?? null;
-}
-
 async function keyRotations(): Promise<RotationRound[]> {
   step("wireguard key rotation: testbed of 3 nodes, a pod on node-1 pinging a pod on node-2");
   const tb = await Testbed.create({ agent: "twilld", backend: "wireguard", nodes: 3 });
@@ -315,7 +309,7 @@ async function keyRotations(): Promise<RotationRound[]> {
       await sleep(2_000);
       const started = Date.now();
       await tb.stopAgent(n2);
-      rmSync(join(n2.dir, "wg.key"));
+      rmSync(wireguardKeyFile(n2));
       await tb.startAgents([n2]);
       const newKey = await until("node-2's device has its new key", async () => {
         const k = await devicePublicKey(n2);
@@ -323,7 +317,7 @@ async function keyRotations(): Promise<RotationRound[]> {
       }, 20_000);
       await until("every peer has node-2's new key and not the old one", async () => {
         for (const n of [n1, n3]) {
-          const keys = (await new UapiClient(join(n.dir, "wg", `${WG_DEVICE}.sock`)).get()).peers.map((p) => p.publicKey);
+          const keys = (await wireguardUapi(n).get()).peers.map((p) => p.publicKey);
           if (!keys.includes(newKey) || (oldKey !== null && keys.includes(oldKey))) return false;
         }
         return true;
