@@ -256,7 +256,7 @@ function table(rows: string[][], left: number[], colored?: string[][]): string {
 
 function keep(tb: Testbed): void {
   tb.detach();
-  const daemons = tb.nodes.flatMap((n) => [pidFromFile(join(n.dir, "bird", "bird.pid")), wireguardGoPid(n.dir)]).filter((p) => p !== null);
+  const daemons = tb.nodes.flatMap((n) => [pidFromFile(join(n.dir, "bird", "bird.pid")), pidFromFile(wireguardFiles(n).pid, isWireguardGo)]).filter((p) => p !== null);
   const state: KeptState = { prefix: tb.prefix, dir: tb.dir, pids: tb.twilld?.pids() ?? [], daemons: [...daemons, ...(tb.router?.pids ?? [])] };
   mkdirSync(STATE_DIR, { recursive: true });
   writeFileSync(STATE_FILE, JSON.stringify(state, null, 2) + "\n");
@@ -270,15 +270,8 @@ function keep(tb: Testbed): void {
   );
 }
 
-/** A node's wireguard-go, from its PID file, when that PID is still wireguard-go (its command line names no file of ours). */
-function wireguardGoPid(nodeDir: string): number | null {
-  try {
-    const pid = Number(readFileSync(wireguardFiles({ dir: nodeDir }).pid, "utf8").trim());
-    return Number.isSafeInteger(pid) && pid > 1 && readCmdline(pid).trim() === `wireguard-go -f ${WG_DEVICE}` ? pid : null;
-  } catch {
-    return null;
-  }
-}
+/** wireguard-go's command line as twilld starts it: it names no file, only its device. */
+const isWireguardGo = (argv: readonly string[]): boolean => argv.join(" ") === `wireguard-go -f ${WG_DEVICE}`;
 
 async function down(): Promise<number> {
   if (!existsSync(STATE_FILE)) {
@@ -294,7 +287,7 @@ async function down(): Promise<number> {
   for (const pid of state.daemons ?? []) {
     // BIRD and FRR were started with files in the demo's directory; wireguard-go names only its device.
     const cmd = readCmdline(pid);
-    if (cmd.includes(state.dir) || cmd.trim() === `wireguard-go -f ${WG_DEVICE}`) process.kill(pid, "SIGKILL");
+    if (cmd.includes(state.dir) || isWireguardGo(cmd.trim().split(" "))) process.kill(pid, "SIGKILL");
   }
   const removed = await removeByPrefix(state.prefix);
   rmSync(state.dir, { recursive: true, force: true });

@@ -77,14 +77,17 @@ function kill(pid: number): void {
   }
 }
 
-/** The PID a daemon wrote to `file`, when that process is still the one started with the file. */
-export function pidFromFile(file: string): number | null {
+/**
+ * The PID a daemon wrote to `file`, when that process is still the daemon: by default its
+ * command line names the file (a PID reused by another process since does not); `isDaemon`
+ * tells one whose command line names no file (wireguard-go's names only its device).
+ */
+export function pidFromFile(file: string, isDaemon = (argv: readonly string[]) => argv.includes(file)): number | null {
   try {
     const pid = Number(readFileSync(file, "utf8").trim());
     if (!Number.isSafeInteger(pid) || pid <= 1) return null;
-    // A PID reused by another process since: its command line does not name the file.
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    return cmdline.includes(file) ? pid : null;
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    return isDaemon(argv) ? pid : null;
   } catch {
     return null;
   }
