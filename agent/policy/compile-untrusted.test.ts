@@ -9,9 +9,9 @@ describe("NetworkPolicy compiler: what tenants and the API may hand it", () => {
   // DNS subdomain (253).
   const longNs = "n".repeat(63);
   const longName = (tail: string) => `${"p".repeat(240)}-${tail}`.slice(0, 253).padEnd(253, "x");
-  const nftTexts = (script: string) => [...script.matchAll(/(comment|log prefix) "([^"\n]*)"/g)].map((m) => ({ kind: m[1]!, text: m[2]! }));
+  const nftTexts = (script: string) => [...script.matchAll(/(comment|prefix) "([^"\n]*)"/g)].map((m) => ({ kind: m[1]!, text: m[2]! }));
 
-  it("fits every comment and log prefix to nft's limits, readable when short, unique when long", () => {
+  it("fits every comment to nft's limit, and keeps names out of log prefixes, readable when short, unique when long", () => {
     const a = policy(longNs, longName("a"), { ingress: [{ peers: [{ podSelector: {} }] }], policyTypes: ["ingress", "egress"] });
     const b = policy(longNs, longName("b"), { policyTypes: ["ingress", "egress"] });
     const pods = [pod(longNs, longName("pod-1"), ["10.0.0.30"]), pod(longNs, longName("pod-2"), ["10.0.0.31"]), web];
@@ -30,6 +30,10 @@ describe("NetworkPolicy compiler: what tenants and the API may hand it", () => {
     expect(comments).toContain("default/web ingress");
     expect(comments.filter((c) => c.startsWith(`${longNs}/ppp`) && c.endsWith(" egress"))).toHaveLength(4);
     expect(plan.counters.every((c) => c.comment.length <= 128)).toBe(true);
+    // A drop's log prefix is its counter's name, which no tenant chose.
+    const prefixes = texts.filter((t) => t.kind === "prefix").map((t) => t.text);
+    expect(prefixes.length).toBeGreaterThan(0);
+    for (const p of prefixes) expect(p).toMatch(/^drop_[0-9a-f]{16}_(in|eg)$/);
   });
 
   it("keeps quotes, dollars and newlines of a name out of the ruleset's text", () => {

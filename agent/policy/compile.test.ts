@@ -243,13 +243,13 @@ describe("NetworkPolicy compiler", () => {
     expect(simulate(plan, tcp(stranger, web, 80))).toBe("drop");
   });
 
-  it("logs drops, rate-limited, naming the pod and the policies, only when asked", () => {
+  it("hands drops to the nflog group, rate-limited, prefixed with the pod's counter, only when asked", () => {
     const plan = compilePolicies({ policies: [policy("default", "deny-web", webOnly)], pods: allPods, namespaces }, { nodeName: NODE, logDropsPerSecond: 5 });
     const chain = plan.chains.find((c) => c.comment === "default/web ingress")!;
     const policyChain = plan.chains.find((c) => c.comment === "default/deny-web ingress")!;
     expect(chain.rules).toEqual([
       `jump ${policyChain.name}`,
-      'limit rate 5/second burst 5 packets log prefix "twill-policy drop ingress default/web by default/deny-web: " level info',
+      `limit rate 5/second burst 5 packets log group 1024 prefix "${plan.counters[0]!.name}"`,
       `meta l4proto tcp counter name "${plan.counters[0]!.name}" reject with tcp reset`,
       `counter name "${plan.counters[0]!.name}" reject with icmpx type admin-prohibited`,
     ]);

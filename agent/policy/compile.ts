@@ -1,4 +1,4 @@
-import { dropLogPrefix, objectComment, stableId } from "./names.js";
+import { objectComment, stableId } from "./names.js";
 import type { DropCounter, EnforcedPod, NftChain, NftSet, PodMap, PolicyPlan } from "./plan.js";
 import { DIRECTIONS, FAMILIES, SHORT, compilePolicy, policyChainName, type CompiledPolicy, type SetDef } from "./policy-chains.js";
 import { byKey, firstByKey, likelierOwner, policySelects, readPod, setElementsOf, setNamespaces, type NamespaceLabels, type ReadPod } from "./set-members.js";
@@ -41,8 +41,13 @@ import type { Direction, PolicySnapshot } from "./types.js";
 
 export interface CompileOptions {
   nodeName: string;
-  /** Log dropped packets (nft `log`), at most this many per second per pod and direction. */
+  /**
+   * Hand dropped packets to nflog group `nflogGroup` (what `twilld flows` reads), at most this
+   * many per second per pod and direction, each prefixed with its pod's drop counter's name.
+   */
   logDropsPerSecond?: number;
+  /** Default {@link DROP_NFLOG_GROUP}. */
+  nflogGroup?: number;
   /** What a denied packet gets: {@link DenyMode}; default "reject". */
   deny?: DenyMode;
 }
@@ -53,6 +58,12 @@ export interface CompileOptions {
  * its timeout, and a scanner learns nothing (Calico's default).
  */
 export type DenyMode = "reject" | "drop";
+
+/**
+ * The nflog group dropped packets go to. Groups are per network namespace, and a group has one
+ * reader: twilld, while someone watches its flows. With no reader the kernel discards the copy.
+ */
+export const DROP_NFLOG_GROUP = 1024;
 
 /** The rules ending a pod chain: count what no policy accepted, then deny it. */
 export function denyRules(counter: string, mode: DenyMode): string[] {
@@ -151,8 +162,10 @@ function fillSet(def: SetDef, pods: readonly ReadPod[], byNamespace: Map<string,
 export function podChain(pod: string, d: Direction, policies: readonly CompiledPolicy[], opts: CompileOptions): NftChain {
   const rules = policies.map((c) => `jump ${policyChainName(c.key, d)}`);
   if (opts.logDropsPerSecond) {
-    const names = policies.map((c) => c.key);
-    rules.push(`limit rate ${opts.logDropsPerSecond}/second burst ${opts.logDropsPerSecond} packets log prefix "${dropLogPrefix(d, pod, names)}" level info`);
+    // The prefix is the counter's name, a hash: it carries no tenant's text, and the plan
+    // says which pod, direction and policies it stands for.
+    const rate = opts.logDropsPerSecond;
+    rules.push(`limit rate ${rate}/second burst ${rate} packets log group ${opts.nflogGroup ?? DROP_NFLOG_GROUP} prefix "${podCounter(pod, d).name}"`);
   }
   rules.push(...denyRules(podCounter(pod, d).name, opts.deny ?? "reject"));
   return { name: podChainName(pod, d), comment: objectComment(pod, d), rules };

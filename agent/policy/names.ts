@@ -3,18 +3,15 @@ import { createHash } from "node:crypto";
 /**
  * The names and texts of the policy ruleset. Only these carry anything a tenant chose (a
  * namespace, a policy or pod name) into the `nft -f` text, and nft refuses the whole
- * transaction for one bad item: a comment over 128 bytes ("comment too long"), a log prefix
- * over 127 (NF_LOG_PREFIXLEN with its NUL), a `"` (nft has no escape inside a string) or a `$`
- * (a variable reference, even inside a log prefix's quotes). One such text would keep the
- * node's previous ruleset in force for every pod. So object names never become nft
+ * transaction for one bad item: a comment over 128 bytes ("comment too long"), a `"` (nft has
+ * no escape inside a string) or a `$` (a variable reference, even inside quotes). One such
+ * text would keep the node's previous ruleset in force for every pod. So object names never become nft
  * identifiers (those are hashes), and texts are cut to their limit and kept to a plain
  * alphabet here.
  */
 
 /** NFTNL_UDATA_COMMENT_MAXLEN. */
 export const COMMENT_MAX = 128;
-/** NF_LOG_PREFIXLEN less its terminating NUL. */
-export const LOG_PREFIX_MAX = 127;
 
 /** What Kubernetes names are made of (DNS subdomains and labels), and the separators twill adds. */
 const PLAIN = /^[A-Za-z0-9._/,: -]*$/;
@@ -43,14 +40,4 @@ export function fitText(text: string, max: number): string {
 /** A chain's or counter's comment, `namespace/name direction`, fitted to nft's limit whatever the name's length. */
 export function objectComment(key: string, direction: string): string {
   return `${fitText(key, COMMENT_MAX - direction.length - 1)} ${direction}`;
-}
-
-/**
- * The prefix of a logged drop: which pod, which direction, and as many of the policies that
- * isolate it as fit. The pod always shows (shortened by fitText when long).
- */
-export function dropLogPrefix(direction: string, pod: string, policies: readonly string[]): string {
-  const head = `twill-policy drop ${direction} ${fitText(pod, 64)} by `;
-  const list = policies.map((p) => fitText(p, 64)).join(",");
-  return `${head}${list}`.slice(0, LOG_PREFIX_MAX - 2) + ": ";
 }
