@@ -145,6 +145,15 @@ export class PolicyEngine {
     this.schedule();
   }
 
+  /**
+   * What flows are told by: the newest snapshot (every pod by address) and what the table in
+   * the kernel enforces (the pod and direction of each drop counter, the policies isolating each
+   * pod). Null until the first snapshot, and the second until the first apply.
+   */
+  flowView(): { snapshot: PolicySnapshot | null; enforced: InForce | null } {
+    return { snapshot: this.snapshot, enforced: this.inForce?.() ?? null };
+  }
+
   /** Resolves when every update so far is in the kernel (or failed). */
   async settled(): Promise<void> {
     while (this.applying) await this.applying;
@@ -470,7 +479,7 @@ export class PolicyEngine {
 const round = (ms: number): number => Math.round(ms * 10) / 10;
 
 /** What the table in the kernel enforces: the report's, the metrics' and the drop counters' part of a plan. */
-type InForce = Pick<PolicyPlan, "counters" | "pods" | "policies" | "refused">;
+export type InForce = Pick<PolicyPlan, "counters" | "pods" | "policies" | "refused">;
 
 /** Why everything was compiled anew rather than the change alone. */
 type WholeReason = "start" | "table-gone" | "apply-failed" | "incremental-failed";
