@@ -30,7 +30,8 @@ export function simulate(plan: PolicyPlan, pkt: Packet): Verdict {
   return "accept";
 }
 
-function runChain(plan: PolicyPlan, name: string, pkt: Packet): Verdict | "return" {
+/** One chain of the plan run on the packet: its verdict, or "return" when no rule ended it. */
+export function runChain(plan: PolicyPlan, name: string, pkt: Packet): Verdict | "return" {
   const chain = plan.chains.find((c) => c.name === name);
   if (!chain) throw new Error(`no chain ${name}`);
   for (const rule of chain.rules) {

@@ -120,21 +120,25 @@ export function compilePolicy(policy: NetworkPolicy): CompiledPolicy {
 }
 
 /** A rule read and checked: its peers resolved, its ports split by kind. */
-interface PreparedRule {
+export interface PreparedRule {
   /** Null: any peer. */
   peers: PeersDef | null;
   /** Null: any port and protocol. */
   ports: Ports | null;
 }
 
-interface Ports {
+export interface Ports {
   protoOnly: Protocol[];
   numeric: { proto: Protocol; from: number; to: number }[];
   named: NamedPort[];
 }
 
-/** Reads one rule; throws, naming the rule (`ingress[0]`) and the value, what cannot be compiled. */
-function prepareRule(namespace: string, rule: PolicyRule, where: string): PreparedRule {
+/**
+ * Reads one rule; throws, naming the rule (`ingress[0]`) and the value, what cannot be compiled.
+ * Also what agent/flows/decide.ts evaluates a connection against, so it reads a rule as the
+ * compiler does.
+ */
+export function prepareRule(namespace: string, rule: PolicyRule, where: string): PreparedRule {
   try {
     return {
       peers: rule.peers && rule.peers.length > 0 ? readPeers(namespace, rule.peers) : null,
