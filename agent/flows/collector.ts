@@ -1,0 +1,197 @@
+import type { Logger } from "../../shared/log.js";
+import { formatIp, parseIpOrNull } from "../../shared/net/cidr.js";
+import { errorMessage } from "../errors.js";
+import type { PolicyPlan } from "../policy/plan.js";
+import type { PodInfo, PolicySnapshot } from "../policy/types.js";
+import { decider, type Decider } from "./decide.js";
+import type { ConntrackEvent, DroppedPacket } from "./events.js";
+import type { FlowMetrics } from "./metrics.js";
+import { fromConntrack, fromDropped, type FlowRecord } from "./record.js";
+import { RecordRing } from "./ring.js";
+import type { FlowFeed, FlowHello } from "./socket.js";
+import type { TokenBucket } from "./limiter.js";
+
+/**
+ * The agent's flows: reads the kernel's conntrack events and the policy's nflog group while
+ * anyone wants flows, turns them into records (record.ts) by the policy state in force, and
+ * hands each to the followers, the ring of recent ones, the metrics and the file sink.
+ *
+ * Nothing is read while no one wants flows: the kernel then makes no conntrack events for
+ * this namespace and discards the nflog copies. A follower (`twilld flows --follow`) opens the
+ * sources and the last one to leave closes them; a file sink or the metrics keep them open
+ * for good. Reading is a drain of non-blocking sockets every `pollMs`, away from the packets'
+ * path; a burst beyond the token bucket's rate is counted as lost, not queued.
+ */
+
+/** The kernel's flow events, as shared/kernel/netlink/flow-events.ts reads them. */
+export interface FlowSource {
+  drain(on: { conntrack(e: ConntrackEvent): void; dropped(p: DroppedPacket): void }): { lost: number };
+  close(): void;
+}
+
+/** What flows are told by: every pod by address, and what the table in force enforces. */
+export interface FlowView {
+  snapshot: PolicySnapshot | null;
+  enforced: Pick<PolicyPlan, "counters" | "pods"> | null;
+}
+
+export interface FlowSink {
+  write(records: readonly FlowRecord[]): void;
+  close(): void;
+}
+
+export interface FlowCollectorOptions {
+  nodeName: string;
+  open(): FlowSource;
+  view(): FlowView;
+  /** Keeps the sources open with no follower: a sink or metrics want every flow. */
+  sink: FlowSink | null;
+  metrics: FlowMetrics | null;
+  limiter: TokenBucket;
+  ringSize?: number;
+  pollMs?: number;
+  logger: Logger;
+  now?: () => number;
+}
+
+export class FlowCollector implements FlowFeed {
+  private source: FlowSource | null = null;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly followers = new Set<(r: FlowRecord) => void>();
+  private readonly ring: RecordRing<FlowRecord>;
+  private readonly always: boolean;
+  private lastOpenError: string | undefined;
+  /** The decider and address index of the snapshot they were made from. */
+  private told: { snapshot: PolicySnapshot; decide: Decider; podOf: (ip: string) => PodInfo | null } | null = null;
+
+  constructor(private readonly o: FlowCollectorOptions) {
+    this.ring = new RecordRing(o.ringSize ?? 1000);
+    this.always = o.sink !== null || o.metrics !== null;
+  }
+
+  private now(): number {
+    return (this.o.now ?? Date.now)();
+  }
+
+  start(): void {
+    if (this.always) this.ensureOpen();
+  }
+
+  stop(): void {
+    this.followers.clear();
+    this.close();
+    this.o.sink?.close();
+  }
+
+  hello(): FlowHello {
+    return { collecting: this.always ? "always" : "on-demand", kept: this.ring.size };
+  }
+
+  recent(): readonly FlowRecord[] {
+    return this.ring.list();
+  }
+
+  follow(on: (r: FlowRecord) => void): () => void {
+    this.followers.add(on);
+    this.ensureOpen();
+    return () => {
+      this.followers.delete(on);
+      if (this.followers.size === 0 && !this.always) this.close();
+    };
+  }
+
+  /** Reads what the kernel queued; the timer calls it, tests may too. */
+  poll(): void {
+    const source = this.source;
+    if (!source) return;
+    const out: FlowRecord[] = [];
+    let unknown = 0;
+    const { lost } = source.drain({
+      conntrack: (e) => {
+        const ctx = this.context();
+        if (ctx) out.push(...fromConntrack(e, ctx));
+      },
+      dropped: (p) => {
+        const ctx = this.context();
+        const plan = this.o.view().enforced;
+        const r = ctx && plan ? fromDropped(p, { plan, podOf: ctx.podOf, now: ctx.now }) : null;
+        if (r) out.push(r);
+        else unknown++;
+      },
+    });
+    if (lost > 0) this.o.metrics?.countLost("overflow", lost);
+    if (unknown > 0) this.o.metrics?.countLost("unknown-prefix", unknown);
+    const kept = out.filter(() => this.o.limiter.take());
+    if (kept.length < out.length) this.o.metrics?.countLost("rate", out.length - kept.length);
+    if (kept.length === 0) return;
+    for (const r of kept) {
+      this.ring.push(r);
+      this.o.metrics?.count(r);
+      for (const f of this.followers) f(r);
+    }
+    try {
+      this.o.sink?.write(kept);
+    } catch (err) {
+      this.o.logger.warn("Writing flows to the file failed", { error: errorMessage(err) });
+    }
+  }
+
+  private context(): { nodeName: string; podOf: (ip: string) => PodInfo | null; now: () => number; decide: Decider } | null {
+    const snapshot = this.o.view().snapshot;
+    if (!snapshot) return null;
+    if (this.told?.snapshot !== snapshot) this.told = { snapshot, decide: decider(snapshot), podOf: podIndex(snapshot, this.o.nodeName) };
+    return { nodeName: this.o.nodeName, podOf: this.told.podOf, now: () => this.now(), decide: this.told.decide };
+  }
+
+  private ensureOpen(): void {
+    if (this.source) return;
+    try {
+      this.source = this.o.open();
+      this.lastOpenError = undefined;
+      this.o.logger.info("Collecting flows", { why: this.always ? "a flow log or flow metrics" : "someone follows them" });
+    } catch (err) {
+      const error = errorMessage(err);
+      if (error !== this.lastOpenError) this.o.logger.warn("Cannot read flows from the kernel", { error });
+      this.lastOpenError = error;
+      return;
+    }
+    this.timer = setInterval(() => this.poll(), this.o.pollMs ?? 100);
+    this.timer.unref?.();
+  }
+
+  private close(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    if (!this.source) return;
+    this.source.close();
+    this.source = null;
+    this.o.logger.info("Stopped collecting flows: no one follows them");
+  }
+}
+
+/**
+ * The pod holding an address, by the address's value (the API may spell an IPv6 address
+ * unlike the kernel). Where two pods list one address (a finished pod's, taken again), this
+ * node's running pod wins, then a running one elsewhere. Pure.
+ */
+export function podIndex(snapshot: PolicySnapshot, nodeName: string): (ip: string) => PodInfo | null {
+  const rank = (p: PodInfo): number => (p.terminating ? 2 : 0) + (p.nodeName === nodeName ? 0 : 1);
+  const byIp = new Map<string, PodInfo>();
+  for (const p of snapshot.pods) {
+    for (const ip of p.ips) {
+      const key = canonicalIp(ip);
+      if (key === null) continue;
+      const had = byIp.get(key);
+      if (!had || rank(p) < rank(had)) byIp.set(key, p);
+    }
+  }
+  return (ip) => {
+    const key = canonicalIp(ip);
+    return key === null ? null : (byIp.get(key) ?? null);
+  };
+}
+
+function canonicalIp(text: string): string | null {
+  const ip = parseIpOrNull(text);
+  return ip && formatIp(ip.family, ip.value);
+}
