@@ -101,6 +101,8 @@ export type AttrValue =
   /** A 16-bit number in network order (a UDP port). */
   | { be16: number }
   | { u32: number }
+  /** A 32-bit number in network order (nfnetlink_log's settings). */
+  | { be32: number }
   | { str: string }
   | { bytes: Uint8Array }
   | { nested: Attr[] };
@@ -110,6 +112,7 @@ export const u8 = (type: number, v: number): Attr => [type, { u8: v }];
 export const u16 = (type: number, v: number): Attr => [type, { u16: v }];
 export const u32 = (type: number, v: number): Attr => [type, { u32: v }];
 export const be16 = (type: number, v: number): Attr => [type, { be16: v }];
+export const be32 = (type: number, v: number): Attr => [type, { be32: v }];
 export const str = (type: number, v: string): Attr => [type, { str: v }];
 export const bytes = (type: number, v: Uint8Array): Attr => [type, { bytes: v }];
 export const nested = (type: number, attrs: Attr[]): Attr => [type, { nested: attrs }];
@@ -119,7 +122,7 @@ const utf8 = new TextEncoder();
 function payloadLength(v: AttrValue): number {
   if ("u8" in v) return 1;
   if ("u16" in v || "be16" in v) return 2;
-  if ("u32" in v) return 4;
+  if ("u32" in v || "be32" in v) return 4;
   if ("str" in v) return utf8.encode(v.str).length + 1;
   if ("bytes" in v) return v.bytes.length;
   return attrsLength(v.nested);
@@ -140,6 +143,7 @@ export function writeAttrs(view: DataView, offset: number, attrs: readonly Attr[
     else if ("u16" in v) view.setUint16(at, v.u16, true);
     else if ("be16" in v) view.setUint16(at, v.be16, false);
     else if ("u32" in v) view.setUint32(at, v.u32 >>> 0, true);
+    else if ("be32" in v) view.setUint32(at, v.be32 >>> 0, false);
     else if ("str" in v) new Uint8Array(view.buffer, view.byteOffset + at).set(utf8.encode(v.str));
     else if ("bytes" in v) new Uint8Array(view.buffer, view.byteOffset + at).set(v.bytes);
     else writeAttrs(view, at, v.nested);
@@ -253,9 +257,11 @@ export interface NdMsg {
   flags: number;
 }
 
-/** struct nfgenmsg (4 bytes): nfnetlink's header, for nftables. */
+/** struct nfgenmsg (4 bytes): nfnetlink's header, for nftables, conntrack and nflog. */
 export interface NfGen {
   family: number;
+  /** res_id, network order: the subsystem's resource (nflog's group); 0 when absent. */
+  resId?: number;
 }
 
 /** struct genlmsghdr (4 bytes): generic netlink's header, the family's command and version. */
@@ -291,8 +297,9 @@ function writeBody(view: DataView, at: number, b: Body): void {
     view.setUint16(at + 8, n.state, true);
     view.setUint8(at + 10, n.flags);
   } else if ("nfgen" in b) {
-    // version NFNETLINK_V0, res_id 0
+    // version NFNETLINK_V0
     view.setUint8(at, b.nfgen.family);
+    view.setUint16(at + 2, b.nfgen.resId ?? 0, false);
   } else if ("genl" in b) {
     // reserved stays 0
     view.setUint8(at, b.genl.cmd);

@@ -89,6 +89,6 @@ const ERRNO: Record<number, [string, string]> = {
 };
 
 /** The errno numbers code decides on by name (the table above gives their text). */
-export const Errno = { ENOENT: 2, EEXIST: 17, EOPNOTSUPP: 95 } as const;
+export const Errno = { EPERM: 1, ENOENT: 2, EBUSY: 16, EEXIST: 17, EOPNOTSUPP: 95 } as const;
 
 export const errnoText = (errno: number): string => (ERRNO[errno] ? `${ERRNO[errno][1]} (${ERRNO[errno][0]})` : `errno ${errno}`);

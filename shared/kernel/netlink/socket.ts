@@ -1,5 +1,5 @@
 import { closeSync, openSync } from "node:fs";
-import { NLMSG, decode, encode, errorCode, outcome, type Message, type Request } from "./codec.js";
+import { NLM_F, NLMSG, decode, encode, errorCode, outcome, type Message, type Request } from "./codec.js";
 import { errnoText, type Libc } from "./libc.js";
 
 const AF_NETLINK = 16;
@@ -24,6 +24,8 @@ const ETIMEDOUT = 110;
 const ANSWER_TIMEOUT_S = 10;
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
+const SO_RCVBUF = 8;
+const SO_RCVBUFFORCE = 33;
 /** Big enough for any dump part the kernel sends (it caps them at 32 KiB). */
 const RECV_BUFFER = 64 * 1024;
 
@@ -63,11 +65,7 @@ export class NetlinkSocket {
   static open(c: Libc, netns: string | null, protocol: number = NETLINK.ROUTE): NetlinkSocket {
     const where = netns === null ? "" : ` in ${netns}`;
     const fd = inNamespace(c, netns, () => socketOrThrow(c, `open a netlink socket${where}`, protocol));
-    // struct timeval { tv_sec, tv_usec }: a lost answer fails the call instead of blocking the
-    // process for good. Best effort: without it, calls block as netlink sockets do.
-    const timeout = new Uint8Array(16);
-    new DataView(timeout.buffer).setBigInt64(0, BigInt(ANSWER_TIMEOUT_S), true);
-    c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeout, timeout.length);
+    limitWait(c, fd);
     return new NetlinkSocket(c, fd);
   }
 
@@ -176,14 +174,24 @@ export class NetlinkSocket {
  */
 export class NetlinkSubscription {
   private readonly buf = new Uint8Array(RECV_BUFFER);
+  private seq = 1;
+  /** Notifications read while waiting for a configuration answer, for the next drain. */
+  private held: Message[] = [];
+  /** Overflows met while waiting for a configuration answer, for the next drain. */
+  private heldLost = 0;
 
   private constructor(
     private readonly c: Libc,
     private fd: number,
   ) {}
 
-  /** Subscribed to `groups` (a bind() bitmask) of `protocol` in the caller's namespace. */
-  static open(c: Libc, netns: string | null, protocol: number, groups: number, op: string): NetlinkSubscription {
+  /**
+   * Subscribed to `groups` (a bind() bitmask; 0 for a socket that gets its messages by unicast,
+   * as nfnetlink_log sends them) of `protocol` in the namespace at `netns` (null: the caller's).
+   * `receiveBuffer` (bytes) raises the socket's queue above the default (net.core.rmem_default,
+   * about 200 KiB), for a family whose notifications come in bursts.
+   */
+  static open(c: Libc, netns: string | null, protocol: number, groups: number, op: string, receiveBuffer?: number): NetlinkSubscription {
     const fd = inNamespace(c, netns, () => socketOrThrow(c, op, protocol));
     // struct sockaddr_nl: family, pad, pid (0: the kernel picks), groups.
     const addr = new Uint8Array(12);
@@ -195,7 +203,50 @@ export class NetlinkSubscription {
       c.close(fd);
       throw new NetlinkError(op, errno);
     }
+    limitWait(c, fd);
+    if (receiveBuffer !== undefined) {
+      // SO_RCVBUFFORCE passes net.core.rmem_max (a limit of the whole machine, not of the
+      // namespace) with CAP_NET_ADMIN, which twilld has; SO_RCVBUF is capped by it. Best
+      // effort: a smaller queue only loses notifications sooner, and drain says so.
+      const size = new Uint8Array(4);
+      new DataView(size.buffer).setInt32(0, receiveBuffer, true);
+      if (c.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) !== 0) c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
+    }
     return new NetlinkSubscription(c, fd);
+  }
+
+  /**
+   * Sends a request that sets the subscription up (nflog's group binding) and waits for its
+   * ack; a kernel error throws NetlinkError naming `op`. Notifications that come in the
+   * meantime are kept for the next drain.
+   */
+  configure(req: Omit<Request, "seq">, op: string): void {
+    if (this.fd < 0) throw new Error(`${op}: netlink socket is closed`);
+    const seq = this.seq++;
+    const bytes = encode({ ...req, flags: req.flags | NLM_F.ACK, seq });
+    if (this.c.send(this.fd, bytes, bytes.length, 0) < 0) throw new NetlinkError(op, this.c.errno());
+    for (;;) {
+      const n = this.c.recv(this.fd, this.buf, this.buf.length, MSG_TRUNC);
+      if (n < 0) {
+        const errno = this.c.errno();
+        if (errno === ENOBUFS) {
+          this.heldLost++;
+          continue;
+        }
+        if (errno === EAGAIN) throw new NetlinkError(op, ETIMEDOUT, `no answer from the kernel within ${ANSWER_TIMEOUT_S} s`);
+        throw new NetlinkError(op, errno);
+      }
+      if (n > this.buf.length) {
+        this.heldLost++;
+        continue;
+      }
+      const msgs = decode(this.buf.slice(0, n));
+      const end = outcome(msgs, seq);
+      this.held.push(...msgs.filter((m) => m.seq !== seq));
+      if (!end.done) continue;
+      if (end.errno !== 0) throw new NetlinkError(op, end.errno);
+      return;
+    }
   }
 
   /**
@@ -203,21 +254,34 @@ export class NetlinkSubscription {
    * lost to an overflow since the last drain.
    */
   drain(on: (m: Message) => void, op: string): boolean {
+    return this.drainCounting(on, op) > 0;
+  }
+
+  /**
+   * As drain, but says how often the queue overflowed (ENOBUFS) or a datagram did not fit
+   * since the last drain: each time at least one notification was lost, and the kernel does
+   * not say how many.
+   */
+  drainCounting(on: (m: Message) => void, op: string): number {
     if (this.fd < 0) throw new Error(`${op}: netlink socket is closed`);
-    let lost = false;
+    let lost = this.heldLost;
+    this.heldLost = 0;
+    const held = this.held;
+    this.held = [];
+    for (const m of held) on(m);
     for (;;) {
       const n = this.c.recv(this.fd, this.buf, this.buf.length, MSG_TRUNC | MSG_DONTWAIT);
       if (n < 0) {
         const errno = this.c.errno();
         if (errno === EAGAIN) return lost;
         if (errno === ENOBUFS) {
-          lost = true;
+          lost++;
           continue;
         }
         throw new NetlinkError(op, errno);
       }
       if (n > this.buf.length) {
-        lost = true;
+        lost++;
         continue;
       }
       for (const m of decode(this.buf.slice(0, n))) on(m);
@@ -228,6 +292,17 @@ export class NetlinkSubscription {
     if (this.fd >= 0) this.c.close(this.fd);
     this.fd = -1;
   }
+}
+
+/**
+ * struct timeval { tv_sec, tv_usec } as SO_RCVTIMEO: a blocking read whose answer was lost
+ * fails instead of blocking the process for good. Best effort: without it, reads block as
+ * netlink sockets do.
+ */
+function limitWait(c: Libc, fd: number): void {
+  const timeout = new Uint8Array(16);
+  new DataView(timeout.buffer).setBigInt64(0, BigInt(ANSWER_TIMEOUT_S), true);
+  c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeout, timeout.length);
 }
 
 /**
