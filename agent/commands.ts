@@ -25,6 +25,7 @@ import { startHttpServer } from "./http.js";
 import { checkNodeName } from "./leases.js";
 import { createMetrics } from "./metrics.js";
 import type { DenyMode } from "./policy/compile.js";
+import { startFlows } from "./flows/index.js";
 import { startNetworkPolicy } from "./policy/index.js";
 import { policyReportPath } from "./policy/report.js";
 import { gatherStatus, renderStatus } from "./status.js";
@@ -77,6 +78,11 @@ export interface RunOptions extends CommonOptions {
   /** Log dropped packets at most this often per pod and direction; 0: never. */
   policyLogDropsPerSecond: number;
   policyDeny: DenyMode;
+  /** Append flows to this file as JSON lines ("": no file). */
+  flowLog: string;
+  /** Count flows and drops per namespace and policy on /metrics. */
+  flowMetrics: boolean;
+  flowsPerSecond: number;
   /** How often the leak recovery sweeps the IPAM store; 0 turns it off. */
   leakIntervalMs: number;
   /** bgp backend: this node's AS and routers, over the network config's (and its Node's). */
@@ -150,6 +156,16 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     registry: metrics.registry,
     logger: log,
   });
+  const flows = await startFlows({
+    nodeName,
+    stateDir: o.stateDir,
+    flowLog: o.flowLog,
+    flowMetrics: o.flowMetrics,
+    flowsPerSecond: o.flowsPerSecond,
+    view: () => policy.flowView(),
+    registry: metrics.registry,
+    logger: log,
+  });
   const recovery = o.leakIntervalMs > 0
     ? new LeakRecovery({
       storeDir: o.ipamStore,
@@ -184,7 +200,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     log.info("Stopping; the datapath and the subnet file stay in place");
   } finally {
     await recovery?.stop();
-    await Promise.all([agent.stop(), policy.stop()]);
+    await Promise.all([agent.stop(), policy.stop(), flows.stop()]);
     kernel.close();
     server?.close();
   }

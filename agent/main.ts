@@ -13,6 +13,7 @@ import { errorMessage } from "./errors.js";
 import { checkListenAddress } from "./http.js";
 import { parseAs, parseRouters } from "./bgp-node.js";
 import { DEFAULT_WIREGUARD_KEY } from "./backend/wireguard/wireguard-backend.js";
+import { printFlows } from "./flows/cli.js";
 
 // twilld: the node agent (`run`) and its admin CLI. Flags wire into agent/commands.ts; every
 // flag can also come from the environment as TWILL_<FLAG> (TWILL_NODE_NAME, TWILL_DATASTORE, ...);
@@ -57,7 +58,16 @@ const runFlags = {
   "bgp-as": { type: "number", describe: "bgp backend: this node's AS (routers mode: its own or its rack's) [default: the network config's Backend.AS]" },
   "bgp-routers": { type: "string", describe: 'bgp backend, routers mode: the routers this node peers with, "ADDRESS@AS,..." [default: the network config\'s Backend.Routers]' },
   "wireguard-key": { type: "string", default: DEFAULT_WIREGUARD_KEY, describe: "wireguard backend: this node's private key (0600; made on the first start, never published)" },
-  "policy-log-drops": { type: "number", default: 0, describe: "Log packets dropped by NetworkPolicy, at most N per second per pod and direction (0: off)" },
+  "policy-log-drops": { type: "number", default: 10, describe: "Hand packets dropped by NetworkPolicy to nflog (what `twilld flows` shows), at most N per second per pod and direction (0: none)" },
+  "flow-log": { type: "string", default: "", describe: "Append every flow of this node's pods to FILE as JSON lines, rotated at 10 MiB, 5 kept (keeps flows collected)" },
+  "flow-metrics": { type: "boolean", default: false, describe: "Count flows and drops per namespace and policy on /metrics (keeps flows collected)" },
+  "flows-per-second": { type: "number", default: 1000, describe: "At most this many flows per second are kept, shown and counted; the rest only counted as lost" },
+} as const;
+
+const flowsFlags = {
+  pod: { type: "string", describe: "Only the flows of this pod (NAMESPACE/NAME), at either end" },
+  verdict: { choices: ["allowed", "dropped"] as const, describe: "Only flows NetworkPolicy allowed, or packets it dropped" },
+  follow: { alias: "f", type: "boolean", default: false, describe: "Keep showing flows as they start, end and are dropped, until interrupted" },
 } as const;
 
 const uninstallFlags = {
@@ -77,7 +87,7 @@ const releaseFlags = {
 } as const;
 
 /** Every flag of every command: the TWILL_* variables the environment may set. */
-const ALL_FLAGS = [...Object.keys(common), ...Object.keys(runFlags), ...Object.keys(outputFlag), ...Object.keys(releaseFlags), ...Object.keys(uninstallFlags)];
+const ALL_FLAGS = [...Object.keys(common), ...Object.keys(runFlags), ...Object.keys(outputFlag), ...Object.keys(releaseFlags), ...Object.keys(uninstallFlags), ...Object.keys(flowsFlags)];
 
 type CommonArgv = { [K in keyof typeof common]: unknown };
 
@@ -141,6 +151,9 @@ async function runCommand(): Promise<number> {
             bridge: a.bridge,
             policyLogDropsPerSecond: Math.max(0, Math.floor(a["policy-log-drops"])),
             policyDeny: a["policy-deny"],
+            flowLog: a["flow-log"],
+            flowMetrics: a["flow-metrics"],
+            flowsPerSecond: Math.max(1, Math.floor(a["flows-per-second"])),
             leakIntervalMs: a["leak-interval"] === "0" ? 0 : parseDuration(a["leak-interval"], "--leak-interval"),
             ...(a["bgp-as"] !== undefined ? { bgpAs: parseAs(a["bgp-as"], "--bgp-as") } : {}),
             ...(a["bgp-routers"] !== undefined ? { bgpRouters: parseRouters(a["bgp-routers"]) } : {}),
@@ -157,6 +170,18 @@ async function runCommand(): Promise<number> {
       async (a) => {
         const o = commonOptions(a);
         exitCode = (await printStatus({ ...o, output: a.output }, stderrLogger(o.logLevel), write)) ? 0 : 1;
+      },
+    )
+    .command(
+      "flows",
+      "Show the connections of this node's pods as they start and end, and the packets NetworkPolicy dropped, with the pods and policies (asks the running agent)",
+      (y) => y.options(withEnvDefaults({ ...outputFlag, ...flowsFlags }, env)),
+      async (a) => {
+        const o = commonOptions(a);
+        const stop = new AbortController();
+        for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => stop.abort());
+        const req = { stateDir: o.stateDir, output: a.output, follow: a.follow, ...(a.pod ? { pod: a.pod } : {}), ...(a.verdict ? { verdict: a.verdict } : {}) };
+        exitCode = (await printFlows(req, write, (s) => void writeSync(2, s), stop.signal)) ? 0 : 1;
       },
     )
     .command(
@@ -219,7 +244,7 @@ async function runCommand(): Promise<number> {
         )
         .demandCommand(1, "give an ipam command: list, check or release"),
     )
-    .demandCommand(1, "give a command: run, status, nodes, leave, uninstall or ipam")
+    .demandCommand(1, "give a command: run, status, flows, nodes, leave, uninstall or ipam")
     .epilogue("Every flag can be set as an environment variable: TWILL_NODE_NAME, TWILL_DATASTORE, TWILL_NET_CONF, ... Other TWILL_* variables are ignored.")
     .help()
     .version(false)

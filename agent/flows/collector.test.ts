@@ -9,7 +9,7 @@ import { NODE, allPods, client, namespaces, pod, policy, remoteClient, web, webO
 import { compilePolicies, podCounter } from "../policy/compile.js";
 import type { PolicySnapshot } from "../policy/types.js";
 import { FlowCollector, podIndex, type FlowSink, type FlowSource, type FlowView } from "./collector.js";
-import type { ConntrackEvent, DroppedPacket } from "./events.js";
+import type { ConntrackEvent, DroppedPacket } from "../../shared/kernel/netlink/flow-events.js";
 import { TokenBucket } from "./limiter.js";
 import { createFlowMetrics } from "./metrics.js";
 import type { FlowRecord } from "./record.js";
@@ -120,6 +120,17 @@ describe("FlowCollector", () => {
     expect(text).toMatch(/twill_flows_lost_total\{reason="unknown-prefix"\} 1/);
     expect(text).toMatch(/twill_flows_lost_total\{reason="overflow"\} 3/);
     expect(text).toMatch(/twill_flows_lost_total\{reason="rate"\} 3/);
+  });
+
+  it("records a TCP connection's end once: at its close, not again at its DESTROY; a DESTROY alone is an end", () => {
+    const { c, opened } = collector();
+    const seen: FlowRecord[] = [];
+    c.follow((r) => seen.push(r));
+    const q = opened[0]!;
+    q.conntrack.push(syn(remoteIp, webIp), { ...syn(remoteIp, webIp), kind: "end", closed: true }, { ...syn(remoteIp, webIp), kind: "end" });
+    q.conntrack.push({ ...syn(remoteIp, webIp), id: 2, protocol: "UDP", kind: "end" });
+    c.poll();
+    expect(seen.map((r) => [r.event, r.protocol])).toEqual([["start", "TCP"], ["end", "TCP"], ["end", "UDP"]]);
   });
 
   it("tells nothing before the first snapshot: no record, nothing thrown", () => {

@@ -4,7 +4,7 @@ import { errorMessage } from "../errors.js";
 import type { PolicyPlan } from "../policy/plan.js";
 import type { PodInfo, PolicySnapshot } from "../policy/types.js";
 import { decider, type Decider } from "./decide.js";
-import type { ConntrackEvent, DroppedPacket } from "./events.js";
+import type { ConntrackEvent, DroppedPacket } from "../../shared/kernel/netlink/flow-events.js";
 import type { FlowMetrics } from "./metrics.js";
 import { fromConntrack, fromDropped, type FlowRecord } from "./record.js";
 import { RecordRing } from "./ring.js";
@@ -54,6 +54,9 @@ export interface FlowCollectorOptions {
   now?: () => number;
 }
 
+/** Ended connections remembered to tell a DESTROY after a close: a busy node's TIME_WAIT entries. */
+const ENDED_KEPT = 65_536;
+
 export class FlowCollector implements FlowFeed {
   private source: FlowSource | null = null;
   private timer: NodeJS.Timeout | undefined;
@@ -61,6 +64,11 @@ export class FlowCollector implements FlowFeed {
   private readonly ring: RecordRing<FlowRecord>;
   private readonly always: boolean;
   private lastOpenError: string | undefined;
+  /**
+   * Connections whose end was recorded at their close (TCP), by conntrack id: their DESTROY,
+   * up to the TIME_WAIT timeout later, is the same end. Oldest first, at most ENDED_KEPT.
+   */
+  private readonly ended = new Set<number>();
   /** The decider and address index of the snapshot they were made from. */
   private told: { snapshot: PolicySnapshot; decide: Decider; podOf: (ip: string) => PodInfo | null } | null = null;
 
@@ -108,6 +116,7 @@ export class FlowCollector implements FlowFeed {
     let unknown = 0;
     const { lost } = source.drain({
       conntrack: (e) => {
+        if (this.endedBefore(e)) return;
         const ctx = this.context();
         if (ctx) out.push(...fromConntrack(e, ctx));
       },
@@ -134,6 +143,15 @@ export class FlowCollector implements FlowFeed {
     } catch (err) {
       this.o.logger.warn("Writing flows to the file failed", { error: errorMessage(err) });
     }
+  }
+
+  /** Whether `e` is the DESTROY of a connection whose close was recorded; notes a close. */
+  private endedBefore(e: ConntrackEvent): boolean {
+    if (e.kind !== "end" || e.id === null) return false;
+    if (!e.closed) return this.ended.delete(e.id);
+    this.ended.add(e.id);
+    if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.values().next().value!);
+    return false;
   }
 
   private context(): { nodeName: string; podOf: (ip: string) => PodInfo | null; now: () => number; decide: Decider } | null {

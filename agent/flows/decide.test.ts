@@ -8,7 +8,7 @@ import { firstByKey, readPod } from "../policy/set-members.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot, PolicyPort, PolicyRule } from "../policy/types.js";
 import { podKey } from "../policy/types.js";
 import { decide, decider, type FlowQuery } from "./decide.js";
-import type { FlowProtocol } from "./events.js";
+import type { FlowProtocol } from "../../shared/kernel/netlink/flow-events.js";
 
 const snapshot = (...policies: NetworkPolicy[]): PolicySnapshot => ({ policies, pods: allPods, namespaces });
 const ingress = (...rules: PolicyRule[]) => policy("default", "p", { ...webOnly, ingress: rules });

@@ -4,7 +4,7 @@ import { compilePolicy, prepareRule, type PeersDef, type PreparedRule } from "..
 import { matchesSelector } from "../policy/selector.js";
 import { addressKey, byKey, firstByKey, peersSelect, readPod, type NamespaceLabels, type PodAddress, type ReadPod } from "../policy/set-members.js";
 import type { Direction, LabelSelector, PodInfo, PolicySnapshot } from "../policy/types.js";
-import type { FlowProtocol } from "./events.js";
+import type { FlowProtocol } from "../../shared/kernel/netlink/flow-events.js";
 
 /**
  * Which policies admit a connection: NetworkPolicy read as the compiler (agent/policy) enforces

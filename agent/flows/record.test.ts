@@ -4,7 +4,7 @@ import { NODE, allPods, client, namespaces, policy, remoteClient, webOnly } from
 import { compilePolicies, podCounter } from "../policy/compile.js";
 import { podKey, type PodInfo, type PolicySnapshot } from "../policy/types.js";
 import { decider, type FlowQuery } from "./decide.js";
-import type { ConntrackEvent, DroppedPacket } from "./events.js";
+import type { ConntrackEvent, DroppedPacket } from "../../shared/kernel/netlink/flow-events.js";
 import { fromConntrack, fromDropped, type ConntrackContext, type DropContext } from "./record.js";
 
 const T = Date.UTC(2026, 0, 2, 12, 3, 4, 123);

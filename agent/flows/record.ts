@@ -1,7 +1,7 @@
 import type { PolicyPlan } from "../policy/plan.js";
 import { podKey, type Direction, type PodInfo } from "../policy/types.js";
 import type { Decider } from "./decide.js";
-import type { ConntrackEvent, DroppedPacket, FlowProtocol } from "./events.js";
+import type { ConntrackEvent, DroppedPacket, FlowProtocol } from "../../shared/kernel/netlink/flow-events.js";
 
 /**
  * A flow as `twilld flows` shows it: a connection of one of this node's pods starting or

@@ -9,10 +9,11 @@ import type { DenyMode } from "./compile.js";
 import { PolicyEngine } from "./engine.js";
 import { watchReservations } from "./ipam-store-watch.js";
 import { watchPolicyObjects } from "./kubernetes-watch.js";
-import { createPolicyMetrics } from "./metrics.js";
+import { createPolicyMetrics, type PolicyMetrics } from "./metrics.js";
 import { withReservedAddresses } from "./new-pods.js";
 import { policyReportPath, writePolicyReport } from "./report.js";
-import type { PolicySnapshot } from "./types.js";
+import type { PodInfo, PolicySnapshot } from "./types.js";
+import type { FlowView } from "../flows/collector.js";
 
 /**
  * NetworkPolicy enforcement beside the agent's subnet and datapath work, sharing nothing with
@@ -20,10 +21,8 @@ import type { PolicySnapshot } from "./types.js";
  * datastore has an API to read policies from; with the others the agent says so, once.
  */
 
-export interface NetworkPolicyOptions {
-  enabled: boolean;
-  datastore: DatastoreKind;
-  kubeconfig?: string;
+/** Enforcement on this node's kernel, whatever feeds it the cluster's objects. */
+export interface PolicyEnforcementOptions {
   nodeName: string;
   stateDir: string;
   /** twill-ipam's store of this node (new pods' addresses before the API has them). */
@@ -35,17 +34,36 @@ export interface NetworkPolicyOptions {
   deny?: DenyMode;
   resyncMs: number;
   ip: Pick<NodeKernel, "nft" | "nftCounters" | "bridgeNetfilter">;
-  registry: Registry;
   logger: Logger;
+  metrics: PolicyMetrics;
 }
 
+export interface NetworkPolicyOptions extends Omit<PolicyEnforcementOptions, "metrics"> {
+  enabled: boolean;
+  datastore: DatastoreKind;
+  kubeconfig?: string;
+  registry: Registry;
+}
+
+/**
+ * Whole snapshots of the cluster's policies, pods and namespaces, each with when its change
+ * was seen, until the returned stop is called: the Kubernetes watch in twilld, a synthetic
+ * cluster in `scripts/bench cni --policies`.
+ */
+export type PolicySource = (onSnapshot: (snapshot: PolicySnapshot, at: number) => void) => () => void;
+
 export interface RunningPolicy {
+  /**
+   * What flows are told by. With policy enforced: the API's pods and the table in force. Without
+   * (another datastore, or turned off): this node's pods as the IPAM store names them, and no
+   * policy.
+   */
+  flowView(): FlowView;
   stop(): Promise<void>;
 }
 
 export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
   const metrics = createPolicyMetrics(o.registry);
-  const reportFile = policyReportPath(o.stateDir);
   const reason = !o.enabled
     ? "turned off (--network-policy=false)"
     : o.datastore !== "kubernetes"
@@ -56,10 +74,27 @@ export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
     // Turned off by the operator: said, not warned about.
     if (o.enabled) o.logger.warn("NetworkPolicy is not enforced", { reason });
     else o.logger.info("NetworkPolicy is not enforced", { reason });
-    writePolicyReport(reportFile, { enabled: false, reason, policies: [], drops: [] });
-    return { stop: async () => {} };
+    writePolicyReport(policyReportPath(o.stateDir), { enabled: false, reason, policies: [], drops: [] });
+    let view: FlowView = { snapshot: null, enforced: null };
+    const stopReservations = watchReservations(o.ipamStore, (r) => {
+      view = { snapshot: reservedPods(r, o.nodeName), enforced: null };
+    }, o.logger);
+    return { flowView: () => view, stop: async () => stopReservations() };
   }
   const logger = o.logger.with({ component: "policy" });
+  const kubeConfig = loadKubeConfig(o.kubeconfig);
+  return enforceNetworkPolicy({ ...o, logger, metrics }, (onSnapshot) =>
+    watchPolicyObjects({
+      kubeConfig,
+      logger,
+      onSnapshot,
+      onError: (err) => logger.warn("NetworkPolicy watch failed; resuming", { error: err.message }),
+    }),
+  );
+}
+
+/** The policy engine on `source`'s snapshots, joined with the IPAM store's for this node's new pods. */
+export function enforceNetworkPolicy(o: PolicyEnforcementOptions, source: PolicySource): RunningPolicy {
   const engine = new PolicyEngine({
     nodeName: o.nodeName,
     ip: o.ip,
@@ -67,13 +102,12 @@ export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
     ...(o.logDropsPerSecond ? { logDropsPerSecond: o.logDropsPerSecond } : {}),
     ...(o.deny ? { deny: o.deny } : {}),
     resyncMs: o.resyncMs,
-    reportFile,
+    reportFile: policyReportPath(o.stateDir),
     readyFile: policyReadyPath(o.subnetFile),
-    logger,
-    metrics,
+    logger: o.logger,
+    metrics: o.metrics,
   });
   engine.start();
-  // The API's view, joined with the IPAM store's for this node's new pods.
   let api: PolicySnapshot | null = null;
   let reserved: ReservationView[] = [];
   const update = (at: number) => {
@@ -82,21 +116,30 @@ export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
   const stopReservations = watchReservations(o.ipamStore, (r) => {
     reserved = r;
     update(Date.now());
-  }, logger);
-  const stopWatch = watchPolicyObjects({
-    kubeConfig: loadKubeConfig(o.kubeconfig),
-    logger,
-    onSnapshot: (s, at) => {
-      api = s;
-      update(at);
-    },
-    onError: (err) => logger.warn("NetworkPolicy watch failed; resuming", { error: err.message }),
+  }, o.logger);
+  const stopSource = source((s, at) => {
+    api = s;
+    update(at);
   });
   return {
+    flowView: () => engine.flowView(),
     stop: async () => {
-      stopWatch();
+      stopSource();
       stopReservations();
       await engine.stop();
     },
   };
+}
+
+/** This node's pods as the IPAM store names them, with no policies: who is who, for flows. Pure. */
+export function reservedPods(reservations: readonly ReservationView[], nodeName: string): PolicySnapshot {
+  const pods = new Map<string, PodInfo>();
+  for (const r of reservations) {
+    if (!r.pod) continue;
+    const key = `${r.pod.namespace}/${r.pod.name}`;
+    const p = pods.get(key) ?? { namespace: r.pod.namespace, name: r.pod.name, nodeName, labels: {}, ips: [], ports: [] };
+    p.ips.push(r.ip);
+    pods.set(key, p);
+  }
+  return { policies: [], pods: [...pods.values()], namespaces: [] };
 }

@@ -105,7 +105,19 @@ describe("conntrack events", () => {
     expect(decodeConntrack(m)).toMatchObject({ protocol: "ICMP", sport: null, dport: null, replySport: null, replyDport: null, icmp: { type: 8, code: 0, id: 0x1234 } });
   });
 
-  it("ignores an update (NEW without NLM_F_CREATE), another subsystem, and a message without tuples", () => {
+  it("ends a TCP connection at its close: an update (NEW without NLM_F_CREATE) to TIME_WAIT or CLOSE", () => {
+    const tuples = [tuple(1, v4("10.1.0.5", "10.2.0.9"), ports(6, 1, 2)), tuple(2, v4("10.2.0.9", "10.1.0.5"), ports(6, 2, 1))];
+    // CTA_PROTOINFO 4 > CTA_PROTOINFO_TCP 1 > CTA_PROTOINFO_TCP_STATE 1 (u8); tcp_conntrack:
+    // ESTABLISHED 3, FIN_WAIT 4, TIME_WAIT 7, CLOSE 8.
+    const state = (s: number) => nest(4, nest(1, nla(1, [s])));
+    const update = (s: number) => decodeConntrack(nfnl(CT_NEW, 0, AF_INET, 0, [...tuples, nla(12, n32(9)), state(s)]));
+    expect(update(7)).toMatchObject({ kind: "end", closed: true, id: 9, src: "10.1.0.5", dport: 2 });
+    expect(update(8)).toMatchObject({ kind: "end", closed: true, id: 9 });
+    expect(update(3)).toBeNull();
+    expect(update(4)).toBeNull();
+  });
+
+  it("ignores other updates, another subsystem, and a message without tuples", () => {
     const tuples = [tuple(1, v4("10.1.0.5", "10.2.0.9"), ports(6, 1, 2)), tuple(2, v4("10.2.0.9", "10.1.0.5"), ports(6, 2, 1))];
     expect(decodeConntrack(nfnl(CT_NEW, 0, AF_INET, 0, tuples))).toBeNull();
     expect(decodeConntrack(nfnl(0x0200, NLM_F_CREATE_EXCL, AF_INET, 0, tuples))).toBeNull(); // CTNETLINK_EXP
@@ -255,7 +267,7 @@ describe("openFlowEvents", () => {
     const events = openFlowEvents({ netns: null, nflogGroup: 7, conntrack: true }, c);
     // NFNLGRP_CONNTRACK_NEW (1) and NFNLGRP_CONNTRACK_DESTROY (3) as bits 1 << (group - 1);
     // nflog sends to the socket that bound the group, which joins no multicast group.
-    expect(groups).toEqual(new Map([[CT, 0b101], [LOG, 0]]));
+    expect(groups).toEqual(new Map([[CT, 0b111], [LOG, 0]]));
     const seen = () => {
       const got = { conntrack: [] as ConntrackEvent[], dropped: [] as DroppedPacket[] };
       const { lost } = events.drain({ conntrack: (e) => got.conntrack.push(e), dropped: (p) => got.dropped.push(p) });

@@ -15,12 +15,22 @@ import { NETLINK, NetlinkError, NetlinkSubscription } from "./socket.js";
 
 /** nfnetlink.h: NFNL_SUBSYS_CTNETLINK, NFNL_SUBSYS_ULOG; a message's type is subsystem << 8 | message. */
 const NFNL_SUBSYS = { CTNETLINK: 1, ULOG: 4 } as const;
-/** nfnetlink.h enum nfnetlink_groups: NFNLGRP_CONNTRACK_NEW = 1, NFNLGRP_CONNTRACK_DESTROY = 3, as bind() bits (1 << (group - 1)). */
-const CONNTRACK_GROUPS = (1 << (1 - 1)) | (1 << (3 - 1));
+/**
+ * nfnetlink.h enum nfnetlink_groups: NFNLGRP_CONNTRACK_NEW = 1, _UPDATE = 2, _DESTROY = 3, as
+ * bind() bits (1 << (group - 1)). Updates because a TCP connection's end is its close (the
+ * state TIME_WAIT or CLOSE), not its DESTROY: conntrack keeps a closed entry for the TIME_WAIT
+ * timeout and its garbage collector may notice it a minute after that.
+ */
+const CONNTRACK_GROUPS = (1 << (1 - 1)) | (1 << (2 - 1)) | (1 << (3 - 1));
 /** nfnetlink_conntrack.h enum cntl_msg_types. */
 const IPCTNL_MSG_CT = { NEW: 0, DELETE: 2 } as const;
 /** enum ctattr_type. */
-const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, MARK: 8, COUNTERS_ORIG: 9, COUNTERS_REPLY: 10, ID: 12, ZONE: 18 } as const;
+const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, MARK: 8, COUNTERS_ORIG: 9, COUNTERS_REPLY: 10, ID: 12, ZONE: 18 } as const;
+/** enum ctattr_protoinfo, enum ctattr_protoinfo_tcp. */
+const CTA_PROTOINFO_TCP = 1;
+const CTA_PROTOINFO_TCP_STATE = 1;
+/** enum tcp_conntrack (nf_conntrack_tcp.h): a connection closed, one way or the other. */
+const TCP_CONNTRACK_CLOSED = new Set([7 /* TIME_WAIT */, 8 /* CLOSE */]);
 /** enum ctattr_tuple. */
 const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
 /** enum ctattr_ip. */
@@ -69,7 +79,13 @@ export interface IcmpFields {
 }
 
 export interface ConntrackEvent {
+  /**
+   * "new": conntrack confirmed the connection's first packet. "end": it was destroyed, or (TCP)
+   * it closed; a TCP connection may so end twice, by its close and by its DESTROY, with one id.
+   */
   kind: "new" | "end";
+  /** An end by the TCP close (an update), not by the DESTROY that may follow it. */
+  closed?: true;
   id: number | null;
   family: 4 | 6;
   protocol: FlowProtocol;
@@ -328,15 +344,18 @@ function counters(a: Attrs, type: number): [packets: number, bytes: number] | nu
  * A ctnetlink event as a ConntrackEvent, or null for anything else. The kernel sends a new
  * connection as IPCTNL_MSG_CT_NEW with NLM_F_CREATE (an update of one has no CREATE), and an
  * ended one as IPCTNL_MSG_CT_DELETE, with its counters when nf_conntrack_acct is on
- * (net/netfilter/nf_conntrack_netlink.c, ctnetlink_conntrack_event).
+ * (net/netfilter/nf_conntrack_netlink.c, ctnetlink_conntrack_event). Of the updates, only a TCP
+ * connection's move to TIME_WAIT or CLOSE is one: its end.
  */
 export function decodeConntrack(m: Message): ConntrackEvent | null {
   if (m.type >> 8 !== NFNL_SUBSYS.CTNETLINK) return null;
   const msg = m.type & 0xff;
-  const kind = msg === IPCTNL_MSG_CT.DELETE ? "end" : msg === IPCTNL_MSG_CT.NEW && m.flags & NLM_F.CREATE ? "new" : null;
   const family = familyOf(m.payload[0]);
-  if (!kind || !family) return null;
+  if (!family) return null;
   const a = attrsAfter(m.payload, NFGENMSG_LEN);
+  const closed = msg === IPCTNL_MSG_CT.NEW && !(m.flags & NLM_F.CREATE) && tcpClosed(a);
+  const kind = msg === IPCTNL_MSG_CT.DELETE || closed ? "end" : msg === IPCTNL_MSG_CT.NEW && m.flags & NLM_F.CREATE ? "new" : null;
+  if (!kind) return null;
   const orig = readTuple(a.nested(CTA.TUPLE_ORIG), family);
   const reply = readTuple(a.nested(CTA.TUPLE_REPLY), family);
   if (!orig || !reply) return null;
@@ -361,11 +380,18 @@ export function decodeConntrack(m: Message): ConntrackEvent | null {
   const status = a.u32be(CTA.STATUS);
   const zone = a.u16be(CTA.ZONE);
   const mark = a.u32be(CTA.MARK);
+  if (closed) e.closed = true;
   if (status !== undefined) e.status = status;
   if (zone !== undefined) e.zone = zone;
   if (mark !== undefined) e.mark = mark;
   if (orig.icmp) e.icmp = orig.icmp;
   return e;
+}
+
+/** An update's TCP state, when it says the connection closed. */
+function tcpClosed(a: Attrs): boolean {
+  const state = a.nested(CTA.PROTOINFO)?.nested(CTA_PROTOINFO_TCP)?.u8(CTA_PROTOINFO_TCP_STATE);
+  return state !== undefined && TCP_CONNTRACK_CLOSED.has(state);
 }
 
 // ---- nflog ------------------------------------------------------------------------------
