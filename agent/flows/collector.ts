@@ -91,6 +91,11 @@ export class FlowCollector implements FlowFeed {
     this.o.sink?.close();
   }
 
+  /** Whether the kernel's sources are open now. */
+  get reading(): boolean {
+    return this.source !== null;
+  }
+
   hello(): FlowHello {
     return { collecting: this.always ? "always" : "on-demand", kept: this.ring.size };
   }

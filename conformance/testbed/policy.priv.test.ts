@@ -1,10 +1,21 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execa } from "execa";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
+import { FlowCollector } from "../../agent/flows/collector.js";
+import { TokenBucket } from "../../agent/flows/limiter.js";
+import type { FlowRecord } from "../../agent/flows/record.js";
+import { flowSocketPath, serveFlows } from "../../agent/flows/socket.js";
+import { DROP_NFLOG_GROUP } from "../../agent/policy/compile.js";
 import { PolicyEngine } from "../../agent/policy/engine.js";
 import { createPolicyMetrics } from "../../agent/policy/metrics.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "../../agent/policy/types.js";
+import { openFlowEvents } from "../../shared/kernel/netlink/flow-events.js";
 import { nullLogger } from "../../shared/log.js";
+import { TWILLD } from "../../testkit/node-net.js";
+import { until } from "../../testkit/until.js";
 import { sysctls } from "../../testkit/netns.js";
 import { Testbed, type Pod } from "./testbed.js";
 import { ECHO_PORT, ping, startEcho, tcpProbe, type EchoServer } from "./traffic.js";
@@ -52,7 +63,7 @@ async function cluster(podsPerNode: number[]): Promise<Cluster> {
   };
   for (const n of t.nodes) {
     const registry = new Registry();
-    const e = new PolicyEngine({ nodeName: n.name, ip: t.ip(n), bridge: "cni0", resyncMs: 60_000, logger: nullLogger, metrics: createPolicyMetrics(registry), table: "twill-policy" });
+    const e = new PolicyEngine({ nodeName: n.name, ip: t.ip(n), bridge: "cni0", resyncMs: 60_000, logDropsPerSecond: 10, logger: nullLogger, metrics: createPolicyMetrics(registry), table: "twill-policy" });
     engines.push(e);
     c.engines.set(n.name, e);
     c.registries.set(n.name, registry);
@@ -70,6 +81,20 @@ function snapshotOf(c: Cluster): PolicySnapshot {
     ports: [{ name: "echo", port: ECHO_PORT, protocol: "TCP" }],
   }));
   return { policies: c.policies, pods, namespaces: [{ name: "default", labels: { "kubernetes.io/metadata.name": "default" } }] };
+}
+
+/** `server` lets in `friend` alone, on its echo port (policy default/server-from-friends). */
+function serverFromFriends(c: Cluster, server: Pod, friend: Pod): void {
+  c.labels.set(server, { app: "server" });
+  c.labels.set(friend, { app: "friend" });
+  c.policies.push({
+    namespace: "default",
+    name: "server-from-friends",
+    podSelector: { matchLabels: { app: "server" } },
+    policyTypes: ["ingress"],
+    ingress: [{ peers: [{ podSelector: { matchLabels: { app: "friend" } } }], ports: [{ port: "echo" }] }],
+    egress: [],
+  });
 }
 
 const v4 = (p: Pod): string => p.ips.map((a) => a.split("/")[0]!).find((a) => !a.includes(":"))!;
@@ -91,16 +116,7 @@ describe("NetworkPolicy on the testbed (vxlan, dual-stack, 2 nodes)", () => {
     await sysctls(node1.ns, { "net.bridge.bridge-nf-call-iptables": 0, "net.bridge.bridge-nf-call-ip6tables": 0 });
     expect(readFileSync("/proc/sys/net/bridge/bridge-nf-call-iptables", "utf8").trim()).toBe("1");
 
-    c.labels.set(server, { app: "server" });
-    c.labels.set(friend, { app: "friend" });
-    c.policies.push({
-      namespace: "default",
-      name: "server-from-friends",
-      podSelector: { matchLabels: { app: "server" } },
-      policyTypes: ["ingress"],
-      ingress: [{ peers: [{ podSelector: { matchLabels: { app: "friend" } } }], ports: [{ port: "echo" }] }],
-      egress: [],
-    });
+    serverFromFriends(c, server, friend);
     expect(await reach(friend, [v4(server), v6(server)])).toEqual({ [v4(server)]: true, [v6(server)]: true });
     await c.sync();
 
@@ -152,6 +168,75 @@ describe("NetworkPolicy on the testbed (vxlan, dual-stack, 2 nodes)", () => {
     await c.sync();
     expect(await reach(local, [v4(client)])).toEqual({ [v4(client)]: true });
     expect((await ping(client.ns, v4(remote))).ok).toBe(true);
+  });
+
+  it("shows flows through `twilld flows`: a dropped client naming pods and policy, allowed connections with start and end", async () => {
+    const c = await cluster([2, 1]);
+    const [server, friend, remote] = c.t.pods as [Pod, Pod, Pod];
+    const node1 = c.t.nodes[0]!;
+    serverFromFriends(c, server, friend);
+    await c.sync();
+    // node-1's flows as twilld keeps them: its engine's view, the kernel's events in its namespace.
+    const engine = c.engines.get("node-1")!;
+    const stateDir = mkdtempSync(join(tmpdir(), "twill-flows-"));
+    const collector = new FlowCollector({
+      nodeName: "node-1",
+      open: () => openFlowEvents({ netns: `/run/netns/${node1.ns}`, nflogGroup: DROP_NFLOG_GROUP, conntrack: true }),
+      view: () => engine.flowView(),
+      sink: null,
+      metrics: null,
+      limiter: new TokenBucket(1000, 1000, Date.now),
+      logger: nullLogger,
+    });
+    const server_ = await serveFlows(flowSocketPath(stateDir), collector, () => () => true, nullLogger);
+    const follow = execa(TWILLD, ["flows", "--state-dir", stateDir, "--follow", "-o", "json"], { reject: false, env: {}, buffer: { stdout: false } });
+    const records: FlowRecord[] = [];
+    follow.stdout!.on("data", (b: Buffer) => records.push(...b.toString().split("\n").filter(Boolean).map((l) => JSON.parse(l) as FlowRecord)));
+    try {
+      await until("the follower attached", async () => collector.reading, 10_000);
+      const serverKey = `default/${server.name}`;
+      expect(await reach(remote, [v4(server)])).toEqual({ [v4(server)]: false });
+      expect(await reach(friend, [v4(server), v6(server)])).toEqual({ [v4(server)]: true, [v6(server)]: true });
+      const of = (pred: (r: FlowRecord) => boolean) => records.filter(pred);
+      const dropped = (r: FlowRecord) => r.verdict === "dropped" && r.source.ip === v4(remote);
+      const friendV6 = (r: FlowRecord) => r.verdict === "allowed" && r.source.ip === v6(friend) && r.direction === "ingress";
+      const seen = () => `records: ${JSON.stringify(records)}; twilld flows: ${String(follow.stderr ?? "")}`;
+      await until("the drop and the friend's start and end", async () => of(dropped).length > 0 && of(friendV6).some((r) => r.event === "end"), 10_000, seen);
+      expect(of(dropped)[0]).toMatchObject({
+        event: "drop", direction: "ingress", pod: serverKey, protocol: "TCP",
+        source: { ip: v4(remote), pod: `default/${remote.name}` },
+        destination: { ip: v4(server), port: ECHO_PORT, pod: serverKey },
+        policies: ["default/server-from-friends"],
+      });
+      // Between two pods of node-1: per connection (the probe makes a warm-up one first), the
+      // server's ingress and the friend's egress, each started and ended once; ingress names
+      // the policy that let it in, egress none (the friend is not isolated).
+      const v6Flows = of((r) => r.source.ip === v6(friend) && r.destination.ip === v6(server));
+      const ports = [...new Set(v6Flows.map((r) => r.source.port))];
+      expect(ports.length).toBeGreaterThan(0);
+      for (const port of ports) {
+        const flows = v6Flows.filter((r) => r.source.port === port);
+        expect(flows.map((r) => `${r.direction} ${r.event}`).sort()).toEqual(["egress end", "egress start", "ingress end", "ingress start"]);
+      }
+      expect(v6Flows.find((r) => r.direction === "ingress")).toMatchObject({ pod: serverKey, source: { pod: `default/${friend.name}` }, policies: ["default/server-from-friends"] });
+      expect(v6Flows.find((r) => r.direction === "egress")).toMatchObject({ pod: `default/${friend.name}`, policies: [] });
+      // Connections of other pods, and the node's own, are not node-1's pods' flows.
+      expect(records.every((r) => r.pod === serverKey || r.pod === `default/${friend.name}`)).toBe(true);
+
+      // Without --follow: what the agent keeps, filtered by verdict.
+      const kept = await execa(TWILLD, ["flows", "--state-dir", stateDir, "--verdict", "dropped"], { reject: false, env: {} });
+      expect(kept.exitCode, kept.stderr).toBe(0);
+      expect(kept.stdout).toMatch(new RegExp(`dropped\\s+ingress\\s+.*default/${remote.name}.*default/server-from-friends`));
+      expect(kept.stdout).not.toMatch(/allowed/);
+    } finally {
+      follow.kill("SIGINT");
+      await follow;
+      await server_.close();
+      collector.stop();
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+    // The last follower gone, the kernel is no longer read.
+    expect(collector.reading).toBe(false);
   });
 
   it("an IPv6 ipBlock lets its prefix in, less its except, and no IPv4 source", async () => {
