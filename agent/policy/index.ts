@@ -10,7 +10,7 @@ import { PolicyEngine } from "./engine.js";
 import { watchReservations } from "./ipam-store-watch.js";
 import { watchPolicyObjects } from "./kubernetes-watch.js";
 import { createPolicyMetrics, type PolicyMetrics } from "./metrics.js";
-import { withReservedAddresses } from "./new-pods.js";
+import { reservedAddressesKey, withReservedAddresses } from "./new-pods.js";
 import { policyReportPath, writePolicyReport } from "./report.js";
 import type { PodInfo, PolicySnapshot } from "./types.js";
 import type { FlowView } from "../flows/collector.js";
@@ -110,11 +110,18 @@ export function enforceNetworkPolicy(o: PolicyEnforcementOptions, source: Policy
   engine.start();
   let api: PolicySnapshot | null = null;
   let reserved: ReservationView[] = [];
+  let reservedKey = reservedAddressesKey(reserved);
   const update = (at: number) => {
     if (api) engine.update(withReservedAddresses(api, o.nodeName, reserved), at);
   };
   const stopReservations = watchReservations(o.ipamStore, (r) => {
+    // A store change the join does not read (an address whose index entry naming its pod is not
+    // written yet) would be a round that changes nothing, and the ADD waiting on the next one
+    // would wait for it too.
+    const key = reservedAddressesKey(r);
+    if (key === reservedKey) return;
     reserved = r;
+    reservedKey = key;
     update(Date.now());
   }, o.logger);
   const stopSource = source((s, at) => {

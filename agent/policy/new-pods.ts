@@ -39,6 +39,15 @@ export function withReservedAddresses(
   return { ...snapshot, pods };
 }
 
+/**
+ * All of the reservations withReservedAddresses reads: equal keys join alike. An ADD changes the
+ * store several times (the address file, then the index entry naming its pod); only the change
+ * that names the pod changes the key. Pure.
+ */
+export function reservedAddressesKey(reservations: readonly { ip: string; pod?: PodRef }[]): string {
+  return JSON.stringify(reservations.flatMap((r) => (r.pod ? [[r.ip, r.pod.uid, r.pod.namespace, r.pod.name]] : [])));
+}
+
 /** What the plugin waits on: namespaces with policies, this node's pod addresses in the snapshot. Pure. */
 export function policyReadyOf(snapshot: PolicySnapshot, nodeName: string): { namespaces: string[]; ips: string[] } {
   const namespaces = [...new Set(snapshot.policies.map((p) => p.namespace))].sort();

@@ -20,13 +20,19 @@ export function addressesAwaitingPolicy(ready: PolicyReady | null, namespace: st
   return ips.filter((ip) => !listed.has(ip));
 }
 
+/**
+ * Polls the ready file every `pollMs`: once the agent has written it, the wait goes on for half
+ * an interval on average, and every ADD in a namespace with policies pays that. Reading the small
+ * file costs far less than an interval, so the interval is short (`scripts/bench cni --policies`
+ * measures the wait).
+ */
 export async function waitForPolicy(
   file: string,
   namespace: string | undefined,
   ips: string[],
   log: Logger,
   timeoutMs = 5_000,
-  pollMs = 10,
+  pollMs = 2,
 ): Promise<void> {
   let missing = addressesAwaitingPolicy(readPolicyReady(file), namespace, ips);
   if (missing.length === 0) return;
