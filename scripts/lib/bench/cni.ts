@@ -16,19 +16,27 @@
 // masquerading as the run's ipMasq says. Flannel's chain also routes its cluster network
 // (FLANNEL_NETWORK) through the gateway: one more route in every pod, as Flannel always adds.
 //
+// With --policies N, one more twill column measures the ADD's wait for NetworkPolicy with
+// twilld's policy engine running beside it over N policies (cni/policy-wait.ts); only twill
+// has it, as the other two enforce no policy. The engine's work after each of its ADDs may fall
+// in the other columns' turns: their own figures are for a run without --policies.
+//
 // Options: --pods N (100), --parallel N (8), --masq only|none|both (both), --twill-ipam NAME
 // (twill-ipam when ipam/plugin.ts exists in the build, else host-local through delegation),
 // --twill PATH (another build of the twill executable, to compare build options),
-// --flannel-src PATH (Flannel's CNI plugin source, ../shared/peers/flannel-cni-plugin-src.tar.xz).
+// --flannel-src PATH (Flannel's CNI plugin source, ../shared/peers/flannel-cni-plugin-src.tar.xz),
+// --policies N (off; e.g. 1000), --policy-pods N (5000 pods in the cluster, 110 on the node).
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { addNetns, deleteNetnsSync, netnsPath } from "../../../testkit/netns.js";
-import { phaseMedians, report, stats, type Run, type RunStats } from "./cni/report.js";
+import { phaseMedians, policyWaits, report, stats, type PolicyRunStats, type Run, type RunStats } from "./cni/report.js";
 import { ensureFlannelPlugin, flannelConf, flannelSubnetEnv } from "./cni/flannel.js";
-import { invoke, rssKb, type Sample, type Target } from "./cni/invoke.js";
+import { containerIdOf, invoke, rssKb, type Sample, type Target } from "./cni/invoke.js";
+import { benchPods, cniArgsOf, POLICY_NAMESPACE, startPolicyEngine, writeNodeSubnet, type RunningEngine } from "./cni/policy-wait.js";
+import { NAMESPACES } from "./policy/synthetic-cluster.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = resolve(dirname(SELF), "../../..");
@@ -42,6 +50,9 @@ interface Options {
   twillIpam: string;
   twill: string;
   flannelSrc: string;
+  /** NetworkPolicies in the --policies column's cluster; 0: no such column. */
+  policies: number;
+  policyPods: number;
 }
 
 interface Plugin {
@@ -70,6 +81,8 @@ function parseOptions(argv: string[]): Options {
     twillIpam: get("twill-ipam", defaultIpam),
     twill: resolve(get("twill", join(BIN, "twill"))),
     flannelSrc: resolve(get("flannel-src", join(ROOT, "../shared/peers/flannel-cni-plugin-src.tar.xz"))),
+    policies: Number(get("policies", "0")),
+    policyPods: Number(get("policy-pods", "5000")),
   };
 }
 
@@ -78,19 +91,23 @@ const subnet = (k: number) => `10.${88 + k}.0.0/16`;
 const gateway = (k: number) => `10.${88 + k}.0.1`;
 const CLUSTER = "10.88.0.0/13";
 const MTU = 1450;
+/** The --policies column's cluster: pods on this node besides the bench's, the kubelet's default maximum. */
+const POLICY_LOCAL_PODS = 110;
+
+const load = () => loadavg().map((x) => x.toFixed(2)).join(" ");
+
+const common = (type: string, masq: boolean, k: number) => ({
+  cniVersion: "1.0.0",
+  name: `bench${k}`,
+  type,
+  bridge: `cni${k}`,
+  hairpinMode: true,
+  isDefaultGateway: true,
+  ipMasq: masq,
+});
 
 /** twill, Flannel's chain, bridge + host-local: the report's columns, in this order. */
 function plugins(opts: Options, flannel: { binary: string; hash: string }): Plugin[] {
-  const common = (type: string, masq: boolean, k: number) => ({
-    cniVersion: "1.0.0",
-    name: `bench${k}`,
-    type,
-    bridge: `cni${k}`,
-    hairpinMode: true,
-    isDefaultGateway: true,
-    ipMasq: masq,
-    mtu: MTU,
-  });
   return [
     {
       label: `twill + ${opts.twillIpam}${opts.twillIpam === "twill-ipam" ? " (in-process)" : ""}`,
@@ -98,6 +115,7 @@ function plugins(opts: Options, flannel: { binary: string; hash: string }): Plug
       cniPath: `${BIN}:${REF}`,
       conf: (masq, dataDir, k) => ({
         ...common("twill", masq, k),
+        mtu: MTU,
         logFile: join(dataDir, "twill.log"),
         ipam: { type: opts.twillIpam, ranges: [[{ subnet: subnet(k) }]], dataDir },
       }),
@@ -114,9 +132,29 @@ function plugins(opts: Options, flannel: { binary: string; hash: string }): Plug
       label: "reference bridge + host-local",
       binary: join(REF, "bridge"),
       cniPath: REF,
-      conf: (masq, dataDir, k) => ({ ...common("bridge", masq, k), ipam: { type: "host-local", ranges: [[{ subnet: subnet(k) }]], dataDir } }),
+      conf: (masq, dataDir, k) => ({ ...common("bridge", masq, k), mtu: MTU, ipam: { type: "host-local", ranges: [[{ subnet: subnet(k) }]], dataDir } }),
     },
   ];
+}
+
+/**
+ * The --policies column: twill as under twilld, in node mode (its subnet and MTU from the
+ * subnet file beside which the policy engine writes the ready file), with twill-ipam, whose
+ * reservations tell the engine the new pod's address.
+ */
+function policyPlugin(opts: Options): Plugin {
+  return {
+    label: `twill + twill-ipam, node mode, ${opts.policies} policies`,
+    binary: opts.twill,
+    cniPath: `${BIN}:${REF}`,
+    conf: (masq, dataDir, k) => ({
+      ...common("twill", masq, k),
+      subnetFile: join(dataDir, "subnet.json"),
+      logFile: join(dataDir, "twill.log"),
+      ipam: { type: "twill-ipam", dataDir },
+    }),
+    log: "twill.log",
+  };
 }
 
 // ---------------------------------------------------------------- inside the node namespace
@@ -126,12 +164,15 @@ interface WorkerJob {
   targets: Target[];
   /** dist/bin/noop, run in the same turns and the same way as the plugins: the start floor under the same load. */
   floor: Target;
+  /** The --policies column, and which of its pods are in a namespace with policies. */
+  policy?: { target: Target; waits: boolean[] };
   parallel: number;
 }
 
 interface WorkerOut {
   stats: RunStats[];
   floor: RunStats;
+  policy?: Omit<PolicyRunStats, "label" | "nftMs">;
 }
 
 interface Phase {
@@ -169,17 +210,21 @@ async function concurrent(t: Target, command: string, parallel: number, n: numbe
 
 async function worker(job: WorkerJob): Promise<WorkerOut> {
   const n = job.targets[0]!.pods.length;
-  const all = [...job.targets, job.floor];
+  const plugins = [...job.targets, ...(job.policy ? [job.policy.target] : [])];
+  const all = [...plugins, job.floor];
   const seqAdd = await sequential(all, "ADD", n);
   const seqDel = await sequential(all, "DEL", n);
   // Read now: the log holds the one-by-one operations only.
-  const phases = job.targets.map((t) => (t.log && existsSync(t.log) ? phaseMedians(readFileSync(t.log, "utf8")) : undefined));
+  const logs = plugins.map(readLog);
+  const phases = logs.map((text) => (text === undefined ? undefined : phaseMedians(text)));
   const par: { add: Phase; del: Phase }[] = [];
   for (const t of all) {
     const add = await concurrent(t, "ADD", job.parallel, n);
     const del = t === job.floor ? add : await concurrent(t, "DEL", job.parallel, n);
     par.push({ add, del });
   }
+  const last = plugins.length - 1;
+  const policy = job.policy && policyStats(job.policy, seqAdd[last]!, par[last]!.add, logs[last] ?? "", readLog(job.policy.target) ?? "");
   const version = await sequential(all, "VERSION", n);
   const out = all.map((t, k): RunStats => {
     // One more ADD and DEL of the first pod, under GNU time.
@@ -199,7 +244,26 @@ async function worker(job: WorkerJob): Promise<WorkerOut> {
       ...(phases[k] ? { phases: phases[k] } : {}),
     };
   });
-  return { stats: out.slice(0, -1), floor: out[out.length - 1]! };
+  return { stats: out.slice(0, job.targets.length), floor: out[out.length - 1]!, ...(policy ? { policy: { stats: out[last]!, ...policy } } : {}) };
+}
+
+const readLog = (t: Target): string | undefined => (t.log && existsSync(t.log) ? readFileSync(t.log, "utf8") : undefined);
+
+/**
+ * The --policies column's ADDs split by the pod's namespace, and its waits from its log as it was
+ * after the one-by-one ADDs and DELs (`seqLog`) and after the parallel ones (`parLog`).
+ */
+function policyStats(p: NonNullable<WorkerJob["policy"]>, seqAdd: Phase, parAdd: Phase, seqLog: string, parLog: string): Omit<PolicyRunStats, "label" | "nftMs" | "stats"> {
+  const part = (ph: Phase, waits: boolean) => {
+    const samples = ph.samples.filter((_, i) => p.waits[i] === waits);
+    // Turns of several plugins (or lanes of one) interleave: the samples' own time stands for the wall.
+    return stats(samples, samples.reduce((sum, x) => sum + x.ms, 0));
+  };
+  return {
+    withPolicies: { seqAdd: part(seqAdd, true), parAdd: part(parAdd, true) },
+    withoutPolicies: { seqAdd: part(seqAdd, false), parAdd: part(parAdd, false) },
+    wait: { seq: policyWaits(seqLog), par: policyWaits(parLog.slice(seqLog.length)) },
+  };
 }
 
 // ---------------------------------------------------------------- orchestration (root namespace)
@@ -220,15 +284,19 @@ async function main() {
   // Before any namespace exists: a failed build leaves nothing behind.
   const flannel = ensureFlannelPlugin(opts.flannelSrc, join(ROOT, "dist/peers"));
   const started = performance.now();
+  const loadAtStart = load();
   const prefix = `twbench${process.pid}`;
   const namespaces: string[] = [];
   const dirs: string[] = [];
+  let engine: RunningEngine | null = null;
   const addNs = async (name: string) => {
     namespaces.push(name);
     await addNetns(name);
     return netnsPath(name);
   };
   const cleanup = () => {
+    if (engine) process.kill(engine.pid, "SIGTERM");
+    engine = null;
     for (const ns of namespaces.reverse()) deleteNetnsSync(ns);
     namespaces.length = 0;
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -241,33 +309,72 @@ async function main() {
   }
   try {
     const ps = plugins(opts, flannel);
+    const withPolicy = opts.policies > 0 ? [...ps, policyPlugin(opts)] : ps;
     const pods: string[][] = [];
-    for (let k = 0; k < ps.length; k++) {
+    for (let k = 0; k < withPolicy.length; k++) {
       pods.push([]);
       for (let i = 0; i < opts.pods; i++) pods[k]!.push(await addNs(`${prefix}-${k}p${i}`));
     }
+    const podsOfPolicy = benchPods(opts.pods);
     const runs: Run[] = [];
     for (const masq of opts.masq) {
       const node = `${prefix}-n${runs.length}`;
       await addNs(node);
-      const targets = ps.map((p, k): Target => {
+      const dataDirs: string[] = [];
+      const targets = withPolicy.map((p, k): Target => {
         const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
         dirs.push(dataDir);
+        dataDirs.push(dataDir);
         for (const [name, text] of Object.entries(p.files?.(masq, k) ?? {})) writeFileSync(join(dataDir, name), text);
         return { binary: p.binary, cniPath: p.cniPath, conf: p.conf(masq, dataDir, k), pods: pods[k]!, ...(p.log ? { log: join(dataDir, p.log) } : {}) };
       });
       const job: WorkerJob = {
-        targets,
+        targets: targets.slice(0, ps.length),
         floor: { binary: join(BIN, "noop"), cniPath: "", conf: {}, pods: [] },
         parallel: opts.parallel,
       };
-      const out = JSON.parse(run(["ip", "netns", "exec", node, process.execPath, SELF, "--worker", JSON.stringify(job)])) as WorkerOut;
-      runs.push({ masq, columns: ps.map((p, k) => ({ label: p.label, stats: out.stats[k]! })), floor: out.floor });
+      const k = ps.length;
+      const policyTarget = targets[k];
+      if (policyTarget) {
+        const dataDir = dataDirs[k]!;
+        const subnetFile = join(dataDir, "subnet.json");
+        writeNodeSubnet(subnetFile, { cluster: CLUSTER, node: subnet(k), mtu: MTU });
+        const sandboxes = { sandboxPrefix: "bench-policy-" };
+        job.policy = {
+          target: { ...policyTarget, ...sandboxes, cniArgs: podsOfPolicy.map((p, i) => cniArgsOf(p, containerIdOf(sandboxes, i))) },
+          waits: podsOfPolicy.map((p) => p.namespace === POLICY_NAMESPACE),
+        };
+        engine = await startPolicyEngine(node, process.execPath, {
+          cluster: { pods: opts.policyPods, policies: opts.policies, local: POLICY_LOCAL_PODS },
+          pods: podsOfPolicy,
+          stateDir: dataDir,
+          ipamStore: join(dataDir, `bench${k}`),
+          subnetFile,
+          bridge: `cni${k}`,
+          logFile: join(dataDir, "twilld-policy.log"),
+          summaryFile: join(dataDir, "policy-engine.json"),
+        });
+      }
+      try {
+        const out = JSON.parse(run(["ip", "netns", "exec", node, process.execPath, SELF, "--worker", JSON.stringify(job)])) as WorkerOut;
+        const summary = await engine?.stop();
+        engine = null;
+        const policy = out.policy ? { policy: { label: withPolicy[k]!.label, ...out.policy, nftMs: summary?.nftMs ?? [] } } : {};
+        runs.push({ masq, columns: ps.map((p, k) => ({ label: p.label, stats: out.stats[k]! })), floor: out.floor, ...policy });
+      } finally {
+        // The worker failed: the engine goes before its namespace.
+        await engine?.stop();
+        engine = null;
+      }
     }
     const header = [
       ...ps.map((p) => `${p.label}: ${p.binary}`),
+      ...(opts.policies > 0
+        ? [`${withPolicy[ps.length]!.label}: ${opts.twill}; beside it twilld's policy engine over ${opts.policies} policies, ${opts.policyPods} pods in ${NAMESPACES} namespaces (${POLICY_LOCAL_PODS} of them on this node, besides the bench's)`]
+        : []),
       `noop floor: ${join(BIN, "noop")} (compiled like twill, does nothing)`,
       `times in ms, median / p95; CPU is user + system of the plugin and the processes it waited for`,
+      `load average (1, 5, 15 min): ${loadAtStart} at the start, ${load()} at the end`,
     ];
     console.log(report(runs, { pods: opts.pods, parallel: opts.parallel, header }));
     console.log(`wall time of the benchmark: ${((performance.now() - started) / 1000).toFixed(0)} s`);

@@ -1,6 +1,7 @@
 // ./scripts/bench policy: NetworkPolicy compile and apply at scale, and change-to-enforcement.
 //
-// A synthetic cluster of --pods pods (5000) in 50 namespaces and --policies policies (1000),
+// A synthetic cluster (policy/synthetic-cluster.ts) of --pods pods (5000) in 50 namespaces and
+// --policies policies (1000),
 // each selecting one app label of its namespace, admitting peers by podSelector,
 // namespaceSelector, both, or an ipBlock with except, on numbered and named ports; a quarter
 // also restrict egress. The node under test holds --local pods (110, the kubelet's default
@@ -22,6 +23,7 @@ import { createPolicyMetrics } from "../../../agent/policy/metrics.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "../../../agent/policy/types.js";
 import { nullLogger } from "../../../shared/log.js";
 import { addNetns, deleteNetns, kernelIn } from "../../../testkit/netns.js";
+import { APPS, NAMESPACES, NODE, syntheticCluster } from "./policy/synthetic-cluster.js";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, def: string) => (argv.includes(`--${name}`) ? argv[argv.indexOf(`--${name}`) + 1]! : def);
@@ -29,43 +31,9 @@ const PODS = Number(opt("pods", "5000"));
 const POLICIES = Number(opt("policies", "1000"));
 const LOCAL = opt("local", "110");
 const CHANGES = Number(opt("changes", "60"));
-const NAMESPACES = 50;
-const APPS = 20;
-
-const NODE = "node-0";
 const netns = `twbench-policy-${process.pid}`;
 
-function cluster(): PolicySnapshot {
-  const local = LOCAL === "all" ? PODS : Number(LOCAL);
-  const pods: PodInfo[] = Array.from({ length: PODS }, (_, i) => ({
-    namespace: `ns-${i % NAMESPACES}`,
-    name: `pod-${i}`,
-    // Spread so every namespace has local pods; the rest on 100 other nodes.
-    nodeName: i < local ? NODE : `node-${1 + (i % 100)}`,
-    labels: { app: `app-${Math.floor(i / NAMESPACES) % APPS}`, role: i % 3 === 0 ? "client" : "backend" },
-    ips: [`10.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, `fd00:10:244::${i.toString(16)}`],
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "metrics", port: 9090, protocol: "TCP" }],
-  }));
-  const policies: NetworkPolicy[] = Array.from({ length: POLICIES }, (_, k) => {
-    const ns = `ns-${k % NAMESPACES}`;
-    const kind = k % 4;
-    const peer =
-      kind === 0 ? { podSelector: { matchLabels: { role: "client" } } }
-      : kind === 1 ? { namespaceSelector: { matchLabels: { tier: `t${k % 5}` } } }
-      : kind === 2 ? { namespaceSelector: { matchLabels: { tier: `t${k % 5}` } }, podSelector: { matchLabels: { role: "client" } } }
-      : { ipBlock: { cidr: "10.64.0.0/16", except: [`10.64.${k % 256}.0/24`] } };
-    return {
-      namespace: ns,
-      name: `policy-${k}`,
-      podSelector: { matchLabels: { app: `app-${Math.floor(k / NAMESPACES) % APPS}` } },
-      policyTypes: k % 4 === 3 ? ["ingress", "egress"] : ["ingress"],
-      ingress: [{ peers: [peer], ports: [{ port: 8080 + (k % 3) }, { port: "metrics" }, { protocol: "UDP", port: 5000, endPort: 5100 }] }],
-      egress: k % 4 === 3 ? [{ peers: [{ podSelector: { matchLabels: { role: "backend" } } }], ports: [{ port: "http" }] }] : [],
-    };
-  });
-  const namespaces = Array.from({ length: NAMESPACES }, (_, i) => ({ name: `ns-${i}`, labels: { "kubernetes.io/metadata.name": `ns-${i}`, tier: `t${i % 5}` } }));
-  return { policies, pods, namespaces };
-}
+const cluster = (): PolicySnapshot => syntheticCluster({ pods: PODS, policies: POLICIES, local: LOCAL === "all" ? PODS : Number(LOCAL) });
 
 const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b);

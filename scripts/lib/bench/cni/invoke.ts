@@ -14,6 +14,13 @@ export interface Target {
   pods: string[];
   /** The plugin's own log, whose closing lines carry its phase timings (twill's). */
   log?: string;
+  /** CNI_ARGS by pod index, as a runtime names the pod (only the --policies column). */
+  cniArgs?: string[];
+  /**
+   * Sandbox IDs are `<sandboxPrefix><pod index>` (default "bench-"). Two twill columns in one
+   * node namespace need their own: twill names the host veth after the sandbox ID.
+   */
+  sandboxPrefix?: string;
 }
 
 export interface Sample {
@@ -35,13 +42,17 @@ declare const Bun: {
   spawn(argv: string[], opts: { env: Record<string, string>; stdin: "pipe"; stdout: "pipe"; stderr: "ignore" }): Subprocess;
 };
 
+/** The sandbox of pod `i`, as the runtime names it in CNI_CONTAINERID. */
+export const containerIdOf = (t: Pick<Target, "sandboxPrefix">, i: number): string => `${t.sandboxPrefix ?? "bench-"}${i}`;
+
 const envFor = (t: Target, command: string, i: number): Record<string, string> => ({
   PATH,
   CNI_COMMAND: command,
-  CNI_CONTAINERID: `bench-${i}`,
+  CNI_CONTAINERID: containerIdOf(t, i),
   CNI_NETNS: t.pods[i] ?? "",
   CNI_IFNAME: "eth0",
   CNI_PATH: t.cniPath,
+  ...(t.cniArgs?.[i] ? { CNI_ARGS: t.cniArgs[i] } : {}),
 });
 
 export async function invoke(t: Target, command: string, i: number): Promise<Sample> {

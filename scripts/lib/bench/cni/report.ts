@@ -2,6 +2,7 @@
 // the table (every figure beside the start floor and as a ratio to each reference) and the
 // issue's targets (#22), judged on the medians. A report, not a test: nothing here fails a run.
 import type { Sample } from "./invoke.js";
+import { OPEN_NAMESPACE, POLICY_NAMESPACE, WAIT_CAP_MS } from "./policy-wait.js";
 
 export interface PhaseStats {
   median: number;
@@ -25,11 +26,12 @@ export interface RunStats {
   phases?: { add: Record<string, number>; del: Record<string, number>; count: number };
 }
 
+export const quantile = (xs: number[], q: number): number => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+};
+
 export function stats(samples: Sample[], wallMs: number): PhaseStats {
-  const quantile = (xs: number[], q: number) => {
-    const sorted = [...xs].sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
-  };
   const ms = samples.map((s) => s.ms);
   return {
     median: quantile(ms, 0.5),
@@ -74,6 +76,39 @@ export function phaseMedians(logText: string): RunStats["phases"] {
   return { add: medians(byMsg["Added pod"]!), del: medians(byMsg["Deleted pod"]!), count };
 }
 
+export interface WaitStats {
+  /** ADDs in the namespace with policies. */
+  count: number;
+  p50: number;
+  p95: number;
+  max: number;
+  /** ADDs that gave up waiting at WAIT_CAP_MS. */
+  capped: number;
+}
+
+/** The `policy` phase of the ADDs in POLICY_NAMESPACE logged in `logText` (twill's log). */
+export function policyWaits(logText: string): WaitStats {
+  const waits: number[] = [];
+  for (const line of logText.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    let entry: { msg?: string; phases?: { policy?: number }; cniArgs?: { K8S_POD_NAMESPACE?: string } };
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (entry.msg !== "Added pod" || entry.cniArgs?.K8S_POD_NAMESPACE !== POLICY_NAMESPACE) continue;
+    if (typeof entry.phases?.policy === "number") waits.push(entry.phases.policy);
+  }
+  return {
+    count: waits.length,
+    p50: quantile(waits, 0.5),
+    p95: quantile(waits, 0.95),
+    max: waits.length > 0 ? Math.max(...waits) : NaN,
+    capped: waits.filter((w) => w >= WAIT_CAP_MS).length,
+  };
+}
+
 export interface Goal {
   what: string;
   ratio: number;
@@ -95,11 +130,27 @@ export function goals(twill: RunStats, flannel: RunStats, reference: RunStats, f
 
 export const met = (t: Goal): boolean => (t.atLeast ? t.ratio >= t.limit : t.ratio <= t.limit);
 
+/** The --policies column (twill only): its ADDs by the pod's namespace, its waits, the engine's nft runs. */
+export interface PolicyRunStats {
+  label: string;
+  stats: RunStats;
+  withPolicies: { seqAdd: PhaseStats; parAdd: PhaseStats };
+  withoutPolicies: { seqAdd: PhaseStats; parAdd: PhaseStats };
+  /** The `policy` phase of the ADDs in the namespace with policies: one by one, and `parallel` at a time. */
+  wait: { seq: WaitStats; par: WaitStats };
+  /** Each `nft -f` of the engine: the start-up table first, then one per change. */
+  nftMs: number[];
+}
+
+/** The issue's target for the wait, on the one-by-one ADDs: a runtime starting pods one after another. */
+export const POLICY_WAIT_P95_MS = 50;
+
 export interface Run {
   masq: boolean;
   /** twill, Flannel's chain, bridge + host-local, in this order, then the floor. */
   columns: { label: string; stats: RunStats }[];
   floor: RunStats;
+  policy?: PolicyRunStats;
 }
 
 const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
@@ -171,7 +222,34 @@ export function report(runs: Run[], opts: { pods: number; parallel: number; head
     for (const t of goals(twill.stats, flannel.stats, reference.stats, fl, p)) {
       out.push(`    ${t.what.padEnd(46)}${`${t.ratio.toFixed(2)}×`.padEnd(8)}${met(t) ? "met" : "NOT met"}`);
     }
+    if (run.policy) out.push(...policySection(run.policy, p));
     out.push("");
   }
   return out.join("\n");
+}
+
+/** The --policies column's lines: ADD with and without policies, the wait, the target. */
+function policySection(ps: PolicyRunStats, parallel: number): string[] {
+  const out: string[] = [];
+  const both = (s: PhaseStats) => `${f(s.median)} / ${f(s.p95)}`;
+  const waits = (w: WaitStats) => `${f(w.p50)} / ${f(w.p95)} / ${f(w.max)}`;
+  const cols = [40, 22, 22];
+  const line = (cells: string[]) => "    " + cells.map((c, i) => c.padEnd(cols[i] ?? 0)).join("").trimEnd();
+  out.push(`  NetworkPolicy wait of ADD, twill only (Flannel's chain and bridge + host-local enforce no policy):`);
+  out.push(`    ${ps.label}; its pods take turns between ${POLICY_NAMESPACE} (has policies: ADD waits) and ${OPEN_NAMESPACE} (none)`);
+  out.push(line(["", "one by one", `${parallel} at a time`]));
+  out.push(line([`ADD ms, median / p95, in ${POLICY_NAMESPACE}`, both(ps.withPolicies.seqAdd), both(ps.withPolicies.parAdd)]));
+  out.push(line([`ADD ms, median / p95, in ${OPEN_NAMESPACE}`, both(ps.withoutPolicies.seqAdd), both(ps.withoutPolicies.parAdd)]));
+  out.push(line(["policy phase ms, p50 / p95 / max", waits(ps.wait.seq), waits(ps.wait.par)]));
+  out.push(line([`ADDs in ${POLICY_NAMESPACE} / at the ${WAIT_CAP_MS / 1000} s cap`, `${ps.wait.seq.count} / ${ps.wait.seq.capped}`, `${ps.wait.par.count} / ${ps.wait.par.capped}`]));
+  const [startup, ...updates] = ps.nftMs;
+  if (startup !== undefined) {
+    out.push(`    the engine's nft -f: start-up table ${f(startup)} ms; ${updates.length} updates, p50 / p95 ${f(quantile(updates, 0.5))} / ${f(quantile(updates, 0.95))} ms`);
+  }
+  const failures = ps.stats.seqAdd.failures + ps.stats.seqDel.failures + ps.stats.parAdd.failures + ps.stats.parDel.failures;
+  if (failures > 0) out.push(`    ${failures} failed invocations; first: ${ps.stats.firstError ?? "?"}`);
+  const p95 = ps.wait.seq.p95;
+  out.push(`  target, on the one-by-one ADDs:`);
+  out.push(`    ${`policy wait p95 ≤ ${POLICY_WAIT_P95_MS} ms, none at the cap`.padEnd(46)}${`${f(p95)} ms`.padEnd(10)}${p95 <= POLICY_WAIT_P95_MS && ps.wait.seq.capped === 0 ? "met" : "NOT met"}`);
+  return out;
 }
