@@ -103,7 +103,7 @@ describe("FlowCollector", () => {
     opened[0]!.dropped.push(drop(podCounter("default/web", "ingress").name));
     c.poll();
     expect(written.map((r) => [r.event, r.pod, r.source.pod, r.policies])).toEqual([["drop", "default/web", "default/client", ["default/deny-web"]]]);
-    return registry.metrics().then((text) => expect(text).toMatch(/twill_policy_drops_total\{namespace="default",policy="default\/deny-web"\} 1/));
+    return registry.metrics().then((text) => expect(text).toMatch(/twill_flow_drops_total\{namespace="default",policy="default\/deny-web"\} 1/));
   });
 
   it("counts what it cannot tell or keep: an unknown prefix, a queue overflow, a burst over the rate", async () => {

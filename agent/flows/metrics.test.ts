@@ -17,7 +17,7 @@ describe("flow metrics", () => {
     m.count(droppedRecord({ policies: ["default/a", "default/b"] }));
     m.count(droppedRecord({ policies: [] }));
     expect(await values(registry, "twill_flows_total")).toEqual({ "default allowed": 1, "team-x allowed": 1, "default dropped": 3 });
-    expect(await values(registry, "twill_policy_drops_total")).toEqual({ "default default/deny-all": 1, "default default/a": 1, "default none": 1 });
+    expect(await values(registry, "twill_flow_drops_total")).toEqual({ "default default/deny-all": 1, "default default/a": 1, "default none": 1 });
   });
 
   it("count what is lost, each reason shown from the start", async () => {
@@ -35,7 +35,7 @@ describe("flow metrics", () => {
     for (let i = 0; i < 10; i++) m.count(droppedRecord({ pod: `ns-${i}/web`, policies: [`ns-${i}/deny`] }));
     m.count(droppedRecord({ pod: "ns-1/web", policies: ["ns-1/deny"] }));
     expect(await values(registry, "twill_flows_total")).toEqual({ "ns-0 dropped": 1, "ns-1 dropped": 2, "ns-2 dropped": 1, "other dropped": 7 });
-    expect(Object.keys(await values(registry, "twill_policy_drops_total"))).toHaveLength(4);
+    expect(Object.keys(await values(registry, "twill_flow_drops_total"))).toHaveLength(4);
   });
 });
 

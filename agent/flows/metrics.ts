@@ -32,7 +32,7 @@ export function createFlowMetrics(registry: Registry, labelValuesMax = LABEL_VAL
     registers,
   });
   const policyDrops = new Counter({
-    name: "twill_policy_drops_total",
+    name: "twill_flow_drops_total",
     help: "Packets policy dropped as flows report them (at most the drop log's rate), per namespace of this node's pod and the first policy isolating it",
     labelNames: ["namespace", "policy"] as const,
     registers,
