@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { nullLogger } from "../../shared/log.js";
 import { flowRecord } from "../../testkit/flows.js";
 import { NODE, allPods, client, namespaces, pod, policy, remoteClient, web, webOnly } from "../../testkit/policy.js";
@@ -131,6 +131,35 @@ describe("FlowCollector", () => {
     q.conntrack.push({ ...syn(remoteIp, webIp), id: 2, protocol: "UDP", kind: "end" });
     c.poll();
     expect(seen.map((r) => [r.event, r.protocol])).toEqual([["start", "TCP"], ["end", "TCP"], ["end", "UDP"]]);
+  });
+
+  it("with a sink, tries the kernel again while it cannot be read (the nflog group taken, say)", () => {
+    vi.useFakeTimers();
+    try {
+      let attempts = 0;
+      const c = new FlowCollector({
+        nodeName: NODE,
+        open: () => {
+          if (++attempts < 3) throw new Error("nflog group 1024 is taken by another process");
+          return new Queue();
+        },
+        view: () => ({ snapshot, enforced: plan }),
+        sink: { write: () => undefined, close: () => undefined },
+        metrics: null,
+        limiter: new TokenBucket(10, 10, () => 0),
+        logger: nullLogger,
+      });
+      c.start();
+      expect(c.reading).toBe(false);
+      vi.advanceTimersByTime(10_000);
+      expect(c.reading).toBe(false);
+      vi.advanceTimersByTime(10_000);
+      expect(c.reading).toBe(true);
+      expect(attempts).toBe(3);
+      c.stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("tells nothing before the first snapshot: no record, nothing thrown", () => {

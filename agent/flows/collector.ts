@@ -54,6 +54,9 @@ export interface FlowCollectorOptions {
   now?: () => number;
 }
 
+/** How soon a collector that must always collect tries the kernel's sources again. */
+const RETRY_OPEN_MS = 10_000;
+
 /** Ended connections remembered to tell a DESTROY after a close: a busy node's TIME_WAIT entries. */
 const ENDED_KEPT = 65_536;
 
@@ -64,6 +67,7 @@ export class FlowCollector implements FlowFeed {
   private readonly ring: RecordRing<FlowRecord>;
   private readonly always: boolean;
   private lastOpenError: string | undefined;
+  private stopped = false;
   /**
    * Connections whose end was recorded at their close (TCP), by conntrack id: their DESTROY,
    * up to the TIME_WAIT timeout later, is the same end. Oldest first, at most ENDED_KEPT.
@@ -86,6 +90,7 @@ export class FlowCollector implements FlowFeed {
   }
 
   stop(): void {
+    this.stopped = true;
     this.followers.clear();
     this.close();
     this.o.sink?.close();
@@ -167,7 +172,7 @@ export class FlowCollector implements FlowFeed {
   }
 
   private ensureOpen(): void {
-    if (this.source) return;
+    if (this.source || this.stopped) return;
     try {
       this.source = this.o.open();
       this.lastOpenError = undefined;
@@ -176,6 +181,8 @@ export class FlowCollector implements FlowFeed {
       const error = errorMessage(err);
       if (error !== this.lastOpenError) this.o.logger.warn("Cannot read flows from the kernel", { error });
       this.lastOpenError = error;
+      // A follower retries by asking again; a flow log or metrics would wait for nobody.
+      if (this.always && !this.stopped) setTimeout(() => this.ensureOpen(), RETRY_OPEN_MS).unref?.();
       return;
     }
     this.timer = setInterval(() => this.poll(), this.o.pollMs ?? 100);
