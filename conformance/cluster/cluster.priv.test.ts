@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { FlowRecord } from "../../agent/flows/record.js";
 import { contains, covers, parseCidr, parseIp } from "../../shared/net/cidr.js";
 import { kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { until } from "../../testkit/until.js";
@@ -48,15 +49,15 @@ const podIPs = (p: PodJson): string[] => (p.status.podIPs ?? []).map((i) => i.ip
 
 const getPod = async (name: string): Promise<PodJson> => JSON.parse(await kubectl("get", "pod", name, "-o", "json")) as PodJson;
 
-async function startPod(name: string, node: string): Promise<PodJson> {
+async function startPod(name: string, node: string, o: { labels?: Record<string, string>; command?: string[] } = {}): Promise<PodJson> {
   const pod = {
     apiVersion: "v1",
     kind: "Pod",
-    metadata: { name, namespace: "default" },
+    metadata: { name, namespace: "default", ...(o.labels ? { labels: o.labels } : {}) },
     spec: {
       nodeName: node,
       terminationGracePeriodSeconds: 1,
-      containers: [{ name: "c", image: "docker.io/library/busybox:1.29", command: ["sleep", "3600"] }],
+      containers: [{ name: "c", image: "docker.io/library/busybox:1.29", command: o.command ?? ["sleep", "3600"] }],
     },
   };
   const r = await execa(join(REPO, "scripts/cluster"), ["kubectl", "apply", "-f", "-"], { env, input: JSON.stringify(pod), reject: false });
@@ -382,6 +383,78 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
     await until("the policy lifted", async () => (await ping("twill-peer", podIPs(target)[0]!)).exitCode === 0, 60_000);
     await kubectl("delete", "pod", "twill-locked", "twill-peer", "--wait=true", "--timeout=120s");
   });
+
+  it("shows flows on the server's node: a client the policy denies, naming the pods and the policy; an allowed connection with its start and end", async () => {
+    const server = await startPod("flows-server", "node-1", { labels: { "twill-test": "flows-server" }, command: ["httpd", "-f", "-p", "8080", "-h", "/etc"] });
+    await startPod("flows-friend", "node-2", { labels: { "twill-test": "flows-friend" } });
+    await startPod("flows-stranger", "node-2");
+    const url = `http://${podIPs(server)[0]}:8080/hostname`;
+    const get = (from: string) => cluster("kubectl", "exec", from, "--", "wget", "-q", "-T", "2", "-O", "/dev/null", url);
+    const policy = {
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: { name: "flows-server-from-friends", namespace: "default" },
+      spec: {
+        podSelector: { matchLabels: { "twill-test": "flows-server" } },
+        policyTypes: ["Ingress"],
+        ingress: [{ from: [{ podSelector: { matchLabels: { "twill-test": "flows-friend" } } }], ports: [{ port: 8080 }] }],
+      },
+    };
+    const applied = await execa(join(REPO, "scripts/cluster"), ["kubectl", "apply", "-f", "-"], { env, input: JSON.stringify(policy), reject: false });
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    const agent = (await kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=twill", "--field-selector", "spec.nodeName=node-1", "-o", "name")).trim();
+    // twilld flows in the agent's container, as an operator runs it: each JSON line with when it came.
+    // A process group of its own: scripts/cluster runs kubectl in the control plane's
+    // namespace as a child, and the whole group is stopped at the end.
+    const follow = execa(join(REPO, "scripts/cluster"), ["kubectl", "-n", "kube-system", "exec", agent, "-c", "twilld", "--", "/opt/twill/bin/twilld", "flows", "--follow", "-o", "json"], {
+      env, reject: false, stdin: "ignore", buffer: { stdout: false }, detached: true,
+    });
+    const seen: { at: number; r: FlowRecord }[] = [];
+    let partial = "";
+    follow.stdout!.on("data", (b: Buffer) => {
+      const lines = (partial + b.toString()).split("\n");
+      partial = lines.pop()!;
+      for (const l of lines.filter(Boolean)) seen.push({ at: Date.now(), r: JSON.parse(l) as FlowRecord });
+    });
+    const from = (pod: string, pred: (r: FlowRecord) => boolean = () => true) => seen.filter((s) => s.r.source.pod === `default/${pod}` && pred(s.r));
+    try {
+      // In force, and followed: the friend's connections show, the stranger's fail.
+      await until("the policy in force and the flows followed", async () => (await get("flows-friend")).exitCode === 0 && from("flows-friend").length > 0 && (await get("flows-stranger")).exitCode !== 0, 60_000);
+
+      // A new attempt: its drop is one from a source port not seen before (the attempts above
+      // may still be arriving).
+      await sleep(1_000);
+      const earlier = new Set(from("flows-stranger").map((s) => s.r.source.port));
+      const fresh = (r: FlowRecord) => r.verdict === "dropped" && !earlier.has(r.source.port);
+      const t0 = Date.now();
+      expect((await get("flows-stranger")).exitCode).not.toBe(0);
+      await until("the stranger's drop", async () => from("flows-stranger", fresh).length > 0, 10_000);
+      const drop = from("flows-stranger", fresh)[0]!;
+      expect(drop.r).toMatchObject({
+        event: "drop", direction: "ingress", pod: "default/flows-server", protocol: "TCP",
+        destination: { ip: podIPs(server)[0], port: 8080, pod: "default/flows-server" },
+        policies: ["default/flows-server-from-friends"],
+      });
+      console.log(`flows: the stranger's drop recorded ${Date.parse(drop.r.time) - t0} ms after its wget was started (kubectl exec included), shown ${drop.at - t0} ms after`);
+
+      const before = new Set(from("flows-friend").map((s) => s.r.source.port));
+      expect((await get("flows-friend")).exitCode).toBe(0);
+      const friend = (r: FlowRecord) => r.verdict === "allowed" && r.pod === "default/flows-server" && !before.has(r.source.port);
+      await until("the friend's start and end", async () => from("flows-friend", friend).some((s) => s.r.event === "end"), 10_000);
+      const ended = from("flows-friend", friend).find((s) => s.r.event === "end")!.r;
+      const one = from("flows-friend", (r) => friend(r) && r.source.port === ended.source.port).map((s) => s.r);
+      expect(one.map((r) => r.event)).toEqual(["start", "end"]);
+      expect(one[0]).toMatchObject({ direction: "ingress", destination: { port: 8080, pod: "default/flows-server" }, policies: ["default/flows-server-from-friends"] });
+      // node-1's flows only: node-2's pods show as the peers of node-1's, never as the pod.
+      const onNode1 = new Set((await kubectl("get", "pods", "-A", "--field-selector", "spec.nodeName=node-1", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}")).split("\n").filter(Boolean));
+      expect(seen.map((s) => s.r.pod).filter((p) => !onNode1.has(p))).toEqual([]);
+    } finally {
+      process.kill(-follow.pid!, "SIGTERM");
+      await follow;
+      await kubectl("delete", "networkpolicy", "flows-server-from-friends", "--wait=true");
+      await kubectl("delete", "pod", "flows-server", "flows-friend", "flows-stranger", "--wait=true", "--timeout=120s");
+    }
+  }, 300_000);
 
   it("releases a pod's addresses when the pod is deleted through the API", async () => {
     expect(reservations("node-1")).toEqual(expect.arrayContaining(podIPs(a)));
