@@ -236,15 +236,19 @@ export class Testbed {
     await this.inproc?.settled();
   }
 
-  /** A pod on `node`, attached by the CNI plugin; `echo` also starts the TCP echo in it. */
-  async addPod(node: TestNode, { echo = true } = {}): Promise<Pod> {
+  /**
+   * A pod on `node`, attached by the CNI plugin; `echo` also starts the TCP echo in it, `named`
+   * names it to the plugin as kubelet does (K8S_POD_NAMESPACE=default, K8S_POD_NAME=its name).
+   */
+  async addPod(node: TestNode, { echo = true, named = false } = {}): Promise<Pod> {
     const k = this.pods.filter((p) => p.node === node).length + 1;
     const name = `pod-${node.index}${String.fromCharCode(96 + k)}`;
     const ns = `${this.prefix}p${node.index}-${k}`;
     await addNetns(ns);
     this.res.namespaces.add(ns);
     const containerId = `${this.prefix}${name}`;
-    const result = await runCni(node.ns, podNetConf(this.plugin, node), { command: "ADD", containerId, podNs: ns });
+    const args = named ? { args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${name}` } : {};
+    const result = await runCni(node.ns, podNetConf(this.plugin, node), { command: "ADD", containerId, podNs: ns, ...args });
     const pod: Pod = { name, ns, node, containerId, ips: resultIps(result) };
     if (echo) {
       pod.echo = await startEcho(ns);

@@ -1,4 +1,9 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { FlowRecord } from "../../agent/flows/record.js";
+import { httpGet } from "../../testkit/daemon.js";
+import { DIST_BIN } from "../../testkit/pods.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { vtepName } from "../../shared/kernel/vxlan.js";
 import { until } from "../../testkit/until.js";
@@ -6,7 +11,7 @@ import { entriesFor } from "./checks.js";
 import { failures, podAddress, podsToNodes, reachability } from "./matrix.js";
 import { inNetns } from "../../testkit/netns.js";
 import { Testbed, type TestbedOptions, type TestNode } from "./testbed.js";
-import { ping } from "./traffic.js";
+import { ECHO_PORT, ping, tcpProbe } from "./traffic.js";
 
 // The same cluster with the real agent: dist/bin/twilld in every node namespace, one shared
 // local datastore, the real twill plugin for pods.
@@ -45,6 +50,35 @@ describe("twilld: 3 nodes x 2 pods", () => {
     expect(status).toContain("NetworkPolicy: not enforced: the local datastore has no API to read NetworkPolicies from");
     expect(t.twilld!.logged(t.node("node-1"), "NetworkPolicy is not enforced")).toHaveLength(1);
     expect(failures(await reachability(t.pods.filter((p) => p.node.segment === "a")))).toEqual([]);
+  });
+});
+
+describe("twilld flows on the real agent (local datastore: no policy, pods named by the IPAM store)", () => {
+  it("keeps flows for --flow-log and --flow-metrics, and `twilld flows` shows them", async () => {
+    tb = await Testbed.create({ agent: "twilld", backend: "vxlan", nodes: 2 });
+    const t = tb;
+    const [n1, n2] = t.nodes as [TestNode, TestNode];
+    const flowLog = join(n1.dir, "flows", "flows.jsonl");
+    n1.args = [...(n1.args ?? []), "--flow-log", flowLog, "--flow-metrics"];
+    await t.startAgents();
+    const server = await t.addPod(n1, { named: true });
+    const client = await t.addPod(n2, { named: true });
+    const serverIp = podAddress(server);
+    expect((await tcpProbe(client.ns, [serverIp]))[0]!.ok).toBe(true);
+    const records = () => (existsSync(flowLog) ? readFileSync(flowLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as FlowRecord) : []);
+    const mine = (r: FlowRecord) => r.destination.ip === serverIp && r.destination.port === ECHO_PORT;
+    await until("the connection's start and end in the flow log", async () => records().filter(mine).some((r) => r.event === "end"), 10_000);
+    const start = records().find((r) => mine(r) && r.event === "start")!;
+    // node-1's pod by the name the runtime gave it; node-2's only by its address (node-1's
+    // store does not know it); no policy here.
+    expect(start).toMatchObject({ verdict: "allowed", direction: "ingress", pod: `default/${server.name}`, protocol: "TCP", source: { ip: podAddress(client), pod: null }, policies: [] });
+    expect(statSync(flowLog).mode & 0o777).toBe(0o600);
+    // The same flows from the agent, as an operator asks for them.
+    const shown = await inNetns(n1.ns, [join(DIST_BIN, "twilld"), "flows", "--state-dir", n1.dir, "--pod", `default/${server.name}`]);
+    expect(shown.exitCode, String(shown.stderr)).toBe(0);
+    expect(String(shown.stdout)).toMatch(new RegExp(`start\\s+ingress\\s+${podAddress(client).replaceAll(".", "\\.")}:\\d+ -> default/${server.name} `));
+    const metrics = await httpGet("http://127.0.0.1:9402/metrics", n1.ns);
+    expect(metrics.body).toMatch(/twill_flows_total\{namespace="default",verdict="allowed"\} [1-9]/);
   });
 });
 
