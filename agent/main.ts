@@ -2,7 +2,7 @@ import { writeSync } from "node:fs";
 import { hostname } from "node:os";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { stderrLogger, type Level } from "../shared/log.js";
+import { createLogger, stderrLogger, type Level } from "../shared/log.js";
 import { DEFAULT_SUBNET_FILE } from "../shared/subnet-file.js";
 import { leaveCluster, runUninstall, printCheck, printNodes, printReservations, printStatus, runAgent, runRelease, type CommonOptions } from "./commands.js";
 import { DATASTORE_KINDS, type DatastoreKind } from "./datastore/index.js";
@@ -260,7 +260,8 @@ export const main = (): Promise<never> =>
   runCommand().then(
     (code) => process.exit(code),
     (err: unknown) => {
-      stderrLogger().error("twilld failed", { error: errorMessage(err), ...(err && typeof err === "object" && "code" in err ? { code: (err as { code: unknown }).code } : {}) });
+      // Written at once: process.exit drops what a stream to a pipe still holds.
+      createLogger((line) => void writeSync(2, line)).error("twilld failed", { error: errorMessage(err), ...(err && typeof err === "object" && "code" in err ? { code: (err as { code: unknown }).code } : {}) });
       process.exit(1);
     },
   );
