@@ -1,5 +1,6 @@
 import { parseIp } from "../shared/net/cidr.js";
 import type { PolicyPlan } from "../agent/policy/plan.js";
+import { REJECT_CHAIN } from "../agent/policy/ruleset.js";
 import type { NamespaceInfo, NetworkPolicy, PodInfo } from "../agent/policy/types.js";
 
 /**
@@ -30,6 +31,9 @@ export function simulate(plan: PolicyPlan, pkt: Packet): Verdict {
   return "accept";
 }
 
+/** A pod chain's deny: counted, then dropped, or rejected (whatever it is) by the reject chain. */
+const DENY = new RegExp(`^counter name "[^"]+" (?:drop|goto ${REJECT_CHAIN})$`);
+
 /** One chain of the plan run on the packet: its verdict, or "return" when no rule ended it. */
 export function runChain(plan: PolicyPlan, name: string, pkt: Packet): Verdict | "return" {
   const chain = plan.chains.find((c) => c.name === name);
@@ -42,12 +46,7 @@ export function runChain(plan: PolicyPlan, name: string, pkt: Packet): Verdict |
       continue;
     }
     if (rule.startsWith("limit ")) continue;
-    // A deny rule ends the chain for what it matches (the reject of TCP matches TCP only).
-    const deny = /^(?:meta l4proto (\w+) )?counter name "[^"]+" (?:drop|reject\b.*)$/.exec(rule);
-    if (deny) {
-      if (deny[1] === undefined || deny[1] === pkt.proto) return "drop";
-      continue;
-    }
+    if (DENY.test(rule)) return "drop";
     if (matches(plan, rule.replace(/ ?accept$/, ""), pkt)) return "accept";
   }
   return "return";
@@ -65,15 +64,15 @@ function matches(plan: PolicyPlan, text: string, pkt: Packet): boolean {
       if ((m[1] === "ip6") !== pkt.dst.includes(":")) return false;
       const set = plan.sets.find((s) => s.name === m![2])!;
       if (!set.elements.includes(`${pkt.dst} . ${pkt.proto} . ${pkt.port}`)) return false;
-    } else if ((m = /^meta l4proto \. th dport \{ ([^}]*) \}\s*/.exec(rest))) {
-      const ok = m[1]!.split(", ").some((e) => {
+    } else if ((m = /^meta l4proto \. th dport @(\S+)\s*/.exec(rest))) {
+      const ok = setElements(plan, m[1]!).some((e) => {
         const [proto, range] = e.split(" . ") as [string, string];
         const [lo, hi] = range.split("-").map(Number) as [number, number | undefined];
         return proto === pkt.proto && pkt.port !== undefined && pkt.port >= lo && pkt.port <= (hi ?? lo);
       });
       if (!ok) return false;
-    } else if ((m = /^meta l4proto \{ ([^}]*) \}\s*/.exec(rest))) {
-      if (!m[1]!.split(", ").includes(pkt.proto)) return false;
+    } else if ((m = /^meta l4proto @(\S+)\s*/.exec(rest))) {
+      if (!setElements(plan, m[1]!).includes(pkt.proto)) return false;
     } else {
       throw new Error(`cannot simulate "${rest}"`);
     }
@@ -82,11 +81,15 @@ function matches(plan: PolicyPlan, text: string, pkt: Packet): boolean {
   return true;
 }
 
-function inSet(plan: PolicyPlan, name: string, addr: string): boolean {
+function setElements(plan: PolicyPlan, name: string): string[] {
   const set = plan.sets.find((s) => s.name === name);
   if (!set) throw new Error(`no set ${name}`);
+  return set.elements;
+}
+
+function inSet(plan: PolicyPlan, name: string, addr: string): boolean {
   const v = parseIp(addr).value;
-  return set.elements.some((e) => {
+  return setElements(plan, name).some((e) => {
     const [a, b] = e.split("-") as [string, string | undefined];
     return parseIp(a).value <= v && v <= parseIp(b ?? a).value;
   });

@@ -203,10 +203,8 @@ describe("NetworkPolicy compiler", () => {
       ["default/web", "ingress"],
       ["default/web", "egress"],
     ]);
-    for (const c of plan.counters) {
-      expect(script).toContain(`meta l4proto tcp counter name "${c.name}" reject with tcp reset`);
-      expect(script).toContain(`counter name "${c.name}" reject with icmpx type admin-prohibited`);
-    }
+    for (const c of plan.counters) expect(script).toContain(`counter name "${c.name}" goto reject-denied`);
+    expect(script).toContain("  chain reject-denied {\n    meta l4proto tcp reject with tcp reset\n    reject with icmpx type admin-prohibited\n  }");
     expect(script).toContain("ct state established,related accept");
     expect(script).toMatch(/10\.0\.0\.10 : jump pod_[0-9a-f]{16}_in/);
     expect(script).toMatch(/fd00::10 : jump pod_[0-9a-f]{16}_eg/);
@@ -250,23 +248,20 @@ describe("NetworkPolicy compiler", () => {
     expect(chain.rules).toEqual([
       `jump ${policyChain.name}`,
       `limit rate 5/second burst 5 packets log group 1024 prefix "${plan.counters[0]!.name}"`,
-      `meta l4proto tcp counter name "${plan.counters[0]!.name}" reject with tcp reset`,
-      `counter name "${plan.counters[0]!.name}" reject with icmpx type admin-prohibited`,
+      `counter name "${plan.counters[0]!.name}" goto reject-denied`,
     ]);
     expect(simulate(plan, tcp(client, web, 80))).toBe("drop");
   });
 
   it("rejects denied packets by default (a TCP reset, else ICMP prohibited), or drops them when asked", () => {
     const snapshot = { policies: [policy("default", "deny-web", webOnly)], pods: allPods, namespaces };
-    const denyOf = (plan: ReturnType<typeof compilePolicies>) => plan.chains.find((c) => c.comment === "default/web ingress")!.rules.slice(-2);
+    const denyOf = (plan: ReturnType<typeof compilePolicies>) => plan.chains.find((c) => c.comment === "default/web ingress")!.rules.at(-1);
     const rejecting = compilePolicies(snapshot, { nodeName: NODE });
     const counter = rejecting.counters[0]!.name;
-    expect(denyOf(rejecting)).toEqual([
-      `meta l4proto tcp counter name "${counter}" reject with tcp reset`,
-      `counter name "${counter}" reject with icmpx type admin-prohibited`,
-    ]);
+    // Counted once, then the table's reject chain (a TCP reset, else ICMP prohibited).
+    expect(denyOf(rejecting)).toBe(`counter name "${counter}" goto reject-denied`);
     const dropping = compilePolicies(snapshot, { nodeName: NODE, deny: "drop" });
-    expect(denyOf(dropping)[1]).toBe(`counter name "${counter}" drop`);
+    expect(denyOf(dropping)).toBe(`counter name "${counter}" drop`);
     // Either way the same packets are denied.
     for (const plan of [rejecting, dropping]) {
       expect(simulate(plan, tcp(client, web, 80))).toBe("drop");

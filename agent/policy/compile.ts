@@ -1,7 +1,8 @@
 import { objectComment, stableId } from "./names.js";
 import type { DropCounter, EnforcedPod, NftChain, NftSet, PodMap, PolicyPlan } from "./plan.js";
+import { REJECT_CHAIN } from "./ruleset.js";
 import { DIRECTIONS, FAMILIES, SHORT, compilePolicy, policyChainName, type CompiledPolicy, type SetDef } from "./policy-chains.js";
-import { byKey, firstByKey, likelierOwner, policySelects, readPod, setElementsOf, setNamespaces, type NamespaceLabels, type ReadPod } from "./set-members.js";
+import { byKey, firstByKey, fixedElements, likelierOwner, policySelects, readPod, setElementsOf, setNamespaces, type NamespaceLabels, type ReadPod } from "./set-members.js";
 import type { Direction, PolicySnapshot } from "./types.js";
 
 /**
@@ -28,8 +29,8 @@ import type { Direction, PolicySnapshot } from "./types.js";
  *   and denies (counts, optionally logs, then rejects or drops) what none accepted. Policies
  *   add up.
  * - A policy chain has a rule per (rule, port kind, family), matching peers through named
- *   address sets (policy-chains.ts); named ports resolve on the pods that have them, and a pod
- *   without the name gets nothing for it.
+ *   address sets and ports through named port sets (policy-chains.ts); named ports resolve on
+ *   the pods that have them, and a pod without the name gets nothing for it.
  * - Anything the apiserver accepts compiles: ipBlocks are read as the apiserver reads them
  *   (addresses.ts), tenant names reach the ruleset's text only fitted to nft's limits
  *   (names.ts). A policy that still cannot be compiled is refused alone, as allowing nothing
@@ -67,8 +68,7 @@ export const DROP_NFLOG_GROUP = 1024;
 
 /** The rules ending a pod chain: count what no policy accepted, then deny it. */
 export function denyRules(counter: string, mode: DenyMode): string[] {
-  if (mode === "drop") return [`counter name "${counter}" drop`];
-  return [`meta l4proto tcp counter name "${counter}" reject with tcp reset`, `counter name "${counter}" reject with icmpx type admin-prohibited`];
+  return [`counter name "${counter}" ${mode === "drop" ? "drop" : `goto ${REJECT_CHAIN}`}`];
 }
 
 /**
@@ -89,6 +89,8 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
   const plan: PolicyPlan = { sets: [], chains: [], maps: [], counters: [], pods: [], policies: [], refused: [] };
   const isolatedBy = new Map<string, Record<Direction, CompiledPolicy[]>>();
   const sets = new Map<string, SetDef>();
+  /** A named-port set's candidates: the pods its policy selects, as no other pod puts anything in it. */
+  const selectedFor = new Map<string, ReadPod[]>();
   const policyChains: NftChain[] = [];
   for (const policy of policies) {
     const compiled = compilePolicy(policy);
@@ -100,7 +102,10 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
     if (compiled.refusal !== undefined) plan.refused.push({ policy: compiled.key, reason: compiled.refusal, pods: keys });
     plan.policies.push({ policy: compiled.key, types: compiled.types, pods: keys });
     policyChains.push(...compiled.chains);
-    for (const s of compiled.sets) sets.set(s.name, s);
+    for (const s of compiled.sets) {
+      sets.set(s.name, s);
+      if (s.kind === "named-in") selectedFor.set(s.name, selected);
+    }
     if (compiled.types.length === 0) continue;
     for (const p of selected) {
       const by = isolatedBy.get(p.key) ?? { ingress: [], egress: [] };
@@ -113,7 +118,7 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
     if (!byNamespace.has(p.info.namespace)) byNamespace.set(p.info.namespace, []);
     byNamespace.get(p.info.namespace)!.push(p);
   }
-  plan.sets = [...sets.values()].sort(byName).map((def) => fillSet(def, pods, byNamespace, nsLabels));
+  plan.sets = [...sets.values()].sort(byName).map((def) => fillSet(def, selectedFor.get(def.name) ?? candidatesOf(def, pods, byNamespace, nsLabels), nsLabels));
 
   const owners = new Map<string, ReadPod>();
   for (const p of local) {
@@ -146,11 +151,15 @@ export function compilePolicies(snapshot: PolicySnapshot, opts: CompileOptions):
   return plan;
 }
 
-/** A set with its elements: its blocks, and what each pod that may be in it puts there; sorted. */
-function fillSet(def: SetDef, pods: readonly ReadPod[], byNamespace: Map<string, ReadPod[]>, nsLabels: NamespaceLabels): NftSet {
-  const elements = new Set(def.kind === "peers" ? def.blockElements : []);
+/** The pods that may put elements in the set: those of the namespaces it takes pods from, or all. */
+function candidatesOf(def: SetDef, pods: readonly ReadPod[], byNamespace: Map<string, ReadPod[]>, nsLabels: NamespaceLabels): readonly ReadPod[] {
   const namespaces = setNamespaces(def, nsLabels);
-  const candidates = namespaces ? [...namespaces].flatMap((n) => byNamespace.get(n) ?? []) : pods;
+  return namespaces ? [...namespaces].flatMap((n) => byNamespace.get(n) ?? []) : pods;
+}
+
+/** A set with its elements: its fixed ones, and what each candidate pod puts there; sorted. */
+function fillSet(def: SetDef, candidates: readonly ReadPod[], nsLabels: NamespaceLabels): NftSet {
+  const elements = new Set(fixedElements(def));
   for (const p of candidates) for (const e of setElementsOf(def, p, nsLabels)) elements.add(e);
   return { name: def.name, type: def.type, interval: def.interval, elements: [...elements].sort() };
 }

@@ -2,7 +2,7 @@ import { podChain, podChainName, podCounter, type CompileOptions } from "./compi
 import { emptyDelta, type DropCounter, type EnforcedPod, type NftChain, type NftSet, type PlanDelta, type PodMap, type PolicyPlan } from "./plan.js";
 import { BASE_RULE_COUNT } from "./ruleset.js";
 import { DIRECTIONS, FAMILIES, compilePolicy, type CompiledPolicy, type SetDef } from "./policy-chains.js";
-import { byKey, firstByKey, likelierOwner, policySelects, readPod, setElementsOf, setNamespaces, setReadsNamespaces, type ReadPod } from "./set-members.js";
+import { byKey, firstByKey, fixedElements, likelierOwner, policySelects, readPod, setElementsOf, setNamespaces, setReadsNamespaces, type ReadPod } from "./set-members.js";
 import { podKey, type Direction, type NetworkPolicy, type PodInfo, type PolicySnapshot } from "./types.js";
 
 /**
@@ -134,7 +134,7 @@ export class IncrementalPolicyCompiler {
     let rules = BASE_RULE_COUNT;
     let elements = 0;
     for (const c of this.chains.values()) rules += c.rules.length;
-    for (const s of this.sets.values()) elements += s.counts.size + (s.def.kind === "peers" ? s.def.blockElements.length : 0);
+    for (const s of this.sets.values()) elements += s.counts.size + fixedElements(s.def).length;
     for (const m of this.maps.values()) elements += m.size;
     return { rules, elements };
   }
@@ -220,7 +220,8 @@ export class IncrementalPolicyCompiler {
   /** A policy selecting one of this node's pods: its chains in the table, its sets in use. */
   private activate(s: PolicyState): void {
     for (const c of s.compiled.chains) this.setChain(c.name, c);
-    for (const def of s.compiled.sets) this.acquireSet(def);
+    // Its named-port sets take the pods it selects, and no other: the rest need not be asked.
+    for (const def of s.compiled.sets) this.acquireSet(def, def.kind === "named-in" ? s.selected : undefined);
   }
 
   private deactivate(s: PolicyState): void {
@@ -228,17 +229,23 @@ export class IncrementalPolicyCompiler {
     for (const def of s.compiled.sets) this.sets.get(def.name)!.refs--;
   }
 
-  private acquireSet(def: SetDef): void {
+  /** Puts the set in use; a new one is filled from `only` (pod keys) if given, else from every pod it may take. */
+  private acquireSet(def: SetDef, only?: ReadonlySet<string>): void {
     let s = this.sets.get(def.name);
     if (!s) {
       this.touchSet(def.name);
       s = { def, refs: 0, members: new Map(), counts: new Map() };
       this.sets.set(def.name, s);
-      const namespaces = setNamespaces(def, this.nsLabels);
-      const candidates = namespaces ? [...namespaces].flatMap((n) => [...(this.podsByNamespace.get(n)?.values() ?? [])]) : this.pods.values();
+      const candidates = only ? [...only].map((k) => this.pods.get(k)!) : this.candidatesOf(def);
       for (const p of candidates) this.refreshMember(s, p.key, p);
     }
     s.refs++;
+  }
+
+  /** The pods that may put elements in the set: those of the namespaces it takes pods from, or all. */
+  private candidatesOf(def: SetDef): Iterable<ReadPod> {
+    const namespaces = setNamespaces(def, this.nsLabels);
+    return namespaces ? [...namespaces].flatMap((n) => [...(this.podsByNamespace.get(n)?.values() ?? [])]) : this.pods.values();
   }
 
   /** Puts the pod's elements in the set, or takes them out, as the pod now is. */
@@ -420,7 +427,7 @@ const setOf = (s: SetState): NftSet => ({
   name: s.def.name,
   type: s.def.type,
   interval: s.def.interval,
-  elements: [...(s.def.kind === "peers" ? s.def.blockElements : []), ...s.counts.keys()].sort(),
+  elements: [...fixedElements(s.def), ...s.counts.keys()].sort(),
 });
 
 /** Deep equality of plain data (the snapshot's shapes: objects, arrays, strings, numbers, booleans). */

@@ -23,8 +23,22 @@ const HASH_SUFFIX = 17;
  * elsewhere renames nothing, so an update touches only what changed and counters survive it.
  */
 export function stableId(text: string): string {
-  return createHash("sha256").update(text).digest("hex").slice(0, 16);
+  let id = ids.get(text);
+  if (id === undefined) {
+    if (ids.size >= IDS_KEPT) ids.clear();
+    id = createHash("sha256").update(text).digest("hex").slice(0, 16);
+    ids.set(text, id);
+  }
+  return id;
 }
+
+/**
+ * A compile asks for the same names again and again (a pod's chain, its counter, its map
+ * entries), and hashing them anew was a good part of a whole compile. Bounded, as churn would
+ * otherwise grow it for ever.
+ */
+const IDS_KEPT = 200_000;
+const ids = new Map<string, string>();
 
 /**
  * `text` itself when it is plain and at most `max` characters; else its plain beginning, `~`

@@ -9,7 +9,7 @@ import type { Direction } from "./types.js";
 
 export interface NftSet {
   name: string;
-  type: "ipv4_addr" | "ipv6_addr" | "ipv4_addr . inet_proto . inet_service" | "ipv6_addr . inet_proto . inet_service";
+  type: "ipv4_addr" | "ipv6_addr" | "ipv4_addr . inet_proto . inet_service" | "ipv6_addr . inet_proto . inet_service" | "inet_proto" | "inet_proto . inet_service";
   interval: boolean;
   elements: string[];
 }

@@ -59,12 +59,15 @@ export interface NamedPort {
  * - "named-in": `address . protocol . port` of this node's pods a policy selects, for the
  *   named ports of an ingress rule;
  * - "named-out": the same for the destination pods of an egress rule (every pod when the
- *   rule allows any peer).
+ *   rule allows any peer);
+ * - "ports": a rule's protocols, or protocol . port pairs (numbers and ranges), the same for
+ *   every pod: no pod puts anything in it.
  */
 export type SetDef =
   | { kind: "peers"; name: string; family: Family; type: NftSet["type"]; interval: boolean; peers: PeersDef; blockElements: string[] }
   | { kind: "named-in"; name: string; family: Family; type: NftSet["type"]; interval: false; namespace: string; podSelector: LabelSelector; named: NamedPort[] }
-  | { kind: "named-out"; name: string; family: Family; type: NftSet["type"]; interval: false; peers: PeersDef | null; named: NamedPort[] };
+  | { kind: "named-out"; name: string; family: Family; type: NftSet["type"]; interval: false; peers: PeersDef | null; named: NamedPort[] }
+  | { kind: "ports"; name: string; type: "inet_proto" | "inet_proto . inet_service"; interval: boolean; elements: string[] };
 
 /** A policy compiled from itself alone. */
 export interface CompiledPolicy {
@@ -174,14 +177,13 @@ function compileRule(policy: NetworkPolicy, direction: Direction, { peers, ports
     }
     return out;
   }
+  const protocols = portsSet("inet_proto", ports.protoOnly.map((p) => PROTO[p]));
+  const numbers = portsSet("inet_proto . inet_service", ports.numeric.map((n) => `${PROTO[n.proto]} . ${n.from === n.to ? n.from : `${n.from}-${n.to}`}`));
   for (const f of families) {
     const m = match(f);
     if (m === null) continue;
-    if (ports.protoOnly.length > 0) out.push(`${m}meta l4proto { ${ports.protoOnly.map((p) => PROTO[p]).join(", ")} } accept`);
-    if (ports.numeric.length > 0) {
-      const elems = ports.numeric.map((n) => `${PROTO[n.proto]} . ${n.from === n.to ? n.from : `${n.from}-${n.to}`}`);
-      out.push(`${m}meta l4proto . th dport { ${elems.join(", ")} } accept`);
-    }
+    if (protocols) out.push(`${m}meta l4proto @${use(protocols)} accept`);
+    if (numbers) out.push(`${m}meta l4proto . th dport @${use(numbers)} accept`);
   }
   if (ports.named.length > 0) {
     for (const f of FAMILIES) {
@@ -196,6 +198,18 @@ function compileRule(policy: NetworkPolicy, direction: Direction, { peers, ports
     }
   }
   return out;
+}
+
+/**
+ * The protocols, or protocol . port pairs, of a rule, as a named set (null for none), named
+ * after its elements, which never change: every rule with the same ports shares it. Never an
+ * inline (anonymous) set: the kernel binds each anonymous set to its rule by walking the whole
+ * transaction, so a table with one per policy rule took time quadratic in its size to apply.
+ */
+function portsSet(type: "inet_proto" | "inet_proto . inet_service", list: string[]): SetDef | null {
+  if (list.length === 0) return null;
+  const elements = [...new Set(list)].sort();
+  return { kind: "ports", name: `ports_${stableId(`${type}|${elements.join(", ")}`)}`, type, interval: elements.some((e) => e.includes("-")), elements };
 }
 
 const namedSet = (key: string, family: Family) => ({ name: `set_${stableId(key)}`, family, type: portTupleType(family), interval: false as const });

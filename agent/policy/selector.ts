@@ -2,9 +2,9 @@ import type { LabelSelector } from "./types.js";
 
 /** Does `labels` satisfy the selector (metav1.LabelSelector semantics)? Pure. */
 export function matchesSelector(selector: LabelSelector, labels: Record<string, string>): boolean {
-  for (const [k, v] of Object.entries(selector.matchLabels ?? {})) {
-    if (labels[k] !== v) return false;
-  }
+  // Every pod against every set's selectors is most of a whole compile: no entries array per call.
+  const want = selector.matchLabels;
+  if (want) for (const k in want) if (labels[k] !== want[k]) return false;
   for (const req of selector.matchExpressions ?? []) {
     const has = Object.hasOwn(labels, req.key);
     const values = req.values ?? [];

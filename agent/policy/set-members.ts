@@ -91,12 +91,19 @@ export function setElementsOf(def: SetDef, pod: ReadPod, namespaces: NamespaceLa
     case "named-out":
       if (def.peers && !peersSelect(def.peers, pod, namespaces) && !inBlocks(def.peers, pod, def.family)) return [];
       return namedPortTuples(pod, def);
+    case "ports":
+      return [];
   }
+}
+
+/** The elements a set holds whatever the pods: its ipBlocks, or its ports. */
+export function fixedElements(def: SetDef): readonly string[] {
+  return def.kind === "peers" ? def.blockElements : def.kind === "ports" ? def.elements : [];
 }
 
 /** Does the set's content depend on namespaces' labels? */
 export function setReadsNamespaces(def: SetDef): boolean {
-  const peers = def.kind === "named-in" ? null : def.peers;
+  const peers = def.kind === "named-in" || def.kind === "ports" ? null : def.peers;
   return peers !== null && peers.selectors.some((s) => s.namespaceSelector);
 }
 
@@ -106,6 +113,7 @@ export function setReadsNamespaces(def: SetDef): boolean {
  */
 export function setNamespaces(def: SetDef, namespaces: NamespaceLabels): Set<string> | null {
   if (def.kind === "named-in") return new Set([def.namespace]);
+  if (def.kind === "ports") return new Set();
   const peers = def.peers;
   if (!peers || (def.kind === "named-out" && peers.hasBlocks)) return null;
   const out = new Set<string>();
