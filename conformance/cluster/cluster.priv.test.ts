@@ -6,6 +6,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FlowRecord } from "../../agent/flows/record.js";
 import { contains, covers, parseCidr, parseIp } from "../../shared/net/cidr.js";
+import { onJsonLines } from "../../testkit/json-lines.js";
 import { kubeCacheDir } from "../../testkit/kube/binaries.js";
 import { until } from "../../testkit/until.js";
 
@@ -410,12 +411,7 @@ describe.skipIf(!canRun)("twill on a real cluster (scripts/cluster)", () => {
       env, reject: false, stdin: "ignore", buffer: { stdout: false }, detached: true,
     });
     const seen: { at: number; r: FlowRecord }[] = [];
-    let partial = "";
-    follow.stdout!.on("data", (b: Buffer) => {
-      const lines = (partial + b.toString()).split("\n");
-      partial = lines.pop()!;
-      for (const l of lines.filter(Boolean)) seen.push({ at: Date.now(), r: JSON.parse(l) as FlowRecord });
-    });
+    onJsonLines<FlowRecord>(follow.stdout!, (r) => seen.push({ at: Date.now(), r }));
     const from = (pod: string, pred: (r: FlowRecord) => boolean = () => true) => seen.filter((s) => s.r.source.pod === `default/${pod}` && pred(s.r));
     try {
       // In force, and followed: the friend's connections show, the stranger's fail.

@@ -14,6 +14,7 @@ import { createPolicyMetrics } from "../../agent/policy/metrics.js";
 import type { NetworkPolicy, PodInfo, PolicySnapshot } from "../../agent/policy/types.js";
 import { openFlowEvents } from "../../shared/kernel/netlink/flow-events.js";
 import { nullLogger } from "../../shared/log.js";
+import { onJsonLines } from "../../testkit/json-lines.js";
 import { TWILLD } from "../../testkit/node-net.js";
 import { until } from "../../testkit/until.js";
 import { sysctls } from "../../testkit/netns.js";
@@ -191,7 +192,7 @@ describe("NetworkPolicy on the testbed (vxlan, dual-stack, 2 nodes)", () => {
     const server_ = await serveFlows(flowSocketPath(stateDir), collector, () => () => true, nullLogger);
     const follow = execa(TWILLD, ["flows", "--state-dir", stateDir, "--follow", "-o", "json"], { reject: false, env: {}, buffer: { stdout: false } });
     const records: FlowRecord[] = [];
-    follow.stdout!.on("data", (b: Buffer) => records.push(...b.toString().split("\n").filter(Boolean).map((l) => JSON.parse(l) as FlowRecord)));
+    onJsonLines<FlowRecord>(follow.stdout!, (r) => records.push(r));
     try {
       await until("the follower attached", async () => collector.reading, 10_000);
       const serverKey = `default/${server.name}`;
