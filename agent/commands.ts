@@ -75,7 +75,7 @@ export interface RunOptions extends CommonOptions {
   networkPolicy: boolean;
   /** The pod bridge, whose same-node traffic policy must see. */
   bridge: string;
-  /** Log dropped packets at most this often per pod and direction; 0: never. */
+  /** Hand dropped packets to the flows' nflog group at most this often per pod and direction; 0: never. */
   policyLogDropsPerSecond: number;
   policyDeny: DenyMode;
   /** Append flows to this file as JSON lines ("": no file). */
