@@ -78,7 +78,17 @@ export interface IcmpFields {
   id?: number;
 }
 
-export interface ConntrackEvent {
+/** Who talked to whom: a packet's, or a connection's original direction (as the client sent it). */
+export interface FlowAddresses {
+  family: 4 | 6;
+  protocol: FlowProtocol;
+  src: string;
+  dst: string;
+  sport: number | null;
+  dport: number | null;
+}
+
+export interface ConntrackEvent extends FlowAddresses {
   /**
    * "new": conntrack confirmed the connection's first packet. "end": it was destroyed, or (TCP)
    * it closed; a TCP connection may so end twice, by its close and by its DESTROY, with one id.
@@ -87,13 +97,6 @@ export interface ConntrackEvent {
   /** An end by the TCP close (an update), not by the DESTROY that may follow it. */
   closed?: true;
   id: number | null;
-  family: 4 | 6;
-  protocol: FlowProtocol;
-  /** Original direction (as the client sent it). */
-  src: string;
-  dst: string;
-  sport: number | null;
-  dport: number | null;
   /** Reply direction: differs from the original when NAT happened (a Service's DNAT shows here as replySrc = the backend pod). */
   replySrc: string;
   replyDst: string;
@@ -112,15 +115,9 @@ export interface ConntrackEvent {
   icmp?: IcmpFields;
 }
 
-export interface DroppedPacket {
+export interface DroppedPacket extends FlowAddresses {
   /** The nft rule's `log group G prefix "..."`. */
   prefix: string;
-  family: 4 | 6;
-  protocol: FlowProtocol;
-  src: string;
-  dst: string;
-  sport: number | null;
-  dport: number | null;
   inIfindex: number | null;
   outIfindex: number | null;
   /** NF_INET_* hook the rule ran in (0 prerouting … 4 postrouting), when sent. */
