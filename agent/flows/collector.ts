@@ -6,7 +6,7 @@ import type { PodInfo, PolicySnapshot } from "../policy/types.js";
 import { decider, type Decider } from "./decide.js";
 import type { ConntrackEvent, DroppedPacket } from "../../shared/kernel/netlink/flow-events.js";
 import type { FlowMetrics } from "./metrics.js";
-import { fromConntrack, fromDropped, type FlowRecord } from "./record.js";
+import { fromConntrack, fromDropped, indexEnforced, type EnforcedIndex, type FlowRecord } from "./record.js";
 import { RecordRing } from "./ring.js";
 import type { FlowFeed, FlowHello } from "./socket.js";
 import type { TokenBucket } from "./limiter.js";
@@ -73,6 +73,7 @@ export class FlowCollector implements FlowFeed {
    * up to the TIME_WAIT timeout later, is the same end. Oldest first, at most ENDED_KEPT.
    */
   private readonly ended = new Set<number>();
+  private indexed: { plan: FlowView["enforced"]; index: EnforcedIndex } | null = null;
   /** The decider and address index of the snapshot they were made from. */
   private told: { snapshot: PolicySnapshot; decide: Decider; podOf: (ip: string) => PodInfo | null } | null = null;
 
@@ -132,8 +133,8 @@ export class FlowCollector implements FlowFeed {
       },
       dropped: (p) => {
         const ctx = this.context();
-        const plan = this.o.view().enforced;
-        const r = ctx && plan ? fromDropped(p, { plan, podOf: ctx.podOf, now: ctx.now }) : null;
+        const enforced = this.enforcedIndex();
+        const r = ctx && enforced ? fromDropped(p, { enforced, podOf: ctx.podOf, now: ctx.now }) : null;
         if (r) out.push(r);
         else unknown++;
       },
@@ -162,6 +163,14 @@ export class FlowCollector implements FlowFeed {
     this.ended.add(e.id);
     if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.values().next().value!);
     return false;
+  }
+
+  /** The plan in force, indexed once per plan. */
+  private enforcedIndex(): EnforcedIndex | null {
+    const plan = this.o.view().enforced;
+    if (!plan) return null;
+    if (this.indexed?.plan !== plan) this.indexed = { plan, index: indexEnforced(plan) };
+    return this.indexed.index;
   }
 
   private context(): { nodeName: string; podOf: (ip: string) => PodInfo | null; now: () => number; decide: Decider } | null {

@@ -5,7 +5,7 @@ import { compilePolicies, podCounter } from "../policy/compile.js";
 import { podKey, type PodInfo, type PolicySnapshot } from "../policy/types.js";
 import { decider, type FlowQuery } from "./decide.js";
 import type { ConntrackEvent, DroppedPacket } from "../../shared/kernel/netlink/flow-events.js";
-import { fromConntrack, fromDropped, type ConntrackContext, type DropContext } from "./record.js";
+import { fromConntrack, fromDropped, indexEnforced, type ConntrackContext, type DropContext } from "./record.js";
 
 const T = Date.UTC(2026, 0, 2, 12, 3, 4, 123);
 const SERVICE = "10.96.0.10";
@@ -107,7 +107,7 @@ describe("fromConntrack", () => {
 describe("fromDropped", () => {
   const denyWeb = policy("default", "deny-all", webOnly);
   const plan = compilePolicies({ policies: [denyWeb], pods: allPods, namespaces }, { nodeName: NODE });
-  const dctx: DropContext = { plan, podOf, now: () => T };
+  const dctx: DropContext = { enforced: indexEnforced(plan), podOf, now: () => T };
   const packet = (prefix: string): DroppedPacket => ({ prefix, family: 4, protocol: "TCP", src: "10.0.0.11", dst: "10.0.0.10", sport: 43210, dport: 80, inIfindex: 3, outIfindex: 4 });
 
   it("the prefix is the pod's counter: pod, direction and the policies isolating it", () => {
@@ -124,7 +124,7 @@ describe("fromDropped", () => {
 
   it("egress: the destination that is no pod is an address", () => {
     const egressPlan = compilePolicies({ policies: [policy("default", "no-egress", { podSelector: {}, policyTypes: ["egress"] })], pods: allPods, namespaces }, { nodeName: NODE });
-    const r = fromDropped({ ...packet(podCounter(podKey(client), "egress").name), dst: "192.0.2.1" }, { ...dctx, plan: egressPlan });
+    const r = fromDropped({ ...packet(podCounter(podKey(client), "egress").name), dst: "192.0.2.1" }, { ...dctx, enforced: indexEnforced(egressPlan) });
     expect(r).toMatchObject({ direction: "egress", pod: "default/client", destination: { ip: "192.0.2.1", port: 80, pod: null }, policies: ["default/no-egress"] });
   });
 });

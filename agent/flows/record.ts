@@ -1,4 +1,4 @@
-import type { PolicyPlan } from "../policy/plan.js";
+import type { DropCounter, PolicyPlan } from "../policy/plan.js";
 import { podKey, type Direction, type PodInfo } from "../policy/types.js";
 import type { Decider } from "./decide.js";
 import type { ConntrackEvent, DroppedPacket, FlowProtocol } from "../../shared/kernel/netlink/flow-events.js";
@@ -90,10 +90,24 @@ export function fromConntrack(e: ConntrackEvent, ctx: ConntrackContext): FlowRec
 }
 
 export interface DropContext {
-  /** The plan in force: which counter names which pod and direction, and the policies isolating it. */
-  plan: Pick<PolicyPlan, "counters" | "pods">;
+  /** The plan in force, indexed: which counter names which pod and direction, and the policies isolating it. */
+  enforced: EnforcedIndex;
   podOf(ip: string): PodInfo | null;
   now(): number;
+}
+
+/** The plan in force, looked up by a drop's prefix in constant time (thousands of counters). */
+export interface EnforcedIndex {
+  counter(name: string): DropCounter | undefined;
+  /** The policies isolating `pod` in `direction`. */
+  isolating(pod: string, direction: Direction): string[];
+}
+
+/** Indexes a plan's counters and pods, once per plan. Pure. */
+export function indexEnforced(plan: Pick<PolicyPlan, "counters" | "pods">): EnforcedIndex {
+  const counters = new Map(plan.counters.map((c) => [c.name, c]));
+  const pods = new Map(plan.pods.map((p) => [p.pod, p]));
+  return { counter: (name) => counters.get(name), isolating: (pod, d) => pods.get(pod)?.[d] ?? [] };
 }
 
 /**
@@ -102,7 +116,7 @@ export interface DropContext {
  * since replaced, or another writer to the group): the caller counts those.
  */
 export function fromDropped(p: DroppedPacket, ctx: DropContext): FlowRecord | null {
-  const counter = ctx.plan.counters.find((c) => c.name === p.prefix);
+  const counter = ctx.enforced.counter(p.prefix);
   if (!counter) return null;
   const endpoint = (ip: string, port: number | null): FlowEndpoint => {
     const pod = ctx.podOf(ip);
@@ -117,6 +131,6 @@ export function fromDropped(p: DroppedPacket, ctx: DropContext): FlowRecord | nu
     protocol: p.protocol,
     source: endpoint(p.src, p.sport),
     destination: endpoint(p.dst, p.dport),
-    policies: ctx.plan.pods.find((e) => e.pod === counter.pod)?.[counter.direction] ?? [],
+    policies: ctx.enforced.isolating(counter.pod, counter.direction),
   };
 }
