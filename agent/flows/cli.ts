@@ -26,7 +26,7 @@ export async function printFlows(o: FlowsCommand, write: (s: string) => void, wa
         ok = false;
       } else if ("hello" in line) {
         onDemand = line.hello.collecting === "on-demand";
-      } else {
+      } else if ("flow" in line) {
         shown++;
         write(o.output === "json" ? JSON.stringify(line.flow) + "\n" : renderFlow(line.flow) + "\n");
       }

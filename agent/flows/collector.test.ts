@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
@@ -13,7 +14,8 @@ import type { ConntrackEvent, DroppedPacket } from "../../shared/kernel/netlink/
 import { TokenBucket } from "./limiter.js";
 import { createFlowMetrics } from "./metrics.js";
 import type { FlowRecord } from "./record.js";
-import { readFlows, serveFlows, type FlowLine } from "./socket.js";
+import { printFlows } from "./cli.js";
+import { flowSocketPath, readFlows, serveFlows, type FlowLine } from "./socket.js";
 
 const webIp = web.ips[0]!;
 const clientIp = client.ips[0]!;
@@ -232,5 +234,35 @@ describe("the flows socket", () => {
       await server.close();
     }
     await expect(readFlows(path, { follow: false }, () => undefined)).rejects.toThrow(/no twilld answers on .*flows.sock/);
+  });
+
+  it("twilld flows prints each flow (a line, or JSON), skips lines it does not know, and says when the agent keeps none", async () => {
+    dir = mkdtempSync(join(tmpdir(), "twill-flows-"));
+    const stateDir = dir;
+    const path = flowSocketPath(stateDir);
+    const kept: FlowRecord[] = [];
+    // An agent newer than the command: a kind of line this one does not know comes first.
+    const server = createServer((sock) => sock.once("data", () => {
+      sock.write(JSON.stringify({ stats: { lost: 0 } }) + "\n");
+      sock.write(JSON.stringify({ hello: { collecting: "on-demand", kept: kept.length } }) + "\n");
+      sock.end(kept.map((f) => JSON.stringify({ flow: f }) + "\n").join(""));
+    }));
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    try {
+      const run = async (output: "table" | "json") => {
+        let out = "";
+        let err = "";
+        const ok = await printFlows({ stateDir, output, follow: false }, (s) => (out += s), (s) => (err += s));
+        return { ok, out, err };
+      };
+      expect(await run("table")).toMatchObject({ ok: true, out: "", err: expect.stringMatching(/^No flows kept: .*--follow/) });
+      kept.push(flowRecord());
+      const table = await run("table");
+      expect(table).toMatchObject({ ok: true, err: "" });
+      expect(table.out).toMatch(/^12:03:04\.123  start +ingress +default\/client 10\.0\.0\.11:43210 -> default\/web 10\.0\.0\.10:8080 TCP  by default\/allow-client\n$/);
+      expect(JSON.parse((await run("json")).out)).toEqual(flowRecord());
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });
