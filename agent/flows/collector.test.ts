@@ -164,6 +164,39 @@ describe("FlowCollector", () => {
     }
   });
 
+  it("opens the kernel's sources again when reading them fails, without throwing out of its timer", () => {
+    vi.useFakeTimers();
+    try {
+      const opened: Queue[] = [];
+      const c = new FlowCollector({
+        nodeName: NODE,
+        open: () => {
+          const q = new Queue();
+          if (opened.length === 0) q.drain = () => { throw new Error("read conntrack events: Bad file descriptor"); };
+          opened.push(q);
+          return q;
+        },
+        view: () => ({ snapshot, enforced: plan }),
+        sink: null,
+        metrics: null,
+        limiter: new TokenBucket(10, 10, () => 0),
+        logger: nullLogger,
+        pollMs: 100,
+      });
+      const seen: FlowRecord[] = [];
+      c.follow((r) => seen.push(r));
+      vi.advanceTimersByTime(100);
+      expect(opened).toHaveLength(2);
+      expect(opened[0]!.closed).toBe(true);
+      opened[1]!.conntrack.push(syn(remoteIp, webIp));
+      vi.advanceTimersByTime(100);
+      expect(seen).toHaveLength(1);
+      c.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("tells nothing before the first snapshot: no record, nothing thrown", () => {
     const { c, opened } = collector({ view: { snapshot: null, enforced: null } });
     const seen: FlowRecord[] = [];

@@ -194,8 +194,25 @@ export class FlowCollector implements FlowFeed {
       if (this.always && !this.stopped) setTimeout(() => this.ensureOpen(), RETRY_OPEN_MS).unref?.();
       return;
     }
-    this.timer = setInterval(() => this.poll(), this.o.pollMs ?? 100);
+    this.timer = setInterval(() => this.pollOrReopen(), this.o.pollMs ?? 100);
     this.timer.unref?.();
+  }
+
+  /**
+   * A poll whose reading fails (the socket gone bad) closes the sources and opens them anew:
+   * flows are a view, and nothing about them may take the agent down.
+   */
+  private pollOrReopen(): void {
+    try {
+      this.poll();
+    } catch (err) {
+      this.o.logger.warn("Reading flows from the kernel failed; opening again", { error: errorMessage(err) });
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.source?.close();
+      this.source = null;
+      if (this.always || this.followers.size > 0) this.ensureOpen();
+    }
   }
 
   private close(): void {
