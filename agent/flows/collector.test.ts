@@ -197,6 +197,36 @@ describe("FlowCollector", () => {
     }
   });
 
+  it("names pods by the newest snapshot at once, and reads policies again at most once a second", () => {
+    let now = 0;
+    const open: PolicySnapshot = { policies: [], pods: allPods, namespaces };
+    let view: FlowView = { snapshot: open, enforced: null };
+    const newcomer = { ...pod("team-x", "newcomer", ["10.0.1.99"]), nodeName: "node-b" };
+    const c = new FlowCollector({
+      nodeName: NODE, open: () => new Queue(), view: () => view, sink: null, metrics: null,
+      limiter: new TokenBucket(100, 100, () => now), logger: nullLogger, now: () => now,
+    });
+    const seen: FlowRecord[] = [];
+    c.follow((r) => seen.push(r));
+    const q = (c as unknown as { source: Queue }).source;
+    const connect = (at: number) => {
+      now = at;
+      q.conntrack.push(syn("10.0.1.99", webIp));
+      c.poll();
+    };
+    connect(0);
+    // A pod starts and a policy admitting anyone to web comes, in one new snapshot.
+    const admitAll = policy("default", "web-from-all", { ...webOnly, ingress: [{}] });
+    view = { snapshot: { policies: [admitAll], pods: [...allPods, newcomer], namespaces }, enforced: null };
+    connect(500);
+    connect(1000);
+    expect(seen.map((r) => [r.source.pod, r.policies])).toEqual([
+      [null, []],
+      ["team-x/newcomer", []],
+      ["team-x/newcomer", ["default/web-from-all"]],
+    ]);
+  });
+
   it("tells nothing before the first snapshot: no record, nothing thrown", () => {
     const { c, opened } = collector({ view: { snapshot: null, enforced: null } });
     const seen: FlowRecord[] = [];

@@ -57,6 +57,9 @@ export interface FlowCollectorOptions {
 /** How soon a collector that must always collect tries the kernel's sources again. */
 const RETRY_OPEN_MS = 10_000;
 
+/** How old the policies flows are told by may be while snapshots keep coming. */
+const DECIDER_EVERY_MS = 1000;
+
 /** Ended connections remembered to tell a DESTROY after a close: a busy node's TIME_WAIT entries. */
 const ENDED_KEPT = 65_536;
 
@@ -74,8 +77,8 @@ export class FlowCollector implements FlowFeed {
    */
   private readonly ended = new Set<number>();
   private indexed: { plan: FlowView["enforced"]; index: EnforcedIndex } | null = null;
-  /** The decider and address index of the snapshot they were made from. */
-  private told: { snapshot: PolicySnapshot; decide: Decider; podOf: (ip: string) => PodInfo | null } | null = null;
+  /** The address index of `snapshot`, and the decider of `decidedFor`, made at `decidedAt`. */
+  private told: { snapshot: PolicySnapshot; podOf: (ip: string) => PodInfo | null; decide: Decider; decidedFor: PolicySnapshot; decidedAt: number } | null = null;
 
   constructor(private readonly o: FlowCollectorOptions) {
     this.ring = new RecordRing(o.ringSize ?? 1000);
@@ -173,10 +176,20 @@ export class FlowCollector implements FlowFeed {
     return this.indexed.index;
   }
 
+  /**
+   * Who is who by the newest snapshot, and which policies admit what by one at most
+   * DECIDER_EVERY_MS old: every pod event is a new snapshot, and reading every policy again
+   * for each would cost a busy node more than the flows are worth.
+   */
   private context(): { nodeName: string; podOf: (ip: string) => PodInfo | null; now: () => number; decide: Decider } | null {
     const snapshot = this.o.view().snapshot;
     if (!snapshot) return null;
-    if (this.told?.snapshot !== snapshot) this.told = { snapshot, decide: decider(snapshot), podOf: podIndex(snapshot, this.o.nodeName) };
+    const now = this.now();
+    if (!this.told || (this.told.decidedFor !== snapshot && now - this.told.decidedAt >= DECIDER_EVERY_MS)) {
+      this.told = { snapshot, podOf: podIndex(snapshot, this.o.nodeName), decide: decider(snapshot), decidedFor: snapshot, decidedAt: now };
+    } else if (this.told.snapshot !== snapshot) {
+      this.told = { ...this.told, snapshot, podOf: podIndex(snapshot, this.o.nodeName) };
+    }
     return { nodeName: this.o.nodeName, podOf: this.told.podOf, now: () => this.now(), decide: this.told.decide };
   }
 
