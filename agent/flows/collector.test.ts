@@ -242,7 +242,8 @@ describe("podIndex", () => {
   it("finds a pod by its address however the API spells it, this node's running pod first", () => {
     const old = { ...pod("default", "old", ["fd00:0::3"]), nodeName: NODE, terminating: true };
     const now = { ...pod("default", "new", ["fd00::3"]), nodeName: NODE };
-    const remote = { ...pod("default", "remote", ["10.9.0.1"]), nodeName: "elsewhere" };
+    // Written with the leading zeros the apiserver's old parser took, as the compiler reads it.
+    const remote = { ...pod("default", "remote", ["010.9.0.1"]), nodeName: "elsewhere" };
     const podOf = podIndex({ policies: [], pods: [old, now, remote], namespaces }, NODE);
     expect(podOf("fd00::3")?.name).toBe("new");
     expect(podOf("fd00:0:0::3")?.name).toBe("new");

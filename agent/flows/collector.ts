@@ -1,6 +1,7 @@
 import type { Logger } from "../../shared/log.js";
 import { formatIp, parseIpOrNull } from "../../shared/net/cidr.js";
 import { errorMessage } from "../errors.js";
+import { readPodIp } from "../policy/addresses.js";
 import type { PolicyPlan } from "../policy/plan.js";
 import type { PodInfo, PolicySnapshot } from "../policy/types.js";
 import { decider, type Decider } from "./decide.js";
@@ -260,7 +261,9 @@ export function podIndex(snapshot: PolicySnapshot, nodeName: string): (ip: strin
   };
 }
 
+/** An address as the compiler reads a pod's (readPodIp: Go's leading zeros too), in its one spelling. */
 function canonicalIp(text: string): string | null {
-  const ip = parseIpOrNull(text);
+  const read = readPodIp(text);
+  const ip = read === undefined ? null : parseIpOrNull(read);
   return ip && formatIp(ip.family, ip.value);
 }
