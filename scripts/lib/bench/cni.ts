@@ -27,7 +27,7 @@
 // --flannel-src PATH (Flannel's CNI plugin source, ../shared/peers/flannel-cni-plugin-src.tar.xz),
 // --policies N (off; e.g. 1000), --policy-pods N (5000 pods in the cluster, 110 on the node).
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -106,13 +106,46 @@ const common = (type: string, masq: boolean, k: number) => ({
   ipMasq: masq,
 });
 
+/**
+ * Where each binary the bench runs is copied: a CNI directory of the bench's own. A node gets its
+ * plugins the same way, written into /opt/cni/bin (the manifest's install-cni copies twill on
+ * every agent start, a package or an image unpacks the others). Each start of a plugin is mostly
+ * page faults on its executable, and their cost depends on how the file came into the page
+ * cache: a 100 MB runtime read back from disk after eviction costs about 2 ms more per start
+ * than the same bytes just written. Copied together, every column and the floor start alike,
+ * whenever and however each was built.
+ */
+interface Installed {
+  dir: string;
+  twill: string;
+  noop: string;
+  flannel: string;
+  bridge: string;
+  /** Each copy's source, for the report. */
+  source: Map<string, string>;
+}
+
+function install(dir: string, opts: Options, flannel: string): Installed {
+  const source = new Map<string, string>();
+  const copy = (from: string, name: string) => {
+    const to = join(dir, name);
+    writeFileSync(to, readFileSync(from), { mode: 0o755 });
+    source.set(to, from);
+    return to;
+  };
+  const twill = copy(opts.twill, "twill");
+  linkSync(twill, join(dir, "twill-ipam"));
+  copy(join(REF, "host-local"), "host-local");
+  return { dir, twill, noop: copy(join(BIN, "noop"), "noop"), flannel: copy(flannel, "flannel"), bridge: copy(join(REF, "bridge"), "bridge"), source };
+}
+
 /** twill, Flannel's chain, bridge + host-local: the report's columns, in this order. */
-function plugins(opts: Options, flannel: { binary: string; hash: string }): Plugin[] {
+function plugins(opts: Options, flannel: { hash: string }, bin: Installed): Plugin[] {
   return [
     {
       label: `twill + ${opts.twillIpam}${opts.twillIpam === "twill-ipam" ? " (in-process)" : ""}`,
-      binary: opts.twill,
-      cniPath: `${BIN}:${REF}`,
+      binary: bin.twill,
+      cniPath: bin.dir,
       conf: (masq, dataDir, k) => ({
         ...common("twill", masq, k),
         mtu: MTU,
@@ -123,15 +156,15 @@ function plugins(opts: Options, flannel: { binary: string; hash: string }): Plug
     },
     {
       label: `flannel (${flannel.hash}) → bridge → host-local`,
-      binary: flannel.binary,
-      cniPath: REF,
+      binary: bin.flannel,
+      cniPath: bin.dir,
       conf: (_masq, dataDir, k) => flannelConf(`bench${k}`, `cni${k}`, dataDir),
       files: (masq, k) => ({ "subnet.env": flannelSubnetEnv({ network: CLUSTER, subnet: subnet(k), gateway: gateway(k), mtu: MTU, ipMasq: masq }) }),
     },
     {
       label: "reference bridge + host-local",
-      binary: join(REF, "bridge"),
-      cniPath: REF,
+      binary: bin.bridge,
+      cniPath: bin.dir,
       conf: (masq, dataDir, k) => ({ ...common("bridge", masq, k), mtu: MTU, ipam: { type: "host-local", ranges: [[{ subnet: subnet(k) }]], dataDir } }),
     },
   ];
@@ -142,11 +175,11 @@ function plugins(opts: Options, flannel: { binary: string; hash: string }): Plug
  * subnet file beside which the policy engine writes the ready file), with twill-ipam, whose
  * reservations tell the engine the new pod's address.
  */
-function policyPlugin(opts: Options): Plugin {
+function policyPlugin(opts: Options, bin: Installed): Plugin {
   return {
     label: `twill + twill-ipam, node mode, ${opts.policies} policies`,
-    binary: opts.twill,
-    cniPath: `${BIN}:${REF}`,
+    binary: bin.twill,
+    cniPath: bin.dir,
     conf: (masq, dataDir, k) => ({
       ...common("twill", masq, k),
       subnetFile: join(dataDir, "subnet.json"),
@@ -308,8 +341,11 @@ async function main() {
     });
   }
   try {
-    const ps = plugins(opts, flannel);
-    const withPolicy = opts.policies > 0 ? [...ps, policyPlugin(opts)] : ps;
+    const binDir = mkdtempSync(join(tmpdir(), `${prefix}-bin-`));
+    dirs.push(binDir);
+    const bin = install(binDir, opts, flannel.binary);
+    const ps = plugins(opts, flannel, bin);
+    const withPolicy = opts.policies > 0 ? [...ps, policyPlugin(opts, bin)] : ps;
     const pods: string[][] = [];
     for (let k = 0; k < withPolicy.length; k++) {
       pods.push([]);
@@ -330,7 +366,7 @@ async function main() {
       });
       const job: WorkerJob = {
         targets: targets.slice(0, ps.length),
-        floor: { binary: join(BIN, "noop"), cniPath: "", conf: {}, pods: [] },
+        floor: { binary: bin.noop, cniPath: "", conf: {}, pods: [] },
         parallel: opts.parallel,
       };
       const k = ps.length;
@@ -368,11 +404,12 @@ async function main() {
       }
     }
     const header = [
-      ...ps.map((p) => `${p.label}: ${p.binary}`),
+      ...ps.map((p) => `${p.label}: ${bin.source.get(p.binary)}`),
       ...(opts.policies > 0
-        ? [`${withPolicy[ps.length]!.label}: ${opts.twill}; beside it twilld's policy engine over ${opts.policies} policies, ${opts.policyPods} pods in ${NAMESPACES} namespaces (${POLICY_LOCAL_PODS} of them on this node, besides the bench's)`]
+        ? [`${withPolicy[ps.length]!.label}: ${bin.source.get(bin.twill)}; beside it twilld's policy engine over ${opts.policies} policies, ${opts.policyPods} pods in ${NAMESPACES} namespaces (${POLICY_LOCAL_PODS} of them on this node, besides the bench's)`]
         : []),
-      `noop floor: ${join(BIN, "noop")} (compiled like twill, does nothing)`,
+      `noop floor: ${bin.source.get(bin.noop)} (compiled like twill, does nothing)`,
+      `each copied into the bench's own CNI directory first, as a node's installer writes /opt/cni/bin: all start alike`,
       `times in ms, median / p95; CPU is user + system of the plugin and the processes it waited for`,
       `load average (1, 5, 15 min): ${loadAtStart} at the start, ${load()} at the end`,
     ];
