@@ -1,7 +1,6 @@
 import {
   closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
 } from "node:fs";
-import { open } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /**
@@ -33,6 +32,8 @@ const TMP_MARK = ".tmp-";
  */
 export async function writeTempFile(dir: string, data: string, mode = 0o644): Promise<string> {
   const tmp = join(dir, `${TMP_MARK}${process.pid}-${Math.random().toString(16).slice(2, 14)}`);
+  // Imported here: the plugins load this module too, and a pod's ADD has no use for the module.
+  const { open } = await import("node:fs/promises");
   const handle = await open(tmp, "wx", mode);
   try {
     await handle.writeFile(data);

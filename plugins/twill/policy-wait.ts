@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../../shared/log.js";
 import { readPolicyReady, type PolicyReady } from "../../shared/policy-ready.js";
 
@@ -12,6 +11,10 @@ import { readPolicyReady, type PolicyReady } from "../../shared/policy-ready.js"
  * After `timeoutMs` the ADD goes on and says so: an agent that is down must not stop pods from
  * starting (the pod is filtered as soon as the agent is back).
  */
+
+// A timer of its own, not node:timers/promises: loading that module would cost every ADD, most
+// of which never wait.
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** What is left to wait for: none when the namespace has no policy or every address is listed. Pure. */
 export function addressesAwaitingPolicy(ready: PolicyReady | null, namespace: string | undefined, ips: string[]): string[] {

@@ -1,5 +1,7 @@
+import { stdio } from "../kernel/netlink/libc.js";
 import { CniError, Code, invalidConfig, invalidEnv, toCniError } from "./errors.js";
 import { netnsOverride, requirePodNetns, type NetnsKind } from "./netns.js";
+import { readStdin, writeAll } from "./stdio.js";
 import type { Attachment, NetConf, Result } from "./types.js";
 import { CURRENT_VERSION, SUPPORTED_VERSIONS, formatResult, requireSupported } from "./version.js";
 
@@ -241,49 +243,47 @@ export function validAttachments(conf: NetConf): Attachment[] {
 
 /** The part of Bun's API runPlugin uses (Bun's types are not installed: the code type-checks for Node). */
 interface BunIO {
-  stdin: { stat(): Promise<{ isCharacterDevice(): boolean }>; text(): Promise<string> };
+  stdin: { arrayBuffer(): Promise<ArrayBuffer> };
   stdout: unknown;
   stderr: unknown;
-  write(to: unknown, text: string): Promise<number>;
+  write(to: unknown, data: string | Uint8Array): Promise<number>;
 }
 
 /**
  * Wires a plugin to the real process: env, stdin, stdout, exit status. `load` as dispatch's.
- * The plugins are compiled with Bun (scripts/build), and this talks to the process through
- * Bun's own file API: loading node:fs costs more than the rest of a VERSION answer.
+ * The plugins are compiled with Bun (scripts/build). stdin and stdout are moved with read(2) and
+ * write(2) on this thread (stdio.ts), the way back through Bun's file API only where a
+ * descriptor is non-blocking; loading node:fs would cost more than the rest of a VERSION answer.
  */
 export async function runPlugin(load: () => Plugin | Promise<Plugin>, about: string, opts: { checkNetns?: boolean } = {}): Promise<never> {
   const bun = (globalThis as { Bun?: BunIO }).Bun;
   if (!bun) throw new Error("the CNI plugins run on Bun: run the executable ./scripts/build makes");
-  const command = process.env.CNI_COMMAND;
-  // VERSION may come with no stdin at all; a terminal on stdin is no config either. A character
-  // device (a terminal, /dev/null) is never a config, and fstat is cheap where
-  // process.stdin.isTTY builds a stream.
-  const stdin = command && !(await isCharacterDevice(() => bun.stdin.stat())) ? await bun.stdin.text() : "";
+  const io = stdio();
+  if (!io) throw new Error("the CNI plugins need libc (read and write through bun:ffi)");
   // Written once dispatch is done (one document on stdout), and all of it before process.exit,
   // which drops what is still on its way.
   const out = { stdout: "", stderr: "" };
-  const code = await dispatch(
-    load,
-    {
-      env: process.env,
-      stdin,
-      stdout: (text) => void (out.stdout += text),
-      stderr: (text) => void (out.stderr += text),
-      ...(opts.checkNetns ? { inspectNetns: async (path: string) => (await import("./inspect-netns.js")).inspectNetns(path) } : {}),
-    },
-    about,
-  );
-  if (out.stderr) await bun.write(bun.stderr, out.stderr);
-  if (out.stdout) await bun.write(bun.stdout, out.stdout);
-  process.exit(code);
-}
-
-/** Whether stdin is a character device; a closed stdin counts as one (there is nothing to read). */
-async function isCharacterDevice(stat: () => Promise<{ isCharacterDevice(): boolean }>): Promise<boolean> {
+  let code: number;
   try {
-    return (await stat()).isCharacterDevice();
-  } catch {
-    return true;
+    // VERSION may come with no stdin at all, and a terminal on stdin is no config either.
+    const stdin = process.env.CNI_COMMAND ? await readStdin(io, async () => new Uint8Array(await bun.stdin.arrayBuffer())) : "";
+    code = await dispatch(
+      load,
+      {
+        env: process.env,
+        stdin,
+        stdout: (text) => void (out.stdout += text),
+        stderr: (text) => void (out.stderr += text),
+        ...(opts.checkNetns ? { inspectNetns: async (path: string) => (await import("./inspect-netns.js")).inspectNetns(path) } : {}),
+      },
+      about,
+    );
+  } catch (err) {
+    // stdin could not be read: no config, so no version asked.
+    out.stdout = JSON.stringify(toCniError(err).toJSON(CURRENT_VERSION)) + "\n";
+    code = 1;
   }
+  if (out.stderr) await writeAll(io, 2, out.stderr, (rest) => bun.write(bun.stderr, rest));
+  if (out.stdout) await writeAll(io, 1, out.stdout, (rest) => bun.write(bun.stdout, rest));
+  process.exit(code);
 }

@@ -16,10 +16,30 @@ export interface Libc {
   errno(): number;
 }
 
-let loaded: Libc | null | undefined;
+/** The libc calls a CNI plugin reads its config and writes its answer with. */
+export interface Stdio {
+  read(fd: number, buf: Uint8Array, len: number): number;
+  write(fd: number, buf: Uint8Array, len: number): number;
+  isatty(fd: number): boolean;
+  errno(): number;
+}
 
-/** libc through bun:ffi, or null outside Bun or when libc cannot be opened. */
-export function libc(): Libc | null {
+/** ioctl(2) on a namespace file: which kind of namespace it is (a CLONE_NEW* flag; Linux 4.11). */
+const NS_GET_NSTYPE = 0xb703;
+
+interface NsCalls {
+  /** The CLONE_NEW* flag of the namespace open at `fd`; -1 when the kernel cannot say. */
+  nsType(fd: number): number;
+}
+
+let loaded: (Libc & Stdio & NsCalls) | null | undefined;
+
+/**
+ * Every call twill makes through bun:ffi, bound by one dlopen: it is the opening of the FFI that
+ * costs (a fraction of a millisecond, a large part of a VERSION answer), hardly each symbol.
+ * Null outside Bun or when libc cannot be opened.
+ */
+function bound(): (Libc & Stdio & NsCalls) | null {
   if (loaded !== undefined) return loaded;
   loaded = null;
   if (!(globalThis as { Bun?: unknown }).Bun) return loaded;
@@ -34,6 +54,10 @@ export function libc(): Libc | null {
       bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
       setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
       close: { args: ["i32"], returns: "i32" },
+      read: { args: ["i32", "ptr", "u64"], returns: "i64" },
+      write: { args: ["i32", "ptr", "u64"], returns: "i64" },
+      isatty: { args: ["i32"], returns: "i32" },
+      ioctl: { args: ["i32", "u64", "u64"], returns: "i32" },
       __errno_location: { args: [], returns: "ptr" },
     });
     loaded = {
@@ -44,6 +68,10 @@ export function libc(): Libc | null {
       bind: (fd, addr, len) => symbols.bind(fd, addr, len) as number,
       setsockopt: (fd, level, name, value, len) => symbols.setsockopt(fd, level, name, value, len) as number,
       close: (fd) => symbols.close(fd) as number,
+      read: (fd, buf, len) => Number(symbols.read(fd, buf, len)),
+      write: (fd, buf, len) => Number(symbols.write(fd, buf, len)),
+      isatty: (fd) => symbols.isatty(fd) === 1,
+      nsType: (fd) => symbols.ioctl(fd, NS_GET_NSTYPE, 0) as number,
       errno: () => ffi.read.i32(symbols.__errno_location() as number, 0),
     };
   } catch {
@@ -51,6 +79,19 @@ export function libc(): Libc | null {
   }
   return loaded;
 }
+
+/** libc's netlink calls through bun:ffi, or null outside Bun or when libc cannot be opened. */
+export const libc = (): Libc | null => bound();
+
+/**
+ * read(2) and write(2) on the process's own descriptors, or null as libc(). Bun reads a pipe and
+ * writes to one on a pool of threads it starts for the purpose, which costs a plugin more than
+ * moving the few hundred bytes of its config and answer on its own thread.
+ */
+export const stdio = (): Stdio | null => bound();
+
+/** ioctl NS_GET_NSTYPE, or null as libc(). */
+export const nsCalls = (): NsCalls | null => bound();
 
 /** libc, or an error naming `program` where this runtime cannot reach it (only Bun can). */
 export function requireLibc(program: string): Libc {
