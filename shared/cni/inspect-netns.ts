@@ -1,4 +1,5 @@
-import { readFileSync, readlinkSync, statSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { nsCalls } from "../kernel/netlink/libc.js";
 import { CniError, Code } from "./errors.js";
 import type { NetnsKind } from "./netns.js";
 
@@ -24,11 +25,35 @@ export function inspectNetns(path: string): NetnsKind {
   return type === undefined || type === "net" ? "other" : "not-a-netns";
 }
 
+const CLONE_NEWNET = 0x40000000;
+
 /**
- * The kind of namespace (net, mnt, ...) a namespace file is: a /proc/PID/ns link says it when
- * read; a bind mount (/var/run/netns/NAME) is a mount whose root is "net:[inode]".
+ * The kind of namespace (net, mnt, ...) a namespace file is, as the kernel says of it open
+ * (NS_GET_NSTYPE): "net" or "other". Where the kernel cannot say, as the file names it.
  */
 function namespaceType(path: string, ino: number): string | undefined {
+  const calls = nsCalls();
+  if (calls) {
+    let fd: number | undefined;
+    try {
+      fd = openSync(path, "r");
+      const type = calls.nsType(fd);
+      if (type > 0) return type === CLONE_NEWNET ? "net" : "other";
+    } catch {
+      // Not to be opened: as the file names it.
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+  return namespaceTypeByName(path, ino);
+}
+
+/**
+ * The kind of namespace a namespace file is by its name: a /proc/PID/ns link says it when read;
+ * a bind mount (/var/run/netns/NAME) is a mount whose root is "net:[inode]", found among all
+ * the process's mounts (hundreds on a node with pods).
+ */
+function namespaceTypeByName(path: string, ino: number): string | undefined {
   const named = (text: string) => new RegExp(`^(\\w+):\\[${ino}\\]$`).exec(text)?.[1];
   try {
     const type = named(readlinkSync(path));

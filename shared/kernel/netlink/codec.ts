@@ -118,6 +118,7 @@ export const bytes = (type: number, v: Uint8Array): Attr => [type, { bytes: v }]
 export const nested = (type: number, attrs: Attr[]): Attr => [type, { nested: attrs }];
 
 const utf8 = new TextEncoder();
+const utf8Text = new TextDecoder();
 
 function payloadLength(v: AttrValue): number {
   if ("u8" in v) return 1;
@@ -171,8 +172,13 @@ export class Attrs {
     }
   }
 
-  has = (type: number): boolean => this.byType.has(type);
-  raw = (type: number): Uint8Array | undefined => this.byType.get(type);
+  has(type: number): boolean {
+    return this.byType.has(type);
+  }
+
+  raw(type: number): Uint8Array | undefined {
+    return this.byType.get(type);
+  }
 
   u8(type: number): number | undefined {
     const b = this.byType.get(type);
@@ -185,19 +191,29 @@ export class Attrs {
     return b && b.length >= width ? new DataView(b.buffer, b.byteOffset, width) : undefined;
   }
 
-  u32 = (type: number): number | undefined => this.fixed(type, 4)?.getUint32(0, true);
+  u32(type: number): number | undefined {
+    return this.fixed(type, 4)?.getUint32(0, true);
+  }
 
   /** A 16-bit attribute in host order. */
-  u16 = (type: number): number | undefined => this.fixed(type, 2)?.getUint16(0, true);
+  u16(type: number): number | undefined {
+    return this.fixed(type, 2)?.getUint16(0, true);
+  }
 
   /** A 64-bit attribute in host order (a byte counter). */
-  u64 = (type: number): bigint | undefined => this.fixed(type, 8)?.getBigUint64(0, true);
+  u64(type: number): bigint | undefined {
+    return this.fixed(type, 8)?.getBigUint64(0, true);
+  }
 
   /** A 16-bit attribute in network order (a port). */
-  u16be = (type: number): number | undefined => this.fixed(type, 2)?.getUint16(0, false);
+  u16be(type: number): number | undefined {
+    return this.fixed(type, 2)?.getUint16(0, false);
+  }
 
   /** A 32-bit attribute in network order, as nftables writes its numbers. */
-  u32be = (type: number): number | undefined => this.fixed(type, 4)?.getUint32(0, false);
+  u32be(type: number): number | undefined {
+    return this.fixed(type, 4)?.getUint32(0, false);
+  }
 
   /** Every attribute of `type` in order: the elements of a list (NFTA_LIST_ELEM). */
   all(type: number): Attrs[] {
@@ -209,7 +225,7 @@ export class Attrs {
     const b = this.byType.get(type);
     if (!b) return undefined;
     const end = b.indexOf(0);
-    return new TextDecoder().decode(end < 0 ? b : b.subarray(0, end));
+    return utf8Text.decode(end < 0 ? b : b.subarray(0, end));
   }
 
   nested(type: number): Attrs | undefined {

@@ -40,17 +40,8 @@ export class Rtnl {
 
   /** A link by name, with master's name resolved; null when there is none (ENODEV). */
   link(name: string): Link | null {
-    let msgs: Message[];
-    try {
-      msgs = this.sock.request(
-        { type: RTM.GETLINK, flags: NLM_F.REQUEST, body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } }, attrs: [str(IFLA.IFNAME, name), SKIP_STATS] },
-        `read link "${name}"`,
-      );
-    } catch (err) {
-      if (err instanceof NetlinkError && err.errno === 19) return null;
-      throw err;
-    }
-    return msgs[0] ? toLink(msgs[0], (index) => this.nameOf(index)) : null;
+    const msg = this.linkMessage(name);
+    return msg ? toLink(msg, (index) => this.nameOf(index)) : null;
   }
 
   /** Every link of the namespace. */
@@ -65,7 +56,12 @@ export class Rtnl {
   /** Every address of the namespace, grouped by link (every link of `links`, with addresses or not). */
   addrs(links: readonly Link[] = this.links()): LinkAddresses[] {
     const byIndex = new Map<number, LinkAddresses>(links.map((l) => [l.index, { index: l.index, name: l.name, addresses: [] }]));
-    const msgs = this.sock.request({ type: RTM.GETADDR, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { ifaddr: { family: AF.UNSPEC, prefixlen: 0, flags: 0, scope: 0, index: 0 } } }, "list addresses");
+    const dump = (index: number): Omit<Request, "seq"> => ({
+      type: RTM.GETADDR, flags: NLM_F.REQUEST | NLM_F.DUMP, body: { ifaddr: { family: AF.UNSPEC, prefixlen: 0, flags: 0, scope: 0, index } },
+    });
+    // One link's addresses: the kernel picks them (an ADD reads the bridge's).
+    const one = links.length === 1 ? this.sock.strictDump(dump(links[0]!.index), "list addresses") : null;
+    const msgs = one ?? this.sock.request(dump(0), "list addresses");
     for (const m of msgs) {
       if (m.type !== RTM.NEWADDR) continue;
       const { index, address } = toAddr(m);
@@ -291,11 +287,28 @@ export class Rtnl {
     this.sock.request(addressRequest(RTM.DELADDR, ACK, this.indexOf(dev, op), cidr), op);
   }
 
-  /** The index of link `name`; ENODEV naming it when there is none. */
+  /**
+   * The index of link `name`; ENODEV naming it when there is none. Read from the reply's header
+   * alone: none of its attributes is decoded, nor its master named (one more request).
+   */
   indexOf(name: string, op: string): number {
-    const link = this.link(name);
-    if (!link) throw new NetlinkError(op, 19, `no link "${name}"`);
-    return link.index;
+    const msg = this.linkMessage(name);
+    if (!msg) throw new NetlinkError(op, 19, `no link "${name}"`);
+    return readIfInfo(msg.payload).index;
+  }
+
+  /** The kernel's RTM_NEWLINK of link `name`, undecoded; null when there is none (ENODEV). */
+  private linkMessage(name: string): Message | null {
+    try {
+      const msgs = this.sock.request(
+        { type: RTM.GETLINK, flags: NLM_F.REQUEST, body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } }, attrs: [str(IFLA.IFNAME, name), SKIP_STATS] },
+        `read link "${name}"`,
+      );
+      return msgs[0] ?? null;
+    } catch (err) {
+      if (err instanceof NetlinkError && err.errno === 19) return null;
+      throw err;
+    }
   }
 
   /** Deletes a link by name; false when there is none. */
