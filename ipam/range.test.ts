@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { CniError } from "../shared/cni/errors.js";
-import { formatIp, parseIp } from "../shared/net/cidr.js";
-import { capacity, parseRange, setContains, setText, spanText, usable, type Range, type RawRange } from "./range.js";
+import { formatIp, parseCidr, parseIp } from "../shared/net/cidr.js";
+import { UNUSABLE, capacity, parseRange, setContains, setText, spanText, usable, type Range, type RawRange } from "./range.js";
 
 const range = (raw: RawRange) => parseRange(raw, "r");
 const text = (r: Range) => ({
@@ -112,5 +112,12 @@ describe("range math", () => {
   it("counts a /64 exactly", () => {
     expect(capacity([range({ subnet: "fd00:1::/64" })])).toBe((1n << 64n) - 2n);
     expect(capacity([range({ subnet: "10.0.0.0/8" })])).toBe((1n << 24n) - 3n);
+  });
+});
+
+describe("the blocks no pod address may be in", () => {
+  it("are the prefixes their texts name", () => {
+    const texts = ["0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "::/127", "ff00::/8"];
+    expect(UNUSABLE.map((u) => u.cidr)).toEqual(texts.map(parseCidr));
   });
 });

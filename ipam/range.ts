@@ -1,6 +1,6 @@
 import { invalidConfig, unsupportedField } from "../shared/cni/errors.js";
 import {
-  AddressError, contains, formatCidr, formatIp, lastAddress, parseCidr, parseIp, type Cidr, type Family, type Ip,
+  AddressError, block, contains, formatCidr, formatIp, lastAddress, parseCidr, parseIp, type Cidr, type Family, type Ip,
 } from "../shared/net/cidr.js";
 
 /**
@@ -30,13 +30,13 @@ export interface RawRange {
  * interface, and loopback or "this network" addresses are not routable. host-local hands
  * them out all the same and the main plugin fails later (224.0.0.2 from a 224.0.0.0/24).
  */
-const UNUSABLE: { cidr: Cidr; what: string }[] = [
-  ["0.0.0.0/8", "\"this network\""],
-  ["127.0.0.0/8", "loopback"],
-  ["224.0.0.0/4", "multicast"],
-  ["::/127", "unspecified or loopback"],
-  ["ff00::/8", "multicast"],
-].map(([c, what]) => ({ cidr: parseCidr(c!), what: what! }));
+export const UNUSABLE: { cidr: Cidr; what: string }[] = [
+  { cidr: block(4, 0n, 8), what: "\"this network\"" }, // 0.0.0.0/8
+  { cidr: block(4, 127n << 24n, 8), what: "loopback" }, // 127.0.0.0/8
+  { cidr: block(4, 224n << 24n, 4), what: "multicast" }, // 224.0.0.0/4
+  { cidr: block(6, 0n, 127), what: "unspecified or loopback" }, // ::/127
+  { cidr: block(6, 0xffn << 120n, 8), what: "multicast" }, // ff00::/8
+];
 
 /**
  * One range with host-local's defaults: the span runs from the first address after the

@@ -35,14 +35,24 @@ export function digest(seed: string): number[] {
 
 /** A locally administered unicast MAC (`x2:..`) from the first six bytes of a hash. */
 export function localMac(hash: ArrayLike<number>): string {
-  const b = Array.from(hash).slice(0, 6);
-  b[0] = (b[0]! & 0xfc) | 0x02;
-  return formatMac(b);
+  return formatMac([(hash[0]! & 0xfc) | 0x02, hash[1]!, hash[2]!, hash[3]!, hash[4]!, hash[5]!]);
 }
 
-export const formatMac = (bytes: ArrayLike<number>): string => Array.from(bytes, (x) => x.toString(16).padStart(2, "0")).join(":");
+// The MAC and hex texts are plain loops over a table: in a fresh process, where every ADD runs
+// them, Array.from and map with a callback cost several times the loop.
+const HEX = Array.from({ length: 256 }, (_, x) => x.toString(16).padStart(2, "0"));
 
-export const hex = (bytes: readonly number[]): string => bytes.map((x) => x.toString(16).padStart(2, "0")).join("");
+export function formatMac(bytes: ArrayLike<number>): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i++) out += (i > 0 ? ":" : "") + HEX[bytes[i]!]!;
+  return out;
+}
+
+export function hex(bytes: readonly number[]): string {
+  let out = "";
+  for (const x of bytes) out += HEX[x]!;
+  return out;
+}
 
 function fmix32(h: number): number {
   h ^= h >>> 16;

@@ -156,13 +156,18 @@ export function readRegularFile(path: string): string | undefined {
   }
 }
 
-/** Replaces a regular file's content in place; never through a symlink. */
+/**
+ * Replaces a regular file's content in place; never through a symlink. The new content is
+ * written over the old, and the file cut to it only when the old was longer: a truncation is
+ * a journal transaction, and the file usually keeps its length (a round-robin position). A
+ * reader between the two steps may see the new content followed by the end of the old.
+ */
 export function writeRegularFile(path: string, data: string, mode = 0o600): void {
   const fd = openRegularFile(path, constants.O_WRONLY | constants.O_CREAT, mode);
   try {
-    // Truncate only once the file is known to be regular: O_TRUNC would act before the check.
-    ftruncateSync(fd, 0);
-    writeSync(fd, data, 0);
+    // Cut only once the file is known to be regular: O_TRUNC would act before the check.
+    const written = writeSync(fd, data, 0);
+    if (fstatSync(fd).size > written) ftruncateSync(fd, written);
   } finally {
     closeSync(fd);
   }

@@ -1,7 +1,7 @@
 import { Address4, Address6 } from "ip-address";
 import { describe, expect, it } from "vitest";
 import {
-  contains, covers, formatAddress, formatCidr, formatIp, lastAddress, overlaps, parseCidr, parseCidrOrNull, parseIp,
+  contains, covers, formatAddress, formatCidr, formatIp, isLinkLocal6, lastAddress, overlaps, parseCidr, parseCidrOrNull, parseIp,
   parseIpOrNull, size,
 } from "./cidr.js";
 
@@ -98,4 +98,12 @@ describe("parsing and text forms against ip-address", () => {
     "rejects %s", (text) => {
       expect(() => parseIp(text)).toThrow(/invalid IP/);
     });
+});
+
+describe("isLinkLocal6", () => {
+  it("is fe80::/10 and nothing beside it", () => {
+    const linkLocal = (text: string) => isLinkLocal6(parseIp(text));
+    expect(["fe80::1", "febf:ffff::1", "fe80::"].map(linkLocal)).toEqual([true, true, true]);
+    expect(["fe7f::1", "fec0::1", "::1", "10.0.0.1"].map(linkLocal)).toEqual([false, false, false, false]);
+  });
 });

@@ -110,7 +110,10 @@ export function parseCidr(text: string): Cidr {
 }
 
 export function formatIp(family: Family, value: bigint): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 0xffn)).join(".");
+  if (family === 4) {
+    const v = Number(value);
+    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+  }
   const groups = Array.from({ length: 8 }, (_, i) => (value >> BigInt(112 - 16 * i)) & 0xffffn);
   // RFC 5952: lower case, no leading zeros, the longest run (first on a tie) of two or more
   // zero groups written as "::".
@@ -164,7 +167,14 @@ export function canonicalCidrOrSelf(text: string): string {
   }
 }
 
-const LINK_LOCAL6 = parseCidr("fe80::/10");
+/**
+ * A prefix from its number, for constants: parsing their text at load time would put the
+ * IPv6 parser in every start of the plugin, whose pods may have no IPv6 at all.
+ */
+export const block = (family: Family, network: bigint, prefix: number): Cidr => ({ family, ip: network, network, prefix });
+
+/** fe80::/10 */
+const LINK_LOCAL6 = block(6, 0xfe80n << 112n, 10);
 
 /** An IPv6 link-local address (fe80::/10). */
 export const isLinkLocal6 = (ip: Ip): boolean => contains(LINK_LOCAL6, ip);

@@ -459,8 +459,15 @@ export function outcome(msgs: readonly Message[], seq: number): Outcome {
 
 export function macBytes(mac: string): Uint8Array {
   const parts = mac.split(":");
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-f]{1,2}$/i.test(p))) throw new Error(`invalid MAC address "${mac}"`);
-  return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
+  const out = new Uint8Array(6);
+  if (parts.length !== 6) throw new Error(`invalid MAC address "${mac}"`);
+  for (let i = 0; i < 6; i++) {
+    if (!MAC_BYTE.test(parts[i]!)) throw new Error(`invalid MAC address "${mac}"`);
+    out[i] = parseInt(parts[i]!, 16);
+  }
+  return out;
 }
+
+const MAC_BYTE = /^[0-9a-f]{1,2}$/i;
 
 export { formatMac } from "../../digest.js";
