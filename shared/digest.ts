@@ -38,19 +38,19 @@ export function localMac(hash: ArrayLike<number>): string {
   return formatMac([(hash[0]! & 0xfc) | 0x02, hash[1]!, hash[2]!, hash[3]!, hash[4]!, hash[5]!]);
 }
 
-// The MAC and hex texts are plain loops over a table: in a fresh process, where every ADD runs
-// them, Array.from and map with a callback cost several times the loop.
-const HEX = Array.from({ length: 256 }, (_, x) => x.toString(16).padStart(2, "0"));
+// The MAC and hex texts are plain loops: in a fresh process, where every ADD runs them,
+// Array.from and map with a callback cost several times the loop.
+const byteHex = (x: number): string => (x < 16 ? "0" : "") + x.toString(16);
 
 export function formatMac(bytes: ArrayLike<number>): string {
   let out = "";
-  for (let i = 0; i < bytes.length; i++) out += (i > 0 ? ":" : "") + HEX[bytes[i]!]!;
+  for (let i = 0; i < bytes.length; i++) out += (i > 0 ? ":" : "") + byteHex(bytes[i]!);
   return out;
 }
 
 export function hex(bytes: readonly number[]): string {
   let out = "";
-  for (const x of bytes) out += HEX[x]!;
+  for (let i = 0; i < bytes.length; i++) out += byteHex(bytes[i]!);
   return out;
 }
 

@@ -124,31 +124,60 @@ function payloadLength(v: AttrValue): number {
   if ("u8" in v) return 1;
   if ("u16" in v || "be16" in v) return 2;
   if ("u32" in v || "be32" in v) return 4;
-  if ("str" in v) return utf8.encode(v.str).length + 1;
+  if ("str" in v) return utf8Length(v.str) + 1;
   if ("bytes" in v) return v.bytes.length;
   return attrsLength(v.nested);
 }
 
-/** Bytes the attributes take, each padded to 4. */
-export const attrsLength = (attrs: readonly Attr[]): number =>
-  attrs.reduce((n, [, v]) => n + align4(NLA_HDRLEN + payloadLength(v)), 0);
+/** The UTF-8 length of `s`, without encoding it when it is ASCII (every name twill sends). */
+function utf8Length(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return utf8.encode(s).length;
+  return s.length;
+}
 
-/** Writes `attrs` at `offset`; returns the offset after them. Padding is zero. */
+/** Bytes the attributes take, each padded to 4. */
+export function attrsLength(attrs: readonly Attr[]): number {
+  let n = 0;
+  for (let i = 0; i < attrs.length; i++) n += align4(NLA_HDRLEN + payloadLength(attrs[i]![1]));
+  return n;
+}
+
+/**
+ * Writes `attrs` at `offset` of a zeroed buffer sized by {@link attrsLength}; returns the offset
+ * after them. One pass: each length is written once its payload is (a nested one's after its
+ * attributes), so no length is computed twice.
+ */
 export function writeAttrs(view: DataView, offset: number, attrs: readonly Attr[]): number {
-  for (const [type, v] of attrs) {
-    const len = NLA_HDRLEN + payloadLength(v);
-    view.setUint16(offset, len, true);
-    view.setUint16(offset + 2, "nested" in v ? type | NLA_F_NESTED : type, true);
+  for (let i = 0; i < attrs.length; i++) {
+    const [type, v] = attrs[i]!;
     const at = offset + NLA_HDRLEN;
-    if ("u8" in v) view.setUint8(at, v.u8);
-    else if ("u16" in v) view.setUint16(at, v.u16, true);
-    else if ("be16" in v) view.setUint16(at, v.be16, false);
-    else if ("u32" in v) view.setUint32(at, v.u32 >>> 0, true);
-    else if ("be32" in v) view.setUint32(at, v.be32 >>> 0, false);
-    else if ("str" in v) new Uint8Array(view.buffer, view.byteOffset + at).set(utf8.encode(v.str));
-    else if ("bytes" in v) new Uint8Array(view.buffer, view.byteOffset + at).set(v.bytes);
-    else writeAttrs(view, at, v.nested);
-    offset += align4(len);
+    let end: number;
+    if ("nested" in v) end = writeAttrs(view, at, v.nested);
+    else if ("u8" in v) {
+      view.setUint8(at, v.u8);
+      end = at + 1;
+    } else if ("u16" in v) {
+      view.setUint16(at, v.u16, true);
+      end = at + 2;
+    } else if ("be16" in v) {
+      view.setUint16(at, v.be16, false);
+      end = at + 2;
+    } else if ("u32" in v) {
+      view.setUint32(at, v.u32 >>> 0, true);
+      end = at + 4;
+    } else if ("be32" in v) {
+      view.setUint32(at, v.be32 >>> 0, false);
+      end = at + 4;
+    } else if ("str" in v) {
+      // The NUL after it is the buffer's zero.
+      end = at + utf8.encodeInto(v.str, new Uint8Array(view.buffer, view.byteOffset + at)).written + 1;
+    } else {
+      new Uint8Array(view.buffer, view.byteOffset + at).set(v.bytes);
+      end = at + v.bytes.length;
+    }
+    view.setUint16(offset, end - offset, true);
+    view.setUint16(offset + 2, "nested" in v ? type | NLA_F_NESTED : type, true);
+    offset = align4(end);
   }
   return offset;
 }
