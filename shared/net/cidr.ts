@@ -114,20 +114,37 @@ export function formatIp(family: Family, value: bigint): string {
     const v = Number(value);
     return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
   }
-  const groups = Array.from({ length: 8 }, (_, i) => (value >> BigInt(112 - 16 * i)) & 0xffffn);
-  // RFC 5952: lower case, no leading zeros, the longest run (first on a tie) of two or more
-  // zero groups written as "::".
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) groups.push(Number((value >> BigInt(112 - 16 * i)) & 0xffffn));
+  return formatIp6Groups(groups);
+}
+
+/**
+ * An IPv6 address from its eight 16-bit groups, as RFC 5952 writes it: lower case, no leading
+ * zeros, the longest run (first on a tie) of two or more zero groups written as "::".
+ */
+export function formatIp6Groups(groups: readonly number[]): string {
   let best = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
     let j = i;
-    while (j < 8 && groups[j] === 0n) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j === i ? i + 1 : j;
   }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+  let out = "";
+  for (let i = 0; i < 8; i++) {
+    if (i === best) {
+      out += "::";
+      i += bestLen - 1;
+      continue;
+    }
+    out += (out === "" || out.endsWith(":") ? "" : ":") + groups[i]!.toString(16);
+  }
+  return out;
 }
 
 /** `network/prefix`, host bits cleared. */

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { control, fakeLibc, seqOf } from "../../../testkit/fake-libc.js";
 import { NLMSG, RTM } from "./codec.js";
-import { Rtnl } from "./rtnl.js";
+import { Rtnl, formatIpBytes } from "./rtnl.js";
+import { formatIp } from "../../net/cidr.js";
 import { NetlinkSocket } from "./socket.js";
 
 const SOL_NETLINK = 270;
@@ -70,5 +71,19 @@ describe("one link's addresses", () => {
     expect(addrs.map((l) => [l.name, l.addresses.map((a) => a.ip)])).toEqual([["cni0", ["10.0.0.1"]], ["flannel.1", ["10.1.0.1"]]]);
     expect(ns.indexSent()).toBe(0);
     expect(ns.strictCalls).toEqual([]);
+  });
+});
+
+describe("formatIpBytes", () => {
+  it("writes an address's bytes as formatIp writes its number", () => {
+    let seed = 7;
+    const byte = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 256;
+    for (let n = 0; n < 500; n++) {
+      const b = Uint8Array.from({ length: n % 3 === 0 ? 4 : 16 }, () => (n % 5 === 0 ? byte() % 2 : byte()));
+      let v = 0n;
+      for (const x of b) v = (v << 8n) | BigInt(x);
+      expect(formatIpBytes(b)).toBe(formatIp(b.length === 4 ? 4 : 6, v));
+    }
+    expect(formatIpBytes(Uint8Array.from([0xfe, 0x80, ...Array(13).fill(0), 1]))).toBe("fe80::1");
   });
 });

@@ -1,4 +1,4 @@
-import { formatIp, parseCidr, parseIp, type Family } from "../../net/cidr.js";
+import { formatIp, formatIp6Groups, parseCidr, parseIp, type Family } from "../../net/cidr.js";
 import { normalizeDst } from "../routes.js";
 import type { Address, Link, LinkAddresses, Route, Scope, VxlanSettings } from "../types.js";
 import {
@@ -510,7 +510,13 @@ export function ipBytes(family: Family, value: bigint): Uint8Array {
 }
 
 export function formatIpBytes(b: Uint8Array): string {
-  let v = 0n;
-  for (const x of b) v = (v << 8n) | BigInt(x);
-  return formatIp(b.length === 4 ? 4 : 6, v);
+  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  if (b.length !== 16) {
+    let v = 0n;
+    for (const x of b) v = (v << 8n) | BigInt(x);
+    return formatIp(6, v);
+  }
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((b[i]! << 8) | b[i + 1]!);
+  return formatIp6Groups(groups);
 }
