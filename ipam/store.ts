@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { CniError, Code } from "../shared/cni/errors.js";
 import { digest, hex } from "../shared/digest.js";
 import {
-  ABANDONED_TEMPORARY_MS, NotRegularFile, readRegularFile, removeOldTemporaries, removeStaleTemporaries, writeFileAtomic, writeRegularFile,
+  ABANDONED_TEMPORARY_MS, NotRegularFile, readRegularFile, removeOldTemporaries, writeFileAtomic, writeRegularFile,
 } from "../shared/fs.js";
 import { nullLogger, type Logger } from "../shared/log.js";
 import { formatIp, parseIp } from "../shared/net/cidr.js";
@@ -311,13 +311,13 @@ export class Store {
 
   /**
    * The index is a cache of the reservation files: a crash that loses it costs one walk, so no
-   * fsync. What an earlier writer of this entry left when it was killed mid-write goes first.
+   * fsync. What a writer killed mid-write left beside it is removed by age, by GC and the node
+   * agent's sweep (removeOldTemporaries), not here: finding it would list the whole index, one
+   * entry per pod of the node, on every ADD.
    */
   writeIndex(entry: IndexEntry): void {
     this.ensure();
     const path = this.indexPath(entry);
-    const stale = fsOp("clean up beside the index entry", path, () => removeStaleTemporaries(path));
-    if (stale.length > 0) this.log.info("Removed temporaries of killed writers", { dir: join(this.dir, INDEX_DIR), files: stale });
     fsOp("write the index entry", path, () => writeFileAtomic(path, JSON.stringify(entry), 0o600, false));
   }
 

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync,
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { NotRegularFile, appendRegularFile, readRegularFile, removeOldTemporaries, removeStaleTemporaries, writeRegularFile } from "./fs.js";
+import { NotRegularFile, appendRegularFile, readRegularFile, removeOldTemporaries, writeRegularFile } from "./fs.js";
 
 let dir: string;
 beforeEach(() => {
@@ -34,15 +34,6 @@ describe("regular files only", () => {
     expect(readRegularFile(path)).toBe("10.0.0.3");
     appendRegularFile(path, "\nmore");
     expect(readRegularFile(path)).toBe("10.0.0.3\nmore");
-  });
-});
-
-describe("removeStaleTemporaries", () => {
-  it("removes the temporaries of dead writers of that file only", () => {
-    const names = ["e.tmp-100-1", "e.tmp-200-1", "e.tmp-x-1", "e2.tmp-100-1", `e.tmp-${process.pid}-1`, "e"];
-    for (const n of names) writeFileSync(join(dir, n), "");
-    expect(removeStaleTemporaries(join(dir, "e"), (pid) => pid === 200)).toEqual(["e.tmp-100-1"]);
-    expect(readdirSync(dir).sort()).toEqual(names.filter((n) => n !== "e.tmp-100-1").sort());
   });
 });
 

@@ -1,7 +1,7 @@
 import {
   closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
 } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 
 /**
  * Writes a file so readers see either the old or the new content, never a torn one:
@@ -44,27 +44,6 @@ export async function writeTempFile(dir: string, data: string, mode = 0o644): Pr
   return tmp;
 }
 
-/**
- * Removes the temporaries {@link writeFileAtomic} left for `path` when its writer was killed
- * between create and rename; those of a writer still running are kept. Returns their names.
- */
-export function removeStaleTemporaries(path: string, alive: (pid: number) => boolean = processAlive): string[] {
-  const prefix = basename(path) + TMP_MARK;
-  const stale = readdirSync(dirname(path)).filter((name) => {
-    if (!name.startsWith(prefix)) return false;
-    const pid = Number(/^(\d+)-\d+$/.exec(name.slice(prefix.length))?.[1]);
-    return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !alive(pid);
-  });
-  for (const name of stale) {
-    try {
-      unlinkSync(join(dirname(path), name));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    }
-  }
-  return stale;
-}
-
 /** A temporary this old was abandoned: its writer would have renamed it within milliseconds. */
 export const ABANDONED_TEMPORARY_MS = 10 * 60_000;
 
@@ -100,15 +79,6 @@ export function removeOldTemporaries(dir: string, olderThanMs = ABANDONED_TEMPOR
     }
   }
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== "ESRCH";
-  }
 }
 
 /** A path that is a symlink, directory, FIFO or device where a regular file belongs. */
