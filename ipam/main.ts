@@ -7,7 +7,7 @@ import { runPlugin } from "../shared/cni/skel.js";
 export const main = () =>
   runPlugin(
     async () => {
-      const [{ createIpamPlugin }, { fileLogger }] = await Promise.all([import("./plugin.js"), import("../shared/log.js")]);
+      const { createIpamPlugin, fileLogger } = await import("../plugins/loaded.js");
       return createIpamPlugin({ logger: fileLogger(process.env.TWILL_LOG_FILE || "/var/log/twill/twill.log").with({ plugin: "twill-ipam" }) });
     },
     "twill-ipam: cluster-unique pod addresses in host-local's store layout",

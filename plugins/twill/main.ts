@@ -7,7 +7,7 @@ import { runPlugin } from "../../shared/cni/skel.js";
 export const main = () =>
   runPlugin(
     async () => {
-      const [{ createTwillPlugin }, { createIpamPlugin }] = await Promise.all([import("./plugin.js"), import("../../ipam/plugin.js")]);
+      const { createTwillPlugin, createIpamPlugin } = await import("../loaded.js");
       return createTwillPlugin({ env: process.env, localIpam: (logger) => createIpamPlugin({ logger }) });
     },
     "twill: Kubernetes pod networking on a Linux bridge",
