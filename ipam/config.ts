@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../shared/fs-sync.js";
 import { CniError, Code, invalidConfig } from "../shared/cni/errors.js";
 import type { DnsConf, NetConf, Route } from "../shared/cni/types.js";
 import { covers, formatCidr, formatIp, parseCidr, type Family } from "../shared/net/cidr.js";

@@ -1,4 +1,4 @@
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants } from "../shared/fs-sync.js";
 import { join } from "node:path";
 import { CniError, Code } from "../shared/cni/errors.js";
 import { NAME_PATTERN, isValidIfname, type CmdArgs, type Plugin } from "../shared/cni/skel.js";

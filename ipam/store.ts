@@ -1,9 +1,9 @@
-import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from "../shared/fs-sync.js";
 import { join } from "node:path";
 import { CniError, Code } from "../shared/cni/errors.js";
 import { digest, hex } from "../shared/digest.js";
 import {
-  ABANDONED_TEMPORARY_MS, NotRegularFile, readRegularFile, removeOldTemporaries, writeFileAtomic, writeRegularFile,
+  ABANDONED_TEMPORARY_MS, NotRegularFile, readRegularFile, isTemporaryName, removeOldTemporaries, writeFileAtomic, writeRegularFile,
 } from "../shared/fs.js";
 import { nullLogger, type Logger } from "../shared/log.js";
 import { formatIp, parseIp } from "../shared/net/cidr.js";
@@ -340,7 +340,9 @@ export class Store {
 
   /**
    * Every index entry, and the names of files there that are not one (torn writes) for removal.
-   * Entries that are not regular files are neither: they are skipped and logged.
+   * Entries that are not regular files are neither: they are skipped and logged. A writer's
+   * temporary is neither too: it may be an ADD's, about to be renamed into place, and is
+   * removed by age (removeOldTemporaries) once its writer is surely gone.
    */
   indexEntries(): { entries: IndexEntry[]; junk: string[] } {
     const dir = join(this.dir, INDEX_DIR);
@@ -348,6 +350,7 @@ export class Store {
     const junk: string[] = [];
     if (!this.indexUsable()) return { entries, junk };
     for (const name of readdirIfExists(dir)) {
+      if (isTemporaryName(name)) continue;
       const path = join(dir, name);
       let text: string | undefined;
       try {

@@ -12,6 +12,10 @@ const PLUGINS = ["plugins/twill/main.ts", "ipam/main.ts"];
 const AGENT = "agent/main.ts";
 /** The bun:ffi binding (shared/kernel/netlink/libc.ts): the plugins read stdin and write stdout through it. */
 const LIBC = "shared/kernel/netlink/libc.ts";
+/** What a command of either plugin imports (plugins/loaded.ts). */
+const LOADED = "plugins/loaded.ts";
+/** What ADD and CHECK import to look at CNI_NETNS first (shared/cni/skel.ts). */
+const INSPECT_NETNS = "shared/cni/inspect-netns.ts";
 
 let inputs: Metafile["inputs"];
 beforeAll(async () => {
@@ -45,6 +49,13 @@ describe("the one executable's bundle", () => {
       inputs[m]!.imports.filter((i) => i.external && STATIC.includes(i.kind) && !i.path.startsWith("bun:")).map((i) => `${m} imports ${i.path}`),
     );
     expect(builtins).toEqual([]);
+  });
+
+  it("runs a command of either plugin without loading node:fs (its file calls go through libc)", () => {
+    const modules = [...reach(ENTRY, STATIC), ...reach(LOADED, STATIC), ...reach(INSPECT_NETNS, STATIC)];
+    expect(modules).toContain("ipam/store.ts");
+    const fs = modules.flatMap((m) => inputs[m]!.imports.filter((i) => i.external && STATIC.includes(i.kind) && /^(node:)?fs$/.test(i.path)).map(() => m));
+    expect(fs).toEqual([]);
   });
 
   it.each(PLUGINS)("%s evaluates none of the agent's dependencies, whatever the command", (plugin) => {

@@ -1,6 +1,6 @@
 import {
   closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
-} from "node:fs";
+} from "./fs-sync.js";
 import { dirname, join } from "node:path";
 
 /**
@@ -50,6 +50,9 @@ export const ABANDONED_TEMPORARY_MS = 10 * 60_000;
 /** The names {@link writeFileAtomic} (`<name>.tmp-<pid>-<ms>`) and {@link writeTempFile} (`.tmp-<pid>-<hex>`) give temporaries. */
 const TEMPORARY_NAME = /^(?:.+\.tmp-\d+-\d+|\.tmp-\d+-[0-9a-f]+)$/;
 
+/** Whether `name` is one a writer gives its temporary ({@link writeFileAtomic}, {@link writeTempFile}). */
+export const isTemporaryName = (name: string): boolean => TEMPORARY_NAME.test(name);
+
 /**
  * Removes from `dir` the temporaries of writers killed between create and rename, judged by
  * age alone: a write takes milliseconds, so one older than `olderThanMs` was abandoned. Not by
@@ -67,7 +70,7 @@ export function removeOldTemporaries(dir: string, olderThanMs = ABANDONED_TEMPOR
   }
   const removed: string[] = [];
   for (const name of names) {
-    if (!TEMPORARY_NAME.test(name)) continue;
+    if (!isTemporaryName(name)) continue;
     const path = join(dir, name);
     try {
       const st = lstatSync(path);

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, linkSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeSync, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, linkSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeSync, type Stats } from "./fs-sync.js";
 import { dirname } from "node:path";
 import { NotRegularFile, openRegularFile } from "./fs.js";
 

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync } from "./fs-sync.js";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "./fs.js";
 

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync } from "./fs-sync.js";
 import { CniError, Code, tryAgainLater } from "./cni/errors.js";
 import { writeFileAtomic } from "./fs.js";
 import { covers, formatCidr, parseCidr } from "./net/cidr.js";

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync } from "../../shared/fs-sync.js";
 import { join } from "node:path";
 import { CniError, Code, type CodeNumber } from "../../shared/cni/errors.js";
 import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync } from "../../shared/fs-sync.js";
 import { CniError, Code, invalidConfig } from "../../shared/cni/errors.js";
 import type { CmdArgs, Plugin } from "../../shared/cni/skel.js";
 import type { Attachment as GcAttachment, Result } from "../../shared/cni/types.js";

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readlinkSync, statSync } from "../fs-sync.js";
 import { nsCalls } from "../kernel/netlink/libc.js";
 import { CniError, Code } from "./errors.js";
 import type { NetnsKind } from "./netns.js";

@@ -81,7 +81,7 @@ describe("readStdin", () => {
 
   it("fails on another error", async () => {
     const { io } = fakeStdio({ reads: [{ errno: 5 }] });
-    await expect(readStdin(io, noRest)).rejects.toThrow(/read the network config from stdin: errno 5/);
+    await expect(readStdin(io, noRest)).rejects.toThrow(/read the network config from stdin: Input\/output error \(EIO\)/);
   });
 
   it("refuses a stdin without end with a decoding error", async () => {

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync } from "../fs-sync.js";
 import type { NodeKernel } from "./node-kernel.js";
 import { KernelError, wrongKind, type Link } from "./types.js";
 import type { NetStep, PodKernel } from "./pod-kernel.js";

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "../fs-sync.js";
 
 /**
  * Kernel parameters through /proc/sys. `net.*` keys belong to the network namespace of the

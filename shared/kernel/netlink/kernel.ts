@@ -1,4 +1,4 @@
-import { closeSync, openSync } from "node:fs";
+import { closeSync, openSync } from "../../fs-sync.js";
 import { KernelError } from "../types.js";
 import { ensureMasquerade } from "../nft.js";
 import type { NetStep, PodKernel } from "../pod-kernel.js";

@@ -32,14 +32,37 @@ interface NsCalls {
   nsType(fd: number): number;
 }
 
-let loaded: (Libc & Stdio & NsCalls) | null | undefined;
+/**
+ * The file calls of shared/fs-sync.ts: paths are NUL-terminated UTF-8, results as libc returns
+ * them (-1 and errno on failure).
+ */
+export interface FileCalls {
+  open(path: Uint8Array, flags: number, mode: number): number;
+  close(fd: number): number;
+  read(fd: number, buf: Uint8Array, len: number): number;
+  write(fd: number, buf: Uint8Array, len: number): number;
+  pwrite(fd: number, buf: Uint8Array, len: number, offset: number): number;
+  fsync(fd: number): number;
+  ftruncate(fd: number, length: number): number;
+  rename(from: Uint8Array, to: Uint8Array): number;
+  link(from: Uint8Array, to: Uint8Array): number;
+  unlink(path: Uint8Array): number;
+  mkdir(path: Uint8Array, mode: number): number;
+  readlink(path: Uint8Array, buf: Uint8Array, len: number): number;
+  access(path: Uint8Array, mode: number): number;
+  /** statx(2) into `buf` (256 bytes); its layout is the same on every architecture. */
+  statx(dirfd: number, path: Uint8Array, flags: number, mask: number, buf: Uint8Array): number;
+  errno(): number;
+}
+
+let loaded: (Libc & Stdio & NsCalls & FileCalls) | null | undefined;
 
 /**
  * Every call twill makes through bun:ffi, bound by one dlopen: it is the opening of the FFI that
  * costs (a fraction of a millisecond, a large part of a VERSION answer), hardly each symbol.
  * Null outside Bun or when libc cannot be opened.
  */
-function bound(): (Libc & Stdio & NsCalls) | null {
+function bound(): (Libc & Stdio & NsCalls & FileCalls) | null {
   if (loaded !== undefined) return loaded;
   loaded = null;
   if (!(globalThis as { Bun?: unknown }).Bun) return loaded;
@@ -58,6 +81,17 @@ function bound(): (Libc & Stdio & NsCalls) | null {
       write: { args: ["i32", "ptr", "u64"], returns: "i64" },
       isatty: { args: ["i32"], returns: "i32" },
       ioctl: { args: ["i32", "u64", "u64"], returns: "i32" },
+      open: { args: ["ptr", "i32", "u32"], returns: "i32" },
+      pwrite: { args: ["i32", "ptr", "u64", "i64"], returns: "i64" },
+      fsync: { args: ["i32"], returns: "i32" },
+      ftruncate: { args: ["i32", "i64"], returns: "i32" },
+      rename: { args: ["ptr", "ptr"], returns: "i32" },
+      link: { args: ["ptr", "ptr"], returns: "i32" },
+      unlink: { args: ["ptr"], returns: "i32" },
+      mkdir: { args: ["ptr", "u32"], returns: "i32" },
+      readlink: { args: ["ptr", "ptr", "u64"], returns: "i64" },
+      access: { args: ["ptr", "i32"], returns: "i32" },
+      statx: { args: ["i32", "ptr", "i32", "u32", "ptr"], returns: "i32" },
       __errno_location: { args: [], returns: "ptr" },
     });
     loaded = {
@@ -72,6 +106,17 @@ function bound(): (Libc & Stdio & NsCalls) | null {
       write: (fd, buf, len) => Number(symbols.write(fd, buf, len)),
       isatty: (fd) => symbols.isatty(fd) === 1,
       nsType: (fd) => symbols.ioctl(fd, NS_GET_NSTYPE, 0) as number,
+      open: (path, flags, mode) => symbols.open(path, flags, mode) as number,
+      pwrite: (fd, buf, len, offset) => Number(symbols.pwrite(fd, buf, len, offset)),
+      fsync: (fd) => symbols.fsync(fd) as number,
+      ftruncate: (fd, length) => symbols.ftruncate(fd, length) as number,
+      rename: (from, to) => symbols.rename(from, to) as number,
+      link: (from, to) => symbols.link(from, to) as number,
+      unlink: (path) => symbols.unlink(path) as number,
+      mkdir: (path, mode) => symbols.mkdir(path, mode) as number,
+      readlink: (path, buf, len) => Number(symbols.readlink(path, buf, len)),
+      access: (path, mode) => symbols.access(path, mode) as number,
+      statx: (dirfd, path, flags, mask, buf) => symbols.statx(dirfd, path, flags, mask, buf) as number,
       errno: () => ffi.read.i32(symbols.__errno_location() as number, 0),
     };
   } catch {
@@ -93,6 +138,9 @@ export const stdio = (): Stdio | null => bound();
 /** ioctl NS_GET_NSTYPE, or null as libc(). */
 export const nsCalls = (): NsCalls | null => bound();
 
+/** The file calls, or null as libc(). */
+export const fileCalls = (): FileCalls | null => bound();
+
 /** libc, or an error naming `program` where this runtime cannot reach it (only Bun can). */
 export function requireLibc(program: string): Libc {
   const c = libc();
@@ -111,15 +159,28 @@ const ERRNO: Record<number, [string, string]> = {
   1: ["EPERM", "Operation not permitted"],
   2: ["ENOENT", "No such file or directory"],
   3: ["ESRCH", "No such process"],
+  4: ["EINTR", "Interrupted system call"],
+  5: ["EIO", "Input/output error"],
+  6: ["ENXIO", "No such device or address"],
   9: ["EBADF", "Bad file descriptor"],
   11: ["EAGAIN", "Resource temporarily unavailable"],
   12: ["ENOMEM", "Cannot allocate memory"],
   13: ["EACCES", "Permission denied"],
   16: ["EBUSY", "Device or resource busy"],
   17: ["EEXIST", "File exists"],
+  18: ["EXDEV", "Invalid cross-device link"],
   19: ["ENODEV", "No such device"],
+  20: ["ENOTDIR", "Not a directory"],
+  21: ["EISDIR", "Is a directory"],
   22: ["EINVAL", "Invalid argument"],
+  23: ["ENFILE", "Too many open files in system"],
+  24: ["EMFILE", "Too many open files"],
+  28: ["ENOSPC", "No space left on device"],
+  30: ["EROFS", "Read-only file system"],
   34: ["ERANGE", "Numerical result out of range"],
+  36: ["ENAMETOOLONG", "File name too long"],
+  39: ["ENOTEMPTY", "Directory not empty"],
+  40: ["ELOOP", "Too many levels of symbolic links"],
   95: ["EOPNOTSUPP", "Operation not supported"],
   97: ["EAFNOSUPPORT", "Address family not supported by protocol"],
   99: ["EADDRNOTAVAIL", "Cannot assign requested address"],
@@ -127,9 +188,13 @@ const ERRNO: Record<number, [string, string]> = {
   105: ["ENOBUFS", "No buffer space available"],
   110: ["ETIMEDOUT", "Connection timed out"],
   113: ["EHOSTUNREACH", "No route to host"],
+  122: ["EDQUOT", "Disk quota exceeded"],
 };
 
 /** The errno numbers code decides on by name (the table above gives their text). */
 export const Errno = { EPERM: 1, ENOENT: 2, EBUSY: 16, EEXIST: 17, EOPNOTSUPP: 95 } as const;
+
+/** The errno's name (ENOENT), as node:fs puts it in an error's code; `E<n>` for one not listed. */
+export const errnoName = (errno: number): string => ERRNO[errno]?.[0] ?? `E${errno}`;
 
 export const errnoText = (errno: number): string => (ERRNO[errno] ? `${ERRNO[errno][1]} (${ERRNO[errno][0]})` : `errno ${errno}`);

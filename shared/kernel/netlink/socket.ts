@@ -1,4 +1,4 @@
-import { closeSync, openSync } from "node:fs";
+import { closeSync, openSync } from "../../fs-sync.js";
 import { NLM_F, NLMSG, decode, encode, errorCode, outcome, type Message, type Request } from "./codec.js";
 import { errnoText, type Libc } from "./libc.js";
 
