@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { execa } from "execa";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -322,14 +322,19 @@ describe("a store entry named like an address that is not a regular file", () =>
 });
 
 describe("litter", () => {
-  it("removes a dead writer's temporary of an index entry on the next write to that entry, and only those", async () => {
+  it("leaves a killed writer's temporary of an index entry to GC, which removes it once old, and only such", async () => {
     mkdirSync(indexDir(), { recursive: true });
-    const dead = "c1@eth0.tmp-999999999-1700000000000"; // a PID above any pid_max: its writer is gone
-    const live = `c1@eth0.tmp-${process.pid}-1700000000000`; // a writer still running
-    const other = "c2@eth0.tmp-999999999-1700000000000"; // another entry's
-    for (const f of [dead, live, other]) writeFileSync(join(indexDir(), f), "{");
+    const old = "c1@eth0.tmp-999999999-1700000000000"; // written an hour ago: its writer was killed
+    const fresh = `c1@eth0.tmp-${process.pid}-1700000000000`; // a writer that may still be running
+    const other = "c2@eth0.tmp-999999999-1700000000000"; // another entry's, old too
+    for (const f of [old, fresh, other]) writeFileSync(join(indexDir(), f), "{");
+    const hourAgo = (Date.now() - 3_600_000) / 1000;
+    for (const f of [old, other]) utimesSync(join(indexDir(), f), hourAgo, hourAgo);
+    // An ADD does not list the index (an entry per pod of the node) to look for them.
     expect((await ipam("ADD", tampered(), call("c1", { timeoutMs: 20_000 }))).code).toBe(0);
-    expect(indexFiles()).toEqual(["c1@eth0", live, other].sort());
+    expect(indexFiles()).toEqual(["c1@eth0", old, fresh, other].sort());
+    expect((await ipam("GC", { ...tampered(), "cni.dev/valid-attachments": [{ containerID: "c1", ifname: "eth0" }] })).code).toBe(0);
+    expect(indexFiles()).toEqual(["c1@eth0", fresh].sort());
   });
 
   it("drops index entries whose reservation host-local removed, on STATUS", async () => {

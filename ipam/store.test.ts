@@ -120,10 +120,11 @@ describe("store", () => {
     expect(store.indexEntries().entries).toHaveLength(2);
   });
 
-  it("reports torn index files as junk", () => {
+  it("reports torn index files as junk, and leaves a writer's temporary, which may be about to be renamed, to removal by age", () => {
     writeFileSync(join(store.dir, ".twill", "by-id", "x@eth0"), "{");
+    writeFileSync(join(store.dir, ".twill", "by-id", "y@eth0.json"), JSON.stringify(entry({ containerID: "x", ifname: "eth0" }, [])));
     writeFileSync(join(store.dir, ".twill", "by-id", "x@eth0.tmp-1-2"), JSON.stringify(entry({ containerID: "x", ifname: "eth0" }, [])));
-    expect(store.indexEntries()).toEqual({ entries: [], junk: ["x@eth0", "x@eth0.tmp-1-2"] });
+    expect(store.indexEntries()).toEqual({ entries: [], junk: ["x@eth0", "y@eth0.json"] });
   });
 });
 
