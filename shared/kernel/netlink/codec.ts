@@ -62,7 +62,7 @@ const NLA_TYPE_MASK = 0x3fff;
 export const IFLA = {
   ADDRESS: 1, IFNAME: 3, MTU: 4, LINK: 5, MASTER: 10, PROTINFO: 12, OPERSTATE: 16, LINKINFO: 18, NET_NS_FD: 28, EXT_MASK: 29,
 } as const;
-export const IFLA_INFO = { KIND: 1, DATA: 2, SLAVE_KIND: 4 } as const;
+export const IFLA_INFO = { KIND: 1, DATA: 2, SLAVE_KIND: 4, SLAVE_DATA: 5 } as const;
 /** IFLA_VXLAN_*: a VXLAN device's settings inside IFLA_INFO_DATA. PORT is in network order. */
 export const IFLA_VXLAN = { ID: 1, LINK: 3, LOCAL: 4, LEARNING: 7, PORT: 15, LOCAL6: 17 } as const;
 /** IFLA_BR_*: a bridge's settings inside IFLA_INFO_DATA. */

@@ -132,11 +132,19 @@ export class Rtnl {
     );
   }
 
-  /** Hairpin on a bridge port: IFLA_BRPORT_MODE in the port's AF_BRIDGE protocol info. */
+  /**
+   * Hairpin on a bridge port, as `ip link set DEV type bridge_slave hairpin on` sets it: the
+   * port's IFLA_BRPORT_MODE in the bridge's port settings (IFLA_INFO_SLAVE_DATA), the port named,
+   * so no request for its index comes first.
+   */
   hairpin(dev: string, op: string): void {
-    const index = this.indexOf(dev, op);
     this.sock.request(
-      { type: RTM.SETLINK, flags: ACK, body: { ifinfo: { family: AF.BRIDGE, index, flags: 0, change: 0 } }, attrs: [nested(IFLA.PROTINFO, [u8(IFLA_BRPORT.MODE, 1)])] },
+      {
+        type: RTM.NEWLINK,
+        flags: ACK,
+        body: { ifinfo: { family: AF.UNSPEC, index: 0, flags: 0, change: 0 } },
+        attrs: [str(IFLA.IFNAME, dev), nested(IFLA.LINKINFO, [str(IFLA_INFO.SLAVE_KIND, "bridge"), nested(IFLA_INFO.SLAVE_DATA, [u8(IFLA_BRPORT.MODE, 1)])])],
+      },
       op,
     );
   }
