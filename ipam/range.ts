@@ -32,10 +32,10 @@ export interface RawRange {
  */
 export const UNUSABLE: { cidr: Cidr; what: string }[] = [
   { cidr: block(4, 0n, 8), what: "\"this network\"" }, // 0.0.0.0/8
-  { cidr: block(4, 127n << 24n, 8), what: "loopback" }, // 127.0.0.0/8
-  { cidr: block(4, 224n << 24n, 4), what: "multicast" }, // 224.0.0.0/4
+  { cidr: block(4, 0x7f000000n, 8), what: "loopback" }, // 127.0.0.0/8
+  { cidr: block(4, 0xe0000000n, 4), what: "multicast" }, // 224.0.0.0/4
   { cidr: block(6, 0n, 127), what: "unspecified or loopback" }, // ::/127
-  { cidr: block(6, 0xffn << 120n, 8), what: "multicast" }, // ff00::/8
+  { cidr: block(6, 0xff000000000000000000000000000000n, 8), what: "multicast" }, // ff00::/8
 ];
 
 /**

@@ -191,7 +191,7 @@ export function canonicalCidrOrSelf(text: string): string {
 export const block = (family: Family, network: bigint, prefix: number): Cidr => ({ family, ip: network, network, prefix });
 
 /** fe80::/10 */
-const LINK_LOCAL6 = block(6, 0xfe80n << 112n, 10);
+const LINK_LOCAL6 = block(6, 0xfe800000000000000000000000000000n, 10);
 
 /** An IPv6 link-local address (fe80::/10). */
 export const isLinkLocal6 = (ip: Ip): boolean => contains(LINK_LOCAL6, ip);
