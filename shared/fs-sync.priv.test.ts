@@ -105,6 +105,8 @@ describe("fs-sync through libc", () => {
       ["unlink missing", () => fs.unlinkSync(join(dir, "none")), () => node.unlinkSync(join(dir, "none"))],
       ["readlink of a file", () => fs.readlinkSync(file), () => node.readlinkSync(file)],
       ["lstat missing", () => fs.lstatSync(join(dir, "none")), () => node.lstatSync(join(dir, "none"))],
+      ["a NUL in the path", () => fs.openSync(`${file}\0x`, "r"), () => node.openSync(`${file}\0x`, "r")],
+      ["a NUL in a new name", () => fs.renameSync(file, `${dir}/a\0b`), () => node.renameSync(file, `${dir}/a\0b`)],
     ];
     for (const [what, ours, theirs] of cases) expect([what, codeOf(ours)]).toEqual([what, codeOf(theirs)]);
     const err = (() => {

@@ -95,15 +95,24 @@ const EEXIST = 17;
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
-const cPath = (path: string): Uint8Array => utf8.encode(`${path}\0`);
+/** A path as libc takes it; one with a NUL in it is refused, as node:fs refuses it (libc would cut it there). */
+function cPath(path: string): Uint8Array {
+  if (path.includes("\0")) {
+    throw Object.assign(new TypeError(`The argument 'path' must be a string, Uint8Array, or URL without null bytes. Received ${JSON.stringify(path)}`), { code: "ERR_INVALID_ARG_VALUE" });
+  }
+  return utf8.encode(`${path}\0`);
+}
 
-/** The result of a call that returns -1 on failure; retried when a signal interrupted it. */
+/**
+ * The result of a call that returns -1 on failure; retried when a signal interrupted it, but for
+ * close (Linux has released the descriptor whatever close returns).
+ */
 function check(c: FileCalls, syscall: string, run: () => number, path?: string, dest?: string): number {
   for (;;) {
     const r = run();
     if (r >= 0) return r;
     const errno = c.errno();
-    if (errno !== EINTR) throw new FsError(errno, syscall, path, dest);
+    if (errno !== EINTR || syscall === "close") throw new FsError(errno, syscall, path, dest);
   }
 }
 
@@ -118,7 +127,7 @@ function statOf(c: FileCalls, syscall: string, dirfd: number, path: string, flag
   check(c, syscall, () => c.statx(dirfd, cPath(path), flags, STATX_WANTED, buf), shown);
   const v = new DataView(buf.buffer);
   // struct statx: stx_mode @28, stx_ino @32, stx_size @40, stx_mtime @112 (sec, nsec), stx_dev_major/minor @136/@140.
-  const dev = v.getUint32(136, true) * 2 ** 20 + v.getUint32(140, true);
+  const dev = v.getUint32(136, true) * 2 ** 32 + v.getUint32(140, true);
   const mtimeMs = Number(v.getBigInt64(112, true)) * 1000 + v.getUint32(120, true) / 1e6;
   return new LibcStats(dev, Number(v.getBigUint64(32, true)), v.getUint16(28, true), Number(v.getBigUint64(40, true)), mtimeMs);
 }
