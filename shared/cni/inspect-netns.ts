@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, readlinkSync, statSync } from "../fs-sync.js";
+import { closeSync, constants, openSync, readFileSync, readlinkSync, statSync } from "../fs-sync.js";
 import { nsCalls } from "../kernel/netlink/libc.js";
 import { CniError, Code } from "./errors.js";
 import type { NetnsKind } from "./netns.js";
@@ -36,7 +36,8 @@ function namespaceType(path: string, ino: number): string | undefined {
   if (calls) {
     let fd: number | undefined;
     try {
-      fd = openSync(path, "r");
+      // Non-blocking: the path may have become a FIFO since it was looked at.
+      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
       const type = calls.nsType(fd);
       if (type > 0) return type === CLONE_NEWNET ? "net" : "other";
     } catch {

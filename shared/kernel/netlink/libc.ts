@@ -1,7 +1,9 @@
 /**
- * The few libc calls netlink needs, through Bun's FFI: twill's one runtime (the compiled
- * executable, and the privileged tests, which run on Bun). `libc()` is null on a runtime
- * without it (Node: the unit tests, which never reach the kernel).
+ * The libc calls twill makes through Bun's FFI: netlink's (`libc()`), a plugin's stdin and
+ * stdout (`stdio()`), the file calls of shared/fs-sync.ts (`fileCalls()`) and telling a
+ * namespace's kind (`nsCalls()`). Bun is twill's one runtime (the compiled executable, and the
+ * privileged tests, which run on Bun); each is null on a runtime without it (Node: the unit
+ * tests, which never reach the kernel).
  */
 
 export interface Libc {
