@@ -1,4 +1,4 @@
-import { errnoName, errnoText, fileCalls, type FileCalls } from "./kernel/netlink/libc.js";
+import { errnoMessage, errnoName, fileCalls, type FileCalls } from "./kernel/netlink/libc.js";
 
 /**
  * The synchronous file calls of the plugins' commands (and of the shared code the agent runs
@@ -60,7 +60,7 @@ export class FsError extends Error {
     readonly dest?: string,
   ) {
     const code = errnoName(errno);
-    super(`${code}: ${errnoText(errno).replace(/ \([A-Z0-9]+\)$/, "").toLowerCase()}, ${syscall}${path === undefined ? "" : ` '${path}'`}${dest === undefined ? "" : ` -> '${dest}'`}`);
+    super(`${code}: ${errnoMessage(errno).toLowerCase()}, ${syscall}${path === undefined ? "" : ` '${path}'`}${dest === undefined ? "" : ` -> '${dest}'`}`);
     this.code = code;
     this.errno = -errno;
     this.name = "Error";
@@ -142,22 +142,16 @@ function writeAll(c: FileCalls, fd: number, bytes: Uint8Array, position: number 
   return done;
 }
 
+/** The rest of the file at `fd` as UTF-8 text, decoded as it is read (a character may span two reads). */
 function readAll(c: FileCalls, fd: number): string {
-  const chunks: Uint8Array[] = [];
+  const decoder = new TextDecoder();
   const buf = new Uint8Array(64 * 1024);
+  let out = "";
   for (;;) {
     const n = check(c, "read", () => c.read(fd, buf, buf.length));
-    if (n === 0) break;
-    chunks.push(buf.slice(0, n));
+    if (n === 0) return out + decoder.decode();
+    out += decoder.decode(buf.subarray(0, n), { stream: true });
   }
-  if (chunks.length === 1) return text.decode(chunks[0]);
-  const all = new Uint8Array(chunks.reduce((n, b) => n + b.length, 0));
-  let at = 0;
-  for (const b of chunks) {
-    all.set(b, at);
-    at += b.length;
-  }
-  return text.decode(all);
 }
 
 export function openSync(path: string, flags: Flags = "r", mode = 0o666): number {

@@ -22,26 +22,26 @@ const CHUNK = 64 * 1024;
  */
 export async function readStdin(io: Stdio, rest: () => Promise<Uint8Array>): Promise<string> {
   if (io.isatty(0)) return "";
-  const chunks: Uint8Array[] = [];
+  // Decoded as read: a character may span two reads.
+  const decoder = new TextDecoder();
+  let out = "";
   let total = 0;
   const buf = new Uint8Array(CHUNK);
   for (;;) {
     const n = io.read(0, buf, buf.length);
     if (n > 0) {
-      chunks.push(buf.slice(0, n));
+      out += decoder.decode(buf.subarray(0, n), { stream: true });
       total += n;
       if (total > STDIN_LIMIT) throw new CniError(Code.DecodeFailure, `network config on stdin is larger than ${STDIN_LIMIT} bytes`);
       continue;
     }
-    if (n === 0) break;
+    if (n === 0) return out + decoder.decode();
     const errno = io.errno();
     if (errno === EINTR) continue;
     if (errno === EBADF) return "";
     if (errno !== EAGAIN) throw new Error(`failed to read the network config from stdin: ${errnoText(errno)}`);
-    chunks.push(await rest());
-    break;
+    return out + decoder.decode(await rest());
   }
-  return new TextDecoder().decode(chunks.length === 1 ? chunks[0] : concat(chunks));
 }
 
 /**
@@ -61,14 +61,4 @@ export async function writeAll(io: Stdio, fd: number, text: string, rest: (bytes
     if (errno === EAGAIN) await rest(bytes);
     return;
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }

@@ -199,4 +199,7 @@ export const Errno = { EPERM: 1, ENOENT: 2, EBUSY: 16, EEXIST: 17, EOPNOTSUPP: 9
 /** The errno's name (ENOENT), as node:fs puts it in an error's code; `E<n>` for one not listed. */
 export const errnoName = (errno: number): string => ERRNO[errno]?.[0] ?? `E${errno}`;
 
-export const errnoText = (errno: number): string => (ERRNO[errno] ? `${ERRNO[errno][1]} (${ERRNO[errno][0]})` : `errno ${errno}`);
+/** The words libc's strerror uses for the errno (No such file or directory); `errno <n>` for one not listed. */
+export const errnoMessage = (errno: number): string => ERRNO[errno]?.[1] ?? `errno ${errno}`;
+
+export const errnoText = (errno: number): string => (ERRNO[errno] ? `${errnoMessage(errno)} (${errnoName(errno)})` : errnoMessage(errno));
