@@ -11,6 +11,7 @@ import { Agent } from "./agent.js";
 import { createBackend } from "./backend/index.js";
 import { parseNetworkConfig } from "./config.js";
 import { LocalStore } from "./datastore/local.js";
+import { systemClock } from "./clock.js";
 import { request } from "../testkit/store-contract.js";
 import { until } from "../testkit/until.js";
 import { createMetrics, type AgentMetrics } from "./metrics.js";
@@ -77,10 +78,15 @@ describe("Agent", () => {
     return { agent, node, ip: ipIn(node.ns), dir, ipamStore, metrics, logs, metric };
   }
 
-  /** An operator releases the node and another node takes exactly its subnet. */
+  /**
+   * Another node takes exactly this node's subnet, in one step: its clock runs past the lease
+   * (as a node whose clock is ahead would see it), so it takes the claim over under the claim's
+   * lock. Releasing the node first would leave a window in which the agent's own renewal
+   * (every 300 ms) finds the claim gone and takes the same subnet back.
+   */
   async function stealSubnet(r: Running, subnet: string[]) {
-    const other = new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000 });
-    await other.release(r.node.name);
+    const ahead = { ...systemClock, now: () => Date.now() + 3 * 30_000 };
+    const other = new LocalStore({ dir: r.dir, network, leaseTTLMs: 30_000, clock: ahead });
     const thief = await other.acquire({ ...request("node-thief"), preferredSubnets: subnet });
     expect(thief.subnets).toEqual(subnet);
   }
