@@ -1,4 +1,4 @@
-import { build, type Metafile } from "esbuild";
+import { build, type Metafile, type Plugin } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
 
 // One executable holds the plugin and the agent (cmd/main.ts); the plugin starts once per pod
@@ -10,11 +10,10 @@ const FORBIDDEN = [/node_modules\/@kubernetes\//, /node_modules\/yargs/, /node_m
 const ENTRY = "cmd/main.ts";
 const PLUGINS = ["plugins/twill/main.ts", "ipam/main.ts"];
 const AGENT = "agent/main.ts";
-/** The bun:ffi binding (shared/kernel/netlink/libc.ts): the plugins read stdin and write stdout through it. */
+/** The bun:ffi binding (shared/kernel/netlink/libc.ts): every command but VERSION reads stdin through it. */
 const LIBC = "shared/kernel/netlink/libc.ts";
-/** What a command of either plugin imports (plugins/loaded.ts). */
+/** What a command of either plugin imports (plugins/loaded.ts), ADD's and CHECK's look at CNI_NETNS too. */
 const LOADED = "plugins/loaded.ts";
-/** What ADD and CHECK import to look at CNI_NETNS first (shared/cni/skel.ts). */
 const INSPECT_NETNS = "shared/cni/inspect-netns.ts";
 
 let inputs: Metafile["inputs"];
@@ -51,9 +50,43 @@ describe("the one executable's bundle", () => {
     expect(builtins).toEqual([]);
   });
 
+  // Each chunk a start loads costs it about as much as the whole VERSION answer's JavaScript (its
+  // loading and linking, not its code), so what VERSION needs is one chunk, and everything a
+  // command adds is one more: loaded.ts.
+  it("loads one chunk beside the entry for VERSION, and one more for a command", async () => {
+    const agentApart: Plugin = {
+      name: "the agent is embedded apart (scripts/lib/compile.ts)",
+      setup: (b) => b.onResolve({ filter: /\/agent\/main\.js$/ }, (args) => ({ path: args.path, external: true })),
+    };
+    const out = await build({
+      entryPoints: [ENTRY],
+      bundle: true,
+      splitting: true,
+      outdir: "/nonexistent",
+      platform: "node",
+      format: "esm",
+      write: false,
+      metafile: true,
+      logLevel: "silent",
+      plugins: [agentApart],
+    });
+    const outputs = out.metafile.outputs;
+    const chunkOf = (input: string) => Object.keys(outputs).find((o) => outputs[o]!.entryPoint === input);
+    const staticImports = (output: string) => outputs[output]!.imports.filter((i) => i.kind === "import-statement" && !i.external).map((i) => i.path);
+    const entry = chunkOf(ENTRY)!;
+    const shared = staticImports(entry);
+    expect(shared).toHaveLength(1);
+    expect(Object.keys(outputs[shared[0]!]!.inputs)).toEqual(expect.arrayContaining(["shared/cni/skel.ts", LIBC]));
+    expect(Object.keys(outputs[shared[0]!]!.inputs)).not.toContain("shared/fs-sync.ts");
+    const loaded = [...new Set(outputs[entry]!.imports.filter((i) => i.kind === "dynamic-import" && !i.external).map((i) => i.path))];
+    expect(loaded).toHaveLength(1);
+    expect(outputs[loaded[0]!]!.entryPoint).toBe(LOADED);
+    expect(staticImports(loaded[0]!)).toEqual(shared);
+  });
+
   it("runs a command of either plugin without loading node:fs (its file calls go through libc)", () => {
-    const modules = [...reach(ENTRY, STATIC), ...reach(LOADED, STATIC), ...reach(INSPECT_NETNS, STATIC)];
-    expect(modules).toContain("ipam/store.ts");
+    const modules = [...reach(ENTRY, STATIC), ...reach(LOADED, STATIC)];
+    expect(modules).toEqual(expect.arrayContaining(["ipam/store.ts", INSPECT_NETNS]));
     const fs = modules.flatMap((m) => inputs[m]!.imports.filter((i) => i.external && STATIC.includes(i.kind) && /^(node:)?fs$/.test(i.path)).map(() => m));
     expect(fs).toEqual([]);
   });

@@ -5,3 +5,4 @@
 export { createTwillPlugin } from "./twill/plugin.js";
 export { createIpamPlugin } from "../ipam/plugin.js";
 export { fileLogger } from "../shared/log.js";
+export { inspectNetns } from "../shared/cni/inspect-netns.js";

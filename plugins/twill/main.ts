@@ -11,5 +11,5 @@ export const main = () =>
       return createTwillPlugin({ env: process.env, localIpam: (logger) => createIpamPlugin({ logger }) });
     },
     "twill: Kubernetes pod networking on a Linux bridge",
-    { checkNetns: true },
+    { inspectNetns: async (path) => (await import("../loaded.js")).inspectNetns(path) },
   );

@@ -6,8 +6,8 @@ import type { NetnsKind } from "./netns.js";
 /**
  * What CNI_NETNS names (netns.ts). Every namespace file lives on nsfs (one device for all) and
  * its inode number is the namespace's, so the plugin's own is the one whose inode
- * /proc/self/ns/net has. Apart from the protocol's modules, so that a VERSION, which inspects
- * nothing, does not load node:fs.
+ * /proc/self/ns/net has. Part of the plugin's chunk (plugins/loaded.ts): ADD and CHECK load it
+ * with the plugin, and VERSION, which inspects nothing, loads neither.
  */
 export function inspectNetns(path: string): NetnsKind {
   let st: { dev: number; ino: number; isFile(): boolean };

@@ -1,7 +1,7 @@
 import { stdio } from "../kernel/netlink/libc.js";
 import { CniError, Code, invalidConfig, invalidEnv, toCniError } from "./errors.js";
 import { netnsOverride, requirePodNetns, type NetnsKind } from "./netns.js";
-import { readStdin, writeAll } from "./stdio.js";
+import { readStdin, type StdinSource } from "./stdio.js";
 import type { Attachment, NetConf, Result } from "./types.js";
 import { CURRENT_VERSION, SUPPORTED_VERSIONS, formatResult, requireSupported } from "./version.js";
 
@@ -243,30 +243,28 @@ export function validAttachments(conf: NetConf): Attachment[] {
 
 /** The part of Bun's API runPlugin uses (Bun's types are not installed: the code type-checks for Node). */
 interface BunIO {
-  stdin: { arrayBuffer(): Promise<ArrayBuffer> };
+  stdin: { stream(): ReadableStream<Uint8Array> };
   stdout: unknown;
   stderr: unknown;
-  write(to: unknown, data: string | Uint8Array): Promise<number>;
+  write(to: unknown, data: string): Promise<number>;
 }
 
 /**
  * Wires a plugin to the real process: env, stdin, stdout, exit status. `load` as dispatch's.
- * The plugins are compiled with Bun (scripts/build). stdin and stdout are moved with read(2) and
- * write(2) on this thread (stdio.ts), the way back through Bun's file API only where a
- * descriptor is non-blocking; loading node:fs would cost more than the rest of a VERSION answer.
+ * The plugins are compiled with Bun (scripts/build). stdin is read on this thread (stdio.ts);
+ * the answer goes out with Bun.write, which writes a pipe at once on this thread too.
  */
-export async function runPlugin(load: () => Plugin | Promise<Plugin>, about: string, opts: { checkNetns?: boolean } = {}): Promise<never> {
+export async function runPlugin(load: () => Plugin | Promise<Plugin>, about: string, opts: { inspectNetns?: (path: string) => Promise<NetnsKind> } = {}): Promise<never> {
   const bun = (globalThis as { Bun?: BunIO }).Bun;
   if (!bun) throw new Error("the CNI plugins run on Bun: run the executable ./scripts/build makes");
-  const io = stdio();
-  if (!io) throw new Error("the CNI plugins need libc (read and write through bun:ffi)");
   // Written once dispatch is done (one document on stdout), and all of it before process.exit,
   // which drops what is still on its way.
   const out = { stdout: "", stderr: "" };
   let code: number;
   try {
-    // VERSION may come with no stdin at all, and a terminal on stdin is no config either.
-    const stdin = process.env.CNI_COMMAND ? await readStdin(io, async () => new Uint8Array(await bun.stdin.arrayBuffer())) : "";
+    // Without a command (the about text) stdin is not read.
+    const command = process.env.CNI_COMMAND;
+    const stdin = command ? await readStdin(stdinSource(bun, command)) : "";
     code = await dispatch(
       load,
       {
@@ -274,7 +272,7 @@ export async function runPlugin(load: () => Plugin | Promise<Plugin>, about: str
         stdin,
         stdout: (text) => void (out.stdout += text),
         stderr: (text) => void (out.stderr += text),
-        ...(opts.checkNetns ? { inspectNetns: async (path: string) => (await import("./inspect-netns.js")).inspectNetns(path) } : {}),
+        ...(opts.inspectNetns ? { inspectNetns: opts.inspectNetns } : {}),
       },
       about,
     );
@@ -283,7 +281,35 @@ export async function runPlugin(load: () => Plugin | Promise<Plugin>, about: str
     out.stdout = JSON.stringify(toCniError(err).toJSON(CURRENT_VERSION)) + "\n";
     code = 1;
   }
-  if (out.stderr) await writeAll(io, 2, out.stderr, (rest) => bun.write(bun.stderr, rest));
-  if (out.stdout) await writeAll(io, 1, out.stdout, (rest) => bun.write(bun.stdout, rest));
+  // A reader that is gone (EPIPE) cannot be answered.
+  if (out.stderr) await bun.write(bun.stderr, out.stderr).catch(() => {});
+  if (out.stdout) await bun.write(bun.stdout, out.stdout).catch(() => {});
   process.exit(code);
+}
+
+/**
+ * Where runPlugin reads stdin from (stdio.ts). VERSION binds no libc: whether stdin is a
+ * terminal comes from Bun's tty_wrap binding (as Node's `process.binding`) where it has one.
+ */
+function stdinSource(bun: BunIO, command: string): StdinSource {
+  const stream = () => bun.stdin.stream();
+  const isTerminal = command === "VERSION" ? terminalByTtyWrap() : undefined;
+  if (isTerminal) return { isatty: isTerminal, stream };
+  const io = stdio();
+  if (!io) throw new Error("the CNI plugins need libc (read(2) through bun:ffi)");
+  return { isatty: () => io.isatty(0), libc: io, stream };
+}
+
+/** Whether stdin is a terminal, by Bun's tty_wrap binding; undefined where there is none. */
+function terminalByTtyWrap(): (() => boolean) | undefined {
+  try {
+    const tty = (process as { binding?(name: string): { isTTY?: unknown } }).binding?.("tty_wrap");
+    if (typeof tty?.isTTY === "function") {
+      const isTTY = tty.isTTY as (this: unknown, fd: number) => boolean;
+      return () => isTTY.call(tty, 0) === true;
+    }
+  } catch {
+    // No such binding: libc's isatty.
+  }
+  return undefined;
 }

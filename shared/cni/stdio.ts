@@ -1,11 +1,15 @@
-import { errnoText, type Stdio } from "../kernel/netlink/libc.js";
+import { errnoText } from "../kernel/netlink/libc.js";
 import { CniError, Code } from "./errors.js";
 
 /**
- * A plugin's stdin and stdout, moved with read(2) and write(2) on the calling thread. The config
- * is a few hundred bytes, and Bun's own file API starts a pool of threads to read a pipe: that
- * start was most of what a VERSION answer cost beyond the runtime's. The IO is passed in, so the
- * loops are tested on plain data.
+ * A plugin's stdin, read on the calling thread two ways, by what the command binds anyway:
+ * - read(2) through libc, for every command but VERSION: each binds libc (netlink, files), and
+ *   a read costs nothing more;
+ * - Bun's stream reader (epoll, and preadv2 without blocking), for VERSION, which binds nothing:
+ *   opening the FFI is most of what binding costs, more than the rest of a VERSION answer. It is
+ *   also where a non-blocking stdin that is not ready is read from, since it waits.
+ * Bun's other ways to read a pipe (`Bun.stdin.text()`, node:fs, process.stdin) start a pool of
+ * threads or load a large module. The source is passed in, so the loops are tested on plain data.
  */
 
 const EINTR = 4;
@@ -15,50 +19,83 @@ const EBADF = 9;
 export const STDIN_LIMIT = 16 * 1024 * 1024;
 const CHUNK = 64 * 1024;
 
-/**
- * All of stdin, to its end. A terminal holds no config (a person ran the plugin by hand), nor
- * does a closed stdin. A non-blocking stdin that is not ready (EAGAIN) is read to its end by
- * `rest`, which waits for it.
- */
-export async function readStdin(io: Stdio, rest: () => Promise<Uint8Array>): Promise<string> {
-  if (io.isatty(0)) return "";
-  // Decoded as read: a character may span two reads.
-  const decoder = new TextDecoder();
-  let out = "";
-  let total = 0;
-  const buf = new Uint8Array(CHUNK);
+export interface StdinSource {
+  /** Whether stdin is a terminal: a person ran the plugin by hand, and there is no config. */
+  isatty(): boolean;
+  /** read(2) on stdin, and the errno of its failure; absent where libc is not bound. */
+  libc?: { read(fd: number, buf: Uint8Array, len: number): number; errno(): number };
+  /** The runtime's stream of stdin, from where reading stands; it waits for a non-blocking one. */
+  stream(): ReadableStream<Uint8Array>;
+}
+
+/** All of stdin, to its end. A terminal holds no config, nor does a closed stdin. */
+export async function readStdin(src: StdinSource): Promise<string> {
+  if (src.isatty()) return "";
+  const text = new Collected();
+  if (src.libc && !readByLibc(src.libc, text)) return "";
+  if (text.ended) return text.end();
+  // A reader, not `for await`: Bun's async iterator of a stream costs a VERSION answer more.
+  const failed = (err: unknown) => readFailed(err instanceof Error ? err.message : String(err));
+  let reader: ReadableStreamDefaultReader<Uint8Array>;
+  try {
+    reader = src.stream().getReader();
+  } catch (err) {
+    throw failed(err);
+  }
   for (;;) {
-    const n = io.read(0, buf, buf.length);
-    if (n > 0) {
-      out += decoder.decode(buf.subarray(0, n), { stream: true });
-      total += n;
-      if (total > STDIN_LIMIT) throw new CniError(Code.DecodeFailure, `network config on stdin is larger than ${STDIN_LIMIT} bytes`);
-      continue;
+    const chunk = await reader.read().catch((err: unknown) => {
+      throw failed(err);
+    });
+    if (chunk.done) return text.end();
+    try {
+      text.add(chunk.value);
+    } catch (err) {
+      void reader.cancel().catch(() => {});
+      throw err;
     }
-    if (n === 0) return out + decoder.decode();
-    const errno = io.errno();
-    if (errno === EINTR) continue;
-    if (errno === EBADF) return "";
-    if (errno !== EAGAIN) throw new Error(`failed to read the network config from stdin: ${errnoText(errno)}`);
-    return out + decoder.decode(await rest());
   }
 }
 
 /**
- * Writes all of `text` to `fd`. A non-blocking descriptor that is full (EAGAIN) gets the rest
- * through `rest`, which waits for room; a reader that is gone (EPIPE) cannot be answered.
+ * Reads with read(2) into `text` to the end of file, or until a non-blocking stdin is not ready
+ * (EAGAIN: the stream reads the rest). False when stdin is closed.
  */
-export async function writeAll(io: Stdio, fd: number, text: string, rest: (bytes: Uint8Array) => Promise<unknown>): Promise<void> {
-  let bytes = new TextEncoder().encode(text);
-  while (bytes.length > 0) {
-    const n = io.write(fd, bytes, bytes.length);
+function readByLibc(libc: NonNullable<StdinSource["libc"]>, text: Collected): boolean {
+  const buf = new Uint8Array(CHUNK);
+  for (;;) {
+    const n = libc.read(0, buf, buf.length);
     if (n > 0) {
-      bytes = bytes.subarray(n);
+      text.add(buf.subarray(0, n));
       continue;
     }
-    const errno = n < 0 ? io.errno() : 0;
+    if (n === 0) {
+      text.ended = true;
+      return true;
+    }
+    const errno = libc.errno();
     if (errno === EINTR) continue;
-    if (errno === EAGAIN) await rest(bytes);
-    return;
+    if (errno === EBADF) return false;
+    if (errno === EAGAIN) return true;
+    throw readFailed(errnoText(errno));
+  }
+}
+
+const readFailed = (why: string) => new Error(`failed to read the network config from stdin: ${why}`);
+
+/** Text decoded as it is read (a character may span two reads), up to STDIN_LIMIT bytes. */
+class Collected {
+  ended = false;
+  private readonly decoder = new TextDecoder();
+  private text = "";
+  private total = 0;
+
+  add(bytes: Uint8Array): void {
+    this.total += bytes.length;
+    if (this.total > STDIN_LIMIT) throw new CniError(Code.DecodeFailure, `network config on stdin is larger than ${STDIN_LIMIT} bytes`);
+    this.text += this.decoder.decode(bytes, { stream: true });
+  }
+
+  end(): string {
+    return this.text + this.decoder.decode();
   }
 }

@@ -1,6 +1,6 @@
 /**
- * The libc calls twill makes through Bun's FFI: netlink's (`libc()`), a plugin's stdin and
- * stdout (`stdio()`), the file calls of shared/fs-sync.ts (`fileCalls()`) and telling a
+ * The libc calls twill makes through Bun's FFI: netlink's (`libc()`), a plugin's stdin
+ * (`stdio()`), the file calls of shared/fs-sync.ts (`fileCalls()`) and telling a
  * namespace's kind (`nsCalls()`). Bun is twill's one runtime (the compiled executable, and the
  * privileged tests, which run on Bun); each is null on a runtime without it (Node: the unit
  * tests, which never reach the kernel).
@@ -18,10 +18,9 @@ export interface Libc {
   errno(): number;
 }
 
-/** The libc calls a CNI plugin reads its config and writes its answer with. */
+/** The libc calls a CNI plugin reads its config with (shared/cni/stdio.ts). */
 export interface Stdio {
   read(fd: number, buf: Uint8Array, len: number): number;
-  write(fd: number, buf: Uint8Array, len: number): number;
   isatty(fd: number): boolean;
   errno(): number;
 }
@@ -130,11 +129,7 @@ function bound(): (Libc & Stdio & NsCalls & FileCalls) | null {
 /** libc's netlink calls through bun:ffi, or null outside Bun or when libc cannot be opened. */
 export const libc = (): Libc | null => bound();
 
-/**
- * read(2) and write(2) on the process's own descriptors, or null as libc(). Bun reads a pipe and
- * writes to one on a pool of threads it starts for the purpose, which costs a plugin more than
- * moving the few hundred bytes of its config and answer on its own thread.
- */
+/** read(2) and isatty(3) on the process's own descriptors, or null as libc(). */
 export const stdio = (): Stdio | null => bound();
 
 /** ioctl NS_GET_NSTYPE, or null as libc(). */
