@@ -1,8 +1,5 @@
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { formatIp, parseIpOrNull } from "../shared/net/cidr.js";
 import { AS_MAX } from "./config.js";
-import { apiClient } from "./datastore/kubernetes-api.js";
-import { describeApiError } from "./datastore/kubernetes-informer.js";
 import { ConfigError } from "./errors.js";
 import type { BgpRouterConfig } from "./types.js";
 
@@ -12,7 +9,8 @@ import type { BgpRouterConfig } from "./types.js";
  * --bgp-routers), else, on the kubernetes datastore, from its Node: the annotations
  * `twill.dev/bgp-as` and `twill.dev/bgp-routers`, or the label `twill.dev/bgp-as` (a rack's
  * nodes labelled alike). Checked before anything starts: a wrong AS is a configuration error,
- * not a session that never comes up.
+ * not a session that never comes up. Reading a Node is bgp-node-api.ts's, which only the
+ * kubernetes datastore loads.
  */
 
 export interface BgpNodeSettings {
@@ -63,18 +61,4 @@ export async function readBgpNodeSettings(flags: BgpNodeSettings, node: (() => P
   if (!node || (flags.as !== undefined && flags.routers !== undefined)) return flags;
   const fromNode = await node();
   return { ...fromNode, ...flags };
-}
-
-/** Reads the Node's annotations and labels through the API. */
-export function kubernetesBgpSettings(kc: KubeConfig, nodeName: string): () => Promise<BgpNodeSettings> {
-  return async () => {
-    const core = apiClient(kc, CoreV1Api, 30_000);
-    let meta: { annotations?: Record<string, string>; labels?: Record<string, string> };
-    try {
-      meta = (await core.readNode({ name: nodeName })).metadata ?? {};
-    } catch (err) {
-      throw new Error(`read Node "${nodeName}" for its BGP settings: ${describeApiError(err)}`);
-    }
-    return nodeBgpSettings(meta);
-  };
 }

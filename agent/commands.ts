@@ -11,12 +11,11 @@ import { readNetworkConfig } from "./config.js";
 import { ConfigError, errorMessage } from "./errors.js";
 import { createStore, type DatastoreKind } from "./datastore/index.js";
 import type { EtcdTlsFiles } from "./datastore/etcd-client.js";
-import { loadKubeConfig } from "./datastore/kubernetes-api.js";
 import {
   checkReservations, listReservations, releaseAddress, releaseLeaked, renderCheck, renderRelease, renderReservations,
   type IpamCliOptions, type Output,
 } from "./ipam/cli.js";
-import { kubernetesPods, noPods, type PodSource } from "./ipam/pods.js";
+import { noPods, type PodSource } from "./ipam/pod-source.js";
 import { LeakRecovery } from "./ipam/recovery.js";
 import { leakReportPath } from "./ipam/report.js";
 import { vethProbe } from "./ipam/sandbox.js";
@@ -33,7 +32,7 @@ import { bgpReportPath } from "./backend/bgp/bgp-report.js";
 import { wireguardReportPath } from "./backend/wireguard/wireguard-report.js";
 import { WG_DEVICE } from "./backend/wireguard/wireguard-go.js";
 import type { BgpRouterConfig } from "./types.js";
-import { kubernetesBgpSettings, readBgpNodeSettings } from "./bgp-node.js";
+import { readBgpNodeSettings } from "./bgp-node.js";
 import { shutdownBird } from "./backend/bgp/bird-supervisor.js";
 import { renderUninstall, uninstallNode } from "./uninstall.js";
 
@@ -110,12 +109,12 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   const network = readNetworkConfig(o.netConf);
   const log = logger.with({ node: nodeName });
   const metrics = createMetrics();
-  const store = createStore({ ...storeOptions(o, log), network });
+  const store = await createStore({ ...storeOptions(o, log), network });
   const kernel = nodeKernel();
   const bgp = network.backend.type === "bgp"
     ? await readBgpNodeSettings(
       { ...(o.bgpAs !== undefined ? { as: o.bgpAs } : {}), ...(o.bgpRouters ? { routers: o.bgpRouters } : {}) },
-      o.datastore === "kubernetes" ? kubernetesBgpSettings(loadKubeConfig(o.kubeconfig), nodeName) : null,
+      o.datastore === "kubernetes" ? await kubernetesBgpSettings(o.kubeconfig, nodeName) : null,
     )
     : {};
   const agent = new Agent({
@@ -140,7 +139,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
     logger: log,
     metrics,
   });
-  const policy = startNetworkPolicy({
+  const policy = await startNetworkPolicy({
     enabled: o.networkPolicy,
     datastore: o.datastore,
     ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}),
@@ -169,7 +168,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
   const recovery = o.leakIntervalMs > 0
     ? new LeakRecovery({
       storeDir: o.ipamStore,
-      pods: podSource(o, nodeName),
+      pods: await podSource(o, nodeName),
       graceMs: o.leakGraceMs,
       intervalMs: o.leakIntervalMs,
       logger: log,
@@ -208,7 +207,7 @@ export async function runAgent(o: RunOptions, logger: Logger): Promise<void> {
 
 /** `twilld status`: this node's lease and subnet file, and the peers, from the datastore. */
 export async function printStatus(o: CommonOptions & { output: "table" | "json" }, logger: Logger, write: (s: string) => void): Promise<boolean> {
-  const store = createStore(storeOptions(o, logger));
+  const store = await createStore(storeOptions(o, logger));
   try {
     const report = await gatherStatus(store, o.nodeName, o.subnetFile, {
       datapath: datapathReportPath(o.stateDir),
@@ -232,7 +231,7 @@ export async function printStatus(o: CommonOptions & { output: "table" | "json" 
  */
 export async function leaveCluster(o: CommonOptions, logger: Logger): Promise<void> {
   const nodeName = checkNodeName(o.nodeName);
-  const store = createStore(storeOptions(o, logger));
+  const store = await createStore(storeOptions(o, logger));
   try {
     await store.release(nodeName);
     logger.info("Released this node's subnets", { node: nodeName, datastore: o.datastore });
@@ -291,11 +290,19 @@ function removeAbandonedTemporaries(dirs: string[], log: Logger): void {
 }
 
 /** Where the leak decision learns which pods run on this node. */
-function podSource(o: CommonOptions, nodeName: string): PodSource {
-  return o.datastore === "kubernetes" ? kubernetesPods(loadKubeConfig(o.kubeconfig), nodeName) : noPods(o.datastore);
+async function podSource(o: CommonOptions, nodeName: string): Promise<PodSource> {
+  if (o.datastore !== "kubernetes") return noPods(o.datastore);
+  const [{ kubernetesPods }, { loadKubeConfig }] = await Promise.all([import("./ipam/pods.js"), import("./datastore/kubernetes-api.js")]);
+  return kubernetesPods(loadKubeConfig(o.kubeconfig), nodeName);
 }
 
-const ipamCli = (o: CommonOptions): IpamCliOptions => ({ storeDir: o.ipamStore, pods: podSource(o, o.nodeName), graceMs: o.leakGraceMs, sandbox: vethProbe() });
+/** A Node's BGP settings read through the API (bgp-node-api.ts, imported only for the kubernetes datastore). */
+async function kubernetesBgpSettings(kubeconfig: string | undefined, nodeName: string) {
+  const [api, { loadKubeConfig }] = await Promise.all([import("./bgp-node-api.js"), import("./datastore/kubernetes-api.js")]);
+  return api.kubernetesBgpSettings(loadKubeConfig(kubeconfig), nodeName);
+}
+
+const ipamCli = async (o: CommonOptions): Promise<IpamCliOptions> => ({ storeDir: o.ipamStore, pods: await podSource(o, o.nodeName), graceMs: o.leakGraceMs, sandbox: vethProbe() });
 
 /** `twilld ipam list`. */
 export function printReservations(o: CommonOptions & { output: Output }, write: (s: string) => void): void {
@@ -305,7 +312,7 @@ export function printReservations(o: CommonOptions & { output: Output }, write: 
 
 /** `twilld ipam check`: what the leak recovery would release, releasing nothing. */
 export async function printCheck(o: CommonOptions & { output: Output }, write: (s: string) => void): Promise<void> {
-  const report = await checkReservations(ipamCli(o));
+  const report = await checkReservations(await ipamCli(o));
   write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderCheck(report, Date.now()));
 }
 
@@ -315,14 +322,15 @@ export async function runRelease(
   write: (s: string) => void,
 ): Promise<boolean> {
   if ((o.address === undefined) === !o.leaked) throw new ConfigError("twilld ipam release: give an ADDRESS or --leaked (not both)");
-  const outcome = o.leaked ? await releaseLeaked(ipamCli(o)) : await releaseAddress(ipamCli(o), o.address!, o.force);
+  const cli = await ipamCli(o);
+  const outcome = o.leaked ? await releaseLeaked(cli) : await releaseAddress(cli, o.address!, o.force);
   write(o.output === "json" ? JSON.stringify(outcome, null, 2) + "\n" : renderRelease(outcome));
   return outcome.refused.length === 0;
 }
 
 /** `twilld nodes`. */
 export async function printNodes(o: CommonOptions & { output: Output }, logger: Logger, write: (s: string) => void): Promise<boolean> {
-  const store = createStore(storeOptions(o, logger));
+  const store = await createStore(storeOptions(o, logger));
   try {
     const report = await gatherNodes(store, o.nodeName, datapathReportPath(o.stateDir));
     write(o.output === "json" ? JSON.stringify(report, null, 2) + "\n" : renderNodes(report, Date.now()));

@@ -97,6 +97,14 @@ describe("the one executable's bundle", () => {
     expect(forbidden(modules)).toEqual([]);
   });
 
+  // Evaluating @kubernetes/client-node costs twilld about 6 MB of RSS at rest; only the
+  // kubernetes datastore (and with it NetworkPolicy, the pod list, a Node's BGP settings) needs it.
+  it("imports the Kubernetes client into twilld only for the kubernetes datastore", () => {
+    const statically = [...reach(AGENT, STATIC)];
+    expect(statically.filter((m) => /node_modules\/@kubernetes\//.test(m))).toEqual([]);
+    expect([...reach(AGENT, ANY)].some((m) => /node_modules\/@kubernetes\/client-node\//.test(m))).toBe(true);
+  });
+
   it("imports the agent only once twilld is chosen, and it holds the agent's dependencies", () => {
     expect(inputs[ENTRY]!.imports.filter((i) => i.kind === "dynamic-import").map((i) => i.path)).toEqual([AGENT]);
     expect(forbidden(reach(AGENT, ANY))).not.toEqual([]);

@@ -2,7 +2,7 @@ import { Store, podText, type SkippedName } from "../../ipam/store.js";
 import { formatDuration } from "../durations.js";
 import { renderTable } from "../table.js";
 import { TORN_ADD_GRACE_MS, judgeReservations, leaked, type LeakOptions, type PodsView, type Verdict } from "./leaks.js";
-import type { PodSource } from "./pods.js";
+import type { PodSource } from "./pod-source.js";
 import { currentBoot, readStoreView, releaseReservation, type BootInfo, type ReservationView, type StoreView } from "./store-view.js";
 import { noSandboxProbe, type SandboxProbe } from "./sandbox.js";
 

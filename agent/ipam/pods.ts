@@ -1,21 +1,9 @@
 import { ApiException, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { apiClient } from "../datastore/kubernetes-api.js";
 import { describeApiError } from "../datastore/kubernetes-informer.js";
-import type { DatastoreKind } from "../datastore/index.js";
-import { livePod, type LivePod, type PodsView, type RawPod } from "./leaks.js";
+import { livePod, type LivePod, type RawPod } from "./leaks.js";
 import { hostAddresses, nodeIdentityProblem, type RawNode } from "./node-identity.js";
-
-/**
- * The pods running on this node, as the leak decision needs them. First the Node of that name,
- * which must be this host (node-identity.ts), on every view: a Node deleted or renamed later
- * stops the releases. Then one list call with a fieldSelector per sweep (a node runs at most a
- * few hundred pods), read from etcd rather than the apiserver's cache so a pod created a moment
- * ago is in it. A slow or failing API is "unavailable", never an empty list: an empty list
- * would make every address look leaked.
- */
-export interface PodSource {
-  view(): Promise<PodsView>;
-}
+import type { PodSource } from "./pod-source.js";
 
 /** Longest wait for the pod list; past it the sweep releases nothing. */
 export const POD_LIST_TIMEOUT_MS = 10_000;
@@ -26,6 +14,14 @@ export interface KubernetesPodsOptions {
   ownAddresses?: () => string[];
 }
 
+/**
+ * The pods running on this node, from the API (the kubernetes datastore's PodSource). First
+ * the Node of that name, which must be this host (node-identity.ts), on every view: a Node
+ * deleted or renamed later stops the releases. Then one list call with a fieldSelector per
+ * sweep (a node runs at most a few hundred pods), read from etcd rather than the apiserver's
+ * cache so a pod created a moment ago is in it. A slow or failing API is "unavailable", never
+ * an empty list: an empty list would make every address look leaked.
+ */
 export function kubernetesPods(kc: KubeConfig, nodeName: string, o: KubernetesPodsOptions = {}): PodSource {
   const core = apiClient(kc, CoreV1Api, o.timeoutMs ?? POD_LIST_TIMEOUT_MS);
   const ownAddresses = o.ownAddresses ?? hostAddresses;
@@ -48,10 +44,4 @@ export function kubernetesPods(kc: KubeConfig, nodeName: string, o: KubernetesPo
       }
     },
   };
-}
-
-/** etcd and local datastores: no pods to ask. */
-export function noPods(kind: DatastoreKind): PodSource {
-  const reason = `the ${kind} datastore has no pods: only reservations from before the last boot are released`;
-  return { view: async () => ({ kind: "none", reason }) };
 }

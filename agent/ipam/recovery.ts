@@ -3,7 +3,7 @@ import { Store, type SkippedName } from "../../ipam/store.js";
 import { errorMessage } from "../errors.js";
 import type { AgentMetrics } from "../metrics.js";
 import { TORN_ADD_GRACE_MS, judgeReservations, leaked, reservationKey, suspected, type Judged, type PodsView } from "./leaks.js";
-import type { PodSource } from "./pods.js";
+import type { PodSource } from "./pod-source.js";
 import { writeLeakReport, type LeakReport } from "./report.js";
 import { currentBoot, readStoreView, releaseReservation, type BootInfo } from "./store-view.js";
 import { noSandboxProbe, type SandboxProbe } from "./sandbox.js";

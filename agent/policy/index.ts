@@ -2,13 +2,11 @@ import type { Registry } from "prom-client";
 import type { NodeKernel } from "../../shared/kernel/node-kernel.js";
 import type { Logger } from "../../shared/log.js";
 import type { DatastoreKind } from "../datastore/index.js";
-import { loadKubeConfig } from "../datastore/kubernetes-api.js";
 import { policyReadyPath } from "../../shared/policy-ready.js";
 import type { ReservationView } from "../ipam/store-view.js";
 import type { DenyMode } from "./compile.js";
 import { PolicyEngine } from "./engine.js";
 import { watchReservations } from "./ipam-store-watch.js";
-import { watchPolicyObjects } from "./kubernetes-watch.js";
 import { createPolicyMetrics, type PolicyMetrics } from "./metrics.js";
 import { reservedAddressesKey, withReservedAddresses } from "./new-pods.js";
 import { policyReportPath, writePolicyReport } from "./report.js";
@@ -62,7 +60,8 @@ export interface RunningPolicy {
   stop(): Promise<void>;
 }
 
-export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
+/** Enforcement fed by the Kubernetes watch, whose modules are imported only when it runs (datastore/index.ts). */
+export async function startNetworkPolicy(o: NetworkPolicyOptions): Promise<RunningPolicy> {
   const metrics = createPolicyMetrics(o.registry);
   const reason = !o.enabled
     ? "turned off (--network-policy=false)"
@@ -82,6 +81,7 @@ export function startNetworkPolicy(o: NetworkPolicyOptions): RunningPolicy {
     return { flowView: () => view, stop: async () => stopReservations() };
   }
   const logger = o.logger.with({ component: "policy" });
+  const [{ loadKubeConfig }, { watchPolicyObjects }] = await Promise.all([import("../datastore/kubernetes-api.js"), import("./kubernetes-watch.js")]);
   const kubeConfig = loadKubeConfig(o.kubeconfig);
   return enforceNetworkPolicy({ ...o, logger, metrics }, (onSnapshot) =>
     watchPolicyObjects({

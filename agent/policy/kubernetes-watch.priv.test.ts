@@ -115,7 +115,7 @@ describe.skipIf(!built)(built ? "NetworkPolicy watch on a real apiserver" : `Net
     await addNetns(ns);
     const ip = ipIn(ns);
     const registry = new Registry();
-    const running = startNetworkPolicy({
+    const running = await startNetworkPolicy({
       enabled: true,
       datastore: "kubernetes",
       kubeconfig: cp.kubeconfigFor(cp.agentToken),
