@@ -1,9 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, lutimesSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, lutimesSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { NotRegularFile, appendRegularFile, readRegularFile, removeOldTemporaries, writeRegularFile } from "./fs.js";
+import { NotRegularFile, appendRegularFile, readRegularFile, removeOldTemporaries, writeFileAtomic, writeRegularFile } from "./fs.js";
 
 let dir: string;
 beforeEach(() => {
@@ -34,6 +34,18 @@ describe("regular files only", () => {
     expect(readRegularFile(path)).toBe("10.0.0.3");
     appendRegularFile(path, "\nmore");
     expect(readRegularFile(path)).toBe("10.0.0.3\nmore");
+  });
+});
+
+describe("writeFileAtomic", () => {
+  it("makes a missing directory, replaces a file in one that exists, and leaves no temporary", () => {
+    const path = join(dir, "a", "b", "state.json");
+    writeFileAtomic(path, "one");
+    expect(readFileSync(path, "utf8")).toBe("one");
+    writeFileAtomic(path, "two", 0o600, false);
+    expect(readFileSync(path, "utf8")).toBe("two");
+    expect(readdirSync(join(dir, "a", "b"))).toEqual(["state.json"]);
+    expect(statSync(join(dir, "a")).mode & 0o777).toBe(0o700);
   });
 });
 

@@ -1,5 +1,5 @@
 import {
-  closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync,
+  closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync, type Stats,
 } from "./fs-sync.js";
 import { dirname, join } from "node:path";
 
@@ -10,9 +10,16 @@ import { dirname, join } from "node:path";
  * The temporary is created exclusively: a symlink planted under its name is never followed.
  */
 export function writeFileAtomic(path: string, data: string, mode = 0o600, durable = true): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}${TMP_MARK}${process.pid}-${Date.now()}`;
-  const fd = openSync(tmp, "wx", mode);
+  let fd: number;
+  try {
+    fd = openSync(tmp, "wx", mode);
+  } catch (err) {
+    // The directory is made only when missing: most writes go where others went before.
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    fd = openSync(tmp, "wx", mode);
+  }
   try {
     writeSync(fd, data);
     if (durable) fsyncSync(fd);
@@ -97,6 +104,11 @@ export class NotRegularFile extends Error {
  * FIFO (O_NONBLOCK): anything else throws {@link NotRegularFile}. Errors such as ENOENT pass.
  */
 export function openRegularFile(path: string, flags: number, mode = 0o600): number {
+  return openRegularFileStat(path, flags, mode).fd;
+}
+
+/** {@link openRegularFile}, with what fstat said of the file as it was opened. */
+export function openRegularFileStat(path: string, flags: number, mode = 0o600): { fd: number; stats: Stats } {
   let fd: number;
   try {
     fd = openSync(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK, mode);
@@ -106,11 +118,12 @@ export function openRegularFile(path: string, flags: number, mode = 0o600): numb
     if (code === "ELOOP" || code === "EISDIR" || code === "ENXIO") throw new NotRegularFile(path);
     throw err;
   }
-  if (!fstatSync(fd).isFile()) {
+  const stats = fstatSync(fd);
+  if (!stats.isFile()) {
     closeSync(fd);
     throw new NotRegularFile(path);
   }
-  return fd;
+  return { fd, stats };
 }
 
 /** A regular file's content; undefined when it does not exist. */

@@ -1,6 +1,6 @@
-import { closeSync, constants, fstatSync, linkSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeSync, type Stats } from "./fs-sync.js";
+import { closeSync, constants, linkSync, lstatSync, mkdirSync, renameSync, unlinkSync, writeSync, type Stats } from "./fs-sync.js";
 import { dirname } from "node:path";
-import { NotRegularFile, openRegularFile } from "./fs.js";
+import { NotRegularFile, openRegularFileStat } from "./fs.js";
 
 /**
  * Structured logs: a constant message plus key/values, one JSON object a line. The plugin
@@ -64,20 +64,21 @@ export function fileLogger(path: string, opts: FileLoggerOptions = {}): Logger {
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       ready = true;
     }
-    let fd: number;
+    let opened: { fd: number; stats: Stats };
     try {
-      fd = openRegularFile(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT);
+      opened = openRegularFileStat(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT);
     } catch (err) {
       if (!(err instanceof NotRegularFile)) throw err;
       refused = true;
       stderr(`twill: not logging to ${path}: it is not a regular file\n`);
       return;
     }
+    const { fd, stats } = opened;
     try {
       // The line first: whatever rotation does next, it is in the file this process opened.
-      writeSync(fd, line);
-      const written = fstatSync(fd);
-      if (written.size >= maxBytes) rotateLog(path, written, written.size >= 2 * maxBytes);
+      // Its size now is at least what it was at open and this line (others may append too).
+      const size = stats.size + writeSync(fd, line);
+      if (size >= maxBytes) rotateLog(path, stats, size >= 2 * maxBytes);
     } finally {
       closeSync(fd);
     }
