@@ -113,6 +113,8 @@ export class Store {
 
   /** Creates the store and index directories, readable by root only; the index ones must be real directories. */
   ensure(): void {
+    // Made by an earlier ADD, as they mostly are: two lstats, no mkdir.
+    if (isRealDirectory(join(this.dir, ".twill")) && isRealDirectory(join(this.dir, INDEX_DIR))) return;
     fsOp("create the IPAM store directory", this.dir, () => mkdirSync(this.dir, { recursive: true, mode: 0o700 }));
     for (const dir of [join(this.dir, ".twill"), join(this.dir, INDEX_DIR)]) {
       try {
@@ -598,6 +600,15 @@ function notADirectory(path: string): string | null {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw ioError("inspect", path, err);
+  }
+}
+
+/** Whether `path` is a directory itself, not a symlink to one; false when absent or unreadable. */
+function isRealDirectory(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
 
