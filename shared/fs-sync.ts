@@ -104,16 +104,14 @@ function cPath(path: string): Uint8Array {
 }
 
 /**
- * The result of a call that returns -1 on failure; retried when a signal interrupted it, but for
- * close (Linux has released the descriptor whatever close returns).
+ * After a call returned -1: throws its error, unless a signal interrupted it, and the caller calls
+ * again (`while (call() < 0) failed(...)`); close is never called again (Linux has released the
+ * descriptor whatever close returns). Only failures come here: a wrapper called for every call
+ * was compiled by the JIT on each ADD, in a process that exits a moment later.
  */
-function check(c: FileCalls, syscall: string, run: () => number, path?: string, dest?: string): number {
-  for (;;) {
-    const r = run();
-    if (r >= 0) return r;
-    const errno = c.errno();
-    if (errno !== EINTR || syscall === "close") throw new FsError(errno, syscall, path, dest);
-  }
+function failed(c: FileCalls, syscall: string, path?: string, dest?: string): void {
+  const errno = c.errno();
+  if (errno !== EINTR || syscall === "close") throw new FsError(errno, syscall, path, dest);
 }
 
 const openFlags = (flags: Flags): number => {
@@ -124,7 +122,8 @@ const openFlags = (flags: Flags): number => {
 
 function statOf(c: FileCalls, syscall: string, dirfd: number, path: string, flags: number, shown?: string): Stats {
   const buf = new Uint8Array(256);
-  check(c, syscall, () => c.statx(dirfd, cPath(path), flags, STATX_WANTED, buf), shown);
+  const p = cPath(path);
+  while (c.statx(dirfd, p, flags, STATX_WANTED, buf) < 0) failed(c, syscall, shown);
   const v = new DataView(buf.buffer);
   // struct statx: stx_mode @28, stx_ino @32, stx_size @40, stx_mtime @112 (sec, nsec), stx_dev_major/minor @136/@140.
   const dev = v.getUint32(136, true) * 2 ** 32 + v.getUint32(140, true);
@@ -136,8 +135,9 @@ function writeAll(c: FileCalls, fd: number, bytes: Uint8Array, position: number 
   let done = 0;
   while (done < bytes.length) {
     const rest = bytes.subarray(done);
-    const at = position === undefined ? undefined : position + done;
-    done += check(c, "write", () => (at === undefined ? c.write(fd, rest, rest.length) : c.pwrite(fd, rest, rest.length, at)));
+    const n = position === undefined ? c.write(fd, rest, rest.length) : c.pwrite(fd, rest, rest.length, position + done);
+    if (n < 0) failed(c, "write");
+    else done += n;
   }
   return done;
 }
@@ -148,7 +148,11 @@ function readAll(c: FileCalls, fd: number): string {
   const buf = new Uint8Array(64 * 1024);
   let out = "";
   for (;;) {
-    const n = check(c, "read", () => c.read(fd, buf, buf.length));
+    const n = c.read(fd, buf, buf.length);
+    if (n < 0) {
+      failed(c, "read");
+      continue;
+    }
     if (n === 0) return out + decoder.decode();
     out += decoder.decode(buf.subarray(0, n), { stream: true });
   }
@@ -156,12 +160,18 @@ function readAll(c: FileCalls, fd: number): string {
 
 export function openSync(path: string, flags: Flags = "r", mode = 0o666): number {
   if (!calls) return node!.openSync(path, flags, mode);
-  return check(calls, "open", () => calls.open(cPath(path), openFlags(flags) | O_CLOEXEC, mode), path);
+  const p = cPath(path);
+  const f = openFlags(flags) | O_CLOEXEC;
+  for (;;) {
+    const fd = calls.open(p, f, mode);
+    if (fd >= 0) return fd;
+    failed(calls, "open", path);
+  }
 }
 
 export function closeSync(fd: number): void {
   if (!calls) return node!.closeSync(fd);
-  check(calls, "close", () => calls.close(fd));
+  if (calls.close(fd) < 0) failed(calls, "close");
 }
 
 /** Writes all of `data` (at `position`, when given); returns the bytes written. */
@@ -172,12 +182,12 @@ export function writeSync(fd: number, data: string, position?: number): number {
 
 export function fsyncSync(fd: number): void {
   if (!calls) return node!.fsyncSync(fd);
-  check(calls, "fsync", () => calls.fsync(fd));
+  while (calls.fsync(fd) < 0) failed(calls, "fsync");
 }
 
 export function ftruncateSync(fd: number, length = 0): void {
   if (!calls) return node!.ftruncateSync(fd, length);
-  check(calls, "ftruncate", () => calls.ftruncate(fd, length));
+  while (calls.ftruncate(fd, length) < 0) failed(calls, "ftruncate");
 }
 
 /** A file's content as UTF-8 text, by path or open descriptor. */
@@ -209,7 +219,8 @@ export function existsSync(path: string): boolean {
 
 export function accessSync(path: string, mode: number = constants.F_OK): void {
   if (!calls) return node!.accessSync(path, mode);
-  check(calls, "access", () => calls.access(cPath(path), mode), path);
+  const p = cPath(path);
+  while (calls.access(p, mode) < 0) failed(calls, "access", path);
 }
 
 export function statSync(path: string): Stats {
@@ -230,30 +241,41 @@ export function fstatSync(fd: number): Stats {
 export function readlinkSync(path: string): string {
   if (!calls) return node!.readlinkSync(path, "utf8");
   const buf = new Uint8Array(4096);
-  const n = check(calls, "readlink", () => calls.readlink(cPath(path), buf, buf.length), path);
-  return text.decode(buf.subarray(0, n));
+  const p = cPath(path);
+  for (;;) {
+    const n = calls.readlink(p, buf, buf.length);
+    if (n >= 0) return text.decode(buf.subarray(0, n));
+    failed(calls, "readlink", path);
+  }
 }
 
 export function renameSync(from: string, to: string): void {
   if (!calls) return node!.renameSync(from, to);
-  check(calls, "rename", () => calls.rename(cPath(from), cPath(to)), from, to);
+  const [f, t] = [cPath(from), cPath(to)];
+  while (calls.rename(f, t) < 0) failed(calls, "rename", from, to);
 }
 
 export function linkSync(from: string, to: string): void {
   if (!calls) return node!.linkSync(from, to);
-  check(calls, "link", () => calls.link(cPath(from), cPath(to)), from, to);
+  const [f, t] = [cPath(from), cPath(to)];
+  while (calls.link(f, t) < 0) failed(calls, "link", from, to);
 }
 
 export function unlinkSync(path: string): void {
   if (!calls) return node!.unlinkSync(path);
-  check(calls, "unlink", () => calls.unlink(cPath(path)), path);
+  const p = cPath(path);
+  while (calls.unlink(p) < 0) failed(calls, "unlink", path);
 }
 
 /** mkdir, or with `recursive` every missing directory up to `path` (an existing directory is fine). */
 export function mkdirSync(path: string, opts: { recursive?: boolean; mode?: number } = {}): void {
   if (!calls) return void node!.mkdirSync(path, opts);
   const mode = opts.mode ?? 0o777;
-  if (!opts.recursive) return void check(calls, "mkdir", () => calls.mkdir(cPath(path), mode), path);
+  if (!opts.recursive) {
+    const p = cPath(path);
+    while (calls.mkdir(p, mode) < 0) failed(calls, "mkdir", path);
+    return;
+  }
   if (calls.mkdir(cPath(path), mode) === 0) return;
   const errno = calls.errno();
   if (errno === EEXIST && statSync(path).isDirectory()) return;

@@ -3,7 +3,7 @@ import { existsSync, fstatSync, linkSync, mkdirSync, mkdtempSync, openSync, clos
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { fileLogger, rotateLog } from "./log.js";
+import { createLogger, fileLogger, rotateLog } from "./log.js";
 
 let dir: string;
 let path: string;
@@ -87,5 +87,24 @@ describe("the plugin's log file", () => {
     expect(existsSync(`${path}.lock`)).toBe(false);
     // The last line any writer wrote is kept.
     expect(kept.some((l) => l.seq === perWriter - 1)).toBe(true);
+  });
+});
+
+describe("a log line", () => {
+  it("writes an Error as its message and a bigint as its digits, at any depth, and everything else as JSON does", () => {
+    const out: string[] = [];
+    const log = createLogger((line) => out.push(line));
+    const err = new Error("no such device");
+    log.info("flat", { a: 1, s: "x", ips: ["10.0.0.2/24"], phases: { ipam: 3.2 }, none: null, empty: {} });
+    log.info("errors", { error: err, n: 12345678901234567890n, list: [err, 1n], nested: { e: err }, deep: { a: { b: { e: err, n: 2n } } } });
+    const [flat, errors] = out.map((l) => JSON.parse(l));
+    expect(flat).toMatchObject({ msg: "flat", a: 1, s: "x", ips: ["10.0.0.2/24"], phases: { ipam: 3.2 }, none: null, empty: {} });
+    expect(errors).toMatchObject({
+      error: "no such device",
+      n: "12345678901234567890",
+      list: ["no such device", "1"],
+      nested: { e: "no such device" },
+      deep: { a: { b: { e: "no such device", n: "2" } } },
+    });
   });
 });

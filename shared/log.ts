@@ -25,7 +25,7 @@ export function createLogger(write: (line: string) => void, minLevel: Level = "i
     if (ORDER[level] < ORDER[minLevel]) return;
     const entry = { ts: new Date().toISOString(), level, msg, ...base, ...fields };
     try {
-      write(JSON.stringify(entry, errorReplacer) + "\n");
+      write((needsReplacer(entry) ? JSON.stringify(entry, errorReplacer) : JSON.stringify(entry)) + "\n");
     } catch {
       // A log that cannot be written must never break the operation being logged.
     }
@@ -128,6 +128,27 @@ export const stderrLogger = (minLevel: Level = "info"): Logger =>
   createLogger((line) => process.stderr.write(line), minLevel);
 
 export const nullLogger: Logger = createLogger(() => {});
+
+/**
+ * Whether an entry may hold an Error or a bigint, which JSON.stringify cannot write as they
+ * should be (`{}`; a TypeError). Looks two levels deep, in loops, and says yes for anything
+ * deeper: a replacer is called for every value, and one called that often is compiled by the
+ * JIT in a plugin's process, which logs two lines and exits.
+ */
+function needsReplacer(entry: Record<string, unknown>): boolean {
+  for (const key in entry) {
+    const value = entry[key];
+    if (typeof value !== "object" || value === null) {
+      if (typeof value === "bigint") return true;
+      continue;
+    }
+    if (value instanceof Error) return true;
+    for (const inner of Array.isArray(value) ? value : Object.values(value)) {
+      if (typeof inner === "bigint" || (typeof inner === "object" && inner !== null)) return true;
+    }
+  }
+  return false;
+}
 
 function errorReplacer(_key: string, value: unknown) {
   return value instanceof Error ? value.message : typeof value === "bigint" ? value.toString() : value;
