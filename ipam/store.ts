@@ -114,9 +114,10 @@ export class Store {
   /** Creates the store and index directories, readable by root only; the index ones must be real directories. */
   ensure(): void {
     // Made by an earlier ADD, as they mostly are: two lstats, no mkdir.
-    if (isRealDirectory(join(this.dir, ".twill")) && isRealDirectory(join(this.dir, INDEX_DIR))) return;
+    const [twill, index] = this.indexDirs();
+    if (isRealDirectory(twill) && isRealDirectory(index)) return;
     fsOp("create the IPAM store directory", this.dir, () => mkdirSync(this.dir, { recursive: true, mode: 0o700 }));
-    for (const dir of [join(this.dir, ".twill"), join(this.dir, INDEX_DIR)]) {
+    for (const dir of [twill, index]) {
       try {
         mkdirSync(dir, { mode: 0o700 });
       } catch (err) {
@@ -375,9 +376,14 @@ export class Store {
     if (this.indexUsable()) unlinkIfExists(join(this.dir, INDEX_DIR, name));
   }
 
+  /** `.twill` and the index in it, parent first: each must be a real directory. */
+  private indexDirs(): [string, string] {
+    return [join(this.dir, ".twill"), join(this.dir, INDEX_DIR)];
+  }
+
   /** Whether the index directories are absent or real directories; a symlink is warned of once. */
   indexUsable(): boolean {
-    for (const dir of [join(this.dir, ".twill"), join(this.dir, INDEX_DIR)]) {
+    for (const dir of this.indexDirs()) {
       const problem = notADirectory(dir);
       if (!problem) continue;
       if (!this.indexWarned) this.log.warn("Ignored the IPAM index: it is not a directory", { path: dir, problem });
