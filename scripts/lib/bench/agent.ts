@@ -309,8 +309,10 @@ try {
   const pid = agent.pid!;
   // The quiet window begins after the first resync that follows start-up: that one reads back
   // the entries start-up programmed (the kernel monitor saw them change), which is start-up work.
-  const fullRounds = () => metric(metricsPage(), 'twill_reconcile_duration_seconds_count{kind="full"}');
-  const startRounds = fullRounds();
+  // The start-up round is the first full one, counted as done here: its routes reach the monitor
+  // before the round ends, and the histogram has no line until a round has ended.
+  const fullRounds = () => metric(metricsPage(), 'twill_reconcile_duration_seconds_count{kind="full"}') || 0;
+  const startRounds = Math.max(fullRounds(), 1);
   for (let waited = 0; fullRounds() <= startRounds && waited < 30_000; waited += 500) await sleep(500);
   await sleep(1_000);
 
