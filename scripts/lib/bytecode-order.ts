@@ -1,0 +1,130 @@
+// Records which functions of twill's compiled file a pod's CNI calls run, for scripts/build's
+// second compile, which lays the bytecode out in that order (Bun's profile-guided layout,
+// `bytecodeOrder`): what a call runs sits together at the front of the file, and a start faults
+// in fewer pages of it.
+//
+//   bun scripts/lib/bytecode-order.ts EXECUTABLE OUTDIR
+//
+// Runs EXECUTABLE as a runtime runs the plugin, with BUN_BYTECODE_ORDER_OUT set, once per kind
+// of call: as a node runs it under twilld (the subnet file, twill-ipam in-process) ADD, DEL,
+// CHECK and STATUS, then ADD with its own ranges (the benchmarks' and a standalone node's
+// config), and VERSION. Each ADD is recorded on a second pod of its network, after a first one
+// made the bridge, as on a node that has pods. Writes one file per call into OUTDIR and prints their paths on
+// stdout, comma-separated, the most common first.
+//
+// The calls run in network namespaces of its own (a node and four pods, unique per run), removed
+// afterwards, also on failure; the machine's own namespace is never touched. Needs root: without
+// it, exits 3 having recorded nothing, and the build lays the file out without a profile.
+import { spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const [executable, outdir] = process.argv.slice(2);
+if (!executable || !outdir) {
+  console.error("usage: bun scripts/lib/bytecode-order.ts EXECUTABLE OUTDIR");
+  process.exit(2);
+}
+if (process.getuid?.() !== 0) {
+  console.error("bytecode-order: not root, so no namespaces to run a pod's calls in: nothing recorded");
+  process.exit(3);
+}
+
+const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const prefix = `tbo${process.pid.toString(36)}-`;
+const node = `${prefix}node`;
+const pods = [0, 1, 2, 3].map((i) => `${prefix}pod${i}`);
+const work = mkdtempSync(join(tmpdir(), "twill-bytecode-order-"));
+const made: string[] = [];
+
+function ip(...args: string[]): void {
+  const r = spawnSync("ip", args, { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr.trim() || `exit ${r.status}`}`);
+}
+
+/** The file as a runtime finds it: named for its type in a CNI directory (the name picks the program). */
+function install(dir: string): void {
+  mkdirSync(dir);
+  for (const name of ["twill", "twill-ipam"]) {
+    try {
+      linkSync(resolve(executable!), join(dir, name));
+    } catch {
+      copyFileSync(resolve(executable!), join(dir, name));
+    }
+  }
+}
+
+interface Call {
+  command: string;
+  /** The config, or one made from the last ADD's result (CHECK's prevResult). */
+  conf: object | ((added: object) => object);
+  pod?: number;
+  /** The file this call's functions are recorded in; none for a call that only prepares. */
+  record?: string;
+}
+
+let added: object = {};
+
+function run(cniDir: string, c: Call): void {
+  const env: Record<string, string> = {
+    PATH,
+    CNI_COMMAND: c.command,
+    CNI_CONTAINERID: `bytecode-order-${c.pod ?? 0}`,
+    CNI_NETNS: c.pod === undefined ? "" : `/run/netns/${pods[c.pod]}`,
+    CNI_IFNAME: "eth0",
+    CNI_PATH: cniDir,
+    ...(c.record ? { BUN_BYTECODE_ORDER_OUT: c.record } : {}),
+  };
+  const argv = c.pod === undefined ? [join(cniDir, "twill")] : ["ip", "netns", "exec", node, join(cniDir, "twill")];
+  const conf = typeof c.conf === "function" ? c.conf(added) : c.conf;
+  const r = spawnSync(argv[0]!, argv.slice(1), { input: JSON.stringify(conf), env, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${c.command} failed (exit ${r.status}): ${r.stdout.trim()} ${r.stderr.trim()}`);
+  if (c.command === "ADD") added = JSON.parse(r.stdout) as object;
+  if (c.record && !(existsSync(c.record) && statSync(c.record).size > 0)) throw new Error(`${c.command}: no functions recorded in ${c.record}`);
+}
+
+let status = 0;
+try {
+  ip("netns", "add", node);
+  made.push(node);
+  ip("-n", node, "link", "set", "lo", "up");
+  for (const pod of pods) {
+    ip("netns", "add", pod);
+    made.push(pod);
+  }
+  const cniDir = join(work, "bin");
+  install(cniDir);
+  mkdirSync(outdir, { recursive: true });
+  const out = (name: string) => resolve(outdir, `${name}.order`);
+  const subnetFile = join(work, "subnet.json");
+  writeFileSync(subnetFile, JSON.stringify({ clusterCIDRs: ["10.244.0.0/16"], nodeSubnets: ["10.244.1.0/24"], mtu: 1450, backend: "vxlan", ipMasq: false }));
+  const base = { cniVersion: "1.0.0", type: "twill", isDefaultGateway: true, hairpinMode: true, ipMasq: false };
+  // As deploy/twill.yaml configures it under twilld.
+  const underAgent = { ...base, name: "twill", bridge: "cni0", subnetFile, logFile: join(work, "twill.log"), ipam: { type: "twill-ipam", dataDir: join(work, "ipam") } };
+  const ranges = { ...base, name: "ranges", bridge: "cni1", mtu: 1450, logFile: join(work, "ranges.log"), ipam: { type: "twill-ipam", ranges: [[{ subnet: "10.245.0.0/16" }]], dataDir: join(work, "ipam") } };
+  const calls: Call[] = [
+    { command: "ADD", conf: underAgent, pod: 0 },
+    { command: "ADD", conf: underAgent, pod: 1, record: out("add") },
+    { command: "DEL", conf: underAgent, pod: 1, record: out("del") },
+    { command: "ADD", conf: underAgent, pod: 1 },
+    { command: "CHECK", conf: (prevResult) => ({ ...underAgent, prevResult }), pod: 1, record: out("check") },
+    { command: "STATUS", conf: underAgent, record: out("status") },
+    { command: "ADD", conf: ranges, pod: 2 },
+    { command: "ADD", conf: ranges, pod: 3, record: out("add-ranges") },
+    { command: "VERSION", conf: { cniVersion: "1.0.0" }, record: out("version") },
+    { command: "DEL", conf: ranges, pod: 3 },
+    { command: "DEL", conf: ranges, pod: 2 },
+    { command: "DEL", conf: underAgent, pod: 1 },
+    { command: "DEL", conf: underAgent, pod: 0 },
+  ];
+  for (const c of calls) run(cniDir, c);
+  // Most common first: a node runs ADD and DEL for every pod, STATUS and CHECK now and then.
+  console.log(["add", "del", "add-ranges", "status", "check", "version"].map(out).join(","));
+} catch (err) {
+  console.error(`bytecode-order: ${err instanceof Error ? err.message : String(err)}`);
+  status = 1;
+} finally {
+  for (const ns of made.reverse()) spawnSync("ip", ["netns", "del", ns]);
+  rmSync(work, { recursive: true, force: true });
+}
+process.exit(status);
