@@ -35,7 +35,7 @@ describe("bytecode-order", () => {
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
     const files = r.stdout.trim().split(",");
-    expect(files.map((f) => basename(f))).toEqual(["add.order", "del.order", "add-ranges.order", "status.order", "check.order", "version.order"]);
+    expect(files.map((f) => basename(f))).toEqual(["add.order", "del.order", "add-ranges.order", "status.order", "check.order", "ipam-add.order", "ipam-del.order", "version.order"]);
     const counted = Object.fromEntries(files.map((f) => [basename(f, ".order"), kinds(f)]));
     // One build: every file places the same functions, used or not.
     const total = (c: Record<string, number>) => (c.F ?? 0) + (c.K ?? 0);
@@ -43,6 +43,8 @@ describe("bytecode-order", () => {
     expect(counted.version!.F).toBeGreaterThan(0);
     expect(counted.add!.F).toBeGreaterThan(2 * counted.version!.F!);
     expect(counted.del!.F).toBeGreaterThan(counted.version!.F!);
+    expect(counted.add!.F).toBeGreaterThan(counted["ipam-add"]!.F!);
+    expect(counted["ipam-add"]!.F).toBeGreaterThan(counted.version!.F!);
     expect(await namespaces()).toBe(before);
   });
 });

@@ -8,7 +8,7 @@
 // Runs EXECUTABLE as a runtime runs the plugin, with BUN_BYTECODE_ORDER_OUT set, once per kind
 // of call: as a node runs it under twilld (the subnet file, twill-ipam in-process) ADD, DEL,
 // CHECK and STATUS, then ADD with its own ranges (the benchmarks' and a standalone node's
-// config), and VERSION. Each ADD is recorded on a second pod of its network, after a first one
+// config), twill-ipam's ADD and DEL as another plugin chains it, and VERSION. Each ADD is recorded on a second pod of its network, after a first one
 // made the bridge, as on a node that has pods. Writes one file per call into OUTDIR and prints their paths on
 // stdout, comma-separated, the most common first.
 //
@@ -55,6 +55,8 @@ function install(dir: string): void {
 }
 
 interface Call {
+  /** The program the file runs as (the name it is started under); twill by default. */
+  program?: "twill-ipam";
   command: string;
   /** The config, or one made from the last ADD's result (CHECK's prevResult). */
   conf: object | ((added: object) => object);
@@ -75,7 +77,9 @@ function run(cniDir: string, c: Call): void {
     CNI_PATH: cniDir,
     ...(c.record ? { BUN_BYTECODE_ORDER_OUT: c.record } : {}),
   };
-  const argv = c.pod === undefined ? [join(cniDir, "twill")] : ["ip", "netns", "exec", node, join(cniDir, "twill")];
+  // IPAM touches no network: twill-ipam runs where the build does, as a chaining plugin would run it.
+  const file = join(cniDir, c.program ?? "twill");
+  const argv = c.pod === undefined || c.program ? [file] : ["ip", "netns", "exec", node, file];
   const conf = typeof c.conf === "function" ? c.conf(added) : c.conf;
   const r = spawnSync(argv[0]!, argv.slice(1), { input: JSON.stringify(conf), env, encoding: "utf8" });
   if (r.status !== 0) throw new Error(`${c.command} failed (exit ${r.status}): ${r.stdout.trim()} ${r.stderr.trim()}`);
@@ -102,6 +106,8 @@ try {
   // As deploy/twill.yaml configures it under twilld.
   const underAgent = { ...base, name: "twill", bridge: "cni0", subnetFile, logFile: join(work, "twill.log"), ipam: { type: "twill-ipam", dataDir: join(work, "ipam") } };
   const ranges = { ...base, name: "ranges", bridge: "cni1", mtu: 1450, logFile: join(work, "ranges.log"), ipam: { type: "twill-ipam", ranges: [[{ subnet: "10.245.0.0/16" }]], dataDir: join(work, "ipam") } };
+  // twill-ipam on its own, as another plugin (the reference bridge, say) chains it.
+  const ipamOnly = { cniVersion: "1.0.0", name: "chained", type: "bridge", ipam: { type: "twill-ipam", ranges: [[{ subnet: "10.246.0.0/16" }]], dataDir: join(work, "ipam") } };
   const calls: Call[] = [
     { command: "ADD", conf: underAgent, pod: 0 },
     { command: "ADD", conf: underAgent, pod: 1, record: out("add") },
@@ -111,6 +117,10 @@ try {
     { command: "STATUS", conf: underAgent, record: out("status") },
     { command: "ADD", conf: ranges, pod: 2 },
     { command: "ADD", conf: ranges, pod: 3, record: out("add-ranges") },
+    { program: "twill-ipam", command: "ADD", conf: ipamOnly, pod: 0 },
+    { program: "twill-ipam", command: "ADD", conf: ipamOnly, pod: 1, record: out("ipam-add") },
+    { program: "twill-ipam", command: "DEL", conf: ipamOnly, pod: 1, record: out("ipam-del") },
+    { program: "twill-ipam", command: "DEL", conf: ipamOnly, pod: 0 },
     { command: "VERSION", conf: { cniVersion: "1.0.0" }, record: out("version") },
     { command: "DEL", conf: ranges, pod: 3 },
     { command: "DEL", conf: ranges, pod: 2 },
@@ -119,7 +129,7 @@ try {
   ];
   for (const c of calls) run(cniDir, c);
   // Most common first: a node runs ADD and DEL for every pod, STATUS and CHECK now and then.
-  console.log(["add", "del", "add-ranges", "status", "check", "version"].map(out).join(","));
+  console.log(["add", "del", "add-ranges", "status", "check", "ipam-add", "ipam-del", "version"].map(out).join(","));
 } catch (err) {
   console.error(`bytecode-order: ${err instanceof Error ? err.message : String(err)}`);
   status = 1;
