@@ -13,8 +13,10 @@
 // stdout, comma-separated, the most common first.
 //
 // The calls run in network namespaces of its own (a node and four pods, unique per run), removed
-// afterwards, also on failure; the machine's own namespace is never touched. Needs root: without
-// it, exits 3 having recorded nothing, and the build lays the file out without a profile.
+// afterwards, also on failure; the machine's own namespace is never touched. Needs root and
+// iproute2: without them (or where namespaces cannot be made, as in an unprivileged container)
+// it exits 3 having recorded nothing, and the build lays the file out without a profile. A call
+// of twill's that fails is a failure of the build (exit 1).
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,8 +39,12 @@ const pods = [0, 1, 2, 3].map((i) => `${prefix}pod${i}`);
 const work = mkdtempSync(join(tmpdir(), "twill-bytecode-order-"));
 const made: string[] = [];
 
+/** Nothing can be recorded on this machine: the build lays the file out without a profile. */
+class CannotRecord extends Error {}
+
 function ip(...args: string[]): void {
   const r = spawnSync("ip", args, { encoding: "utf8" });
+  if (r.error) throw new Error(`ip: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr.trim() || `exit ${r.status}`}`);
 }
 
@@ -87,15 +93,24 @@ function run(cniDir: string, c: Call): void {
   if (c.record && !(existsSync(c.record) && statSync(c.record).size > 0)) throw new Error(`${c.command}: no functions recorded in ${c.record}`);
 }
 
+/** The namespaces the calls run in; false where they cannot be made (no iproute2, no privilege to make namespaces). */
+function makeNamespaces(): boolean {
+  try {
+    for (const ns of [node, ...pods]) {
+      ip("netns", "add", ns);
+      made.push(ns);
+    }
+    ip("-n", node, "link", "set", "lo", "up");
+    return true;
+  } catch (err) {
+    console.error(`bytecode-order: cannot make network namespaces here (${err instanceof Error ? err.message : String(err)}): nothing recorded`);
+    return false;
+  }
+}
+
 let status = 0;
 try {
-  ip("netns", "add", node);
-  made.push(node);
-  ip("-n", node, "link", "set", "lo", "up");
-  for (const pod of pods) {
-    ip("netns", "add", pod);
-    made.push(pod);
-  }
+  if (!makeNamespaces()) throw new CannotRecord();
   const cniDir = join(work, "bin");
   install(cniDir);
   mkdirSync(outdir, { recursive: true });
@@ -131,8 +146,12 @@ try {
   // Most common first: a node runs ADD and DEL for every pod, STATUS and CHECK now and then.
   console.log(["add", "del", "add-ranges", "status", "check", "ipam-add", "ipam-del", "version"].map(out).join(","));
 } catch (err) {
-  console.error(`bytecode-order: ${err instanceof Error ? err.message : String(err)}`);
-  status = 1;
+  if (err instanceof CannotRecord) {
+    status = 3;
+  } else {
+    console.error(`bytecode-order: ${err instanceof Error ? err.message : String(err)}`);
+    status = 1;
+  }
 } finally {
   for (const ns of made.reverse()) spawnSync("ip", ["netns", "del", ns]);
   rmSync(work, { recursive: true, force: true });
