@@ -42,6 +42,10 @@ const made: string[] = [];
 /** Nothing can be recorded on this machine: the build lays the file out without a profile. */
 class CannotRecord extends Error {}
 
+// A signal (Ctrl-C at the build) stops the calls, and the namespaces are still removed below.
+let interrupted: string | null = null;
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void (interrupted = signal));
+
 function ip(...args: string[]): void {
   const r = spawnSync("ip", args, { encoding: "utf8" });
   if (r.error) throw new Error(`ip: ${r.error.message}`);
@@ -74,6 +78,7 @@ interface Call {
 let added: object = {};
 
 function run(cniDir: string, c: Call): void {
+  if (interrupted) throw new Error(`stopped by ${interrupted}`);
   const env: Record<string, string> = {
     PATH,
     CNI_COMMAND: c.command,
@@ -142,7 +147,11 @@ try {
     { command: "DEL", conf: underAgent, pod: 1 },
     { command: "DEL", conf: underAgent, pod: 0 },
   ];
-  for (const c of calls) run(cniDir, c);
+  for (const c of calls) {
+    // A turn of the event loop, where a signal's handler runs.
+    await new Promise((resolve) => setImmediate(resolve));
+    run(cniDir, c);
+  }
   // Most common first: a node runs ADD and DEL for every pod, STATUS and CHECK now and then.
   console.log(["add", "del", "add-ranges", "status", "check", "ipam-add", "ipam-del", "version"].map(out).join(","));
 } catch (err) {
