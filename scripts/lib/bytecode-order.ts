@@ -7,10 +7,11 @@
 //
 // Runs EXECUTABLE as a runtime runs the plugin, with BUN_BYTECODE_ORDER_OUT set, once per kind
 // of call: as a node runs it under twilld (the subnet file, twill-ipam in-process) ADD, DEL,
-// CHECK and STATUS, then ADD with its own ranges (the benchmarks' and a standalone node's
-// config), twill-ipam's ADD and DEL as another plugin chains it, and VERSION. Each ADD is recorded on a second pod of its network, after a first one
-// made the bridge, as on a node that has pods. Writes one file per call into OUTDIR and prints their paths on
-// stdout, comma-separated, the most common first.
+// CHECK and STATUS; ADD with its own ranges (the benchmarks' and a standalone node's config);
+// twill-ipam's ADD and DEL as another plugin chains it; and VERSION. Each ADD is recorded on a
+// second pod of its network, after a first one made the bridge, as on a node that has pods.
+// Writes one file per call into OUTDIR and prints their paths on stdout, comma-separated, the
+// most common first.
 //
 // The calls run in network namespaces of its own (a node and four pods, unique per run), removed
 // afterwards, also on failure; the machine's own namespace is never touched. Needs root and
