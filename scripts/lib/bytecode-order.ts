@@ -22,6 +22,7 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { addNetns, deleteNetnsSync } from "../../testkit/netns.js";
 
 const [executable, outdir] = process.argv.slice(2);
 if (!executable || !outdir) {
@@ -46,12 +47,6 @@ class CannotRecord extends Error {}
 // A signal (Ctrl-C at the build) stops the calls, and the namespaces are still removed below.
 let interrupted: string | null = null;
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void (interrupted = signal));
-
-function ip(...args: string[]): void {
-  const r = spawnSync("ip", args, { encoding: "utf8" });
-  if (r.error) throw new Error(`ip: ${r.error.message}`);
-  if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr.trim() || `exit ${r.status}`}`);
-}
 
 /** The file as a runtime finds it: named for its type in a CNI directory (the name picks the program). */
 function install(dir: string): void {
@@ -100,13 +95,13 @@ function run(cniDir: string, c: Call): void {
 }
 
 /** The namespaces the calls run in; false where they cannot be made (no iproute2, no privilege to make namespaces). */
-function makeNamespaces(): boolean {
+async function makeNamespaces(): Promise<boolean> {
   try {
     for (const ns of [node, ...pods]) {
-      ip("netns", "add", ns);
+      // Noted first: one made whose loopback then fails is removed too (the names are this run's).
       made.push(ns);
+      await addNetns(ns);
     }
-    ip("-n", node, "link", "set", "lo", "up");
     return true;
   } catch (err) {
     console.error(`bytecode-order: cannot make network namespaces here (${err instanceof Error ? err.message : String(err)}): nothing recorded`);
@@ -116,7 +111,7 @@ function makeNamespaces(): boolean {
 
 let status = 0;
 try {
-  if (!makeNamespaces()) throw new CannotRecord();
+  if (!(await makeNamespaces())) throw new CannotRecord();
   const cniDir = join(work, "bin");
   install(cniDir);
   mkdirSync(outdir, { recursive: true });
@@ -163,7 +158,7 @@ try {
     status = 1;
   }
 } finally {
-  for (const ns of made.reverse()) spawnSync("ip", ["netns", "del", ns]);
+  for (const ns of made.reverse()) deleteNetnsSync(ns);
   rmSync(work, { recursive: true, force: true });
 }
 process.exit(status);
